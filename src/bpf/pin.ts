@@ -1,0 +1,85 @@
+/**
+ * Pins: BPF objects given a path on a bpffs, so they outlive the process
+ * that made them and other processes can open them again.
+ *
+ * @module
+ */
+
+import { check, NotFoundError } from "./errors.ts";
+import { Fd } from "./fd.ts";
+import { cstr, libbpf } from "./ffi.ts";
+import { objectKind } from "./info.ts";
+import { Link } from "./link.ts";
+import { BpfMap } from "./map.ts";
+import { Program } from "./program.ts";
+
+/** The mount point of the bpffs holding `path`, or undefined if none does. */
+export function bpffsMountOf(path: string): string | undefined {
+  let best: string | undefined;
+  for (const line of Deno.readTextFileSync("/proc/self/mounts").split("\n")) {
+    const [, mountPoint, fsType] = line.split(" ");
+    if (fsType !== "bpf" || !mountPoint) continue;
+    const prefix = mountPoint.endsWith("/") ? mountPoint : `${mountPoint}/`;
+    if (
+      (path === mountPoint || path.startsWith(prefix)) && (!best || mountPoint.length > best.length)
+    ) {
+      best = mountPoint;
+    }
+  }
+  return best;
+}
+
+/**
+ * Makes sure `dir` exists on a bpffs with `mode` (owner only by default).
+ * Throws a clear error when no bpffs is mounted there.
+ */
+export function ensurePinDir(dir: string, mode = 0o700): void {
+  if (!bpffsMountOf(dir)) {
+    throw new NotFoundError(
+      `${dir} is not on a bpffs; mount one with: mount -t bpf bpf /sys/fs/bpf`,
+    );
+  }
+  Deno.mkdirSync(dir, { recursive: true, mode });
+  Deno.chmodSync(dir, mode);
+}
+
+/** Whether something is pinned at `path`. */
+export function isPinned(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
+  }
+}
+
+/** Removes the pin at `path`; false when there was none. */
+export function unpin(path: string): boolean {
+  try {
+    Deno.removeSync(path);
+    return true;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
+  }
+}
+
+/** Opens whatever is pinned at `path`: a program, a map or a link. */
+export function openPinned(path: string): Program | BpfMap | Link {
+  const fd = new Fd(check(`open pin ${path}`, () => libbpf().bpf_obj_get(cstr(path))));
+  try {
+    switch (objectKind(fd.value)) {
+      case "program":
+        return Program.fromPin(path);
+      case "map":
+        return BpfMap.fromPin(path);
+      case "link":
+        return Link.fromPin(path);
+      default:
+        throw new NotFoundError(`${path} is not a BPF program, map or link`);
+    }
+  } finally {
+    fd.close();
+  }
+}

@@ -1,0 +1,165 @@
+import { assertEquals, assertThrows } from "./helpers/assert.ts";
+import fc from "fast-check";
+import {
+  array,
+  bytes,
+  formatIPv6,
+  ipv4,
+  mac,
+  pad,
+  parseIPv6,
+  struct,
+  u16,
+  u16be,
+  u32,
+  u32be,
+  u64,
+  u64be,
+  u8,
+} from "../src/maps/codec.ts";
+import { layoutDifferences } from "../src/maps/layout.ts";
+
+const sample = struct("sample", {
+  id: u64be,
+  port: u16be,
+  proto: u8,
+  pad0: pad(1),
+  count: u32,
+  addr: ipv4,
+  hw: mac,
+  pad1: pad(2),
+  total: u64,
+  small: u16,
+  pad2: pad(2),
+  word: u32be,
+  raw: bytes(4),
+  list: array(u16, 2),
+});
+
+const arbSample = fc.record({
+  id: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }),
+  port: fc.integer({ min: 0, max: 0xffff }),
+  proto: fc.integer({ min: 0, max: 0xff }),
+  count: fc.integer({ min: 0, max: 0xffffffff }),
+  addr: fc.ipV4(),
+  hw: fc.array(fc.integer({ min: 0, max: 255 }), { minLength: 6, maxLength: 6 }).map((b) =>
+    b.map((x) => x.toString(16).padStart(2, "0")).join(":")
+  ),
+  total: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }),
+  small: fc.integer({ min: 0, max: 0xffff }),
+  word: fc.integer({ min: 0, max: 0xffffffff }),
+  raw: fc.uint8Array({ minLength: 4, maxLength: 4 }),
+  list: fc.array(fc.integer({ min: 0, max: 0xffff }), { minLength: 2, maxLength: 2 }),
+});
+
+Deno.test("struct codec round-trips every value", () => {
+  fc.assert(fc.property(arbSample, (value) => {
+    assertEquals(sample.decode(sample.encode(value)), { ...value });
+  }));
+});
+
+Deno.test("struct codec lays fields out back to back with explicit padding", () => {
+  assertEquals(sample.size, 52);
+  assertEquals(
+    sample.fields.map((f) => [f.name, f.offset, f.size]),
+    [
+      ["id", 0, 8],
+      ["port", 8, 2],
+      ["proto", 10, 1],
+      ["pad0", 11, 1],
+      ["count", 12, 4],
+      ["addr", 16, 4],
+      ["hw", 20, 6],
+      ["pad1", 26, 2],
+      ["total", 28, 8],
+      ["small", 36, 2],
+      ["pad2", 38, 2],
+      ["word", 40, 4],
+      ["raw", 44, 4],
+      ["list", 48, 4],
+    ],
+  );
+});
+
+Deno.test("known byte image: network order for addresses, ports, ids; host order for counters", () => {
+  const image = sample.encode({
+    id: 0x0102030405060708n,
+    port: 4789,
+    proto: 17,
+    count: 0x11223344,
+    addr: "192.0.2.1",
+    hw: "02:00:00:00:00:01",
+    total: 1n,
+    small: 0x0102,
+    word: 0xdeadbeef,
+    raw: Uint8Array.of(9, 8, 7, 6),
+    list: [1, 2],
+  });
+  const hex = Array.from(image, (b) => b.toString(16).padStart(2, "0")).join("");
+  assertEquals(
+    hex,
+    "0102030405060708" + // id, big-endian
+      "12b5" + // 4789, big-endian
+      "11" + "00" + // proto, padding
+      "44332211" + // count, little-endian
+      "c0000201" + // 192.0.2.1
+      "020000000001" + "0000" + // MAC, padding
+      "0100000000000000" + // total, little-endian
+      "0201" + "0000" + // small, padding
+      "deadbeef" + // word, big-endian
+      "09080706" + // raw
+      "01000200", // list of u16, little-endian
+  );
+});
+
+Deno.test("scalars reject values that do not fit instead of truncating", () => {
+  const s = struct("s", { a: u8, b: u16, c: u32 });
+  assertThrows(() => s.encode({ a: 256, b: 0, c: 0 }), RangeError, "s.a");
+  assertThrows(() => s.encode({ a: 0, b: -1, c: 0 }), RangeError, "s.b");
+  assertThrows(() => s.encode({ a: 0, b: 0, c: 1.5 }), RangeError, "s.c");
+  assertThrows(() => s.encode({ a: 0, b: 0 } as never), TypeError, 'field "c" is missing');
+  assertThrows(() => struct("m", { m: mac }).encode({ m: "02:00:00" }), RangeError, "not a MAC");
+  assertThrows(
+    () => struct("i", { i: ipv4 }).encode({ i: "10.0.0.256" }),
+    RangeError,
+    "not an IPv4",
+  );
+});
+
+Deno.test("u64 codecs keep all 64 bits in both byte orders", () => {
+  fc.assert(fc.property(fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }), (n) => {
+    const s = struct("w", { le: u64, be: u64be });
+    const b = s.encode({ le: n, be: n });
+    assertEquals(Array.from(b.subarray(0, 8)), Array.from(b.subarray(8, 16)).reverse());
+    assertEquals(s.decode(b), { le: n, be: n });
+  }));
+});
+
+Deno.test("IPv6 text round-trips to canonical form", () => {
+  fc.assert(fc.property(fc.ipV6(), (text) => {
+    const b = parseIPv6(text);
+    assertEquals(parseIPv6(formatIPv6(b)), b);
+  }));
+  assertEquals(formatIPv6(parseIPv6("2001:db8:0:0:0:0:0:1")), "2001:db8::1");
+  assertEquals(formatIPv6(parseIPv6("::ffff:192.0.2.1")), "::ffff:c000:201");
+});
+
+Deno.test("layoutDifferences names every mismatch between a codec and BTF", () => {
+  const codec = struct("wr_counter", { packets: u64, bytes: u32, pad0: pad(4) });
+  const problems = layoutDifferences(codec, {
+    name: "wr_counter",
+    kind: "struct",
+    size: 16,
+    members: [{ name: "packets", offset: 0, size: 8, bits: 0 }, {
+      name: "bytes",
+      offset: 8,
+      size: 8,
+      bits: 0,
+    }],
+  });
+  assertEquals(problems, [
+    "member 1 is bytes@8+8 in the kernel, bytes@8+4 in TypeScript",
+    "field pad0 (offset 12) is missing in the kernel",
+  ]);
+  assertEquals(layoutDifferences(u32, { name: "", kind: "int", size: 4, members: [] }), []);
+});

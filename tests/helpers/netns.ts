@@ -1,0 +1,130 @@
+/**
+ * Throwaway network namespaces for tests, removed even when a test fails.
+ *
+ * `enter()` moves the JavaScript thread itself into a namespace: libbpf
+ * calls (which resolve ifindexes) and the commands spawned meanwhile see that
+ * namespace. Deno runs JavaScript and spawns children on that one thread.
+ *
+ * @module
+ */
+
+import { cstr, libc } from "../../src/bpf/ffi.ts";
+import { type Output, run, runRaw } from "./run.ts";
+
+const CLONE_NEWNET = 0x40000000;
+let counter = 0;
+const home = libc().open(cstr("/proc/thread-self/ns/net"), 0);
+
+/** A fresh name for a namespace or device, unique to this process. */
+export function uniqueName(prefix: string): string {
+  // Device names are at most 15 bytes.
+  return `${prefix}${(Deno.pid % 10000).toString(36)}${(counter++).toString(36)}`.slice(0, 15);
+}
+
+/** Netns is a network namespace made by `ip netns add`. */
+export class Netns implements AsyncDisposable {
+  /** The namespace's name under /run/netns. */
+  readonly name: string;
+
+  private constructor(name: string) {
+    this.name = name;
+  }
+
+  /** Creates a namespace with loopback up. */
+  static async create(prefix = "wrt"): Promise<Netns> {
+    const ns = new Netns(uniqueName(prefix));
+    await run(["ip", "netns", "add", ns.name]);
+    await ns.run(["ip", "link", "set", "lo", "up"]);
+    return ns;
+  }
+
+  /** Runs `cmd` inside the namespace; throws unless it exits 0. */
+  run(cmd: string[], options: { stdin?: Uint8Array } = {}): Promise<string> {
+    return run(["ip", "netns", "exec", this.name, ...cmd], options);
+  }
+
+  /** Runs `cmd` inside the namespace, whatever its exit code. */
+  runRaw(cmd: string[]): Promise<Output> {
+    return runRaw(["ip", "netns", "exec", this.name, ...cmd]);
+  }
+
+  /** Runs a shell script inside the namespace. */
+  sh(script: string): Promise<string> {
+    return this.run(["sh", "-ec", script]);
+  }
+
+  /**
+   * Moves this thread into the namespace until the returned function is
+   * called. Keep the window short and always restore (try/finally).
+   */
+  enter(): () => void {
+    const fd = libc().open(cstr(`/run/netns/${this.name}`), 0);
+    if (fd < 0) throw new Error(`cannot open namespace ${this.name}`);
+    try {
+      if (libc().setns(fd, CLONE_NEWNET) !== 0) throw new Error(`setns into ${this.name} failed`);
+    } finally {
+      libc().close(fd);
+    }
+    return () => {
+      if (libc().setns(home, CLONE_NEWNET) !== 0) throw new Error("setns back home failed");
+    };
+  }
+
+  /** Runs `fn` with this thread inside the namespace. */
+  async within<T>(fn: () => T | Promise<T>): Promise<T> {
+    const leave = this.enter();
+    try {
+      return await fn();
+    } finally {
+      leave();
+    }
+  }
+
+  /** Deletes the namespace and every device in it. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await runRaw(["ip", "netns", "del", this.name]);
+  }
+}
+
+/** One end of a veth pair: its namespace, name and optional address. */
+export interface VethEnd {
+  /** The namespace the end lives in. */
+  ns: Netns;
+  /** Device name. */
+  name: string;
+  /** Address with prefix, such as 10.0.0.1/24. */
+  addr?: string;
+}
+
+/**
+ * Creates a veth pair between two namespaces, IPv6 off (so no stray
+ * neighbour discovery traffic), both ends up.
+ */
+export async function vethPair(a: VethEnd, b: VethEnd): Promise<void> {
+  await a.ns.run([
+    "ip",
+    "link",
+    "add",
+    "name",
+    a.name,
+    "type",
+    "veth",
+    "peer",
+    "name",
+    b.name,
+    "netns",
+    b.ns.name,
+  ]);
+  for (const end of [a, b]) {
+    await end.ns.sh(
+      `sysctl -qw net.ipv6.conf.${end.name}.disable_ipv6=1
+       ${end.addr ? `ip addr add ${end.addr} dev ${end.name}` : ""}
+       ip link set dev ${end.name} up`,
+    );
+  }
+}
+
+/** The MAC address of `dev` inside `ns`. */
+export async function macOf(ns: Netns, dev: string): Promise<string> {
+  return (await ns.run(["cat", `/sys/class/net/${dev}/address`])).trim();
+}

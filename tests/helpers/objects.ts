@@ -1,0 +1,17 @@
+/**
+ * The built BPF objects the tests load, as the runtime imports them.
+ *
+ * @module
+ */
+
+import counter from "../../bpf/build/counter.bpf.o" with { type: "bytes" };
+import verifierReject from "../../bpf/build/verifier_reject.bpf.o" with { type: "bytes" };
+
+/** counter.bpf.o: per-CPU counters at XDP and TC, and the reflector. */
+export const COUNTER_OBJECT: Uint8Array = counter;
+
+/** verifier_reject.bpf.o: a program the verifier must refuse. */
+export const VERIFIER_REJECT_OBJECT: Uint8Array = verifierReject;
+
+/** Where `make -C bpf` puts the objects. */
+export const BUILD_DIR = new URL("../../bpf/build/", import.meta.url).pathname;
