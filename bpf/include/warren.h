@@ -6,13 +6,22 @@
  * checks it against the object's BTF when a map is opened:
  *   - fixed-width types only, no bool, no enums in structs;
  *   - every hole filled by an explicit pad field, sizes a multiple of 8;
- *   - byte order stated per field: host order unless the name says _be
+ *   - byte order stated per field: host order unless the type is __be*
  *     or the comment says "network order".
+ *
+ * Addresses are 16 bytes wide for both families: an IPv4 address sits in
+ * the first 4 bytes, the rest zero, and a flag elsewhere says which family.
  */
 #ifndef WARREN_H
 #define WARREN_H
 
 #include <linux/types.h>
+
+/* Bumped whenever a pinned map's layout changes meaning. warren refuses to
+ * reuse pins written under another version (see src/tunnel/pins.ts). */
+#define WR_LAYOUT_VERSION 1
+
+/* ---- Demo and test counters (counter.bpf.c) ---------------------------- */
 
 /* Packets and bytes seen by one hook on one CPU. */
 struct wr_counter {
@@ -20,12 +29,332 @@ struct wr_counter {
 	__u64 bytes;
 };
 
-/* Slots of the demo/test counter map (counter.bpf.c). */
+/* Slots of the demo/test counter map. */
 enum wr_counter_slot {
 	WR_SLOT_XDP = 0,
 	WR_SLOT_TC = 1,
 	WR_SLOT_XDP_V2 = 2,
 	WR_SLOT_MAX = 4,
+};
+
+/* ---- Sizes ------------------------------------------------------------- */
+
+#define WR_MAX_PORTS 256
+#define WR_MAX_MASKS 32
+#define WR_MAX_ACTIONS 8
+#define WR_GENEVE_OPT_MAX 32	/* bytes of Geneve options a tunnel key emits */
+#define WR_DEFAULT_MAX_FLOWS 65536
+#define WR_DEFAULT_MAX_TUN_KEYS 65536
+
+/* ---- Ports ------------------------------------------------------------- */
+
+enum wr_port_kind {
+	WR_PORT_NONE = 0,
+	WR_PORT_LOCAL = 1,	/* a netdev: a workload's veth, a tap ... */
+	WR_PORT_TUNNEL = 2,
+};
+
+enum wr_proto {
+	WR_PROTO_NONE = 0,
+	WR_PROTO_VXLAN = 1,
+	WR_PROTO_GENEVE = 2,
+	WR_PROTO_GRE = 3,
+	WR_PROTO_STT = 4,
+};
+
+/* wr_port.flags */
+#define WR_PORTF_XDP		0x0001	/* local: its peer takes XDP redirects */
+#define WR_PORTF_REMOTE_FLOW	0x0002	/* tunnel: remote_ip=flow */
+#define WR_PORTF_KEY_IN_FLOW	0x0004	/* tunnel: in_key=flow (any key accepted) */
+#define WR_PORTF_KEY_OUT_FLOW	0x0008	/* tunnel: out_key=flow (from set_tunnel) */
+#define WR_PORTF_TTL_INHERIT	0x0010
+#define WR_PORTF_TOS_INHERIT	0x0020
+#define WR_PORTF_DF		0x0040	/* set DF on the outer header */
+#define WR_PORTF_CSUM		0x0080	/* UDP/GRE checksum on transmit */
+#define WR_PORTF_SEQ		0x0100	/* GRE sequence numbers */
+#define WR_PORTF_V6		0x0200	/* remote and local are IPv6 */
+#define WR_PORTF_NO_KEY		0x0400	/* GRE: no key field at all */
+#define WR_PORTF_NH_MAC		0x0800	/* nh_mac is a configured neighbour */
+#define WR_PORTF_MSS_CLAMP	0x1000	/* clamp TCP MSS of encapsulated SYNs */
+
+/* A port, indexed by port number (1..WR_MAX_PORTS-1; 0 means none). */
+struct wr_port {
+	__u32 ifindex;		/* local: its device; tunnel: underlay device, 0 = by route */
+	__u8 kind;		/* enum wr_port_kind */
+	__u8 proto;		/* enum wr_proto, tunnels only */
+	__u16 flags;		/* WR_PORTF_* */
+	__be16 dst_port;	/* UDP (or STT's TCP) destination port */
+	__u8 ttl;		/* outer TTL unless TTL_INHERIT */
+	__u8 tos;		/* outer DSCP<<2 unless TOS_INHERIT */
+	__u16 mtu;		/* underlay MTU override, 0 = the device's */
+	__u16 pad0;
+	__be64 key_in;		/* key a packet must carry unless KEY_IN_FLOW */
+	__be64 key_out;		/* key sent unless KEY_OUT_FLOW */
+	__u8 remote[16];	/* fixed remote unless REMOTE_FLOW */
+	__u8 local[16];		/* local endpoint, all zero = the route's source */
+	__u8 nh_mac[6];		/* neighbour MAC when NH_MAC and the FIB has none */
+	__u8 local_mac[6];	/* the underlay device's MAC, for NH_MAC */
+	__u32 gre_seq;		/* next GRE sequence number (datapath-owned) */
+};
+
+/* Which tunnel port a packet arriving at a local endpoint belongs to. An
+ * entry with ipproto 0 and dst_port 0 only says "this address is a local
+ * endpoint", so malformed packets to it count as ours. */
+struct wr_endpoint_key {
+	__u8 addr[16];		/* the local endpoint address (outer destination) */
+	__u8 ipproto;		/* IPPROTO_UDP, IPPROTO_GRE or IPPROTO_TCP (STT) */
+	__u8 v6;		/* 1 when addr is IPv6 */
+	__be16 dst_port;	/* 0 for GRE */
+	__u32 pad0;
+};
+
+struct wr_endpoint {
+	__u16 port;		/* the flow-based (remote_ip=flow) port, 0 = none */
+	__u8 fixed_remotes;	/* ports with a fixed remote exist: ask wr_remotes */
+	__u8 proto;		/* enum wr_proto spoken on this endpoint */
+	__u32 pad0;
+};
+
+/* Port-based tunnels: (endpoint, remote) -> port. */
+struct wr_remote_key {
+	struct wr_endpoint_key ep;
+	__u8 remote[16];
+};
+
+/* ---- Tunnel keys ------------------------------------------------------- */
+
+/* Tunnel flags, in wr_flow_key.tun_flags and wr_tun_key.flags. */
+#define WR_TUNF_KEY	0x01	/* the tunnel header carries a key */
+#define WR_TUNF_CSUM	0x02	/* checksum present (UDP non-zero, GRE C bit) */
+#define WR_TUNF_DF	0x04	/* outer DF set */
+#define WR_TUNF_OAM	0x08	/* Geneve O bit */
+#define WR_TUNF_V6	0x40	/* outer header is IPv6 */
+#define WR_TUNF_PRESENT	0x80	/* the packet arrived through a tunnel */
+
+/* wr_tun_key.set: which optional fields a set_tunnel gave. */
+#define WR_TKSET_TOS	0x01
+#define WR_TKSET_TTL	0x02
+#define WR_TKSET_DST	0x04
+#define WR_TKSET_SRC	0x08
+#define WR_TKSET_ID	0x10
+#define WR_TKSET_GNV_CRIT 0x20	/* gnv_opts holds a critical option */
+
+/* What set_tunnel(...) sets, indexed by the action's arg. */
+struct wr_tun_key {
+	__be64 tun_id;
+	__u8 dst[16];
+	__u8 src[16];		/* all zero: the port's local, else the route's */
+	__u8 tos;
+	__u8 ttl;
+	__u8 flags;		/* WR_TUNF_KEY/CSUM/DF/OAM/V6 */
+	__u8 set;		/* WR_TKSET_* */
+	__u8 gnv_len;		/* bytes of gnv_opts used, a multiple of 4 */
+	__u8 pad0[3];
+	__u8 gnv_opts[WR_GENEVE_OPT_MAX];	/* Geneve option TLVs, wire format */
+};
+
+/* ---- Flows ------------------------------------------------------------- */
+
+/* wr_flow_key.ip_frag */
+#define WR_FRAG_NONE	0
+#define WR_FRAG_FIRST	1
+#define WR_FRAG_LATER	2
+
+/* Everything a flow can match on. Header fields are in network order, as
+ * in the packet; a mask of the same struct selects the bits that matter. */
+struct wr_flow_key {
+	__u16 in_port;
+	__u8 tun_flags;		/* WR_TUNF_* */
+	__u8 tun_tos;
+	__u8 tun_ttl;
+	__u8 ip_proto;		/* ARP: the opcode's low byte */
+	__u8 ip_tos;		/* DSCP << 2 | ECN */
+	__u8 ip_frag;		/* WR_FRAG_* */
+	__be64 tun_id;
+	__u8 tun_src[16];
+	__u8 tun_dst[16];
+	__u8 eth_src[6];
+	__u8 eth_dst[6];
+	__be16 eth_type;	/* after VLAN tags */
+	__be16 vlan_tci;	/* outer tag, with 0x1000 set when tagged */
+	__u8 ip_src[16];	/* ARP: sender protocol address */
+	__u8 ip_dst[16];	/* ARP: target protocol address */
+	__be16 tp_src;		/* ICMP: type */
+	__be16 tp_dst;		/* ICMP: code */
+	__be16 gnv_class;	/* first Geneve option: class */
+	__u8 gnv_type;		/* ... its type */
+	__u8 gnv_len;		/* ... its data length in bytes */
+	__u8 gnv_data[8];	/* ... its first data bytes */
+};
+
+#define WR_FLOW_KEY_WORDS (sizeof(struct wr_flow_key) / 8)
+
+/* A mask, with what the lookup needs to know about it. */
+struct wr_mask {
+	struct wr_flow_key bits;
+	__u32 id;		/* stable id, part of every flow index key under it */
+	__u16 max_priority;	/* no flow under this mask has a higher priority */
+	__u16 pad0;
+	__u32 flows;		/* flows under this mask (control plane bookkeeping) */
+	__u32 pad1;
+};
+
+/* The masks of one table generation, highest max_priority first. */
+struct wr_mask_set {
+	__u32 count;
+	__u32 pad0;
+	struct wr_mask masks[WR_MAX_MASKS];
+};
+
+/* Key of the flow index: a packet's key under one mask. */
+struct wr_flow_index_key {
+	__u32 mask_id;
+	__u32 pad0;
+	struct wr_flow_key key;
+};
+
+/* Actions, as the control plane compiles them: run in order. Outputs to
+ * local ports come first, then tunnel outputs (each with its set_tunnel),
+ * and exactly one output or pass is marked last; every output before it
+ * works on a clone. A drop stands alone. */
+enum wr_action_op {
+	WR_ACT_NONE = 0,
+	WR_ACT_OUTPUT = 1,	/* to local port `port` */
+	WR_ACT_TUNNEL = 2,	/* to tunnel port `port`, arg = wr_tun_keys index or WR_NO_TUN_KEY */
+	WR_ACT_DROP = 3,
+	WR_ACT_PASS = 4,	/* hand the packet to the kernel stack */
+};
+
+#define WR_ACTF_LAST 0x01	/* the packet itself goes here, not a clone */
+#define WR_NO_TUN_KEY 0xffffffff
+
+struct wr_action {
+	__u8 op;		/* enum wr_action_op */
+	__u8 flags;		/* WR_ACTF_* */
+	__u16 port;
+	__u32 arg;
+};
+
+/* wr_flow_entry.flags */
+#define WR_FLOWF_LOCAL_XDP	0x01	/* only output is an XDP-capable local port */
+
+/* What a flow does; the value of the flow index. */
+struct wr_flow_entry {
+	__u32 flow_id;		/* index of its counters and of its slot in wr_flow_ids */
+	__u16 priority;
+	__u8 n_actions;
+	__u8 flags;		/* WR_FLOWF_* */
+	__u64 cookie;		/* the user's, opaque */
+	struct wr_action actions[WR_MAX_ACTIONS];
+};
+
+/* Per flow, per CPU. */
+struct wr_flow_stats {
+	__u64 packets;
+	__u64 bytes;
+	__u64 used_ns;		/* bpf_ktime_get_boot_ns() of the last packet */
+	__u16 tcp_flags;	/* every TCP flag seen */
+	__u16 pad0;
+	__u32 pad1;
+};
+
+/* Per port, per CPU. */
+struct wr_port_stats {
+	__u64 rx_packets;
+	__u64 rx_bytes;
+	__u64 tx_packets;
+	__u64 tx_bytes;
+	__u64 drops;
+};
+
+/* Datapath-wide counters, per CPU, indexed by enum wr_stat. Every packet
+ * warren drops bumps exactly one WR_DROP_* counter. */
+enum wr_stat {
+	WR_STAT_NONE = 0,
+	/* drops */
+	WR_DROP_NO_FLOW,	/* flow miss with the default action drop */
+	WR_DROP_ACTION,		/* a flow's drop action */
+	WR_DROP_NO_PORT,	/* output to a port that does not exist */
+	WR_DROP_BAD_IP,		/* outer IP header length or total length wrong */
+	WR_DROP_BAD_UDP,	/* UDP length wrong */
+	WR_DROP_BAD_CSUM,	/* outer IPv4 header, UDP or GRE checksum wrong */
+	WR_DROP_VXLAN_FLAGS,	/* VXLAN without the I flag, or reserved bits */
+	WR_DROP_GENEVE_VERSION,
+	WR_DROP_GENEVE_OPTLEN,	/* options longer than the packet */
+	WR_DROP_GENEVE_CRITICAL,/* a critical option warren does not know */
+	WR_DROP_GRE_VERSION,
+	WR_DROP_GRE_FLAGS,	/* routing or reserved flags set */
+	WR_DROP_KEY_MISMATCH,	/* key differs from the port's fixed in_key */
+	WR_DROP_TRUNCATED,	/* tunnel or inner header cut short */
+	WR_DROP_ECN,		/* outer CE on a not-ECT inner packet (RFC 6040) */
+	WR_DROP_NO_ROUTE,	/* no route or neighbour to the remote endpoint */
+	WR_DROP_TOO_BIG,	/* too big for the path, ICMP sent back */
+	WR_DROP_ENCAP,		/* the kernel refused to grow the packet */
+	WR_DROP_DECAP,		/* the kernel refused to shrink the packet */
+	WR_DROP_STT,		/* STT header or segment unusable */
+	WR_DROP_STT_REASM,	/* STT reassembly gave up on a frame */
+	WR_DROP_LOOP,		/* more actions or recirculations than allowed */
+	WR_DROP_PAYLOAD,	/* tunnel payload is not Ethernet */
+	WR_DROP_MAX_,
+	/* other events */
+	WR_STAT_DECAP = 32,	/* tunnel packets decapsulated */
+	WR_STAT_ENCAP,		/* packets encapsulated */
+	WR_STAT_XDP_REDIRECT,	/* finished at XDP */
+	WR_STAT_XDP_PASS,	/* decapsulated at XDP, finished at TC */
+	WR_STAT_TC_DECAP,	/* decapsulated at TC (no XDP) */
+	WR_STAT_MISS_PASS,	/* flow miss with the default action pass */
+	WR_STAT_NOT_OURS,	/* underlay packets passed untouched */
+	WR_STAT_FRAGMENT,	/* tunnel-looking fragments passed untouched */
+	WR_STAT_ICMP_SENT,	/* ICMP too-big messages generated */
+	WR_STAT_MSS_CLAMPED,
+	WR_STAT_STT_SEGMENTS,	/* STT segments accepted for reassembly */
+	WR_STAT_STT_REASSEMBLED,/* STT frames completed from segments */
+	WR_STAT_STT_EXPIRED,	/* STT frames that never completed */
+	WR_STAT_STT_EVICTED,	/* STT frames evicted for memory */
+	WR_STAT_STT_DUPLICATE,	/* STT segments already seen */
+	WR_STAT_MAX = 64,
+};
+
+/* wr_config.flags */
+#define WR_CFG_XDP_UNDERLAY 0x01	/* XDP runs on the underlay: TC sees only its leftovers */
+
+/* wr_config.miss_* */
+#define WR_MISS_DROP 0
+#define WR_MISS_PASS 1
+
+/* Datapath-wide settings, one entry. */
+struct wr_config {
+	__u32 layout_version;	/* WR_LAYOUT_VERSION of whoever wrote the pins */
+	__u32 gen;		/* live table generation, 0 or 1 */
+	__u32 max_flows;
+	__u32 max_tun_keys;
+	__u32 flags;		/* WR_CFG_* */
+	__u32 pad1;
+	__u8 miss_local;	/* WR_MISS_*: flow miss on a local port */
+	__u8 miss_tunnel;	/* WR_MISS_*: flow miss after decapsulation */
+	__u8 pad0[6];
+	__u64 seq;		/* bumped by every control plane change */
+};
+
+/* What XDP hands TC in the packet's metadata after decapsulating. */
+#define WR_META_MAGIC 0x57524e31	/* "WRN1" */
+
+struct wr_meta {
+	__u32 magic;
+	__u16 in_port;
+	__u8 tun_flags;
+	__u8 tun_tos;
+	__u8 tun_ttl;
+	__u8 gnv_type;
+	__u8 gnv_len;
+	__u8 pad0[5];
+	__be64 tun_id;
+	__u8 tun_src[16];
+	__u8 tun_dst[16];
+	__be16 gnv_class;
+	__u16 pad1;
+	__u8 gnv_data[8];
+	__u32 pad2;
 };
 
 #endif /* WARREN_H */

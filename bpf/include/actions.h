@@ -1,0 +1,304 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Carrying out a flow's actions at TC.
+ *
+ * The control plane has already ordered them (see warren.h): outputs to
+ * local ports first, as clones of the untouched packet; then tunnel outputs:
+ * the packet is encapsulated once and, for each further remote (head-end
+ * replication), its outer header is rewritten in place. The action marked
+ * last takes the packet itself. Nothing is counted or sorted here, which
+ * keeps the verifier's work small.
+ */
+#ifndef WR_ACTIONS_H
+#define WR_ACTIONS_H
+
+#include "classify.h"
+#include "encap.h"
+#include "icmp.h"
+
+#define TCP_MSS_OPT_MAX 40
+
+struct mss_walk {
+	__u8 opts[TCP_MSS_OPT_MAX];
+	__u32 i;		/* next option */
+	__u32 n;		/* option bytes */
+	__u32 found;		/* offset of the MSS value, or 0 */
+	__u32 pad;
+};
+
+/* One TCP option per bpf_loop step: stops at the end, at EOL, at a broken
+ * length, or at the MSS option (kind 2, length 4). */
+static long mss_step(__u32 step, void *arg)
+{
+	struct mss_walk *w = arg;
+	__u32 i = w->i;
+	__u8 kind, len;
+
+	if (i >= w->n || i >= TCP_MSS_OPT_MAX - 1)
+		return 1;
+	kind = w->opts[i];
+	if (kind == 0)
+		return 1;
+	if (kind == 1) {
+		w->i = i + 1;
+		return 0;
+	}
+	len = w->opts[i + 1];
+	if (len < 2)
+		return 1;
+	if (kind == 2 && len == 4 && i + 4 <= w->n) {
+		w->found = i + 2;
+		return 1;
+	}
+	w->i = i + len;
+	return 0;
+}
+
+/* Lowers the MSS option of a TCP SYN to `mss` if it is larger; returns 1
+ * when it did. A global function: verified once, not at every call site. */
+__noinline int clamp_mss(struct __sk_buff *skb, const struct frame_info *fi, __u16 mss)
+{
+	struct mss_walk w = {};
+	__u32 off, at;
+	__be16 old, new;
+
+	if (!fi || !(fi->tcp_flags & 0x02) || fi->l4_hlen <= sizeof(struct tcphdr))
+		return 0;
+	off = fi->l4_off + sizeof(struct tcphdr);
+	w.n = fi->l4_hlen - sizeof(struct tcphdr);
+	if (w.n > TCP_MSS_OPT_MAX || off > 0xffff)
+		return 0;
+	if (bpf_skb_load_bytes(skb, off, w.opts, w.n))
+		return 0;
+	bpf_loop(TCP_MSS_OPT_MAX, mss_step, &w, 0);
+	at = w.found;
+	if (!at || at > TCP_MSS_OPT_MAX - 2)
+		return 0;
+	if (((w.opts[at] << 8) | w.opts[at + 1]) <= mss)
+		return 0;
+	old = *(__be16 *)&w.opts[at];
+	new = bpf_htons(mss);
+	if (bpf_skb_store_bytes(skb, off + at, &new, 2, 0))
+		return 0;
+	/* With a checksum left to the device (CHECKSUM_PARTIAL) the helper
+	 * knows not to touch it. */
+	bpf_l4_csum_replace(skb, fi->l4_off + offsetof(struct tcphdr, check), old, new, 2);
+	stat_inc(WR_STAT_MSS_CLAMPED);
+	return 1;
+}
+
+/* The MTU of the path a tunnel output takes, from the port or the device. */
+static __always_inline __u32 path_mtu(struct __sk_buff *skb, const struct encap_out *out)
+{
+	__u32 mtu = 0;
+
+	if (out->mtu)
+		return out->mtu;
+	bpf_check_mtu(skb, out->ifindex, &mtu, 0, 0);
+	return mtu;
+}
+
+/* Whether the frame, encapsulated with hdr_len more bytes, exceeds mtu. */
+static __always_inline int too_big(struct __sk_buff *skb, const struct frame_info *fi, __u32 hdr_len,
+				   __u32 mtu)
+{
+	__u32 l3 = skb->len - sizeof(struct ethhdr) + hdr_len;
+
+	if (skb->gso_segs > 1 || skb->gso_size) {
+		/* Each segment carries its own headers. */
+		l3 = skb->gso_size + fi->l4_off + fi->l4_hlen - sizeof(struct ethhdr) + hdr_len;
+	}
+	return l3 > mtu;
+}
+
+struct exec_state;
+__noinline int build_outer(struct __sk_buff *skb, const struct frame_info *fi,
+			   const struct wr_flow_key *key, struct exec_state *st,
+			   struct encap_out *out);
+
+struct exec_state {
+	__u16 in_port;
+	__u16 tk_done;		/* encapsulated already */
+	__u32 remaining;	/* outputs still to do */
+	__u32 out_hdr_len;	/* outer header length in place */
+	__u32 port_no;		/* the output being done */
+	__u32 tk_idx;		/* its set_tunnel's key, or WR_NO_TUN_KEY */
+	__u32 last;		/* it is the last output */
+	__u32 index;		/* the action being done */
+};
+
+/* encap_build for the output st describes, as a global function: its frame
+ * sits beside the ICMP path's, not under it. Returns 0 or a WR_DROP_*. */
+__noinline int build_outer(struct __sk_buff *skb, const struct frame_info *fi,
+			   const struct wr_flow_key *key, struct exec_state *st,
+			   struct encap_out *out)
+{
+	const struct wr_tun_key *tk = NULL;
+	struct wr_port *port;
+	struct scratch *s;
+	__u32 zero = 0;
+
+	if (!fi || !key || !st || !out)
+		return WR_DROP_ENCAP;
+	port = bpf_map_lookup_elem(&wr_ports, &st->port_no);
+	s = bpf_map_lookup_elem(&wr_scratch, &zero);
+	if (!port || !s)
+		return WR_DROP_NO_PORT;
+	if (st->tk_idx != WR_NO_TUN_KEY)
+		tk = bpf_map_lookup_elem(&wr_tun_keys, &st->tk_idx);
+	return encap_build(skb, port, tk, fi, key, s, out);
+}
+
+/*
+ * One tunnel output. Returns a TC verdict when the packet is finished with
+ * (its last output, or turned into ICMP), or -1 to go on.
+ */
+__noinline long tunnel_output(struct __sk_buff *skb, const struct frame_info *fi,
+			      const struct wr_flow_key *key, struct exec_state *st)
+{
+	struct encap_out out = {};
+	struct wr_port *port;
+	struct scratch *s;
+	__u32 zero = 0, port_no, inner_len;
+	int last, r;
+
+	if (!fi || !key || !st)
+		return TC_ACT_SHOT;
+	port_no = st->port_no;
+	last = st->last;
+	port = bpf_map_lookup_elem(&wr_ports, &port_no);
+	s = bpf_map_lookup_elem(&wr_scratch, &zero);
+	if (!port || !s || port->kind != WR_PORT_TUNNEL) {
+		drop(WR_DROP_NO_PORT, st->in_port);
+		return last ? TC_ACT_SHOT : -1;
+	}
+	inner_len = skb->len - (st->tk_done ? st->out_hdr_len : 0);
+	r = build_outer(skb, fi, key, st, &out);
+	if (!r) {
+		__u32 mtu = path_mtu(skb, &out);
+
+		if (!st->tk_done && mtu && too_big(skb, fi, out.hdr_len, mtu)) {
+			/* IPv4 without DF could be fragmented, but not here. */
+			if (last && (fi->ip_version == 6 || fi->ipv4_df) &&
+			    !icmp_too_big(skb, fi, mtu - out.hdr_len)) {
+				drop(WR_DROP_TOO_BIG, st->in_port);
+				stat_inc(WR_STAT_ICMP_SENT);
+				return bpf_redirect(skb->ifindex, 0);
+			}
+			r = WR_DROP_TOO_BIG;
+		}
+	}
+	if (!r && (port->flags & WR_PORTF_MSS_CLAMP) && !st->tk_done && key->ip_proto == IPPROTO_TCP) {
+		__u32 mtu = path_mtu(skb, &out);
+		__u32 ip = fi->ip_version == 6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
+
+		/* The inner Ethernet header takes the place of the outer one. */
+		if (mtu > out.hdr_len + ip + sizeof(struct tcphdr))
+			clamp_mss(skb, fi, mtu - out.hdr_len - ip - sizeof(struct tcphdr));
+	}
+	if (!r) {
+		if (!st->tk_done) {
+			r = encap_push(skb, s, &out, port->proto, fi->ip_version != 0);
+		} else if (out.hdr_len != st->out_hdr_len) {
+			/* A replica with a longer or shorter outer header cannot be
+			 * made from the same encapsulated packet. */
+			r = WR_DROP_ENCAP;
+		} else {
+			__u32 len = out.hdr_len;
+
+			if (len < sizeof(struct ethhdr) || len > OUTER_MAX)
+				r = WR_DROP_ENCAP;
+			/* A no-op mask: the verifier needs the bound on this very value. */
+			else if (bpf_skb_store_bytes(skb, 0, s->hdr,
+						     sizeof(struct ethhdr) + ((len - sizeof(struct ethhdr)) & 0x7f), 0))
+				r = WR_DROP_ENCAP;
+		}
+	}
+	if (r) {
+		drop(r, st->in_port);
+		return last ? TC_ACT_SHOT : -1;
+	}
+	if (!st->tk_done)
+		stat_inc(WR_STAT_ENCAP);
+	st->tk_done = 1;
+	st->out_hdr_len = out.hdr_len;
+	port_tx(port_no, inner_len);
+	if (last)
+		return encap_redirect(&out);
+	if (out.neigh) {
+		/* A clone cannot wait for neighbour resolution; count it lost. */
+		drop(WR_DROP_NO_ROUTE, st->in_port);
+		return -1;
+	}
+	bpf_clone_redirect(skb, out.ifindex, 0);
+	return -1;
+}
+
+/* Carries out action st->index of e. Returns a TC verdict when the packet
+ * is finished with, or -1 to go on. A global function, so the verifier
+ * checks one action once instead of every sequence of eight. */
+__noinline long exec_one(struct __sk_buff *skb, const struct wr_flow_entry *e,
+			 const struct wr_flow_key *key, const struct frame_info *fi,
+			 struct exec_state *st)
+{
+	const struct wr_action *a;
+	struct wr_port *port;
+	__u32 p;
+	int last;
+
+	if (!e || !key || !fi || !st || st->index >= WR_MAX_ACTIONS)
+		return TC_ACT_SHOT;
+	a = &e->actions[st->index];
+	last = a->flags & WR_ACTF_LAST;
+	p = a->port;
+	switch (a->op) {
+	case WR_ACT_DROP:
+		drop(WR_DROP_ACTION, st->in_port);
+		return TC_ACT_SHOT;
+	case WR_ACT_PASS:
+		return TC_ACT_OK;
+	case WR_ACT_OUTPUT:
+		port = bpf_map_lookup_elem(&wr_ports, &p);
+		if (!port || port->kind != WR_PORT_LOCAL || !port->ifindex) {
+			drop(WR_DROP_NO_PORT, st->in_port);
+			return last ? TC_ACT_SHOT : -1;
+		}
+		port_tx(p, skb->len);
+		if (last)
+			return bpf_redirect(port->ifindex, 0);
+		bpf_clone_redirect(skb, port->ifindex, 0);
+		return -1;
+	case WR_ACT_TUNNEL:
+		st->port_no = p;
+		st->tk_idx = a->arg;
+		st->last = last;
+		return tunnel_output(skb, fi, key, st);
+	}
+	return -1;
+}
+
+/* Carries out e's actions on skb. Returns the TC verdict. */
+__noinline long exec_actions(struct __sk_buff *skb, const struct wr_flow_entry *e,
+			     const struct wr_flow_key *key, const struct frame_info *fi)
+{
+	struct exec_state st = {};
+	__u32 n;
+
+	if (!e || !key || !fi)
+		return TC_ACT_SHOT;
+	st.in_port = key->in_port;
+	n = e->n_actions;
+	for (__u32 i = 0; i < WR_MAX_ACTIONS && i < n; i++) {
+		long verdict;
+
+		st.index = i;
+		verdict = exec_one(skb, e, key, fi, &st);
+		if (verdict >= 0)
+			return verdict;
+	}
+	/* No actions at all: Open vSwitch's meaning is drop. */
+	drop(WR_DROP_ACTION, st.in_port);
+	return TC_ACT_SHOT;
+}
+
+#endif /* WR_ACTIONS_H */

@@ -1,0 +1,137 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Internet checksums (RFC 1071) and their incremental updates (RFC 1624). */
+#ifndef WR_CSUM_H
+#define WR_CSUM_H
+
+#include "common.h"
+
+/* Folds a 32-bit one's complement sum to 16 bits. */
+static __always_inline __u16 csum_fold32(__u64 sum)
+{
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)sum;
+}
+
+/* The checksum field value for a 20-byte IPv4 header (check must be 0). */
+static __always_inline __u16 ipv4_header_csum(const struct iphdr *ip)
+{
+	const __u16 *w = (const __u16 *)ip;
+	__u32 sum = 0;
+
+#pragma unroll
+	for (int i = 0; i < 10; i++)
+		sum += w[i];
+	return ~csum_fold32(sum);
+}
+
+/* Replaces 16-bit word `old` by `new` in a checksum (RFC 1624, eqn. 3). */
+static __always_inline __u16 csum_replace16(__u16 check, __u16 old, __u16 new)
+{
+	__u32 sum = (__u16)~check + (__u16)~old + new;
+
+	return ~csum_fold32(sum);
+}
+
+/* Sum of an IPv4 or IPv6 pseudo-header, unfolded. */
+static __always_inline __u64 pseudo_sum(const __u8 *src, const __u8 *dst, int v6,
+					__u32 len, __u8 proto)
+{
+	const __u32 *s = (const __u32 *)src, *d = (const __u32 *)dst;
+	__u64 sum = (__u64)s[0] + d[0];
+
+	if (v6)
+		sum += (__u64)s[1] + s[2] + s[3] + d[1] + d[2] + d[3];
+	return sum + bpf_htonl(len) + bpf_htonl(proto);
+}
+
+#define CSUM_CHUNK 64
+
+/* The chunk being summed: a map slot, not stack, because checksums run at
+ * the bottom of deep call chains (every frame counts toward 512 bytes). */
+struct csum_buf {
+	__u8 b[CSUM_CHUNK];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct csum_buf);
+} wr_scratch_csum SEC(".maps");
+
+struct csum_walk {
+	void *ctx;
+	__u32 start;
+	__u32 end;
+	__u64 sum;
+	__u32 done;		/* bytes summed */
+	__u32 failed;
+};
+
+/* Step i of the bpf_loop: adds CSUM_CHUNK bytes at start + i * CSUM_CHUNK,
+ * zero-padded at the end. The offset comes from i, which the verifier does
+ * not know, so it verifies one step instead of every one. Chunks start at
+ * even offsets: 16-bit words never straddle two. */
+static __always_inline long csum_step(__u32 i, struct csum_walk *w, int is_xdp)
+{
+	__u32 off = w->start + i * CSUM_CHUNK, zero = 0, n;
+	struct csum_buf *cb = bpf_map_lookup_elem(&wr_scratch_csum, &zero);
+	__u8 *buf;
+	long err;
+
+	if (!cb || off >= w->end || i >= 0x10000 / CSUM_CHUNK) {
+		w->failed = !cb;
+		return 1;
+	}
+	buf = cb->b;
+	n = w->end - off;
+	if (n > CSUM_CHUNK)
+		n = CSUM_CHUNK;
+	if (n == 0)	/* cannot happen; the verifier needs telling */
+		return 1;
+	/* The last chunk is shorter: its tail must add nothing. */
+	if (n < CSUM_CHUNK)
+		__builtin_memset(buf, 0, CSUM_CHUNK);
+	/* The helper is chosen at compile time: each program type may only
+	 * reference its own. */
+	if (is_xdp)
+		err = bpf_xdp_load_bytes(w->ctx, off, buf, n);
+	else
+		err = bpf_skb_load_bytes(w->ctx, off, buf, n);
+	if (err) {
+		w->failed = 1;
+		return 1;
+	}
+	w->sum += (__u32)bpf_csum_diff(0, 0, (__be32 *)buf, CSUM_CHUNK, 0);
+	w->done += n;
+	return 0;
+}
+
+static long csum_step_xdp(__u32 i, void *arg)
+{
+	return csum_step(i, arg, 1);
+}
+
+static long csum_step_skb(__u32 i, void *arg)
+{
+	return csum_step(i, arg, 0);
+}
+
+/* The one's complement sum of packet bytes [off, end), unfolded, or -1.
+ * Reads through the helpers, so multi-buffer XDP frames work too. */
+static __always_inline __s64 packet_sum(void *ctx, int is_xdp, __u32 off, __u32 end)
+{
+	struct csum_walk w = { .ctx = ctx, .start = off, .end = end };
+
+	if (end < off || end - off > 0xffff)
+		return -1;
+	bpf_loop((end - off + CSUM_CHUNK - 1) / CSUM_CHUNK, is_xdp ? csum_step_xdp : csum_step_skb,
+		 &w, 0);
+	if (w.failed || w.done != end - off)
+		return -1;
+	return (__s64)(w.sum & 0xffffffffffffULL);
+}
+
+#endif /* WR_CSUM_H */

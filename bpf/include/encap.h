@@ -1,0 +1,306 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Encapsulation at TC. The outer header is built in a per-CPU scratch
+ * buffer and stored in one go. IP packets grow with bpf_skb_adjust_room's
+ * encapsulation flags, so the kernel records inner offsets and the tunnel
+ * GSO type and TSO/GSO keeps working through the tunnel; other frames (ARP)
+ * grow at the head.
+ *
+ * Precedence, as in Open vSwitch: a port's fixed remote, local address and
+ * key win over the flow's; TTL and TOS come from the flow's set_tunnel when
+ * it gives them, else from the port (fixed, or inherited from the inner IP
+ * header). ECN always follows the inner packet (RFC 6040, normal mode).
+ */
+#ifndef WR_ENCAP_H
+#define WR_ENCAP_H
+
+#include "csum.h"
+#include "maps.h"
+#include "parse.h"
+#include "tunnel.h"
+
+#define OUTER_MAX 128
+#define UDP_SPORT_MIN 49152
+#define UDP_SPORT_RANGE 16384
+
+struct scratch {
+	__u8 hdr[OUTER_MAX];	/* outer header under construction */
+	struct bpf_fib_lookup fib;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} wr_scratch SEC(".maps");
+
+/* Where the outer packet goes, once routed. */
+struct encap_out {
+	__u32 ifindex;
+	__u16 hdr_len;		/* outer headers incl. Ethernet, without the inner copy */
+	__u16 mtu;		/* of the egress path */
+	__u8 neigh;		/* MAC unresolved: use bpf_redirect_neigh */
+	__u8 v6;
+	__u8 pad[2];
+	__u8 nh[16];		/* next hop, for bpf_redirect_neigh */
+};
+
+/* Bytes of Geneve options tk emits: a multiple of 4, at most the maximum. */
+static __always_inline __u32 gnv_optlen(const struct wr_tun_key *tk)
+{
+	__u32 n = tk ? tk->gnv_len : 0;
+
+	return (n > WR_GENEVE_OPT_MAX ? WR_GENEVE_OPT_MAX : n) & ~3U;
+}
+
+static __always_inline __u32 tunnel_hdr_len(__u8 proto, __u16 flags, const struct wr_tun_key *tk,
+					     __u16 port_flags)
+{
+	switch (proto) {
+	case WR_PROTO_VXLAN:
+		return sizeof(struct udphdr) + sizeof(struct vxlanhdr);
+	case WR_PROTO_GENEVE:
+		return sizeof(struct udphdr) + sizeof(struct genevehdr) + gnv_optlen(tk);
+	case WR_PROTO_GRE:
+		return sizeof(struct grehdr) + ((flags & WR_TUNF_CSUM) ? 4 : 0) +
+		       ((port_flags & WR_PORTF_NO_KEY) ? 0 : 4) +
+		       ((port_flags & WR_PORTF_SEQ) ? 4 : 0);
+	}
+	return 0;
+}
+
+/*
+ * Builds the outer header for `port` (and the flow's tunnel key tk, may be
+ * NULL) into s->hdr and routes it. skb_len is the frame length before
+ * encapsulation. Returns 0 or a WR_DROP_* reason.
+ */
+static __always_inline int encap_build(struct __sk_buff *skb, const struct wr_port *port,
+				       const struct wr_tun_key *tk, const struct frame_info *fi,
+				       const struct wr_flow_key *key, struct scratch *s,
+				       struct encap_out *out)
+{
+	struct bpf_fib_lookup *fib = &s->fib;
+	__u8 *h = s->hdr;
+	__u16 pflags = port->flags;
+	__u8 v6 = !!(pflags & WR_PORTF_V6);
+	__u8 flags = 0, ttl, tos, ecn;
+	__u32 l3len = v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
+	__u32 tlen, total, inner_len = skb->len;
+	const __u8 *dst, *src;
+	__be64 tun_id;
+	long rc;
+
+	if (pflags & WR_PORTF_REMOTE_FLOW) {
+		if (!tk || !(tk->set & WR_TKSET_DST))
+			return WR_DROP_NO_ROUTE;
+		dst = tk->dst;
+		v6 = !!(tk->flags & WR_TUNF_V6);
+		l3len = v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
+	} else {
+		dst = port->remote;
+	}
+	src = port->local;
+	if (addr_is_zero(src) && tk && (tk->set & WR_TKSET_SRC))
+		src = tk->src;
+	tun_id = (pflags & WR_PORTF_KEY_OUT_FLOW) ? (tk ? tk->tun_id : 0) : port->key_out;
+	if (pflags & WR_PORTF_DF)
+		flags |= WR_TUNF_DF;
+	if (tk)
+		flags |= tk->flags & (WR_TUNF_DF | WR_TUNF_OAM);
+
+	if (tk && (tk->set & WR_TKSET_TTL))
+		ttl = tk->ttl;
+	else if ((pflags & WR_PORTF_TTL_INHERIT) && fi->ip_version)
+		ttl = fi->ttl;
+	else
+		ttl = port->ttl;
+	if (tk && (tk->set & WR_TKSET_TOS))
+		tos = tk->tos & ~ECN_MASK;
+	else if ((pflags & WR_PORTF_TOS_INHERIT) && fi->ip_version)
+		tos = key->ip_tos & ~ECN_MASK;
+	else
+		tos = port->tos & ~ECN_MASK;
+	/* RFC 6040 normal mode: copy ECN, but never put CE on the outside. */
+	ecn = fi->ip_version ? (key->ip_tos & ECN_MASK) : ECN_NOT_ECT;
+	if (ecn == ECN_CE)
+		ecn = ECN_ECT0;
+	tos |= ecn;
+
+	tlen = tunnel_hdr_len(port->proto, flags, tk, pflags);
+	if (!tlen)
+		return WR_DROP_NO_PORT;
+	out->hdr_len = sizeof(struct ethhdr) + l3len + tlen;
+	out->v6 = v6;
+	total = inner_len + out->hdr_len;	/* outer frame length */
+
+	/* Route to the remote endpoint. */
+	__builtin_memset(fib, 0, sizeof(*fib));
+	fib->family = v6 ? 10 /* AF_INET6 */ : 2 /* AF_INET */;
+	fib->l4_protocol = port->proto == WR_PROTO_GRE ? IPPROTO_GRE : IPPROTO_UDP;
+	fib->ifindex = port->ifindex ? port->ifindex : skb->ifindex;
+	if (v6) {
+		__builtin_memcpy(fib->ipv6_dst, dst, 16);
+		__builtin_memcpy(fib->ipv6_src, src, 16);
+	} else {
+		fib->ipv4_dst = *(__be32 *)dst;
+		fib->ipv4_src = *(__be32 *)src;
+	}
+	rc = bpf_fib_lookup(skb, fib, sizeof(*fib),
+			    BPF_FIB_LOOKUP_OUTPUT | (addr_is_zero(src) ? BPF_FIB_LOOKUP_SRC : 0));
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		out->neigh = 1;
+	} else if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
+		return WR_DROP_NO_ROUTE;
+	}
+	out->ifindex = fib->ifindex;
+	if (out->neigh) {
+		if (pflags & WR_PORTF_NH_MAC) {
+			__builtin_memcpy(fib->dmac, port->nh_mac, ETH_ALEN);
+			__builtin_memcpy(fib->smac, port->local_mac, ETH_ALEN);
+			out->neigh = 0;
+		} else {
+			__builtin_memcpy(out->nh, dst, 16);
+		}
+	}
+	out->mtu = port->mtu;
+
+	/* Ethernet */
+	__builtin_memcpy(h, fib->dmac, ETH_ALEN);
+	__builtin_memcpy(h + 6, fib->smac, ETH_ALEN);
+	*(__be16 *)(h + 12) = bpf_htons(v6 ? ETH_P_IPV6 : ETH_P_IP);
+
+	/* IP */
+	if (v6) {
+		struct ipv6hdr *ip6 = (void *)(h + sizeof(struct ethhdr));
+		__u32 label = bpf_get_hash_recalc(skb) & 0xfffff;
+
+		*(__be32 *)ip6 = bpf_htonl(0x60000000 | ((__u32)tos << 20) | label);
+		ip6->payload_len = bpf_htons(total - sizeof(struct ethhdr) - sizeof(*ip6));
+		ip6->nexthdr = fib->l4_protocol;
+		ip6->hop_limit = ttl;
+		__builtin_memcpy(ip6->saddr.in6_u.u6_addr8, fib->ipv6_src, 16);
+		__builtin_memcpy(ip6->daddr.in6_u.u6_addr8, dst, 16);
+	} else {
+		struct iphdr *ip = (void *)(h + sizeof(struct ethhdr));
+
+		ip->version = 4;
+		ip->ihl = 5;
+		ip->tos = tos;
+		ip->tot_len = bpf_htons(total - sizeof(struct ethhdr));
+		/* RFC 6864: with DF the ID has no use; without, it must vary. */
+		ip->id = (flags & WR_TUNF_DF) ? 0 : (__u16)bpf_get_prandom_u32();
+		ip->frag_off = (flags & WR_TUNF_DF) ? bpf_htons(IP_DF) : 0;
+		ip->ttl = ttl;
+		ip->protocol = fib->l4_protocol;
+		ip->check = 0;
+		ip->saddr = fib->ipv4_src;
+		ip->daddr = *(__be32 *)dst;
+		ip->check = ipv4_header_csum(ip);
+	}
+
+	/* Tunnel */
+	__u8 *t = h + sizeof(struct ethhdr) + (v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr));
+	if (port->proto == WR_PROTO_GRE) {
+		struct grehdr *g = (void *)t;
+		__u16 gflags = 0;
+		__u8 *f = t + sizeof(*g);
+
+		if (!(pflags & WR_PORTF_NO_KEY))
+			gflags |= GRE_K;
+		if (pflags & WR_PORTF_SEQ)
+			gflags |= GRE_S;
+		g->flags = bpf_htons(gflags);
+		g->proto = bpf_htons(ETH_P_TEB);
+		if (gflags & GRE_K) {
+			*(__be32 *)f = bpf_htonl((__u32)bpf_be64_to_cpu(tun_id));
+			f += 4;
+		}
+		if (gflags & GRE_S)
+			/* Sequence numbers are per tunnel port, shared by CPUs:
+			 * the one atomic on the packet path, only with seq on. */
+			*(__be32 *)f = bpf_htonl(__sync_fetch_and_add((__u32 *)&port->gre_seq, 1));
+	} else {
+		struct udphdr *uh = (void *)t;
+		__u32 hash = bpf_get_hash_recalc(skb);
+
+		uh->source = bpf_htons(UDP_SPORT_MIN + (((__u64)hash * UDP_SPORT_RANGE) >> 32));
+		uh->dest = port->dst_port;
+		uh->len = bpf_htons(total - sizeof(struct ethhdr) - l3len);
+		uh->check = 0;
+		if (port->proto == WR_PROTO_VXLAN) {
+			struct vxlanhdr *vh = (void *)(uh + 1);
+
+			vh->flags = VXLAN_I;
+			vh->vni = bpf_htonl((__u32)bpf_be64_to_cpu(tun_id) << 8);
+		} else {
+			struct genevehdr *gh = (void *)(uh + 1);
+			__u32 optlen = gnv_optlen(tk);
+
+			gh->ver_optlen = optlen / 4;
+			gh->flags = ((flags & WR_TUNF_OAM) ? GENEVE_O : 0) |
+				    ((tk && (tk->set & WR_TKSET_GNV_CRIT)) ? GENEVE_C : 0);
+			gh->proto = bpf_htons(ETH_P_TEB);
+			gh->vni = bpf_htonl((__u32)bpf_be64_to_cpu(tun_id) << 8);
+			if (tk && optlen)
+				__builtin_memcpy(gh + 1, tk->gnv_opts, WR_GENEVE_OPT_MAX);
+		}
+	}
+	return 0;
+}
+
+/*
+ * Puts the outer header built by encap_build in front of the frame.
+ * Returns 0 or a WR_DROP_* reason.
+ */
+static __always_inline int encap_push(struct __sk_buff *skb, struct scratch *s,
+				      const struct encap_out *out, __u8 proto, int is_ip)
+{
+	__u32 hlen = out->hdr_len;
+	__u8 *h = s->hdr;
+
+	if (hlen < sizeof(struct ethhdr) || hlen > OUTER_MAX - sizeof(struct ethhdr))
+		return WR_DROP_ENCAP;
+	/* A no-op mask: the verifier needs the bound on this very value. */
+	hlen = sizeof(struct ethhdr) + ((hlen - sizeof(struct ethhdr)) & 0x7f);
+	if (is_ip) {
+		__u64 flags = (out->v6 ? BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 : BPF_F_ADJ_ROOM_ENCAP_L3_IPV4) |
+			      (proto == WR_PROTO_GRE ? BPF_F_ADJ_ROOM_ENCAP_L4_GRE :
+						       BPF_F_ADJ_ROOM_ENCAP_L4_UDP) |
+			      BPF_F_ADJ_ROOM_ENCAP_L2_ETH |
+			      BPF_F_ADJ_ROOM_ENCAP_L2(sizeof(struct ethhdr));
+
+		/* The room goes after the original Ethernet header, which is
+		 * copied to the end of the room to become the inner one. */
+		if (bpf_skb_load_bytes(skb, 0, h + hlen, sizeof(struct ethhdr)))
+			return WR_DROP_ENCAP;
+		if (bpf_skb_adjust_room(skb, hlen, BPF_ADJ_ROOM_MAC, flags))
+			return WR_DROP_ENCAP;
+		if (bpf_skb_store_bytes(skb, 0, h, hlen + sizeof(struct ethhdr), 0))
+			return WR_DROP_ENCAP;
+	} else {
+		if (bpf_skb_change_head(skb, hlen, 0))
+			return WR_DROP_ENCAP;
+		if (bpf_skb_store_bytes(skb, 0, h, hlen, 0))
+			return WR_DROP_ENCAP;
+	}
+	return 0;
+}
+
+/* Sends the encapsulated packet on its way: a verdict for TC. */
+static __always_inline long encap_redirect(const struct encap_out *out)
+{
+	if (out->neigh) {
+		struct bpf_redir_neigh nh = {};
+
+		nh.nh_family = out->v6 ? 10 : 2;
+		if (out->v6)
+			__builtin_memcpy(&nh.ipv6_nh, out->nh, 16);
+		else
+			nh.ipv4_nh = *(__be32 *)out->nh;
+		return bpf_redirect_neigh(out->ifindex, &nh, sizeof(nh), 0);
+	}
+	return bpf_redirect(out->ifindex, 0);
+}
+
+#endif /* WR_ENCAP_H */

@@ -1,0 +1,171 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The datapath's maps. src/tunnel/pins.ts pins each under the instance's
+ * bpffs directory by the name given here; src/maps/layouts.ts holds the
+ * codec of every key and value.
+ */
+#ifndef WR_MAPS_H
+#define WR_MAPS_H
+
+#include "common.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct wr_config);
+} wr_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, WR_MAX_PORTS);
+	__type(key, __u32);
+	__type(value, struct wr_port);
+} wr_ports SEC(".maps");
+
+/* ifindex of a local port's device -> its port number. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, WR_MAX_PORTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} wr_ifindex_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct wr_endpoint_key);
+	__type(value, struct wr_endpoint);
+} wr_endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct wr_remote_key);
+	__type(value, __u32);
+} wr_remotes SEC(".maps");
+
+/* Geneve options (class << 8 | type) that warren understands: a packet with
+ * a critical option not listed here is dropped, as RFC 8926 requires. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u32);
+} wr_geneve_known SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, WR_DEFAULT_MAX_TUN_KEYS);
+	__type(key, __u32);
+	__type(value, struct wr_tun_key);
+} wr_tun_keys SEC(".maps");
+
+/* One mask set per table generation. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct wr_mask_set);
+} wr_masks SEC(".maps");
+
+/* The flow index of a generation: (mask id, masked key) -> flow. The control
+ * plane creates these tables and swaps them in whole. */
+struct wr_flow_table {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, WR_DEFAULT_MAX_FLOWS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct wr_flow_index_key);
+	__type(value, struct wr_flow_entry);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__array(values, struct wr_flow_table);
+} wr_flow_tables SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, WR_DEFAULT_MAX_FLOWS);
+	__type(key, __u32);
+	__type(value, struct wr_flow_stats);
+} wr_flow_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, WR_MAX_PORTS);
+	__type(key, __u32);
+	__type(value, struct wr_port_stats);
+} wr_port_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, WR_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} wr_stats SEC(".maps");
+
+/* Which flow ids and tunnel key slots are taken: bitmaps the control plane
+ * keeps here so that every process sees the same allocation. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, WR_DEFAULT_MAX_FLOWS / 64);
+	__type(key, __u32);
+	__type(value, __u64);
+} wr_flow_ids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, WR_DEFAULT_MAX_TUN_KEYS / 64);
+	__type(key, __u32);
+	__type(value, __u64);
+} wr_tun_key_ids SEC(".maps");
+
+static __always_inline void stat_inc(__u32 stat)
+{
+	__u64 *v = bpf_map_lookup_elem(&wr_stats, &stat);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline void port_rx(__u32 port, __u64 bytes)
+{
+	struct wr_port_stats *s = bpf_map_lookup_elem(&wr_port_stats, &port);
+
+	if (s) {
+		s->rx_packets++;
+		s->rx_bytes += bytes;
+	}
+}
+
+static __always_inline void port_tx(__u32 port, __u64 bytes)
+{
+	struct wr_port_stats *s = bpf_map_lookup_elem(&wr_port_stats, &port);
+
+	if (s) {
+		s->tx_packets++;
+		s->tx_bytes += bytes;
+	}
+}
+
+/* Counts a drop: its reason, and the port it came in on. */
+static __always_inline void drop(__u32 reason, __u32 in_port)
+{
+	struct wr_port_stats *s = bpf_map_lookup_elem(&wr_port_stats, &in_port);
+
+	stat_inc(reason);
+	if (s)
+		s->drops++;
+}
+
+static __always_inline struct wr_config *config(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&wr_config, &zero);
+}
+
+#endif /* WR_MAPS_H */
