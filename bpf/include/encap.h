@@ -35,12 +35,17 @@ struct {
 	__type(value, struct scratch);
 } wr_scratch SEC(".maps");
 
+/* encap_out.neigh: how the MACs get filled in. */
+#define NEIGH_NONE 0	/* the FIB gave them: bpf_redirect */
+#define NEIGH_VIA 1	/* bpf_redirect_neigh to the next hop the FIB named */
+#define NEIGH_ROUTE 2	/* bpf_redirect_neigh, the kernel routes too */
+
 /* Where the outer packet goes, once routed. */
 struct encap_out {
 	__u32 ifindex;
 	__u16 hdr_len;		/* outer headers incl. Ethernet, without the inner copy */
 	__u16 mtu;		/* of the egress path */
-	__u8 neigh;		/* MAC unresolved: use bpf_redirect_neigh */
+	__u8 neigh;		/* NEIGH_* */
 	__u8 v6;
 	__u8 pad[2];
 	__u8 nh[16];		/* next hop, for bpf_redirect_neigh */
@@ -134,7 +139,9 @@ static __always_inline int encap_build(struct __sk_buff *skb, const struct wr_po
 	out->v6 = v6;
 	total = inner_len + out->hdr_len;	/* outer frame length */
 
-	/* Route to the remote endpoint. */
+	/* Route to the remote endpoint. With forwarding enabled on the
+	 * underlay the FIB answers with next hop and MACs; otherwise the packet
+	 * goes to bpf_redirect_neigh and the kernel routes and resolves it. */
 	__builtin_memset(fib, 0, sizeof(*fib));
 	fib->family = v6 ? 10 /* AF_INET6 */ : 2 /* AF_INET */;
 	fib->l4_protocol = port->proto == WR_PROTO_GRE ? IPPROTO_GRE : IPPROTO_UDP;
@@ -148,20 +155,49 @@ static __always_inline int encap_build(struct __sk_buff *skb, const struct wr_po
 	}
 	rc = bpf_fib_lookup(skb, fib, sizeof(*fib),
 			    BPF_FIB_LOOKUP_OUTPUT | (addr_is_zero(src) ? BPF_FIB_LOOKUP_SRC : 0));
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		out->neigh = 1;
-	} else if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
+	out->ifindex = port->ifindex ? port->ifindex : fib->ifindex;
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		out->ifindex = fib->ifindex;
+	} else if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		/* The FIB left the next hop (gateway or remote) in dst. */
+		out->ifindex = fib->ifindex;
+		out->neigh = NEIGH_VIA;
+		if (v6)
+			__builtin_memcpy(out->nh, fib->ipv6_dst, 16);
+		else
+			*(__be32 *)out->nh = fib->ipv4_dst;
+	} else if (rc == BPF_FIB_LKUP_RET_BLACKHOLE || rc == BPF_FIB_LKUP_RET_UNREACHABLE ||
+		   rc == BPF_FIB_LKUP_RET_PROHIBIT || !port->ifindex) {
 		return WR_DROP_NO_ROUTE;
+	} else {
+		out->neigh = NEIGH_ROUTE;
 	}
-	out->ifindex = fib->ifindex;
-	if (out->neigh) {
-		if (pflags & WR_PORTF_NH_MAC) {
-			__builtin_memcpy(fib->dmac, port->nh_mac, ETH_ALEN);
-			__builtin_memcpy(fib->smac, port->local_mac, ETH_ALEN);
-			out->neigh = 0;
+	if (out->neigh && (pflags & WR_PORTF_NH_MAC)) {
+		__builtin_memcpy(fib->dmac, port->nh_mac, ETH_ALEN);
+		__builtin_memcpy(fib->smac, port->local_mac, ETH_ALEN);
+		out->neigh = NEIGH_NONE;
+	}
+	/* bpf_redirect_neigh only takes IP packets (by skb->protocol, which
+	 * for an encapsulated ARP frame is still ARP). The control plane keeps
+	 * managed neighbour entries for known remotes so this stays rare. */
+	if (out->neigh && !fi->ip_version)
+		return WR_DROP_NO_NEIGH;
+	/* The source: the port's, the flow's, the FIB's, or the default. */
+	if (addr_is_zero(src)) {
+		struct wr_config *cfg = config();
+		const __u8 *fallback = cfg ? (v6 ? cfg->local_v6 : cfg->local_v4) : src;
+
+		if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+			if (v6 ? (fib->ipv6_src[0] | fib->ipv6_src[1] | fib->ipv6_src[2] | fib->ipv6_src[3]) == 0 :
+				 fib->ipv4_src == 0)
+				src = fallback;
+			else
+				src = v6 ? (const __u8 *)fib->ipv6_src : (const __u8 *)&fib->ipv4_src;
 		} else {
-			__builtin_memcpy(out->nh, dst, 16);
+			src = fallback;
 		}
+		if (addr_is_zero(src))
+			return WR_DROP_NO_ROUTE;
 	}
 	out->mtu = port->mtu;
 
@@ -179,7 +215,7 @@ static __always_inline int encap_build(struct __sk_buff *skb, const struct wr_po
 		ip6->payload_len = bpf_htons(total - sizeof(struct ethhdr) - sizeof(*ip6));
 		ip6->nexthdr = fib->l4_protocol;
 		ip6->hop_limit = ttl;
-		__builtin_memcpy(ip6->saddr.in6_u.u6_addr8, fib->ipv6_src, 16);
+		__builtin_memcpy(ip6->saddr.in6_u.u6_addr8, src, 16);
 		__builtin_memcpy(ip6->daddr.in6_u.u6_addr8, dst, 16);
 	} else {
 		struct iphdr *ip = (void *)(h + sizeof(struct ethhdr));
@@ -194,7 +230,7 @@ static __always_inline int encap_build(struct __sk_buff *skb, const struct wr_po
 		ip->ttl = ttl;
 		ip->protocol = fib->l4_protocol;
 		ip->check = 0;
-		ip->saddr = fib->ipv4_src;
+		ip->saddr = *(__be32 *)src;
 		ip->daddr = *(__be32 *)dst;
 		ip->check = ipv4_header_csum(ip);
 	}
@@ -290,7 +326,9 @@ static __always_inline int encap_push(struct __sk_buff *skb, struct scratch *s,
 /* Sends the encapsulated packet on its way: a verdict for TC. */
 static __always_inline long encap_redirect(const struct encap_out *out)
 {
-	if (out->neigh) {
+	if (out->neigh == NEIGH_ROUTE)
+		return bpf_redirect_neigh(out->ifindex, NULL, 0, 0);
+	if (out->neigh == NEIGH_VIA) {
 		struct bpf_redir_neigh nh = {};
 
 		nh.nh_family = out->v6 ? 10 : 2;

@@ -23,6 +23,13 @@ struct {
 	__type(value, struct wr_port);
 } wr_ports SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, WR_MAX_PORTS);
+	__type(key, __u32);
+	__type(value, struct wr_port_info);
+} wr_port_info SEC(".maps");
+
 /* ifindex of a local port's device -> its port number. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -97,6 +97,12 @@ struct wr_port {
 	__u32 gre_seq;		/* next GRE sequence number (datapath-owned) */
 };
 
+/* Names of a port, for people; the datapath never reads them. */
+struct wr_port_info {
+	__u8 name[16];		/* the port's name, NUL-padded */
+	__u8 device[16];	/* local: its netdev; tunnel: the underlay device */
+};
+
 /* Which tunnel port a packet arriving at a local endpoint belongs to. An
  * entry with ipproto 0 and dst_port 0 only says "this address is a local
  * endpoint", so malformed packets to it count as ours. */
@@ -155,10 +161,11 @@ struct wr_tun_key {
 
 /* ---- Flows ------------------------------------------------------------- */
 
-/* wr_flow_key.ip_frag */
+/* wr_flow_key.ip_frag: bit 0 "is a fragment", bit 1 "not the first", so
+ * that yes/no/first/later/not_later are each one value under one mask. */
 #define WR_FRAG_NONE	0
 #define WR_FRAG_FIRST	1
-#define WR_FRAG_LATER	2
+#define WR_FRAG_LATER	3
 
 /* Everything a flow can match on. Header fields are in network order, as
  * in the packet; a mask of the same struct selects the bits that matter. */
@@ -295,6 +302,7 @@ enum wr_stat {
 	WR_DROP_STT_REASM,	/* STT reassembly gave up on a frame */
 	WR_DROP_LOOP,		/* more actions or recirculations than allowed */
 	WR_DROP_PAYLOAD,	/* tunnel payload is not Ethernet */
+	WR_DROP_NO_NEIGH,	/* next hop unresolved and the frame is not IP */
 	WR_DROP_MAX_,
 	/* other events */
 	WR_STAT_DECAP = 32,	/* tunnel packets decapsulated */
@@ -317,6 +325,11 @@ enum wr_stat {
 
 /* wr_config.flags */
 #define WR_CFG_XDP_UNDERLAY 0x01	/* XDP runs on the underlay: TC sees only its leftovers */
+#define WR_CFG_CLSACT 0x02	/* TC programs hang off clsact (no TCX); control plane only */
+
+/* wr_config.fwd_saved: per-device forwarding warren enabled on the underlay */
+#define WR_FWD_V4 0x01
+#define WR_FWD_V6 0x02
 
 /* wr_config.miss_* */
 #define WR_MISS_DROP 0
@@ -329,11 +342,14 @@ struct wr_config {
 	__u32 max_flows;
 	__u32 max_tun_keys;
 	__u32 flags;		/* WR_CFG_* */
-	__u32 pad1;
+	__u32 underlay_ifindex;	/* the device tunnel packets leave and arrive on */
 	__u8 miss_local;	/* WR_MISS_*: flow miss on a local port */
 	__u8 miss_tunnel;	/* WR_MISS_*: flow miss after decapsulation */
-	__u8 pad0[6];
+	__u8 fwd_saved;		/* WR_FWD_*: forwarding warren turned on, to undo */
+	__u8 pad0[5];
 	__u64 seq;		/* bumped by every control plane change */
+	__u8 local_v4[16];	/* default outer source, IPv4 (first 4 bytes) */
+	__u8 local_v6[16];	/* default outer source, IPv6 */
 };
 
 /* What XDP hands TC in the packet's metadata after decapsulating. */

@@ -46,13 +46,22 @@ export class ClsactFilter {
   readonly handle: number;
   /** The filter priority. */
   readonly priority: number;
+  /** Whether attaching created the clsact qdisc (so detaching may remove it). */
+  readonly createdQdisc: boolean;
 
   /** Describes a filter; {@link attachClsact} creates one. */
-  constructor(ifindex: number, direction: Direction, handle: number, priority: number) {
+  constructor(
+    ifindex: number,
+    direction: Direction,
+    handle: number,
+    priority: number,
+    createdQdisc = false,
+  ) {
     this.ifindex = ifindex;
     this.direction = direction;
     this.handle = handle;
     this.priority = priority;
+    this.createdQdisc = createdQdisc;
   }
 
   /** A label for messages. */
@@ -109,6 +118,7 @@ export function attachClsact(
     direction,
     options.handle ?? DEFAULT_HANDLE,
     options.priority ?? DEFAULT_PRIORITY,
+    created === 0,
   );
   const o = opts(32, [8, "i32", program.fd], [20, "u32", filter.handle], [
     24,

@@ -1,17 +1,393 @@
 /**
- * The codecs of every struct in `bpf/include/warren.h`, field for field.
- * Opening a map checks these against the kernel's BTF (see layout.ts).
+ * The codecs of every struct in `bpf/include/warren.h`, field for field and
+ * in the same order. Opening a map checks these against the kernel's BTF
+ * (see layout.ts), so a drift between the two fails loudly.
+ *
+ * Addresses are `u8[16]` here (IPv4 in the first 4 bytes); the family lives
+ * in a flag beside them, so src/tunnel turns them into text.
  *
  * @module
  */
 
-import { struct, u64, type ValueOf } from "./codec.ts";
+import {
+  array,
+  bytes,
+  mac,
+  pad,
+  struct,
+  u16,
+  u16be,
+  u32,
+  u64,
+  u64be,
+  u8,
+  type ValueOf,
+} from "./codec.ts";
+
+/** `WR_LAYOUT_VERSION`: bumped when a pinned map changes meaning. */
+export const LAYOUT_VERSION = 1;
+
+/** Sizes fixed at compile time. */
+export const MAX_PORTS = 256;
+/** Masks per table generation. */
+export const MAX_MASKS = 32;
+/** Actions per flow. */
+export const MAX_ACTIONS = 8;
+/** Bytes of Geneve options one tunnel key emits. */
+export const GENEVE_OPT_MAX = 32;
+/** Default capacity of the flow table. */
+export const DEFAULT_MAX_FLOWS = 65536;
+/** Default capacity of the tunnel key table. */
+export const DEFAULT_MAX_TUN_KEYS = 65536;
 
 /** `struct wr_counter`: packets and bytes seen by one hook on one CPU. */
 export const counterCodec = struct("wr_counter", {
   packets: u64,
   bytes: u64,
 });
-
 /** A {@link counterCodec} value. */
 export type Counter = ValueOf<typeof counterCodec>;
+
+/** `enum wr_port_kind`. */
+export const PortKind = { NONE: 0, LOCAL: 1, TUNNEL: 2 } as const;
+
+/** `enum wr_proto`. */
+export const Proto = { NONE: 0, VXLAN: 1, GENEVE: 2, GRE: 3, STT: 4 } as const;
+
+/** `WR_PORTF_*`. */
+export const PortFlag = {
+  XDP: 0x0001,
+  REMOTE_FLOW: 0x0002,
+  KEY_IN_FLOW: 0x0004,
+  KEY_OUT_FLOW: 0x0008,
+  TTL_INHERIT: 0x0010,
+  TOS_INHERIT: 0x0020,
+  DF: 0x0040,
+  CSUM: 0x0080,
+  SEQ: 0x0100,
+  V6: 0x0200,
+  NO_KEY: 0x0400,
+  NH_MAC: 0x0800,
+  MSS_CLAMP: 0x1000,
+} as const;
+
+/** `struct wr_port`. */
+export const portCodec = struct("wr_port", {
+  ifindex: u32,
+  kind: u8,
+  proto: u8,
+  flags: u16,
+  dst_port: u16be,
+  ttl: u8,
+  tos: u8,
+  mtu: u16,
+  pad0: pad(2),
+  key_in: u64be,
+  key_out: u64be,
+  remote: bytes(16),
+  local: bytes(16),
+  nh_mac: mac,
+  local_mac: mac,
+  gre_seq: u32,
+});
+/** A {@link portCodec} value. */
+export type PortEntry = ValueOf<typeof portCodec>;
+
+/** `struct wr_port_info`: a port's names. */
+export const portInfoCodec = struct("wr_port_info", {
+  name: bytes(16),
+  device: bytes(16),
+});
+/** A {@link portInfoCodec} value. */
+export type PortInfo = ValueOf<typeof portInfoCodec>;
+
+/** `struct wr_endpoint_key`. */
+export const endpointKeyCodec = struct("wr_endpoint_key", {
+  addr: bytes(16),
+  ipproto: u8,
+  v6: u8,
+  dst_port: u16be,
+  pad0: pad(4),
+});
+/** A {@link endpointKeyCodec} value. */
+export type EndpointKey = ValueOf<typeof endpointKeyCodec>;
+
+/** `struct wr_endpoint`. */
+export const endpointCodec = struct("wr_endpoint", {
+  port: u16,
+  fixed_remotes: u8,
+  proto: u8,
+  pad0: pad(4),
+});
+/** A {@link endpointCodec} value. */
+export type Endpoint = ValueOf<typeof endpointCodec>;
+
+/** `struct wr_remote_key`. */
+export const remoteKeyCodec = struct("wr_remote_key", {
+  ep: endpointKeyCodec,
+  remote: bytes(16),
+});
+/** A {@link remoteKeyCodec} value. */
+export type RemoteKey = ValueOf<typeof remoteKeyCodec>;
+
+/** `WR_TUNF_*`. */
+export const TunFlag = {
+  KEY: 0x01,
+  CSUM: 0x02,
+  DF: 0x04,
+  OAM: 0x08,
+  V6: 0x40,
+  PRESENT: 0x80,
+} as const;
+
+/** `WR_TKSET_*`. */
+export const TunKeySet = {
+  TOS: 0x01,
+  TTL: 0x02,
+  DST: 0x04,
+  SRC: 0x08,
+  ID: 0x10,
+  GNV_CRIT: 0x20,
+} as const;
+
+/** `struct wr_tun_key`: what a set_tunnel sets. */
+export const tunKeyCodec = struct("wr_tun_key", {
+  tun_id: u64be,
+  dst: bytes(16),
+  src: bytes(16),
+  tos: u8,
+  ttl: u8,
+  flags: u8,
+  set: u8,
+  gnv_len: u8,
+  pad0: pad(3),
+  gnv_opts: bytes(GENEVE_OPT_MAX),
+});
+/** A {@link tunKeyCodec} value. */
+export type TunKeyEntry = ValueOf<typeof tunKeyCodec>;
+
+/** `WR_FRAG_*`: bit 0 "is a fragment", bit 1 "not the first". */
+export const Frag = { NONE: 0, FIRST: 1, LATER: 3 } as const;
+
+/** `struct wr_flow_key`: everything a flow can match on. */
+export const flowKeyCodec = struct("wr_flow_key", {
+  in_port: u16,
+  tun_flags: u8,
+  tun_tos: u8,
+  tun_ttl: u8,
+  ip_proto: u8,
+  ip_tos: u8,
+  ip_frag: u8,
+  tun_id: u64be,
+  tun_src: bytes(16),
+  tun_dst: bytes(16),
+  eth_src: mac,
+  eth_dst: mac,
+  eth_type: u16be,
+  vlan_tci: u16be,
+  ip_src: bytes(16),
+  ip_dst: bytes(16),
+  tp_src: u16be,
+  tp_dst: u16be,
+  gnv_class: u16be,
+  gnv_type: u8,
+  gnv_len: u8,
+  gnv_data: bytes(8),
+});
+/** A {@link flowKeyCodec} value. */
+export type FlowKey = ValueOf<typeof flowKeyCodec>;
+
+/** `struct wr_mask`. */
+export const maskCodec = struct("wr_mask", {
+  bits: flowKeyCodec,
+  id: u32,
+  max_priority: u16,
+  pad0: pad(2),
+  flows: u32,
+  pad1: pad(4),
+});
+/** A {@link maskCodec} value. */
+export type MaskEntry = ValueOf<typeof maskCodec>;
+
+/** `struct wr_mask_set`: the masks of one table generation. */
+export const maskSetCodec = struct("wr_mask_set", {
+  count: u32,
+  pad0: pad(4),
+  masks: array(maskCodec, MAX_MASKS),
+});
+/** A {@link maskSetCodec} value. */
+export type MaskSet = ValueOf<typeof maskSetCodec>;
+
+/** `struct wr_flow_index_key`. */
+export const flowIndexKeyCodec = struct("wr_flow_index_key", {
+  mask_id: u32,
+  pad0: pad(4),
+  key: flowKeyCodec,
+});
+/** A {@link flowIndexKeyCodec} value. */
+export type FlowIndexKey = ValueOf<typeof flowIndexKeyCodec>;
+
+/** `enum wr_action_op`. */
+export const ActionOp = { NONE: 0, OUTPUT: 1, TUNNEL: 2, DROP: 3, PASS: 4 } as const;
+/** `WR_ACTF_LAST`. */
+export const ACTF_LAST = 0x01;
+/** `WR_NO_TUN_KEY`. */
+export const NO_TUN_KEY = 0xffffffff;
+
+/** `struct wr_action`. */
+export const actionCodec = struct("wr_action", {
+  op: u8,
+  flags: u8,
+  port: u16,
+  arg: u32,
+});
+/** A {@link actionCodec} value. */
+export type ActionEntry = ValueOf<typeof actionCodec>;
+
+/** `WR_FLOWF_*`. */
+export const FlowFlag = { LOCAL_XDP: 0x01 } as const;
+
+/** `struct wr_flow_entry`: what a flow does. */
+export const flowEntryCodec = struct("wr_flow_entry", {
+  flow_id: u32,
+  priority: u16,
+  n_actions: u8,
+  flags: u8,
+  cookie: u64,
+  actions: array(actionCodec, MAX_ACTIONS),
+});
+/** A {@link flowEntryCodec} value. */
+export type FlowEntry = ValueOf<typeof flowEntryCodec>;
+
+/** `struct wr_flow_stats`: per flow, per CPU. */
+export const flowStatsCodec = struct("wr_flow_stats", {
+  packets: u64,
+  bytes: u64,
+  used_ns: u64,
+  tcp_flags: u16,
+  pad0: pad(2),
+  pad1: pad(4),
+});
+/** A {@link flowStatsCodec} value. */
+export type FlowStats = ValueOf<typeof flowStatsCodec>;
+
+/** `struct wr_port_stats`: per port, per CPU. */
+export const portStatsCodec = struct("wr_port_stats", {
+  rx_packets: u64,
+  rx_bytes: u64,
+  tx_packets: u64,
+  tx_bytes: u64,
+  drops: u64,
+});
+/** A {@link portStatsCodec} value. */
+export type PortStats = ValueOf<typeof portStatsCodec>;
+
+/** `WR_CFG_*`. */
+export const ConfigFlag = { XDP_UNDERLAY: 0x01, CLSACT: 0x02 } as const;
+/** `WR_MISS_*`. */
+export const Miss = { DROP: 0, PASS: 1 } as const;
+/** `WR_FWD_*`: forwarding warren turned on and must turn off again. */
+export const FwdSaved = { V4: 0x01, V6: 0x02 } as const;
+
+/** `struct wr_config`. */
+export const configCodec = struct("wr_config", {
+  layout_version: u32,
+  gen: u32,
+  max_flows: u32,
+  max_tun_keys: u32,
+  flags: u32,
+  underlay_ifindex: u32,
+  miss_local: u8,
+  miss_tunnel: u8,
+  fwd_saved: u8,
+  pad0: pad(5),
+  seq: u64,
+  local_v4: bytes(16),
+  local_v6: bytes(16),
+});
+/** A {@link configCodec} value. */
+export type Config = ValueOf<typeof configCodec>;
+
+/** `WR_META_MAGIC`. */
+export const META_MAGIC = 0x57524e31;
+
+/** `struct wr_meta`: what XDP hands TC after decapsulating. */
+export const metaCodec = struct("wr_meta", {
+  magic: u32,
+  in_port: u16,
+  tun_flags: u8,
+  tun_tos: u8,
+  tun_ttl: u8,
+  gnv_type: u8,
+  gnv_len: u8,
+  pad0: pad(5),
+  tun_id: u64be,
+  tun_src: bytes(16),
+  tun_dst: bytes(16),
+  gnv_class: u16be,
+  pad1: pad(2),
+  gnv_data: bytes(8),
+  pad2: pad(4),
+});
+
+/**
+ * `enum wr_stat`: datapath-wide counters. Drops (1..31) bump exactly one
+ * counter per dropped packet; the rest count events.
+ */
+export const Stat = {
+  DROP_NO_FLOW: 1,
+  DROP_ACTION: 2,
+  DROP_NO_PORT: 3,
+  DROP_BAD_IP: 4,
+  DROP_BAD_UDP: 5,
+  DROP_BAD_CSUM: 6,
+  DROP_VXLAN_FLAGS: 7,
+  DROP_GENEVE_VERSION: 8,
+  DROP_GENEVE_OPTLEN: 9,
+  DROP_GENEVE_CRITICAL: 10,
+  DROP_GRE_VERSION: 11,
+  DROP_GRE_FLAGS: 12,
+  DROP_KEY_MISMATCH: 13,
+  DROP_TRUNCATED: 14,
+  DROP_ECN: 15,
+  DROP_NO_ROUTE: 16,
+  DROP_TOO_BIG: 17,
+  DROP_ENCAP: 18,
+  DROP_DECAP: 19,
+  DROP_STT: 20,
+  DROP_STT_REASM: 21,
+  DROP_LOOP: 22,
+  DROP_PAYLOAD: 23,
+  DROP_NO_NEIGH: 24,
+  DECAP: 32,
+  ENCAP: 33,
+  XDP_REDIRECT: 34,
+  XDP_PASS: 35,
+  TC_DECAP: 36,
+  MISS_PASS: 37,
+  NOT_OURS: 38,
+  FRAGMENT: 39,
+  ICMP_SENT: 40,
+  MSS_CLAMPED: 41,
+  STT_SEGMENTS: 42,
+  STT_REASSEMBLED: 43,
+  STT_EXPIRED: 44,
+  STT_EVICTED: 45,
+  STT_DUPLICATE: 46,
+} as const;
+
+/** Number of slots in the stats map (`WR_STAT_MAX`). */
+export const STAT_SLOTS = 64;
+
+/** The name of a stat, for dumps: `no_flow`, `decap` … */
+export function statName(index: number): string | undefined {
+  for (const [name, value] of Object.entries(Stat)) {
+    if (value === index) return name.replace(/^DROP_/, "").toLowerCase();
+  }
+  return undefined;
+}
+
+/** Whether stat `index` counts drops. */
+export function isDropStat(index: number): boolean {
+  return index >= 1 && index < 32;
+}

@@ -1,0 +1,88 @@
+/**
+ * IP addresses as the datapath stores them: 16 bytes for both families,
+ * IPv4 in the first four, the family kept beside.
+ *
+ * @module
+ */
+
+import ipaddr from "ipaddr.js";
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from "../maps/codec.ts";
+
+/** An address with its family. */
+export interface Addr {
+  /** True for IPv6. */
+  v6: boolean;
+  /** 16 bytes; IPv4 in the first 4. */
+  bytes: Uint8Array;
+}
+
+/** An address and a prefix length. */
+export interface Cidr extends Addr {
+  /** Prefix length: 0..32 or 0..128. */
+  prefix: number;
+}
+
+/** Parses IPv4 or IPv6 text; throws a RangeError naming the text otherwise. */
+export function parseAddr(text: string): Addr {
+  const bytes = new Uint8Array(16);
+  if (ipaddr.IPv4.isValidFourPartDecimal(text)) {
+    bytes.set(parseIPv4(text));
+    return { v6: false, bytes };
+  }
+  if (ipaddr.IPv6.isValid(text)) {
+    bytes.set(parseIPv6(text));
+    return { v6: true, bytes };
+  }
+  throw new RangeError(`"${text}" is not an IP address`);
+}
+
+/** Parses `addr` or `addr/prefix`. */
+export function parseCidr(text: string): Cidr {
+  const [a, p, ...rest] = text.split("/");
+  const addr = parseAddr(a);
+  const max = addr.v6 ? 128 : 32;
+  const prefix = p === undefined ? max : Number(p);
+  if (rest.length || !/^\d+$/.test(p ?? String(max)) || prefix > max) {
+    throw new RangeError(`"${text}" is not an address with a prefix length (0..${max})`);
+  }
+  return { ...addr, prefix };
+}
+
+/** The 16-byte mask of a prefix length. */
+export function prefixMask(prefix: number): Uint8Array {
+  const m = new Uint8Array(16);
+  for (let i = 0; i < 16; i++) {
+    const bits = Math.max(0, Math.min(8, prefix - i * 8));
+    m[i] = bits === 0 ? 0 : (0xff << (8 - bits)) & 0xff;
+  }
+  return m;
+}
+
+/** The prefix length of a contiguous mask, or undefined if not contiguous. */
+export function maskPrefix(mask: Uint8Array, v6: boolean): number | undefined {
+  let prefix = 0;
+  const n = v6 ? 16 : 4;
+  for (let i = 0; i < n; i++) {
+    const b = mask[i];
+    if (b === 0xff) {
+      prefix += 8;
+      continue;
+    }
+    const ones = [0x00, 0x80, 0xc0, 0xe0, 0xf0, 0xf8, 0xfc, 0xfe].indexOf(b);
+    if (ones < 0) return undefined;
+    prefix += ones;
+    if (mask.subarray(i + 1, n).some((x) => x !== 0)) return undefined;
+    return prefix;
+  }
+  return prefix;
+}
+
+/** Text of a 16-byte address of the given family. */
+export function formatAddr(bytes: Uint8Array, v6: boolean): string {
+  return v6 ? formatIPv6(bytes) : formatIPv4(bytes.subarray(0, 4));
+}
+
+/** Whether all 16 bytes are zero. */
+export function isZero(bytes: Uint8Array): boolean {
+  return bytes.every((b) => b === 0);
+}

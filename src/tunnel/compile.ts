@@ -1,0 +1,280 @@
+/**
+ * Compiling flows into what the datapath runs, and back.
+ *
+ * The datapath does no sorting or counting (see bpf/include/actions.h), so
+ * the compiler puts local outputs first, then tunnel outputs each with the
+ * tunnel key in force when it was written (set_tunnel fields accumulate, as
+ * in Open vSwitch), then `pass`; and it flags the action the packet itself
+ * takes. Combinations the datapath cannot carry out are refused here, with
+ * a sentence saying why.
+ *
+ * @module
+ */
+
+import {
+  ACTF_LAST,
+  type ActionEntry,
+  ActionOp,
+  FlowFlag,
+  flowKeyCodec,
+  GENEVE_OPT_MAX,
+  MAX_ACTIONS,
+  NO_TUN_KEY,
+  TunFlag,
+  type TunKeyEntry,
+  TunKeySet,
+} from "../maps/layouts.ts";
+import type { Addr } from "./addr.ts";
+import type { ActionSpec, FlowSpec, GeneveOption, SetTunnel } from "./flow_syntax.ts";
+import type { Match } from "./fields.ts";
+import type { Port } from "./port.ts";
+
+/** Looks ports up by name and number. */
+export interface PortLookup {
+  /** The port named `name`. */
+  byName(name: string): Port | undefined;
+  /** Port number `n`. */
+  byNumber(n: number): Port | undefined;
+}
+
+/** CompileError is a flow the datapath cannot carry out. */
+export class CompileError extends Error {
+  /** Builds the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "CompileError";
+  }
+}
+
+/** A flow ready for the kernel, its tunnel keys not yet given slots. */
+export interface CompiledFlow {
+  /** The flow as given. */
+  spec: FlowSpec;
+  /** The encoded mask: the identity of its mask. */
+  maskBytes: Uint8Array;
+  /** The encoded masked key. */
+  keyBytes: Uint8Array;
+  /** Actions; a TUNNEL's arg indexes `tunKeys` until slots are given. */
+  actions: ActionEntry[];
+  /** Tunnel keys the TUNNEL actions use. */
+  tunKeys: TunKeyEntry[];
+  /** WR_FLOWF_* flags. */
+  flags: number;
+}
+
+const ZERO16 = new Uint8Array(16);
+
+/** The encoded key and mask of a match, the key masked. */
+export function encodeMatch(m: Match): { keyBytes: Uint8Array; maskBytes: Uint8Array } {
+  const maskBytes = flowKeyCodec.encode(m.mask);
+  const keyBytes = flowKeyCodec.encode(m.key).map((b, i) => b & maskBytes[i]);
+  return { keyBytes, maskBytes };
+}
+
+/** Geneve option TLVs in wire format. */
+export function encodeGeneveOptions(opts: GeneveOption[]): Uint8Array {
+  const total = opts.reduce((n, o) => n + 4 + o.data.length, 0);
+  if (total > GENEVE_OPT_MAX) {
+    throw new CompileError(`Geneve options take ${total} bytes; at most ${GENEVE_OPT_MAX} fit`);
+  }
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const o of opts) {
+    if (o.data.length % 4 || o.data.length > 124) {
+      throw new CompileError("Geneve option data is a multiple of 4 bytes, at most 124");
+    }
+    out[at] = o.class >> 8;
+    out[at + 1] = o.class & 0xff;
+    out[at + 2] = o.type;
+    out[at + 3] = o.data.length / 4;
+    out.set(o.data, at + 4);
+    at += 4 + o.data.length;
+  }
+  return out;
+}
+
+/** The Geneve options in wire-format bytes. */
+export function decodeGeneveOptions(bytes: Uint8Array): GeneveOption[] {
+  const out: GeneveOption[] = [];
+  for (let at = 0; at + 4 <= bytes.length;) {
+    const len = (bytes[at + 3] & 0x1f) * 4;
+    out.push({
+      class: (bytes[at] << 8) | bytes[at + 1],
+      type: bytes[at + 2],
+      data: bytes.slice(at + 4, at + 4 + len),
+    });
+    at += 4 + len;
+  }
+  return out;
+}
+
+function tunKeyOf(st: SetTunnel, port: Extract<Port, { kind: "tunnel" }>): TunKeyEntry {
+  if (port.remote === "flow" && !st.dst) {
+    throw new CompileError(
+      `output:${port.name} has remote_ip=flow, so it needs set_tunnel(dst=…) before it`,
+    );
+  }
+  if (port.keyOut === "flow" && st.id === undefined) {
+    throw new CompileError(
+      `output:${port.name} has key=flow, so it needs set_tunnel(id=…) before it`,
+    );
+  }
+  if (st.geneve?.length && port.proto !== "geneve") {
+    throw new CompileError(`output:${port.name} is ${port.proto}, which carries no Geneve options`);
+  }
+  const limit = port.proto === "gre" ? 2n ** 32n : port.proto === "stt" ? 2n ** 64n : 2n ** 24n;
+  if (st.id !== undefined && port.keyOut === "flow" && st.id >= limit) {
+    throw new CompileError(`tunnel id ${st.id} does not fit ${port.proto} (less than ${limit})`);
+  }
+  if (st.dst && st.src && st.dst.v6 !== st.src.v6) {
+    throw new CompileError("set_tunnel dst and src are of different families");
+  }
+  if (st.dst && port.remote === "flow" && port.local && port.local.v6 !== st.dst.v6) {
+    throw new CompileError(`set_tunnel dst is not of the family of ${port.name}'s local_ip`);
+  }
+  const gnv = encodeGeneveOptions(st.geneve ?? []);
+  let set = 0;
+  let flags = 0;
+  if (st.tos !== undefined) set |= TunKeySet.TOS;
+  if (st.ttl !== undefined) set |= TunKeySet.TTL;
+  if (st.dst) set |= TunKeySet.DST;
+  if (st.src) set |= TunKeySet.SRC;
+  if (st.id !== undefined) set |= TunKeySet.ID;
+  if ((st.geneve ?? []).some((o) => o.type & 0x80)) set |= TunKeySet.GNV_CRIT;
+  if (st.df) flags |= TunFlag.DF;
+  if (st.csum) flags |= TunFlag.CSUM;
+  if (st.oam) flags |= TunFlag.OAM;
+  if ((st.dst ?? st.src)?.v6) flags |= TunFlag.V6;
+  const opts = new Uint8Array(GENEVE_OPT_MAX);
+  opts.set(gnv);
+  return {
+    tun_id: st.id ?? 0n,
+    dst: st.dst?.bytes ?? ZERO16,
+    src: st.src?.bytes ?? ZERO16,
+    tos: st.tos ?? 0,
+    ttl: st.ttl ?? 0,
+    flags,
+    set,
+    gnv_len: gnv.length,
+    gnv_opts: opts,
+  };
+}
+
+function merge(a: SetTunnel, b: SetTunnel): SetTunnel {
+  const out: SetTunnel = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    if (v !== undefined) (out as unknown as Record<string, unknown>)[k] = v;
+  }
+  return out;
+}
+
+/** Compiles one flow against the ports that exist. */
+export function compileFlow(spec: FlowSpec, ports: PortLookup): CompiledFlow {
+  if (spec.match.mask.in_port && !ports.byNumber(spec.match.key.in_port)) {
+    throw new CompileError(`in_port ${spec.match.key.in_port} does not exist`);
+  }
+  const locals: ActionEntry[] = [];
+  const tunnels: ActionEntry[] = [];
+  const tunKeys: TunKeyEntry[] = [];
+  let state: SetTunnel = { type: "set_tunnel" };
+  let pass = false;
+  let dropped = false;
+  for (const a of spec.actions) {
+    switch (a.type) {
+      case "drop":
+        dropped = true;
+        break;
+      case "pass":
+        pass = true;
+        break;
+      case "set_tunnel":
+        state = merge(state, a);
+        break;
+      case "output": {
+        const port = ports.byName(a.port);
+        if (!port) throw new CompileError(`output:${a.port}: there is no port named "${a.port}"`);
+        if (port.kind === "local") {
+          locals.push({ op: ActionOp.OUTPUT, flags: 0, port: port.number, arg: 0 });
+        } else {
+          tunKeys.push(tunKeyOf(state, port));
+          tunnels.push({
+            op: ActionOp.TUNNEL,
+            flags: 0,
+            port: port.number,
+            arg: tunKeys.length - 1,
+          });
+        }
+        break;
+      }
+    }
+  }
+  if (dropped && spec.actions.some((a) => a.type !== "drop")) {
+    throw new CompileError("drop cannot be combined with other actions");
+  }
+  if (pass && tunnels.length) {
+    throw new CompileError(
+      "pass cannot be combined with tunnel outputs (the stack would get the encapsulated packet)",
+    );
+  }
+  const actions: ActionEntry[] = dropped
+    ? [{ op: ActionOp.DROP, flags: ACTF_LAST, port: 0, arg: 0 }]
+    : [...locals, ...tunnels, ...(pass ? [{ op: ActionOp.PASS, flags: 0, port: 0, arg: 0 }] : [])];
+  if (actions.length > MAX_ACTIONS) {
+    throw new CompileError(`a flow has at most ${MAX_ACTIONS} outputs, this one ${actions.length}`);
+  }
+  if (actions.length) actions[actions.length - 1].flags |= ACTF_LAST;
+  let flags = 0;
+  if (actions.length === 1 && actions[0].op === ActionOp.OUTPUT) {
+    const out = ports.byNumber(actions[0].port);
+    if (out?.kind === "local" && out.xdp) flags |= FlowFlag.LOCAL_XDP;
+  }
+  const { keyBytes, maskBytes } = encodeMatch(spec.match);
+  return { spec, keyBytes, maskBytes, actions, tunKeys, flags };
+}
+
+function addr(bytes: Uint8Array, v6: boolean): Addr {
+  return { v6, bytes };
+}
+
+/** The actions of a flow entry, as they would be written. */
+export function decompileActions(
+  actions: ActionEntry[],
+  tunKey: (slot: number) => TunKeyEntry | undefined,
+  ports: PortLookup,
+): ActionSpec[] {
+  const out: ActionSpec[] = [];
+  for (const a of actions) {
+    const name = ports.byNumber(a.port)?.name ?? String(a.port);
+    switch (a.op) {
+      case ActionOp.DROP:
+        out.push({ type: "drop" });
+        break;
+      case ActionOp.PASS:
+        out.push({ type: "pass" });
+        break;
+      case ActionOp.OUTPUT:
+        out.push({ type: "output", port: name });
+        break;
+      case ActionOp.TUNNEL: {
+        const tk = a.arg === NO_TUN_KEY ? undefined : tunKey(a.arg);
+        if (tk && tk.set | tk.flags) {
+          const v6 = (tk.flags & TunFlag.V6) !== 0;
+          const st: SetTunnel = { type: "set_tunnel" };
+          if (tk.set & TunKeySet.ID) st.id = tk.tun_id;
+          if (tk.set & TunKeySet.DST) st.dst = addr(tk.dst, v6);
+          if (tk.set & TunKeySet.SRC) st.src = addr(tk.src, v6);
+          if (tk.set & TunKeySet.TOS) st.tos = tk.tos;
+          if (tk.set & TunKeySet.TTL) st.ttl = tk.ttl;
+          if (tk.flags & TunFlag.DF) st.df = true;
+          if (tk.flags & TunFlag.CSUM) st.csum = true;
+          if (tk.flags & TunFlag.OAM) st.oam = true;
+          if (tk.gnv_len) st.geneve = decodeGeneveOptions(tk.gnv_opts.subarray(0, tk.gnv_len));
+          if (Object.keys(st).length > 1) out.push(st);
+        }
+        out.push({ type: "output", port: name });
+        break;
+      }
+    }
+  }
+  return out;
+}

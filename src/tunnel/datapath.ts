@@ -1,0 +1,777 @@
+/**
+ * The datapath manager: loads warren's programs, pins their maps under a
+ * bpffs directory, attaches them, and keeps ports and flows. Everything it
+ * knows lives in the pins, so any process can pick up where another left
+ * off; writers take the datapath lock.
+ *
+ * @example Bring up a datapath and add a tunnel
+ * ```ts ignore
+ * await using dp = await Datapath.up({ underlay: "eth0" });
+ * await dp.addTunnelPort("vx0", "vxlan", { remote_ip: "flow", key: "flow" });
+ * ```
+ *
+ * @module
+ */
+
+import warrenObject from "../../bpf/build/warren.bpf.o" with { type: "bytes" };
+import { BpfError, NotFoundError } from "../bpf/errors.ts";
+import { BpfObject } from "../bpf/object.ts";
+import { ifname } from "../bpf/netif.ts";
+import { ensurePinDir, isPinned, unpin } from "../bpf/pin.ts";
+import { Program } from "../bpf/program.ts";
+import {
+  ConfigFlag,
+  DEFAULT_MAX_FLOWS,
+  DEFAULT_MAX_TUN_KEYS,
+  type Endpoint,
+  type EndpointKey,
+  FwdSaved,
+  LAYOUT_VERSION,
+  MAX_MASKS,
+  MAX_PORTS,
+  Miss,
+  PortKind,
+} from "../maps/layouts.ts";
+import { type Addr, formatAddr, parseAddr } from "./addr.ts";
+import {
+  type Attachment,
+  attachments,
+  attachTcRecorded,
+  attachXdpRecorded,
+  detachAll,
+  detachDevice,
+  type TcChoice,
+  type XdpChoice,
+} from "./attach.ts";
+import type { PortLookup } from "./compile.ts";
+import { emptyKey } from "./fields.ts";
+import { type FlowDiff, type FlowFilter, FlowTable, type InstalledFlow } from "./flow_table.ts";
+import type { FlowSpec } from "./flow_syntax.ts";
+import type { PortNames } from "./fields.ts";
+import { device, deviceAddrs, dropManagedNeighbors, keepNeighbors, setForwarding } from "./host.ts";
+import { IdBitmap } from "./ids.ts";
+import { DatapathLock } from "./lock.ts";
+import { DatapathMaps, mapPin, PINNED_MAPS } from "./pins.ts";
+import {
+  checkPortName,
+  decodePort,
+  encodePort,
+  ipProtoOf,
+  type LocalPort,
+  type Port,
+  PortError,
+  protoNumber,
+  type TunnelPort,
+  tunnelPort,
+} from "./port.ts";
+
+/** Where a datapath is pinned unless told otherwise. */
+export const DEFAULT_PIN_DIR = "/sys/fs/bpf/warren";
+
+/** The object's programs. */
+export const PROGRAMS = ["wr_xdp_underlay", "wr_tc_underlay", "wr_tc_local"] as const;
+
+/** `BPF_F_XDP_HAS_FRAGS`: the XDP program takes multi-buffer frames (GRO/GSO). */
+const F_XDP_HAS_FRAGS = 1 << 5;
+
+/** Options of {@link Datapath.up}. */
+export interface UpOptions {
+  /** The device tunnel packets travel on. */
+  underlay: string;
+  /** Local endpoint addresses; default: the underlay's global addresses. */
+  localIps?: string[];
+  /** Where to pin; default /sys/fs/bpf/warren. */
+  pinDir?: string;
+  /** XDP on the underlay; default auto (native, else generic). */
+  xdp?: XdpChoice;
+  /** TC attachment method; default auto (TCX where the kernel has it). */
+  tc?: TcChoice;
+  /** Flow table capacity (first `up` only). */
+  maxFlows?: number;
+  /** Tunnel key table capacity (first `up` only). */
+  maxTunKeys?: number;
+  /** A flow miss on a local port: drop (default) or pass to the stack. */
+  missLocal?: "drop" | "pass";
+  /** A flow miss after decapsulation: drop (default) or pass. */
+  missTunnel?: "drop" | "pass";
+  /**
+   * Turn on forwarding on the underlay for the endpoint families, so the
+   * datapath's FIB lookups answer (default true; `down` turns it back off).
+   * Without it, IP frames still leave through bpf_redirect_neigh, but
+   * non-IP frames (ARP) need a port's configured neighbour.
+   */
+  forwarding?: boolean;
+}
+
+/** What `status` reports. */
+export interface Status {
+  /** The pin directory. */
+  pinDir: string;
+  /** The underlay device. */
+  underlay: { ifindex: number; device?: string };
+  /** Local endpoint addresses. */
+  localIps: string[];
+  /** Attachments, where and which program. */
+  attachments: Attachment[];
+  /** Program pins and their kernel ids. */
+  programs: { name: string; id: number }[];
+  /** How full each table is. */
+  tables: { name: string; used: number; capacity: number }[];
+  /** The live table generation. */
+  generation: number;
+}
+
+/** Datapath is one pinned warren datapath. */
+export class Datapath implements Disposable {
+  /** The pin directory. */
+  readonly pinDir: string;
+  /** The shared maps. */
+  readonly maps: DatapathMaps;
+  /** The flows. */
+  readonly flows: FlowTable;
+  #ports: Port[] = [];
+
+  private constructor(pinDir: string, maps: DatapathMaps) {
+    this.pinDir = pinDir;
+    this.maps = maps;
+    this.#reloadPorts();
+    this.flows = new FlowTable(maps, this.portLookup());
+  }
+
+  /**
+   * Opens the datapath pinned at `pinDir`; a clear error when there is
+   * none, or when it was made under another layout version.
+   */
+  static open(pinDir = DEFAULT_PIN_DIR): Datapath {
+    return new Datapath(pinDir, DatapathMaps.fromPins(pinDir));
+  }
+
+  /** Whether a datapath is pinned at `pinDir`. */
+  static exists(pinDir = DEFAULT_PIN_DIR): boolean {
+    return isPinned(mapPin(pinDir, "wr_config"));
+  }
+
+  /**
+   * Loads, pins and attaches the datapath. Idempotent: when it is already
+   * up, the programs are replaced in place (the links swap them
+   * atomically, so traffic never stops) and the maps are kept.
+   */
+  static async up(options: UpOptions): Promise<Datapath> {
+    const pinDir = options.pinDir ?? DEFAULT_PIN_DIR;
+    const underlay = await device(options.underlay);
+    const localIps = options.localIps
+      ? options.localIps.map((ip) => {
+        try {
+          return parseAddr(ip);
+        } catch {
+          throw new PortError(`--local-ip "${ip}" is not an IP address`);
+        }
+      })
+      : await deviceAddrs(underlay.name);
+    if (localIps.length === 0) {
+      throw new PortError(
+        `${underlay.name} has no global address; give the local endpoints with --local-ip`,
+      );
+    }
+    ensurePinDir(pinDir);
+    using lock = DatapathLock.acquire(pinDir);
+    const existing = Datapath.exists(pinDir);
+    const old = existing ? DatapathMaps.fromPins(pinDir) : undefined;
+    try {
+      if (old) {
+        const cfg = old.readConfig();
+        if (cfg.underlay_ifindex !== underlay.ifindex) {
+          throw new PortError(
+            `the datapath under ${pinDir} runs on ifindex ${cfg.underlay_ifindex}, not ${underlay.name}: run warren down first`,
+          );
+        }
+      }
+      using obj = BpfObject.openMemory(warrenObject, "warren");
+      obj.setProgramFlags("wr_xdp_underlay", F_XDP_HAS_FRAGS);
+      if (old) {
+        for (const [name, map] of old.all()) obj.reuseMap(name, map);
+      } else {
+        const maxFlows = options.maxFlows ?? DEFAULT_MAX_FLOWS;
+        const maxTunKeys = options.maxTunKeys ?? DEFAULT_MAX_TUN_KEYS;
+        if (maxFlows % 64 || maxTunKeys % 64) {
+          throw new RangeError("table capacities are multiples of 64");
+        }
+        obj.setMaxEntries("wr_flow_stats", maxFlows);
+        obj.setMaxEntries("wr_flow_ids", maxFlows / 64);
+        obj.setMaxEntries("wr_tun_keys", maxTunKeys);
+        obj.setMaxEntries("wr_tun_key_ids", maxTunKeys / 64);
+      }
+      obj.load();
+      const maps = old ?? DatapathMaps.fromObject(obj);
+      if (!old) {
+        ensurePinDir(`${pinDir}/maps`);
+        for (const [name, map] of maps.all()) map.pin(mapPin(pinDir, name));
+      }
+      const dp = new Datapath(pinDir, maps);
+      try {
+        if (!old) dp.#initialize(underlay.ifindex, options);
+        dp.#setMiss(options);
+        const programs = Object.fromEntries(PROGRAMS.map((n) => [n, obj.program(n)])) as Record<
+          typeof PROGRAMS[number],
+          Program
+        >;
+        try {
+          dp.#pinPrograms(programs);
+          const xdp = attachXdpRecorded(
+            pinDir,
+            underlay.ifindex,
+            programs.wr_xdp_underlay,
+            options.xdp ?? "auto",
+          );
+          const tc = attachTcRecorded(
+            pinDir,
+            underlay.ifindex,
+            programs.wr_tc_underlay,
+            options.tc ?? "auto",
+          );
+          for (const p of dp.#ports) {
+            if (p.kind !== "local") continue;
+            const ifindex = dp.maps.ports.get(p.number)!.ifindex;
+            attachTcRecorded(pinDir, ifindex, programs.wr_tc_local, tc);
+          }
+          const cfg = dp.maps.readConfig();
+          const flags = (cfg.flags & ~(ConfigFlag.XDP_UNDERLAY | ConfigFlag.CLSACT)) |
+            (xdp !== "off" ? ConfigFlag.XDP_UNDERLAY : 0) |
+            (tc === "clsact" ? ConfigFlag.CLSACT : 0);
+          dp.maps.config.set(0, { ...cfg, flags });
+        } finally {
+          for (const p of Object.values(programs)) p.close();
+        }
+        dp.#setLocalIps(localIps);
+        if (options.forwarding ?? true) dp.#enableForwarding(underlay.name, localIps);
+        return dp;
+      } catch (err) {
+        dp.close();
+        throw err;
+      }
+    } catch (err) {
+      if (!existing) removePins(pinDir);
+      throw err;
+    } finally {
+      lock.release();
+    }
+  }
+
+  /**
+   * Detaches everything and removes every pin: afterwards no program,
+   * link, pin or qdisc of this datapath remains. Safe to run twice, and
+   * after a crash.
+   */
+  static async down(pinDir = DEFAULT_PIN_DIR): Promise<void> {
+    try {
+      Deno.statSync(pinDir);
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return;
+      throw err;
+    }
+    using _lock = DatapathLock.acquire(pinDir);
+    if (Datapath.exists(pinDir)) {
+      try {
+        using maps = DatapathMaps.fromPins(pinDir);
+        const cfg = maps.readConfig();
+        const dev = ifname(cfg.underlay_ifindex);
+        if (dev) {
+          if (cfg.fwd_saved & FwdSaved.V4) setForwarding(dev, 4, false);
+          if (cfg.fwd_saved & FwdSaved.V6) setForwarding(dev, 6, false);
+          await dropManagedNeighbors(dev);
+        }
+      } catch (err) {
+        // Pins of another layout: still tear everything down.
+        if (!(err instanceof Error)) throw err;
+      }
+    }
+    detachAll(pinDir);
+    removePins(pinDir);
+  }
+
+  #enableForwarding(dev: string, ips: Addr[]): void {
+    const cfg = this.maps.readConfig();
+    let saved = cfg.fwd_saved;
+    for (const [family, bit] of [[4, FwdSaved.V4], [6, FwdSaved.V6]] as const) {
+      if (!ips.some((a) => a.v6 === (family === 6))) continue;
+      if (!setForwarding(dev, family, true)) saved |= bit;
+    }
+    if (saved !== cfg.fwd_saved) this.maps.config.set(0, { ...cfg, fwd_saved: saved });
+  }
+
+  /** The underlay's name, or a clear error when it is gone. */
+  #underlay(): string {
+    const cfg = this.maps.readConfig();
+    const name = ifname(cfg.underlay_ifindex);
+    if (!name) throw new PortError(`the underlay (ifindex ${cfg.underlay_ifindex}) is gone`);
+    return name;
+  }
+
+  /** Keeps the next hops of every remote in `specs` resolved. */
+  async #keepNeighbors(specs: FlowSpec[]): Promise<void> {
+    const seen = new Map<string, Addr>();
+    for (const s of specs) {
+      for (const a of s.actions) {
+        if (a.type === "set_tunnel" && a.dst) seen.set(formatAddr(a.dst.bytes, a.dst.v6), a.dst);
+      }
+    }
+    if (seen.size) await keepNeighbors(this.#underlay(), [...seen.values()]);
+  }
+
+  /** Port names and numbers, for parsing and printing flows. */
+  portNames(): PortNames {
+    return {
+      number: (name) => this.#ports.find((p) => p.name === name)?.number,
+      name: (n) => this.#ports.find((p) => p.number === n)?.name,
+    };
+  }
+
+  /** Adds flows (see FlowTable.add), keeping their remotes' next hops resolved. */
+  async addFlows(specs: FlowSpec[]): Promise<{ added: number; replaced: number }> {
+    const result = this.#locked(() => this.flows.add(specs));
+    await this.#keepNeighbors(specs);
+    return result;
+  }
+
+  /** Changes the actions of flows (see FlowTable.modify). */
+  async modifyFlow(spec: FlowSpec): Promise<number> {
+    const n = this.#locked(() => this.flows.modify(spec));
+    await this.#keepNeighbors([spec]);
+    return n;
+  }
+
+  /** Deletes flows (see FlowTable.delete). */
+  deleteFlows(filter: FlowFilter, strict: boolean): number {
+    return this.#locked(() => this.flows.delete(filter, strict));
+  }
+
+  /** The flows the filter covers, highest priority first. */
+  dumpFlows(filter: FlowFilter = {}, options: { counters?: boolean } = {}): InstalledFlow[] {
+    return this.flows.dump(filter, options);
+  }
+
+  /** Makes the flows exactly `specs`, atomically (see FlowTable.apply). */
+  async applyFlows(
+    specs: FlowSpec[],
+    options: { dryRun?: boolean; progress?: (done: number, total: number) => void } = {},
+  ): Promise<FlowDiff> {
+    const diff = this.#locked(() => this.flows.apply(specs, options));
+    if (!options.dryRun) await this.#keepNeighbors(specs);
+    return diff;
+  }
+
+  #locked<T>(fn: () => T): T {
+    using _lock = this.lock();
+    this.#reloadPorts();
+    return fn();
+  }
+
+  #initialize(underlayIfindex: number, options: UpOptions): void {
+    const maxFlows = this.maps.flowStats.raw.info.maxEntries;
+    const maxTunKeys = this.maps.tunKeys.raw.info.maxEntries;
+    this.maps.config.set(0, {
+      layout_version: LAYOUT_VERSION,
+      gen: 0,
+      max_flows: maxFlows,
+      max_tun_keys: maxTunKeys,
+      flags: 0,
+      underlay_ifindex: underlayIfindex,
+      miss_local: options.missLocal === "pass" ? Miss.PASS : Miss.DROP,
+      miss_tunnel: options.missTunnel === "pass" ? Miss.PASS : Miss.DROP,
+      fwd_saved: 0,
+      seq: 0n,
+      local_v4: new Uint8Array(16),
+      local_v6: new Uint8Array(16),
+    });
+    const emptySet = {
+      count: 0,
+      masks: Array.from(
+        { length: MAX_MASKS },
+        () => ({ bits: emptyKey(), id: 0, max_priority: 0, flows: 0 }),
+      ),
+    };
+    this.maps.masks.set(0, emptySet);
+    this.maps.masks.set(1, emptySet);
+    using index = this.flows.createIndex(maxFlows);
+    this.maps.setFlowIndex(0, index);
+    this.maps.setFlowIndex(1, index);
+  }
+
+  #setMiss(options: UpOptions): void {
+    if (!options.missLocal && !options.missTunnel) return;
+    const cfg = this.maps.readConfig();
+    this.maps.config.set(0, {
+      ...cfg,
+      miss_local: options.missLocal
+        ? (options.missLocal === "pass" ? Miss.PASS : Miss.DROP)
+        : cfg.miss_local,
+      miss_tunnel: options.missTunnel
+        ? (options.missTunnel === "pass" ? Miss.PASS : Miss.DROP)
+        : cfg.miss_tunnel,
+    });
+  }
+
+  #pinPrograms(programs: Record<string, Program>): void {
+    ensurePinDir(`${this.pinDir}/progs`);
+    for (const [name, p] of Object.entries(programs)) {
+      // Pin the new program aside, then move it over the old pin.
+      const pin = `${this.pinDir}/progs/${name}`;
+      // bpffs refuses names with a dot.
+      const fresh = `${pin}-new`;
+      unpin(fresh);
+      p.pin(fresh);
+      Deno.renameSync(fresh, pin);
+    }
+  }
+
+  /** Local endpoint addresses: "address only" entries of wr_endpoints. */
+  localIps(): Addr[] {
+    const out: Addr[] = [];
+    for (const [k] of this.maps.endpoints.entries()) {
+      if (k.ipproto === 0 && k.dst_port === 0) out.push({ v6: k.v6 === 1, bytes: k.addr });
+    }
+    return out;
+  }
+
+  #setLocalIps(ips: Addr[]): void {
+    const current = this.localIps();
+    const same = (a: Addr, b: Addr) => a.v6 === b.v6 && a.bytes.every((x, i) => x === b.bytes[i]);
+    const gone = current.filter((c) => !ips.some((i) => same(i, c)));
+    if (gone.length && this.#ports.some((p) => p.kind === "tunnel")) {
+      throw new PortError(
+        `local endpoints ${
+          gone.map((a) => formatAddr(a.bytes, a.v6)).join(", ")
+        } are in use by tunnel ports; delete those first`,
+      );
+    }
+    for (const a of gone) {
+      this.maps.endpoints.delete({ addr: a.bytes, ipproto: 0, v6: a.v6 ? 1 : 0, dst_port: 0 });
+    }
+    for (const a of ips) {
+      if (current.some((c) => same(a, c))) continue;
+      this.maps.endpoints.set({ addr: a.bytes, ipproto: 0, v6: a.v6 ? 1 : 0, dst_port: 0 }, {
+        port: 0,
+        fixed_remotes: 0,
+        proto: 0,
+      });
+    }
+    // The first address of each family is the outer source when neither
+    // the port, the flow nor the FIB gives one.
+    const cfg = this.maps.readConfig();
+    this.maps.config.set(0, {
+      ...cfg,
+      local_v4: ips.find((a) => !a.v6)?.bytes ?? new Uint8Array(16),
+      local_v6: ips.find((a) => a.v6)?.bytes ?? new Uint8Array(16),
+    });
+  }
+
+  #reloadPorts(): void {
+    const ports: Port[] = [];
+    for (const [n, entry] of this.maps.ports.entries()) {
+      if (entry.kind === PortKind.NONE) continue;
+      const info = this.maps.portInfo.get(n);
+      const p = info && decodePort(n, entry, info);
+      if (p) ports.push(p);
+    }
+    this.#ports = ports.sort((a, b) => a.number - b.number);
+  }
+
+  /** Every port, by number. */
+  ports(): Port[] {
+    return [...this.#ports];
+  }
+
+  /** Ports by name and number, for flows. */
+  portLookup(): PortLookup {
+    return {
+      byName: (name) => this.#ports.find((p) => p.name === name),
+      byNumber: (n) => this.#ports.find((p) => p.number === n),
+    };
+  }
+
+  /** The lock every change takes; hold it across several changes. */
+  lock(): DatapathLock {
+    return DatapathLock.acquire(this.pinDir);
+  }
+
+  #freeNumber(): number {
+    for (let n = 1; n < MAX_PORTS; n++) if (!this.#ports.some((p) => p.number === n)) return n;
+    throw new PortError(`all ${MAX_PORTS - 1} port numbers are taken`);
+  }
+
+  #checkNewName(name: string): void {
+    checkPortName(name);
+    if (this.#ports.some((p) => p.name === name)) {
+      throw new PortError(`a port named "${name}" exists already`);
+    }
+  }
+
+  /**
+   * Adds a local port on `deviceName` and attaches the local program to
+   * its ingress. `xdp` says its peer takes XDP redirects.
+   */
+  async addLocalPort(
+    name: string,
+    deviceName: string,
+    options: { xdp?: boolean } = {},
+  ): Promise<LocalPort> {
+    const dev = await device(deviceName);
+    using _lock = this.lock();
+    this.#reloadPorts();
+    this.#checkNewName(name);
+    if (this.#ports.some((p) => p.kind === "local" && p.device === dev.name)) {
+      throw new PortError(`${dev.name} is already a port`);
+    }
+    const cfg = this.maps.readConfig();
+    if (dev.ifindex === cfg.underlay_ifindex) {
+      throw new PortError(`${dev.name} is the underlay; it cannot be a local port`);
+    }
+    const port: LocalPort = {
+      kind: "local",
+      name,
+      number: this.#freeNumber(),
+      device: dev.name,
+      xdp: options.xdp ?? false,
+    };
+    const { entry, info } = encodePort(port, { ifindex: dev.ifindex });
+    this.maps.portInfo.set(port.number, info);
+    this.maps.ports.set(port.number, entry);
+    try {
+      using program = this.#program("wr_tc_local");
+      attachTcRecorded(
+        this.pinDir,
+        dev.ifindex,
+        program,
+        cfg.flags & ConfigFlag.CLSACT ? "clsact" : "tcx",
+      );
+      this.maps.ifindexPorts.set(dev.ifindex, port.number);
+    } catch (err) {
+      this.maps.ports.set(port.number, { ...entry, kind: PortKind.NONE });
+      throw err;
+    }
+    this.#reloadPorts();
+    return port;
+  }
+
+  /** Adds a tunnel port of `proto` with Open vSwitch-style `options`. */
+  async addTunnelPort(
+    name: string,
+    proto: string,
+    options: Record<string, string>,
+  ): Promise<TunnelPort> {
+    const cfg = this.maps.readConfig();
+    const underlayName = (await deviceByIndex(cfg.underlay_ifindex))?.name;
+    if (!underlayName) {
+      throw new PortError(`the underlay (ifindex ${cfg.underlay_ifindex}) is gone`);
+    }
+    const dev = await device(underlayName);
+    const spec = tunnelPort(name, proto, dev.name, options);
+    using _lock = this.lock();
+    this.#reloadPorts();
+    this.#checkNewName(name);
+    const port: TunnelPort = { ...spec, number: this.#freeNumber() };
+    const endpoints = this.#endpointsOf(port);
+    // Check every endpoint before writing any.
+    for (const { key } of endpoints) {
+      const ep = this.maps.endpoints.get(key);
+      if (ep && ep.proto !== protoNumber(port.proto)) {
+        throw new PortError(`${endpointText(key)} already speaks another protocol`);
+      }
+      if (ep && port.remote === "flow" && ep.port) {
+        const other = this.#ports.find((p) => p.number === ep.port)?.name ?? ep.port;
+        throw new PortError(`${endpointText(key)} already has a flow-based port (${other})`);
+      }
+      if (
+        port.remote !== "flow" &&
+        this.maps.remotes.get({ ep: key, remote: port.remote.bytes }) !== undefined
+      ) {
+        throw new PortError(
+          `${endpointText(key)} already has a port for remote ${
+            formatAddr(port.remote.bytes, port.remote.v6)
+          }`,
+        );
+      }
+    }
+    const { entry, info } = encodePort(port, { ifindex: dev.ifindex, deviceMac: dev.mac });
+    this.maps.portInfo.set(port.number, info);
+    this.maps.ports.set(port.number, entry);
+    for (const { key } of endpoints) {
+      const ep: Endpoint = this.maps.endpoints.get(key) ??
+        { port: 0, fixed_remotes: 0, proto: protoNumber(port.proto) };
+      if (port.remote === "flow") ep.port = port.number;
+      else {
+        this.maps.remotes.set({ ep: key, remote: port.remote.bytes }, port.number);
+        ep.fixed_remotes = 1;
+      }
+      this.maps.endpoints.set(key, ep);
+    }
+    if (port.proto === "geneve") this.#learnGeneve();
+    this.#reloadPorts();
+    if (port.remote !== "flow") await keepNeighbors(dev.name, [port.remote]);
+    return port;
+  }
+
+  /** The endpoint keys a tunnel port listens on: its local addresses. */
+  #endpointsOf(port: TunnelPort): { key: EndpointKey }[] {
+    const family = port.remote !== "flow" ? port.remote.v6 : port.local?.v6;
+    const addrs = port.local
+      ? [port.local]
+      : this.localIps().filter((a) => family === undefined || a.v6 === family);
+    if (addrs.length === 0) {
+      throw new PortError(
+        `no local endpoint address of the tunnel's family; bring warren up with --local-ip`,
+      );
+    }
+    return addrs.map((a) => ({
+      key: {
+        addr: a.bytes,
+        ipproto: ipProtoOf(port.proto),
+        v6: a.v6 ? 1 : 0,
+        dst_port: port.proto === "gre" ? 0 : port.dstPort,
+      },
+    }));
+  }
+
+  /** The Geneve options flows match on count as understood (RFC 8926). */
+  #learnGeneve(): void {
+    const known = new Set<number>();
+    for (const f of this.flows.installed()) {
+      if (f.match.mask.gnv_class || f.match.mask.gnv_type) {
+        known.add((f.match.key.gnv_class << 8) | f.match.key.gnv_type);
+      }
+    }
+    for (const k of this.maps.geneveKnown.keys()) {
+      if (!known.has(k)) this.maps.geneveKnown.delete(k);
+    }
+    for (const k of known) this.maps.geneveKnown.set(k, 1);
+  }
+
+  /**
+   * Deletes port `name`. Refuses while flows use it, unless `force`, which
+   * deletes those flows too.
+   */
+  deletePort(name: string, options: { force?: boolean } = {}): void {
+    using _lock = this.lock();
+    this.#reloadPorts();
+    const port = this.#ports.find((p) => p.name === name);
+    if (!port) throw new PortError(`there is no port named "${name}"`);
+    const users = this.flows.dump({ port: port.number });
+    if (users.length && !options.force) {
+      throw new PortError(
+        `${users.length} flow(s) use port ${name}; delete them first, or use --force`,
+      );
+    }
+    if (users.length) this.flows.delete({ port: port.number }, false);
+    const entry = this.maps.ports.get(port.number)!;
+    if (port.kind === "local") {
+      this.maps.ifindexPorts.delete(entry.ifindex);
+      detachDevice(this.pinDir, entry.ifindex);
+    } else {
+      for (const { key } of this.#endpointsOf(port)) {
+        const ep = this.maps.endpoints.get(key);
+        if (!ep) continue;
+        if (port.remote !== "flow") {
+          this.maps.remotes.delete({ ep: key, remote: port.remote.bytes });
+        }
+        if (ep.port === port.number) ep.port = 0;
+        ep.fixed_remotes = [...this.maps.remotes.keys()].some((k) => sameKey(k.ep, key)) ? 1 : 0;
+        if (ep.port === 0 && ep.fixed_remotes === 0) this.maps.endpoints.delete(key);
+        else this.maps.endpoints.set(key, ep);
+      }
+    }
+    this.maps.ports.set(port.number, { ...entry, kind: PortKind.NONE, flags: 0 });
+    this.maps.portInfo.set(port.number, { name: new Uint8Array(16), device: new Uint8Array(16) });
+    this.#reloadPorts();
+  }
+
+  /** Reports what is attached where, the pins, and how full each table is. */
+  status(): Status {
+    const cfg = this.maps.readConfig();
+    const programs = PROGRAMS.map((name) => {
+      try {
+        using p = this.#program(name);
+        return { name, id: p.info().id };
+      } catch (err) {
+        if (err instanceof BpfError) return { name, id: 0 };
+        throw err;
+      }
+    });
+    const gen = cfg.gen & 1;
+    const index = this.maps.flowIndex(gen);
+    let flows = 0;
+    if (index) {
+      using _ = index;
+      for (const c of index.raw.lookupBatch(8192)) flows += c.count;
+    }
+    const masks = this.maps.masks.get(gen)?.count ?? 0;
+    const tunKeys = new IdBitmap(this.maps.tunKeyIds);
+    const count = (m: { raw: { keys(): Generator<unknown> } }) => [...m.raw.keys()].length;
+    return {
+      pinDir: this.pinDir,
+      underlay: { ifindex: cfg.underlay_ifindex, device: ifname(cfg.underlay_ifindex) },
+      localIps: this.localIps().map((a) => formatAddr(a.bytes, a.v6)),
+      attachments: attachments(this.pinDir),
+      programs,
+      tables: [
+        { name: "ports", used: this.#ports.length, capacity: MAX_PORTS - 1 },
+        { name: "flows", used: flows, capacity: cfg.max_flows },
+        { name: "masks", used: masks, capacity: MAX_MASKS },
+        { name: "tunnel_keys", used: tunKeys.used(), capacity: tunKeys.capacity },
+        {
+          name: "endpoints",
+          used: count(this.maps.endpoints),
+          capacity: this.maps.endpoints.raw.info.maxEntries,
+        },
+        {
+          name: "remotes",
+          used: count(this.maps.remotes),
+          capacity: this.maps.remotes.raw.info.maxEntries,
+        },
+      ],
+      generation: gen,
+    };
+  }
+
+  #program(name: typeof PROGRAMS[number]): Program {
+    const pin = `${this.pinDir}/progs/${name}`;
+    if (!isPinned(pin)) {
+      throw new NotFoundError(`program ${name} is not pinned under ${this.pinDir}`);
+    }
+    return Program.fromPin(pin);
+  }
+
+  /** Releases every descriptor; the datapath stays up. */
+  close(): void {
+    this.maps.close();
+  }
+
+  /** Same as `close()`, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+async function deviceByIndex(ifindex: number) {
+  const name = ifname(ifindex);
+  return name ? await device(name) : undefined;
+}
+
+function endpointText(k: EndpointKey): string {
+  const proto = k.ipproto === 17 ? "udp" : k.ipproto === 47 ? "gre" : "tcp";
+  return `${formatAddr(k.addr, k.v6 === 1)} ${proto}${k.dst_port ? `/${k.dst_port}` : ""}`;
+}
+
+function sameKey(a: EndpointKey, b: EndpointKey): boolean {
+  return a.ipproto === b.ipproto && a.v6 === b.v6 && a.dst_port === b.dst_port &&
+    a.addr.every((x, i) => x === b.addr[i]);
+}
+
+/** Removes every pin under `pinDir` and the directory itself. */
+function removePins(pinDir: string): void {
+  for (const name of PINNED_MAPS) unpin(mapPin(pinDir, name));
+  try {
+    Deno.removeSync(pinDir, { recursive: true });
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+}

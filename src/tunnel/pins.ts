@@ -1,0 +1,226 @@
+/**
+ * The datapath's pinned state: every map the programs share, with the
+ * codecs TypeScript reads it through, under `<pin dir>/maps/`.
+ *
+ * Opening checks two things before anything is read: the layout version
+ * recorded in `wr_config` (an explicit version, because equal sizes can
+ * hide a changed layout) and each map's key and value against its BTF.
+ *
+ * @module
+ */
+
+import { LayoutError, NotFoundError } from "../bpf/errors.ts";
+import { BpfMap } from "../bpf/map.ts";
+import type { BpfObject } from "../bpf/object.ts";
+import { isPinned } from "../bpf/pin.ts";
+import { u32, u64 } from "../maps/codec.ts";
+import {
+  type Config,
+  configCodec,
+  type Endpoint,
+  endpointCodec,
+  type EndpointKey,
+  endpointKeyCodec,
+  type FlowEntry,
+  flowEntryCodec,
+  type FlowIndexKey,
+  flowIndexKeyCodec,
+  type FlowStats,
+  flowStatsCodec,
+  LAYOUT_VERSION,
+  type MaskSet,
+  maskSetCodec,
+  portCodec,
+  type PortEntry,
+  type PortInfo,
+  portInfoCodec,
+  type PortStats,
+  portStatsCodec,
+  type RemoteKey,
+  remoteKeyCodec,
+  tunKeyCodec,
+  type TunKeyEntry,
+} from "../maps/layouts.ts";
+import { PerCpuMap, TypedMap } from "../maps/typed_map.ts";
+
+/** The maps the datapath pins, by their names in the BPF object. */
+export const PINNED_MAPS = [
+  "wr_config",
+  "wr_ports",
+  "wr_port_info",
+  "wr_ifindex_ports",
+  "wr_endpoints",
+  "wr_remotes",
+  "wr_geneve_known",
+  "wr_tun_keys",
+  "wr_masks",
+  "wr_flow_tables",
+  "wr_flow_stats",
+  "wr_port_stats",
+  "wr_stats",
+  "wr_flow_ids",
+  "wr_tun_key_ids",
+] as const;
+
+/** A pinned map's name. */
+export type PinnedMap = typeof PINNED_MAPS[number];
+
+/** The pin path of map `name` under `dir`. */
+export function mapPin(dir: string, name: string): string {
+  return `${dir}/maps/${name}`;
+}
+
+/** The flow index of one table generation. */
+export type FlowIndex = TypedMap<FlowIndexKey, FlowEntry>;
+
+/** DatapathMaps holds every shared map, typed. */
+export class DatapathMaps implements Disposable {
+  /** `wr_config`, one entry. */
+  readonly config: TypedMap<number, Config>;
+  /** `wr_ports`, by port number. */
+  readonly ports: TypedMap<number, PortEntry>;
+  /** `wr_port_info`, by port number. */
+  readonly portInfo: TypedMap<number, PortInfo>;
+  /** `wr_ifindex_ports`: a local port's ifindex to its number. */
+  readonly ifindexPorts: TypedMap<number, number>;
+  /** `wr_endpoints`. */
+  readonly endpoints: TypedMap<EndpointKey, Endpoint>;
+  /** `wr_remotes`. */
+  readonly remotes: TypedMap<RemoteKey, number>;
+  /** `wr_geneve_known`: (class << 8 | type) of understood options. */
+  readonly geneveKnown: TypedMap<number, number>;
+  /** `wr_tun_keys`, by slot. */
+  readonly tunKeys: TypedMap<number, TunKeyEntry>;
+  /** `wr_masks`, by generation. */
+  readonly masks: TypedMap<number, MaskSet>;
+  /** `wr_flow_tables`: the flow index of each generation (map of maps). */
+  readonly flowTables: BpfMap;
+  /** `wr_flow_stats`, by flow id, per CPU. */
+  readonly flowStats: PerCpuMap<number, FlowStats>;
+  /** `wr_port_stats`, by port number, per CPU. */
+  readonly portStats: PerCpuMap<number, PortStats>;
+  /** `wr_stats`, by `Stat`, per CPU. */
+  readonly stats: PerCpuMap<number, bigint>;
+  /** `wr_flow_ids`: the flow id bitmap. */
+  readonly flowIds: TypedMap<number, bigint>;
+  /** `wr_tun_key_ids`: the tunnel key slot bitmap. */
+  readonly tunKeyIds: TypedMap<number, bigint>;
+
+  private constructor(open: (name: PinnedMap) => BpfMap) {
+    const opened: BpfMap[] = [];
+    const take = (name: PinnedMap) => {
+      const m = open(name);
+      opened.push(m);
+      return m;
+    };
+    try {
+      this.config = new TypedMap(take("wr_config"), u32, configCodec);
+      this.ports = new TypedMap(take("wr_ports"), u32, portCodec);
+      this.portInfo = new TypedMap(take("wr_port_info"), u32, portInfoCodec);
+      this.ifindexPorts = new TypedMap(take("wr_ifindex_ports"), u32, u32);
+      this.endpoints = new TypedMap(take("wr_endpoints"), endpointKeyCodec, endpointCodec);
+      this.remotes = new TypedMap(take("wr_remotes"), remoteKeyCodec, u32);
+      this.geneveKnown = new TypedMap(take("wr_geneve_known"), u32, u32);
+      this.tunKeys = new TypedMap(take("wr_tun_keys"), u32, tunKeyCodec);
+      this.masks = new TypedMap(take("wr_masks"), u32, maskSetCodec);
+      this.flowTables = take("wr_flow_tables");
+      this.flowStats = new PerCpuMap(take("wr_flow_stats"), u32, flowStatsCodec);
+      this.portStats = new PerCpuMap(take("wr_port_stats"), u32, portStatsCodec);
+      this.stats = new PerCpuMap(take("wr_stats"), u32, u64);
+      this.flowIds = new TypedMap(take("wr_flow_ids"), u32, u64);
+      this.tunKeyIds = new TypedMap(take("wr_tun_key_ids"), u32, u64);
+    } catch (err) {
+      for (const m of opened) m.close();
+      throw err;
+    }
+  }
+
+  /** The maps of a freshly loaded object. */
+  static fromObject(obj: BpfObject): DatapathMaps {
+    return new DatapathMaps((name) => obj.map(name));
+  }
+
+  /**
+   * The maps pinned under `dir`. Throws a NotFoundError when the datapath
+   * is not up there, and a LayoutError when its pins were written under
+   * another layout version.
+   */
+  static fromPins(dir: string): DatapathMaps {
+    if (!isPinned(mapPin(dir, "wr_config"))) {
+      throw new NotFoundError(
+        `no warren datapath is pinned under ${dir} (run: warren up --underlay DEVICE)`,
+      );
+    }
+    checkLayoutVersion(dir);
+    return new DatapathMaps((name) => BpfMap.fromPin(mapPin(dir, name)));
+  }
+
+  /** The datapath-wide settings. */
+  readConfig(): Config {
+    const c = this.config.get(0);
+    if (!c) throw new Error("wr_config has no entry 0");
+    return c;
+  }
+
+  /** The flow index of generation `gen`, or undefined when none is set. */
+  flowIndex(gen: number): FlowIndex | undefined {
+    const id = this.flowTables.lookup(new Uint8Array(new Uint32Array([gen]).buffer));
+    if (!id) return undefined;
+    const mapId = new DataView(id.buffer).getUint32(0, true);
+    return new TypedMap(BpfMap.fromId(mapId), flowIndexKeyCodec, flowEntryCodec);
+  }
+
+  /** Makes `index` the flow index of generation `gen`. */
+  setFlowIndex(gen: number, index: BpfMap): void {
+    this.flowTables.update(
+      new Uint8Array(new Uint32Array([gen]).buffer),
+      new Uint8Array(new Uint32Array([index.fd]).buffer),
+    );
+  }
+
+  /** Every map, with its pinned name. */
+  *all(): Generator<[PinnedMap, BpfMap]> {
+    yield ["wr_config", this.config.raw];
+    yield ["wr_ports", this.ports.raw];
+    yield ["wr_port_info", this.portInfo.raw];
+    yield ["wr_ifindex_ports", this.ifindexPorts.raw];
+    yield ["wr_endpoints", this.endpoints.raw];
+    yield ["wr_remotes", this.remotes.raw];
+    yield ["wr_geneve_known", this.geneveKnown.raw];
+    yield ["wr_tun_keys", this.tunKeys.raw];
+    yield ["wr_masks", this.masks.raw];
+    yield ["wr_flow_tables", this.flowTables];
+    yield ["wr_flow_stats", this.flowStats.raw];
+    yield ["wr_port_stats", this.portStats.raw];
+    yield ["wr_stats", this.stats.raw];
+    yield ["wr_flow_ids", this.flowIds.raw];
+    yield ["wr_tun_key_ids", this.tunKeyIds.raw];
+  }
+
+  /** Releases every map's descriptor. */
+  close(): void {
+    for (const [, m] of this.all()) m.close();
+  }
+
+  /** Same as `close()`, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/**
+ * Refuses pins written under another layout version, before any codec
+ * reads them: a map whose meaning changed but whose size did not would
+ * otherwise be misread silently.
+ */
+export function checkLayoutVersion(dir: string): void {
+  using raw = BpfMap.fromPin(mapPin(dir, "wr_config"));
+  const bytes = raw.lookup(new Uint8Array(4));
+  const version = bytes ? new DataView(bytes.buffer).getUint32(0, true) : 0;
+  if (version !== LAYOUT_VERSION) {
+    throw new LayoutError(
+      `the datapath pinned under ${dir} uses layout version ${version}, this warren uses ${LAYOUT_VERSION}: ` +
+        `run "warren down" with the warren that made it (or remove ${dir}) and "warren up" again`,
+    );
+  }
+}
