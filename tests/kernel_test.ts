@@ -19,10 +19,10 @@ import {
 } from "../src/bpf/mod.ts";
 import { counterCodec, PerCpuMap, u32 } from "../src/maps/mod.ts";
 import { TempPinDir } from "./helpers/bpffs.ts";
-import { macOf, Netns, vethPair } from "./helpers/netns.ts";
+import { macOf, Netns, vethPair } from "../src/lab/netns.ts";
 import { COUNTER_OBJECT } from "./helpers/objects.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
-import { run } from "./helpers/run.ts";
+import { run } from "../src/lab/run.ts";
 
 const XDP = 0;
 const TC = 1;

@@ -7,13 +7,14 @@
  * @module
  */
 
-import { run } from "./run.ts";
+import { run } from "../../src/lab/run.ts";
 
 const PYTHON = "/usr/bin/python3";
 
 const BUILD = `
 import json, sys
 from scapy.all import *
+load_contrib("geneve")
 exprs = json.load(sys.stdin)
 print(json.dumps([bytes(eval(e)).hex() for e in exprs]))
 `;

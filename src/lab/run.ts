@@ -1,5 +1,5 @@
 /**
- * Running commands from tests, failing loudly with their stderr.
+ * Running commands, failing loudly with their stderr.
  *
  * @module
  */

@@ -1,5 +1,6 @@
 /**
- * Throwaway network namespaces for tests, removed even when a test fails.
+ * Throwaway network namespaces for the demo, tests and benches, removed
+ * even when something fails.
  *
  * `enter()` moves the JavaScript thread itself into a namespace: libbpf
  * calls (which resolve ifindexes) and the commands spawned meanwhile see that
@@ -8,7 +9,7 @@
  * @module
  */
 
-import { cstr, libc } from "../../src/bpf/ffi.ts";
+import { cstr, libc } from "../bpf/ffi.ts";
 import { type Output, run, runRaw } from "./run.ts";
 
 const CLONE_NEWNET = 0x40000000;
@@ -86,19 +87,24 @@ export class Netns implements AsyncDisposable {
   }
 }
 
-/** One end of a veth pair: its namespace, name and optional address. */
+/** One end of a veth pair: its namespace, name and addresses. */
 export interface VethEnd {
   /** The namespace the end lives in. */
   ns: Netns;
   /** Device name. */
   name: string;
-  /** Address with prefix, such as 10.0.0.1/24. */
+  /** An address with prefix, such as 10.0.0.1/24. */
   addr?: string;
+  /** More addresses; an IPv6 one turns IPv6 on for this end. */
+  addrs?: string[];
+  /** MTU, if not 1500. */
+  mtu?: number;
 }
 
 /**
- * Creates a veth pair between two namespaces, IPv6 off (so no stray
- * neighbour discovery traffic), both ends up.
+ * Creates a veth pair between two namespaces, both ends up. IPv6 stays off
+ * on ends without an IPv6 address (so no stray neighbour discovery
+ * traffic) and skips duplicate address detection where it is on.
  */
 export async function vethPair(a: VethEnd, b: VethEnd): Promise<void> {
   await a.ns.run([
@@ -116,9 +122,16 @@ export async function vethPair(a: VethEnd, b: VethEnd): Promise<void> {
     b.ns.name,
   ]);
   for (const end of [a, b]) {
+    const addrs = [...(end.addr ? [end.addr] : []), ...(end.addrs ?? [])];
+    const v6 = addrs.some((x) => x.includes(":"));
     await end.ns.sh(
-      `sysctl -qw net.ipv6.conf.${end.name}.disable_ipv6=1
-       ${end.addr ? `ip addr add ${end.addr} dev ${end.name}` : ""}
+      `sysctl -qw net.ipv6.conf.${end.name}.disable_ipv6=${v6 ? 0 : 1}
+       ${end.mtu ? `ip link set dev ${end.name} mtu ${end.mtu}` : ""}
+       ${
+        addrs.map((x) => `ip addr add ${x} dev ${end.name}${x.includes(":") ? " nodad" : ""}`).join(
+          "\n",
+        )
+      }
        ip link set dev ${end.name} up`,
     );
   }

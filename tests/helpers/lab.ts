@@ -1,0 +1,92 @@
+/**
+ * Shortcuts for datapath tests on the two-host lab.
+ *
+ * @module
+ */
+
+import { ifindex } from "../../src/bpf/netif.ts";
+import { Program } from "../../src/bpf/program.ts";
+import { testRun, type TestRunResult } from "../../src/bpf/test_run.ts";
+import { statName } from "../../src/maps/layouts.ts";
+import { type Lab, type LabHost } from "../../src/lab/topology.ts";
+import type { Datapath } from "../../src/tunnel/datapath.ts";
+import { parseFlow } from "../../src/tunnel/flow_syntax.ts";
+
+/** TC verdicts and XDP actions by name. */
+export const TC_ACT_OK = 0;
+/** TC_ACT_SHOT. */
+export const TC_ACT_SHOT = 2;
+/** TC_ACT_REDIRECT. */
+export const TC_ACT_REDIRECT = 7;
+/** XDP_DROP. */
+export const XDP_DROP = 1;
+/** XDP_PASS. */
+export const XDP_PASS = 2;
+/** XDP_REDIRECT. */
+export const XDP_REDIRECT = 4;
+
+/** Adds flows written as text. */
+export async function addFlows(dp: Datapath, ...flows: string[]): Promise<void> {
+  await dp.addFlows(flows.map((f) => parseFlow(f, dp.portNames())));
+}
+
+/** A `struct __sk_buff` context naming the device the packet came in on. */
+export function skbCtx(dev: string): Uint8Array {
+  const ctx = new Uint8Array(192);
+  new DataView(ctx.buffer).setUint32(40, ifindex(dev), true);
+  return ctx;
+}
+
+/** A `struct xdp_md` context for a packet of `len` bytes arriving on `dev`. */
+export function xdpCtx(dev: string, len: number): Uint8Array {
+  const ctx = new Uint8Array(24);
+  const v = new DataView(ctx.buffer);
+  v.setUint32(4, len, true); // data_end
+  v.setUint32(12, ifindex(dev), true); // ingress_ifindex
+  return ctx;
+}
+
+/** Runs one of `host`'s pinned programs on `data` (call inside its namespace). */
+export function runPinned(
+  host: LabHost,
+  program: "wr_xdp_underlay" | "wr_tc_underlay" | "wr_tc_local",
+  data: Uint8Array,
+  dev: string,
+): TestRunResult {
+  using p = Program.fromPin(`${host.pinDir}/progs/${program}`);
+  const ctx = program === "wr_xdp_underlay" ? xdpCtx(dev, data.length) : skbCtx(dev);
+  return testRun(p, { data, ctx });
+}
+
+/** The datapath's per-reason counters that are not zero, by name. */
+export function nonZeroStats(dp: Datapath): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [i, per] of dp.maps.stats.entries()) {
+    const v = per.reduce((a, b) => a + b, 0n);
+    if (v) out[statLabel(i)] = Number(v);
+  }
+  return out;
+}
+
+function statLabel(i: number): string {
+  return (i < 32 ? "drop_" : "") + (statName(i) ?? String(i));
+}
+
+/** Makes `peer`'s underlay MAC known to `host` for good (byte-exact tests). */
+export async function pinNeighbor(lab: Lab, host: LabHost, v6 = false): Promise<string> {
+  const peer = lab.peer(host);
+  const mac = (await peer.ns.run(["cat", `/sys/class/net/${peer.underlay}/address`])).trim();
+  await host.ns.run([
+    "ip",
+    "neigh",
+    "replace",
+    v6 ? peer.ip6 : peer.ip,
+    "lladdr",
+    mac,
+    "dev",
+    host.underlay,
+    "nud",
+    "permanent",
+  ]);
+  return mac;
+}
