@@ -4,7 +4,7 @@
  * XDP and at TC, flow misses, masks and priorities.
  */
 import { assert, assertEquals } from "./helpers/assert.ts";
-import { Lab, type LabHost } from "../src/lab/topology.ts";
+import { Lab } from "../src/lab/topology.ts";
 import { macOf } from "../src/lab/netns.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
 import { META_MAGIC, metaCodec, TunFlag } from "../src/maps/layouts.ts";

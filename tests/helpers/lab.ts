@@ -8,7 +8,7 @@ import { ifindex } from "../../src/bpf/netif.ts";
 import { Program } from "../../src/bpf/program.ts";
 import { testRun, type TestRunResult } from "../../src/bpf/test_run.ts";
 import { statName } from "../../src/maps/layouts.ts";
-import { type Lab, type LabHost } from "../../src/lab/topology.ts";
+import type { Lab, LabHost } from "../../src/lab/topology.ts";
 import type { Datapath } from "../../src/tunnel/datapath.ts";
 import { parseFlow } from "../../src/tunnel/flow_syntax.ts";
 
