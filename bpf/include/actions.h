@@ -125,6 +125,8 @@ struct exec_state {
 	__u32 tk_idx;		/* its set_tunnel's key, or WR_NO_TUN_KEY */
 	__u32 last;		/* it is the last output */
 	__u32 index;		/* the action being done */
+	__u32 inner_len;	/* the frame's length without outer headers */
+	__u32 pad;
 };
 
 /* encap_build for the output st describes, as a global function: its frame
@@ -146,7 +148,7 @@ __noinline int build_outer(struct __sk_buff *skb, const struct frame_info *fi,
 		return WR_DROP_NO_PORT;
 	if (st->tk_idx != WR_NO_TUN_KEY)
 		tk = bpf_map_lookup_elem(&wr_tun_keys, &st->tk_idx);
-	return encap_build(skb, port, tk, fi, key, s, out);
+	return encap_build(skb, port, tk, fi, key, s, out, st->inner_len);
 }
 
 /*
@@ -173,6 +175,7 @@ __noinline long tunnel_output(struct __sk_buff *skb, const struct frame_info *fi
 		return last ? TC_ACT_SHOT : -1;
 	}
 	inner_len = skb->len - (st->tk_done ? st->out_hdr_len : 0);
+	st->inner_len = inner_len;
 	r = build_outer(skb, fi, key, st, &out);
 	if (!r) {
 		__u32 mtu = path_mtu(skb, &out);
@@ -230,7 +233,8 @@ __noinline long tunnel_output(struct __sk_buff *skb, const struct frame_info *fi
 		drop(WR_DROP_NO_ROUTE, st->in_port);
 		return -1;
 	}
-	bpf_clone_redirect(skb, out.ifindex, 0);
+	if (bpf_clone_redirect(skb, out.ifindex, 0))
+		drop(WR_DROP_ENCAP, st->in_port);
 	return -1;
 }
 
@@ -266,7 +270,8 @@ __noinline long exec_one(struct __sk_buff *skb, const struct wr_flow_entry *e,
 		port_tx(p, skb->len);
 		if (last)
 			return bpf_redirect(port->ifindex, 0);
-		bpf_clone_redirect(skb, port->ifindex, 0);
+		if (bpf_clone_redirect(skb, port->ifindex, 0))
+			drop(WR_DROP_NO_PORT, st->in_port);
 		return -1;
 	case WR_ACT_TUNNEL:
 		st->port_no = p;

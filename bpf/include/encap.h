@@ -77,13 +77,14 @@ static __always_inline __u32 tunnel_hdr_len(__u8 proto, __u16 flags, const struc
 
 /*
  * Builds the outer header for `port` (and the flow's tunnel key tk, may be
- * NULL) into s->hdr and routes it. skb_len is the frame length before
- * encapsulation. Returns 0 or a WR_DROP_* reason.
+ * NULL) into s->hdr and routes it. inner_len is the frame's length without
+ * any outer header (a replica's skb already carries one). Returns 0 or a
+ * WR_DROP_* reason.
  */
 static __always_inline int encap_build(struct __sk_buff *skb, const struct wr_port *port,
 				       const struct wr_tun_key *tk, const struct frame_info *fi,
 				       const struct wr_flow_key *key, struct scratch *s,
-				       struct encap_out *out)
+				       struct encap_out *out, __u32 inner_len)
 {
 	struct bpf_fib_lookup *fib = &s->fib;
 	__u8 *h = s->hdr;
@@ -91,7 +92,7 @@ static __always_inline int encap_build(struct __sk_buff *skb, const struct wr_po
 	__u8 v6 = !!(pflags & WR_PORTF_V6);
 	__u8 flags = 0, ttl, tos, ecn;
 	__u32 l3len = v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
-	__u32 tlen, total, inner_len = skb->len;
+	__u32 tlen, total;
 	const __u8 *dst, *src;
 	__be64 tun_id;
 	long rc;

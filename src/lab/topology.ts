@@ -18,7 +18,7 @@
  */
 
 import { Datapath, type UpOptions } from "../tunnel/datapath.ts";
-import { macOf, Netns, uniqueName, vethPair } from "./netns.ts";
+import { macOf, Netns, vethPair } from "./netns.ts";
 
 /** A workload behind a host's local port. */
 export interface Workload {
@@ -126,7 +126,7 @@ export class Lab implements AsyncDisposable {
           underlay: "u0",
           ip: `192.0.2.${n}`,
           ip6: `2001:db8::${n}`,
-          pinDir: `/sys/fs/bpf/${uniqueName("warren-lab-")}`,
+          pinDir: `/sys/fs/bpf/warren-lab-${crypto.randomUUID().slice(0, 13)}`,
           workload: {
             ns: wl,
             dev: "eth0",
@@ -164,9 +164,18 @@ export class Lab implements AsyncDisposable {
     });
   }
 
-  /** Takes warren down on every host and deletes every namespace. */
+  /**
+   * Takes warren down on every host and deletes every namespace, all of it
+   * even when a step fails; the first failure is thrown afterwards.
+   */
   async [Symbol.asyncDispose](): Promise<void> {
-    for (const h of this.hosts) await h.ns.within(() => Datapath.down(h.pinDir)).catch(() => {});
-    for (const ns of this.#namespaces) await ns[Symbol.asyncDispose]();
+    const failures: unknown[] = [];
+    for (const h of this.hosts) {
+      await h.ns.within(() => Datapath.down(h.pinDir)).catch((e) => failures.push(e));
+    }
+    for (const ns of this.#namespaces) {
+      await ns[Symbol.asyncDispose]().catch((e) => failures.push(e));
+    }
+    if (failures.length) throw failures[0];
   }
 }

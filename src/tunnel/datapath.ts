@@ -46,8 +46,8 @@ import {
 import type { PortLookup } from "./compile.ts";
 import { emptyKey } from "./fields.ts";
 import { type FlowDiff, type FlowFilter, FlowTable, type InstalledFlow } from "./flow_table.ts";
-import type { FlowSpec } from "./flow_syntax.ts";
-import type { PortNames } from "./fields.ts";
+import { type FlowSpec, formatAction } from "./flow_syntax.ts";
+import { formatMatch, type Match, type PortNames } from "./fields.ts";
 import { device, deviceAddrs, dropManagedNeighbors, keepNeighbors, setForwarding } from "./host.ts";
 import { IdBitmap } from "./ids.ts";
 import { DatapathLock } from "./lock.ts";
@@ -324,6 +324,20 @@ export class Datapath implements Disposable {
       number: (name) => this.#ports.find((p) => p.name === name)?.number,
       name: (n) => this.#ports.find((p) => p.number === n)?.name,
     };
+  }
+
+  /** A match as flow text, ports by name. */
+  describeMatch(m: Match): string {
+    return formatMatch(m, this.portNames());
+  }
+
+  /** A flow as `flow add` would take it: priority, match and actions. */
+  describeFlow(f: InstalledFlow): string {
+    const match = this.describeMatch(f.match);
+    const cookie = f.cookie ? `cookie=0x${f.cookie.toString(16)},` : "";
+    return `${cookie}priority=${f.priority}${match ? `,${match}` : ""} actions=${
+      f.actions.map(formatAction).join(",") || "drop"
+    }`;
   }
 
   /** Adds flows (see FlowTable.add), keeping their remotes' next hops resolved. */

@@ -1,0 +1,161 @@
+/**
+ * Traffic between workloads: ping, a TCP transfer whose payload hashes are
+ * compared, UDP datagrams counted on arrival.
+ *
+ * @module
+ */
+
+import type { Netns } from "../../src/lab/netns.ts";
+import type { Workload } from "../../src/lab/topology.ts";
+
+/** What a ping run reported. */
+export interface PingResult {
+  /** Echo requests sent. */
+  sent: number;
+  /** Replies received (duplicates not included). */
+  received: number;
+  /** Duplicate replies. */
+  duplicates: number;
+  /** Everything ping printed. */
+  output: string;
+}
+
+/** Pings `to` from `from` with `size`-byte payloads. */
+export async function ping(
+  from: Workload,
+  to: string,
+  options: { count?: number; size?: number; dontFragment?: boolean } = {},
+): Promise<PingResult> {
+  const count = options.count ?? 3;
+  const args = [
+    "ping",
+    "-c",
+    String(count),
+    "-i",
+    "0.05",
+    "-W",
+    "2",
+    "-s",
+    String(options.size ?? 56),
+  ];
+  if (options.dontFragment) args.push("-M", "do");
+  const out = await from.ns.runRaw([...args, to]);
+  const output = out.stdout + out.stderr;
+  const m = /(\d+) packets transmitted, (\d+) received(?:, \+(\d+) duplicates)?/.exec(output);
+  return {
+    sent: Number(m?.[1] ?? 0),
+    received: Number(m?.[2] ?? 0),
+    duplicates: Number(m?.[3] ?? 0),
+    output,
+  };
+}
+
+/** The frames an IPv4 packet of `ipLen` bytes becomes at MTU `mtu`. */
+export function ipv4Fragments(ipLen: number, mtu: number): number[] {
+  const per = Math.floor((mtu - 20) / 8) * 8;
+  const payload = ipLen - 20;
+  const frames: number[] = [];
+  for (let off = 0; off < payload; off += per) frames.push(14 + 20 + Math.min(per, payload - off));
+  return frames;
+}
+
+/**
+ * Sends `bytes` random bytes over TCP from `from` to `to` (port 5001) and
+ * returns both ends' SHA-256.
+ */
+export async function tcpTransfer(
+  from: Workload,
+  to: Workload,
+  bytes: number,
+  address = to.ip,
+): Promise<{ sent: string; received: string }> {
+  const dir = await Deno.makeTempDir({ prefix: "warren-tcp-" });
+  try {
+    const file = `${dir}/payload`;
+    const sink = `${dir}/received`;
+    await Deno.writeFile(file, randomBytes(bytes));
+    const listen = address.includes(":")
+      ? "TCP6-LISTEN:5001,reuseaddr"
+      : "TCP-LISTEN:5001,reuseaddr";
+    const server = new Deno.Command("ip", {
+      args: ["netns", "exec", to.ns.name, "timeout", "60", "socat", "-u", listen, `CREATE:${sink}`],
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    await waitForListener(to.ns, 5001);
+    const target = address.includes(":") ? `TCP6:[${address}]:5001` : `TCP:${address}:5001`;
+    const client = await from.ns.runRaw(["timeout", "60", "socat", "-u", `OPEN:${file}`, target]);
+    const done = await server.output();
+    if (client.code !== 0 || done.code !== 0) {
+      throw new Error(
+        `TCP transfer failed: client ${client.code} ${client.stderr} server ${done.code} ${
+          new TextDecoder().decode(done.stderr)
+        }`,
+      );
+    }
+    return { sent: await sha256(file), received: await sha256(sink) };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/**
+ * Sends `count` UDP datagrams of `size` bytes from `from` to `to` (port
+ * 5002) and returns how many arrived.
+ */
+export async function udpBurst(
+  from: Workload,
+  to: Workload,
+  count: number,
+  size: number,
+): Promise<number> {
+  const recv = `
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 5002))
+s.settimeout(2)
+n = 0
+try:
+    while True:
+        s.recv(65535)
+        n += 1
+except socket.timeout:
+    pass
+print(n)`;
+  const server = new Deno.Command("ip", {
+    args: ["netns", "exec", to.ns.name, "/usr/bin/python3", "-c", recv],
+    stdout: "piped",
+  }).spawn();
+  await waitForListener(to.ns, 5002, "u");
+  const send = `
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(${count}):
+    s.sendto(bytes([i % 256]) * ${size}, ("${to.ip}", 5002))
+    time.sleep(0.001)`;
+  await from.ns.run(["/usr/bin/python3", "-c", send]);
+  return Number(new TextDecoder().decode((await server.output()).stdout).trim());
+}
+
+async function waitForListener(ns: Netns, port: number, proto = "t"): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const out = await ns.runRaw(["ss", `-${proto}ln`, `sport = :${port}`]);
+    if (out.stdout.split("\n").length > 2) return;
+    await new Promise((r) => setTimeout(r, 30));
+  }
+  throw new Error(`nothing listens on port ${port} in ${ns.name}`);
+}
+
+/** `n` random bytes (getRandomValues gives at most 64 KiB a call). */
+function randomBytes(n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  for (let at = 0; at < n; at += 65536) {
+    crypto.getRandomValues(out.subarray(at, Math.min(n, at + 65536)));
+  }
+  return out;
+}
+
+async function sha256(path: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", await Deno.readFile(path));
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
