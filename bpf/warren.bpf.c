@@ -77,6 +77,19 @@ int wr_xdp_underlay(struct xdp_md *ctx)
 		stat_inc(WR_STAT_FRAGMENT);
 		return XDP_PASS;
 	}
+	if (r == TUN_RECHECK) {
+		/* TC knows whether the checksum is still to be filled in. */
+		if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(__u32)) == 0) {
+			__u32 *m = (void *)(long)ctx->data_meta;
+
+			if ((void *)(m + 1) <= (void *)(long)ctx->data) {
+				*m = WR_META_RECHECK;
+				return XDP_PASS;
+			}
+		}
+		drop(WR_DROP_BAD_CSUM, d.in_port);
+		return XDP_DROP;
+	}
 	if (r != TUN_OK) {
 		drop(r, d.in_port);
 		return XDP_DROP;
@@ -205,9 +218,13 @@ int wr_tc_underlay(struct __sk_buff *skb)
 		return finish_at_tc(skb, l, 1);
 	}
 	/* With XDP on this device, anything left here is not a tunnel packet
-	 * for us (XDP already said so, and counted it). */
+	 * for us (XDP already said so, and counted it), unless XDP asks for
+	 * the checksum to be judged here. */
 	cfg = config();
-	if (!cfg || (cfg->flags & WR_CFG_XDP_UNDERLAY))
+	if (!cfg)
+		return TC_ACT_OK;
+	if ((cfg->flags & WR_CFG_XDP_UNDERLAY) &&
+	    !((void *)m + sizeof(__u32) <= data && m->magic == WR_META_RECHECK))
 		return TC_ACT_OK;
 
 	if (skb->data_end - skb->data < 256 && skb->len > skb->data_end - skb->data)
@@ -232,6 +249,7 @@ int wr_tc_underlay(struct __sk_buff *skb)
 	{
 		struct ethhdr inner;
 		__u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO;
+		__u32 pad;
 		int outer_v6 = !!(l->key.tun_flags & WR_TUNF_V6);
 
 		if (skb->len > d.l3_end && bpf_skb_change_tail(skb, d.l3_end, 0)) {
@@ -245,8 +263,17 @@ int wr_tc_underlay(struct __sk_buff *skb)
 			flags |= WR_ADJ_ROOM_DECAP_L3_IPV6;
 		else if (inner.h_proto == bpf_htons(ETH_P_IP) && outer_v6)
 			flags |= WR_ADJ_ROOM_DECAP_L3_IPV4;
+		/* The kernel will not shrink below one header of the outer
+		 * family (40 bytes for IPv6): pad a shorter frame (ARP) for
+		 * the shrink and trim it back after. */
+		pad = sizeof(struct ethhdr) + (outer_v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr));
+		pad = skb->len - d.outer_len < pad ? pad - (skb->len - d.outer_len) : 0;
+		if (pad && bpf_skb_change_tail(skb, skb->len + pad, 0))
+			goto fail;
 		if (bpf_skb_adjust_room(skb, -(int)d.outer_len, BPF_ADJ_ROOM_MAC, flags) ||
 		    bpf_skb_store_bytes(skb, 0, &inner, sizeof(inner), 0))
+			goto fail;
+		if (pad && bpf_skb_change_tail(skb, skb->len - pad, 0))
 			goto fail;
 	}
 	stat_inc(WR_STAT_DECAP);

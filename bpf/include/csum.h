@@ -134,4 +134,33 @@ static __always_inline __s64 packet_sum(void *ctx, int is_xdp, __u32 off, __u32 
 	return (__s64)(w.sum & 0xffffffffffffULL);
 }
 
+/* The kernel's sk_buff, only the fields read here; CO-RE finds them in the
+ * running kernel's BTF. */
+struct sk_buff___wr {
+	__u8 ip_summed:2;
+} __attribute__((preserve_access_index));
+
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;	/* Linux 6.2 */
+
+#define CHECKSUM_UNNECESSARY 1
+#define CHECKSUM_PARTIAL 3
+
+/*
+ * Whether the kernel already vouches for the packet's checksums: verified
+ * by the device (UNNECESSARY), or still to be filled in on the way out
+ * (PARTIAL, as on a veth from a local sender), where the bytes hold only
+ * the pseudo-header sum. XDP cannot know; only TC asks.
+ */
+static __always_inline int csum_trusted(void *ctx, int is_xdp)
+{
+	struct sk_buff___wr *skb;
+	__u8 state;
+
+	if (is_xdp)
+		return 0;
+	skb = bpf_cast_to_kern_ctx(ctx);
+	state = BPF_CORE_READ_BITFIELD(skb, ip_summed);
+	return state == CHECKSUM_UNNECESSARY || state == CHECKSUM_PARTIAL;
+}
+
 #endif /* WR_CSUM_H */

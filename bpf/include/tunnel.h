@@ -48,6 +48,7 @@ struct grehdr {
 #define TUN_OK 0
 #define TUN_NOT_OURS -1
 #define TUN_FRAGMENT -2
+#define TUN_RECHECK -3	/* XDP: outer checksum unverified, let TC decide */
 
 /* What decapsulation needs beyond the flow key. */
 struct decap {
@@ -212,9 +213,11 @@ static __always_inline int parse_gre(void *ctx, int is_xdp, struct packet *p, vo
 
 		if ((void *)(field + 1) > p->end)
 			return WR_DROP_TRUNCATED;
-		sum = packet_sum(ctx, is_xdp, off, l3_end_off);
-		if (sum < 0 || csum_fold32(sum) != 0xffff)
-			return WR_DROP_BAD_CSUM;
+		if (!csum_trusted(ctx, is_xdp)) {
+			sum = packet_sum(ctx, is_xdp, off, l3_end_off);
+			if (sum < 0 || csum_fold32(sum) != 0xffff)
+				return is_xdp ? TUN_RECHECK : WR_DROP_BAD_CSUM;
+		}
 		key->tun_flags |= WR_TUNF_CSUM;
 		field++;
 	}
@@ -354,13 +357,15 @@ static __always_inline int parse_tunnel(void *ctx, int is_xdp, struct packet *p,
 			return WR_DROP_BAD_UDP;
 		l3_end = l4_off + ulen;
 		if (uh->check) {
-			__s64 sum = packet_sum(ctx, is_xdp, l4_off, l3_end);
+			if (!csum_trusted(ctx, is_xdp)) {
+				__s64 sum = packet_sum(ctx, is_xdp, l4_off, l3_end);
 
-			if (sum < 0)
-				return WR_DROP_BAD_UDP;
-			sum += pseudo_sum(key->tun_src, key->tun_dst, v6, ulen, IPPROTO_UDP);
-			if (csum_fold32(sum) != 0xffff)
-				return WR_DROP_BAD_CSUM;
+				if (sum < 0)
+					return WR_DROP_BAD_UDP;
+				sum += pseudo_sum(key->tun_src, key->tun_dst, v6, ulen, IPPROTO_UDP);
+				if (csum_fold32(sum) != 0xffff)
+					return is_xdp ? TUN_RECHECK : WR_DROP_BAD_CSUM;
+			}
 			key->tun_flags |= WR_TUNF_CSUM;
 		}
 		d->l3_end = l3_end;

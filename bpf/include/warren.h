@@ -354,6 +354,10 @@ struct wr_config {
 
 /* What XDP hands TC in the packet's metadata after decapsulating. */
 #define WR_META_MAGIC 0x57524e31	/* "WRN1" */
+/* Alone in the metadata: a tunnel packet for us whose outer checksum XDP
+ * could not verify (on a veth it may still be offloaded); TC decides with
+ * the skb's checksum state. */
+#define WR_META_RECHECK 0x57524e32	/* "WRN2" */
 
 struct wr_meta {
 	__u32 magic;

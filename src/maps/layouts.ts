@@ -310,6 +310,8 @@ export type Config = ValueOf<typeof configCodec>;
 
 /** `WR_META_MAGIC`. */
 export const META_MAGIC = 0x57524e31;
+/** `WR_META_RECHECK`: XDP could not verify the outer checksum. */
+export const META_RECHECK = 0x57524e32;
 
 /** `struct wr_meta`: what XDP hands TC after decapsulating. */
 export const metaCodec = struct("wr_meta", {

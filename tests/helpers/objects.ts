@@ -5,6 +5,7 @@
  */
 
 import counter from "../../bpf/build/counter.bpf.o" with { type: "bytes" };
+import kernelPeer from "../../bpf/build/kernel_peer.bpf.o" with { type: "bytes" };
 import verifierReject from "../../bpf/build/verifier_reject.bpf.o" with { type: "bytes" };
 
 /** counter.bpf.o: per-CPU counters at XDP and TC, and the reflector. */
@@ -15,3 +16,6 @@ export const VERIFIER_REJECT_OBJECT: Uint8Array = verifierReject;
 
 /** Where `make -C bpf` puts the objects. */
 export const BUILD_DIR = new URL("../../bpf/build/", import.meta.url).pathname;
+
+/** kernel_peer.bpf.o: drives a kernel vxlan device in external mode. */
+export const KERNEL_PEER_OBJECT: Uint8Array = kernelPeer;
