@@ -27,15 +27,19 @@ type Proto = "vxlan" | "geneve" | "gre";
 const INNER =
   "Ether(src='02:00:00:00:00:0a',dst='02:00:00:00:00:0b')/IP(src='10.1.0.1',dst='10.1.0.2',tos=0x2a)/UDP(sport=1000,dport=2000)/Raw(b'warren'*10)";
 
-/** Scapy text of the tunnel layers between the outer IP header and the inner frame. */
-function tunnelLayers(proto: Proto, sport: number, id: number, geneve = ""): string {
+/**
+ * Scapy text of the tunnel layers between the outer IP header and the
+ * inner frame. With `csum`, Scapy computes the UDP or GRE checksum itself.
+ */
+function tunnelLayers(proto: Proto, sport: number, id: number, geneve = "", csum = false): string {
+  const udpCsum = csum ? "" : ",chksum=0";
   switch (proto) {
     case "vxlan":
-      return `UDP(sport=${sport},dport=4789,chksum=0)/VXLAN(vni=${id},flags=0x08)`;
+      return `UDP(sport=${sport},dport=4789${udpCsum})/VXLAN(vni=${id},flags=0x08)`;
     case "geneve":
-      return `UDP(sport=${sport},dport=6081,chksum=0)/GENEVE(vni=${id},proto=0x6558${geneve})`;
+      return `UDP(sport=${sport},dport=6081${udpCsum})/GENEVE(vni=${id},proto=0x6558${geneve})`;
     case "gre":
-      return `GRE(key_present=1,key=${id},proto=0x6558)`;
+      return `GRE(${csum ? "chksum_present=1," : ""}key_present=1,key=${id},proto=0x6558)`;
   }
 }
 
@@ -57,11 +61,13 @@ async function labWithTunnel(proto: Proto, options: Record<string, string> = {},
 }
 
 for (const proto of ["vxlan", "geneve", "gre"] as const) {
-  for (const v6 of [false, true]) {
+  for (const [v6, csum] of [[false, false], [true, false], [false, true], [true, true]]) {
     privilegedTest(
-      `${proto} over IPv${v6 ? 6 : 4}: encapsulation equals Scapy's packet byte for byte`,
+      `${proto} over IPv${v6 ? 6 : 4}${
+        csum ? " with checksums" : ""
+      }: encapsulation equals Scapy's packet byte for byte`,
       async () => {
-        await using lab = await labWithTunnel(proto);
+        await using lab = await labWithTunnel(proto, { csum: String(csum) });
         const [a, b] = lab.hosts;
         const peerMac = await pinNeighbor(lab, a, v6);
         const myMac = await macOf(a.ns, a.underlay);
@@ -86,7 +92,7 @@ for (const proto of ["vxlan", "geneve", "gre"] as const) {
           : "";
         const expected = await scapy(
           `Ether(dst='${peerMac}',src='${myMac}')/${outerIp(v6, src, dst, `,fl=${label}`)}/${
-            tunnelLayers(proto, sport, 42, geneve)
+            tunnelLayers(proto, sport, 42, geneve, csum)
           }/${INNER}`,
         );
         assertEquals(toHex(out.data), toHex(expected));
@@ -99,6 +105,7 @@ for (const proto of ["vxlan", "geneve", "gre"] as const) {
       },
     );
 
+    if (csum) continue;
     privilegedTest(
       `${proto} over IPv${v6 ? 6 : 4}: decapsulation gives back the inner frame, at XDP and at TC`,
       async () => {

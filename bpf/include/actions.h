@@ -87,6 +87,65 @@ __noinline int clamp_mss(struct __sk_buff *skb, const struct frame_info *fi, __u
 	return 1;
 }
 
+/*
+ * Fills in the outer UDP or GRE checksum of a freshly encapsulated packet
+ * whose outer header is hdr_len bytes (the inner frame follows). A global
+ * function; returns 0, or -1 when the checksum is left out.
+ *
+ * An inner TCP/UDP checksum still to be filled in (CHECKSUM_PARTIAL) holds
+ * only the inner pseudo-header sum; once filled in, the inner L4 segment
+ * sums to the complement of that, so the outer sum is the bytes up to the
+ * inner L4 header plus that complement (local checksum offload, as the
+ * kernel computes it). Otherwise the outer sum covers the bytes as they are.
+ * GSO packets are left out: the kernel cannot checksum BPF-built tunnels
+ * per segment, so their segments go without.
+ */
+__noinline int outer_csum(struct __sk_buff *skb, const struct frame_info *fi, __u32 hdr_len, __u32 v6,
+			  __u32 proto)
+{
+	__u32 l4 = sizeof(struct ethhdr) + (v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr));
+	__u32 field = proto == WR_PROTO_GRE ? l4 + 4 : l4 + 6;
+	__u32 zero = 0, len = skb->len;
+	struct scratch *s = bpf_map_lookup_elem(&wr_scratch, &zero);
+	__s64 sum;
+	__u16 check;
+
+	if (!fi || !s || skb->gso_segs > 1 || skb->gso_size || hdr_len > OUTER_MAX || hdr_len <= l4)
+		return -1;
+	if (skb_ip_summed(skb) == CHECKSUM_PARTIAL &&
+	    (fi->ip_proto_l4 == IPPROTO_TCP || fi->ip_proto_l4 == IPPROTO_UDP)) {
+		__u32 inner_l4 = hdr_len + fi->l4_off;
+		__u32 inner_field = inner_l4 + (fi->ip_proto_l4 == IPPROTO_TCP ? 16 : 6);
+		__u16 seed;
+
+		if (inner_l4 > 512 || bpf_skb_load_bytes(skb, inner_field, &seed, 2))
+			return -1;
+		sum = packet_sum(skb, 0, l4, inner_l4);
+		if (sum < 0)
+			return -1;
+		sum += (__u16)~seed;
+	} else {
+		sum = packet_sum(skb, 0, l4, len);
+		if (sum < 0)
+			return -1;
+	}
+	if (proto == WR_PROTO_GRE) {
+		check = ~csum_fold32(sum);
+	} else {
+		__u8 *ip = s->hdr + sizeof(struct ethhdr);
+
+		if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr), ip, v6 ? 40 : 20))
+			return -1;
+		sum += v6 ? pseudo_sum(ip + 8, ip + 24, 1, len - l4, IPPROTO_UDP) :
+			    pseudo_sum(ip + 12, ip + 16, 0, len - l4, IPPROTO_UDP);
+		check = ~csum_fold32(sum);
+		/* UDP sends a computed 0 as all ones (0 means "no checksum"). */
+		if (check == 0)
+			check = 0xffff;
+	}
+	return bpf_skb_store_bytes(skb, field, &check, 2, 0) ? -1 : 0;
+}
+
 /* The MTU of the path a tunnel output takes, from the port or the device. */
 static __always_inline __u32 path_mtu(struct __sk_buff *skb, const struct encap_out *out)
 {
@@ -217,6 +276,8 @@ __noinline long tunnel_output(struct __sk_buff *skb, const struct frame_info *fi
 				r = WR_DROP_ENCAP;
 		}
 	}
+	if (!r && out.csum)
+		outer_csum(skb, fi, out.hdr_len, out.v6, port->proto);
 	if (r) {
 		drop(r, st->in_port);
 		return last ? TC_ACT_SHOT : -1;

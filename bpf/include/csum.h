@@ -138,6 +138,7 @@ static __always_inline __s64 packet_sum(void *ctx, int is_xdp, __u32 off, __u32 
  * running kernel's BTF. */
 struct sk_buff___wr {
 	__u8 ip_summed:2;
+	__u32 gso_size;
 } __attribute__((preserve_access_index));
 
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;	/* Linux 6.2 */
@@ -151,6 +152,14 @@ extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;	/* Linux 6.2 */
  * (PARTIAL, as on a veth from a local sender), where the bytes hold only
  * the pseudo-header sum. XDP cannot know; only TC asks.
  */
+/* The skb's ip_summed: CHECKSUM_NONE (0) .. CHECKSUM_PARTIAL (3). */
+static __always_inline __u8 skb_ip_summed(struct __sk_buff *ctx)
+{
+	struct sk_buff___wr *skb = bpf_cast_to_kern_ctx(ctx);
+
+	return BPF_CORE_READ_BITFIELD(skb, ip_summed);
+}
+
 static __always_inline int csum_trusted(void *ctx, int is_xdp)
 {
 	struct sk_buff___wr *skb;

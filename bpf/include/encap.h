@@ -47,7 +47,8 @@ struct encap_out {
 	__u16 mtu;		/* of the egress path */
 	__u8 neigh;		/* NEIGH_* */
 	__u8 v6;
-	__u8 pad[2];
+	__u8 csum;		/* fill in the outer UDP/GRE checksum */
+	__u8 pad;
 	__u8 nh[16];		/* next hop, for bpf_redirect_neigh */
 };
 
@@ -112,8 +113,13 @@ static __always_inline int encap_build(struct __sk_buff *skb, const struct wr_po
 	tun_id = (pflags & WR_PORTF_KEY_OUT_FLOW) ? (tk ? tk->tun_id : 0) : port->key_out;
 	if (pflags & WR_PORTF_DF)
 		flags |= WR_TUNF_DF;
+	if (pflags & WR_PORTF_CSUM)
+		flags |= WR_TUNF_CSUM;
 	if (tk)
-		flags |= tk->flags & (WR_TUNF_DF | WR_TUNF_OAM);
+		flags |= tk->flags & (WR_TUNF_DF | WR_TUNF_OAM | WR_TUNF_CSUM);
+	/* Segments of a GSO packet cannot get a checksum (see outer_csum). */
+	if (skb->gso_segs > 1 || skb->gso_size)
+		flags &= ~WR_TUNF_CSUM;
 
 	if (tk && (tk->set & WR_TKSET_TTL))
 		ttl = tk->ttl;
@@ -138,6 +144,7 @@ static __always_inline int encap_build(struct __sk_buff *skb, const struct wr_po
 		return WR_DROP_NO_PORT;
 	out->hdr_len = sizeof(struct ethhdr) + l3len + tlen;
 	out->v6 = v6;
+	out->csum = !!(flags & WR_TUNF_CSUM);
 	total = inner_len + out->hdr_len;	/* outer frame length */
 
 	/* Route to the remote endpoint. With forwarding enabled on the
@@ -243,12 +250,19 @@ static __always_inline int encap_build(struct __sk_buff *skb, const struct wr_po
 		__u16 gflags = 0;
 		__u8 *f = t + sizeof(*g);
 
+		if (flags & WR_TUNF_CSUM)
+			gflags |= GRE_C;
 		if (!(pflags & WR_PORTF_NO_KEY))
 			gflags |= GRE_K;
 		if (pflags & WR_PORTF_SEQ)
 			gflags |= GRE_S;
 		g->flags = bpf_htons(gflags);
 		g->proto = bpf_htons(ETH_P_TEB);
+		if (gflags & GRE_C) {
+			/* Checksum and reserved, filled in by outer_csum. */
+			*(__u32 *)f = 0;
+			f += 4;
+		}
 		if (gflags & GRE_K) {
 			*(__be32 *)f = bpf_htonl((__u32)bpf_be64_to_cpu(tun_id));
 			f += 4;

@@ -18,7 +18,8 @@ struct frame_info {
 	__u16 ip_len;		/* IPv4 total length or 40 + IPv6 payload length */
 	__u8 ipv4_df;		/* the IPv4 DF bit is set */
 	__u8 l4_hlen;		/* TCP header length (with options), UDP 8 */
-	__u8 pad[4];
+	__u8 ip_proto_l4;	/* the L4 protocol at l4_off, 0 if none */
+	__u8 pad[3];
 };
 
 #define MAX_VLAN_TAGS 2
@@ -135,6 +136,7 @@ static __always_inline int parse_frame(struct packet *p, struct wr_flow_key *key
 	}
 
 	fi->l4_off = pos - p->data;
+	fi->ip_proto_l4 = key->ip_proto;
 	switch (key->ip_proto) {
 	case IPPROTO_TCP: {
 		struct tcphdr *th = pos;
