@@ -223,7 +223,7 @@ int wr_tc_underlay(struct __sk_buff *skb)
 	cfg = config();
 	if (!cfg)
 		return TC_ACT_OK;
-	if ((cfg->flags & WR_CFG_XDP_UNDERLAY) &&
+	if ((cfg->flags & WR_CFG_XDP_UNDERLAY) && skb->mark != WR_TRACE_MARK &&
 	    !((void *)m + sizeof(__u32) <= data && m->magic == WR_META_RECHECK))
 		return TC_ACT_OK;
 

@@ -359,6 +359,10 @@ struct wr_config {
  * the skb's checksum state. */
 #define WR_META_RECHECK 0x57524e32	/* "WRN2" */
 
+/* skb->mark of packets `warren trace` runs through TC: decapsulate there
+ * even though XDP serves the underlay (test-run cannot hand TC metadata). */
+#define WR_TRACE_MARK 0x57524e54	/* "WRNT" */
+
 struct wr_meta {
 	__u32 magic;
 	__u16 in_port;

@@ -211,10 +211,8 @@ export const libcSymbols = {
   if_indextoname: { parameters: [u32, buf], result: ptr },
   // char *strerror(int errnum)
   strerror: { parameters: [int], result: ptr },
-  // int getrlimit(int resource, struct rlimit *rlim)
-  getrlimit: { parameters: [int, buf], result: int },
-  // int setrlimit(int resource, const struct rlimit *rlim)
-  setrlimit: { parameters: [int, buf], result: int },
+  // int clock_gettime(clockid_t clockid, struct timespec *tp)
+  clock_gettime: { parameters: [int, buf], result: int },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The sonames tried for libbpf, newest first. */

@@ -32,3 +32,4 @@ export * from "./tc.ts";
 export * from "./tcx.ts";
 export * from "./test_run.ts";
 export * from "./xdp.ts";
+export * from "./clock.ts";

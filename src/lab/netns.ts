@@ -59,13 +59,7 @@ export class Netns implements AsyncDisposable {
    * called. Keep the window short and always restore (try/finally).
    */
   enter(): () => void {
-    const fd = libc().open(cstr(`/run/netns/${this.name}`), 0);
-    if (fd < 0) throw new Error(`cannot open namespace ${this.name}`);
-    try {
-      if (libc().setns(fd, CLONE_NEWNET) !== 0) throw new Error(`setns into ${this.name} failed`);
-    } finally {
-      libc().close(fd);
-    }
+    enterNetns(this.name);
     return () => {
       if (libc().setns(home, CLONE_NEWNET) !== 0) throw new Error("setns back home failed");
     };
@@ -140,4 +134,20 @@ export async function vethPair(a: VethEnd, b: VethEnd): Promise<void> {
 /** The MAC address of `dev` inside `ns`. */
 export async function macOf(ns: Netns, dev: string): Promise<string> {
   return (await ns.run(["cat", `/sys/class/net/${dev}/address`])).trim();
+}
+
+/**
+ * Moves this thread into the namespace `ip netns` calls `name`, for good:
+ * for a CLI run with `--netns`.
+ */
+export function enterNetns(name: string): void {
+  const fd = libc().open(cstr(`/run/netns/${name}`), 0);
+  if (fd < 0) throw new Error(`there is no network namespace named "${name}"`);
+  try {
+    if (libc().setns(fd, CLONE_NEWNET) !== 0) {
+      throw new Error(`cannot enter network namespace "${name}"`);
+    }
+  } finally {
+    libc().close(fd);
+  }
 }

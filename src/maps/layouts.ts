@@ -310,6 +310,8 @@ export type Config = ValueOf<typeof configCodec>;
 
 /** `WR_META_MAGIC`. */
 export const META_MAGIC = 0x57524e31;
+/** `WR_TRACE_MARK`: skb mark of trace packets, decapsulated at TC. */
+export const TRACE_MARK = 0x57524e54;
 /** `WR_META_RECHECK`: XDP could not verify the outer checksum. */
 export const META_RECHECK = 0x57524e32;
 

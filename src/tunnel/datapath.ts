@@ -533,13 +533,6 @@ export class Datapath implements Disposable {
     using _lock = this.lock();
     this.#reloadPorts();
     this.#checkNewName(name);
-    if (this.#ports.some((p) => p.kind === "local" && p.device === dev.name)) {
-      throw new PortError(`${dev.name} is already a port`);
-    }
-    const cfg = this.maps.readConfig();
-    if (dev.ifindex === cfg.underlay_ifindex) {
-      throw new PortError(`${dev.name} is the underlay; it cannot be a local port`);
-    }
     const port: LocalPort = {
       kind: "local",
       name,
@@ -547,24 +540,39 @@ export class Datapath implements Disposable {
       device: dev.name,
       xdp: options.xdp ?? false,
     };
-    const { entry, info } = encodePort(port, { ifindex: dev.ifindex });
+    this.#writeLocalPort(port, dev.ifindex);
+    this.#reloadPorts();
+    return port;
+  }
+
+  #writeLocalPort(port: LocalPort, ifindex: number): void {
+    if (
+      this.#ports.some((p) =>
+        p.kind === "local" && p.device === port.device && p.number !== port.number
+      )
+    ) {
+      throw new PortError(`${port.device} is already a port`);
+    }
+    const cfg = this.maps.readConfig();
+    if (ifindex === cfg.underlay_ifindex) {
+      throw new PortError(`${port.device} is the underlay; it cannot be a local port`);
+    }
+    const { entry, info } = encodePort(port, { ifindex });
     this.maps.portInfo.set(port.number, info);
     this.maps.ports.set(port.number, entry);
     try {
       using program = this.#program("wr_tc_local");
       attachTcRecorded(
         this.pinDir,
-        dev.ifindex,
+        ifindex,
         program,
         cfg.flags & ConfigFlag.CLSACT ? "clsact" : "tcx",
       );
-      this.maps.ifindexPorts.set(dev.ifindex, port.number);
+      this.maps.ifindexPorts.set(ifindex, port.number);
     } catch (err) {
       this.maps.ports.set(port.number, { ...entry, kind: PortKind.NONE });
       throw err;
     }
-    this.#reloadPorts();
-    return port;
   }
 
   /** Adds a tunnel port of `proto` with Open vSwitch-style `options`. */
@@ -573,17 +581,19 @@ export class Datapath implements Disposable {
     proto: string,
     options: Record<string, string>,
   ): Promise<TunnelPort> {
-    const cfg = this.maps.readConfig();
-    const underlayName = (await deviceByIndex(cfg.underlay_ifindex))?.name;
-    if (!underlayName) {
-      throw new PortError(`the underlay (ifindex ${cfg.underlay_ifindex}) is gone`);
-    }
-    const dev = await device(underlayName);
+    const dev = await device(this.#underlay());
     const spec = tunnelPort(name, proto, dev.name, options);
     using _lock = this.lock();
     this.#reloadPorts();
     this.#checkNewName(name);
     const port: TunnelPort = { ...spec, number: this.#freeNumber() };
+    this.#writeTunnelPort(port, dev.ifindex, dev.mac);
+    this.#reloadPorts();
+    if (port.remote !== "flow") await keepNeighbors(dev.name, [port.remote]);
+    return port;
+  }
+
+  #writeTunnelPort(port: TunnelPort, ifindex: number, mac: string): void {
     const endpoints = this.#endpointsOf(port);
     // Check every endpoint before writing any.
     for (const { key } of endpoints) {
@@ -591,22 +601,22 @@ export class Datapath implements Disposable {
       if (ep && ep.proto !== protoNumber(port.proto)) {
         throw new PortError(`${endpointText(key)} already speaks another protocol`);
       }
-      if (ep && port.remote === "flow" && ep.port) {
+      if (ep && port.remote === "flow" && ep.port && ep.port !== port.number) {
         const other = this.#ports.find((p) => p.number === ep.port)?.name ?? ep.port;
         throw new PortError(`${endpointText(key)} already has a flow-based port (${other})`);
       }
-      if (
-        port.remote !== "flow" &&
-        this.maps.remotes.get({ ep: key, remote: port.remote.bytes }) !== undefined
-      ) {
-        throw new PortError(
-          `${endpointText(key)} already has a port for remote ${
-            formatAddr(port.remote.bytes, port.remote.v6)
-          }`,
-        );
+      if (port.remote !== "flow") {
+        const fixed = this.maps.remotes.get({ ep: key, remote: port.remote.bytes });
+        if (fixed && fixed !== port.number) {
+          throw new PortError(
+            `${endpointText(key)} already has a port for remote ${
+              formatAddr(port.remote.bytes, port.remote.v6)
+            }`,
+          );
+        }
       }
     }
-    const { entry, info } = encodePort(port, { ifindex: dev.ifindex, deviceMac: dev.mac });
+    const { entry, info } = encodePort(port, { ifindex, deviceMac: mac });
     this.maps.portInfo.set(port.number, info);
     this.maps.ports.set(port.number, entry);
     for (const { key } of endpoints) {
@@ -620,9 +630,38 @@ export class Datapath implements Disposable {
       this.maps.endpoints.set(key, ep);
     }
     if (port.proto === "geneve") this.#learnGeneve();
+  }
+
+  /**
+   * Makes port `port.name` exactly `port` (added if new), keeping its
+   * number so the flows that name it stay valid. Returns what it did.
+   */
+  async upsertPort(
+    port: { kind: "local"; name: string; device: string; xdp?: boolean } | {
+      kind: "tunnel";
+      name: string;
+      proto: string;
+      options: Record<string, string>;
+    },
+  ): Promise<"added" | "changed" | "unchanged"> {
+    const dev = await device(port.kind === "local" ? port.device : this.#underlay());
+    const wanted: Omit<LocalPort, "number"> | Omit<TunnelPort, "number"> = port.kind === "local"
+      ? { kind: "local", name: port.name, device: dev.name, xdp: port.xdp ?? false }
+      : tunnelPort(port.name, port.proto, dev.name, port.options);
+    using _lock = this.lock();
     this.#reloadPorts();
-    if (port.remote !== "flow") await keepNeighbors(dev.name, [port.remote]);
-    return port;
+    const old = this.#ports.find((p) => p.name === port.name);
+    if (old && samePort(old, wanted)) return "unchanged";
+    if (!old) this.#checkNewName(port.name);
+    const full = { ...wanted, number: old?.number ?? this.#freeNumber() } as Port;
+    if (old) this.#unwritePort(old);
+    if (full.kind === "local") this.#writeLocalPort(full, dev.ifindex);
+    else this.#writeTunnelPort(full, dev.ifindex, dev.mac);
+    this.#reloadPorts();
+    if (full.kind === "tunnel" && full.remote !== "flow") {
+      await keepNeighbors(dev.name, [full.remote]);
+    }
+    return old ? "changed" : "added";
   }
 
   /** The endpoint keys a tunnel port listens on: its local addresses. */
@@ -676,26 +715,30 @@ export class Datapath implements Disposable {
       );
     }
     if (users.length) this.flows.delete({ port: port.number }, false);
+    this.#unwritePort(port);
+    const entry = this.maps.ports.get(port.number)!;
+    this.maps.ports.set(port.number, { ...entry, kind: PortKind.NONE, flags: 0 });
+    this.maps.portInfo.set(port.number, { name: new Uint8Array(16), device: new Uint8Array(16) });
+    this.#reloadPorts();
+  }
+
+  /** Undoes what writing `port` did outside its own slot. */
+  #unwritePort(port: Port): void {
     const entry = this.maps.ports.get(port.number)!;
     if (port.kind === "local") {
       this.maps.ifindexPorts.delete(entry.ifindex);
       detachDevice(this.pinDir, entry.ifindex);
-    } else {
-      for (const { key } of this.#endpointsOf(port)) {
-        const ep = this.maps.endpoints.get(key);
-        if (!ep) continue;
-        if (port.remote !== "flow") {
-          this.maps.remotes.delete({ ep: key, remote: port.remote.bytes });
-        }
-        if (ep.port === port.number) ep.port = 0;
-        ep.fixed_remotes = [...this.maps.remotes.keys()].some((k) => sameKey(k.ep, key)) ? 1 : 0;
-        if (ep.port === 0 && ep.fixed_remotes === 0) this.maps.endpoints.delete(key);
-        else this.maps.endpoints.set(key, ep);
-      }
+      return;
     }
-    this.maps.ports.set(port.number, { ...entry, kind: PortKind.NONE, flags: 0 });
-    this.maps.portInfo.set(port.number, { name: new Uint8Array(16), device: new Uint8Array(16) });
-    this.#reloadPorts();
+    for (const { key } of this.#endpointsOf(port)) {
+      const ep = this.maps.endpoints.get(key);
+      if (!ep) continue;
+      if (port.remote !== "flow") this.maps.remotes.delete({ ep: key, remote: port.remote.bytes });
+      if (ep.port === port.number) ep.port = 0;
+      ep.fixed_remotes = [...this.maps.remotes.keys()].some((k) => sameKey(k.ep, key)) ? 1 : 0;
+      if (ep.port === 0 && ep.fixed_remotes === 0) this.maps.endpoints.delete(key);
+      else this.maps.endpoints.set(key, ep);
+    }
   }
 
   /** Reports what is attached where, the pins, and how full each table is. */
@@ -765,14 +808,26 @@ export class Datapath implements Disposable {
   }
 }
 
-async function deviceByIndex(ifindex: number) {
-  const name = ifname(ifindex);
-  return name ? await device(name) : undefined;
-}
 
 function endpointText(k: EndpointKey): string {
   const proto = k.ipproto === 17 ? "udp" : k.ipproto === 47 ? "gre" : "tcp";
   return `${formatAddr(k.addr, k.v6 === 1)} ${proto}${k.dst_port ? `/${k.dst_port}` : ""}`;
+}
+
+/** Whether a port already is what `want` describes. */
+function samePort(
+  have: Port,
+  want: Omit<LocalPort, "number"> | Omit<TunnelPort, "number">,
+): boolean {
+  const strip = (p: object) => toComparable({ ...p, number: 0 });
+  return strip(have) === strip(want);
+}
+
+function toComparable(v: unknown): string {
+  return JSON.stringify(
+    v,
+    (_k, x) => typeof x === "bigint" ? `${x}n` : x instanceof Uint8Array ? Array.from(x) : x,
+  );
 }
 
 function sameKey(a: EndpointKey, b: EndpointKey): boolean {

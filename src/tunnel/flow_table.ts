@@ -70,6 +70,30 @@ export interface InstalledFlow {
   counters?: FlowCounters;
 }
 
+/** Every flow id's counters, summed over CPUs, in arrays indexed by flow id. */
+export interface CounterArrays {
+  /** Packets. */
+  packets: BigUint64Array;
+  /** Bytes. */
+  bytes: BigUint64Array;
+  /** Boot-clock ns of the last hit, 0 for never. */
+  usedNs: BigUint64Array;
+  /** TCP flags seen. */
+  tcpFlags: Uint16Array;
+}
+
+/** Every flow id's counters, summed over CPUs, in arrays indexed by flow id. */
+export interface CounterArrays {
+  /** Packets. */
+  packets: BigUint64Array;
+  /** Bytes. */
+  bytes: BigUint64Array;
+  /** Boot-clock ns of the last hit, 0 for never. */
+  usedNs: BigUint64Array;
+  /** TCP flags seen. */
+  tcpFlags: Uint16Array;
+}
+
 /** Which flows a dump or delete covers. */
 export interface FlowFilter {
   /** Flows at least as specific as this match and agreeing with it. */
@@ -200,8 +224,13 @@ export class FlowTable {
     });
   }
 
-  /** Every installed flow, read in batches, with counters if asked. */
-  *installed(options: { counters?: boolean } = {}): Generator<InstalledFlow> {
+  /**
+   * Every installed flow (in table order), read in batches; with
+   * `priorities`, only those in that band, the rest skipped undecoded.
+   */
+  *installed(
+    options: { counters?: boolean; priorities?: [number, number] } = {},
+  ): Generator<InstalledFlow> {
     const { gen, index } = this.#liveIndex();
     using _ = index;
     const masks = new Map(this.#masks(gen).map((m) => [m.id, m]));
@@ -210,9 +239,32 @@ export class FlowTable {
       if (!tunKeys.has(slot)) tunKeys.set(slot, this.#maps.tunKeys.get(slot));
       return tunKeys.get(slot);
     };
-    for (const [ik, entry] of index.entries()) {
+    const [lo, hi] = options.priorities ?? [0, 65535];
+    const kSize = flowIndexKeyCodec.size;
+    const vSize = flowEntryCodec.size;
+    for (const c of index.raw.lookupBatch(16384)) {
+      const vals = new DataView(c.values.buffer, c.values.byteOffset, c.values.byteLength);
+      for (let i = 0; i < c.count; i++) {
+        const priority = vals.getUint16(i * vSize + 4, true);
+        if (priority < lo || priority > hi) continue;
+        const ik = flowIndexKeyCodec.decode(c.keys, i * kSize);
+        const entry = flowEntryCodec.decode(c.values, i * vSize);
+        const flow = this.#flowOf(ik, entry, masks, tunKey, options.counters ?? false);
+        if (flow) yield flow;
+      }
+    }
+  }
+
+  #flowOf(
+    ik: FlowIndexKey,
+    entry: FlowEntry,
+    masks: Map<number, MaskEntry>,
+    tunKey: (slot: number) => TunKeyEntry | undefined,
+    counters: boolean,
+  ): InstalledFlow | undefined {
+    {
       const mask = masks.get(ik.mask_id);
-      if (!mask) continue;
+      if (!mask) return undefined;
       const flow: InstalledFlow = {
         flowId: entry.flow_id,
         priority: entry.priority,
@@ -220,9 +272,38 @@ export class FlowTable {
         match: { key: ik.key, mask: mask.bits },
         actions: decompileActions(entry.actions.slice(0, entry.n_actions), tunKey, this.#ports),
       };
-      if (options.counters) flow.counters = this.counters(entry.flow_id);
-      yield flow;
+      if (counters) flow.counters = this.counters(entry.flow_id);
+      return flow;
     }
+  }
+
+  /**
+   * The flow the datapath picks for `key`: the same search over the same
+   * kernel tables (masks in order, one index lookup each, early exit).
+   */
+  lookup(key: import("../maps/layouts.ts").FlowKey): InstalledFlow | undefined {
+    const { gen, index } = this.#liveIndex();
+    using _ = index;
+    const keyBytes = flowKeyCodec.encode(key);
+    let best: { ik: FlowIndexKey; entry: FlowEntry; mask: MaskEntry } | undefined;
+    for (const mask of this.#masks(gen)) {
+      if (best && best.entry.priority >= mask.max_priority) break;
+      const maskBytes = flowKeyCodec.encode(mask.bits);
+      const ik = {
+        mask_id: mask.id,
+        key: flowKeyCodec.decode(keyBytes.map((b, i) => b & maskBytes[i])),
+      };
+      const entry = index.get(ik);
+      if (entry && (!best || entry.priority > best.entry.priority)) best = { ik, entry, mask };
+    }
+    if (!best) return undefined;
+    return this.#flowOf(
+      best.ik,
+      best.entry,
+      new Map([[best.mask.id, best.mask]]),
+      (s) => this.#maps.tunKeys.get(s),
+      false,
+    );
   }
 
   /** The counters of flow `flowId`, summed over CPUs. */
@@ -231,30 +312,102 @@ export class FlowTable {
     return sumStats(per);
   }
 
-  /** Every flow's counters by flow id, read in one batch pass. */
-  allCounters(): Map<number, FlowCounters> {
-    const out = new Map<number, FlowCounters>();
-    for (const [id, per] of this.#maps.flowStats.entries(8192)) {
-      const s = sumStats(per);
-      if (s.packets || s.usedNs) out.set(id, s);
+  /** The installed flows the filter covers, highest priority first. */
+  dump(filter: FlowFilter = {}, options: { counters?: boolean } = {}): InstalledFlow[] {
+    return [
+      ...this.sorted(filter, { counters: options.counters ? this.counterArrays() : undefined }),
+    ];
+  }
+
+  /** Every flow id's counters in typed arrays: a few bytes per flow. */
+  counterArrays(): CounterArrays {
+    const raw = this.#maps.flowStats.raw;
+    const n = raw.info.maxEntries;
+    const out: CounterArrays = {
+      packets: new BigUint64Array(n),
+      bytes: new BigUint64Array(n),
+      usedNs: new BigUint64Array(n),
+      tcpFlags: new Uint16Array(n),
+    };
+    const cpus = raw.valueBufferSize / raw.cpuStride;
+    for (const c of raw.lookupBatch(16384)) {
+      const keys = new DataView(c.keys.buffer, c.keys.byteOffset, c.keys.byteLength);
+      const vals = new DataView(c.values.buffer, c.values.byteOffset, c.values.byteLength);
+      for (let i = 0; i < c.count; i++) {
+        const id = keys.getUint32(i * 4, true);
+        for (let cpu = 0; cpu < cpus; cpu++) {
+          const at = i * raw.valueBufferSize + cpu * raw.cpuStride;
+          const packets = vals.getBigUint64(at, true);
+          if (!packets) continue;
+          out.packets[id] += packets;
+          out.bytes[id] += vals.getBigUint64(at + 8, true);
+          const used = vals.getBigUint64(at + 16, true);
+          if (used > out.usedNs[id]) out.usedNs[id] = used;
+          out.tcpFlags[id] |= vals.getUint16(at + 24, true);
+        }
+      }
     }
     return out;
   }
 
-  /** The installed flows the filter covers, highest priority first. */
-  dump(filter: FlowFilter = {}, options: { counters?: boolean } = {}): InstalledFlow[] {
-    const out: InstalledFlow[] = [];
+  /**
+   * The installed flows the filter covers, highest priority first, never
+   * more than `window` of them decoded at once: a large table is read in
+   * several passes, each over a band of priorities.
+   */
+  *sorted(
+    filter: FlowFilter = {},
+    options: { counters?: CounterArrays; window?: number } = {},
+  ): Generator<InstalledFlow> {
+    const window = options.window ?? 200000;
     const fm = filter.match &&
       { key: flowKeyCodec.encode(filter.match.key), mask: flowKeyCodec.encode(filter.match.mask) };
-    const counters = options.counters ? this.allCounters() : undefined;
-    for (const f of this.installed()) {
-      if (!this.#selected(f, filter, fm)) continue;
-      if (counters) {
-        f.counters = counters.get(f.flowId) ?? { packets: 0n, bytes: 0n, usedNs: 0n, tcpFlags: 0 };
+    const histogram = this.#priorityHistogram();
+    const total = histogram.reduce((a, b) => a + b, 0);
+    const bands: [number, number][] = [];
+    if (total <= window) bands.push([0, 65535]);
+    else {
+      let hi = 65535, count = 0;
+      for (let p = 65535; p >= 0; p--) {
+        count += histogram[p];
+        if (count >= window || p === 0) {
+          bands.push([p, hi]);
+          hi = p - 1;
+          count = 0;
+        }
       }
-      out.push(f);
     }
-    return out.sort((a, b) => b.priority - a.priority || a.flowId - b.flowId);
+    const c = options.counters;
+    for (const [lo, hi] of bands) {
+      const batch: InstalledFlow[] = [];
+      for (const f of this.installed({ priorities: [lo, hi] })) {
+        if (!this.#selected(f, filter, fm)) continue;
+        if (c) {
+          f.counters = {
+            packets: c.packets[f.flowId],
+            bytes: c.bytes[f.flowId],
+            usedNs: c.usedNs[f.flowId],
+            tcpFlags: c.tcpFlags[f.flowId],
+          };
+        }
+        batch.push(f);
+      }
+      batch.sort((a, b) => b.priority - a.priority || a.flowId - b.flowId);
+      yield* batch;
+    }
+  }
+
+  /** How many flows sit at each priority, from the entries' raw bytes. */
+  #priorityHistogram(): Uint32Array {
+    const histogram = new Uint32Array(65536);
+    const { index } = this.#liveIndex();
+    using _ = index;
+    const size = flowEntryCodec.size;
+    for (const c of index.raw.lookupBatch(16384)) {
+      const vals = new DataView(c.values.buffer, c.values.byteOffset, c.values.byteLength);
+      for (let i = 0; i < c.count; i++) histogram[vals.getUint16(i * size + 4, true)]++;
+    }
+    return histogram;
   }
 
   #selected(

@@ -1,0 +1,162 @@
+/**
+ * `warren flow add|mod|del|dump`.
+ *
+ * @module
+ */
+
+import type { Command } from "commander";
+import type { Datapath } from "../tunnel/datapath.ts";
+import { parseFlow, parseMatch } from "../tunnel/flow_syntax.ts";
+import type { FlowFilter, InstalledFlow } from "../tunnel/flow_table.ts";
+import { tcpFlags } from "../tunnel/packet.ts";
+import { boottimeNs } from "../bpf/clock.ts";
+import { since, toJson } from "./format.ts";
+import { openDatapath, toInt } from "./main.ts";
+
+/** Flows from the command line and/or a file (one per line, # comments). */
+async function flowTexts(args: string[], file?: string): Promise<string[]> {
+  const out = [...args];
+  if (file) {
+    const text = file === "-"
+      ? await new Response(Deno.stdin.readable).text()
+      : await Deno.readTextFile(file);
+    for (const line of text.split("\n")) {
+      const t = line.trim();
+      if (t && !t.startsWith("#")) out.push(t);
+    }
+  }
+  return out;
+}
+
+/** A flow's line in `flow dump`: the flow, then its counters. */
+export function dumpLine(dp: Datapath, f: InstalledFlow, nowNs: bigint): string {
+  const c = f.counters;
+  const counters = c
+    ? ` packets:${c.packets} bytes:${c.bytes} used:${since(c.usedNs, nowNs)} flags:${
+      c.tcpFlags ? tcpFlags(c.tcpFlags) : "none"
+    }`
+    : "";
+  return dp.describeFlow(f) + counters;
+}
+
+/** The JSON shape of one flow in `flow dump --json` (documented in the README). */
+export function dumpJson(dp: Datapath, f: InstalledFlow, nowNs: bigint) {
+  const c = f.counters;
+  return {
+    flow_id: f.flowId,
+    priority: f.priority,
+    cookie: f.cookie,
+    match: dp.describeMatch(f.match),
+    actions: dp.describeFlow(f).split(" actions=")[1],
+    packets: c?.packets ?? 0n,
+    bytes: c?.bytes ?? 0n,
+    used_ms: c && c.usedNs ? Number((nowNs - c.usedNs) / 1000000n) : null,
+    tcp_flags: c && c.tcpFlags ? tcpFlags(c.tcpFlags) : "",
+  };
+}
+
+/** Registers `flow` and its subcommands. */
+export function registerFlow(cli: Command): void {
+  const flow = cli.command("flow").description(
+    "flows: priority, match and actions, in Open vSwitch's syntax",
+  );
+  flow.command("add [flows...]")
+    .description("add flows (a flow with the same match and priority is replaced)")
+    .option("--file <path>", "read flows from a file, one per line (- for stdin)")
+    .addHelpText(
+      "after",
+      "\nExamples:\n" +
+        "  warren flow add 'in_port=web1,ip,nw_dst=10.1.0.0/16 actions=set_tunnel(id=42,dst=192.0.2.2),output:vx0'\n" +
+        "  warren flow add 'tun_id=42,in_port=vx0 actions=output:web1'",
+    )
+    .action(async (args: string[], opts, cmd) => {
+      const texts = await flowTexts(args, opts.file);
+      if (texts.length === 0) throw new RangeError("no flows given");
+      using dp = openDatapath(cmd);
+      const specs = texts.map((t) => parseFlow(t, dp.portNames()));
+      const r = await dp.addFlows(specs);
+      console.log(`${r.added} added, ${r.replaced} replaced`);
+    });
+  flow.command("mod <flow>")
+    .description(
+      "change the actions of the flow with exactly this match and priority (counters kept)",
+    )
+    .action(async (text: string, _opts, cmd) => {
+      using dp = openDatapath(cmd);
+      const n = await dp.modifyFlow(parseFlow(text, dp.portNames()));
+      if (n === 0) throw new RangeError("no flow has exactly that match and priority");
+      console.log(`${n} modified`);
+    });
+  flow.command("del [match]")
+    .description("delete the flows the match covers (all flows without one)")
+    .option("--strict", "only the flow with exactly this match (and priority=, if given)")
+    .action((text: string | undefined, opts, cmd) => {
+      using dp = openDatapath(cmd);
+      const filter: FlowFilter = {};
+      if (text) {
+        const m = parseMatch(text, dp.portNames());
+        filter.match = m.match;
+        filter.priority = m.priority;
+      } else if (opts.strict) {
+        throw new RangeError("--strict needs a match");
+      }
+      console.log(`${dp.deleteFlows(filter, opts.strict ?? false)} deleted`);
+    });
+  flow.command("dump [match]")
+    .description("print flows in priority order with packets:, bytes:, used: and TCP flags")
+    .option("--port <name>", "only flows coming in on or sending to this port")
+    .option("--tun-id <n>", "only flows matching this tunnel id", (v) => BigInt(toInt(v)))
+    .option("--no-counters", "skip reading counters")
+    .option("--json", "print JSON")
+    .action((text: string | undefined, opts, cmd) => {
+      using dp = openDatapath(cmd);
+      const filter: FlowFilter = {};
+      if (text) {
+        const m = parseMatch(text, dp.portNames());
+        filter.match = m.match;
+        filter.priority = m.priority;
+      }
+      if (opts.port) {
+        const n = dp.portNames().number(opts.port);
+        if (n === undefined) throw new RangeError(`there is no port named "${opts.port}"`);
+        filter.port = n;
+      }
+      if (opts.tunId !== undefined) filter.tunId = opts.tunId;
+      const now = boottimeNs();
+      const counters = opts.counters ? dp.flows.counterArrays() : undefined;
+      // Streamed: a million flows print without being held all at once.
+      const out = new BufferedOut();
+      let first = true;
+      if (opts.json) out.write("[");
+      for (const f of dp.flows.sorted(filter, { counters })) {
+        if (opts.json) {
+          out.write(`${first ? "\n" : ",\n"}${toJson(dumpJson(dp, f, now))}`);
+        } else {
+          out.write(dumpLine(dp, f, now) + "\n");
+        }
+        first = false;
+      }
+      if (opts.json) out.write(first ? "]\n" : "\n]\n");
+      out.flush();
+    });
+}
+
+/** Stdout writes gathered into large chunks. */
+class BufferedOut {
+  #parts: string[] = [];
+  #size = 0;
+  #encoder = new TextEncoder();
+
+  write(s: string): void {
+    this.#parts.push(s);
+    this.#size += s.length;
+    if (this.#size > 1 << 16) this.flush();
+  }
+
+  flush(): void {
+    const bytes = this.#encoder.encode(this.#parts.join(""));
+    for (let at = 0; at < bytes.length;) at += Deno.stdout.writeSync(bytes.subarray(at));
+    this.#parts = [];
+    this.#size = 0;
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * `warren metrics`: the counters in the Prometheus text format, served
+ * over HTTP, read fresh from the pinned maps at every scrape.
+ *
+ * @module
+ */
+
+import type { Command } from "commander";
+import { Counter, Registry } from "prom-client";
+import type { Datapath } from "../tunnel/datapath.ts";
+import { openDatapath } from "./main.ts";
+import { readStats } from "./stats.ts";
+
+/** A registry whose metrics read `dp` when collected. */
+export function registry(dp: Datapath): Registry {
+  const reg = new Registry();
+  let stats: ReturnType<typeof readStats> | undefined;
+  // One read of the maps per scrape, shared by every metric.
+  const fresh = () => (stats ??= readStats(dp));
+  const portMetric = (
+    name: string,
+    help: string,
+    field: "rx_packets" | "rx_bytes" | "tx_packets" | "tx_bytes" | "drops",
+  ) =>
+    new Counter({
+      name,
+      help,
+      labelNames: ["port"],
+      registers: [reg],
+      collect() {
+        this.reset();
+        for (const p of fresh().ports) this.inc({ port: p.name }, Number(p[field]));
+      },
+    });
+  portMetric("warren_port_rx_packets_total", "Packets received on a port", "rx_packets");
+  portMetric("warren_port_rx_bytes_total", "Bytes received on a port", "rx_bytes");
+  portMetric("warren_port_tx_packets_total", "Packets sent to a port", "tx_packets");
+  portMetric("warren_port_tx_bytes_total", "Bytes sent to a port", "tx_bytes");
+  portMetric("warren_port_drops_total", "Packets dropped that came in on a port", "drops");
+  new Counter({
+    name: "warren_drops_total",
+    help: "Packets dropped, by reason",
+    labelNames: ["reason"],
+    registers: [reg],
+    collect() {
+      this.reset();
+      for (const [reason, n] of Object.entries(fresh().drops)) this.inc({ reason }, Number(n));
+    },
+  });
+  new Counter({
+    name: "warren_events_total",
+    help: "Datapath events (decapsulations, encapsulations, XDP verdicts …)",
+    labelNames: ["event"],
+    registers: [reg],
+    collect() {
+      this.reset();
+      for (const [event, n] of Object.entries(fresh().events)) this.inc({ event }, Number(n));
+    },
+  });
+  const flowMetric = (name: string, help: string, field: "packets" | "bytes") =>
+    new Counter({
+      name,
+      help,
+      labelNames: ["flow_id", "priority", "match", "cookie"],
+      registers: [reg],
+      collect() {
+        this.reset();
+        const counters = dp.flows.counterArrays();
+        for (const f of dp.flows.sorted({}, {})) {
+          const labels = {
+            flow_id: String(f.flowId),
+            priority: String(f.priority),
+            match: dp.describeMatch(f.match),
+            cookie: `0x${f.cookie.toString(16)}`,
+          };
+          this.inc(labels, Number(counters[field][f.flowId]));
+        }
+      },
+    });
+  flowMetric("warren_flow_packets_total", "Packets that hit a flow", "packets");
+  flowMetric("warren_flow_bytes_total", "Bytes that hit a flow", "bytes");
+  const scrape = reg.metrics.bind(reg);
+  reg.metrics = async () => {
+    stats = undefined;
+    return await scrape();
+  };
+  return reg;
+}
+
+/** Registers `metrics`. */
+export function registerMetrics(cli: Command): void {
+  cli.command("metrics")
+    .description("serve counters in the Prometheus text format")
+    .requiredOption("--listen <host:port>", "where to listen, such as 127.0.0.1:9101")
+    .action(async (opts, cmd) => {
+      const m = /^(.*):(\d+)$/.exec(opts.listen);
+      if (!m) throw new RangeError(`--listen "${opts.listen}" is not host:port`);
+      const dp = openDatapath(cmd);
+      const reg = registry(dp);
+      const server = Deno.serve({
+        hostname: m[1].replace(/^\[|\]$/g, ""),
+        port: Number(m[2]),
+        onListen: () => {},
+      }, async (req) => {
+        if (new URL(req.url).pathname !== "/metrics") {
+          return new Response("see /metrics\n", { status: 404 });
+        }
+        return new Response(await reg.metrics(), { headers: { "content-type": reg.contentType } });
+      });
+      console.error(`warren metrics on http://${opts.listen}/metrics`);
+      await server.finished;
+      dp.close();
+    });
+}

@@ -1,0 +1,55 @@
+/**
+ * Counters summed over CPUs: per port, per drop reason, per event.
+ *
+ * @module
+ */
+
+import { isDropStat, STAT_SLOTS, statName } from "../maps/layouts.ts";
+import type { Datapath } from "../tunnel/datapath.ts";
+
+/** One port's counters. */
+export interface PortCounters {
+  /** Port name. */
+  name: string;
+  /** Port number. */
+  number: number;
+  /** Packets in. */
+  rx_packets: bigint;
+  /** Bytes in. */
+  rx_bytes: bigint;
+  /** Packets out. */
+  tx_packets: bigint;
+  /** Bytes out. */
+  tx_bytes: bigint;
+  /** Packets dropped that came in here. */
+  drops: bigint;
+}
+
+/** What `warren stats` shows. */
+export interface Stats {
+  /** Every port's counters. */
+  ports: PortCounters[];
+  /** Drops by reason (all reasons, zero included). */
+  drops: Record<string, bigint>;
+  /** Events by name (all events, zero included). */
+  events: Record<string, bigint>;
+}
+
+/** Reads every counter of `dp`. */
+export function readStats(dp: Datapath): Stats {
+  const ports = dp.ports().map((p) => {
+    const s = dp.maps.portStats.sum(p.number) ??
+      { rx_packets: 0n, rx_bytes: 0n, tx_packets: 0n, tx_bytes: 0n, drops: 0n };
+    return { name: p.name, number: p.number, ...s };
+  });
+  const drops: Record<string, bigint> = {};
+  const events: Record<string, bigint> = {};
+  const values = new Map<number, bigint>();
+  for (const [i, per] of dp.maps.stats.entries()) values.set(i, per.reduce((a, b) => a + b, 0n));
+  for (let i = 1; i < STAT_SLOTS; i++) {
+    const name = statName(i);
+    if (!name) continue;
+    (isDropStat(i) ? drops : events)[name] = values.get(i) ?? 0n;
+  }
+  return { ports, drops, events };
+}

@@ -1,0 +1,239 @@
+/**
+ * Declarative state: the ports, tunnels and flows a datapath should have,
+ * made so in one step. Ports are added or changed in place first (a port
+ * keeps its number, so flows naming it stay valid), the flow table is then
+ * built aside and switched to atomically, and ports no longer wanted go
+ * last, when no flow uses them any more. Running it again after a crash
+ * finishes the job: every step is idempotent.
+ *
+ * @example
+ * ```ts ignore
+ * await applyState(dp, {
+ *   ports: [{ name: "web1", device: "veth-web1" }],
+ *   tunnels: [{ name: "vx0", proto: "vxlan", options: { remote_ip: "flow", key: "flow" } }],
+ *   flows: ["in_port=web1 actions=set_tunnel(id=42,dst=192.0.2.2),output:vx0"],
+ * });
+ * ```
+ *
+ * @module
+ */
+
+import { parse as parseYaml } from "yaml";
+import type { Datapath } from "./datapath.ts";
+import { formatMatch, type Match } from "./fields.ts";
+import { type ActionSpec, formatAction, parseFlow } from "./flow_syntax.ts";
+import type { FlowDiff } from "./flow_table.ts";
+import { type Port, PortError, tunnelOptions } from "./port.ts";
+
+/** A local port as a state file gives it. */
+export interface DesiredPort {
+  /** Port name. */
+  name: string;
+  /** Its netdev. */
+  device: string;
+  /** Its peer takes XDP redirects. */
+  xdp?: boolean;
+}
+
+/** A tunnel port as a state file gives it. */
+export interface DesiredTunnel {
+  /** Port name. */
+  name: string;
+  /** vxlan, geneve, gre or stt. */
+  proto: string;
+  /** Open vSwitch-style options, as `tunnel add` takes them. */
+  options?: Record<string, string | number | boolean>;
+}
+
+/** Everything a datapath should have. */
+export interface DesiredState {
+  /** Local ports. */
+  ports?: DesiredPort[];
+  /** Tunnel ports. */
+  tunnels?: DesiredTunnel[];
+  /** Flows, in flow syntax. */
+  flows?: string[];
+}
+
+/** What applying changes (or, in a dry run, would change). */
+export interface ApplyPlan {
+  /** Ports and tunnels by name. */
+  ports: { add: string[]; change: string[]; remove: string[] };
+  /** Flows as text. */
+  flows: { add: string[]; modify: string[]; remove: string[]; unchanged: number };
+}
+
+/** Reads a state file: YAML or JSON (JSON is YAML). */
+export function parseState(text: string): DesiredState {
+  const doc = parseYaml(text) ?? {};
+  if (typeof doc !== "object" || Array.isArray(doc)) {
+    throw new PortError("a state file holds ports, tunnels and flows");
+  }
+  for (const key of Object.keys(doc)) {
+    if (!["ports", "tunnels", "flows"].includes(key)) {
+      throw new PortError(`"${key}" is not part of a state file (ports, tunnels, flows)`);
+    }
+  }
+  const state = doc as DesiredState;
+  for (const [key, list] of Object.entries(state)) {
+    if (!Array.isArray(list)) throw new PortError(`${key} must be a list`);
+  }
+  for (const f of state.flows ?? []) {
+    if (typeof f !== "string") {
+      throw new PortError(`flows are strings in flow syntax, not ${JSON.stringify(f)}`);
+    }
+  }
+  return state;
+}
+
+function options(t: DesiredTunnel): Record<string, string> {
+  return Object.fromEntries(Object.entries(t.options ?? {}).map(([k, v]) => [k, String(v)]));
+}
+
+/**
+ * Makes `dp` hold exactly `state`. With `dryRun`, changes nothing and says
+ * what would change. Flows are checked against the ports the state will
+ * have before anything is touched.
+ */
+export async function applyState(
+  dp: Datapath,
+  state: DesiredState,
+  opts: { dryRun?: boolean; progress?: (done: number, total: number) => void } = {},
+): Promise<ApplyPlan> {
+  const wantPorts = new Map<
+    string,
+    { kind: "local"; name: string; device: string; xdp?: boolean } | {
+      kind: "tunnel";
+      name: string;
+      proto: string;
+      options: Record<string, string>;
+    }
+  >();
+  for (const p of state.ports ?? []) {
+    wantPorts.set(p.name, { kind: "local", name: p.name, device: p.device, xdp: p.xdp });
+  }
+  for (const t of state.tunnels ?? []) {
+    if (wantPorts.has(t.name)) throw new PortError(`"${t.name}" is both a port and a tunnel`);
+    wantPorts.set(t.name, { kind: "tunnel", name: t.name, proto: t.proto, options: options(t) });
+  }
+  const have = new Map(dp.ports().map((p) => [p.name, p]));
+  const plan: ApplyPlan = {
+    ports: { add: [], change: [], remove: [] },
+    flows: { add: [], modify: [], remove: [], unchanged: 0 },
+  };
+  for (const [name, want] of wantPorts) {
+    const old = have.get(name);
+    if (!old) plan.ports.add.push(name);
+    else if (!sameDesired(old, want)) plan.ports.change.push(name);
+  }
+  for (const name of have.keys()) if (!wantPorts.has(name)) plan.ports.remove.push(name);
+
+  // Flows name ports: check them against the ports the state will have,
+  // numbering new ports as they will be numbered.
+  const numbers = new Map(
+    [...have.values()].filter((p) => wantPorts.has(p.name)).map((p) => [p.name, p.number]),
+  );
+  let next = 1;
+  const taken = new Set(dp.ports().map((p) => p.number));
+  for (const name of plan.ports.add) {
+    while (taken.has(next)) next++;
+    numbers.set(name, next);
+    taken.add(next);
+  }
+  const names = {
+    number: (n: string) => numbers.get(n),
+    name: (n: number) => [...numbers].find(([, v]) => v === n)?.[0],
+  };
+  const flowTexts = state.flows ?? [];
+  const desired = flowTexts.map((t) => parseFlow(t, names));
+
+  if (opts.dryRun) {
+    if (plan.ports.add.length === 0 && plan.ports.change.length === 0) {
+      const diff = await dp.applyFlows(flowTexts.map((t) => parseFlow(t, dp.portNames())), {
+        dryRun: true,
+      });
+      plan.flows = describeDiff(dp, diff);
+    } else {
+      // New ports have no kernel numbers yet: compare canonical text.
+      const canon = (f: { priority: number; match: Match; actions: ActionSpec[] }) =>
+        `priority=${f.priority},${formatMatch(f.match, names)} actions=${
+          f.actions.map(formatAction).join(",")
+        }`;
+      const want = new Map(desired.map((f) => [canon({ ...f, actions: [] }), canon(f)]));
+      const installed = new Map(
+        dp.dumpFlows().map((f) => [canon({ ...f, actions: [] }), canon(f)]),
+      );
+      for (const [id, text] of want) {
+        const old = installed.get(id);
+        if (old === undefined) plan.flows.add.push(text);
+        else if (old !== text) plan.flows.modify.push(text);
+        else plan.flows.unchanged++;
+      }
+      for (const [id, text] of installed) if (!want.has(id)) plan.flows.remove.push(text);
+    }
+    return plan;
+  }
+  for (const name of [...plan.ports.add, ...plan.ports.change]) {
+    await dp.upsertPort(wantPorts.get(name)!);
+  }
+  const diff = await dp.applyFlows(flowTexts.map((t) => parseFlow(t, dp.portNames())), {
+    progress: opts.progress,
+  });
+  plan.flows = describeDiff(dp, diff);
+  for (const name of plan.ports.remove) dp.deletePort(name);
+  return plan;
+}
+
+function describeDiff(dp: Datapath, diff: FlowDiff): ApplyPlan["flows"] {
+  const text = (f: { priority: number; match: Match; actions: ActionSpec[] }) =>
+    dp.describeFlow({ flowId: 0, cookie: 0n, ...f });
+  return {
+    add: diff.add.map((f) => text(f)),
+    modify: diff.modify.map((f) => text(f)),
+    remove: diff.remove.map((f) => text(f)),
+    unchanged: diff.unchanged,
+  };
+}
+
+function sameDesired(
+  have: Port,
+  want: {
+    kind: string;
+    device?: string;
+    xdp?: boolean;
+    proto?: string;
+    options?: Record<string, string>;
+  },
+): boolean {
+  if (have.kind !== want.kind) return false;
+  if (have.kind === "local") return have.device === want.device && have.xdp === (want.xdp ?? false);
+  if (have.proto !== want.proto) return false;
+  // Compare as `tunnel add` would store them: defaults filled in.
+  const current = tunnelOptions(have);
+  const wanted = want.options ?? {};
+  return Object.entries(wanted).every(([k, v]) => normalize(k, current, v)) &&
+    Object.keys(current).every((k) => k in wanted || isDefault(k, current[k], have.proto));
+}
+
+function normalize(k: string, current: Record<string, string>, v: string): boolean {
+  if (k === "key") return current.key === v || (current.in_key === v && current.out_key === v);
+  if (k === "df_default") return current.df === v;
+  return current[k] === v;
+}
+
+const DEFAULTS: Record<string, string> = {
+  ttl: "64",
+  tos: "0",
+  df: "true",
+  csum: "false",
+  seq: "false",
+  mss_clamp: "false",
+  key: "0",
+};
+
+function isDefault(k: string, v: string, proto: string): boolean {
+  if (k === "dst_port") {
+    return v === String({ vxlan: 4789, geneve: 6081, stt: 7471, gre: 0 }[proto]);
+  }
+  return DEFAULTS[k] === v;
+}
