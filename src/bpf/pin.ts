@@ -36,7 +36,8 @@ export function bpffsMountOf(path: string): string | undefined {
 export function ensurePinDir(dir: string, mode = 0o700): void {
   if (!bpffsMountOf(dir)) {
     throw new NotFoundError(
-      `${dir} is not on a bpffs; mount one with: mount -t bpf bpf /sys/fs/bpf`,
+      `${dir} is not on a bpffs; mount one with: mount -t bpf bpf /sys/fs/bpf ` +
+        `(under "ip netns exec", /sys is remounted and hides it: use warren --netns NAME instead)`,
     );
   }
   Deno.mkdirSync(dir, { recursive: true, mode });

@@ -248,19 +248,21 @@ export function program(): Command {
 
   cli.command("stats")
     .description("per-port and per-drop-reason counters")
-    .option("--json", "print JSON")
+    .option("--all", "also show counters that are zero")
+    .option("--json", "print JSON (always every counter)")
     .action((opts, cmd) => {
       using dp = openDatapath(cmd);
       const s = readStats(dp);
       if (opts.json) return printJson(s);
+      const shown = (r: Record<string, bigint>) => Object.entries(r).filter(([, v]) => opts.all || v !== 0n);
       table(
         ["port", "rx packets", "rx bytes", "tx packets", "tx bytes", "drops"],
         s.ports.map((p) => [p.name, p.rx_packets, p.rx_bytes, p.tx_packets, p.tx_bytes, p.drops]),
       );
       console.log();
-      table(["drop reason", "packets"], Object.entries(s.drops));
+      table(["drop reason", "packets"], shown(s.drops));
       console.log();
-      table(["event", "count"], Object.entries(s.events));
+      table(["event", "count"], shown(s.events));
     });
 
   registerTrace(cli);

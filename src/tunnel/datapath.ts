@@ -65,8 +65,8 @@ import {
   tunnelPort,
 } from "./port.ts";
 
-/** Where a datapath is pinned unless told otherwise. */
-export const DEFAULT_PIN_DIR = "/sys/fs/bpf/warren";
+/** Where a datapath is pinned unless told otherwise: $WARREN_PIN_DIR, else /sys/fs/bpf/warren. */
+export const DEFAULT_PIN_DIR = Deno.env.get("WARREN_PIN_DIR") || "/sys/fs/bpf/warren";
 
 /** The object's programs. */
 export const PROGRAMS = ["wr_xdp_underlay", "wr_tc_underlay", "wr_tc_local"] as const;

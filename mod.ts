@@ -1,0 +1,50 @@
+/**
+ * warren: flow-based tunneling (VXLAN, Geneve, GRE, STT) in eBPF, managed
+ * from Deno.
+ *
+ * A {@link Datapath} loads warren's precompiled programs through libbpf,
+ * attaches them at XDP and TC, and keeps its ports, tunnels and flows in
+ * pinned BPF maps, so any process can pick up where another left off.
+ * Flows are Open vSwitch's: a priority, a match (the tunnel key included)
+ * and actions such as `set_tunnel(...)` and `output:PORT`.
+ *
+ * @example Bring up a datapath, add a tunnel and flows, read counters
+ * ```ts ignore
+ * import { Datapath, parseFlow } from "./mod.ts";
+ *
+ * // As root, on a host whose underlay is eth0 and whose workload sits
+ * // behind the veth veth-web1.
+ * using dp = await Datapath.up({ underlay: "eth0" });
+ * await dp.addLocalPort("web1", "veth-web1");
+ * await dp.addTunnelPort("vx0", "vxlan", { remote_ip: "flow", key: "flow" });
+ * await dp.addFlows([
+ *   "in_port=web1 actions=set_tunnel(id=42,dst=192.0.2.2),output:vx0",
+ *   "tun_id=42,in_port=vx0 actions=output:web1",
+ * ].map((f) => parseFlow(f, dp.portNames())));
+ * for (const f of dp.dumpFlows({}, { counters: true })) {
+ *   console.log(dp.describeFlow(f), "packets:", f.counters!.packets);
+ * }
+ * ```
+ *
+ * `tests/docs_test.ts` runs this example in a throwaway namespace.
+ *
+ * @module
+ */
+
+export { Datapath, DEFAULT_PIN_DIR, type Status, type UpOptions } from "./src/tunnel/datapath.ts";
+export { applyState, type ApplyPlan, type DesiredState, parseState } from "./src/tunnel/apply.ts";
+export {
+  type ActionSpec,
+  type FlowSpec,
+  FlowSyntaxError,
+  formatAction,
+  parseActions,
+  parseFlow,
+  parseMatch,
+} from "./src/tunnel/flow_syntax.ts";
+export { type FlowCounters, type FlowFilter, FlowTableError, type InstalledFlow } from "./src/tunnel/flow_table.ts";
+export { formatMatch, type Match, MatchError } from "./src/tunnel/fields.ts";
+export { type LocalPort, type Port, PortError, type Protocol, type TunnelPort } from "./src/tunnel/port.ts";
+export { CompileError } from "./src/tunnel/compile.ts";
+export * as bpf from "./src/bpf/mod.ts";
+export * as maps from "./src/maps/mod.ts";
