@@ -32,7 +32,7 @@
  */
 
 export { Datapath, DEFAULT_PIN_DIR, type Status, type UpOptions } from "./src/tunnel/datapath.ts";
-export { applyState, type ApplyPlan, type DesiredState, parseState } from "./src/tunnel/apply.ts";
+export { type ApplyPlan, applyState, type DesiredState, parseState } from "./src/tunnel/apply.ts";
 export {
   type ActionSpec,
   type FlowSpec,
@@ -42,9 +42,20 @@ export {
   parseFlow,
   parseMatch,
 } from "./src/tunnel/flow_syntax.ts";
-export { type FlowCounters, type FlowFilter, FlowTableError, type InstalledFlow } from "./src/tunnel/flow_table.ts";
+export {
+  type FlowCounters,
+  type FlowFilter,
+  FlowTableError,
+  type InstalledFlow,
+} from "./src/tunnel/flow_table.ts";
 export { formatMatch, type Match, MatchError } from "./src/tunnel/fields.ts";
-export { type LocalPort, type Port, PortError, type Protocol, type TunnelPort } from "./src/tunnel/port.ts";
+export {
+  type LocalPort,
+  type Port,
+  PortError,
+  type Protocol,
+  type TunnelPort,
+} from "./src/tunnel/port.ts";
 export { CompileError } from "./src/tunnel/compile.ts";
 export * as bpf from "./src/bpf/mod.ts";
 export * as maps from "./src/maps/mod.ts";

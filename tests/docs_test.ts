@@ -30,12 +30,23 @@ privilegedTest("the mod.ts example runs as written", async () => {
     await Deno.writeTextFile(`${dir}/example.ts`, example("mod.ts"));
     // nsenter, not ip netns exec: the latter remounts /sys and hides bpffs.
     const out = await new Deno.Command("nsenter", {
-      args: [`--net=/run/netns/${ns.name}`, Deno.execPath(), "run", "-A", "--config", `${ROOT}deno.json`, `${dir}/example.ts`],
+      args: [
+        `--net=/run/netns/${ns.name}`,
+        Deno.execPath(),
+        "run",
+        "-A",
+        "--config",
+        `${ROOT}deno.json`,
+        `${dir}/example.ts`,
+      ],
       env: { WARREN_PIN_DIR: pinDir },
     }).output();
     const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
     assert.ok(out.success, text);
-    assert.match(text, /priority=32768,in_port=web1 actions=set_tunnel\(id=42,dst=192\.0\.2\.2\),output:vx0 packets: 0n?/);
+    assert.match(
+      text,
+      /priority=32768,in_port=web1 actions=set_tunnel\(id=42,dst=192\.0\.2\.2\),output:vx0 packets: 0n?/,
+    );
     assert.match(text, /in_port=vx0,tun_id=42 actions=output:web1 packets:/);
   } finally {
     await ns.within(async () => {

@@ -17,12 +17,24 @@ privilegedTest("the CLI runs with no compiler and no BPF sources on the host", a
   const pinDir = `/sys/fs/bpf/warren-rt-${crypto.randomUUID().slice(0, 8)}`;
   try {
     // What a package of warren holds: TypeScript, config, lock, objects.
-    await run(["cp", "-r", `${ROOT}src`, `${ROOT}mod.ts`, `${ROOT}deno.json`, `${ROOT}deno.lock`, ship]);
+    await run([
+      "cp",
+      "-r",
+      `${ROOT}src`,
+      `${ROOT}mod.ts`,
+      `${ROOT}deno.json`,
+      `${ROOT}deno.lock`,
+      ship,
+    ]);
     await Deno.mkdir(`${ship}/bpf/build`, { recursive: true });
     for (const f of Deno.readDirSync(`${ROOT}bpf/build`)) {
-      if (f.name.endsWith(".o")) await Deno.copyFile(`${ROOT}bpf/build/${f.name}`, `${ship}/bpf/build/${f.name}`);
+      if (f.name.endsWith(".o")) {
+        await Deno.copyFile(`${ROOT}bpf/build/${f.name}`, `${ship}/bpf/build/${f.name}`);
+      }
     }
-    await ns.sh("ip link add name u0 type veth peer name p0 && ip addr add 192.0.2.1/24 dev u0 && ip link set u0 up && ip link set p0 up");
+    await ns.sh(
+      "ip link add name u0 type veth peer name p0 && ip addr add 192.0.2.1/24 dev u0 && ip link set u0 up && ip link set p0 up",
+    );
     // clang and llc answer with a failure inside this mount namespace.
     const script = `
       set -e
@@ -41,7 +53,11 @@ privilegedTest("the CLI runs with no compiler and no BPF sources on the host", a
     const out = await run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script]);
     assert.match(out, /warren is up on u0/);
     const status = JSON.parse(out.slice(out.indexOf("{"), out.lastIndexOf("}") + 1));
-    assertEquals(status.programs.map((p: { name: string }) => p.name), ["wr_xdp_underlay", "wr_tc_underlay", "wr_tc_local"]);
+    assertEquals(status.programs.map((p: { name: string }) => p.name), [
+      "wr_xdp_underlay",
+      "wr_tc_underlay",
+      "wr_tc_local",
+    ]);
     assert.ok(status.programs.every((p: { id: number }) => p.id > 0));
     assert.match(out, /warren is down/);
   } finally {

@@ -254,7 +254,8 @@ export function program(): Command {
       using dp = openDatapath(cmd);
       const s = readStats(dp);
       if (opts.json) return printJson(s);
-      const shown = (r: Record<string, bigint>) => Object.entries(r).filter(([, v]) => opts.all || v !== 0n);
+      const shown = (r: Record<string, bigint>) =>
+        Object.entries(r).filter(([, v]) => opts.all || v !== 0n);
       table(
         ["port", "rx packets", "rx bytes", "tx packets", "tx bytes", "drops"],
         s.ports.map((p) => [p.name, p.rx_packets, p.rx_bytes, p.tx_packets, p.tx_bytes, p.drops]),

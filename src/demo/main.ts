@@ -14,7 +14,11 @@ const bold = (s: string) => Deno.stdout.isTerminal() ? `\x1b[1m${s}\x1b[0m` : s;
 
 /** Runs `warren <args>` on `host` and prints the command and its output. */
 async function warren(host: LabHost, ...args: string[]): Promise<void> {
-  console.log(bold(`host ${host.label}$ warren ${args.map((a) => (/[\s(),]/.test(a) ? `'${a}'` : a)).join(" ")}`));
+  console.log(
+    bold(
+      `host ${host.label}$ warren ${args.map((a) => (/[\s(),]/.test(a) ? `'${a}'` : a)).join(" ")}`,
+    ),
+  );
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", CLI, "--netns", host.ns.name, "--pin-dir", host.pinDir, ...args],
   }).output();
@@ -33,7 +37,9 @@ async function shell(host: LabHost, who: "host" | "workload", script: string): P
 }
 
 async function main(): Promise<void> {
-  console.log("Building two hosts joined by an underlay (192.0.2.0/24), a workload behind each (10.1.0.0/24)…\n");
+  console.log(
+    "Building two hosts joined by an underlay (192.0.2.0/24), a workload behind each (10.1.0.0/24)…\n",
+  );
   await using lab = await Lab.create({ workloadMtu: 1450, ipv6: false });
   for (const host of lab.hosts) {
     const peer = lab.peer(host);
@@ -60,14 +66,27 @@ async function main(): Promise<void> {
     for (let i = 0; i < 320; i++) await f.write(crypto.getRandomValues(new Uint8Array(65536)));
     f.close();
     const server = new Deno.Command("ip", {
-      args: ["netns", "exec", b.workload.ns.name, "sh", "-c", "timeout 30 socat -u TCP-LISTEN:5001,reuseaddr - | sha256sum"],
+      args: [
+        "netns",
+        "exec",
+        b.workload.ns.name,
+        "sh",
+        "-c",
+        "timeout 30 socat -u TCP-LISTEN:5001,reuseaddr - | sha256sum",
+      ],
       stdout: "piped",
     }).spawn();
     await new Promise((r) => setTimeout(r, 300));
-    const sent = await shell(a, "workload", `sha256sum < ${payload} && socat -u OPEN:${payload} TCP:${b.workload.ip}:5001`);
+    const sent = await shell(
+      a,
+      "workload",
+      `sha256sum < ${payload} && socat -u OPEN:${payload} TCP:${b.workload.ip}:5001`,
+    );
     const received = new TextDecoder().decode((await server.output()).stdout).trim();
     console.log(`  sha256 received on B: ${received}`);
-    console.log(sent.split(" ")[0] === received.split(" ")[0] ? "  20 MB arrived intact\n" : "  MISMATCH\n");
+    console.log(
+      sent.split(" ")[0] === received.split(" ")[0] ? "  20 MB arrived intact\n" : "  MISMATCH\n",
+    );
   } finally {
     await Deno.remove(payload);
   }

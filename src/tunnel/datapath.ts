@@ -808,7 +808,6 @@ export class Datapath implements Disposable {
   }
 }
 
-
 function endpointText(k: EndpointKey): string {
   const proto = k.ipproto === 17 ? "udp" : k.ipproto === 47 ? "gre" : "tcp";
   return `${formatAddr(k.addr, k.v6 === 1)} ${proto}${k.dst_port ? `/${k.dst_port}` : ""}`;
