@@ -15,6 +15,7 @@ import {
   Link,
   Program,
   removeClsactQdisc,
+  testRun,
   unpin,
 } from "../src/bpf/mod.ts";
 import { counterCodec, PerCpuMap, u32 } from "../src/maps/mod.ts";
@@ -195,5 +196,53 @@ privilegedTest(
     assertEquals(counts(map, XDP), { packets: 3, bytes });
     assert.ok(unpin(mapPin) && unpin(progPin));
     assert.ok(!isPinned(mapPin));
+  },
+);
+
+privilegedTest(
+  "test-run live frames: every repeat is a real frame sent out of the device",
+  async () => {
+    await using net = await topology();
+    using obj = BpfObject.openMemory(COUNTER_OBJECT, "counter");
+    obj.load();
+    using xdp = obj.program("xdp_count");
+    using reflect = obj.program("xdp_reflect");
+    using counters = new PerCpuMap(obj.map("counters"), u32, counterCodec);
+    // The receiving end counts at XDP (a veth only takes XDP transmits when
+    // its peer runs an XDP program).
+    const leave = net.b.enter();
+    let link: Link;
+    try {
+      link = attachXdp(xdp, ifindex("wrx"), { mode: "native" });
+    } finally {
+      leave();
+    }
+    // xdp_reflect swaps the MAC addresses and answers XDP_TX, which in live
+    // mode transmits from the context's ingress device: wtx, towards wrx.
+    const frame = new Uint8Array(60);
+    frame.set(net.rxMac.split(":").map((h) => parseInt(h, 16)), 6);
+    frame.set([0x08, 0x00, 0x45, 0, 0, 46, 0, 0, 0, 0, 64, 17], 12);
+    frame.set([10, 9, 0, 1, 10, 9, 0, 99], 26);
+    const ctx = new Uint8Array(24);
+    const view = new DataView(ctx.buffer);
+    view.setUint32(4, frame.length, true); // data_end
+    // A veth's transmit ring holds 256 frames; bursts stay well below it so
+    // none is dropped and the count can be exact.
+    const repeat = 128, bursts = 20;
+    for (let i = 0; i < bursts; i++) {
+      const result = await net.a.within(() => {
+        view.setUint32(12, ifindex("wtx"), true); // ingress_ifindex
+        return testRun(reflect, { data: frame, ctx, repeat, liveFrames: true });
+      });
+      assertEquals(result.retval, 0);
+      assertEquals(result.data.length, 0);
+      // The receiver drains its ring in its own NAPI poll: wait for it.
+      for (let t = 0; t < 100 && counts(counters, XDP).packets < (i + 1) * repeat; t++) {
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    }
+    const sent = repeat * bursts;
+    assertEquals(counts(counters, XDP), { packets: sent, bytes: sent * frame.length });
+    link.close();
   },
 );

@@ -88,7 +88,7 @@ export interface UpOptions {
   tc?: TcChoice;
   /** Flow table capacity (first `up` only). */
   maxFlows?: number;
-  /** Tunnel key table capacity (first `up` only). */
+  /** Tunnel key table capacity (first `up` only; default: as many as flows). */
   maxTunKeys?: number;
   /** A flow miss on a local port: drop (default) or pass to the stack. */
   missLocal?: "drop" | "pass";
@@ -192,7 +192,9 @@ export class Datapath implements Disposable {
         for (const [name, map] of old.all()) obj.reuseMap(name, map);
       } else {
         const maxFlows = options.maxFlows ?? DEFAULT_MAX_FLOWS;
-        const maxTunKeys = options.maxTunKeys ?? DEFAULT_MAX_TUN_KEYS;
+        // Every set_tunnel action may hold a key of its own, so by default the
+        // key table grows with the flow table.
+        const maxTunKeys = options.maxTunKeys ?? Math.max(maxFlows, DEFAULT_MAX_TUN_KEYS);
         if (maxFlows % 64 || maxTunKeys % 64) {
           throw new RangeError("table capacities are multiples of 64");
         }

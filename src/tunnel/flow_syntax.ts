@@ -303,7 +303,7 @@ function setTunnelFields(args: [string, string, number][], token: string, at: nu
         break;
       case "tos":
       case "ttl":
-        if (!/^\d+$/.test(v) || Number(v) > 255) throw bad(`${k} is 0..255`);
+        if (!/^(0x[0-9a-fA-F]{1,2}|\d+)$/.test(v) || Number(v) > 255) throw bad(`${k} is 0..255`);
         st[k] = Number(v);
         if (k === "tos" && st.tos! & 3) {
           throw bad("tos takes DSCP bits only; ECN follows the inner packet");
