@@ -1,8 +1,10 @@
 import { assertEquals, assertThrows } from "./helpers/assert.ts";
 import fc from "fast-check";
+import ipaddr from "ipaddr.js";
 import {
   array,
   bytes,
+  dottedQuad,
   formatIPv6,
   ipv4,
   mac,
@@ -18,6 +20,7 @@ import {
   u8,
 } from "../src/maps/codec.ts";
 import { layoutDifferences } from "../src/maps/layout.ts";
+import { decodeFlowKey, emptyFlowKey, encodeFlowKey, flowKeyCodec } from "../src/maps/layouts.ts";
 
 const sample = struct("sample", {
   id: u64be,
@@ -162,4 +165,36 @@ Deno.test("layoutDifferences names every mismatch between a codec and BTF", () =
     "field pad0 (offset 12) is missing in the kernel",
   ]);
   assertEquals(layoutDifferences(u32, { name: "", kind: "int", size: 4, members: [] }), []);
+});
+
+Deno.test("the hand-written flow key codec writes and reads what the generic codec does", () => {
+  const size = flowKeyCodec.size;
+  fc.assert(fc.property(fc.uint8Array({ minLength: size, maxLength: size }), (raw) => {
+    const generic = flowKeyCodec.decode(raw);
+    assertEquals({ ...decodeFlowKey(raw) }, { ...generic });
+    const out = new Uint8Array(size + 8);
+    encodeFlowKey(generic, out, 8);
+    assertEquals(out.subarray(8), raw);
+  }));
+  assertEquals({ ...emptyFlowKey() }, { ...flowKeyCodec.decode(new Uint8Array(size)) });
+});
+
+Deno.test("dotted quads: the fast parser agrees with ipaddr.js on any text", () => {
+  const quadish = fc.oneof(
+    fc.ipV4(),
+    fc.array(fc.oneof(fc.nat(300).map(String), fc.constantFrom("", "00", "01", "x", "-1")), {
+      minLength: 1,
+      maxLength: 6,
+    }).map((parts) => parts.join(".")),
+    fc.string(),
+  );
+  fc.assert(
+    fc.property(quadish, (text) => {
+      const valid = ipaddr.IPv4.isValidFourPartDecimal(text);
+      const bytes = dottedQuad(text);
+      assertEquals(bytes !== undefined, valid, text);
+      if (bytes) assertEquals([...bytes], ipaddr.IPv4.parse(text).toByteArray());
+    }),
+    { numRuns: 5000 },
+  );
 });

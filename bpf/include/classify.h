@@ -89,8 +89,11 @@ static __always_inline struct wr_flow_entry *classify(const struct wr_flow_key *
 static __always_inline void flow_hit(const struct wr_flow_entry *e, __u64 bytes, __u16 tcp_flags)
 {
 	__u32 id = e->flow_id;
-	struct wr_flow_stats *s = bpf_map_lookup_elem(&wr_flow_stats, &id);
+	struct wr_flow_stats *s;
 
+	if (wr_dry_run)
+		return;
+	s = bpf_map_lookup_elem(&wr_flow_stats, &id);
 	if (s) {
 		s->packets++;
 		s->bytes += bytes;

@@ -270,7 +270,8 @@ static __always_inline int encap_build(struct __sk_buff *skb, const struct wr_po
 		if (gflags & GRE_S)
 			/* Sequence numbers are per tunnel port, shared by CPUs:
 			 * the one atomic on the packet path, only with seq on. */
-			*(__be32 *)f = bpf_htonl(__sync_fetch_and_add((__u32 *)&port->gre_seq, 1));
+			*(__be32 *)f = bpf_htonl(wr_dry_run ? port->gre_seq :
+							 __sync_fetch_and_add((__u32 *)&port->gre_seq, 1));
 	} else {
 		struct udphdr *uh = (void *)t;
 		__u32 hash = bpf_get_hash_recalc(skb);

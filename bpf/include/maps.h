@@ -9,6 +9,12 @@
 
 #include "common.h"
 
+/* Set to 1 by `warren trace` in its private copy of the programs, which
+ * shares every map with the live datapath: a traced packet then leaves no
+ * trace of its own (no counter moves, no GRE sequence number is used). The
+ * verifier sees a constant, so the live programs carry no cost for it. */
+const volatile __u32 wr_dry_run = 0;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -114,8 +120,11 @@ struct {
 	__type(value, __u64);
 } wr_stats SEC(".maps");
 
-/* Which flow ids and tunnel key slots are taken: bitmaps the control plane
- * keeps here so that every process sees the same allocation. */
+/* Control plane only, kept here so that every process sees the same
+ * allocation. wr_flow_ids: a bitmap of the flow ids in use. Tunnel keys are
+ * shared: flows that set the same tunnel key use one slot, found through
+ * wr_tun_key_slots, and wr_tun_key_refs counts the actions naming each slot
+ * (0 = free). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, WR_DEFAULT_MAX_FLOWS / 64);
@@ -125,23 +134,37 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, WR_DEFAULT_MAX_TUN_KEYS / 64);
+	__uint(max_entries, WR_DEFAULT_MAX_TUN_KEYS);
 	__type(key, __u32);
-	__type(value, __u64);
-} wr_tun_key_ids SEC(".maps");
+	__type(value, __u32);
+} wr_tun_key_refs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, WR_DEFAULT_MAX_TUN_KEYS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct wr_tun_key);
+	__type(value, __u32);
+} wr_tun_key_slots SEC(".maps");
 
 static __always_inline void stat_inc(__u32 stat)
 {
-	__u64 *v = bpf_map_lookup_elem(&wr_stats, &stat);
+	__u64 *v;
 
+	if (wr_dry_run)
+		return;
+	v = bpf_map_lookup_elem(&wr_stats, &stat);
 	if (v)
 		*v += 1;
 }
 
 static __always_inline void port_rx(__u32 port, __u64 bytes)
 {
-	struct wr_port_stats *s = bpf_map_lookup_elem(&wr_port_stats, &port);
+	struct wr_port_stats *s;
 
+	if (wr_dry_run)
+		return;
+	s = bpf_map_lookup_elem(&wr_port_stats, &port);
 	if (s) {
 		s->rx_packets++;
 		s->rx_bytes += bytes;
@@ -150,8 +173,11 @@ static __always_inline void port_rx(__u32 port, __u64 bytes)
 
 static __always_inline void port_tx(__u32 port, __u64 bytes)
 {
-	struct wr_port_stats *s = bpf_map_lookup_elem(&wr_port_stats, &port);
+	struct wr_port_stats *s;
 
+	if (wr_dry_run)
+		return;
+	s = bpf_map_lookup_elem(&wr_port_stats, &port);
 	if (s) {
 		s->tx_packets++;
 		s->tx_bytes += bytes;
@@ -161,8 +187,11 @@ static __always_inline void port_tx(__u32 port, __u64 bytes)
 /* Counts a drop: its reason, and the port it came in on. */
 static __always_inline void drop(__u32 reason, __u32 in_port)
 {
-	struct wr_port_stats *s = bpf_map_lookup_elem(&wr_port_stats, &in_port);
+	struct wr_port_stats *s;
 
+	if (wr_dry_run)
+		return;
+	s = bpf_map_lookup_elem(&wr_port_stats, &in_port);
 	stat_inc(reason);
 	if (s)
 		s->drops++;

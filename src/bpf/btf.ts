@@ -7,7 +7,7 @@
  */
 
 import { check } from "./errors.ts";
-import { errno, libbpf, readCString } from "./ffi.ts";
+import { cstr, errno, libbpf, readCString } from "./ffi.ts";
 
 const KIND_INT = 1;
 const KIND_ARRAY = 3;
@@ -18,6 +18,7 @@ const KIND_TYPEDEF = 8;
 const KIND_VOLATILE = 9;
 const KIND_CONST = 10;
 const KIND_RESTRICT = 11;
+const KIND_DATASEC = 15;
 const KIND_TYPE_TAG = 18;
 const KIND_ENUM64 = 19;
 
@@ -106,6 +107,26 @@ export class Btf implements Disposable {
       ? "array"
       : "other";
     return { name, kind: simple, size, members: [] };
+  }
+
+  /**
+   * Where global variable `name` lives in data section `section` (such as
+   * ".rodata"): its byte offset and size, or undefined if it is not there.
+   */
+  variable(section: string, name: string): { offset: number; size: number } | undefined {
+    const id = libbpf().btf__find_by_name_kind(this.#ptr, cstr(section), KIND_DATASEC);
+    if (id < 0) return undefined;
+    const sec = this.#type(id);
+    const view = new Deno.UnsafePointerView(sec.ptr);
+    // struct btf_var_secinfo { __u32 type, offset, size; } follows the type.
+    for (let i = 0; i < (sec.info & 0xffff); i++) {
+      const base = 12 + i * 12;
+      const v = this.#type(view.getUint32(base));
+      if (this.#name(v.nameOff) === name) {
+        return { offset: view.getUint32(base + 4), size: view.getUint32(base + 8) };
+      }
+    }
+    return undefined;
   }
 
   /** Frees the BTF if this object owns it; later calls do nothing. */

@@ -85,6 +85,8 @@ export const libbpfSymbols = {
   bpf_map__set_max_entries: { parameters: [ptr, u32], result: int },
   // __u32 bpf_map__max_entries(const struct bpf_map *map)
   bpf_map__max_entries: { parameters: [ptr], result: u32 },
+  // void *bpf_map__initial_value(struct bpf_map *map, size_t *psize)
+  bpf_map__initial_value: { parameters: [ptr, buf], result: ptr },
   // int bpf_map__set_inner_map_fd(struct bpf_map *map, int fd)
   bpf_map__set_inner_map_fd: { parameters: [ptr, int], result: int },
 
@@ -96,6 +98,9 @@ export const libbpfSymbols = {
   btf__resolve_size: { parameters: [ptr, u32], result: "i64" },
   // int btf__resolve_type(const struct btf *btf, __u32 type_id)
   btf__resolve_type: { parameters: [ptr, u32], result: int },
+  // __s32 btf__find_by_name_kind(const struct btf *btf, const char *type_name,
+  //     __u32 kind)
+  btf__find_by_name_kind: { parameters: [ptr, buf, u32], result: int },
   // __u32 btf__type_cnt(const struct btf *btf)
   btf__type_cnt: { parameters: [ptr], result: u32 },
   // struct btf *btf__load_from_kernel_by_id(__u32 id)

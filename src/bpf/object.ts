@@ -125,6 +125,34 @@ export class BpfObject implements Disposable {
   }
 
   /**
+   * Sets the `const volatile` global `name` (in .rodata) to `value` before
+   * load, so the verifier sees it as a constant and prunes what it turns
+   * off. The variable's size decides the width (1, 2, 4 or 8 bytes).
+   */
+  setConstant(name: string, value: number | bigint): void {
+    this.#beforeLoad("set constants");
+    using btf = this.btf();
+    const v = btf.variable(".rodata", name);
+    if (!v) throw new NotFoundError(`object "${this.name}" has no constant "${name}" in .rodata`);
+    const rodata = [...this.#pointers(libbpf().bpf_object__next_map)].find((p) =>
+      readCString(libbpf().bpf_map__name(p)).endsWith(".rodata")
+    );
+    const size = new BigUint64Array(1);
+    const ptr = rodata ? libbpf().bpf_map__initial_value(rodata, size) : null;
+    if (ptr === null || v.offset + v.size > Number(size[0])) {
+      throw new NotFoundError(`object "${this.name}" has no .rodata image to hold "${name}"`);
+    }
+    // Before load, libbpf's copy of .rodata is ordinary writable memory.
+    const view = new DataView(Deno.UnsafePointerView.getArrayBuffer(ptr, Number(size[0])));
+    const big = BigInt(value);
+    if (v.size === 8) view.setBigUint64(v.offset, big, true);
+    else if (v.size === 4) view.setUint32(v.offset, Number(big), true);
+    else if (v.size === 2) view.setUint16(v.offset, Number(big), true);
+    else if (v.size === 1) view.setUint8(v.offset, Number(big));
+    else throw new RangeError(`constant "${name}" is ${v.size} bytes, not a scalar`);
+  }
+
+  /**
    * Makes the object use the existing map `existing` for `map` instead of
    * creating one; libbpf checks type, key, value and size first.
    */

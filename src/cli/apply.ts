@@ -32,31 +32,34 @@ export function registerApply(cli: Command): void {
       const state = parseState(text);
       using dp = openDatapath(cmd);
       const big = (state.flows?.length ?? 0) > 100000;
+      const enc = new TextEncoder();
       const plan = await applyState(dp, state, {
         dryRun: opts.dryRun,
         progress: big && !opts.json
-          ? (done, total) =>
-            Deno.stderr.writeSync(new TextEncoder().encode(`\rflows: ${done}/${total}`))
+          ? (p) =>
+            Deno.stderr.writeSync(
+              enc.encode(`\r${p.phase}: ${p.done}${p.total ? `/${p.total}` : ""} flows   `),
+            )
           : undefined,
       });
-      if (big && !opts.json) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
+      if (big && !opts.json) Deno.stderr.writeSync(enc.encode("\n"));
       if (opts.json) return printJson(plan);
       for (const [what, names] of Object.entries(plan.ports)) {
         for (const n of names) console.log(`${opts.dryRun ? "would " : ""}${what} port ${n}`);
       }
-      const show = (sign: string, list: string[]) => {
-        for (const t of list.slice(0, 1000)) console.log(`${sign} ${t}`);
-        if (list.length > 1000) console.log(`${sign} … and ${list.length - 1000} more`);
+      const f = plan.flows;
+      const show = (sign: string, list: string[], total: number) => {
+        for (const t of list) console.log(`${sign} ${t}`);
+        if (total > list.length) console.log(`${sign} … and ${total - list.length} more`);
       };
-      show("+", plan.flows.add);
-      show("~", plan.flows.modify);
-      show("-", plan.flows.remove);
+      show("+", f.add, f.added);
+      show("~", f.modify, f.modified);
+      show("-", f.remove, f.removed);
       const [add, mod, rem] = opts.dryRun
         ? ["to add", "to modify", "to remove"]
         : ["added", "modified", "removed"];
       console.log(
-        `flows: ${plan.flows.add.length} ${add}, ${plan.flows.modify.length} ${mod}, ` +
-          `${plan.flows.remove.length} ${rem}, ${plan.flows.unchanged} unchanged`,
+        `flows: ${f.added} ${add}, ${f.modified} ${mod}, ${f.removed} ${rem}, ${f.unchanged} unchanged`,
       );
     });
 }

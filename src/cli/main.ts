@@ -92,7 +92,7 @@ export function program(): Command {
       ),
     )
     .option("--max-flows <n>", "flow table capacity, a multiple of 64 (first up only)", toInt)
-    .option("--max-tun-keys <n>", "tunnel key capacity, a multiple of 64 (first up only)", toInt)
+    .option("--max-tun-keys <n>", "capacity for distinct tunnel keys (first up only)", toInt)
     .addOption(
       new Option("--miss-local <action>", "on a flow miss from a local port").choices([
         "drop",

@@ -7,12 +7,13 @@
 
 import type { Command } from "commander";
 import { ifindex } from "../bpf/netif.ts";
-import { Program } from "../bpf/program.ts";
 import { testRun } from "../bpf/test_run.ts";
 import { META_MAGIC, metaCodec, TRACE_MARK, TunFlag } from "../maps/layouts.ts";
 import { parseAddr } from "../tunnel/addr.ts";
 import type { Datapath } from "../tunnel/datapath.ts";
-import { emptyKey } from "../tunnel/fields.ts";
+import { emptyKey, type Match } from "../tunnel/fields.ts";
+import type { FlowKey } from "../maps/layouts.ts";
+import type { Port } from "../tunnel/port.ts";
 import { parseMatch } from "../tunnel/flow_syntax.ts";
 import { device } from "../tunnel/host.ts";
 import {
@@ -72,13 +73,27 @@ export async function trace(dp: Datapath, spec: string, payload: number): Promis
   const key = emptyKey();
   frameKey(frame, key);
   key.in_port = port.number;
+  const programs = dp.dryRunPrograms();
+  try {
+    return await traceWith(dp, programs, port, match, frame, key);
+  } finally {
+    for (const p of Object.values(programs)) p.close();
+  }
+}
+
+async function traceWith(
+  dp: Datapath,
+  programs: ReturnType<Datapath["dryRunPrograms"]>,
+  port: Port,
+  match: Match,
+  frame: Uint8Array,
+  key: FlowKey,
+): Promise<TraceResult> {
   const steps: TraceStep[] = [];
-  const prog = (name: string) => Program.fromPin(`${dp.pinDir}/progs/${name}`);
   let packet: Uint8Array;
   if (port.kind === "local") {
     packet = frame;
-    using p = prog("wr_tc_local");
-    const r = testRun(p, { data: frame, ctx: ctxSkb(port.device) });
+    const r = testRun(programs.wr_tc_local, { data: frame, ctx: ctxSkb(port.device) });
     steps.push({
       program: "wr_tc_local",
       verdict: TC[r.retval] ?? String(r.retval),
@@ -110,11 +125,10 @@ export async function trace(dp: Datapath, spec: string, payload: number): Promis
       tun_flags: TunFlag.PRESENT | TunFlag.KEY | (outer.v6 ? TunFlag.V6 : TunFlag.DF),
     });
     {
-      using p = prog("wr_xdp_underlay");
       const ctx = new Uint8Array(24);
       new DataView(ctx.buffer).setUint32(4, packet.length, true);
       new DataView(ctx.buffer).setUint32(12, under.ifindex, true);
-      const r = testRun(p, { data: packet, ctx });
+      const r = testRun(programs.wr_xdp_underlay, { data: packet, ctx });
       const meta = r.data.length >= metaCodec.size && metaCodec.decode(r.data).magic === META_MAGIC;
       steps.push({
         program: "wr_xdp_underlay",
@@ -122,8 +136,10 @@ export async function trace(dp: Datapath, spec: string, payload: number): Promis
         output: decodePacket(meta ? r.data.subarray(metaCodec.size) : r.data),
       });
       if (r.retval === 2 && meta) {
-        using t = prog("wr_tc_underlay");
-        const rt = testRun(t, { data: packet, ctx: ctxSkb(port.device, TRACE_MARK) });
+        const rt = testRun(programs.wr_tc_underlay, {
+          data: packet,
+          ctx: ctxSkb(port.device, TRACE_MARK),
+        });
         steps.push({
           program: "wr_tc_underlay",
           verdict: TC[rt.retval] ?? String(rt.retval),

@@ -6,7 +6,7 @@
  */
 
 import ipaddr from "ipaddr.js";
-import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from "../maps/codec.ts";
+import { dottedQuad, formatIPv4, formatIPv6, parseIPv6 } from "../maps/codec.ts";
 
 /** An address with its family. */
 export interface Addr {
@@ -25,8 +25,9 @@ export interface Cidr extends Addr {
 /** Parses IPv4 or IPv6 text; throws a RangeError naming the text otherwise. */
 export function parseAddr(text: string): Addr {
   const bytes = new Uint8Array(16);
-  if (ipaddr.IPv4.isValidFourPartDecimal(text)) {
-    bytes.set(parseIPv4(text));
+  const v4 = dottedQuad(text);
+  if (v4) {
+    bytes.set(v4);
     return { v6: false, bytes };
   }
   if (ipaddr.IPv6.isValid(text)) {
@@ -50,13 +51,17 @@ export function parseCidr(text: string): Cidr {
 
 /** The 16-byte mask of a prefix length. */
 export function prefixMask(prefix: number): Uint8Array {
+  return PREFIX_MASKS[prefix].slice();
+}
+
+const PREFIX_MASKS = Array.from({ length: 129 }, (_, prefix) => {
   const m = new Uint8Array(16);
   for (let i = 0; i < 16; i++) {
     const bits = Math.max(0, Math.min(8, prefix - i * 8));
     m[i] = bits === 0 ? 0 : (0xff << (8 - bits)) & 0xff;
   }
   return m;
-}
+});
 
 /** The prefix length of a contiguous mask, or undefined if not contiguous. */
 export function maskPrefix(mask: Uint8Array, v6: boolean): number | undefined {

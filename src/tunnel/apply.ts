@@ -20,9 +20,9 @@
 
 import { parse as parseYaml } from "yaml";
 import type { Datapath } from "./datapath.ts";
-import { formatMatch, type Match } from "./fields.ts";
+import { formatMatch, type Match, type PortNames } from "./fields.ts";
 import { type ActionSpec, formatAction, parseFlow } from "./flow_syntax.ts";
-import type { FlowDiff } from "./flow_table.ts";
+import type { ApplyOptions, FlowDiff } from "./flow_table.ts";
 import { type Port, PortError, tunnelOptions } from "./port.ts";
 
 /** A local port as a state file gives it. */
@@ -59,8 +59,29 @@ export interface DesiredState {
 export interface ApplyPlan {
   /** Ports and tunnels by name. */
   ports: { add: string[]; change: string[]; remove: string[] };
-  /** Flows as text. */
-  flows: { add: string[]; modify: string[]; remove: string[]; unchanged: number };
+  /**
+   * Flows: how many of each kind, and the first `listLimit` of each as
+   * text.
+   */
+  flows: {
+    added: number;
+    modified: number;
+    removed: number;
+    unchanged: number;
+    add: string[];
+    modify: string[];
+    remove: string[];
+  };
+}
+
+/** Options of {@link applyState}. */
+export interface ApplyStateOptions {
+  /** Change nothing; say what would change. */
+  dryRun?: boolean;
+  /** Progress of the flow table's phases. */
+  progress?: ApplyOptions["progress"];
+  /** How many flows of each kind the plan lists (default 1000). */
+  listLimit?: number;
 }
 
 /** Reads a state file: YAML or JSON (JSON is YAML). */
@@ -98,8 +119,9 @@ function options(t: DesiredTunnel): Record<string, string> {
 export async function applyState(
   dp: Datapath,
   state: DesiredState,
-  opts: { dryRun?: boolean; progress?: (done: number, total: number) => void } = {},
+  opts: ApplyStateOptions = {},
 ): Promise<ApplyPlan> {
+  const limit = opts.listLimit ?? 1000;
   const wantPorts = new Map<
     string,
     { kind: "local"; name: string; device: string; xdp?: boolean } | {
@@ -119,7 +141,7 @@ export async function applyState(
   const have = new Map(dp.ports().map((p) => [p.name, p]));
   const plan: ApplyPlan = {
     ports: { add: [], change: [], remove: [] },
-    flows: { add: [], modify: [], remove: [], unchanged: 0 },
+    flows: { added: 0, modified: 0, removed: 0, unchanged: 0, add: [], modify: [], remove: [] },
   };
   for (const [name, want] of wantPorts) {
     const old = have.get(name);
@@ -127,9 +149,27 @@ export async function applyState(
     else if (!sameDesired(old, want)) plan.ports.change.push(name);
   }
   for (const name of have.keys()) if (!wantPorts.has(name)) plan.ports.remove.push(name);
+  const flowTexts = state.flows ?? [];
+  // Parsed as they are read: a million flows are never all held as objects.
+  const parsed = (names: PortNames) =>
+    (function* () {
+      for (const t of flowTexts) yield parseFlow(t, names);
+    })();
+
+  if (plan.ports.add.length === 0 && plan.ports.change.length === 0) {
+    // The ports stay: the flow table's own diff says it all.
+    const diff = await dp.applyFlows(parsed(dp.portNames()), {
+      dryRun: opts.dryRun,
+      progress: opts.progress,
+      listLimit: limit,
+    });
+    plan.flows = describeDiff(dp, diff);
+    if (!opts.dryRun) { for (const name of plan.ports.remove) dp.deletePort(name); }
+    return plan;
+  }
 
   // Flows name ports: check them against the ports the state will have,
-  // numbering new ports as they will be numbered.
+  // numbering new ports as they will be numbered, before touching any.
   const numbers = new Map(
     [...have.values()].filter((p) => wantPorts.has(p.name)).map((p) => [p.name, p.number]),
   );
@@ -140,44 +180,39 @@ export async function applyState(
     numbers.set(name, next);
     taken.add(next);
   }
-  const names = {
+  const names: PortNames = {
     number: (n: string) => numbers.get(n),
     name: (n: number) => [...numbers].find(([, v]) => v === n)?.[0],
   };
-  const flowTexts = state.flows ?? [];
-  const desired = flowTexts.map((t) => parseFlow(t, names));
-
   if (opts.dryRun) {
-    if (plan.ports.add.length === 0 && plan.ports.change.length === 0) {
-      const diff = await dp.applyFlows(flowTexts.map((t) => parseFlow(t, dp.portNames())), {
-        dryRun: true,
-      });
-      plan.flows = describeDiff(dp, diff);
-    } else {
-      // New ports have no kernel numbers yet: compare canonical text.
-      const canon = (f: { priority: number; match: Match; actions: ActionSpec[] }) =>
-        `priority=${f.priority},${formatMatch(f.match, names)} actions=${
-          f.actions.map(formatAction).join(",")
-        }`;
-      const want = new Map(desired.map((f) => [canon({ ...f, actions: [] }), canon(f)]));
-      const installed = new Map(
-        dp.dumpFlows().map((f) => [canon({ ...f, actions: [] }), canon(f)]),
-      );
-      for (const [id, text] of want) {
-        const old = installed.get(id);
-        if (old === undefined) plan.flows.add.push(text);
-        else if (old !== text) plan.flows.modify.push(text);
-        else plan.flows.unchanged++;
-      }
-      for (const [id, text] of installed) if (!want.has(id)) plan.flows.remove.push(text);
+    // New ports have no kernel numbers yet: compare canonical text.
+    const canon = (f: { priority: number; match: Match; actions: ActionSpec[] }) =>
+      `priority=${f.priority},${formatMatch(f.match, names)} actions=${
+        f.actions.map(formatAction).join(",")
+      }`;
+    const want = new Map<string, string>();
+    for (const f of parsed(names)) want.set(canon({ ...f, actions: [] }), canon(f));
+    const installed = new Map<string, string>();
+    for (const f of dp.flows.installed()) installed.set(canon({ ...f, actions: [] }), canon(f));
+    const list = (l: string[], t: string) => l.length < limit && l.push(t);
+    for (const [id, text] of want) {
+      const old = installed.get(id);
+      if (old === undefined) plan.flows.added++, list(plan.flows.add, text);
+      else if (old !== text) plan.flows.modified++, list(plan.flows.modify, text);
+      else plan.flows.unchanged++;
+    }
+    for (const [id, text] of installed) {
+      if (!want.has(id)) plan.flows.removed++, list(plan.flows.remove, text);
     }
     return plan;
   }
+  for (const _ of parsed(names)) { /* every flow must parse before any port changes */ }
   for (const name of [...plan.ports.add, ...plan.ports.change]) {
     await dp.upsertPort(wantPorts.get(name)!);
   }
-  const diff = await dp.applyFlows(flowTexts.map((t) => parseFlow(t, dp.portNames())), {
+  const diff = await dp.applyFlows(parsed(dp.portNames()), {
     progress: opts.progress,
+    listLimit: limit,
   });
   plan.flows = describeDiff(dp, diff);
   for (const name of plan.ports.remove) dp.deletePort(name);
@@ -185,13 +220,16 @@ export async function applyState(
 }
 
 function describeDiff(dp: Datapath, diff: FlowDiff): ApplyPlan["flows"] {
-  const text = (f: { priority: number; match: Match; actions: ActionSpec[] }) =>
-    dp.describeFlow({ flowId: 0, cookie: 0n, ...f });
+  const text = (f: { priority: number; cookie: bigint; match: Match; actions: ActionSpec[] }) =>
+    dp.describeFlow({ flowId: 0, ...f });
   return {
-    add: diff.add.map((f) => text(f)),
-    modify: diff.modify.map((f) => text(f)),
-    remove: diff.remove.map((f) => text(f)),
+    added: diff.added,
+    modified: diff.modified,
+    removed: diff.removed,
     unchanged: diff.unchanged,
+    add: diff.add.map(text),
+    modify: diff.modify.map(text),
+    remove: diff.remove.map(text),
   };
 }
 

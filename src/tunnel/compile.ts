@@ -15,12 +15,14 @@ import {
   ACTF_LAST,
   type ActionEntry,
   ActionOp,
+  encodeFlowKey,
   FlowFlag,
   flowKeyCodec,
   GENEVE_OPT_MAX,
   MAX_ACTIONS,
   NO_TUN_KEY,
   TunFlag,
+  tunKeyCodec,
   type TunKeyEntry,
   TunKeySet,
 } from "../maps/layouts.ts";
@@ -56,18 +58,24 @@ export interface CompiledFlow {
   keyBytes: Uint8Array;
   /** Actions; a TUNNEL's arg indexes `tunKeys` until slots are given. */
   actions: ActionEntry[];
-  /** Tunnel keys the TUNNEL actions use. */
-  tunKeys: TunKeyEntry[];
+  /** Tunnel keys the TUNNEL actions use, as `struct wr_tun_key` bytes. */
+  tunKeyBytes: Uint8Array[];
   /** WR_FLOWF_* flags. */
   flags: number;
 }
 
-const ZERO16 = new Uint8Array(16);
+const TK = Object.fromEntries(tunKeyCodec.fields.map((f) => [f.name, f.offset])) as Record<
+  string,
+  number
+>;
 
 /** The encoded key and mask of a match, the key masked. */
 export function encodeMatch(m: Match): { keyBytes: Uint8Array; maskBytes: Uint8Array } {
-  const maskBytes = flowKeyCodec.encode(m.mask);
-  const keyBytes = flowKeyCodec.encode(m.key).map((b, i) => b & maskBytes[i]);
+  const maskBytes = new Uint8Array(flowKeyCodec.size);
+  const keyBytes = new Uint8Array(flowKeyCodec.size);
+  encodeFlowKey(m.mask, maskBytes);
+  encodeFlowKey(m.key, keyBytes);
+  for (let i = 0; i < keyBytes.length; i++) keyBytes[i] &= maskBytes[i];
   return { keyBytes, maskBytes };
 }
 
@@ -108,7 +116,7 @@ export function decodeGeneveOptions(bytes: Uint8Array): GeneveOption[] {
   return out;
 }
 
-function tunKeyOf(st: SetTunnel, port: Extract<Port, { kind: "tunnel" }>): TunKeyEntry {
+function tunKeyOf(st: SetTunnel, port: Extract<Port, { kind: "tunnel" }>): Uint8Array {
   if (port.remote === "flow" && !st.dst) {
     throw new CompileError(
       `output:${port.name} has remote_ip=flow, so it needs set_tunnel(dst=…) before it`,
@@ -132,7 +140,6 @@ function tunKeyOf(st: SetTunnel, port: Extract<Port, { kind: "tunnel" }>): TunKe
   if (st.dst && port.remote === "flow" && port.local && port.local.v6 !== st.dst.v6) {
     throw new CompileError(`set_tunnel dst is not of the family of ${port.name}'s local_ip`);
   }
-  const gnv = encodeGeneveOptions(st.geneve ?? []);
   let set = 0;
   let flags = 0;
   if (st.tos !== undefined) set |= TunKeySet.TOS;
@@ -140,24 +147,27 @@ function tunKeyOf(st: SetTunnel, port: Extract<Port, { kind: "tunnel" }>): TunKe
   if (st.dst) set |= TunKeySet.DST;
   if (st.src) set |= TunKeySet.SRC;
   if (st.id !== undefined) set |= TunKeySet.ID;
-  if ((st.geneve ?? []).some((o) => o.type & 0x80)) set |= TunKeySet.GNV_CRIT;
   if (st.df) flags |= TunFlag.DF;
   if (st.csum) flags |= TunFlag.CSUM;
   if (st.oam) flags |= TunFlag.OAM;
   if ((st.dst ?? st.src)?.v6) flags |= TunFlag.V6;
-  const opts = new Uint8Array(GENEVE_OPT_MAX);
-  opts.set(gnv);
-  return {
-    tun_id: st.id ?? 0n,
-    dst: st.dst?.bytes ?? ZERO16,
-    src: st.src?.bytes ?? ZERO16,
-    tos: st.tos ?? 0,
-    ttl: st.ttl ?? 0,
-    flags,
-    set,
-    gnv_len: gnv.length,
-    gnv_opts: opts,
-  };
+  // Written straight into struct wr_tun_key: a table of a million flows
+  // compiles this a million times.
+  const out = new Uint8Array(tunKeyCodec.size);
+  new DataView(out.buffer).setBigUint64(TK.tun_id, st.id ?? 0n);
+  if (st.dst) out.set(st.dst.bytes, TK.dst);
+  if (st.src) out.set(st.src.bytes, TK.src);
+  out[TK.tos] = st.tos ?? 0;
+  out[TK.ttl] = st.ttl ?? 0;
+  out[TK.flags] = flags;
+  if (st.geneve?.length) {
+    const gnv = encodeGeneveOptions(st.geneve);
+    if (st.geneve.some((o) => o.type & 0x80)) set |= TunKeySet.GNV_CRIT;
+    out[TK.gnv_len] = gnv.length;
+    out.set(gnv, TK.gnv_opts);
+  }
+  out[TK.set] = set;
+  return out;
 }
 
 function merge(a: SetTunnel, b: SetTunnel): SetTunnel {
@@ -168,18 +178,47 @@ function merge(a: SetTunnel, b: SetTunnel): SetTunnel {
   return out;
 }
 
+/** What a flow's actions compile to, shared by flows with the same actions. */
+export interface CompiledActions {
+  /** Actions; a TUNNEL's arg indexes `tunKeyBytes`. */
+  actions: ActionEntry[];
+  /** Tunnel keys the TUNNEL actions use, as `struct wr_tun_key` bytes. */
+  tunKeyBytes: Uint8Array[];
+  /** WR_FLOWF_* flags. */
+  flags: number;
+}
+
+/**
+ * Compiled action lists by list, for one batch of flows against one set of
+ * ports. The parser hands out one frozen list per distinct action text, so
+ * a million flows sharing a few lists compile each list once.
+ */
+export type ActionMemo = Map<readonly ActionSpec[], CompiledActions>;
+
 /** Compiles one flow against the ports that exist. */
-export function compileFlow(spec: FlowSpec, ports: PortLookup): CompiledFlow {
+export function compileFlow(spec: FlowSpec, ports: PortLookup, memo?: ActionMemo): CompiledFlow {
   if (spec.match.mask.in_port && !ports.byNumber(spec.match.key.in_port)) {
     throw new CompileError(`in_port ${spec.match.key.in_port} does not exist`);
   }
+  let compiled = memo?.get(spec.actions);
+  if (!compiled) {
+    compiled = compileActions(spec.actions, ports);
+    // Only lists nobody can change afterwards are shared.
+    if (memo && Object.isFrozen(spec.actions)) memo.set(spec.actions, compiled);
+  }
+  const { keyBytes, maskBytes } = encodeMatch(spec.match);
+  return { spec, keyBytes, maskBytes, ...compiled };
+}
+
+/** Compiles an action list against the ports that exist. */
+export function compileActions(list: readonly ActionSpec[], ports: PortLookup): CompiledActions {
   const locals: ActionEntry[] = [];
   const tunnels: ActionEntry[] = [];
-  const tunKeys: TunKeyEntry[] = [];
+  const tunKeyBytes: Uint8Array[] = [];
   let state: SetTunnel = { type: "set_tunnel" };
   let pass = false;
   let dropped = false;
-  for (const a of spec.actions) {
+  for (const a of list) {
     switch (a.type) {
       case "drop":
         dropped = true;
@@ -196,19 +235,19 @@ export function compileFlow(spec: FlowSpec, ports: PortLookup): CompiledFlow {
         if (port.kind === "local") {
           locals.push({ op: ActionOp.OUTPUT, flags: 0, port: port.number, arg: 0 });
         } else {
-          tunKeys.push(tunKeyOf(state, port));
+          tunKeyBytes.push(tunKeyOf(state, port));
           tunnels.push({
             op: ActionOp.TUNNEL,
             flags: 0,
             port: port.number,
-            arg: tunKeys.length - 1,
+            arg: tunKeyBytes.length - 1,
           });
         }
         break;
       }
     }
   }
-  if (dropped && spec.actions.some((a) => a.type !== "drop")) {
+  if (dropped && list.some((a) => a.type !== "drop")) {
     throw new CompileError("drop cannot be combined with other actions");
   }
   if (pass && tunnels.length) {
@@ -228,8 +267,7 @@ export function compileFlow(spec: FlowSpec, ports: PortLookup): CompiledFlow {
     const out = ports.byNumber(actions[0].port);
     if (out?.kind === "local" && out.xdp) flags |= FlowFlag.LOCAL_XDP;
   }
-  const { keyBytes, maskBytes } = encodeMatch(spec.match);
-  return { spec, keyBytes, maskBytes, actions, tunKeys, flags };
+  return { actions, tunKeyBytes, flags };
 }
 
 function addr(bytes: Uint8Array, v6: boolean): Addr {

@@ -45,11 +45,17 @@ import {
 } from "./attach.ts";
 import type { PortLookup } from "./compile.ts";
 import { emptyKey } from "./fields.ts";
-import { type FlowDiff, type FlowFilter, FlowTable, type InstalledFlow } from "./flow_table.ts";
-import { type FlowSpec, formatAction } from "./flow_syntax.ts";
+import {
+  type AddResult,
+  type ApplyOptions,
+  type FlowDiff,
+  type FlowFilter,
+  FlowTable,
+  type InstalledFlow,
+} from "./flow_table.ts";
+import { type ActionSpec, type FlowSpec, formatAction } from "./flow_syntax.ts";
 import { formatMatch, type Match, type PortNames } from "./fields.ts";
 import { device, deviceAddrs, dropManagedNeighbors, keepNeighbors, setForwarding } from "./host.ts";
-import { IdBitmap } from "./ids.ts";
 import { DatapathLock } from "./lock.ts";
 import { DatapathMaps, mapPin, PINNED_MAPS } from "./pins.ts";
 import {
@@ -88,7 +94,10 @@ export interface UpOptions {
   tc?: TcChoice;
   /** Flow table capacity (first `up` only). */
   maxFlows?: number;
-  /** Tunnel key table capacity (first `up` only; default: as many as flows). */
+  /**
+   * Capacity for distinct tunnel keys (first `up` only): flows that set the
+   * same tunnel key share one entry.
+   */
   maxTunKeys?: number;
   /** A flow miss on a local port: drop (default) or pass to the stack. */
   missLocal?: "drop" | "pass";
@@ -130,6 +139,7 @@ export class Datapath implements Disposable {
   /** The flows. */
   readonly flows: FlowTable;
   #ports: Port[] = [];
+  readonly #neighborsKept = new Set<string>();
 
   private constructor(pinDir: string, maps: DatapathMaps) {
     this.pinDir = pinDir;
@@ -192,16 +202,15 @@ export class Datapath implements Disposable {
         for (const [name, map] of old.all()) obj.reuseMap(name, map);
       } else {
         const maxFlows = options.maxFlows ?? DEFAULT_MAX_FLOWS;
-        // Every set_tunnel action may hold a key of its own, so by default the
-        // key table grows with the flow table.
-        const maxTunKeys = options.maxTunKeys ?? Math.max(maxFlows, DEFAULT_MAX_TUN_KEYS);
-        if (maxFlows % 64 || maxTunKeys % 64) {
-          throw new RangeError("table capacities are multiples of 64");
+        const maxTunKeys = options.maxTunKeys ?? DEFAULT_MAX_TUN_KEYS;
+        if (maxFlows % 64 || maxTunKeys < 1) {
+          throw new RangeError("the flow capacity is a multiple of 64");
         }
         obj.setMaxEntries("wr_flow_stats", maxFlows);
         obj.setMaxEntries("wr_flow_ids", maxFlows / 64);
         obj.setMaxEntries("wr_tun_keys", maxTunKeys);
-        obj.setMaxEntries("wr_tun_key_ids", maxTunKeys / 64);
+        obj.setMaxEntries("wr_tun_key_refs", maxTunKeys);
+        obj.setMaxEntries("wr_tun_key_slots", maxTunKeys);
       }
       obj.load();
       const maps = old ?? DatapathMaps.fromObject(obj);
@@ -309,15 +318,16 @@ export class Datapath implements Disposable {
     return name;
   }
 
-  /** Keeps the next hops of every remote in `specs` resolved. */
-  async #keepNeighbors(specs: FlowSpec[]): Promise<void> {
-    const seen = new Map<string, Addr>();
-    for (const s of specs) {
-      for (const a of s.actions) {
-        if (a.type === "set_tunnel" && a.dst) seen.set(formatAddr(a.dst.bytes, a.dst.v6), a.dst);
-      }
-    }
-    if (seen.size) await keepNeighbors(this.#underlay(), [...seen.values()]);
+  /**
+   * Keeps the next hops of `remotes` resolved (see keepNeighbors). Each
+   * remote is seen to once per Datapath object: a script that adds flows
+   * one at a time pays for the `ip` calls once, not per flow.
+   */
+  async #keepNeighbors(remotes: Addr[]): Promise<void> {
+    const fresh = remotes.filter((a) => !this.#neighborsKept.has(formatAddr(a.bytes, a.v6)));
+    if (fresh.length === 0) return;
+    await keepNeighbors(this.#underlay(), fresh);
+    for (const a of fresh) this.#neighborsKept.add(formatAddr(a.bytes, a.v6));
   }
 
   /** Port names and numbers, for parsing and printing flows. */
@@ -338,27 +348,48 @@ export class Datapath implements Disposable {
     const match = this.describeMatch(f.match);
     const cookie = f.cookie ? `cookie=0x${f.cookie.toString(16)},` : "";
     return `${cookie}priority=${f.priority}${match ? `,${match}` : ""} actions=${
-      f.actions.map(formatAction).join(",") || "drop"
+      this.#describeActions(f.actions)
     }`;
   }
 
+  // Dumps share one frozen action list among every flow that has it.
+  readonly #actionText = new WeakMap<ActionSpec[], string>();
+
+  #describeActions(actions: ActionSpec[]): string {
+    let text = this.#actionText.get(actions);
+    if (text === undefined) {
+      text = actions.map(formatAction).join(",") || "drop";
+      if (Object.isFrozen(actions)) this.#actionText.set(actions, text);
+    }
+    return text;
+  }
+
   /** Adds flows (see FlowTable.add), keeping their remotes' next hops resolved. */
-  async addFlows(specs: FlowSpec[]): Promise<{ added: number; replaced: number }> {
-    const result = this.#locked(() => this.flows.add(specs));
-    await this.#keepNeighbors(specs);
+  async addFlows(specs: FlowSpec[]): Promise<AddResult> {
+    const result = this.#locked(() => {
+      const r = this.flows.add(specs);
+      this.#learnGeneve(specs.some((s) => s.match.mask.gnv_class || s.match.mask.gnv_type));
+      return r;
+    });
+    await this.#keepNeighbors(result.remotes);
     return result;
   }
 
   /** Changes the actions of flows (see FlowTable.modify). */
   async modifyFlow(spec: FlowSpec): Promise<number> {
     const n = this.#locked(() => this.flows.modify(spec));
-    await this.#keepNeighbors([spec]);
+    const remotes = spec.actions.flatMap((a) => a.type === "set_tunnel" && a.dst ? [a.dst] : []);
+    await this.#keepNeighbors(remotes);
     return n;
   }
 
   /** Deletes flows (see FlowTable.delete). */
   deleteFlows(filter: FlowFilter, strict: boolean): number {
-    return this.#locked(() => this.flows.delete(filter, strict));
+    return this.#locked(() => {
+      const n = this.flows.delete(filter, strict);
+      this.#learnGeneve(n > 0);
+      return n;
+    });
   }
 
   /** The flows the filter covers, highest priority first. */
@@ -366,13 +397,17 @@ export class Datapath implements Disposable {
     return this.flows.dump(filter, options);
   }
 
-  /** Makes the flows exactly `specs`, atomically (see FlowTable.apply). */
-  async applyFlows(
-    specs: FlowSpec[],
-    options: { dryRun?: boolean; progress?: (done: number, total: number) => void } = {},
-  ): Promise<FlowDiff> {
-    const diff = this.#locked(() => this.flows.apply(specs, options));
-    if (!options.dryRun) await this.#keepNeighbors(specs);
+  /**
+   * Makes the flows exactly `specs`, atomically (see FlowTable.apply);
+   * `specs` may be a generator, read once.
+   */
+  async applyFlows(specs: Iterable<FlowSpec>, options: ApplyOptions = {}): Promise<FlowDiff> {
+    const diff = this.#locked(() => {
+      const d = this.flows.apply(specs, options);
+      if (!options.dryRun) this.#learnGeneve(true);
+      return d;
+    });
+    if (!options.dryRun) await this.#keepNeighbors(diff.remotes);
     return diff;
   }
 
@@ -505,6 +540,25 @@ export class Datapath implements Disposable {
     };
   }
 
+  /**
+   * A private copy of the programs that shares every map with the live
+   * datapath but changes none of them: counters stay still and GRE
+   * sequence numbers are not used up. `warren trace` runs packets through
+   * these, so tracing never disturbs what the counters say about real
+   * traffic. Close each program when done.
+   */
+  dryRunPrograms(): Record<typeof PROGRAMS[number], Program> {
+    using obj = BpfObject.openMemory(warrenObject, "warren");
+    obj.setProgramFlags("wr_xdp_underlay", F_XDP_HAS_FRAGS);
+    obj.setConstant("wr_dry_run", 1);
+    for (const [name, map] of this.maps.all()) obj.reuseMap(name, map);
+    obj.load();
+    return Object.fromEntries(PROGRAMS.map((n) => [n, obj.program(n)])) as Record<
+      typeof PROGRAMS[number],
+      Program
+    >;
+  }
+
   /** The lock every change takes; hold it across several changes. */
   lock(): DatapathLock {
     return DatapathLock.acquire(this.pinDir);
@@ -631,7 +685,7 @@ export class Datapath implements Disposable {
       }
       this.maps.endpoints.set(key, ep);
     }
-    if (port.proto === "geneve") this.#learnGeneve();
+    if (port.proto === "geneve") this.#learnGeneve(true);
   }
 
   /**
@@ -687,14 +741,14 @@ export class Datapath implements Disposable {
     }));
   }
 
-  /** The Geneve options flows match on count as understood (RFC 8926). */
-  #learnGeneve(): void {
-    const known = new Set<number>();
-    for (const f of this.flows.installed()) {
-      if (f.match.mask.gnv_class || f.match.mask.gnv_type) {
-        known.add((f.match.key.gnv_class << 8) | f.match.key.gnv_type);
-      }
-    }
+  /**
+   * The Geneve options flows match on count as understood (RFC 8926): a
+   * critical option some flow matches is not dropped as unknown. `changed`
+   * says whether the flows may have changed that set.
+   */
+  #learnGeneve(changed: boolean): void {
+    if (!changed || !this.#ports.some((p) => p.kind === "tunnel" && p.proto === "geneve")) return;
+    const known = this.flows.geneveOptions();
     for (const k of this.maps.geneveKnown.keys()) {
       if (!known.has(k)) this.maps.geneveKnown.delete(k);
     }
@@ -710,13 +764,11 @@ export class Datapath implements Disposable {
     this.#reloadPorts();
     const port = this.#ports.find((p) => p.name === name);
     if (!port) throw new PortError(`there is no port named "${name}"`);
-    const users = this.flows.dump({ port: port.number });
-    if (users.length && !options.force) {
-      throw new PortError(
-        `${users.length} flow(s) use port ${name}; delete them first, or use --force`,
-      );
+    const users = this.flows.count({ port: port.number });
+    if (users && !options.force) {
+      throw new PortError(`${users} flow(s) use port ${name}; delete them first, or use --force`);
     }
-    if (users.length) this.flows.delete({ port: port.number }, false);
+    if (users) this.flows.delete({ port: port.number }, false);
     this.#unwritePort(port);
     const entry = this.maps.ports.get(port.number)!;
     this.maps.ports.set(port.number, { ...entry, kind: PortKind.NONE, flags: 0 });
@@ -756,14 +808,7 @@ export class Datapath implements Disposable {
       }
     });
     const gen = cfg.gen & 1;
-    const index = this.maps.flowIndex(gen);
-    let flows = 0;
-    if (index) {
-      using _ = index;
-      for (const c of index.raw.lookupBatch(8192)) flows += c.count;
-    }
-    const masks = this.maps.masks.get(gen)?.count ?? 0;
-    const tunKeys = new IdBitmap(this.maps.tunKeyIds);
+    const usage = this.flows.usage();
     const count = (m: { raw: { keys(): Generator<unknown> } }) => [...m.raw.keys()].length;
     return {
       pinDir: this.pinDir,
@@ -773,9 +818,9 @@ export class Datapath implements Disposable {
       programs,
       tables: [
         { name: "ports", used: this.#ports.length, capacity: MAX_PORTS - 1 },
-        { name: "flows", used: flows, capacity: cfg.max_flows },
-        { name: "masks", used: masks, capacity: MAX_MASKS },
-        { name: "tunnel_keys", used: tunKeys.used(), capacity: tunKeys.capacity },
+        { name: "flows", used: usage.flows, capacity: cfg.max_flows },
+        { name: "masks", used: usage.masks, capacity: MAX_MASKS },
+        { name: "tunnel_keys", used: usage.tunKeys.used, capacity: usage.tunKeys.capacity },
         {
           name: "endpoints",
           used: count(this.maps.endpoints),

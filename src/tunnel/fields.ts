@@ -11,7 +11,7 @@
  */
 
 import { formatMac, parseMac } from "../maps/codec.ts";
-import { type FlowKey, flowKeyCodec, Frag, TunFlag } from "../maps/layouts.ts";
+import { emptyFlowKey, type FlowKey, Frag, TunFlag } from "../maps/layouts.ts";
 import { formatAddr, maskPrefix, parseAddr, prefixMask } from "./addr.ts";
 
 /** A flow key and a mask of the same shape. */
@@ -24,7 +24,7 @@ export interface Match {
 
 /** An all-zero flow key: a match of nothing, or a mask of everything wild. */
 export function emptyKey(): FlowKey {
-  return flowKeyCodec.decode(new Uint8Array(flowKeyCodec.size));
+  return emptyFlowKey();
 }
 
 /** A match with every field wildcarded. */
@@ -200,7 +200,8 @@ function addrField(
         }
       }
       m.mask[member] = mask;
-      m.key[member] = addr.bytes.map((b, i) => b & mask[i]);
+      for (let i = 0; i < 16; i++) addr.bytes[i] &= mask[i];
+      m.key[member] = addr.bytes;
       if (member === "tun_src" || member === "tun_dst") {
         // The family of a tunnel address is the V6 flag's business.
         m.mask.tun_flags |= TunFlag.V6;
@@ -239,15 +240,16 @@ function macField(name: string, member: MacMember, help: string): FieldDef {
           `${name}: "${text}" is not a MAC address (with an optional /mask)`,
         );
       }
-      m.mask[member] = formatMac(mask);
-      m.key[member] = formatMac(value.map((b, i) => b & mask[i]));
+      m.mask[member] = mask;
+      m.key[member] = value.map((b, i) => b & mask[i]);
     },
     format(m) {
       const mask = m.mask[member];
-      if (mask === "00:00:00:00:00:00") return undefined;
-      return mask === "ff:ff:ff:ff:ff:ff"
-        ? `${name}=${m.key[member]}`
-        : `${name}=${m.key[member]}/${mask}`;
+      if (mask.every((b) => b === 0)) return undefined;
+      const value = formatMac(m.key[member]);
+      return mask.every((b) => b === 0xff)
+        ? `${name}=${value}`
+        : `${name}=${value}/${formatMac(mask)}`;
     },
   };
 }
@@ -523,6 +525,18 @@ export function field(name: string): FieldDef | undefined {
   return BY_NAME.get(name);
 }
 
+const SHORTHAND_LIST = Object.entries(SHORTHANDS).map(([name, s]) => ({ name, ...s }));
+
+/** The shorthand that says EtherType `eth` (and protocol `proto`), if any. */
+function shorthandOf(
+  eth: number | undefined,
+  proto: number | undefined,
+): { name: string; eth: number; proto?: number } | undefined {
+  if (eth === undefined) return undefined;
+  return SHORTHAND_LIST.find((s) => s.eth === eth && s.proto === proto) ??
+    SHORTHAND_LIST.find((s) => s.eth === eth && s.proto === undefined);
+}
+
 /** Applies a shorthand such as `tcp` to `m`. */
 export function applyShorthand(m: Match, word: string): boolean {
   const s = SHORTHANDS[word];
@@ -555,22 +569,35 @@ export function checkPrerequisites(m: Match, used: FieldDef[]): void {
   }
 }
 
+// Per mask, the fields it has bits for: a dump of a million flows under a
+// few masks asks each field once per mask instead of once per flow.
+const fieldsOfMask = new WeakMap<FlowKey, FieldDef[]>();
+const NO_PORTS: PortNames = { number: () => undefined, name: () => undefined };
+
+function maskedFields(mask: FlowKey): FieldDef[] {
+  let list = fieldsOfMask.get(mask);
+  if (!list) {
+    // With the mask as the key every masked bit is set: a field prints
+    // something exactly when the mask has bits for it.
+    const probe: Match = { key: mask, mask };
+    list = FIELDS.slice(1).filter((f) => f.format(probe, NO_PORTS) !== undefined);
+    fieldsOfMask.set(mask, list);
+  }
+  return list;
+}
+
 /** The match as Open vSwitch-style text, shorthands first. */
 export function formatMatch(m: Match, ports: PortNames): string {
   const parts: string[] = [];
   const inPort = FIELDS[0].format(m, ports);
   if (inPort) parts.push(inPort);
-  const shown = { ...m, key: { ...m.key }, mask: { ...m.mask } };
   const eth = m.mask.eth_type === 0xffff ? m.key.eth_type : undefined;
   const proto = m.mask.ip_proto === 0xff ? m.key.ip_proto : undefined;
-  const short = Object.entries(SHORTHANDS).find(([, s]) => s.eth === eth && s.proto === proto) ??
-    Object.entries(SHORTHANDS).find(([, s]) => s.eth === eth && s.proto === undefined);
-  if (short) {
-    parts.push(short[0]);
-    shown.mask.eth_type = 0;
-    if (short[1].proto !== undefined) shown.mask.ip_proto = 0;
-  }
-  for (const f of FIELDS.slice(1)) {
+  const short = shorthandOf(eth, proto);
+  if (short) parts.push(short.name);
+  for (const f of maskedFields(m.mask)) {
+    // A shorthand already says the EtherType (and protocol).
+    if (short && (f.name === "dl_type" || (short.proto && f.name === "nw_proto"))) continue;
     // ARP reuses ip_proto and the address members under its own names.
     if (eth === ETH_ARP && (f.name === "nw_src" || f.name === "nw_dst" || f.name === "nw_proto")) {
       continue;
@@ -586,7 +613,7 @@ export function formatMatch(m: Match, ports: PortNames): string {
       continue;
     }
     if ((proto === 1 || proto === 58) && (f.name === "tp_src" || f.name === "tp_dst")) continue;
-    const text = f.format(shown, ports);
+    const text = f.format(m, ports);
     if (text) parts.push(text);
   }
   // dl_vlan and dl_vlan_pcp speak for tagged packets; anything else about

@@ -105,13 +105,14 @@ interface Token {
 /** Splits on `seps` outside parentheses, keeping each piece's offset. */
 function split(text: string, base: number, seps: string): Token[] {
   const out: Token[] = [];
+  const sep = Array.from(seps, (c) => c.charCodeAt(0));
   let depth = 0;
   let start = 0;
   for (let i = 0; i <= text.length; i++) {
-    const c = text[i];
-    if (c === "(") depth++;
-    if (c === ")") depth--;
-    if (i === text.length || (depth === 0 && seps.includes(c))) {
+    const c = i < text.length ? text.charCodeAt(i) : -1;
+    if (c === 0x28) depth++;
+    else if (c === 0x29) depth--;
+    if (c === -1 || (depth === 0 && sep.includes(c))) {
       if (i > start) out.push({ text: text.slice(start, i), at: base + start });
       start = i + 1;
     }
@@ -233,8 +234,22 @@ export function parseFlow(text: string, ports: PortNames): FlowSpec {
     priority: priority ?? DEFAULT_PRIORITY,
     cookie: cookie ?? 0n,
     match,
-    actions: parseActions(h.actions.text, h.actions.at),
+    actions: cachedActions(h.actions.text, h.actions.at),
   };
+}
+
+// Big tables repeat a few action lists a million times: parse each once.
+// The lists handed out are frozen, since flows share them.
+const actionCache = new Map<string, readonly ActionSpec[]>();
+
+function cachedActions(text: string, base: number): ActionSpec[] {
+  let actions = actionCache.get(text);
+  if (!actions) {
+    actions = Object.freeze(parseActions(text, base).map((a) => Object.freeze(a)));
+    if (actionCache.size >= 4096) actionCache.clear();
+    actionCache.set(text, actions);
+  }
+  return actions as ActionSpec[];
 }
 
 /** Reads an action list such as `set_tunnel(id=42,dst=192.0.2.2),output:vx0`. */

@@ -9,38 +9,54 @@
  * flow that needs it. `apply` builds a whole new table (index and masks)
  * aside and makes it live with one write of the generation number.
  *
+ * Everything that walks the whole table works on the kernel's bytes, read
+ * in batches, and decodes only what it returns, so a million flows stay a
+ * matter of seconds and of tens of megabytes. What the table learns from
+ * the kernel (masks, the id bitmap, tunnel key reference counts) is kept
+ * between calls while the configuration's change counter says nobody else
+ * wrote in between.
+ *
  * @module
  */
 
 import { BpfMap } from "../bpf/map.ts";
 import { MapType } from "../bpf/info.ts";
 import {
+  actionCodec,
+  type ActionEntry,
   ActionOp,
   type Config,
-  type FlowEntry,
+  decodeFlowKey,
+  encodeFlowKey,
   flowEntryCodec,
-  type FlowIndexKey,
   flowIndexKeyCodec,
+  type FlowKey,
   flowKeyCodec,
-  type FlowStats,
-  type MaskEntry,
+  maskCodec,
+  maskSetCodec,
   MAX_MASKS,
   NO_TUN_KEY,
+  TunFlag,
   tunKeyCodec,
   type TunKeyEntry,
+  TunKeySet,
 } from "../maps/layouts.ts";
-import { TypedMap } from "../maps/typed_map.ts";
 import {
+  type ActionMemo,
   type CompiledFlow,
   CompileError,
   compileFlow,
   decompileActions,
-  type PortLookup,
+  encodeMatch,
 } from "./compile.ts";
-import { emptyKey, type Match } from "./fields.ts";
+import type { PortLookup } from "./compile.ts";
+import type { Addr } from "./addr.ts";
+import type { Match } from "./fields.ts";
 import type { ActionSpec, FlowSpec } from "./flow_syntax.ts";
+import { byteString, FlowSet, FlowState, type MaskShape, maskShape } from "./flow_set.ts";
 import { IdBitmap } from "./ids.ts";
-import type { DatapathMaps, FlowIndex } from "./pins.ts";
+import type { DatapathMaps } from "./pins.ts";
+import { TunKeySlots } from "./tun_keys.ts";
 
 /** A flow's counters, summed over CPUs. */
 export interface FlowCounters {
@@ -82,18 +98,6 @@ export interface CounterArrays {
   tcpFlags: Uint16Array;
 }
 
-/** Every flow id's counters, summed over CPUs, in arrays indexed by flow id. */
-export interface CounterArrays {
-  /** Packets. */
-  packets: BigUint64Array;
-  /** Bytes. */
-  bytes: BigUint64Array;
-  /** Boot-clock ns of the last hit, 0 for never. */
-  usedNs: BigUint64Array;
-  /** TCP flags seen. */
-  tcpFlags: Uint16Array;
-}
-
 /** Which flows a dump or delete covers. */
 export interface FlowFilter {
   /** Flows at least as specific as this match and agreeing with it. */
@@ -106,16 +110,54 @@ export interface FlowFilter {
   tunId?: bigint;
 }
 
-/** What `apply` changes. */
+/** What `add` did. */
+export interface AddResult {
+  /** Flows that were new. */
+  added: number;
+  /** Flows that replaced one with the same match and priority. */
+  replaced: number;
+  /** Every tunnel remote the flows send to. */
+  remotes: Addr[];
+}
+
+/** What `apply` changes (or, in a dry run, would change). */
 export interface FlowDiff {
-  /** New flows. */
-  add: FlowSpec[];
-  /** Flows whose actions or cookie change (counters kept). */
-  modify: FlowSpec[];
-  /** Flows that go. */
-  remove: InstalledFlow[];
-  /** Flows left as they are. */
+  /** How many flows are new. */
+  added: number;
+  /** How many change their actions or cookie (counters kept). */
+  modified: number;
+  /** How many go. */
+  removed: number;
+  /** How many stay as they are. */
   unchanged: number;
+  /** The first new flows (at most `listLimit`). */
+  add: FlowSpec[];
+  /** The first modified flows, as they will be. */
+  modify: FlowSpec[];
+  /** The first flows that go. */
+  remove: InstalledFlow[];
+  /** Every tunnel remote the new table sends to. */
+  remotes: Addr[];
+}
+
+/** Progress of long work: which phase, how far. */
+export interface Progress {
+  /** "compile" (reading flows), "compare" (with the installed table), "install". */
+  phase: "compile" | "compare" | "install";
+  /** Flows done. */
+  done: number;
+  /** Flows in all, when known. */
+  total?: number;
+}
+
+/** Options of {@link FlowTable.apply}. */
+export interface ApplyOptions {
+  /** Only say what would change. */
+  dryRun?: boolean;
+  /** Called every 65 536 flows of each phase. */
+  progress?: (p: Progress) => void;
+  /** How many flows of each kind the diff lists (default 1000). */
+  listLimit?: number;
 }
 
 /** FlowTableError is a change the table cannot take. */
@@ -127,39 +169,167 @@ export class FlowTableError extends Error {
   }
 }
 
-const hexOf = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+const offsets = (c: { fields: readonly { name: string; offset: number }[] }) =>
+  Object.fromEntries(c.fields.map((f) => [f.name, f.offset]));
+const KEY_SIZE = flowKeyCodec.size;
+const IK_SIZE = flowIndexKeyCodec.size;
+const IK_KEY = offsets(flowIndexKeyCodec).key;
+const ENTRY_SIZE = flowEntryCodec.size;
+const E = offsets(flowEntryCodec);
+const ACTION_SIZE = actionCodec.size;
+const FK = offsets(flowKeyCodec);
+const M = offsets(maskCodec);
+const MASK_SIZE = maskCodec.size;
+const MASKS_AT = offsets(maskSetCodec).masks;
+const CHUNK = 16384;
+const LE = true;
 
-/** The identity of a flow: mask, masked key and priority. */
-function identity(maskBytes: Uint8Array, keyBytes: Uint8Array, priority: number): string {
-  return `${priority}/${hexOf(maskBytes)}/${hexOf(keyBytes)}`;
+/** A live mask: its shape and what the datapath knows of it. */
+interface LiveMask extends MaskShape {
+  id: number;
+  maxPriority: number;
+  flows: number;
+  decoded?: FlowKey;
 }
 
-function emptyMask(): MaskEntry {
-  return { bits: emptyKey(), id: 0, max_priority: 0, flows: 0 };
+/** What the table knows of the kernel, valid while the change counter is `cfg.seq`. */
+interface State {
+  cfg: Config;
+  gen: number;
+  masks: LiveMask[];
+  flowIds: IdBitmap;
+  slots: TunKeySlots;
+}
+
+function u32(n: number): Uint8Array {
+  return new Uint8Array(new Uint32Array([n]).buffer);
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
-/** Whether flow (key, mask) is covered by filter (fkey, fmask). */
-function covers(
-  flowMask: Uint8Array,
-  flowKey: Uint8Array,
-  fMask: Uint8Array,
-  fKey: Uint8Array,
-): boolean {
-  for (let i = 0; i < fMask.length; i++) {
-    if ((fMask[i] & ~flowMask[i]) !== 0) return false;
-    if ((flowKey[i] & fMask[i]) !== (fKey[i] & fMask[i])) return false;
+/** A growable array of u32. */
+class U32List {
+  items = new Uint32Array(1024);
+  length = 0;
+  push(x: number): void {
+    if (this.length === this.items.length) {
+      const bigger = new Uint32Array(this.items.length * 2);
+      bigger.set(this.items);
+      this.items = bigger;
+    }
+    this.items[this.length++] = x;
   }
-  return true;
+  view(): Uint32Array {
+    return this.items.subarray(0, this.length);
+  }
+}
+
+/** The tunnel key slots named by the entry at `eo` of `vals`. */
+function entrySlots(vals: Uint8Array, dv: DataView, eo: number, out: (slot: number) => void): void {
+  const n = vals[eo + E.n_actions];
+  for (let a = 0; a < n; a++) {
+    const at = eo + E.actions + a * ACTION_SIZE;
+    if (vals[at] !== ActionOp.TUNNEL) continue;
+    const slot = dv.getUint32(at + 4, LE);
+    if (slot !== NO_TUN_KEY) out(slot);
+  }
+}
+
+/** Selected flows of a dump, in compact columns. */
+class DumpRows {
+  count = 0;
+  maskOf: LiveMask[] = [];
+  keyAt = new Uint32Array(1024);
+  flowId = new Uint32Array(1024);
+  priority = new Uint16Array(1024);
+  cookie = new BigUint64Array(1024);
+  actions = new Uint32Array(1024);
+  /** Each distinct action list's raw `struct wr_action`s. */
+  actionLists: Uint8Array[] = [];
+  #listOf = new Map<string, number>();
+  #arena = new Uint8Array(1 << 16);
+  #used = 0;
+  readonly #maxFlows: number;
+
+  constructor(maxFlows: number) {
+    this.#maxFlows = maxFlows;
+  }
+
+  add(mask: LiveMask, keys: Uint8Array, k: number, vals: Uint8Array, vdv: DataView, eo: number) {
+    if (this.count === this.flowId.length) this.#grow();
+    const n = this.count++;
+    const width = mask.offsets.length;
+    if (this.#used + width > this.#arena.length) {
+      const bigger = new Uint8Array(this.#arena.length * 2);
+      bigger.set(this.#arena);
+      this.#arena = bigger;
+    }
+    for (let j = 0; j < width; j++) this.#arena[this.#used + j] = keys[k + mask.offsets[j]];
+    this.keyAt[n] = this.#used;
+    this.#used += width;
+    this.maskOf[n] = mask;
+    this.flowId[n] = vdv.getUint32(eo + E.flow_id, LE);
+    this.priority[n] = vdv.getUint16(eo + E.priority, LE);
+    this.cookie[n] = vdv.getBigUint64(eo + E.cookie, LE);
+    const raw = vals.subarray(
+      eo + E.actions,
+      eo + E.actions + vals[eo + E.n_actions] * ACTION_SIZE,
+    );
+    const sig = byteString(raw);
+    let list = this.#listOf.get(sig);
+    if (list === undefined) {
+      list = this.actionLists.length;
+      this.actionLists.push(raw.slice());
+      this.#listOf.set(sig, list);
+    }
+    this.actions[n] = list;
+  }
+
+  /** Row `n`'s full masked key into `out`. */
+  keyInto(n: number, out: Uint8Array): void {
+    out.fill(0);
+    const offsets = this.maskOf[n].offsets;
+    const at = this.keyAt[n];
+    for (let j = 0; j < offsets.length; j++) out[offsets[j]] = this.#arena[at + j];
+  }
+
+  /** Rows by priority (highest first), then flow id. */
+  *order(): Generator<number> {
+    // One number per row orders both ways at once; a native sort of
+    // numbers beats a comparator over a million rows many times over.
+    const sortKeys = new Float64Array(this.count);
+    const rowOf = new Int32Array(this.#maxFlows);
+    for (let n = 0; n < this.count; n++) {
+      sortKeys[n] = (65535 - this.priority[n]) * 2 ** 32 + this.flowId[n];
+      rowOf[this.flowId[n]] = n;
+    }
+    sortKeys.sort();
+    for (const k of sortKeys) yield rowOf[k % 2 ** 32];
+  }
+
+  #grow(): void {
+    const size = this.flowId.length * 2;
+    const grow = <T extends Uint32Array | Uint16Array | BigUint64Array>(a: T, b: T): T => {
+      b.set(a as never);
+      return b;
+    };
+    this.keyAt = grow(this.keyAt, new Uint32Array(size));
+    this.flowId = grow(this.flowId, new Uint32Array(size));
+    this.priority = grow(this.priority, new Uint16Array(size));
+    this.cookie = grow(this.cookie, new BigUint64Array(size));
+    this.actions = grow(this.actions, new Uint32Array(size));
+  }
 }
 
 /** FlowTable reads and changes the datapath's flows. */
 export class FlowTable {
   readonly #maps: DatapathMaps;
   readonly #ports: PortLookup;
+  #state?: State;
 
   /** Works on `maps`, naming ports through `ports`. */
   constructor(maps: DatapathMaps, ports: PortLookup) {
@@ -167,149 +337,386 @@ export class FlowTable {
     this.#ports = ports;
   }
 
-  #config(): Config {
-    return this.#maps.readConfig();
-  }
-
-  #masks(gen: number): MaskEntry[] {
-    const set = this.#maps.masks.get(gen);
-    return set ? set.masks.slice(0, set.count) : [];
-  }
-
-  #liveIndex(): { gen: number; index: FlowIndex } {
-    const gen = this.#config().gen & 1;
-    const index = this.#maps.flowIndex(gen);
-    if (!index) throw new FlowTableError("the datapath has no flow table (run warren up again)");
-    return { gen, index };
-  }
-
   /** Creates an empty flow index sized for the datapath. */
-  createIndex(maxFlows = this.#config().max_flows): BpfMap {
+  createIndex(maxFlows = this.#maps.readConfig().max_flows): BpfMap {
     return BpfMap.create({
       type: MapType.HASH,
       name: "wr_flow_index",
-      keySize: flowIndexKeyCodec.size,
-      valueSize: flowEntryCodec.size,
+      keySize: IK_SIZE,
+      valueSize: ENTRY_SIZE,
       maxEntries: maxFlows,
       flags: 1, // BPF_F_NO_PREALLOC: memory only for flows that exist
     });
+  }
+
+  /** Forgets what was read from the kernel (after a failure midway). */
+  invalidate(): void {
+    this.#state = undefined;
+  }
+
+  // ---- State ------------------------------------------------------------
+
+  #load(): State {
+    const cfg = this.#maps.readConfig();
+    const gen = cfg.gen & 1;
+    const st = this.#state;
+    if (st && st.cfg.seq === cfg.seq && st.gen === gen) {
+      st.cfg = cfg;
+      return st;
+    }
+    this.#state = {
+      cfg,
+      gen,
+      masks: this.#readMasks(gen),
+      flowIds: new IdBitmap(this.#maps.flowIds.raw),
+      slots: new TunKeySlots(this.#maps),
+    };
+    return this.#state;
+  }
+
+  #readMasks(gen: number): LiveMask[] {
+    const raw = this.#maps.masks.raw.lookup(u32(gen));
+    if (!raw) return [];
+    const dv = new DataView(raw.buffer);
+    const count = dv.getUint32(0, LE);
+    const out: LiveMask[] = [];
+    for (let i = 0; i < count; i++) {
+      const at = MASKS_AT + i * MASK_SIZE;
+      out.push({
+        ...maskShape(raw.slice(at + M.bits, at + M.bits + KEY_SIZE)),
+        id: dv.getUint32(at + M.id, LE),
+        maxPriority: dv.getUint16(at + M.max_priority, LE),
+        flows: dv.getUint32(at + M.flows, LE),
+      });
+    }
+    return out;
+  }
+
+  #writeMasks(gen: number, masks: LiveMask[]): void {
+    const raw = new Uint8Array(maskSetCodec.size);
+    const dv = new DataView(raw.buffer);
+    dv.setUint32(0, masks.length, LE);
+    masks.forEach((m, i) => {
+      const at = MASKS_AT + i * MASK_SIZE;
+      raw.set(m.bytes, at + M.bits);
+      dv.setUint32(at + M.id, m.id, LE);
+      dv.setUint16(at + M.max_priority, m.maxPriority, LE);
+      dv.setUint32(at + M.flows, Math.max(m.flows, 0), LE);
+    });
+    this.#maps.masks.raw.update(u32(gen), raw);
+  }
+
+  #index(gen: number): BpfMap {
+    const index = this.#maps.flowIndex(gen);
+    if (!index) throw new FlowTableError("the datapath has no flow table (run warren up again)");
+    return index.raw;
   }
 
   /**
    * Makes `masks` (sorted here) and `index` the live generation in one
    * write: packets see the old table or the new one, never a mixture.
    */
-  #publish(masks: MaskEntry[], index: BpfMap): void {
+  #publish(st: State, masks: LiveMask[], index: BpfMap): void {
     if (masks.length > MAX_MASKS) {
       throw new FlowTableError(
         `the flows need ${masks.length} masks; the datapath searches at most ${MAX_MASKS}`,
       );
     }
-    const cfg = this.#config();
-    const next = (cfg.gen & 1) ^ 1;
-    const sorted = [...masks].sort((a, b) => b.max_priority - a.max_priority || a.id - b.id);
-    this.#maps.masks.set(next, {
-      count: sorted.length,
-      masks: [...sorted, ...Array.from({ length: MAX_MASKS - sorted.length }, emptyMask)],
-    });
+    const next = st.gen ^ 1;
+    const sorted = [...masks].sort((a, b) => b.maxPriority - a.maxPriority || a.id - b.id);
+    this.#writeMasks(next, sorted);
     this.#maps.setFlowIndex(next, index);
-    this.#maps.config.set(0, { ...cfg, gen: next, seq: cfg.seq + 1n });
+    st.cfg = { ...st.cfg, gen: next, seq: st.cfg.seq + 1n };
+    this.#maps.config.set(0, st.cfg);
+    st.gen = next;
+    st.masks = sorted;
   }
 
-  /** Rewrites the live mask set in place (only counts change, not order). */
-  #rewriteMasks(gen: number, masks: MaskEntry[]): void {
-    this.#maps.masks.set(gen, {
-      count: masks.length,
-      masks: [...masks, ...Array.from({ length: MAX_MASKS - masks.length }, emptyMask)],
+  /** Writes back ids and reference counts and marks the change. */
+  #commit(st: State): void {
+    st.flowIds.flush();
+    st.slots.flush();
+    st.cfg = { ...st.cfg, seq: st.cfg.seq + 1n };
+    this.#maps.config.set(0, st.cfg);
+  }
+
+  #nextMaskId(masks: { id: number }[]): number {
+    const used = new Set(masks.map((m) => m.id));
+    let id = 1;
+    while (used.has(id)) id++;
+    return id;
+  }
+
+  #entryBytes(c: CompiledFlow, flowId: number, slots: number[]): Uint8Array {
+    const out = new Uint8Array(ENTRY_SIZE);
+    const dv = new DataView(out.buffer);
+    dv.setUint32(E.flow_id, flowId, LE);
+    dv.setUint16(E.priority, c.spec.priority, LE);
+    out[E.n_actions] = c.actions.length;
+    out[E.flags] = c.flags;
+    dv.setBigUint64(E.cookie, c.spec.cookie, LE);
+    c.actions.forEach((a, i) => {
+      const arg = a.op === ActionOp.TUNNEL ? slots[a.arg] ?? NO_TUN_KEY : a.arg;
+      actionCodec.write(dv, E.actions + i * ACTION_SIZE, { ...a, arg });
     });
+    return out;
+  }
+
+  #ik(maskId: number, keyBytes: Uint8Array): Uint8Array {
+    const ik = new Uint8Array(IK_SIZE);
+    new DataView(ik.buffer).setUint32(0, maskId, LE);
+    ik.set(keyBytes, IK_KEY);
+    return ik;
+  }
+
+  #zeroCounters(ids: Uint32Array | number[]): void {
+    if (ids.length === 0) return;
+    const raw = this.#maps.flowStats.raw;
+    const chunk = Math.min(ids.length, 4096);
+    const zeros = new Uint8Array(chunk * raw.valueBufferSize);
+    for (let i = 0; i < ids.length; i += chunk) {
+      const part = Uint32Array.from(ids.slice(i, i + chunk) as ArrayLike<number>);
+      raw.updateBatch(new Uint8Array(part.buffer), zeros, part.length);
+    }
+  }
+
+  // ---- Reading ------------------------------------------------------------
+
+  /** How many flows are installed, and how full the id and key tables are. */
+  usage(): {
+    flows: number;
+    masks: number;
+    tunKeys: { used: number; capacity: number };
+    flowIds: { used: number; capacity: number };
+  } {
+    const st = this.#load();
+    using index = this.#index(st.gen);
+    let flows = 0;
+    for (const c of index.lookupBatch(CHUNK)) flows += c.count;
+    return {
+      flows,
+      masks: st.masks.length,
+      tunKeys: { used: st.slots.used(), capacity: st.slots.capacity },
+      flowIds: { used: st.flowIds.used(), capacity: st.flowIds.capacity },
+    };
+  }
+
+  /** A reader of tunnel keys by slot, reading the whole table when many are needed. */
+  #tunKeyReader(st: State): (slot: number) => TunKeyEntry | undefined {
+    const cache = new Map<number, TunKeyEntry | undefined>();
+    let all: Uint8Array | undefined;
+    if (st.slots.used() > 4096) {
+      const raw = this.#maps.tunKeys.raw;
+      all = new Uint8Array(raw.info.maxEntries * tunKeyCodec.size);
+      for (const c of raw.lookupBatch(CHUNK)) {
+        const keys = new Uint32Array(c.keys.buffer, c.keys.byteOffset, c.count);
+        for (let i = 0; i < c.count; i++) {
+          all.set(
+            c.values.subarray(i * tunKeyCodec.size, (i + 1) * tunKeyCodec.size),
+            keys[i] * tunKeyCodec.size,
+          );
+        }
+      }
+    }
+    return (slot) => {
+      if (!cache.has(slot)) {
+        const bytes = all
+          ? all.subarray(slot * tunKeyCodec.size, (slot + 1) * tunKeyCodec.size)
+          : this.#maps.tunKeys.raw.lookup(u32(slot));
+        cache.set(slot, bytes && tunKeyCodec.decode(bytes));
+      }
+      return cache.get(slot);
+    };
+  }
+
+  /** Decodes the flow whose index entry is at (`ko`, `eo`). */
+  #flowAt(
+    mask: LiveMask,
+    keys: Uint8Array,
+    ko: number,
+    vals: Uint8Array,
+    vdv: DataView,
+    eo: number,
+    tunKey: (slot: number) => TunKeyEntry | undefined,
+  ): InstalledFlow {
+    mask.decoded ??= decodeFlowKey(mask.bytes);
+    const n = vals[eo + E.n_actions];
+    const actions: ActionEntry[] = [];
+    for (let a = 0; a < n; a++) {
+      const at = eo + E.actions + a * ACTION_SIZE;
+      actions.push({
+        op: vals[at],
+        flags: vals[at + 1],
+        port: vdv.getUint16(at + 2, LE),
+        arg: vdv.getUint32(at + 4, LE),
+      });
+    }
+    return {
+      flowId: vdv.getUint32(eo + E.flow_id, LE),
+      priority: vdv.getUint16(eo + E.priority, LE),
+      cookie: vdv.getBigUint64(eo + E.cookie, LE),
+      match: { key: decodeFlowKey(keys, ko + IK_KEY), mask: mask.decoded },
+      actions: decompileActions(actions, tunKey, this.#ports),
+    };
+  }
+
+  /** A test of raw index entries against `filter`. */
+  #selector(
+    filter: FlowFilter,
+  ): (
+    mask: LiveMask,
+    keys: Uint8Array,
+    ko: number,
+    vals: Uint8Array,
+    vdv: DataView,
+    eo: number,
+  ) => boolean {
+    const fm = filter.match && encodeMatch(filter.match);
+    const tunId = filter.tunId !== undefined ? new Uint8Array(8) : undefined;
+    if (tunId) new DataView(tunId.buffer).setBigUint64(0, filter.tunId!);
+    return (mask, keys, ko, vals, vdv, eo) => {
+      if (filter.priority !== undefined && vdv.getUint16(eo + E.priority, LE) !== filter.priority) {
+        return false;
+      }
+      const k = ko + IK_KEY;
+      if (tunId) {
+        for (let i = 0; i < 8; i++) {
+          if (mask.bytes[FK.tun_id + i] !== 0xff || keys[k + FK.tun_id + i] !== tunId[i]) {
+            return false;
+          }
+        }
+      }
+      if (filter.port !== undefined) {
+        const inMask = mask.bytes[FK.in_port] | mask.bytes[FK.in_port + 1];
+        const inPort = keys[k + FK.in_port] | (keys[k + FK.in_port + 1] << 8);
+        let uses = inMask !== 0 && inPort === filter.port;
+        const n = vals[eo + E.n_actions];
+        for (let a = 0; a < n && !uses; a++) {
+          const at = eo + E.actions + a * ACTION_SIZE;
+          const op = vals[at];
+          if (
+            (op === ActionOp.OUTPUT || op === ActionOp.TUNNEL) &&
+            vdv.getUint16(at + 2, LE) === filter.port
+          ) {
+            uses = true;
+          }
+        }
+        if (!uses) return false;
+      }
+      if (fm) {
+        for (let i = 0; i < KEY_SIZE; i++) {
+          if ((fm.maskBytes[i] & ~mask.bytes[i]) !== 0) return false;
+          if ((keys[k + i] & fm.maskBytes[i]) !== fm.keyBytes[i]) return false;
+        }
+      }
+      return true;
+    };
   }
 
   /**
-   * Every installed flow (in table order), read in batches; with
-   * `priorities`, only those in that band, the rest skipped undecoded.
+   * Every installed flow the filter covers, in table order, each decoded
+   * as it is reached.
    */
-  *installed(
-    options: { counters?: boolean; priorities?: [number, number] } = {},
-  ): Generator<InstalledFlow> {
-    const { gen, index } = this.#liveIndex();
-    using _ = index;
-    const masks = new Map(this.#masks(gen).map((m) => [m.id, m]));
-    const tunKeys = new Map<number, TunKeyEntry | undefined>();
-    const tunKey = (slot: number) => {
-      if (!tunKeys.has(slot)) tunKeys.set(slot, this.#maps.tunKeys.get(slot));
-      return tunKeys.get(slot);
-    };
-    const [lo, hi] = options.priorities ?? [0, 65535];
-    const kSize = flowIndexKeyCodec.size;
-    const vSize = flowEntryCodec.size;
-    for (const c of index.raw.lookupBatch(16384)) {
-      const vals = new DataView(c.values.buffer, c.values.byteOffset, c.values.byteLength);
+  *installed(filter: FlowFilter = {}): Generator<InstalledFlow> {
+    const st = this.#load();
+    using index = this.#index(st.gen);
+    const masks = new Map(st.masks.map((m) => [m.id, m]));
+    const select = this.#selector(filter);
+    const tunKey = this.#tunKeyReader(st);
+    for (const c of index.lookupBatch(CHUNK)) {
+      const kdv = new DataView(c.keys.buffer, c.keys.byteOffset, c.keys.byteLength);
+      const vdv = new DataView(c.values.buffer, c.values.byteOffset, c.values.byteLength);
+      const flows: InstalledFlow[] = [];
       for (let i = 0; i < c.count; i++) {
-        const priority = vals.getUint16(i * vSize + 4, true);
-        if (priority < lo || priority > hi) continue;
-        const ik = flowIndexKeyCodec.decode(c.keys, i * kSize);
-        const entry = flowEntryCodec.decode(c.values, i * vSize);
-        const flow = this.#flowOf(ik, entry, masks, tunKey, options.counters ?? false);
-        if (flow) yield flow;
+        const mask = masks.get(kdv.getUint32(i * IK_SIZE, LE));
+        if (!mask || !select(mask, c.keys, i * IK_SIZE, c.values, vdv, i * ENTRY_SIZE)) continue;
+        flows.push(this.#flowAt(mask, c.keys, i * IK_SIZE, c.values, vdv, i * ENTRY_SIZE, tunKey));
       }
+      // The batch buffers are reused by the next read: decode before yielding.
+      yield* flows;
     }
   }
 
-  #flowOf(
-    ik: FlowIndexKey,
-    entry: FlowEntry,
-    masks: Map<number, MaskEntry>,
-    tunKey: (slot: number) => TunKeyEntry | undefined,
-    counters: boolean,
-  ): InstalledFlow | undefined {
-    {
-      const mask = masks.get(ik.mask_id);
-      if (!mask) return undefined;
-      const flow: InstalledFlow = {
-        flowId: entry.flow_id,
-        priority: entry.priority,
-        cookie: entry.cookie,
-        match: { key: ik.key, mask: mask.bits },
-        actions: decompileActions(entry.actions.slice(0, entry.n_actions), tunKey, this.#ports),
-      };
-      if (counters) flow.counters = this.counters(entry.flow_id);
-      return flow;
+  /** How many installed flows the filter covers. */
+  count(filter: FlowFilter = {}): number {
+    const st = this.#load();
+    using index = this.#index(st.gen);
+    const masks = new Map(st.masks.map((m) => [m.id, m]));
+    const select = this.#selector(filter);
+    let n = 0;
+    for (const c of index.lookupBatch(CHUNK)) {
+      const kdv = new DataView(c.keys.buffer, c.keys.byteOffset, c.keys.byteLength);
+      const vdv = new DataView(c.values.buffer, c.values.byteOffset, c.values.byteLength);
+      for (let i = 0; i < c.count; i++) {
+        const mask = masks.get(kdv.getUint32(i * IK_SIZE, LE));
+        if (mask && select(mask, c.keys, i * IK_SIZE, c.values, vdv, i * ENTRY_SIZE)) n++;
+      }
     }
+    return n;
+  }
+
+  /** (class << 8 | type) of every Geneve option some flow matches on. */
+  geneveOptions(): Set<number> {
+    const st = this.#load();
+    const out = new Set<number>();
+    const gnv = st.masks.filter((m) =>
+      m.bytes[FK.gnv_class] | m.bytes[FK.gnv_class + 1] | m.bytes[FK.gnv_type]
+    );
+    if (gnv.length === 0) return out;
+    const ids = new Set(gnv.map((m) => m.id));
+    using index = this.#index(st.gen);
+    for (const c of index.lookupBatch(CHUNK)) {
+      const kdv = new DataView(c.keys.buffer, c.keys.byteOffset, c.keys.byteLength);
+      for (let i = 0; i < c.count; i++) {
+        if (!ids.has(kdv.getUint32(i * IK_SIZE, LE))) continue;
+        const k = i * IK_SIZE + IK_KEY;
+        out.add((kdv.getUint16(k + FK.gnv_class) << 8) | c.keys[k + FK.gnv_type]);
+      }
+    }
+    return out;
   }
 
   /**
    * The flow the datapath picks for `key`: the same search over the same
    * kernel tables (masks in order, one index lookup each, early exit).
    */
-  lookup(key: import("../maps/layouts.ts").FlowKey): InstalledFlow | undefined {
-    const { gen, index } = this.#liveIndex();
-    using _ = index;
-    const keyBytes = flowKeyCodec.encode(key);
-    let best: { ik: FlowIndexKey; entry: FlowEntry; mask: MaskEntry } | undefined;
-    for (const mask of this.#masks(gen)) {
-      if (best && best.entry.priority >= mask.max_priority) break;
-      const maskBytes = flowKeyCodec.encode(mask.bits);
-      const ik = {
-        mask_id: mask.id,
-        key: flowKeyCodec.decode(keyBytes.map((b, i) => b & maskBytes[i])),
-      };
-      const entry = index.get(ik);
-      if (entry && (!best || entry.priority > best.entry.priority)) best = { ik, entry, mask };
+  lookup(key: FlowKey): InstalledFlow | undefined {
+    const st = this.#load();
+    using index = this.#index(st.gen);
+    const whole = new Uint8Array(KEY_SIZE);
+    encodeFlowKey(key, whole);
+    let best: { mask: LiveMask; ik: Uint8Array; entry: Uint8Array; priority: number } | undefined;
+    for (const mask of st.masks) {
+      if (best && best.priority >= mask.maxPriority) break;
+      const masked = whole.map((b, i) => b & mask.bytes[i]);
+      const ik = this.#ik(mask.id, masked);
+      const entry = index.lookup(ik);
+      if (!entry) continue;
+      const priority = new DataView(entry.buffer).getUint16(E.priority, LE);
+      if (!best || priority > best.priority) best = { mask, ik, entry, priority };
     }
     if (!best) return undefined;
-    return this.#flowOf(
+    return this.#flowAt(
+      best.mask,
       best.ik,
+      0,
       best.entry,
-      new Map([[best.mask.id, best.mask]]),
-      (s) => this.#maps.tunKeys.get(s),
-      false,
+      new DataView(best.entry.buffer),
+      0,
+      this.#tunKeyReader(st),
     );
   }
 
   /** The counters of flow `flowId`, summed over CPUs. */
   counters(flowId: number): FlowCounters {
-    const per = this.#maps.flowStats.get(flowId) ?? [];
-    return sumStats(per);
+    const out: FlowCounters = { packets: 0n, bytes: 0n, usedNs: 0n, tcpFlags: 0 };
+    for (const s of this.#maps.flowStats.get(flowId) ?? []) {
+      out.packets += s.packets;
+      out.bytes += s.bytes;
+      if (s.used_ns > out.usedNs) out.usedNs = s.used_ns;
+      out.tcpFlags |= s.tcp_flags;
+    }
+    return out;
   }
 
   /** The installed flows the filter covers, highest priority first. */
@@ -330,20 +737,21 @@ export class FlowTable {
       tcpFlags: new Uint16Array(n),
     };
     const cpus = raw.valueBufferSize / raw.cpuStride;
-    for (const c of raw.lookupBatch(16384)) {
-      const keys = new DataView(c.keys.buffer, c.keys.byteOffset, c.keys.byteLength);
+    for (const c of raw.lookupBatch(CHUNK)) {
+      const keys = new Uint32Array(c.keys.buffer, c.keys.byteOffset, c.count);
+      const words = new Uint32Array(c.values.buffer, c.values.byteOffset, c.values.byteLength / 4);
       const vals = new DataView(c.values.buffer, c.values.byteOffset, c.values.byteLength);
       for (let i = 0; i < c.count; i++) {
-        const id = keys.getUint32(i * 4, true);
+        const id = keys[i];
         for (let cpu = 0; cpu < cpus; cpu++) {
           const at = i * raw.valueBufferSize + cpu * raw.cpuStride;
-          const packets = vals.getBigUint64(at, true);
-          if (!packets) continue;
-          out.packets[id] += packets;
-          out.bytes[id] += vals.getBigUint64(at + 8, true);
-          const used = vals.getBigUint64(at + 16, true);
+          // Most flows are idle: test the packet count's words before any BigInt.
+          if (words[at / 4] === 0 && words[at / 4 + 1] === 0) continue;
+          out.packets[id] += vals.getBigUint64(at, LE);
+          out.bytes[id] += vals.getBigUint64(at + 8, LE);
+          const used = vals.getBigUint64(at + 16, LE);
           if (used > out.usedNs[id]) out.usedNs[id] = used;
-          out.tcpFlags[id] |= vals.getUint16(at + 24, true);
+          out.tcpFlags[id] |= vals.getUint16(at + 24, LE);
         }
       }
     }
@@ -351,197 +759,218 @@ export class FlowTable {
   }
 
   /**
-   * The installed flows the filter covers, highest priority first, never
-   * more than `window` of them decoded at once: a large table is read in
-   * several passes, each over a band of priorities.
+   * The installed flows the filter covers, highest priority first (then
+   * by flow id). One pass over the kernel table keeps each selected flow
+   * in a few compact columns (the key only where its mask has bits, each
+   * distinct action list once); flows are decoded one at a time as they
+   * are yielded, so a million flows cost tens of megabytes, not gigabytes.
    */
   *sorted(
     filter: FlowFilter = {},
-    options: { counters?: CounterArrays; window?: number } = {},
+    options: { counters?: CounterArrays } = {},
   ): Generator<InstalledFlow> {
-    const window = options.window ?? 200000;
-    const fm = filter.match &&
-      { key: flowKeyCodec.encode(filter.match.key), mask: flowKeyCodec.encode(filter.match.mask) };
-    const histogram = this.#priorityHistogram();
-    const total = histogram.reduce((a, b) => a + b, 0);
-    const bands: [number, number][] = [];
-    if (total <= window) bands.push([0, 65535]);
-    else {
-      let hi = 65535, count = 0;
-      for (let p = 65535; p >= 0; p--) {
-        count += histogram[p];
-        if (count >= window || p === 0) {
-          bands.push([p, hi]);
-          hi = p - 1;
-          count = 0;
-        }
+    const st = this.#load();
+    using index = this.#index(st.gen);
+    const masks = new Map(st.masks.map((m) => [m.id, m]));
+    const select = this.#selector(filter);
+    const rows = new DumpRows(st.cfg.max_flows);
+    for (const c of index.lookupBatch(CHUNK)) {
+      const kdv = new DataView(c.keys.buffer, c.keys.byteOffset, c.keys.byteLength);
+      const vdv = new DataView(c.values.buffer, c.values.byteOffset, c.values.byteLength);
+      for (let i = 0; i < c.count; i++) {
+        const mask = masks.get(kdv.getUint32(i * IK_SIZE, LE));
+        if (!mask || !select(mask, c.keys, i * IK_SIZE, c.values, vdv, i * ENTRY_SIZE)) continue;
+        rows.add(mask, c.keys, i * IK_SIZE + IK_KEY, c.values, vdv, i * ENTRY_SIZE);
       }
     }
+    const tunKey = this.#tunKeyReader(st);
+    const actionLists = rows.actionLists.map((raw) => {
+      const dv = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+      const entries: ActionEntry[] = [];
+      for (let a = 0; a < raw.length / ACTION_SIZE; a++) {
+        entries.push(actionCodec.read(dv, a * ACTION_SIZE));
+      }
+      // Shared by every flow with this list: frozen.
+      return Object.freeze(decompileActions(entries, tunKey, this.#ports).map(Object.freeze));
+    });
     const c = options.counters;
-    for (const [lo, hi] of bands) {
-      const batch: InstalledFlow[] = [];
-      for (const f of this.installed({ priorities: [lo, hi] })) {
-        if (!this.#selected(f, filter, fm)) continue;
-        if (c) {
-          f.counters = {
-            packets: c.packets[f.flowId],
-            bytes: c.bytes[f.flowId],
-            usedNs: c.usedNs[f.flowId],
-            tcpFlags: c.tcpFlags[f.flowId],
-          };
-        }
-        batch.push(f);
+    const key = new Uint8Array(KEY_SIZE);
+    for (const r of rows.order()) {
+      const mask = rows.maskOf[r];
+      mask.decoded ??= decodeFlowKey(mask.bytes);
+      rows.keyInto(r, key);
+      const flowId = rows.flowId[r];
+      const f: InstalledFlow = {
+        flowId,
+        priority: rows.priority[r],
+        cookie: rows.cookie[r],
+        match: { key: decodeFlowKey(key), mask: mask.decoded },
+        actions: actionLists[rows.actions[r]] as ActionSpec[],
+      };
+      if (c) {
+        f.counters = {
+          packets: c.packets[flowId],
+          bytes: c.bytes[flowId],
+          usedNs: c.usedNs[flowId],
+          tcpFlags: c.tcpFlags[flowId],
+        };
       }
-      batch.sort((a, b) => b.priority - a.priority || a.flowId - b.flowId);
-      yield* batch;
+      yield f;
     }
   }
 
-  /** How many flows sit at each priority, from the entries' raw bytes. */
-  #priorityHistogram(): Uint32Array {
-    const histogram = new Uint32Array(65536);
-    const { index } = this.#liveIndex();
-    using _ = index;
-    const size = flowEntryCodec.size;
-    for (const c of index.raw.lookupBatch(16384)) {
-      const vals = new DataView(c.values.buffer, c.values.byteOffset, c.values.byteLength);
-      for (let i = 0; i < c.count; i++) histogram[vals.getUint16(i * size + 4, true)]++;
-    }
-    return histogram;
-  }
-
-  #selected(
-    f: InstalledFlow,
-    filter: FlowFilter,
-    fm?: { key: Uint8Array; mask: Uint8Array },
-  ): boolean {
-    if (filter.priority !== undefined && f.priority !== filter.priority) return false;
-    if (
-      filter.tunId !== undefined &&
-      !(f.match.mask.tun_id === 2n ** 64n - 1n && f.match.key.tun_id === filter.tunId)
-    ) {
-      return false;
-    }
-    if (filter.port !== undefined) {
-      const name = this.#ports.byNumber(filter.port)?.name;
-      const inPort = f.match.mask.in_port !== 0 && f.match.key.in_port === filter.port;
-      const outPort = f.actions.some((a) => a.type === "output" && a.port === name);
-      if (!inPort && !outPort) return false;
-    }
-    if (fm) {
-      const mask = flowKeyCodec.encode(f.match.mask);
-      const key = flowKeyCodec.encode(f.match.key);
-      if (!covers(mask, key, fm.mask, fm.key)) return false;
-    }
-    return true;
-  }
-
-  /** Allocates tunnel key slots for `c` and writes the keys. */
-  #writeTunKeys(c: CompiledFlow, slots: IdBitmap): number[] {
-    if (c.tunKeys.length === 0) return [];
-    const ids = slots.allocate(c.tunKeys.length);
-    this.#maps.tunKeys.setMany(ids.map((id, i) => [id, c.tunKeys[i]]));
-    return ids;
-  }
-
-  #entry(c: CompiledFlow, flowId: number, slotIds: number[]): FlowEntry {
-    const actions = c.actions.map((a) =>
-      a.op === ActionOp.TUNNEL ? { ...a, arg: slotIds[a.arg] ?? NO_TUN_KEY } : a
-    );
-    return {
-      flow_id: flowId,
-      priority: c.spec.priority,
-      n_actions: actions.length,
-      flags: c.flags,
-      cookie: c.spec.cookie,
-      actions: [
-        ...actions,
-        ...Array.from({ length: 8 - actions.length }, () => ({ op: 0, flags: 0, port: 0, arg: 0 })),
-      ],
-    };
-  }
-
-  #tunSlots(entry: FlowEntry): number[] {
-    return entry.actions.slice(0, entry.n_actions)
-      .filter((a) => a.op === ActionOp.TUNNEL && a.arg !== NO_TUN_KEY)
-      .map((a) => a.arg);
-  }
+  // ---- Changing -------------------------------------------------------------
 
   /**
    * Adds flows. A flow with the same match and priority as an installed
    * one replaces its actions and restarts its counters, as Open vSwitch's
-   * add-flow does. Returns how many were new and how many replaced.
+   * add-flow does; within `specs` the last of equal flows wins. Every flow
+   * is checked before any is written, and a failure midway undoes what
+   * was written.
    */
-  add(specs: FlowSpec[]): { added: number; replaced: number } {
-    const compiled = specs.map((s) => compileFlow(s, this.#ports));
-    const flowIds = new IdBitmap(this.#maps.flowIds);
-    const slots = new IdBitmap(this.#maps.tunKeyIds);
-    const { gen, index } = this.#liveIndex();
-    using _ = index;
-    let masks = this.#masks(gen);
-    let added = 0, replaced = 0;
-    const freedSlots: number[] = [];
-    for (const c of compiled) {
-      let mask = masks.find((m) => sameBytes(flowKeyCodec.encode(m.bits), c.maskBytes));
-      // A new mask, or a higher priority under an old one, is published
-      // before the flow that needs it.
-      if (!mask || mask.max_priority < c.spec.priority) {
-        const id = mask?.id ?? nextMaskId(masks);
-        const updated: MaskEntry = {
-          bits: flowKeyCodec.decode(c.maskBytes),
-          id,
-          max_priority: Math.max(mask?.max_priority ?? 0, c.spec.priority),
-          flows: mask?.flows ?? 0,
-        };
-        masks = [...masks.filter((m) => m.id !== id), updated];
-        this.#publish(masks, index.raw);
-        mask = updated;
-      }
-      const ik: FlowIndexKey = { mask_id: mask.id, key: flowKeyCodec.decode(c.keyBytes) };
-      const old = index.get(ik);
-      if (old && old.priority !== c.spec.priority) {
-        throw new FlowTableError(
-          `a flow with this match is installed at priority ${old.priority}; it would hide or be hidden by one at ${c.spec.priority}: delete it first`,
-        );
-      }
-      const slotIds = this.#writeTunKeys(c, slots);
-      const flowId = old ? old.flow_id : flowIds.allocate(1)[0];
-      index.set(ik, this.#entry(c, flowId, slotIds));
-      if (old) {
-        freedSlots.push(...this.#tunSlots(old));
-        this.#zeroCounters([flowId]);
-        replaced++;
-      } else {
-        mask.flows++;
-        added++;
-      }
+  add(specs: FlowSpec[]): AddResult {
+    const byIdentity = new Map<string, CompiledFlow>();
+    const memo: ActionMemo = new Map();
+    for (const s of specs) {
+      const c = compileFlow(s, this.#ports, memo);
+      byIdentity.set(byteString(c.maskBytes) + byteString(c.keyBytes), c);
     }
-    slots.free(freedSlots);
-    flowIds.flush();
-    slots.flush();
-    const live = this.#config().gen & 1;
-    this.#rewriteMasks(live, sortMasks(masks));
-    return { added, replaced };
+    const compiled = [...byIdentity.values()];
+    const st = this.#load();
+    using index = this.#index(st.gen);
+
+    // Check everything first: masks, conflicts, room.
+    const bySig = new Map(st.masks.map((m) => [m.sig, m]));
+    const newMasks = new Set<string>();
+    const olds: (Uint8Array | undefined)[] = [];
+    let fresh = 0;
+    for (const c of compiled) {
+      const sig = byteString(c.maskBytes);
+      const mask = bySig.get(sig);
+      if (!mask) newMasks.add(sig);
+      const old = mask ? index.lookup(this.#ik(mask.id, c.keyBytes)) : undefined;
+      if (old) {
+        const p = new DataView(old.buffer).getUint16(E.priority, LE);
+        if (p !== c.spec.priority) {
+          throw new FlowTableError(
+            `a flow with this match is installed at priority ${p}; it would hide or be hidden by one at ${c.spec.priority}: delete it first`,
+          );
+        }
+      } else fresh++;
+      olds.push(old);
+    }
+    if (st.masks.length + newMasks.size > MAX_MASKS) {
+      throw new FlowTableError(
+        `the flows need ${
+          st.masks.length + newMasks.size
+        } masks; the datapath searches at most ${MAX_MASKS}`,
+      );
+    }
+    if (fresh > st.flowIds.free()) {
+      throw new FlowTableError(
+        `the flow table is full: ${fresh} new flows, room for ${st.flowIds.free()} (warren up --max-flows sets the size)`,
+      );
+    }
+    const newKeys = new Set<string>();
+    for (const c of compiled) {
+      for (const k of c.tunKeyBytes) if (st.slots.find(k) === undefined) newKeys.add(byteString(k));
+    }
+    if (newKeys.size > st.slots.free()) {
+      throw new FlowTableError(
+        `${newKeys.size} new tunnel keys, room for ${st.slots.free()} (warren up --max-tun-keys sets how many)`,
+      );
+    }
+
+    // Then write, remembering how to undo.
+    const undo: (() => void)[] = [];
+    let added = 0, replaced = 0;
+    const remotes = new Map<string, Addr>();
+    try {
+      compiled.forEach((c, i) => {
+        const sig = byteString(c.maskBytes);
+        let mask = st.masks.find((m) => m.sig === sig);
+        // A new mask, or a higher priority under an old one, is published
+        // before the flow that needs it.
+        if (!mask || mask.maxPriority < c.spec.priority) {
+          const updated: LiveMask = {
+            ...maskShape(c.maskBytes),
+            id: mask?.id ?? this.#nextMaskId(st.masks),
+            maxPriority: Math.max(mask?.maxPriority ?? 0, c.spec.priority),
+            flows: mask?.flows ?? 0,
+          };
+          this.#publish(st, [...st.masks.filter((m) => m.id !== updated.id), updated], index);
+          mask = updated;
+        }
+        const ik = this.#ik(mask.id, c.keyBytes);
+        const old = olds[i];
+        const slots = c.tunKeyBytes.map((k) => st.slots.acquire(k));
+        undo.push(() => slots.forEach((s) => st.slots.release(s)));
+        const oldDv = old && new DataView(old.buffer);
+        const flowId = oldDv ? oldDv.getUint32(E.flow_id, LE) : st.flowIds.allocate();
+        if (!old) undo.push(() => st.flowIds.release([flowId]));
+        index.update(ik, this.#entryBytes(c, flowId, slots));
+        if (old) {
+          undo.push(() => index.update(ik, old));
+          entrySlots(old, oldDv!, 0, (s) => st.slots.release(s));
+          this.#zeroCounters([flowId]);
+          replaced++;
+        } else {
+          undo.push(() => index.delete(ik));
+          const m = mask;
+          m.flows++;
+          undo.push(() => m.flows--);
+          added++;
+        }
+        for (const t of c.tunKeyBytes) addRemote(remotes, t);
+      });
+    } catch (err) {
+      for (const u of undo.reverse()) {
+        try {
+          u();
+        } catch { /* keep undoing */ }
+      }
+      try {
+        // Masks published for flows that are gone again go too.
+        const left = st.masks.filter((m) => m.flows > 0);
+        if (left.length < st.masks.length) this.#publish(st, left, index);
+        st.flowIds.flush();
+        st.slots.flush();
+      } finally {
+        this.invalidate();
+      }
+      throw err;
+    }
+    this.#writeMasks(st.gen, st.masks);
+    this.#commit(st);
+    return { added, replaced, remotes: [...remotes.values()] };
   }
 
   /**
-   * Changes the actions (and cookie) of flows with exactly this match and
-   * priority, keeping their counters. Returns how many changed.
+   * Changes the actions (and cookie) of the flow with exactly this match
+   * and priority, keeping its counters. Returns how many changed (0 or 1).
    */
   modify(spec: FlowSpec): number {
     const c = compileFlow(spec, this.#ports);
-    const { gen, index } = this.#liveIndex();
-    using _ = index;
-    const mask = this.#masks(gen).find((m) => sameBytes(flowKeyCodec.encode(m.bits), c.maskBytes));
+    const st = this.#load();
+    using index = this.#index(st.gen);
+    const sig = byteString(c.maskBytes);
+    const mask = st.masks.find((m) => m.sig === sig);
     if (!mask) return 0;
-    const ik: FlowIndexKey = { mask_id: mask.id, key: flowKeyCodec.decode(c.keyBytes) };
-    const old = index.get(ik);
-    if (!old || old.priority !== spec.priority) return 0;
-    const slots = new IdBitmap(this.#maps.tunKeyIds);
-    const slotIds = this.#writeTunKeys(c, slots);
-    index.set(ik, this.#entry(c, old.flow_id, slotIds), "exist");
-    slots.free(this.#tunSlots(old));
-    slots.flush();
+    const ik = this.#ik(mask.id, c.keyBytes);
+    const old = index.lookup(ik);
+    if (!old) return 0;
+    const dv = new DataView(old.buffer);
+    if (dv.getUint16(E.priority, LE) !== spec.priority) return 0;
+    const slots = c.tunKeyBytes.map((k) => st.slots.acquire(k));
+    try {
+      index.update(ik, this.#entryBytes(c, dv.getUint32(E.flow_id, LE), slots), "exist");
+    } catch (err) {
+      slots.forEach((s) => st.slots.release(s));
+      st.slots.flush();
+      throw err;
+    }
+    entrySlots(old, dv, 0, (s) => st.slots.release(s));
+    this.#commit(st);
     return 1;
   }
 
@@ -550,243 +979,302 @@ export class FlowTable {
    * `strict`, else every flow the filter covers. Returns how many went.
    */
   delete(filter: FlowFilter, strict: boolean): number {
-    const { gen, index } = this.#liveIndex();
-    using _ = index;
-    let masks = this.#masks(gen);
-    const fm = filter.match &&
-      { key: flowKeyCodec.encode(filter.match.key), mask: flowKeyCodec.encode(filter.match.mask) };
-    const victims: [FlowIndexKey, FlowEntry][] = [];
-    for (const [ik, entry] of index.entries()) {
-      const mask = masks.find((m) => m.id === ik.mask_id);
-      if (!mask) continue;
-      const maskBytes = flowKeyCodec.encode(mask.bits);
-      const keyBytes = flowKeyCodec.encode(ik.key);
-      if (strict) {
-        if (
-          !fm || !sameBytes(maskBytes, fm.mask) ||
-          !sameBytes(keyBytes, fm.key.map((b, i) => b & fm.mask[i]))
-        ) continue;
-        if (filter.priority !== undefined && entry.priority !== filter.priority) continue;
-      } else {
-        const f: InstalledFlow = {
-          flowId: entry.flow_id,
-          priority: entry.priority,
-          cookie: entry.cookie,
-          match: { key: ik.key, mask: mask.bits },
-          actions: decompileActions(
-            entry.actions.slice(0, entry.n_actions),
-            () => undefined,
-            this.#ports,
-          ),
-        };
-        if (!this.#selected(f, filter, fm)) continue;
+    const st = this.#load();
+    using index = this.#index(st.gen);
+    const victims: { ik: Uint8Array; entry: Uint8Array; mask: LiveMask }[] = [];
+    if (strict) {
+      if (!filter.match) throw new FlowTableError("a strict delete needs a match");
+      const { keyBytes, maskBytes } = encodeMatch(filter.match);
+      const sig = byteString(maskBytes);
+      const mask = st.masks.find((m) => m.sig === sig);
+      const ik = mask && this.#ik(mask.id, keyBytes);
+      const entry = ik && index.lookup(ik);
+      if (
+        mask && ik && entry &&
+        (filter.priority === undefined ||
+          new DataView(entry.buffer).getUint16(E.priority, LE) === filter.priority)
+      ) victims.push({ ik, entry, mask });
+    } else {
+      const masks = new Map(st.masks.map((m) => [m.id, m]));
+      const select = this.#selector(filter);
+      for (const c of index.lookupBatch(CHUNK)) {
+        const kdv = new DataView(c.keys.buffer, c.keys.byteOffset, c.keys.byteLength);
+        const vdv = new DataView(c.values.buffer, c.values.byteOffset, c.values.byteLength);
+        for (let i = 0; i < c.count; i++) {
+          const mask = masks.get(kdv.getUint32(i * IK_SIZE, LE));
+          if (!mask || !select(mask, c.keys, i * IK_SIZE, c.values, vdv, i * ENTRY_SIZE)) continue;
+          victims.push({
+            ik: c.keys.slice(i * IK_SIZE, (i + 1) * IK_SIZE),
+            entry: c.values.slice(i * ENTRY_SIZE, (i + 1) * ENTRY_SIZE),
+            mask,
+          });
+        }
       }
-      victims.push([ik, entry]);
     }
     if (victims.length === 0) return 0;
-    index.deleteMany(victims.map(([ik]) => ik));
-    const flowIds = new IdBitmap(this.#maps.flowIds);
-    const slots = new IdBitmap(this.#maps.tunKeyIds);
-    for (const [ik, entry] of victims) {
-      const m = masks.find((x) => x.id === ik.mask_id);
-      if (m) m.flows--;
-      slots.free(this.#tunSlots(entry));
+    for (let i = 0; i < victims.length; i += CHUNK) {
+      const part = victims.slice(i, i + CHUNK);
+      const keys = new Uint8Array(part.length * IK_SIZE);
+      part.forEach((v, j) => keys.set(v.ik, j * IK_SIZE));
+      index.deleteBatch(keys, part.length);
     }
-    const ids = victims.map(([, e]) => e.flow_id);
+    const ids: number[] = [];
+    for (const v of victims) {
+      const dv = new DataView(v.entry.buffer);
+      entrySlots(v.entry, dv, 0, (s) => st.slots.release(s));
+      ids.push(dv.getUint32(E.flow_id, LE));
+      v.mask.flows--;
+    }
     this.#zeroCounters(ids);
-    flowIds.free(ids);
-    flowIds.flush();
-    slots.flush();
-    const emptied = masks.some((m) => m.flows <= 0);
-    masks = masks.filter((m) => m.flows > 0);
-    if (emptied) this.#publish(masks, index.raw);
-    else this.#rewriteMasks(gen, sortMasks(masks));
+    st.flowIds.release(ids);
+    const left = st.masks.filter((m) => m.flows > 0);
+    // A mask with no flows left costs every packet a lookup: drop it.
+    if (left.length < st.masks.length) this.#publish(st, left, index);
+    else this.#writeMasks(st.gen, st.masks);
+    this.#commit(st);
     return victims.length;
-  }
-
-  #zeroCounters(ids: number[]): void {
-    const zero: FlowStats = { packets: 0n, bytes: 0n, used_ns: 0n, tcp_flags: 0 };
-    for (const id of ids) this.#maps.flowStats.set(id, zero);
   }
 
   /**
    * Makes the installed flows exactly `specs`. The new table is built
    * aside and switched to atomically; unchanged and modified flows keep
-   * their counters. With `dryRun`, only says what would change.
+   * their ids and counters. With `dryRun`, only says what would change.
+   * `specs` is read once, so a generator can stream a million flows
+   * without holding them.
    */
-  apply(
-    specs: FlowSpec[],
-    options: { dryRun?: boolean; progress?: (done: number, total: number) => void } = {},
-  ): FlowDiff {
-    const compiled = new Map<string, CompiledFlow>();
+  apply(specs: Iterable<FlowSpec>, options: ApplyOptions = {}): FlowDiff {
+    const limit = options.listLimit ?? 1000;
+    const progress = options.progress;
+    const set = new FlowSet();
+    const memo: ActionMemo = new Map();
     for (const s of specs) {
-      const c = compileFlow(s, this.#ports);
-      const id = identity(c.maskBytes, c.keyBytes, s.priority);
-      if (compiled.has(id)) {
-        throw new CompileError(
-          `the file has two flows with the same match at priority ${s.priority}`,
-        );
-      }
-      compiled.set(id, c);
+      set.add(compileFlow(s, this.#ports, memo));
+      if (set.count % 65536 === 0) progress?.({ phase: "compile", done: set.count });
     }
-    const { gen, index: oldIndex } = this.#liveIndex();
-    using _ = oldIndex;
-    const oldMasks = this.#masks(gen);
-    const maskById = new Map(oldMasks.map((m) => [m.id, m]));
-    const installed = new Map<
-      string,
-      { ik: FlowIndexKey; entry: FlowEntry; maskBytes: Uint8Array }
-    >();
-    for (const [ik, entry] of oldIndex.entries()) {
-      const mask = maskById.get(ik.mask_id);
-      if (!mask) continue;
-      const maskBytes = flowKeyCodec.encode(mask.bits);
-      installed.set(identity(maskBytes, flowKeyCodec.encode(ik.key), entry.priority), {
-        ik,
-        entry,
-        maskBytes,
-      });
+    progress?.({ phase: "compile", done: set.count, total: set.count });
+    const st = this.#load();
+    using oldIndex = this.#index(st.gen);
+
+    // Old masks by id, as masks of the set (or none).
+    const setMaskOf = new Map<number, number>();
+    for (const m of st.masks) {
+      const i = set.masks.findIndex((s) => s.sig === m.sig);
+      if (i >= 0) setMaskOf.set(m.id, i);
+    }
+    // Action lists whose keys all have slots already can be compared as bytes.
+    for (const a of set.actionSets) this.#resolve(a, st.slots, false);
+
+    // Walk the installed table once, raw.
+    const oldIds = new U32List();
+    const oldCounts = new Uint32Array(st.slots.capacity);
+    const removedIds = new U32List();
+    const removeSample: InstalledFlow[] = [];
+    const tunKey = this.#tunKeyReader(st);
+    const masksById = new Map(st.masks.map((m) => [m.id, m]));
+    let seen = 0;
+    for (const c of oldIndex.lookupBatch(CHUNK)) {
+      const kdv = new DataView(c.keys.buffer, c.keys.byteOffset, c.keys.byteLength);
+      const vdv = new DataView(c.values.buffer, c.values.byteOffset, c.values.byteLength);
+      for (let i = 0; i < c.count; i++) {
+        const ko = i * IK_SIZE, eo = i * ENTRY_SIZE;
+        const flowId = vdv.getUint32(eo + E.flow_id, LE);
+        oldIds.push(flowId);
+        entrySlots(c.values, vdv, eo, (s) => s < oldCounts.length && oldCounts[s]++);
+        const mi = setMaskOf.get(kdv.getUint32(ko, LE));
+        const j = mi === undefined ? -1 : set.find(mi, c.keys, ko + IK_KEY);
+        const priority = vdv.getUint16(eo + E.priority, LE);
+        if (j < 0 || set.priority[j] !== priority) {
+          removedIds.push(flowId);
+          const mask = masksById.get(kdv.getUint32(ko, LE));
+          if (removeSample.length < limit && mask) {
+            removeSample.push(this.#flowAt(mask, c.keys, ko, c.values, vdv, eo, tunKey));
+          }
+          continue;
+        }
+        set.oldId[j] = flowId;
+        const a = set.actionSets[set.actionSet[j]];
+        const same = a.resolved !== undefined &&
+          vdv.getBigUint64(eo + E.cookie, LE) === set.cookie[j] &&
+          c.values[eo + E.flags] === a.flags && c.values[eo + E.n_actions] === a.count &&
+          sameBytes(
+            c.values.subarray(eo + E.actions, eo + E.actions + a.count * ACTION_SIZE),
+            a.resolved,
+          );
+        set.state[j] = same ? FlowState.UNCHANGED : FlowState.MODIFIED;
+      }
+      seen += c.count;
+      progress?.({ phase: "compare", done: seen });
     }
 
-    const tunKeyOf = (slot: number) => this.#maps.tunKeys.get(slot);
-    const diff: FlowDiff = { add: [], modify: [], remove: [], unchanged: 0 };
-    const keep = new Map<string, FlowEntry>();
-    for (const [id, c] of compiled) {
-      const old = installed.get(id);
-      if (!old) {
-        diff.add.push(c.spec);
-      } else if (sameActions(c, old.entry, tunKeyOf)) {
-        diff.unchanged++;
-        keep.set(id, old.entry);
-      } else {
-        diff.modify.push(c.spec);
-      }
-    }
-    for (const [id, old] of installed) {
-      if (compiled.has(id)) continue;
-      diff.remove.push({
-        flowId: old.entry.flow_id,
-        priority: old.entry.priority,
-        cookie: old.entry.cookie,
-        match: { key: old.ik.key, mask: flowKeyCodec.decode(old.maskBytes) },
-        actions: decompileActions(
-          old.entry.actions.slice(0, old.entry.n_actions),
-          tunKeyOf,
-          this.#ports,
-        ),
-      });
-    }
+    const diff = this.#describe(set, removedIds.length, removeSample, limit);
     if (options.dryRun) return diff;
 
-    // Ids: the bitmaps are rebuilt from what the old table holds, which
-    // frees anything a crashed writer left allocated. The old table's ids
-    // and slots stay taken until the switch: packets still use them.
-    const flowIds = new IdBitmap(this.#maps.flowIds);
-    const slots = new IdBitmap(this.#maps.tunKeyIds);
-    const oldSlots = new Set<number>();
-    for (const { entry } of installed.values()) {
-      for (const s of this.#tunSlots(entry)) oldSlots.add(s);
-    }
-    flowIds.rebuild([...installed.values()].map(({ entry }) => entry.flow_id));
-    slots.rebuild(oldSlots);
-
-    const masks = new Map<string, MaskEntry>();
-    const newIndex = this.createIndex();
-    using newTable = new TypedMap(newIndex, flowIndexKeyCodec, flowEntryCodec);
-    const batch: [FlowIndexKey, FlowEntry][] = [];
-    let done = 0;
-    for (const [id, c] of compiled) {
-      const maskHex = hexOf(c.maskBytes);
-      let mask = masks.get(maskHex);
-      if (!mask) {
-        const existing = oldMasks.find((m) => sameBytes(flowKeyCodec.encode(m.bits), c.maskBytes));
-        mask = {
-          bits: flowKeyCodec.decode(c.maskBytes),
-          id: existing?.id ?? 0,
-          max_priority: 0,
-          flows: 0,
-        };
-        masks.set(maskHex, mask);
+    try {
+      // Room: ids and slots as the old table leaves them (this heals what
+      // a crashed writer left allocated), then the new flows' needs.
+      st.flowIds.rebuild(oldIds.view());
+      st.slots.recount(oldCounts);
+      if (diff.added > st.flowIds.free()) {
+        throw new FlowTableError(
+          `the flow table is full: ${diff.added} new flows, room for ${st.flowIds.free()} (warren up --max-flows sets the size)`,
+        );
       }
-      mask.flows++;
-      mask.max_priority = Math.max(mask.max_priority, c.spec.priority);
-      let entry = keep.get(id);
-      if (!entry) {
-        const old = installed.get(id);
-        const flowId = old ? old.entry.flow_id : flowIds.allocate(1)[0];
-        entry = this.#entry(c, flowId, this.#writeTunKeys(c, slots));
+      const missing = new Set<string>();
+      for (const a of set.actionSets) {
+        if (a.resolved) continue;
+        for (const k of a.tunKeys) if (st.slots.find(k) === undefined) missing.add(byteString(k));
       }
-      batch.push([{ mask_id: 0, key: flowKeyCodec.decode(c.keyBytes) }, entry]);
-      if (++done % 65536 === 0) options.progress?.(done, compiled.size);
-    }
-    // Masks new to the table get fresh ids.
-    const used = new Set([...masks.values()].map((m) => m.id).filter((x) => x));
-    let next = 1;
-    for (const m of masks.values()) {
-      if (m.id) continue;
-      while (used.has(next)) next++;
-      m.id = next;
-      used.add(next);
-    }
-    let i = 0;
-    for (const c of compiled.values()) batch[i++][0].mask_id = masks.get(hexOf(c.maskBytes))!.id;
-    newTable.setMany(batch);
-    options.progress?.(compiled.size, compiled.size);
+      if (missing.size > st.slots.free()) {
+        throw new FlowTableError(
+          `${missing.size} new tunnel keys, room for ${st.slots.free()} (warren up --max-tun-keys sets how many)`,
+        );
+      }
+      if (set.masks.length > MAX_MASKS) {
+        throw new FlowTableError(
+          `the flows need ${set.masks.length} masks; the datapath searches at most ${MAX_MASKS}`,
+        );
+      }
+      // New keys get slots (free ones: no packet can be reading them).
+      for (const a of set.actionSets) if (!a.resolved) this.#resolve(a, st.slots, true);
 
-    const removedIds = diff.remove.map((f) => f.flowId);
-    this.#publish([...masks.values()], newIndex);
-    // The old generation's slot still names the old index; point it at the
-    // new one too, so the old index is freed once no packet uses it.
-    this.#maps.setFlowIndex(gen, newIndex);
+      // Masks keep their ids; new ones take free ids.
+      const live: LiveMask[] = [];
+      for (const m of set.masks) {
+        const old = st.masks.find((o) => o.sig === m.sig);
+        live.push({ ...m, id: old?.id ?? 0, decoded: undefined });
+      }
+      for (const m of live) if (!m.id) m.id = this.#nextMaskId(live);
 
-    // Only now may the old table's slots and ids be reused.
-    const liveSlots = new Set<number>();
-    for (const [, e] of batch) for (const s of this.#tunSlots(e)) liveSlots.add(s);
-    slots.free([...oldSlots].filter((s) => !liveSlots.has(s)));
-    this.#zeroCounters(removedIds);
-    flowIds.free(removedIds);
-    flowIds.flush();
-    slots.flush();
+      // The new index, written in batches.
+      const newIndex = this.createIndex(st.cfg.max_flows);
+      try {
+        const newCounts = new Uint32Array(st.slots.capacity);
+        const keys = new Uint8Array(CHUNK * IK_SIZE);
+        const vals = new Uint8Array(CHUNK * ENTRY_SIZE);
+        const kdv = new DataView(keys.buffer);
+        const vdv = new DataView(vals.buffer);
+        let n = 0;
+        for (let j = 0; j < set.count; j++) {
+          const ko = n * IK_SIZE, eo = n * ENTRY_SIZE;
+          kdv.setUint32(ko, live[set.maskIndex[j]].id, LE);
+          kdv.setUint32(ko + 4, 0, LE);
+          set.keyInto(j, keys, ko + IK_KEY);
+          const a = set.actionSets[set.actionSet[j]];
+          vals.fill(0, eo, eo + ENTRY_SIZE);
+          const flowId = set.oldId[j] >= 0 ? set.oldId[j] : st.flowIds.allocate();
+          vdv.setUint32(eo + E.flow_id, flowId, LE);
+          vdv.setUint16(eo + E.priority, set.priority[j], LE);
+          vals[eo + E.n_actions] = a.count;
+          vals[eo + E.flags] = a.flags;
+          vdv.setBigUint64(eo + E.cookie, set.cookie[j], LE);
+          vals.set(a.resolved!, eo + E.actions);
+          entrySlots(vals, vdv, eo, (s) => newCounts[s]++);
+          if (++n === CHUNK || j === set.count - 1) {
+            newIndex.updateBatch(keys, vals, n);
+            n = 0;
+            progress?.({ phase: "install", done: j + 1, total: set.count });
+          }
+        }
+        this.#publish(st, live, newIndex);
+        // The old generation's slot still names the old index; point it at
+        // the new one too, so the old index is freed once no packet uses it.
+        this.#maps.setFlowIndex(st.gen ^ 1, newIndex);
+        st.slots.recount(newCounts);
+      } finally {
+        newIndex.close();
+      }
+      // Only now may the old table's ids be reused.
+      this.#zeroCounters(removedIds.view());
+      st.flowIds.release(removedIds.view());
+      this.#commit(st);
+    } catch (err) {
+      this.invalidate();
+      throw err;
+    }
+    return diff;
+  }
+
+  /** Gives action list `a` its kernel form, with slots; `take` allocates missing keys. */
+  #resolve(
+    a: { actions: Uint8Array; count: number; tunKeys: Uint8Array[]; resolved?: Uint8Array },
+    slots: TunKeySlots,
+    take: boolean,
+  ): void {
+    const out = a.actions.slice();
+    const dv = new DataView(out.buffer);
+    for (let i = 0; i < a.count; i++) {
+      const at = i * ACTION_SIZE;
+      if (out[at] !== ActionOp.TUNNEL) continue;
+      const key = a.tunKeys[dv.getUint32(at + 4, LE)];
+      let slot = slots.find(key);
+      if (slot === undefined) {
+        if (!take) return;
+        slot = slots.acquire(key);
+      }
+      dv.setUint32(at + 4, slot, LE);
+    }
+    a.resolved = out;
+  }
+
+  /** The diff of `set` against the table, with up to `limit` flows of each kind. */
+  #describe(set: FlowSet, removed: number, removeSample: InstalledFlow[], limit: number): FlowDiff {
+    const diff: FlowDiff = {
+      added: 0,
+      modified: 0,
+      removed,
+      unchanged: 0,
+      add: [],
+      modify: [],
+      remove: removeSample,
+      remotes: [],
+    };
+    const remotes = new Map<string, Addr>();
+    for (const a of set.actionSets) {
+      for (const k of a.tunKeys) {
+        addRemote(remotes, k);
+      }
+    }
+    diff.remotes = [...remotes.values()];
+    const key = new Uint8Array(KEY_SIZE);
+    const spec = (j: number): FlowSpec => {
+      set.keyInto(j, key, 0);
+      const a = set.actionSets[set.actionSet[j]];
+      const dv = new DataView(a.actions.buffer);
+      const entries: ActionEntry[] = [];
+      for (let i = 0; i < a.count; i++) {
+        entries.push(actionCodec.read(dv, i * ACTION_SIZE));
+      }
+      return {
+        priority: set.priority[j],
+        cookie: set.cookie[j],
+        match: {
+          key: decodeFlowKey(key),
+          mask: decodeFlowKey(set.masks[set.maskIndex[j]].bytes),
+        },
+        actions: decompileActions(entries, (i) => tunKeyCodec.decode(a.tunKeys[i]), this.#ports),
+      };
+    };
+    for (let j = 0; j < set.count; j++) {
+      if (set.state[j] === FlowState.NEW || set.oldId[j] < 0) {
+        diff.added++;
+        if (diff.add.length < limit) diff.add.push(spec(j));
+      } else if (set.state[j] === FlowState.MODIFIED) {
+        diff.modified++;
+        if (diff.modify.length < limit) diff.modify.push(spec(j));
+      } else diff.unchanged++;
+    }
     return diff;
   }
 }
 
-function nextMaskId(masks: MaskEntry[]): number {
-  const used = new Set(masks.map((m) => m.id));
-  let id = 1;
-  while (used.has(id)) id++;
-  return id;
+const TK = offsets(tunKeyCodec);
+
+/** Notes the remote a tunnel key (as bytes) sends to. */
+function addRemote(remotes: Map<string, Addr>, t: Uint8Array): void {
+  if (!(t[TK.set] & TunKeySet.DST)) return;
+  const dst = t.slice(TK.dst, TK.dst + 16);
+  const sig = byteString(dst);
+  if (!remotes.has(sig)) remotes.set(sig, { v6: (t[TK.flags] & TunFlag.V6) !== 0, bytes: dst });
 }
 
-function sortMasks(masks: MaskEntry[]): MaskEntry[] {
-  return [...masks].sort((a, b) => b.max_priority - a.max_priority || a.id - b.id);
-}
-
-function sameActions(
-  c: CompiledFlow,
-  entry: FlowEntry,
-  tunKey: (slot: number) => TunKeyEntry | undefined,
-): boolean {
-  if (
-    entry.cookie !== c.spec.cookie || entry.flags !== c.flags ||
-    entry.n_actions !== c.actions.length
-  ) return false;
-  return c.actions.every((a, i) => {
-    const b = entry.actions[i];
-    if (a.op !== b.op || a.flags !== b.flags || a.port !== b.port) return false;
-    if (a.op !== ActionOp.TUNNEL) return true;
-    const old = b.arg === NO_TUN_KEY ? undefined : tunKey(b.arg);
-    return !!old && sameBytes(tunKeyCodec.encode(old), tunKeyCodec.encode(c.tunKeys[a.arg]));
-  });
-}
-
-function sumStats(per: FlowStats[]): FlowCounters {
-  const out: FlowCounters = { packets: 0n, bytes: 0n, usedNs: 0n, tcpFlags: 0 };
-  for (const s of per) {
-    out.packets += s.packets;
-    out.bytes += s.bytes;
-    if (s.used_ns > out.usedNs) out.usedNs = s.used_ns;
-    out.tcpFlags |= s.tcp_flags;
-  }
-  return out;
-}
+export { CompileError };

@@ -87,18 +87,24 @@ export function setForwarding(dev: string, family: 4 | 6, on: boolean): boolean 
  * routed through another device are left alone.
  */
 export async function keepNeighbors(dev: string, remotes: Addr[]): Promise<void> {
+  if (remotes.length === 0) return;
+  // One `ip` for every route lookup: a line of JSON per route found.
+  const out = await ipBatch(
+    remotes.map((r) => `route get ${formatAddr(r.bytes, r.v6)}`),
+    ["-j"],
+  );
   const hops = new Set<string>();
-  for (const r of remotes) {
-    const text = formatAddr(r.bytes, r.v6);
-    try {
-      const [route] = await ipJson(["route", "get", text]) as {
-        dev?: string;
-        gateway?: string;
-        type?: string;
-      }[];
-      if (route?.dev === dev && route.type !== "local") hops.add(route.gateway ?? text);
-    } catch {
-      // Unroutable now: the datapath will count it when a packet needs it.
+  for (const line of out.split("\n")) {
+    if (!line.startsWith("[")) continue;
+    const [route] = JSON.parse(line) as {
+      dst?: string;
+      dev?: string;
+      gateway?: string;
+      type?: string;
+    }[];
+    // Unroutable remotes print nothing: the datapath counts them when a packet needs one.
+    if (route?.dev === dev && route.type !== "local" && route.dst) {
+      hops.add(route.gateway ?? route.dst);
     }
   }
   if (hops.size === 0) return;
@@ -116,16 +122,16 @@ export async function dropManagedNeighbors(dev: string): Promise<void> {
   if (managed.length) await ipBatch(managed);
 }
 
-async function ipBatch(lines: string[]): Promise<void> {
+async function ipBatch(lines: string[], flags: string[] = []): Promise<string> {
   const child = new Deno.Command("ip", {
-    args: ["-force", "-batch", "-"],
+    args: [...flags, "-force", "-batch", "-"],
     stdin: "piped",
-    stdout: "null",
+    stdout: "piped",
     stderr: "null",
   })
     .spawn();
   const w = child.stdin.getWriter();
   await w.write(new TextEncoder().encode(lines.join("\n") + "\n"));
   await w.close();
-  await child.status;
+  return new TextDecoder().decode((await child.output()).stdout);
 }

@@ -50,8 +50,8 @@ export interface BuildOptions {
 export function buildPacket(m: Match, options: BuildOptions = {}): Uint8Array {
   const k = m.key;
   const payload = new Uint8Array(options.payload ?? 32).map((_, i) => i & 0xff);
-  const dst = m.mask.eth_dst === "00:00:00:00:00:00" ? "02:00:00:00:00:02" : k.eth_dst;
-  const src = m.mask.eth_src === "00:00:00:00:00:00" ? "02:00:00:00:00:01" : k.eth_src;
+  const dst = m.mask.eth_dst.some((b) => b) ? formatMac(k.eth_dst) : "02:00:00:00:00:02";
+  const src = m.mask.eth_src.some((b) => b) ? formatMac(k.eth_src) : "02:00:00:00:00:01";
   const ethType = m.mask.eth_type ? k.eth_type : 0x0800;
   const proto = m.mask.ip_proto ? k.ip_proto : ethType === 0x86dd ? 58 : 1;
   const v6 = ethType === 0x86dd;
@@ -579,8 +579,8 @@ export function wantsFragment(m: Match): boolean {
  */
 export function frameKey(b: Uint8Array, key: import("../maps/layouts.ts").FlowKey): void {
   if (b.length < 14) return;
-  key.eth_dst = formatMac(b.subarray(0, 6));
-  key.eth_src = formatMac(b.subarray(6, 12));
+  key.eth_dst = b.slice(0, 6);
+  key.eth_src = b.slice(6, 12);
   let type = u16(b, 12);
   let at = 14;
   for (let i = 0; i < 2 && (type === 0x8100 || type === 0x88a8) && b.length >= at + 4; i++) {

@@ -59,7 +59,8 @@ export const PINNED_MAPS = [
   "wr_port_stats",
   "wr_stats",
   "wr_flow_ids",
-  "wr_tun_key_ids",
+  "wr_tun_key_refs",
+  "wr_tun_key_slots",
 ] as const;
 
 /** A pinned map's name. */
@@ -103,8 +104,10 @@ export class DatapathMaps implements Disposable {
   readonly stats: PerCpuMap<number, bigint>;
   /** `wr_flow_ids`: the flow id bitmap. */
   readonly flowIds: TypedMap<number, bigint>;
-  /** `wr_tun_key_ids`: the tunnel key slot bitmap. */
-  readonly tunKeyIds: TypedMap<number, bigint>;
+  /** `wr_tun_key_refs`: how many actions use each tunnel key slot. */
+  readonly tunKeyRefs: TypedMap<number, number>;
+  /** `wr_tun_key_slots`: a tunnel key's content to its slot. */
+  readonly tunKeySlots: TypedMap<TunKeyEntry, number>;
 
   private constructor(open: (name: PinnedMap) => BpfMap) {
     const opened: BpfMap[] = [];
@@ -128,7 +131,8 @@ export class DatapathMaps implements Disposable {
       this.portStats = new PerCpuMap(take("wr_port_stats"), u32, portStatsCodec);
       this.stats = new PerCpuMap(take("wr_stats"), u32, u64);
       this.flowIds = new TypedMap(take("wr_flow_ids"), u32, u64);
-      this.tunKeyIds = new TypedMap(take("wr_tun_key_ids"), u32, u64);
+      this.tunKeyRefs = new TypedMap(take("wr_tun_key_refs"), u32, u32);
+      this.tunKeySlots = new TypedMap(take("wr_tun_key_slots"), tunKeyCodec, u32);
     } catch (err) {
       for (const m of opened) m.close();
       throw err;
@@ -194,7 +198,8 @@ export class DatapathMaps implements Disposable {
     yield ["wr_port_stats", this.portStats.raw];
     yield ["wr_stats", this.stats.raw];
     yield ["wr_flow_ids", this.flowIds.raw];
-    yield ["wr_tun_key_ids", this.tunKeyIds.raw];
+    yield ["wr_tun_key_refs", this.tunKeyRefs.raw];
+    yield ["wr_tun_key_slots", this.tunKeySlots.raw];
   }
 
   /** Releases every map's descriptor. */

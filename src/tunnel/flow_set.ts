@@ -1,0 +1,289 @@
+/**
+ * A compiled flow table held compactly in memory, for `apply` over a
+ * million flows: a few typed-array columns per flow, the key's bytes only
+ * where its mask has bits, and each distinct action list stored once.
+ *
+ * A flow's identity is its mask and masked key (the flow index holds one
+ * entry per identity); {@link FlowSet.find} looks one up straight from the
+ * bytes of a kernel index entry, without decoding it.
+ *
+ * @module
+ */
+
+import { actionCodec, flowEntryCodec, flowKeyCodec, tunKeyCodec } from "../maps/layouts.ts";
+import { type CompiledFlow, CompileError } from "./compile.ts";
+
+const KEY_SIZE = flowKeyCodec.size;
+const ACTION_SIZE = actionCodec.size;
+const TUN_KEY_SIZE = tunKeyCodec.size;
+const ENTRY_ACTIONS = flowEntryCodec.fields.find((f) => f.name === "actions")!.offset;
+
+function sameBytes(a: Uint8Array, b: Uint8Array, n: number): boolean {
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** A string holding `bytes` one per character, for JavaScript maps. */
+export function byteString(bytes: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 8192) {
+    s += String.fromCharCode.apply(null, bytes.subarray(i, i + 8192) as unknown as number[]);
+  }
+  return s;
+}
+
+/** A mask, with where its bits are. */
+export interface MaskShape {
+  /** The mask's bytes (a `struct wr_flow_key`). */
+  bytes: Uint8Array;
+  /** Offsets of the bytes that are not zero: where keys under it can differ. */
+  offsets: Uint8Array;
+  /** The bytes as a string, for maps. */
+  sig: string;
+}
+
+/** The shape of mask `bytes`. */
+export function maskShape(bytes: Uint8Array): MaskShape {
+  const offsets: number[] = [];
+  for (let i = 0; i < bytes.length; i++) if (bytes[i]) offsets.push(i);
+  return { bytes, offsets: Uint8Array.from(offsets), sig: byteString(bytes) };
+}
+
+/** One distinct action list, with the tunnel keys it sets. */
+export interface ActionSet {
+  /** `struct wr_action` × n; a TUNNEL's arg indexes `tunKeys`. */
+  actions: Uint8Array;
+  /** How many actions. */
+  count: number;
+  /** WR_FLOWF_* flags. */
+  flags: number;
+  /** Each tunnel key, as `struct wr_tun_key` bytes. */
+  tunKeys: Uint8Array[];
+  /** The actions as the kernel holds them, once every key has a slot. */
+  resolved?: Uint8Array;
+}
+
+/** Where a flow of the set stands against the installed table. */
+export const FlowState = { NEW: 0, UNCHANGED: 1, MODIFIED: 2 } as const;
+
+const FNV_OFFSET = 0x811c9dc5;
+const FNV_PRIME = 0x01000193;
+
+/** FlowSet is the compiled table, column by column. */
+export class FlowSet {
+  /** Distinct masks, in order of first use. */
+  readonly masks: (MaskShape & { maxPriority: number; flows: number })[] = [];
+  /** Distinct action lists. */
+  readonly actionSets: ActionSet[] = [];
+  /** How many flows. */
+  count = 0;
+  /** Per flow: its mask's index in `masks`. */
+  maskIndex = new Uint8Array(1024);
+  /** Per flow: where its projected key starts in the arena. */
+  keyAt = new Uint32Array(1024);
+  /** Per flow: priority. */
+  priority = new Uint16Array(1024);
+  /** Per flow: cookie. */
+  cookie = new BigUint64Array(1024);
+  /** Per flow: its action list's index in `actionSets`. */
+  actionSet = new Uint32Array(1024);
+  /** Per flow: the installed flow's id it takes over, or -1. */
+  oldId = new Int32Array(1024).fill(-1);
+  /** Per flow: a {@link FlowState}. */
+  state = new Uint8Array(1024);
+  #arena = new Uint8Array(1 << 16);
+  #arenaUsed = 0;
+  #table = new Int32Array(2048).fill(-1);
+  readonly #maskBySig = new Map<string, number>();
+  #lastMask = -1;
+  readonly #setOf = new WeakMap<object, number>();
+  #scratch = new Uint8Array(1024);
+  #setTable = new Int32Array(64).fill(-1);
+  readonly #setRaw: Uint8Array[] = [];
+  readonly #setHash: number[] = [];
+
+  /**
+   * Adds a compiled flow; a second flow with the same match (at any
+   * priority) is refused, since one would hide the other.
+   */
+  add(c: CompiledFlow): number {
+    // Flows come in runs under one mask: try the last one before hashing.
+    let mi = this.#lastMask >= 0 &&
+        sameBytes(this.masks[this.#lastMask].bytes, c.maskBytes, c.maskBytes.length)
+      ? this.#lastMask
+      : this.#maskBySig.get(byteString(c.maskBytes));
+    if (mi === undefined) {
+      if (this.masks.length === 255) {
+        throw new CompileError("the flows use more than 255 masks");
+      }
+      mi = this.masks.length;
+      this.masks.push({ ...maskShape(c.maskBytes), maxPriority: 0, flows: 0 });
+      this.#maskBySig.set(this.masks[mi].sig, mi);
+    }
+    this.#lastMask = mi;
+    const mask = this.masks[mi];
+    if (this.find(mi, c.keyBytes, 0) >= 0) {
+      throw new CompileError(
+        `two flows have the same match (the second at priority ${c.spec.priority}): one would hide the other`,
+      );
+    }
+    if (this.count === this.priority.length) this.#grow();
+    if ((this.count + 1) * 2 > this.#table.length) this.#rehash(this.#table.length * 2);
+    const n = this.count++;
+    const width = mask.offsets.length;
+    if (this.#arenaUsed + width > this.#arena.length) {
+      const bigger = new Uint8Array(this.#arena.length * 2);
+      bigger.set(this.#arena);
+      this.#arena = bigger;
+    }
+    const at = this.#arenaUsed;
+    for (let j = 0; j < width; j++) this.#arena[at + j] = c.keyBytes[mask.offsets[j]];
+    this.#arenaUsed += width;
+    this.maskIndex[n] = mi;
+    this.keyAt[n] = at;
+    this.priority[n] = c.spec.priority;
+    this.cookie[n] = c.spec.cookie;
+    this.actionSet[n] = this.#intern(c);
+    mask.flows++;
+    if (c.spec.priority > mask.maxPriority) mask.maxPriority = c.spec.priority;
+    this.#insert(n);
+    return n;
+  }
+
+  /**
+   * The flow whose mask is `masks[mi]` and whose key is the one at `at` of
+   * `bytes` (a full `struct wr_flow_key`, masked), or -1.
+   */
+  find(mi: number, bytes: Uint8Array, at: number): number {
+    const offsets = this.masks[mi].offsets;
+    let h = FNV_OFFSET ^ mi;
+    for (let j = 0; j < offsets.length; j++) {
+      h = Math.imul(h ^ bytes[at + offsets[j]], FNV_PRIME);
+    }
+    const size = this.#table.length;
+    for (let slot = (h >>> 0) & (size - 1);; slot = (slot + 1) & (size - 1)) {
+      const n = this.#table[slot];
+      if (n < 0) return -1;
+      if (this.maskIndex[n] !== mi) continue;
+      const k = this.keyAt[n];
+      let same = true;
+      for (let j = 0; j < offsets.length; j++) {
+        if (this.#arena[k + j] !== bytes[at + offsets[j]]) {
+          same = false;
+          break;
+        }
+      }
+      if (same) return n;
+    }
+  }
+
+  /** Flow `n`'s full masked key, written at `at` of `out` (zeroed first). */
+  keyInto(n: number, out: Uint8Array, at: number): void {
+    out.fill(0, at, at + KEY_SIZE);
+    const offsets = this.masks[this.maskIndex[n]].offsets;
+    const k = this.keyAt[n];
+    for (let j = 0; j < offsets.length; j++) out[at + offsets[j]] = this.#arena[k + j];
+  }
+
+  /** Flow `n`'s actions, as a flow entry holds them, written at `at` of `out`. */
+  actionsInto(n: number, out: Uint8Array, at: number): void {
+    const set = this.actionSets[this.actionSet[n]];
+    out.set(set.resolved!, at + ENTRY_ACTIONS);
+  }
+
+  /** The index of `c`'s action list, stored once however many flows share it. */
+  #intern(c: CompiledFlow): number {
+    // Flows compiled through one memo share the very same arrays.
+    let id = this.#setOf.get(c.actions);
+    if (id === undefined) {
+      id = this.#internBytes(c);
+      this.#setOf.set(c.actions, id);
+    }
+    return id;
+  }
+
+  #internBytes(c: CompiledFlow): number {
+    // Flags, actions and tunnel keys back to back: the list's identity.
+    const size = 1 + c.actions.length * ACTION_SIZE + c.tunKeyBytes.length * TUN_KEY_SIZE;
+    if (this.#scratch.length < size) this.#scratch = new Uint8Array(size * 2);
+    const raw = this.#scratch;
+    const view = new DataView(raw.buffer);
+    raw[0] = c.flags;
+    c.actions.forEach((a, i) => actionCodec.write(view, 1 + i * ACTION_SIZE, a));
+    let at = 1 + c.actions.length * ACTION_SIZE;
+    for (const k of c.tunKeyBytes) {
+      raw.set(k, at);
+      at += TUN_KEY_SIZE;
+    }
+    let h = FNV_OFFSET;
+    for (let i = 0; i < size; i++) h = Math.imul(h ^ raw[i], FNV_PRIME);
+    const table = this.#setTable;
+    for (let slot = (h >>> 0) & (table.length - 1);; slot = (slot + 1) & (table.length - 1)) {
+      const id = table[slot];
+      if (id < 0) break;
+      const other = this.#setRaw[id];
+      if (other.length === size && sameBytes(other, raw, size)) return id;
+    }
+    const id = this.actionSets.length;
+    const actions = raw.slice(1, 1 + c.actions.length * ACTION_SIZE);
+    this.actionSets.push({
+      actions,
+      count: c.actions.length,
+      flags: c.flags,
+      tunKeys: c.tunKeyBytes,
+    });
+    this.#setRaw.push(raw.slice(0, size));
+    this.#setHash.push(h >>> 0);
+    if (this.actionSets.length * 2 > table.length) {
+      this.#setTable = new Int32Array(table.length * 2).fill(-1);
+      this.#setHash.forEach((hh, i) => this.#placeSet(i, hh));
+    } else this.#placeSet(id, h >>> 0);
+    return id;
+  }
+
+  #placeSet(id: number, h: number): void {
+    const table = this.#setTable;
+    let slot = h & (table.length - 1);
+    while (table[slot] >= 0) slot = (slot + 1) & (table.length - 1);
+    table[slot] = id;
+  }
+
+  #hash(n: number): number {
+    const offsets = this.masks[this.maskIndex[n]].offsets;
+    const k = this.keyAt[n];
+    let h = FNV_OFFSET ^ this.maskIndex[n];
+    for (let j = 0; j < offsets.length; j++) h = Math.imul(h ^ this.#arena[k + j], FNV_PRIME);
+    return h >>> 0;
+  }
+
+  #insert(n: number): void {
+    const size = this.#table.length;
+    let slot = this.#hash(n) & (size - 1);
+    while (this.#table[slot] >= 0) slot = (slot + 1) & (size - 1);
+    this.#table[slot] = n;
+  }
+
+  #rehash(size: number): void {
+    this.#table = new Int32Array(size).fill(-1);
+    for (let n = 0; n < this.count; n++) this.#insert(n);
+  }
+
+  #grow(): void {
+    const size = this.priority.length * 2;
+    const grow = <T extends Uint8Array | Uint16Array | Uint32Array | Int32Array | BigUint64Array>(
+      a: T,
+      make: (n: number) => T,
+    ): T => {
+      const b = make(size);
+      b.set(a as never);
+      return b;
+    };
+    this.maskIndex = grow(this.maskIndex, (n) => new Uint8Array(n));
+    this.keyAt = grow(this.keyAt, (n) => new Uint32Array(n));
+    this.priority = grow(this.priority, (n) => new Uint16Array(n));
+    this.cookie = grow(this.cookie, (n) => new BigUint64Array(n));
+    this.actionSet = grow(this.actionSet, (n) => new Uint32Array(n));
+    this.oldId = grow(this.oldId, (n) => new Int32Array(n).fill(-1));
+    this.state = grow(this.state, (n) => new Uint8Array(n));
+  }
+}

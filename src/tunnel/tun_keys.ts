@@ -1,0 +1,172 @@
+/**
+ * Tunnel key slots, shared: every action that sets the same tunnel key
+ * (id, remote, source, TOS, TTL, flags, Geneve options) names one slot of
+ * `wr_tun_keys`. A million flows towards a thousand remotes take a
+ * thousand slots, and two flows set the same key exactly when they name
+ * the same slot, which is what lets `apply` compare flows without reading
+ * tunnel keys back.
+ *
+ * `wr_tun_key_slots` finds a key's slot by its bytes; `wr_tun_key_refs`
+ * counts the actions naming each slot (0 = free). Like the flow id bitmap,
+ * the counts are a cache of the flow table: `apply` recounts them.
+ *
+ * A slot's content never changes while any flow names it, and a freed slot
+ * is reused last (allocation goes round robin), so a packet in flight that
+ * read an old flow entry still finds the key that entry meant.
+ *
+ * @module
+ */
+
+import { tunKeyCodec } from "../maps/layouts.ts";
+import type { DatapathMaps } from "./pins.ts";
+
+const SIZE = tunKeyCodec.size;
+
+/** A key's bytes as a string, for JavaScript maps. */
+function sig(bytes: Uint8Array): string {
+  return String.fromCharCode.apply(null, bytes as unknown as number[]);
+}
+
+/** TunKeySlots holds the reference counts in memory between flushes. */
+export class TunKeySlots {
+  readonly #maps: DatapathMaps;
+  /** Actions naming each slot. */
+  readonly refs: Uint32Array;
+  readonly #dirty = new Set<number>();
+  // Slots looked up or written in this process, by content.
+  readonly #known = new Map<string, number>();
+  #hint = 0;
+  #used = 0;
+
+  /** Reads the reference counts. */
+  constructor(maps: DatapathMaps) {
+    this.#maps = maps;
+    const raw = maps.tunKeyRefs.raw;
+    this.refs = new Uint32Array(raw.info.maxEntries);
+    for (const c of raw.lookupBatch(65536)) {
+      const keys = new Uint32Array(c.keys.buffer, c.keys.byteOffset, c.count);
+      const vals = new Uint32Array(c.values.buffer, c.values.byteOffset, c.count);
+      for (let i = 0; i < c.count; i++) this.refs[keys[i]] = vals[i];
+    }
+    for (const r of this.refs) if (r) this.#used++;
+  }
+
+  /** How many slots exist. */
+  get capacity(): number {
+    return this.refs.length;
+  }
+
+  /** How many slots are in use. */
+  used(): number {
+    return this.#used;
+  }
+
+  /** The slot holding exactly `bytes`, or undefined. */
+  find(bytes: Uint8Array): number | undefined {
+    const s = sig(bytes);
+    let slot = this.#known.get(s);
+    if (slot === undefined) {
+      const v = this.#maps.tunKeySlots.raw.lookup(bytes);
+      if (!v) return undefined;
+      slot = new DataView(v.buffer).getUint32(0, true);
+      this.#known.set(s, slot);
+    }
+    return this.refs[slot] ? slot : undefined;
+  }
+
+  /**
+   * The slot for `bytes`, taking one reference: the existing one, or a
+   * free slot filled with the key before anything can name it.
+   */
+  acquire(bytes: Uint8Array): number {
+    let slot = this.find(bytes);
+    if (slot === undefined) {
+      slot = this.#free();
+      this.#maps.tunKeys.raw.update(u32(slot), bytes);
+      this.#maps.tunKeySlots.raw.update(bytes, u32(slot));
+      this.#known.set(sig(bytes), slot);
+      this.#used++;
+    }
+    this.refs[slot]++;
+    this.#dirty.add(slot);
+    return slot;
+  }
+
+  /** Drops one reference to `slot`; the last one frees it. */
+  release(slot: number): void {
+    if (!this.refs[slot]) return;
+    if (--this.refs[slot] === 0) this.#forget(slot);
+    this.#dirty.add(slot);
+  }
+
+  /**
+   * Sets every count from scratch (`counts[slot]` actions name `slot`),
+   * freeing the slots no action names any more.
+   */
+  recount(counts: Uint32Array): void {
+    for (let slot = 0; slot < this.refs.length; slot++) {
+      if (this.refs[slot] === counts[slot]) continue;
+      if (this.refs[slot] && !counts[slot]) this.#forget(slot);
+      else if (!this.refs[slot] && counts[slot]) this.#used++;
+      this.refs[slot] = counts[slot];
+      this.#dirty.add(slot);
+    }
+  }
+
+  /** How many free slots remain. */
+  free(): number {
+    return this.refs.length - this.#used;
+  }
+
+  /** Writes the changed counts back. */
+  flush(): void {
+    if (this.#dirty.size === 0) return;
+    const slots = [...this.#dirty].sort((a, b) => a - b);
+    const chunk = 65536;
+    for (let i = 0; i < slots.length; i += chunk) {
+      const part = slots.slice(i, i + chunk);
+      const vals = Uint32Array.from(part, (s) => this.refs[s]);
+      this.#maps.tunKeyRefs.raw.updateBatch(
+        new Uint8Array(new Uint32Array(part).buffer),
+        new Uint8Array(vals.buffer),
+        part.length,
+      );
+    }
+    this.#dirty.clear();
+  }
+
+  #free(): number {
+    const n = this.refs.length;
+    for (let scanned = 0; scanned < n; scanned++) {
+      const slot = (this.#hint + scanned) % n;
+      if (this.refs[slot] === 0) {
+        this.#hint = (slot + 1) % n;
+        return slot;
+      }
+    }
+    throw new RangeError(
+      `all ${n} tunnel key slots are in use (warren up --max-tun-keys sets how many distinct keys fit)`,
+    );
+  }
+
+  /** Removes a freed slot's content from the index (the slot keeps it). */
+  #forget(slot: number): void {
+    this.#used--;
+    const bytes = this.#maps.tunKeys.raw.lookup(u32(slot));
+    if (!bytes) return;
+    const s = sig(bytes);
+    if (this.#known.get(s) === slot) this.#known.delete(s);
+    // Only if the index still names this slot for the content.
+    const v = this.#maps.tunKeySlots.raw.lookup(bytes);
+    if (v && new DataView(v.buffer).getUint32(0, true) === slot) {
+      this.#maps.tunKeySlots.raw.delete(bytes);
+    }
+  }
+}
+
+function u32(n: number): Uint8Array {
+  return new Uint8Array(new Uint32Array([n]).buffer);
+}
+
+/** The size of one tunnel key in bytes. */
+export const TUN_KEY_SIZE = SIZE;
