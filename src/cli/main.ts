@@ -69,6 +69,9 @@ export function program(): Command {
     )
     .option("--netns <name>", "run inside this network namespace (from ip netns)")
     .showHelpAfterError("(warren --help lists the commands)")
+    // Set before subcommands exist: they copy these settings when made.
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => Deno.stderr.writeSync(new TextEncoder().encode(s)) })
     .hook("preAction", (self) => {
       const ns = globals(self).netns;
       if (ns) enterNetns(ns);
@@ -294,8 +297,6 @@ export function parseOptions(words: string[]): Record<string, string> {
 /** Runs the CLI with `args` and returns the exit code. */
 export async function main(args: string[]): Promise<number> {
   const cli = program();
-  cli.exitOverride();
-  cli.configureOutput({ writeErr: (s) => Deno.stderr.writeSync(new TextEncoder().encode(s)) });
   try {
     await cli.parseAsync(args, { from: "user" });
     return 0;

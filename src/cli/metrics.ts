@@ -8,15 +8,49 @@
 import type { Command } from "commander";
 import { Counter, Registry } from "prom-client";
 import type { Datapath } from "../tunnel/datapath.ts";
-import { openDatapath } from "./main.ts";
+import { openDatapath, toInt } from "./main.ts";
 import { readStats } from "./stats.ts";
 
-/** A registry whose metrics read `dp` when collected. */
-export function registry(dp: Datapath): Registry {
+/** One flow's series: its labels and counts. */
+interface FlowSeries {
+  labels: { flow_id: string; priority: string; match: string; cookie: string };
+  packets: number;
+  bytes: number;
+}
+
+/**
+ * A registry whose metrics read `dp` when collected: once per scrape,
+ * shared by every metric. Per-flow series are limited to the `maxFlows`
+ * busiest flows (by packets), so a table of a million flows does not
+ * become a million series.
+ */
+export function registry(dp: Datapath, maxFlows = 1000): Registry {
   const reg = new Registry();
-  let stats: ReturnType<typeof readStats> | undefined;
-  // One read of the maps per scrape, shared by every metric.
-  const fresh = () => (stats ??= readStats(dp));
+  let snapshot: { stats: ReturnType<typeof readStats>; flows: FlowSeries[] } | undefined;
+  const fresh = () => {
+    if (snapshot) return snapshot;
+    const flows: FlowSeries[] = [];
+    if (maxFlows > 0) {
+      const c = dp.flows.counterArrays();
+      for (const f of dp.flows.sorted({}, { counters: c })) {
+        flows.push({
+          labels: {
+            flow_id: String(f.flowId),
+            priority: String(f.priority),
+            match: dp.describeMatch(f.match),
+            cookie: `0x${f.cookie.toString(16)}`,
+          },
+          packets: Number(f.counters!.packets),
+          bytes: Number(f.counters!.bytes),
+        });
+      }
+      if (flows.length > maxFlows) {
+        flows.sort((a, b) => b.packets - a.packets);
+        flows.length = maxFlows;
+      }
+    }
+    return (snapshot = { stats: readStats(dp), flows });
+  };
   const portMetric = (
     name: string,
     help: string,
@@ -29,7 +63,7 @@ export function registry(dp: Datapath): Registry {
       registers: [reg],
       collect() {
         this.reset();
-        for (const p of fresh().ports) this.inc({ port: p.name }, Number(p[field]));
+        for (const p of fresh().stats.ports) this.inc({ port: p.name }, Number(p[field]));
       },
     });
   portMetric("warren_port_rx_packets_total", "Packets received on a port", "rx_packets");
@@ -44,7 +78,9 @@ export function registry(dp: Datapath): Registry {
     registers: [reg],
     collect() {
       this.reset();
-      for (const [reason, n] of Object.entries(fresh().drops)) this.inc({ reason }, Number(n));
+      for (const [reason, n] of Object.entries(fresh().stats.drops)) {
+        this.inc({ reason }, Number(n));
+      }
     },
   });
   new Counter({
@@ -54,7 +90,9 @@ export function registry(dp: Datapath): Registry {
     registers: [reg],
     collect() {
       this.reset();
-      for (const [event, n] of Object.entries(fresh().events)) this.inc({ event }, Number(n));
+      for (const [event, n] of Object.entries(fresh().stats.events)) {
+        this.inc({ event }, Number(n));
+      }
     },
   });
   const flowMetric = (name: string, help: string, field: "packets" | "bytes") =>
@@ -65,23 +103,14 @@ export function registry(dp: Datapath): Registry {
       registers: [reg],
       collect() {
         this.reset();
-        const counters = dp.flows.counterArrays();
-        for (const f of dp.flows.sorted({}, {})) {
-          const labels = {
-            flow_id: String(f.flowId),
-            priority: String(f.priority),
-            match: dp.describeMatch(f.match),
-            cookie: `0x${f.cookie.toString(16)}`,
-          };
-          this.inc(labels, Number(counters[field][f.flowId]));
-        }
+        for (const f of fresh().flows) this.inc(f.labels, f[field]);
       },
     });
   flowMetric("warren_flow_packets_total", "Packets that hit a flow", "packets");
   flowMetric("warren_flow_bytes_total", "Bytes that hit a flow", "bytes");
   const scrape = reg.metrics.bind(reg);
   reg.metrics = async () => {
-    stats = undefined;
+    snapshot = undefined;
     return await scrape();
   };
   return reg;
@@ -92,11 +121,12 @@ export function registerMetrics(cli: Command): void {
   cli.command("metrics")
     .description("serve counters in the Prometheus text format")
     .requiredOption("--listen <host:port>", "where to listen, such as 127.0.0.1:9101")
+    .option("--flows <n>", "per-flow series for at most this many busiest flows", toInt, 1000)
     .action(async (opts, cmd) => {
       const m = /^(.*):(\d+)$/.exec(opts.listen);
       if (!m) throw new RangeError(`--listen "${opts.listen}" is not host:port`);
       const dp = openDatapath(cmd);
-      const reg = registry(dp);
+      const reg = registry(dp, opts.flows);
       const server = Deno.serve({
         hostname: m[1].replace(/^\[|\]$/g, ""),
         port: Number(m[2]),

@@ -84,9 +84,11 @@ export interface ApplyStateOptions {
   listLimit?: number;
 }
 
-/** Reads a state file: YAML or JSON (JSON is YAML). */
+/** Reads a state file: YAML or JSON (JSON is YAML; an object in JSON is read as JSON). */
 export function parseState(text: string): DesiredState {
-  const doc = parseYaml(text) ?? {};
+  // JSON is YAML, but JSON.parse reads a table of a million flows in a
+  // fraction of the time and memory a YAML parser needs.
+  const doc = (/^\s*\{/.test(text) ? JSON.parse(text) : parseYaml(text)) ?? {};
   if (typeof doc !== "object" || Array.isArray(doc)) {
     throw new PortError("a state file holds ports, tunnels and flows");
   }

@@ -24,7 +24,7 @@ export interface PingResult {
 export async function ping(
   from: Workload,
   to: string,
-  options: { count?: number; size?: number; dontFragment?: boolean } = {},
+  options: { count?: number; size?: number; dontFragment?: boolean; interval?: number } = {},
 ): Promise<PingResult> {
   const count = options.count ?? 3;
   const args = [
@@ -32,7 +32,7 @@ export async function ping(
     "-c",
     String(count),
     "-i",
-    "0.05",
+    String(options.interval ?? 0.05),
     "-W",
     "2",
     "-s",

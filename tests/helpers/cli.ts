@@ -1,0 +1,83 @@
+/**
+ * Runs the real `warren` command line, as a separate process, against a
+ * lab host's pinned datapath.
+ *
+ * @module
+ */
+
+import { assert } from "./assert.ts";
+import type { LabHost } from "../../src/lab/topology.ts";
+
+const CLI = new URL("../../src/cli/main.ts", import.meta.url).pathname;
+
+/** What one run printed and how it ended. */
+export interface CliResult {
+  /** Exit code. */
+  code: number;
+  /** Standard output. */
+  stdout: string;
+  /** Standard error. */
+  stderr: string;
+}
+
+/** Where a command runs: a namespace (by name) and a pin directory. */
+export type Target = LabHost | { nsName?: string; pinDir: string };
+
+function targetArgs(t: Target): string[] {
+  const ns = "ns" in t ? t.ns.name : t.nsName;
+  return [...(ns ? ["--netns", ns] : []), "--pin-dir", t.pinDir];
+}
+
+/** The command that runs `warren args` on `t`, for spawning by hand. */
+export function warrenCommand(t: Target, args: string[], stdin = false): Deno.Command {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", CLI, ...targetArgs(t), ...args],
+    stdin: stdin ? "piped" : "null",
+    stdout: "piped",
+    stderr: "piped",
+  });
+}
+
+/** Runs `warren args` on `t`, whatever its exit code. */
+export async function warren(t: Target, args: string[], stdin?: string): Promise<CliResult> {
+  const child = warrenCommand(t, args, stdin !== undefined).spawn();
+  if (stdin !== undefined) {
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(stdin));
+    await w.close();
+  }
+  const out = await child.output();
+  return {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}
+
+/** Runs `warren args` on `t`; it must exit 0. Returns its standard output. */
+export async function warrenOk(t: Target, args: string[], stdin?: string): Promise<string> {
+  const r = await warren(t, args, stdin);
+  assert.equal(r.code, 0, `warren ${args.join(" ")} exited ${r.code}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** Runs `warren args --json` on `t` and parses what it printed. */
+export async function warrenJson<T = unknown>(t: Target, args: string[]): Promise<T> {
+  return JSON.parse(await warrenOk(t, [...args, "--json"])) as T;
+}
+
+/**
+ * Runs `warren args` on `t`; it must fail with `code` and say why in one
+ * line on standard error that contains `includes`.
+ */
+export async function warrenFails(
+  t: Target,
+  args: string[],
+  code: 1 | 2,
+  includes: string,
+): Promise<CliResult> {
+  const r = await warren(t, args);
+  assert.equal(r.code, code, `warren ${args.join(" ")}: exit ${r.code}, stderr: ${r.stderr}`);
+  assert.ok(r.stderr.includes(includes), `stderr lacks "${includes}": ${r.stderr}`);
+  return r;
+}
