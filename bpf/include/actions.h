@@ -15,6 +15,7 @@
 #include "classify.h"
 #include "encap.h"
 #include "icmp.h"
+#include "stt.h"
 
 #define TCP_MSS_OPT_MAX 40
 
@@ -211,13 +212,102 @@ __noinline int build_outer(struct __sk_buff *skb, const struct frame_info *fi,
 }
 
 /*
+ * An output to an STT port, whose header build_outer made. A frame that
+ * fits one segment is encapsulated in place and its TCP checksum filled
+ * in; a bigger one (a GSO packet) is sent as several segments, which only
+ * the last output of a flow can do (the skb becomes the segments) and only
+ * towards a next hop whose MAC the FIB knows (clones cannot wait for
+ * neighbour resolution). Returns a TC verdict, or -1 to go on.
+ */
+__noinline long stt_output(struct __sk_buff *skb, const struct frame_info *fi,
+			   const struct wr_flow_key *key, struct exec_state *st)
+{
+	struct encap_out *out;
+	struct scratch *s;
+	__u32 zero = 0, mtu, hlen, inner_len;
+	int last, r = 0;
+
+	if (!fi || !key || !st)
+		return TC_ACT_SHOT;
+	last = st->last;
+	s = bpf_map_lookup_elem(&wr_scratch, &zero);
+	if (!s) {
+		drop(WR_DROP_ENCAP, st->in_port);
+		return last ? TC_ACT_SHOT : -1;
+	}
+	out = &s->out;
+	__builtin_memset(out, 0, sizeof(*out));
+	inner_len = skb->len - (st->tk_done ? st->out_hdr_len : 0);
+	st->inner_len = inner_len;
+	r = build_outer(skb, fi, key, st, out);
+	hlen = out->hdr_len;
+	if (!r && (hlen < sizeof(struct ethhdr) + 20 + 38 || hlen > OUTER_MAX))
+		r = WR_DROP_ENCAP;
+	if (r) {
+		drop(r, st->in_port);
+		return last ? TC_ACT_SHOT : -1;
+	}
+	mtu = path_mtu(skb, out);
+	if (!mtu)
+		mtu = 1500;
+	if (WR_STT_HDR_LEN + inner_len > WR_STT_FRAME_MAX) {
+		r = WR_DROP_ENCAP;
+	} else if (st->tk_done) {
+		/* A replica: the same frame, another remote. */
+		if (hlen != st->out_hdr_len ||
+		    bpf_skb_store_bytes(skb, 0, s->hdr,
+					sizeof(struct ethhdr) + ((hlen - sizeof(struct ethhdr)) & 0x7f), 0) ||
+		    stt_tcp_csum(skb, hlen - WR_STT_HDR_LEN, out->v6))
+			r = WR_DROP_ENCAP;
+	} else if (!skb->gso_size && inner_len + hlen - sizeof(struct ethhdr) <= mtu) {
+		/* One segment. The VLAN tag travels in the STT header. */
+		if (skb->vlan_present)
+			bpf_skb_vlan_pop(skb);
+		r = encap_push(skb, s, out, WR_PROTO_STT, fi->ip_version != 0);
+		if (!r && stt_tcp_csum(skb, hlen - WR_STT_HDR_LEN, out->v6))
+			r = WR_DROP_ENCAP;
+	} else if (!last) {
+		r = WR_DROP_ENCAP;
+	} else if (out->neigh) {
+		r = WR_DROP_NO_NEIGH;
+	} else {
+		if (skb->vlan_present)
+			bpf_skb_vlan_pop(skb);
+		r = stt_segment(skb, hlen, out->ifindex, mtu, out->v6);
+		if (!r) {
+			stat_inc(WR_STAT_ENCAP);
+			port_tx(st->port_no, inner_len);
+			return bpf_redirect(out->ifindex, 0);
+		}
+	}
+	if (r) {
+		drop(r, st->in_port);
+		return last ? TC_ACT_SHOT : -1;
+	}
+	if (!st->tk_done)
+		stat_inc(WR_STAT_ENCAP);
+	st->tk_done = 1;
+	st->out_hdr_len = hlen;
+	port_tx(st->port_no, inner_len);
+	if (last)
+		return encap_redirect(out);
+	if (out->neigh) {
+		drop(WR_DROP_NO_ROUTE, st->in_port);
+		return -1;
+	}
+	if (bpf_clone_redirect(skb, out->ifindex, 0))
+		drop(WR_DROP_ENCAP, st->in_port);
+	return -1;
+}
+
+/*
  * One tunnel output. Returns a TC verdict when the packet is finished with
  * (its last output, or turned into ICMP), or -1 to go on.
  */
 __noinline long tunnel_output(struct __sk_buff *skb, const struct frame_info *fi,
 			      const struct wr_flow_key *key, struct exec_state *st)
 {
-	struct encap_out out = {};
+	struct encap_out *out;
 	struct wr_port *port;
 	struct scratch *s;
 	__u32 zero = 0, port_no, inner_len;
@@ -233,16 +323,18 @@ __noinline long tunnel_output(struct __sk_buff *skb, const struct frame_info *fi
 		drop(WR_DROP_NO_PORT, st->in_port);
 		return last ? TC_ACT_SHOT : -1;
 	}
+	out = &s->out;
+	__builtin_memset(out, 0, sizeof(*out));
 	inner_len = skb->len - (st->tk_done ? st->out_hdr_len : 0);
 	st->inner_len = inner_len;
-	r = build_outer(skb, fi, key, st, &out);
+	r = build_outer(skb, fi, key, st, out);
 	if (!r) {
-		__u32 mtu = path_mtu(skb, &out);
+		__u32 mtu = path_mtu(skb, out);
 
-		if (!st->tk_done && mtu && too_big(skb, fi, out.hdr_len, mtu)) {
+		if (!st->tk_done && mtu && too_big(skb, fi, out->hdr_len, mtu)) {
 			/* IPv4 without DF could be fragmented, but not here. */
 			if (last && (fi->ip_version == 6 || fi->ipv4_df) &&
-			    !icmp_too_big(skb, fi, mtu - out.hdr_len)) {
+			    !icmp_too_big(skb, fi, mtu - out->hdr_len)) {
 				drop(WR_DROP_TOO_BIG, st->in_port);
 				stat_inc(WR_STAT_ICMP_SENT);
 				return bpf_redirect(skb->ifindex, 0);
@@ -251,22 +343,22 @@ __noinline long tunnel_output(struct __sk_buff *skb, const struct frame_info *fi
 		}
 	}
 	if (!r && (port->flags & WR_PORTF_MSS_CLAMP) && !st->tk_done && key->ip_proto == IPPROTO_TCP) {
-		__u32 mtu = path_mtu(skb, &out);
+		__u32 mtu = path_mtu(skb, out);
 		__u32 ip = fi->ip_version == 6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
 
 		/* The inner Ethernet header takes the place of the outer one. */
-		if (mtu > out.hdr_len + ip + sizeof(struct tcphdr))
-			clamp_mss(skb, fi, mtu - out.hdr_len - ip - sizeof(struct tcphdr));
+		if (mtu > out->hdr_len + ip + sizeof(struct tcphdr))
+			clamp_mss(skb, fi, mtu - out->hdr_len - ip - sizeof(struct tcphdr));
 	}
 	if (!r) {
 		if (!st->tk_done) {
-			r = encap_push(skb, s, &out, port->proto, fi->ip_version != 0);
-		} else if (out.hdr_len != st->out_hdr_len) {
+			r = encap_push(skb, s, out, port->proto, fi->ip_version != 0);
+		} else if (out->hdr_len != st->out_hdr_len) {
 			/* A replica with a longer or shorter outer header cannot be
 			 * made from the same encapsulated packet. */
 			r = WR_DROP_ENCAP;
 		} else {
-			__u32 len = out.hdr_len;
+			__u32 len = out->hdr_len;
 
 			if (len < sizeof(struct ethhdr) || len > OUTER_MAX)
 				r = WR_DROP_ENCAP;
@@ -276,8 +368,8 @@ __noinline long tunnel_output(struct __sk_buff *skb, const struct frame_info *fi
 				r = WR_DROP_ENCAP;
 		}
 	}
-	if (!r && out.csum)
-		outer_csum(skb, fi, out.hdr_len, out.v6, port->proto);
+	if (!r && out->csum)
+		outer_csum(skb, fi, out->hdr_len, out->v6, port->proto);
 	if (r) {
 		drop(r, st->in_port);
 		return last ? TC_ACT_SHOT : -1;
@@ -285,16 +377,16 @@ __noinline long tunnel_output(struct __sk_buff *skb, const struct frame_info *fi
 	if (!st->tk_done)
 		stat_inc(WR_STAT_ENCAP);
 	st->tk_done = 1;
-	st->out_hdr_len = out.hdr_len;
+	st->out_hdr_len = out->hdr_len;
 	port_tx(port_no, inner_len);
 	if (last)
-		return encap_redirect(&out);
-	if (out.neigh) {
+		return encap_redirect(out);
+	if (out->neigh) {
 		/* A clone cannot wait for neighbour resolution; count it lost. */
 		drop(WR_DROP_NO_ROUTE, st->in_port);
 		return -1;
 	}
-	if (bpf_clone_redirect(skb, out.ifindex, 0))
+	if (bpf_clone_redirect(skb, out->ifindex, 0))
 		drop(WR_DROP_ENCAP, st->in_port);
 	return -1;
 }
@@ -338,32 +430,45 @@ __noinline long exec_one(struct __sk_buff *skb, const struct wr_flow_entry *e,
 		st->port_no = p;
 		st->tk_idx = a->arg;
 		st->last = last;
+		port = bpf_map_lookup_elem(&wr_ports, &p);
+		if (port && port->proto == WR_PROTO_STT)
+			return stt_output(skb, fi, key, st);
 		return tunnel_output(skb, fi, key, st);
 	}
 	return -1;
 }
 
+/* The state of the actions being carried out: in a map, off the stack,
+ * which the calls below need (a program runs once at a time per CPU). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct exec_state);
+} wr_scratch_exec SEC(".maps");
+
 /* Carries out e's actions on skb. Returns the TC verdict. */
 __noinline long exec_actions(struct __sk_buff *skb, const struct wr_flow_entry *e,
 			     const struct wr_flow_key *key, const struct frame_info *fi)
 {
-	struct exec_state st = {};
-	__u32 n;
+	__u32 zero = 0, n;
+	struct exec_state *st = bpf_map_lookup_elem(&wr_scratch_exec, &zero);
 
-	if (!e || !key || !fi)
+	if (!e || !key || !fi || !st)
 		return TC_ACT_SHOT;
-	st.in_port = key->in_port;
+	__builtin_memset(st, 0, sizeof(*st));
+	st->in_port = key->in_port;
 	n = e->n_actions;
 	for (__u32 i = 0; i < WR_MAX_ACTIONS && i < n; i++) {
 		long verdict;
 
-		st.index = i;
-		verdict = exec_one(skb, e, key, fi, &st);
+		st->index = i;
+		verdict = exec_one(skb, e, key, fi, st);
 		if (verdict >= 0)
 			return verdict;
 	}
 	/* No actions at all: Open vSwitch's meaning is drop. */
-	drop(WR_DROP_ACTION, st.in_port);
+	drop(WR_DROP_ACTION, st->in_port);
 	return TC_ACT_SHOT;
 }
 

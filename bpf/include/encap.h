@@ -23,18 +23,6 @@
 #define UDP_SPORT_MIN 49152
 #define UDP_SPORT_RANGE 16384
 
-struct scratch {
-	__u8 hdr[OUTER_MAX];	/* outer header under construction */
-	struct bpf_fib_lookup fib;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct scratch);
-} wr_scratch SEC(".maps");
-
 /* encap_out.neigh: how the MACs get filled in. */
 #define NEIGH_NONE 0	/* the FIB gave them: bpf_redirect */
 #define NEIGH_VIA 1	/* bpf_redirect_neigh to the next hop the FIB named */
@@ -51,6 +39,19 @@ struct encap_out {
 	__u8 pad;
 	__u8 nh[16];		/* next hop, for bpf_redirect_neigh */
 };
+
+struct scratch {
+	__u8 hdr[OUTER_MAX];	/* outer header under construction */
+	struct bpf_fib_lookup fib;
+	struct encap_out out;	/* where it goes (off the stack, which is short) */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} wr_scratch SEC(".maps");
 
 /* Bytes of Geneve options tk emits: a multiple of 4, at most the maximum. */
 static __always_inline __u32 gnv_optlen(const struct wr_tun_key *tk)
@@ -72,8 +73,44 @@ static __always_inline __u32 tunnel_hdr_len(__u8 proto, __u16 flags, const struc
 		return sizeof(struct grehdr) + ((flags & WR_TUNF_CSUM) ? 4 : 0) +
 		       ((port_flags & WR_PORTF_NO_KEY) ? 0 : 4) +
 		       ((port_flags & WR_PORTF_SEQ) ? 4 : 0);
+	case WR_PROTO_STT:
+		return sizeof(struct tcphdr) + WR_STT_HDR_LEN;
 	}
 	return 0;
+}
+
+/* The kernel's sk_buff fields STT's header describes. */
+struct sk_buff___stt {
+	__u8 ip_summed:2;
+	__u16 csum_start;
+	__u16 mac_header;
+} __attribute__((preserve_access_index));
+
+/* STT header flags and L4 offset for the frame in ctx (fi parsed it). */
+static __always_inline void stt_flags_of(struct __sk_buff *ctx, const struct frame_info *fi,
+					 __u8 *flags, __u8 *l4off)
+{
+	struct sk_buff___stt *skb = bpf_cast_to_kern_ctx(ctx);
+	__u8 f = 0, state = BPF_CORE_READ_BITFIELD(skb, ip_summed);
+
+	if (fi->ip_version == 4)
+		f |= STT_F_IPV4;
+	if (fi->ip_proto_l4 == IPPROTO_TCP)
+		f |= STT_F_TCP;
+	*l4off = 0;
+	if (state == CHECKSUM_PARTIAL) {
+		/* The checksum still holds only its pseudo-header sum: STT
+		 * says so, and the receiver completes it. */
+		__u32 at = (__u32)skb->csum_start - skb->mac_header;
+
+		if (at < 256) {
+			f |= STT_F_CSUM_PARTIAL;
+			*l4off = at;
+		}
+	} else if (state == CHECKSUM_UNNECESSARY) {
+		f |= STT_F_CSUM_VERIFIED;
+	}
+	*flags = f;
 }
 
 /*
@@ -152,7 +189,8 @@ static __always_inline int encap_build(struct __sk_buff *skb, const struct wr_po
 	 * goes to bpf_redirect_neigh and the kernel routes and resolves it. */
 	__builtin_memset(fib, 0, sizeof(*fib));
 	fib->family = v6 ? 10 /* AF_INET6 */ : 2 /* AF_INET */;
-	fib->l4_protocol = port->proto == WR_PROTO_GRE ? IPPROTO_GRE : IPPROTO_UDP;
+	fib->l4_protocol = port->proto == WR_PROTO_GRE ? IPPROTO_GRE :
+			   port->proto == WR_PROTO_STT ? IPPROTO_TCP : IPPROTO_UDP;
 	fib->ifindex = port->ifindex ? port->ifindex : skb->ifindex;
 	if (v6) {
 		__builtin_memcpy(fib->ipv6_dst, dst, 16);
@@ -272,6 +310,34 @@ static __always_inline int encap_build(struct __sk_buff *skb, const struct wr_po
 			 * the one atomic on the packet path, only with seq on. */
 			*(__be32 *)f = bpf_htonl(wr_dry_run ? port->gre_seq :
 							 __sync_fetch_and_add((__u32 *)&port->gre_seq, 1));
+	} else if (port->proto == WR_PROTO_STT) {
+		struct tcphdr *th = (void *)t;
+		struct stt_hdr *sh = (void *)(th + 1);
+		__u32 hash = bpf_get_hash_recalc(skb);
+		__u8 sflags, l4off;
+
+		/* A fake TCP segment: the frame length and offset in the
+		 * sequence number, a frame identifier in the acknowledgement. */
+		__builtin_memset(th, 0, sizeof(*th));
+		th->source = bpf_htons(UDP_SPORT_MIN + (((__u64)hash * UDP_SPORT_RANGE) >> 32));
+		th->dest = port->dst_port;
+		th->seq = bpf_htonl((WR_STT_HDR_LEN + inner_len) << 16);
+		th->ack_seq = bpf_get_prandom_u32();
+		th->doff = 5;
+		th->ack = 1;
+		th->psh = 1;
+		th->window = bpf_htons(65535);
+		stt_flags_of(skb, fi, &sflags, &l4off);
+		sh->version = 0;
+		sh->flags = sflags;
+		sh->l4_off = l4off;
+		sh->reserved = 0;
+		/* The MSS goes with a checksum left partial: the receiver
+		 * resegments and fills in the checksums of each segment. */
+		sh->mss = (sflags & STT_F_CSUM_PARTIAL) ? bpf_htons(skb->gso_size) : 0;
+		sh->vlan_tci = skb->vlan_present ? bpf_htons(skb->vlan_tci | STT_VLAN_V) : 0;
+		sh->context = tun_id;
+		sh->pad = 0;
 	} else {
 		struct udphdr *uh = (void *)t;
 		__u32 hash = bpf_get_hash_recalc(skb);
@@ -321,6 +387,11 @@ static __always_inline int encap_push(struct __sk_buff *skb, struct scratch *s,
 						       BPF_F_ADJ_ROOM_ENCAP_L4_UDP) |
 			      BPF_F_ADJ_ROOM_ENCAP_L2_ETH |
 			      BPF_F_ADJ_ROOM_ENCAP_L2(sizeof(struct ethhdr));
+
+		/* STT is a TCP segment the kernel has no GSO type for: it only
+		 * ever takes frames that need no segmenting down this path. */
+		if (proto == WR_PROTO_STT)
+			flags = 0;
 
 		/* The room goes after the original Ethernet header, which is
 		 * copied to the end of the room to become the inner one. */

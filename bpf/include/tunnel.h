@@ -44,11 +44,31 @@ struct grehdr {
 /* Routing, strict source route, recursion and the reserved flags. */
 #define GRE_UNSUPPORTED 0x4ff8
 
+/* STT (draft-davie-stt-08): the header after the fake TCP header, on the
+ * first segment of a frame only. */
+struct stt_hdr {
+	__u8 version;
+	__u8 flags;		/* STT_F_* */
+	__u8 l4_off;		/* inner L4 header, from the inner Ethernet header */
+	__u8 reserved;
+	__be16 mss;		/* the inner packet's MSS, for resegmenting */
+	__be16 vlan_tci;	/* PCP, V (STT_VLAN_V), VID */
+	__be64 context;		/* the tunnel key */
+	__be16 pad;		/* aligns the inner IP header */
+} __attribute__((packed));
+#define STT_F_CSUM_VERIFIED 0x01
+#define STT_F_CSUM_PARTIAL 0x02	/* the inner L4 checksum holds only its pseudo-header sum */
+#define STT_F_IPV4 0x04
+#define STT_F_TCP 0x08
+#define STT_F_RESERVED 0xf0
+#define STT_VLAN_V 0x1000
+
 /* Verdicts of parse_tunnel besides a WR_DROP_* reason (> 0). */
 #define TUN_OK 0
 #define TUN_NOT_OURS -1
 #define TUN_FRAGMENT -2
 #define TUN_RECHECK -3	/* XDP: outer checksum unverified, let TC decide */
+#define TUN_STT_SEGMENT -4	/* one segment of an STT frame: reassemble */
 
 /* What decapsulation needs beyond the flow key. */
 struct decap {
@@ -57,6 +77,17 @@ struct decap {
 	__u8 outer_ecn;
 	__u8 proto;		/* enum wr_proto */
 	__u16 in_port;
+	/* STT */
+	__u16 stt_payload;	/* where the segment's share of the frame starts */
+	__u16 stt_seg_len;	/* its length */
+	__u16 stt_seg_off;	/* its offset in the frame */
+	__u16 stt_total;	/* the frame's length */
+	__u32 stt_id;		/* the frame's identifier (TCP acknowledgement) */
+	__u16 stt_sport;
+	__u8 stt_flags;		/* STT_F_*, of a whole frame */
+	__u8 stt_l4off;
+	__u16 stt_vlan;		/* host order, V bit included */
+	__u16 pad;
 };
 
 static __always_inline __u32 frame_len(void *ctx, int is_xdp, struct packet *p)
@@ -235,6 +266,67 @@ static __always_inline int parse_gre(void *ctx, int is_xdp, struct packet *p, vo
 }
 
 /*
+ * An STT segment: the fake TCP header, its sequence number (frame length
+ * << 16 | offset) and checksum, and on a frame that arrived whole the STT
+ * header. Returns TUN_OK for a whole frame (ready to decapsulate),
+ * TUN_STT_SEGMENT for a piece to reassemble, or a drop reason.
+ */
+static __always_inline int parse_stt(void *ctx, int is_xdp, __u32 l4_off, __u32 l3_end, int v6,
+				     struct wr_flow_key *key, struct decap *d)
+{
+	struct tcphdr th;
+	struct stt_hdr h;
+	__u32 seq, total, off, len, payload;
+
+	if (l4_off + sizeof(th) > l3_end)
+		return WR_DROP_TRUNCATED;
+	if (is_xdp ? bpf_xdp_load_bytes(ctx, l4_off, &th, sizeof(th)) :
+		     bpf_skb_load_bytes(ctx, l4_off, &th, sizeof(th)))
+		return WR_DROP_TRUNCATED;
+	/* No options, no handshake: ACK (and PSH on a frame's last segment). */
+	if (th.doff != 5 || !th.ack || th.syn || th.rst || th.fin || th.urg)
+		return WR_DROP_STT;
+	payload = l4_off + sizeof(th);
+	len = l3_end - payload;
+	seq = bpf_ntohl(th.seq);
+	total = seq >> 16;
+	off = seq & 0xffff;
+	if (len == 0 || total < WR_STT_HDR_LEN + sizeof(struct ethhdr) || off + len > total)
+		return WR_DROP_STT;
+	if (!csum_trusted(ctx, is_xdp)) {
+		__s64 sum = packet_sum(ctx, is_xdp, l4_off, l3_end);
+
+		if (sum < 0)
+			return WR_DROP_TRUNCATED;
+		sum += pseudo_sum(key->tun_src, key->tun_dst, v6, l3_end - l4_off, IPPROTO_TCP);
+		if (csum_fold32(sum) != 0xffff)
+			return is_xdp ? TUN_RECHECK : WR_DROP_BAD_CSUM;
+	}
+	key->tun_flags |= WR_TUNF_CSUM;
+	d->l3_end = l3_end;
+	d->stt_payload = payload;
+	d->stt_seg_len = len;
+	d->stt_seg_off = off;
+	d->stt_total = total;
+	d->stt_id = th.ack_seq;
+	d->stt_sport = th.source;
+	if (off != 0 || len != total)
+		return TUN_STT_SEGMENT;
+	if (is_xdp ? bpf_xdp_load_bytes(ctx, payload, &h, sizeof(h)) :
+		     bpf_skb_load_bytes(ctx, payload, &h, sizeof(h)))
+		return WR_DROP_TRUNCATED;
+	if (h.version != 0 || (h.flags & STT_F_RESERVED))
+		return WR_DROP_STT;
+	key->tun_id = h.context;
+	key->tun_flags |= WR_TUNF_KEY;
+	d->stt_flags = h.flags;
+	d->stt_l4off = h.l4_off;
+	d->stt_vlan = bpf_ntohs(h.vlan_tci);
+	d->outer_len = payload + sizeof(h);
+	return TUN_OK;
+}
+
+/*
  * Decides whether the frame at p is a tunnel packet for one of our ports
  * and fills key's tunnel fields and in_port. Returns TUN_OK, TUN_NOT_OURS,
  * TUN_FRAGMENT, or the WR_DROP_* reason to drop it for.
@@ -261,7 +353,8 @@ static __always_inline int parse_tunnel(void *ctx, int is_xdp, struct packet *p,
 
 		if ((void *)(ip + 1) > p->end)
 			return TUN_NOT_OURS;
-		if (ip->protocol != IPPROTO_UDP && ip->protocol != IPPROTO_GRE)
+		if (ip->protocol != IPPROTO_UDP && ip->protocol != IPPROTO_GRE &&
+		    ip->protocol != IPPROTO_TCP)
 			return TUN_NOT_OURS;
 		v6 = 0;
 		addr_set4(ek.addr, ip->daddr);
@@ -313,12 +406,13 @@ static __always_inline int parse_tunnel(void *ctx, int is_xdp, struct packet *p,
 			if ((void *)(ext + 8) > p->end)
 				return TUN_NOT_OURS;
 			if (next == IPPROTO_FRAGMENT)
-				return ext[0] == IPPROTO_UDP || ext[0] == IPPROTO_GRE ?
+				return ext[0] == IPPROTO_UDP || ext[0] == IPPROTO_GRE ||
+						       ext[0] == IPPROTO_TCP ?
 					       TUN_FRAGMENT : TUN_NOT_OURS;
 			next = ext[0];
 			pos = ext + (ext[1] + 1) * 8;
 		}
-		if (next != IPPROTO_UDP && next != IPPROTO_GRE)
+		if (next != IPPROTO_UDP && next != IPPROTO_GRE && next != IPPROTO_TCP)
 			return TUN_NOT_OURS;
 		if (sizeof(*eth) + sizeof(*ip6) + bpf_ntohs(ip6->payload_len) > len ||
 		    pos - p->data > sizeof(*eth) + sizeof(*ip6) + bpf_ntohs(ip6->payload_len))
@@ -385,6 +479,18 @@ static __always_inline int parse_tunnel(void *ctx, int is_xdp, struct packet *p,
 		} else {
 			return TUN_NOT_OURS;
 		}
+	} else if (ek.ipproto == IPPROTO_TCP) {
+		struct tcphdr *th = l4;
+
+		/* Only STT's port on one of our endpoints is ours: every other
+		 * TCP connection of the host passes untouched. */
+		if ((void *)(th + 1) > p->end)
+			return TUN_NOT_OURS;
+		ek.dst_port = th->dest;
+		ep = bpf_map_lookup_elem(&wr_endpoints, &ek);
+		if (!ep || ep->proto != WR_PROTO_STT)
+			return TUN_NOT_OURS;
+		r = parse_stt(ctx, is_xdp, l4_off, l3_end, v6, key, d);
 	} else {
 		ek.dst_port = 0;
 		ep = bpf_map_lookup_elem(&wr_endpoints, &ek);
@@ -393,7 +499,7 @@ static __always_inline int parse_tunnel(void *ctx, int is_xdp, struct packet *p,
 		d->l3_end = l3_end;
 		r = parse_gre(ctx, is_xdp, p, l4, l3_end, key, d);
 	}
-	if (r != TUN_OK)
+	if (r != TUN_OK && r != TUN_STT_SEGMENT)
 		return r;
 	d->proto = ep->proto;
 
@@ -413,6 +519,9 @@ static __always_inline int parse_tunnel(void *ctx, int is_xdp, struct packet *p,
 	d->in_port = port_no;
 	key->in_port = port_no;
 	key->tun_flags |= WR_TUNF_PRESENT;
+	/* A segment's key is in the frame's first segment: checked once whole. */
+	if (r == TUN_STT_SEGMENT)
+		return r;
 	if (!(port->flags & WR_PORTF_KEY_IN_FLOW) && key->tun_id != port->key_in)
 		return WR_DROP_KEY_MISMATCH;
 	if (d->outer_len + sizeof(struct ethhdr) > d->l3_end)

@@ -43,6 +43,14 @@ enum wr_counter_slot {
 #define WR_MAX_MASKS 32
 #define WR_MAX_ACTIONS 8
 #define WR_GENEVE_OPT_MAX 32	/* bytes of Geneve options a tunnel key emits */
+
+/* STT: the header before the inner frame, and reassembly's bounds. A
+ * frame's length travels in 16 bits of the TCP sequence number. */
+#define WR_STT_HDR_LEN 18
+#define WR_STT_FRAME_MAX 65535
+#define WR_STT_SLOTS_PER_CPU 16	/* frames each CPU reassembles at once */
+#define WR_STT_MAX_SEGS 64	/* segments of one frame */
+#define WR_STT_DEFAULT_TIMEOUT_MS 1000	/* an incomplete frame's life */
 #define WR_DEFAULT_MAX_FLOWS 65536
 #define WR_DEFAULT_MAX_TUN_KEYS 65536
 
@@ -346,7 +354,8 @@ struct wr_config {
 	__u8 miss_local;	/* WR_MISS_*: flow miss on a local port */
 	__u8 miss_tunnel;	/* WR_MISS_*: flow miss after decapsulation */
 	__u8 fwd_saved;		/* WR_FWD_*: forwarding warren turned on, to undo */
-	__u8 pad0[5];
+	__u8 pad0;
+	__u32 stt_timeout_ms;	/* how long an incomplete STT frame waits */
 	__u64 seq;		/* bumped by every control plane change */
 	__u8 local_v4[16];	/* default outer source, IPv4 (first 4 bytes) */
 	__u8 local_v6[16];	/* default outer source, IPv6 */
@@ -358,6 +367,10 @@ struct wr_config {
  * could not verify (on a veth it may still be offloaded); TC decides with
  * the skb's checksum state. */
 #define WR_META_RECHECK 0x57524e32	/* "WRN2" */
+
+/* An STT frame XDP reassembled: it waits in wr_stt_frames at stt_slot,
+ * the metadata's tunnel fields are its outer headers'; TC delivers it. */
+#define WR_META_STT 0x57524e33	/* "WRN3" */
 
 /* skb->mark of packets `warren trace` runs through TC: decapsulate there
  * even though XDP serves the underlay (test-run cannot hand TC metadata). */
@@ -378,6 +391,8 @@ struct wr_meta {
 	__be16 gnv_class;
 	__u16 pad1;
 	__u8 gnv_data[8];
+	__u32 stt_slot;		/* WR_META_STT: where the frame waits */
+	__u32 stt_id;		/* ... and its identifier, to be sure it still does */
 	__u32 pad2;
 };
 

@@ -108,6 +108,7 @@ export function program(): Command {
         "pass",
       ]),
     )
+    .option("--stt-timeout-ms <ms>", "how long an incomplete STT frame waits (default 1000)", toInt)
     .option(
       "--no-forwarding",
       "leave the underlay's forwarding setting alone (ARP then needs a port neighbor)",
@@ -123,6 +124,7 @@ export function program(): Command {
         maxTunKeys: opts.maxTunKeys,
         missLocal: opts.missLocal,
         missTunnel: opts.missTunnel,
+        sttTimeoutMs: opts.sttTimeoutMs,
         forwarding: opts.forwarding,
       });
       const s = dp.status();

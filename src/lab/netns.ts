@@ -14,7 +14,6 @@ import { type Output, run, runRaw } from "./run.ts";
 
 const CLONE_NEWNET = 0x40000000;
 let counter = 0;
-const home = libc().open(cstr("/proc/thread-self/ns/net"), 0);
 
 /** A fresh name for a namespace or device, unique to this process. */
 export function uniqueName(prefix: string): string {
@@ -59,9 +58,19 @@ export class Netns implements AsyncDisposable {
    * called. Keep the window short and always restore (try/finally).
    */
   enter(): () => void {
-    enterNetns(this.name);
+    // Back to wherever the thread was, so entering nests.
+    const before = libc().open(cstr("/proc/thread-self/ns/net"), 0);
+    if (before < 0) throw new Error("cannot open this thread's network namespace");
+    try {
+      enterNetns(this.name);
+    } catch (err) {
+      libc().close(before);
+      throw err;
+    }
     return () => {
-      if (libc().setns(home, CLONE_NEWNET) !== 0) throw new Error("setns back home failed");
+      const ok = libc().setns(before, CLONE_NEWNET) === 0;
+      libc().close(before);
+      if (!ok) throw new Error("setns back failed");
     };
   }
 

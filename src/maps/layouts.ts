@@ -400,7 +400,8 @@ export const configCodec = struct("wr_config", {
   miss_local: u8,
   miss_tunnel: u8,
   fwd_saved: u8,
-  pad0: pad(5),
+  pad0: pad(1),
+  stt_timeout_ms: u32,
   seq: u64,
   local_v4: bytes(16),
   local_v6: bytes(16),
@@ -412,6 +413,14 @@ export type Config = ValueOf<typeof configCodec>;
 export const META_MAGIC = 0x57524e31;
 /** `WR_TRACE_MARK`: skb mark of trace packets, decapsulated at TC. */
 export const TRACE_MARK = 0x57524e54;
+/** `WR_META_STT`: XDP reassembled an STT frame; it waits in a slot for TC. */
+export const META_STT = 0x57524e33;
+/** `WR_STT_DEFAULT_TIMEOUT_MS`: how long an incomplete STT frame waits. */
+export const STT_DEFAULT_TIMEOUT_MS = 1000;
+/** `WR_STT_SLOTS_PER_CPU`: STT frames each CPU reassembles at once. */
+export const STT_SLOTS_PER_CPU = 16;
+/** `WR_STT_HDR_LEN`. */
+export const STT_HDR_LEN = 18;
 /** `WR_META_RECHECK`: XDP could not verify the outer checksum. */
 export const META_RECHECK = 0x57524e32;
 
@@ -431,6 +440,8 @@ export const metaCodec = struct("wr_meta", {
   gnv_class: u16be,
   pad1: pad(2),
   gnv_data: bytes(8),
+  stt_slot: u32,
+  stt_id: u32,
   pad2: pad(4),
 });
 

@@ -16,6 +16,7 @@
 import warrenObject from "../../bpf/build/warren.bpf.o" with { type: "bytes" };
 import { BpfError, NotFoundError } from "../bpf/errors.ts";
 import { BpfObject } from "../bpf/object.ts";
+import { numPossibleCpus } from "../bpf/map.ts";
 import { ifname } from "../bpf/netif.ts";
 import { ensurePinDir, isPinned, unpin } from "../bpf/pin.ts";
 import { Program } from "../bpf/program.ts";
@@ -31,6 +32,8 @@ import {
   MAX_PORTS,
   Miss,
   PortKind,
+  STT_DEFAULT_TIMEOUT_MS,
+  STT_SLOTS_PER_CPU,
 } from "../maps/layouts.ts";
 import { type Addr, formatAddr, parseAddr } from "./addr.ts";
 import {
@@ -77,6 +80,25 @@ export const DEFAULT_PIN_DIR = Deno.env.get("WARREN_PIN_DIR") || "/sys/fs/bpf/wa
 /** The object's programs. */
 export const PROGRAMS = ["wr_xdp_underlay", "wr_tc_underlay", "wr_tc_local"] as const;
 
+/**
+ * The datapath object, opened from the bytes built into warren and sized
+ * for this host: STT keeps WR_STT_SLOTS_PER_CPU reassembly slots and one
+ * send buffer per possible CPU.
+ */
+function openDatapathObject(): BpfObject {
+  const obj = BpfObject.openMemory(warrenObject, "warren");
+  try {
+    obj.setProgramFlags("wr_xdp_underlay", F_XDP_HAS_FRAGS);
+    const cpus = numPossibleCpus();
+    obj.setMaxEntries("wr_stt_frames", STT_SLOTS_PER_CPU * cpus);
+    obj.setMaxEntries("wr_stt_tx", cpus);
+    return obj;
+  } catch (err) {
+    obj.close();
+    throw err;
+  }
+}
+
 /** `BPF_F_XDP_HAS_FRAGS`: the XDP program takes multi-buffer frames (GRO/GSO). */
 const F_XDP_HAS_FRAGS = 1 << 5;
 
@@ -103,6 +125,8 @@ export interface UpOptions {
   missLocal?: "drop" | "pass";
   /** A flow miss after decapsulation: drop (default) or pass. */
   missTunnel?: "drop" | "pass";
+  /** How long an incomplete STT frame waits for its segments (default 1000 ms). */
+  sttTimeoutMs?: number;
   /**
    * Turn on forwarding on the underlay for the endpoint families, so the
    * datapath's FIB lookups answer (default true; `down` turns it back off).
@@ -196,8 +220,7 @@ export class Datapath implements Disposable {
           );
         }
       }
-      using obj = BpfObject.openMemory(warrenObject, "warren");
-      obj.setProgramFlags("wr_xdp_underlay", F_XDP_HAS_FRAGS);
+      using obj = openDatapathObject();
       if (old) {
         for (const [name, map] of old.all()) obj.reuseMap(name, map);
       } else {
@@ -430,6 +453,7 @@ export class Datapath implements Disposable {
       miss_local: options.missLocal === "pass" ? Miss.PASS : Miss.DROP,
       miss_tunnel: options.missTunnel === "pass" ? Miss.PASS : Miss.DROP,
       fwd_saved: 0,
+      stt_timeout_ms: options.sttTimeoutMs ?? STT_DEFAULT_TIMEOUT_MS,
       seq: 0n,
       local_v4: new Uint8Array(16),
       local_v6: new Uint8Array(16),
@@ -449,10 +473,11 @@ export class Datapath implements Disposable {
   }
 
   #setMiss(options: UpOptions): void {
-    if (!options.missLocal && !options.missTunnel) return;
+    if (!options.missLocal && !options.missTunnel && options.sttTimeoutMs === undefined) return;
     const cfg = this.maps.readConfig();
     this.maps.config.set(0, {
       ...cfg,
+      stt_timeout_ms: options.sttTimeoutMs ?? cfg.stt_timeout_ms,
       miss_local: options.missLocal
         ? (options.missLocal === "pass" ? Miss.PASS : Miss.DROP)
         : cfg.miss_local,
@@ -548,8 +573,7 @@ export class Datapath implements Disposable {
    * traffic. Close each program when done.
    */
   dryRunPrograms(): Record<typeof PROGRAMS[number], Program> {
-    using obj = BpfObject.openMemory(warrenObject, "warren");
-    obj.setProgramFlags("wr_xdp_underlay", F_XDP_HAS_FRAGS);
+    using obj = openDatapathObject();
     obj.setConstant("wr_dry_run", 1);
     for (const [name, map] of this.maps.all()) obj.reuseMap(name, map);
     obj.load();

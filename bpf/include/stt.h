@@ -1,0 +1,928 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * STT (Stateless Transport Tunneling, draft-davie-stt-08) in eBPF.
+ *
+ * Sending: an inner frame becomes one STT frame (18-byte STT header, then
+ * the frame) carried by a fake TCP segment. A frame that does not fit one
+ * underlay segment (a 64 KB GSO packet, say) is copied into a per-CPU
+ * buffer and sent as several segments, each built in turn in the same skb
+ * and sent as a clone: sequence number (frame length << 16 | offset),
+ * acknowledgement (the frame's identifier) and a TCP checksum each, the STT
+ * header only in the first.
+ *
+ * Receiving: a frame that arrives in one segment is decapsulated like any
+ * tunnel packet. Segments are copied into a reassembly slot; when the last
+ * byte arrives, the inner frame is delivered from the slot: whole, or, for
+ * a TCP frame larger than its MSS, cut back into MSS-sized TCP segments
+ * with their own headers and checksums, as GSO would have.
+ *
+ * Reassembly slots belong to CPUs (segments of one frame share a TCP
+ * 4-tuple, so one receive queue and one CPU take them all), which needs
+ * no locks: each CPU has WR_STT_SLOTS_PER_CPU slots. A frame that has not
+ * completed after the configured timeout is expired when its slot is
+ * wanted; when every slot is busy the oldest frame is evicted. Duplicates
+ * are ignored, overlapping or inconsistent segments abandon the frame.
+ */
+#ifndef WR_STT_H
+#define WR_STT_H
+
+#include "classify.h"
+#include "encap.h"
+#include "tunnel.h"
+
+/* Bytes moved per helper call. Buffers have this much slack past 64 KB so
+ * the verifier can prove every access in bounds. */
+#define STT_CHUNK 2048
+#define STT_DATA (WR_STT_FRAME_MAX + 1 + STT_CHUNK)
+/* Largest frame delivered in one piece: what TC ingress can grow an skb to. */
+#define STT_WHOLE_MAX 16000
+/* Headers of an inner frame that resegmenting copies: Ethernet, one VLAN
+ * tag, IPv4 with options or IPv6, TCP with options. */
+#define STT_HDRS_MAX 160
+
+/* A frame being reassembled. */
+struct wr_stt_frame {
+	__u64 started_ns;
+	__u8 src[16];		/* outer source */
+	__u8 dst[16];		/* outer destination */
+	__u32 id;		/* frame identifier (TCP acknowledgement) */
+	__u16 sport;
+	__u16 total;		/* frame length, 0 = slot free */
+	__u32 received;		/* bytes so far */
+	__u32 nsegs;
+	__u16 seg_off[WR_STT_MAX_SEGS];
+	__u16 seg_len[WR_STT_MAX_SEGS];
+	__u8 data[STT_DATA];
+};
+
+/* Reassembly slots: WR_STT_SLOTS_PER_CPU per possible CPU (the control
+ * plane sizes the map when it loads the programs). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, WR_STT_SLOTS_PER_CPU);
+	__type(key, __u32);
+	__type(value, struct wr_stt_frame);
+} wr_stt_frames SEC(".maps");
+
+/* A frame being sent in segments, per CPU (too big for a per-CPU map). */
+struct wr_stt_buf {
+	__u8 data[STT_DATA];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct wr_stt_buf);
+} wr_stt_tx SEC(".maps");
+
+/* Headers under construction while resegmenting. */
+struct stt_hdrbuf {
+	__u8 b[256];		/* room for the furthest header the masks allow */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct stt_hdrbuf);
+} wr_stt_hdr SEC(".maps");
+
+/* ---- Checksums over buffers in maps -------------------------------------- */
+
+struct msum {
+	__u8 *base;		/* a buffer of STT_DATA bytes */
+	__u32 off;
+	__u32 end;
+	__u64 sum;
+};
+
+/* 512 bytes per step: bpf_csum_diff's limit. Chunks start at even offsets
+ * from the start, so 16-bit words never straddle two. */
+static long msum_step(__u32 i, void *arg)
+{
+	struct msum *m = arg;
+	__u32 at = m->off + i * 512, n, n4;
+	__u8 *p;
+
+	if (at >= m->end || at > WR_STT_FRAME_MAX)
+		return 1;
+	n = m->end - at;
+	if (n > 512)
+		n = 512;
+	p = m->base + (at & 0xffff);
+	n4 = n & 0x3fc;
+	if (n4)
+		m->sum += (__u32)bpf_csum_diff(0, 0, (__be32 *)p, n4, 0);
+	if (n & 3) {
+		/* The last 1-3 bytes, zero-padded to a word. */
+		__u32 w = 0;
+		__u8 *q = (__u8 *)&w, *t = p + n4;
+
+		q[0] = t[0];
+		if ((n & 3) > 1)
+			q[1] = t[1];
+		if ((n & 3) > 2)
+			q[2] = t[2];
+		m->sum += w;
+	}
+	return 0;
+}
+
+/* One's complement sum of buf[off, end), unfolded. */
+static __always_inline __u64 mem_sum(__u8 *buf, __u32 off, __u32 end)
+{
+	struct msum m = { .base = buf, .off = off, .end = end };
+
+	if (end > off && end <= WR_STT_FRAME_MAX + 1)
+		bpf_loop((end - off + 511) / 512, msum_step, &m, 0);
+	return m.sum;
+}
+
+/* ---- Copies between packets and buffers ---------------------------------- */
+
+struct copy_walk {
+	void *ctx;
+	__u8 *buf;
+	__u32 pkt;		/* packet offset of the first byte */
+	__u32 at;		/* buffer offset of the first byte */
+	__u32 len;
+	__u32 failed;
+};
+
+/* Packet to buffer, STT_CHUNK bytes per step. */
+static __always_inline long copy_in(__u32 i, struct copy_walk *w, int is_xdp)
+{
+	__u32 done = i * STT_CHUNK, n, at;
+	long err;
+
+	if (done >= w->len)
+		return 1;
+	n = w->len - done;
+	if (n > STT_CHUNK)
+		n = STT_CHUNK;
+	at = (w->at + done) & 0xffff;
+	if (n == 0)
+		return 1;
+	err = is_xdp ? bpf_xdp_load_bytes(w->ctx, w->pkt + done, w->buf + at, n) :
+		       bpf_skb_load_bytes(w->ctx, w->pkt + done, w->buf + at, n);
+	if (err) {
+		w->failed = 1;
+		return 1;
+	}
+	return 0;
+}
+
+static long copy_in_xdp(__u32 i, void *arg)
+{
+	return copy_in(i, arg, 1);
+}
+
+static long copy_in_skb(__u32 i, void *arg)
+{
+	return copy_in(i, arg, 0);
+}
+
+/* Buffer to skb, STT_CHUNK bytes per step. */
+static long copy_out_skb(__u32 i, void *arg)
+{
+	struct copy_walk *w = arg;
+	__u32 done = i * STT_CHUNK, n, at;
+
+	if (done >= w->len)
+		return 1;
+	n = w->len - done;
+	if (n > STT_CHUNK)
+		n = STT_CHUNK;
+	at = (w->at + done) & 0xffff;
+	if (n == 0)
+		return 1;
+	if (bpf_skb_store_bytes(w->ctx, w->pkt + done, w->buf + at, n, 0)) {
+		w->failed = 1;
+		return 1;
+	}
+	return 0;
+}
+
+/* Copies len bytes of the packet at pkt into buf at `at`. Returns 0 or -1. */
+static __always_inline int pkt_to_buf(void *ctx, int is_xdp, __u32 pkt, __u8 *buf, __u32 at,
+				      __u32 len)
+{
+	struct copy_walk w = { .ctx = ctx, .buf = buf, .pkt = pkt, .at = at, .len = len };
+
+	if (at + len > WR_STT_FRAME_MAX + 1)
+		return -1;
+	bpf_loop((len + STT_CHUNK - 1) / STT_CHUNK, is_xdp ? copy_in_xdp : copy_in_skb, &w, 0);
+	return w.failed ? -1 : 0;
+}
+
+/* Copies len bytes of buf at `at` into the skb at pkt. Returns 0 or -1. */
+static __always_inline int buf_to_skb(struct __sk_buff *skb, __u32 pkt, __u8 *buf, __u32 at,
+				      __u32 len)
+{
+	struct copy_walk w = { .ctx = skb, .buf = buf, .pkt = pkt, .at = at, .len = len };
+
+	if (at + len > WR_STT_FRAME_MAX + 1)
+		return -1;
+	bpf_loop((len + STT_CHUNK - 1) / STT_CHUNK, copy_out_skb, &w, 0);
+	return w.failed ? -1 : 0;
+}
+
+/* ---- Reassembly -------------------------------------------------------- */
+
+/* Verdicts of stt_reassemble besides a slot number (>= 0). */
+#define STT_CONSUMED -1		/* kept (or a duplicate): nothing more to do */
+
+struct stt_find {
+	const __u8 *src;
+	const __u8 *dst;
+	__u64 now;
+	__u64 timeout;
+	__u64 oldest_ns;
+	__u32 id;
+	__u32 base;		/* this CPU's first slot */
+	__u32 match;		/* slot + 1 of the frame, or 0 */
+	__u32 free;		/* slot + 1 of a free slot, or 0 */
+	__u32 oldest;		/* slot + 1 of the oldest frame */
+	__u16 sport;
+	__u16 pad;
+};
+
+static __always_inline int same16(const __u8 *a, const __u8 *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+
+	return x[0] == y[0] && x[1] == y[1];
+}
+
+/* One of this CPU's slots per step: the frame's own, a free one, the oldest;
+ * frames past their time are expired on the way. */
+static long stt_find_step(__u32 i, void *arg)
+{
+	struct stt_find *f = arg;
+	__u32 slot = f->base + i;
+	struct wr_stt_frame *fr = bpf_map_lookup_elem(&wr_stt_frames, &slot);
+
+	if (!fr)
+		return 1;
+	if (fr->total && f->now - fr->started_ns > f->timeout) {
+		fr->total = 0;
+		stat_inc(WR_STAT_STT_EXPIRED);
+	}
+	if (!fr->total) {
+		if (!f->free)
+			f->free = slot + 1;
+		return 0;
+	}
+	if (fr->id == f->id && fr->sport == f->sport && same16(fr->src, f->src) &&
+	    same16(fr->dst, f->dst)) {
+		f->match = slot + 1;
+		return 1;
+	}
+	/* A complete frame waits for TC to deliver it: never evicted (only
+	 * expired, should TC never come). */
+	if (fr->received >= fr->total)
+		return 0;
+	if (!f->oldest || fr->started_ns < f->oldest_ns) {
+		f->oldest = slot + 1;
+		f->oldest_ns = fr->started_ns;
+	}
+	return 0;
+}
+
+struct stt_segcheck {
+	struct wr_stt_frame *fr;
+	__u32 off;
+	__u32 len;
+	__u32 verdict;		/* 0 new, 1 duplicate, 2 overlap */
+};
+
+static long stt_segcheck_step(__u32 i, void *arg)
+{
+	struct stt_segcheck *c = arg;
+	__u32 o, l;
+
+	if (i >= WR_STT_MAX_SEGS)
+		return 1;
+	o = c->fr->seg_off[i];
+	l = c->fr->seg_len[i];
+	if (o == c->off && l == c->len) {
+		c->verdict = 1;
+		return 1;
+	}
+	if (c->off < o + l && o < c->off + c->len) {
+		c->verdict = 2;
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * Takes the segment d describes (key holds the outer addresses) into this
+ * CPU's reassembly. Returns the slot of a frame that is now complete,
+ * STT_CONSUMED, or minus the WR_DROP_* reason to drop the segment for
+ * (counted by the caller).
+ */
+static __always_inline long stt_reassemble(void *ctx, int is_xdp, const struct decap *d,
+					   const struct wr_flow_key *key)
+{
+	struct wr_config *cfg = config();
+	struct stt_find f = {
+		.src = key->tun_src,
+		.dst = key->tun_dst,
+		.id = d->stt_id,
+		.sport = d->stt_sport,
+		.now = bpf_ktime_get_ns(),
+		.base = bpf_get_smp_processor_id() * WR_STT_SLOTS_PER_CPU,
+	};
+	struct stt_segcheck c = { .off = d->stt_seg_off, .len = d->stt_seg_len };
+	struct wr_stt_frame *fr;
+	__u32 slot, n;
+
+	f.timeout = (cfg && cfg->stt_timeout_ms ? cfg->stt_timeout_ms : WR_STT_DEFAULT_TIMEOUT_MS) *
+		    1000000ULL;
+	bpf_loop(WR_STT_SLOTS_PER_CPU, stt_find_step, &f, 0);
+	if (f.match) {
+		slot = f.match - 1;
+		fr = bpf_map_lookup_elem(&wr_stt_frames, &slot);
+		/* A retransmission of a frame already complete and on its way. */
+		if (fr && fr->received >= fr->total) {
+			stat_inc(WR_STAT_STT_DUPLICATE);
+			return STT_CONSUMED;
+		}
+	} else {
+		slot = (f.free ? f.free : f.oldest) - 1;
+		if (!f.free && !f.oldest)
+			return -WR_DROP_STT_REASM;
+	}
+	fr = bpf_map_lookup_elem(&wr_stt_frames, &slot);
+	if (!fr)
+		return -WR_DROP_STT_REASM;
+	if (!f.match) {
+		if (!f.free)
+			stat_inc(WR_STAT_STT_EVICTED);
+		fr->started_ns = f.now;
+		addr_copy(fr->src, key->tun_src);
+		addr_copy(fr->dst, key->tun_dst);
+		fr->id = d->stt_id;
+		fr->sport = d->stt_sport;
+		fr->total = d->stt_total;
+		fr->received = 0;
+		fr->nsegs = 0;
+	} else if (fr->total != d->stt_total) {
+		/* Segments that disagree on the frame's length: give it up. */
+		fr->total = 0;
+		return -WR_DROP_STT_REASM;
+	}
+	n = fr->nsegs;
+	if (n) {
+		c.fr = fr;
+		bpf_loop(n < WR_STT_MAX_SEGS ? n : WR_STT_MAX_SEGS, stt_segcheck_step, &c, 0);
+		if (c.verdict == 1) {
+			stat_inc(WR_STAT_STT_DUPLICATE);
+			return STT_CONSUMED;
+		}
+		if (c.verdict == 2 || n >= WR_STT_MAX_SEGS) {
+			fr->total = 0;
+			return -WR_DROP_STT_REASM;
+		}
+	}
+	if (pkt_to_buf(ctx, is_xdp, d->stt_payload, fr->data, d->stt_seg_off, d->stt_seg_len)) {
+		fr->total = 0;
+		return -WR_DROP_STT_REASM;
+	}
+	if (n < WR_STT_MAX_SEGS) {
+		fr->seg_off[n] = d->stt_seg_off;
+		fr->seg_len[n] = d->stt_seg_len;
+	}
+	fr->nsegs = n + 1;
+	fr->received += d->stt_seg_len;
+	stat_inc(WR_STAT_STT_SEGMENTS);
+	if (fr->received < fr->total)
+		return STT_CONSUMED;
+	stat_inc(WR_STAT_STT_REASSEMBLED);
+	return slot;
+}
+
+__noinline long stt_reassemble_xdp(struct xdp_md *ctx, const struct decap *d,
+				   const struct wr_flow_key *key)
+{
+	if (!d || !key)
+		return -WR_DROP_STT_REASM;
+	return stt_reassemble(ctx, 1, d, key);
+}
+
+__noinline long stt_reassemble_skb(struct __sk_buff *skb, const struct decap *d,
+				   const struct wr_flow_key *key)
+{
+	if (!d || !key)
+		return -WR_DROP_STT_REASM;
+	return stt_reassemble(skb, 0, d, key);
+}
+
+/* Frees a slot whose frame will not be delivered. */
+static __always_inline void stt_release(__u32 slot)
+{
+	struct wr_stt_frame *fr = bpf_map_lookup_elem(&wr_stt_frames, &slot);
+
+	if (fr)
+		fr->total = 0;
+}
+
+/* ---- Frames that arrive whole ---------------------------------------------- */
+
+/*
+ * What the STT header asks of a frame that arrived whole, once XDP has
+ * stripped the outer headers (all but four bytes when the header carries
+ * a VLAN tag, which goes back into the frame here), and a checksum the
+ * sender left partial. Returns 0 or -1.
+ */
+__noinline int stt_fixup_xdp(struct xdp_md *ctx, const struct decap *d)
+{
+	__u32 vlan_len = 0, len, l4, field;
+	__u16 check;
+	__s64 sum;
+
+	if (!d)
+		return -1;
+	if (d->stt_vlan & STT_VLAN_V) {
+		void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+		__u8 macs[12];
+
+		if (data + 16 > end)
+			return -1;
+		__builtin_memcpy(macs, data + 4, sizeof(macs));
+		__builtin_memcpy(data, macs, sizeof(macs));
+		*(__be16 *)(data + 12) = bpf_htons(ETH_P_8021Q);
+		*(__be16 *)(data + 14) = bpf_htons(d->stt_vlan & ~STT_VLAN_V);
+		vlan_len = sizeof(struct vlan_hdr);
+	}
+	if (!(d->stt_flags & STT_F_CSUM_PARTIAL))
+		return 0;
+	len = bpf_xdp_get_buff_len(ctx);
+	l4 = d->stt_l4off + vlan_len;
+	field = l4 + ((d->stt_flags & STT_F_TCP) ? 16 : 6);
+	if (field + 2 > len)
+		return -1;
+	/* The field holds the pseudo-header sum: summing it in completes it. */
+	sum = packet_sum(ctx, 1, l4, len);
+	if (sum < 0)
+		return -1;
+	check = ~csum_fold32(sum);
+	if (!(d->stt_flags & STT_F_TCP) && check == 0)
+		check = 0xffff;
+	return bpf_xdp_store_bytes(ctx, field, &check, 2) ? -1 : 0;
+}
+
+/* The same at TC, after the outer headers are gone: the tag goes back as
+ * the skb's VLAN tag. */
+__noinline int stt_fixup_skb(struct __sk_buff *skb, const struct decap *d)
+{
+	__u32 l4, field, len = skb->len;
+	__u16 check;
+	__s64 sum;
+
+	if (!d)
+		return -1;
+	if (d->stt_flags & STT_F_CSUM_PARTIAL) {
+		l4 = d->stt_l4off;
+		field = l4 + ((d->stt_flags & STT_F_TCP) ? 16 : 6);
+		if (field + 2 > len)
+			return -1;
+		sum = packet_sum(skb, 0, l4, len);
+		if (sum < 0)
+			return -1;
+		check = ~csum_fold32(sum);
+		if (!(d->stt_flags & STT_F_TCP) && check == 0)
+			check = 0xffff;
+		if (bpf_skb_store_bytes(skb, field, &check, 2, 0))
+			return -1;
+	}
+	if (d->stt_vlan & STT_VLAN_V)
+		bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), d->stt_vlan & ~STT_VLAN_V);
+	return 0;
+}
+
+/* ---- Delivering a reassembled frame ----------------------------------------- */
+
+/* How a reassembled frame goes out: whole, or resegmented. */
+struct stt_plan {
+	__u32 slot;
+	__u32 len;		/* inner frame length */
+	__u32 hdrs;		/* inner headers (resegmenting) */
+	__u32 l3;		/* inner IP header offset */
+	__u32 l4;		/* inner TCP header offset */
+	__u32 mss;
+	__u32 nseg;		/* segments, 1 = whole */
+	__u32 ip_version;
+	__u32 seq;		/* the inner TCP sequence number */
+	__u16 ip_id;
+	__u8 flags;		/* STT_F_* */
+	__u8 l4off;		/* STT's L4 offset */
+	__u16 vlan;		/* host order, V bit included */
+	__u16 pad;
+};
+
+/*
+ * Reads the STT header and the inner headers of the frame in slot and
+ * decides how to deliver it. Returns 0 or a WR_DROP_* reason.
+ */
+static __always_inline int stt_plan(struct wr_stt_frame *fr, struct stt_plan *pl,
+				    struct wr_flow_key *key)
+{
+	struct stt_hdr *h = (void *)fr->data;
+	__u8 *in = fr->data + WR_STT_HDR_LEN;
+	__u32 len = fr->total, l3, l4, ihl, thl, payload;
+	__be16 proto;
+
+	if (len < WR_STT_HDR_LEN + sizeof(struct ethhdr) || len > WR_STT_FRAME_MAX)
+		return WR_DROP_STT_REASM;
+	if (h->version != 0 || (h->flags & STT_F_RESERVED))
+		return WR_DROP_STT;
+	key->tun_id = h->context;
+	key->tun_flags |= WR_TUNF_KEY;
+	pl->len = len - WR_STT_HDR_LEN;
+	pl->flags = h->flags;
+	pl->l4off = h->l4_off;
+	pl->vlan = bpf_ntohs(h->vlan_tci);
+	pl->mss = bpf_ntohs(h->mss);
+	pl->nseg = 1;
+	if (!(h->flags & STT_F_TCP) || !pl->mss || pl->len <= 1514)
+		return 0;
+	/* A TCP frame bigger than one packet: find its headers. */
+	proto = *(__be16 *)(in + 12);
+	l3 = sizeof(struct ethhdr);
+	if (proto == bpf_htons(ETH_P_8021Q)) {
+		proto = *(__be16 *)(in + 16);
+		l3 += 4;
+	}
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(in + (l3 & 0x1f));
+
+		ihl = ip->ihl * 4;
+		if (ip->version != 4 || ihl < sizeof(*ip) || ip->protocol != IPPROTO_TCP ||
+		    (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)))
+			return 0;
+		pl->ip_version = 4;
+		pl->ip_id = bpf_ntohs(ip->id);
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(in + (l3 & 0x1f));
+
+		if (ip6->nexthdr != IPPROTO_TCP)
+			return 0;
+		ihl = sizeof(*ip6);
+		pl->ip_version = 6;
+	} else {
+		return 0;
+	}
+	l4 = l3 + ihl;
+	if (l4 + sizeof(struct tcphdr) > pl->len)
+		return 0;
+	{
+		struct tcphdr *th = (void *)(in + (l4 & 0x7f));
+
+		thl = th->doff * 4;
+		pl->seq = bpf_ntohl(th->seq);
+	}
+	if (thl < sizeof(struct tcphdr) || l4 + thl > STT_HDRS_MAX || l4 + thl >= pl->len)
+		return 0;
+	payload = pl->len - l4 - thl;
+	if (payload <= pl->mss)
+		return 0;
+	pl->l3 = l3;
+	pl->l4 = l4;
+	pl->hdrs = l4 + thl;
+	pl->nseg = (payload + pl->mss - 1) / pl->mss;
+	return 0;
+}
+
+/* Completes a checksum the sender left partial, in the buffer. */
+static __always_inline void stt_complete_csum(struct wr_stt_frame *fr, const struct stt_plan *pl)
+{
+	__u32 l4 = WR_STT_HDR_LEN + pl->l4off;
+	__u32 field = l4 + ((pl->flags & STT_F_TCP) ? 16 : 6);
+	__u32 end = WR_STT_HDR_LEN + pl->len;
+	__u16 check;
+
+	if (!(pl->flags & STT_F_CSUM_PARTIAL) || field + 2 > end || field > 0xfff0)
+		return;
+	/* The field holds the pseudo-header sum: summing it in completes it. */
+	check = ~csum_fold32(mem_sum(fr->data, l4, end));
+	if (!(pl->flags & STT_F_TCP) && check == 0)
+		check = 0xffff;
+	*(__u16 *)(fr->data + (field & 0xffff)) = check;
+}
+
+/*
+ * Makes skb inner segment j of the frame in fr (or the whole frame when
+ * pl->nseg is 1): headers copied from the frame with this segment's
+ * lengths, sequence number, flags and checksums, then its payload.
+ * Returns 0 or a WR_DROP_* reason.
+ */
+__noinline int stt_build(struct __sk_buff *skb, struct stt_plan *pl, __u32 j)
+{
+	__u32 zero = 0, hdrs, first, plen, seglen, in = WR_STT_HDR_LEN;
+	struct wr_stt_frame *fr;
+	struct stt_hdrbuf *hb;
+	__u8 *b;
+
+	if (!pl)
+		return WR_DROP_STT_REASM;
+	fr = bpf_map_lookup_elem(&wr_stt_frames, &pl->slot);
+	hb = bpf_map_lookup_elem(&wr_stt_hdr, &zero);
+	if (!fr || !hb)
+		return WR_DROP_STT_REASM;
+	b = hb->b;
+	if (pl->nseg <= 1) {
+		if (pl->len > STT_WHOLE_MAX)
+			return WR_DROP_STT_REASM;
+		if (bpf_skb_change_tail(skb, pl->len, 0) || buf_to_skb(skb, 0, fr->data, in, pl->len))
+			return WR_DROP_DECAP;
+		return 0;
+	}
+	hdrs = pl->hdrs;
+	if (hdrs > STT_HDRS_MAX || pl->l4 + sizeof(struct tcphdr) > hdrs || pl->l3 > 18)
+		return WR_DROP_STT_REASM;
+	first = hdrs + j * pl->mss;
+	if (first >= pl->len)
+		return WR_DROP_STT_REASM;
+	plen = pl->len - first;
+	if (plen > pl->mss)
+		plen = pl->mss;
+	seglen = hdrs + plen;
+	if (seglen > STT_WHOLE_MAX)
+		return WR_DROP_STT_REASM;
+
+	/* Headers, adjusted for this segment. */
+	__builtin_memcpy(b, fr->data + in, STT_HDRS_MAX);
+	if (pl->ip_version == 4) {
+		struct iphdr *ip = (void *)(b + (pl->l3 & 0x1f));
+		__u32 ihl = (pl->l4 - pl->l3) & 0x3c;
+
+		ip->tot_len = bpf_htons(seglen - pl->l3);
+		ip->id = bpf_htons(pl->ip_id + j);
+		ip->check = 0;
+		ip->check = ~csum_fold32(ihl >= 20 ? (__u32)bpf_csum_diff(0, 0, (__be32 *)ip, ihl, 0) : 0);
+	} else {
+		struct ipv6hdr *ip6 = (void *)(b + (pl->l3 & 0x1f));
+
+		ip6->payload_len = bpf_htons(seglen - pl->l4);
+	}
+	{
+		struct tcphdr *th = (void *)(b + (pl->l4 & 0x7f));
+		__u32 thl = (hdrs - pl->l4) & 0x7c;
+		__u64 sum;
+
+		th->seq = bpf_htonl(pl->seq + j * pl->mss);
+		/* FIN and PSH belong to the last segment, CWR to the first. */
+		if (j + 1 < pl->nseg) {
+			th->fin = 0;
+			th->psh = 0;
+		}
+		if (j)
+			th->cwr = 0;
+		th->check = 0;
+		sum = thl >= 20 ? (__u32)bpf_csum_diff(0, 0, (__be32 *)th, thl, 0) : 0;
+		sum += mem_sum(fr->data, in + first, in + first + plen);
+		if (pl->ip_version == 4) {
+			struct iphdr *ip = (void *)(b + (pl->l3 & 0x1f));
+
+			sum += pseudo_sum((__u8 *)&ip->saddr, (__u8 *)&ip->daddr, 0, thl + plen, IPPROTO_TCP);
+		} else {
+			struct ipv6hdr *ip6 = (void *)(b + (pl->l3 & 0x1f));
+
+			sum += pseudo_sum(ip6->saddr.in6_u.u6_addr8, ip6->daddr.in6_u.u6_addr8, 1, thl + plen,
+					  IPPROTO_TCP);
+		}
+		th->check = ~csum_fold32(sum);
+	}
+	if (bpf_skb_change_tail(skb, seglen, 0))
+		return WR_DROP_DECAP;
+	if (bpf_skb_store_bytes(skb, 0, b, hdrs & 0xff, 0))
+		return WR_DROP_DECAP;
+	if (buf_to_skb(skb, hdrs, fr->data, in + first, plen))
+		return WR_DROP_DECAP;
+	return 0;
+}
+
+/* ---- Sending ----------------------------------------------------------------- */
+
+/* The largest segment payload STT sends or resegments to: the bounded
+ * loops below cover this much (jumbo frames included). */
+#define STT_SEG_MAX 9216
+
+/* One's complement sum of buf[off, off + len), len <= STT_SEG_MAX, unfolded.
+ * A plain bounded loop, not bpf_loop: the callers already run inside one. */
+static __always_inline __u64 mem_sum_short(__u8 *buf, __u32 off, __u32 len)
+{
+	__u64 sum = 0;
+
+	for (__u32 i = 0; i < STT_SEG_MAX / 512; i++) {
+		__u32 at = (off + i * 512) & 0xffff, n, n4;
+		__u8 *p;
+
+		if (i * 512 >= len)
+			break;
+		n = len - i * 512;
+		if (n > 512)
+			n = 512;
+		/* The mask bounds the offset for the verifier; the compiler
+		 * must not fold it into a comparison. */
+		asm volatile("" : "+r"(at));
+		p = buf + at;
+		n4 = n & 0x3fc;
+		if (n4)
+			sum += (__u32)bpf_csum_diff(0, 0, (__be32 *)p, n4, 0);
+		if (n & 3) {
+			__u32 w = 0;
+			__u8 *q = (__u8 *)&w, *t = p + n4;
+
+			q[0] = t[0];
+			if ((n & 3) > 1)
+				q[1] = t[1];
+			if ((n & 3) > 2)
+				q[2] = t[2];
+			sum += w;
+		}
+	}
+	return sum;
+}
+
+/* buf[at, at + len) into the skb at pkt, len <= STT_SEG_MAX. Returns 0 or -1. */
+static __always_inline int buf_to_skb_short(struct __sk_buff *skb, __u32 pkt, __u8 *buf, __u32 at,
+					    __u32 len)
+{
+	for (__u32 i = 0; i < (STT_SEG_MAX + STT_CHUNK - 1) / STT_CHUNK; i++) {
+		__u32 done = i * STT_CHUNK, n;
+
+		if (done >= len)
+			break;
+		n = len - done;
+		if (n > STT_CHUNK)
+			n = STT_CHUNK;
+		if (n == 0 || bpf_skb_store_bytes(skb, pkt + done, buf + ((at + done) & 0xffff), n, 0))
+			return -1;
+	}
+	return 0;
+}
+
+/* A frame being sent in segments: per CPU, beside its buffer. */
+struct stt_send {
+	__u32 ifindex;
+	__u32 hlen;		/* Ethernet + IP + TCP */
+	__u32 total;		/* STT frame length */
+	__u32 seg;		/* payload bytes per segment */
+	__u32 nseg;
+	__u32 v6;
+	__u32 failed;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct stt_send);
+} wr_stt_send SEC(".maps");
+
+/* Builds segment j in the skb: headers from the scratch header (lengths,
+ * sequence number, PSH and checksums set for it), bytes from the buffer.
+ * Returns 0 or -1. */
+static __always_inline int stt_send_build(struct __sk_buff *skb, __u32 j)
+{
+	__u32 zero = 0, cpu = bpf_get_smp_processor_id(), off, plen, l4, hl;
+	struct stt_send *s = bpf_map_lookup_elem(&wr_stt_send, &zero);
+	struct scratch *sc = bpf_map_lookup_elem(&wr_scratch, &zero);
+	struct wr_stt_buf *tx = bpf_map_lookup_elem(&wr_stt_tx, &cpu);
+	struct tcphdr *th;
+	__u8 *h;
+	__u64 sum;
+
+	if (!s || !sc || !tx)
+		return -1;
+	h = sc->hdr;
+	hl = s->hlen;
+	if (hl < sizeof(struct ethhdr) + 20 + 20 || hl > sizeof(struct ethhdr) + 40 + 20)
+		return -1;
+	l4 = hl - sizeof(struct tcphdr);
+	off = j * s->seg;
+	if (off >= s->total)
+		return -1;
+	plen = s->total - off;
+	if (plen > s->seg)
+		plen = s->seg;
+	if (plen > STT_SEG_MAX)
+		return -1;
+	if (s->v6) {
+		struct ipv6hdr *ip6 = (void *)(h + sizeof(struct ethhdr));
+
+		ip6->payload_len = bpf_htons(sizeof(struct tcphdr) + plen);
+		sum = pseudo_sum(ip6->saddr.in6_u.u6_addr8, ip6->daddr.in6_u.u6_addr8, 1,
+				 sizeof(struct tcphdr) + plen, IPPROTO_TCP);
+	} else {
+		struct iphdr *ip = (void *)(h + sizeof(struct ethhdr));
+
+		ip->tot_len = bpf_htons(sizeof(*ip) + sizeof(struct tcphdr) + plen);
+		ip->check = 0;
+		ip->check = ipv4_header_csum(ip);
+		sum = pseudo_sum((__u8 *)&ip->saddr, (__u8 *)&ip->daddr, 0, sizeof(struct tcphdr) + plen,
+				 IPPROTO_TCP);
+	}
+	th = (void *)(h + l4);
+	th->seq = bpf_htonl((s->total << 16) | off);
+	th->psh = j + 1 == s->nseg;
+	th->check = 0;
+	sum += (__u32)bpf_csum_diff(0, 0, (__be32 *)th, sizeof(*th), 0);
+	sum += mem_sum_short(tx->data, off, plen);
+	th->check = ~csum_fold32(sum);
+	if (bpf_skb_change_tail(skb, hl + plen, 0))
+		return -1;
+	if (bpf_skb_store_bytes(skb, 0, h, hl, 0))
+		return -1;
+	return buf_to_skb_short(skb, hl, tx->data, off, plen);
+}
+
+struct stt_skb {
+	struct __sk_buff *skb;
+};
+
+static long stt_send_step(__u32 j, void *arg)
+{
+	struct __sk_buff *skb = ((struct stt_skb *)arg)->skb;
+	__u32 zero = 0;
+	struct stt_send *s = bpf_map_lookup_elem(&wr_stt_send, &zero);
+
+	if (!s || j + 1 >= s->nseg)
+		return 1;	/* the last goes back to the caller */
+	if (stt_send_build(skb, j) || bpf_clone_redirect(skb, s->ifindex, 0)) {
+		s->failed = 1;
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * Sends the frame in skb as an STT frame of several segments to ifindex.
+ * The scratch header holds the STT packet header encap_build made
+ * (Ethernet, IP, TCP, STT header), hdr_len bytes. Every segment but the
+ * last leaves as a clone; the skb becomes the last. Returns 0 or a
+ * WR_DROP_* reason.
+ */
+__noinline int stt_segment(struct __sk_buff *skb, __u32 hdr_len, __u32 ifindex, __u32 mtu, __u32 v6)
+{
+	__u32 zero = 0, cpu = bpf_get_smp_processor_id(), len = skb->len, at;
+	struct wr_stt_buf *tx = bpf_map_lookup_elem(&wr_stt_tx, &cpu);
+	struct scratch *sc = bpf_map_lookup_elem(&wr_scratch, &zero);
+	struct stt_send *s = bpf_map_lookup_elem(&wr_stt_send, &zero);
+	__u32 l3 = v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
+	struct stt_skb a = { skb };
+
+	if (!tx || !sc || !s || hdr_len > OUTER_MAX || hdr_len < sizeof(struct ethhdr) + l3 + 38)
+		return WR_DROP_ENCAP;
+	s->ifindex = ifindex;
+	s->v6 = v6;
+	s->failed = 0;
+	s->hlen = hdr_len - WR_STT_HDR_LEN;
+	s->total = WR_STT_HDR_LEN + len;
+	if (s->total > WR_STT_FRAME_MAX || mtu < l3 + sizeof(struct tcphdr) + 64)
+		return WR_DROP_ENCAP;
+	s->seg = (mtu - l3 - sizeof(struct tcphdr)) & ~7U;
+	if (s->seg > STT_SEG_MAX)
+		s->seg = STT_SEG_MAX;
+	s->nseg = (s->total + s->seg - 1) / s->seg;
+	/* The STT header, then the whole inner frame, into the buffer. */
+	at = s->hlen;
+	if (at > OUTER_MAX - WR_STT_HDR_LEN)
+		return WR_DROP_ENCAP;
+	__builtin_memcpy(tx->data, sc->hdr + at, WR_STT_HDR_LEN);
+	if (pkt_to_buf(skb, 0, 0, tx->data, WR_STT_HDR_LEN, len))
+		return WR_DROP_ENCAP;
+	bpf_loop(s->nseg, stt_send_step, &a, 0);
+	if (s->failed || stt_send_build(skb, s->nseg - 1))
+		return WR_DROP_ENCAP;
+	return 0;
+}
+
+/* Fills in the TCP checksum of an STT packet sent in one segment, whose
+ * Ethernet + IP + TCP headers are hlen bytes. A global function. */
+__noinline int stt_tcp_csum(struct __sk_buff *skb, __u32 hlen, __u32 v6)
+{
+	__u32 zero = 0, l4 = hlen - sizeof(struct tcphdr), len = skb->len;
+	struct scratch *s = bpf_map_lookup_elem(&wr_scratch, &zero);
+	__s64 sum;
+	__u16 check;
+	__u8 *ip;
+
+	if (!s || hlen > OUTER_MAX || l4 < sizeof(struct ethhdr) + 20)
+		return -1;
+	sum = packet_sum(skb, 0, l4, len);
+	if (sum < 0)
+		return -1;
+	ip = s->hdr + sizeof(struct ethhdr);
+	sum += v6 ? pseudo_sum(ip + 8, ip + 24, 1, len - l4, IPPROTO_TCP) :
+		    pseudo_sum(ip + 12, ip + 16, 0, len - l4, IPPROTO_TCP);
+	check = ~csum_fold32(sum);
+	return bpf_skb_store_bytes(skb, l4 + 16, &check, 2, 0) ? -1 : 0;
+}
+
+#endif /* WR_STT_H */
