@@ -19,7 +19,7 @@
 
 /* Bumped whenever a pinned map's layout changes meaning. warren refuses to
  * reuse pins written under another version (see src/tunnel/pins.ts). */
-#define WR_LAYOUT_VERSION 2
+#define WR_LAYOUT_VERSION 3
 
 /* ---- Demo and test counters (counter.bpf.c) ---------------------------- */
 

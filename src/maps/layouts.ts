@@ -25,7 +25,7 @@ import {
 } from "./codec.ts";
 
 /** `WR_LAYOUT_VERSION`: bumped when a pinned map changes meaning. */
-export const LAYOUT_VERSION = 2;
+export const LAYOUT_VERSION = 3;
 
 /** Sizes fixed at compile time. */
 export const MAX_PORTS = 256;

@@ -31,6 +31,7 @@ import {
   MAX_MASKS,
   MAX_PORTS,
   Miss,
+  portCodec,
   PortKind,
   STT_DEFAULT_TIMEOUT_MS,
   STT_SLOTS_PER_CPU,
@@ -59,8 +60,9 @@ import {
 import { type ActionSpec, type FlowSpec, formatAction } from "./flow_syntax.ts";
 import { formatMatch, type Match, type PortNames } from "./fields.ts";
 import { device, deviceAddrs, dropManagedNeighbors, keepNeighbors, setForwarding } from "./host.ts";
-import { DatapathLock } from "./lock.ts";
+import { DatapathLock, openLockFile } from "./lock.ts";
 import { DatapathMaps, mapPin, PINNED_MAPS } from "./pins.ts";
+import { decodeWith } from "../maps/typed_map.ts";
 import {
   checkPortName,
   decodePort,
@@ -79,6 +81,9 @@ export const DEFAULT_PIN_DIR = Deno.env.get("WARREN_PIN_DIR") || "/sys/fs/bpf/wa
 
 /** The object's programs. */
 export const PROGRAMS = ["wr_xdp_underlay", "wr_tc_underlay", "wr_tc_local"] as const;
+
+/** Where a port entry says what kind of port it is. */
+const PORT_KIND_OFFSET = portCodec.fields.find((f) => f.name === "kind")!.offset;
 
 /**
  * The datapath object, opened from the bytes built into warren and sized
@@ -163,6 +168,8 @@ export class Datapath implements Disposable {
   /** The flows. */
   readonly flows: FlowTable;
   #ports: Port[] = [];
+  #knownSeq?: bigint;
+  #lockFile?: Deno.FsFile;
   readonly #neighborsKept = new Set<string>();
 
   private constructor(pinDir: string, maps: DatapathMaps) {
@@ -436,8 +443,32 @@ export class Datapath implements Disposable {
 
   #locked<T>(fn: () => T): T {
     using _lock = this.lock();
+    this.#refreshPorts();
+    const result = fn();
+    // The flow table marked its change; the ports are as they were.
+    this.#knownSeq = this.flows.lastSeq ?? this.#knownSeq;
+    return result;
+  }
+
+  /**
+   * Re-reads the ports unless nothing changed since this object last
+   * looked: every change, by any process, bumps the configuration's change
+   * counter. One syscall when nothing did.
+   */
+  #refreshPorts(): void {
+    const seq = this.maps.readConfig().seq;
+    if (seq === this.#knownSeq) return;
     this.#reloadPorts();
-    return fn();
+    this.#knownSeq = seq;
+  }
+
+  /** After writing ports: marks the change for everyone and re-reads them. */
+  #portsChanged(): void {
+    const cfg = this.maps.readConfig();
+    this.maps.config.set(0, { ...cfg, seq: cfg.seq + 1n });
+    this.flows.invalidate();
+    this.#reloadPorts();
+    this.#knownSeq = cfg.seq + 1n;
   }
 
   #initialize(underlayIfindex: number, options: UpOptions): void {
@@ -543,11 +574,20 @@ export class Datapath implements Disposable {
 
   #reloadPorts(): void {
     const ports: Port[] = [];
-    for (const [n, entry] of this.maps.ports.entries()) {
-      if (entry.kind === PortKind.NONE) continue;
-      const info = this.maps.portInfo.get(n);
-      const p = info && decodePort(n, entry, info);
-      if (p) ports.push(p);
+    // Every slot is read in one batch, but only the few in use decoded:
+    // this runs before every change, a flow added alone included.
+    const codec = this.maps.ports.value;
+    const kindAt = PORT_KIND_OFFSET;
+    for (const c of this.maps.ports.raw.lookupBatch(MAX_PORTS)) {
+      const keys = new DataView(c.keys.buffer, c.keys.byteOffset, c.keys.byteLength);
+      for (let i = 0; i < c.count; i++) {
+        if (c.values[i * codec.size + kindAt] === PortKind.NONE) continue;
+        const n = keys.getUint32(i * 4, true);
+        const entry = decodeWith(codec, c.values, i * codec.size);
+        const info = this.maps.portInfo.get(n);
+        const p = info && decodePort(n, entry, info);
+        if (p) ports.push(p);
+      }
     }
     this.#ports = ports.sort((a, b) => a.number - b.number);
   }
@@ -585,7 +625,8 @@ export class Datapath implements Disposable {
 
   /** The lock every change takes; hold it across several changes. */
   lock(): DatapathLock {
-    return DatapathLock.acquire(this.pinDir);
+    this.#lockFile ??= openLockFile(this.pinDir);
+    return DatapathLock.acquire(this.pinDir, this.#lockFile);
   }
 
   #freeNumber(): number {
@@ -611,7 +652,7 @@ export class Datapath implements Disposable {
   ): Promise<LocalPort> {
     const dev = await device(deviceName);
     using _lock = this.lock();
-    this.#reloadPorts();
+    this.#refreshPorts();
     this.#checkNewName(name);
     const port: LocalPort = {
       kind: "local",
@@ -621,7 +662,7 @@ export class Datapath implements Disposable {
       xdp: options.xdp ?? false,
     };
     this.#writeLocalPort(port, dev.ifindex);
-    this.#reloadPorts();
+    this.#portsChanged();
     return port;
   }
 
@@ -664,11 +705,11 @@ export class Datapath implements Disposable {
     const dev = await device(this.#underlay());
     const spec = tunnelPort(name, proto, dev.name, options);
     using _lock = this.lock();
-    this.#reloadPorts();
+    this.#refreshPorts();
     this.#checkNewName(name);
     const port: TunnelPort = { ...spec, number: this.#freeNumber() };
     this.#writeTunnelPort(port, dev.ifindex, dev.mac);
-    this.#reloadPorts();
+    this.#portsChanged();
     if (port.remote !== "flow") await keepNeighbors(dev.name, [port.remote]);
     return port;
   }
@@ -729,7 +770,7 @@ export class Datapath implements Disposable {
       ? { kind: "local", name: port.name, device: dev.name, xdp: port.xdp ?? false }
       : tunnelPort(port.name, port.proto, dev.name, port.options);
     using _lock = this.lock();
-    this.#reloadPorts();
+    this.#refreshPorts();
     const old = this.#ports.find((p) => p.name === port.name);
     if (old && samePort(old, wanted)) return "unchanged";
     if (!old) this.#checkNewName(port.name);
@@ -737,7 +778,7 @@ export class Datapath implements Disposable {
     if (old) this.#unwritePort(old);
     if (full.kind === "local") this.#writeLocalPort(full, dev.ifindex);
     else this.#writeTunnelPort(full, dev.ifindex, dev.mac);
-    this.#reloadPorts();
+    this.#portsChanged();
     if (full.kind === "tunnel" && full.remote !== "flow") {
       await keepNeighbors(dev.name, [full.remote]);
     }
@@ -785,7 +826,7 @@ export class Datapath implements Disposable {
    */
   deletePort(name: string, options: { force?: boolean } = {}): void {
     using _lock = this.lock();
-    this.#reloadPorts();
+    this.#refreshPorts();
     const port = this.#ports.find((p) => p.name === name);
     if (!port) throw new PortError(`there is no port named "${name}"`);
     const users = this.flows.count({ port: port.number });
@@ -797,7 +838,7 @@ export class Datapath implements Disposable {
     const entry = this.maps.ports.get(port.number)!;
     this.maps.ports.set(port.number, { ...entry, kind: PortKind.NONE, flags: 0 });
     this.maps.portInfo.set(port.number, { name: new Uint8Array(16), device: new Uint8Array(16) });
-    this.#reloadPorts();
+    this.#portsChanged();
   }
 
   /** Undoes what writing `port` did outside its own slot. */
@@ -870,6 +911,9 @@ export class Datapath implements Disposable {
 
   /** Releases every descriptor; the datapath stays up. */
   close(): void {
+    this.flows.close();
+    this.#lockFile?.close();
+    this.#lockFile = undefined;
     this.maps.close();
   }
 

@@ -196,6 +196,8 @@ interface LiveMask extends MaskShape {
 interface State {
   cfg: Config;
   gen: number;
+  /** The live flow index, once opened. */
+  index?: BpfMap;
   masks: LiveMask[];
   flowIds: IdBitmap;
   slots: TunKeySlots;
@@ -351,7 +353,12 @@ export class FlowTable {
 
   /** Forgets what was read from the kernel (after a failure midway). */
   invalidate(): void {
-    this.#state = undefined;
+    this.close();
+  }
+
+  /** The change counter as this table last wrote or read it. */
+  get lastSeq(): bigint | undefined {
+    return this.#state?.cfg.seq;
   }
 
   // ---- State ------------------------------------------------------------
@@ -364,6 +371,7 @@ export class FlowTable {
       st.cfg = cfg;
       return st;
     }
+    st?.index?.close();
     this.#state = {
       cfg,
       gen,
@@ -406,10 +414,24 @@ export class FlowTable {
     this.#maps.masks.raw.update(u32(gen), raw);
   }
 
-  #index(gen: number): BpfMap {
-    const index = this.#maps.flowIndex(gen);
-    if (!index) throw new FlowTableError("the datapath has no flow table (run warren up again)");
-    return index.raw;
+  /** The live flow index, opened once per state (callers do not close it). */
+  #index(st: State): BpfMap {
+    if (st.index) return st.index;
+    const id = this.#maps.flowTables.lookup(u32(st.gen));
+    if (!id) throw new FlowTableError("the datapath has no flow table (run warren up again)");
+    const map = BpfMap.fromId(new DataView(id.buffer).getUint32(0, true));
+    if (map.keySize !== IK_SIZE || map.info.valueSize !== ENTRY_SIZE) {
+      map.close();
+      throw new FlowTableError("the flow index has another layout than this warren's");
+    }
+    st.index = map;
+    return map;
+  }
+
+  /** Closes what the table keeps open. */
+  close(): void {
+    this.#state?.index?.close();
+    this.#state = undefined;
   }
 
   /**
@@ -430,6 +452,10 @@ export class FlowTable {
     this.#maps.config.set(0, st.cfg);
     st.gen = next;
     st.masks = sorted;
+    if (st.index && st.index.info.id !== index.info.id) {
+      st.index.close();
+      st.index = undefined;
+    }
   }
 
   /** Writes back ids and reference counts and marks the change. */
@@ -490,7 +516,7 @@ export class FlowTable {
     flowIds: { used: number; capacity: number };
   } {
     const st = this.#load();
-    using index = this.#index(st.gen);
+    const index = this.#index(st);
     let flows = 0;
     for (const c of index.lookupBatch(CHUNK)) flows += c.count;
     return {
@@ -619,7 +645,7 @@ export class FlowTable {
    */
   *installed(filter: FlowFilter = {}): Generator<InstalledFlow> {
     const st = this.#load();
-    using index = this.#index(st.gen);
+    const index = this.#index(st);
     const masks = new Map(st.masks.map((m) => [m.id, m]));
     const select = this.#selector(filter);
     const tunKey = this.#tunKeyReader(st);
@@ -640,7 +666,7 @@ export class FlowTable {
   /** How many installed flows the filter covers. */
   count(filter: FlowFilter = {}): number {
     const st = this.#load();
-    using index = this.#index(st.gen);
+    const index = this.#index(st);
     const masks = new Map(st.masks.map((m) => [m.id, m]));
     const select = this.#selector(filter);
     let n = 0;
@@ -664,7 +690,7 @@ export class FlowTable {
     );
     if (gnv.length === 0) return out;
     const ids = new Set(gnv.map((m) => m.id));
-    using index = this.#index(st.gen);
+    const index = this.#index(st);
     for (const c of index.lookupBatch(CHUNK)) {
       const kdv = new DataView(c.keys.buffer, c.keys.byteOffset, c.keys.byteLength);
       for (let i = 0; i < c.count; i++) {
@@ -682,7 +708,7 @@ export class FlowTable {
    */
   lookup(key: FlowKey): InstalledFlow | undefined {
     const st = this.#load();
-    using index = this.#index(st.gen);
+    const index = this.#index(st);
     const whole = new Uint8Array(KEY_SIZE);
     encodeFlowKey(key, whole);
     let best: { mask: LiveMask; ik: Uint8Array; entry: Uint8Array; priority: number } | undefined;
@@ -770,7 +796,7 @@ export class FlowTable {
     options: { counters?: CounterArrays } = {},
   ): Generator<InstalledFlow> {
     const st = this.#load();
-    using index = this.#index(st.gen);
+    const index = this.#index(st);
     const masks = new Map(st.masks.map((m) => [m.id, m]));
     const select = this.#selector(filter);
     const rows = new DumpRows(st.cfg.max_flows);
@@ -837,7 +863,7 @@ export class FlowTable {
     }
     const compiled = [...byIdentity.values()];
     const st = this.#load();
-    using index = this.#index(st.gen);
+    const index = this.#index(st);
 
     // Check everything first: masks, conflicts, room.
     const bySig = new Map(st.masks.map((m) => [m.sig, m]));
@@ -952,7 +978,7 @@ export class FlowTable {
   modify(spec: FlowSpec): number {
     const c = compileFlow(spec, this.#ports);
     const st = this.#load();
-    using index = this.#index(st.gen);
+    const index = this.#index(st);
     const sig = byteString(c.maskBytes);
     const mask = st.masks.find((m) => m.sig === sig);
     if (!mask) return 0;
@@ -980,7 +1006,7 @@ export class FlowTable {
    */
   delete(filter: FlowFilter, strict: boolean): number {
     const st = this.#load();
-    using index = this.#index(st.gen);
+    const index = this.#index(st);
     const victims: { ik: Uint8Array; entry: Uint8Array; mask: LiveMask }[] = [];
     if (strict) {
       if (!filter.match) throw new FlowTableError("a strict delete needs a match");
@@ -1053,7 +1079,7 @@ export class FlowTable {
     }
     progress?.({ phase: "compile", done: set.count, total: set.count });
     const st = this.#load();
-    using oldIndex = this.#index(st.gen);
+    const oldIndex = this.#index(st);
 
     // Old masks by id, as masks of the set (or none).
     const setMaskOf = new Map<number, number>();

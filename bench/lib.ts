@@ -1,0 +1,154 @@
+/**
+ * What every benchmark section shares: figures, medians over interleaved
+ * runs, the machine's description.
+ *
+ * Every figure is measured beside its baseline in the same run, the two
+ * alternating run after run, and reported as medians and their ratio: on a
+ * shared, noisy machine an absolute time means little, a ratio measured side
+ * by side a good deal more.
+ *
+ * @module
+ */
+
+import { parseAddr } from "../src/tunnel/addr.ts";
+import { emptyMatch } from "../src/tunnel/fields.ts";
+import { buildPacket } from "../src/tunnel/packet.ts";
+
+/** One figure of `bench/results.json`. */
+export interface Figure {
+  /** What was measured. */
+  name: string;
+  /** Its median. */
+  value: number;
+  /** Its unit. */
+  unit: string;
+  /** What it is compared with. */
+  baseline: string;
+  /** The baseline's median, in the same unit. */
+  baseline_value: number;
+  /** value / baseline_value. */
+  ratio: number;
+  /** How many runs each median is over. */
+  runs: number;
+  /** Whether a lower or a higher ratio is better. */
+  better: "lower" | "higher";
+  /** The target the issue sets, in words, when there is one. */
+  target?: string;
+  /** Whether the target is met. */
+  met?: boolean;
+  /** What limits the figure, when it misses or needs explaining. */
+  note?: string;
+}
+
+/** The median of `xs`. */
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/**
+ * Runs `subject` and `baseline` alternately `runs` times and returns their
+ * medians.
+ */
+export async function sideBySide(
+  runs: number,
+  subject: () => number | Promise<number>,
+  baseline: () => number | Promise<number>,
+): Promise<{ value: number; base: number }> {
+  const a: number[] = [], b: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    // Alternate which goes first, so neither always gets the warm cache.
+    if (i % 2) {
+      b.push(await baseline());
+      a.push(await subject());
+    } else {
+      a.push(await subject());
+      b.push(await baseline());
+    }
+  }
+  return { value: median(a), base: median(b) };
+}
+
+/** A figure from medians. */
+export function figure(
+  f: Omit<Figure, "ratio" | "met"> & { check?: (ratio: number, value: number) => boolean },
+): Figure {
+  const ratio = f.baseline_value ? f.value / f.baseline_value : NaN;
+  const { check, ...rest } = f;
+  const out: Figure = { ...rest, ratio: round(ratio, 3) };
+  out.value = round(f.value, 3);
+  out.baseline_value = round(f.baseline_value, 3);
+  if (check) out.met = check(ratio, f.value);
+  return out;
+}
+
+function round(x: number, digits: number): number {
+  const p = 10 ** digits;
+  return Math.round(x * p) / p;
+}
+
+/** The machine a run happened on. */
+export interface Machine {
+  /** CPU model. */
+  cpu: string;
+  /** Online CPUs. */
+  cpus: number;
+  /** Memory in GiB. */
+  memory_gib: number;
+  /** `uname -r`. */
+  kernel: string;
+  /** Deno's version. */
+  deno: string;
+  /** libbpf's version. */
+  libbpf: string;
+}
+
+/** Describes this machine. */
+export async function machine(libbpfVersion: string): Promise<Machine> {
+  const cpuinfo = await Deno.readTextFile("/proc/cpuinfo");
+  const meminfo = await Deno.readTextFile("/proc/meminfo");
+  return {
+    cpu: /model name\s*:\s*(.*)/.exec(cpuinfo)?.[1] ?? "unknown",
+    cpus: navigator.hardwareConcurrency,
+    memory_gib: Math.round(Number(/MemTotal:\s*(\d+)/.exec(meminfo)?.[1] ?? 0) / 1048576 * 10) /
+      10,
+    kernel: Deno.osRelease(),
+    deno: Deno.version.deno,
+    libbpf: libbpfVersion,
+  };
+}
+
+/** Milliseconds `fn` takes. */
+export async function timed(fn: () => unknown): Promise<number> {
+  const t = performance.now();
+  await fn();
+  return performance.now() - t;
+}
+
+/** Prints a progress line on stderr. */
+export function say(text: string): void {
+  Deno.stderr.writeSync(new TextEncoder().encode(`bench: ${text}\n`));
+}
+
+/**
+ * The inner frame every measurement carries: Ethernet, IPv4 and UDP to
+ * `dport`, 64 bytes of payload, every checksum right (a bridge with
+ * netfilter checks them).
+ */
+export function innerFrame(dstMac: string, dport = 9): Uint8Array {
+  const m = emptyMatch();
+  m.key.eth_type = 0x0800;
+  m.mask.eth_type = 0xffff;
+  m.key.ip_proto = 17;
+  m.mask.ip_proto = 0xff;
+  m.key.ip_src = parseAddr("10.1.0.2").bytes;
+  m.mask.ip_src.fill(0xff, 0, 4);
+  m.key.ip_dst = parseAddr("10.1.0.1").bytes;
+  m.mask.ip_dst.fill(0xff, 0, 4);
+  m.key.tp_dst = dport;
+  m.mask.tp_dst = 0xffff;
+  m.key.eth_dst = Uint8Array.from(dstMac.split(":"), (h) => parseInt(h, 16));
+  m.mask.eth_dst.fill(0xff);
+  return buildPacket(m, { payload: 64 });
+}
