@@ -547,6 +547,11 @@ static __always_inline int stt_plan(struct wr_stt_frame *fr, struct stt_plan *pl
 	pl->vlan = bpf_ntohs(h->vlan_tci);
 	pl->mss = bpf_ntohs(h->mss);
 	pl->nseg = 1;
+	/* As for a whole frame (parse_stt): the partial checksum's field
+	 * must lie inside the frame. */
+	if ((h->flags & STT_F_CSUM_PARTIAL) &&
+	    pl->l4off + ((h->flags & STT_F_TCP) ? 18 : 8) > pl->len)
+		return WR_DROP_STT;
 	if (!(h->flags & STT_F_TCP) || !pl->mss || pl->len <= 1514)
 		return 0;
 	/* A TCP frame bigger than one packet: find its headers. */

@@ -317,6 +317,12 @@ static __always_inline int parse_stt(void *ctx, int is_xdp, __u32 l4_off, __u32 
 		return WR_DROP_TRUNCATED;
 	if (h.version != 0 || (h.flags & STT_F_RESERVED))
 		return WR_DROP_STT;
+	/* A partial checksum is completed after the outer headers are gone:
+	 * its field must lie inside the frame, or the drop would come too
+	 * late to leave the packet as it arrived. */
+	if ((h.flags & STT_F_CSUM_PARTIAL) &&
+	    h.l4_off + ((h.flags & STT_F_TCP) ? 18 : 8) > total - WR_STT_HDR_LEN)
+		return WR_DROP_STT;
 	key->tun_id = h.context;
 	key->tun_flags |= WR_TUNF_KEY;
 	d->stt_flags = h.flags;

@@ -293,7 +293,7 @@ enum wr_stat {
 	WR_DROP_BAD_IP,		/* outer IP header length or total length wrong */
 	WR_DROP_BAD_UDP,	/* UDP length wrong */
 	WR_DROP_BAD_CSUM,	/* outer IPv4 header, UDP or GRE checksum wrong */
-	WR_DROP_VXLAN_FLAGS,	/* VXLAN without the I flag, or reserved bits */
+	WR_DROP_VXLAN_FLAGS,	/* VXLAN without the I flag (reserved bits are ignored, RFC 7348) */
 	WR_DROP_GENEVE_VERSION,
 	WR_DROP_GENEVE_OPTLEN,	/* options longer than the packet */
 	WR_DROP_GENEVE_CRITICAL,/* a critical option warren does not know */

@@ -19,9 +19,12 @@ exprs = json.load(sys.stdin)
 print(json.dumps([bytes(eval(e)).hex() for e in exprs]))
 `;
 
-/** The bytes of each Scapy expression, such as `Ether()/IP()/UDP()`. */
-export async function scapyMany(exprs: string[]): Promise<Uint8Array[]> {
-  const out = await run([PYTHON, "-c", BUILD], {
+/**
+ * The bytes of each Scapy expression, such as `Ether()/IP()/UDP()`;
+ * `prelude` is Python run first, for helpers the expressions call.
+ */
+export async function scapyMany(exprs: string[], prelude = ""): Promise<Uint8Array[]> {
+  const out = await run([PYTHON, "-c", BUILD.replace("exprs =", `${prelude}\nexprs =`)], {
     stdin: new TextEncoder().encode(JSON.stringify(exprs)),
   });
   return (JSON.parse(out) as string[]).map(fromHex);
