@@ -70,6 +70,13 @@ async function tcpCounters(h: LabHost): Promise<Record<string, number>> {
   return Object.fromEntries(names.map((n, i) => [n, Number(values[i])]));
 }
 
+/** tshark's expert messages about gaps in a TCP stream's capture. */
+const INNER_TCP_GAPS = [
+  "Previous segment(s) not captured",
+  "ACKed segment that wasn't captured",
+  "This frame is a (suspected) out-of-order segment",
+];
+
 function dropTotal(stats: Record<string, number>): number {
   return Object.entries(stats).filter(([k]) => k.startsWith("drop_")).reduce(
     (a, [, v]) => a + v,
@@ -151,6 +158,7 @@ privilegedTest(
         stderr: "null",
       }).spawn();
       await new Promise((r) => setTimeout(r, 500));
+      const dropsBefore = dropTotal(await lab.datapath(a, nonZeroStats));
       await ping(a.workload, b.workload.ip, { count: 2 });
       await ping(a.workload, b.workload.ip, { count: 2, size: 3000 });
       const t = await tcpTransfer(a.workload, b.workload, 1 << 20);
@@ -235,8 +243,11 @@ privilegedTest(
         JSON.stringify({ segmented, partial, withMss }),
       );
       // No warning or error anywhere (the inner TCP's chats, such as "SYN",
-      // are fine).
-      const warnings = await run([
+      // are fine). The inner TCP stream's own sequence analysis is left
+      // out: on a loaded host a workload's frame can be lost before warren
+      // sees it (veth's XDP ring holds 256 frames), TCP sends it again and
+      // the capture shows a gap. Warren itself dropped nothing, below.
+      const warnings = (await run([
         "tshark",
         "-r",
         pcap,
@@ -248,8 +259,15 @@ privilegedTest(
         "fields",
         "-e",
         "_ws.expert.message",
-      ]);
-      assertEquals(warnings.trim(), "", `no expert warnings: ${warnings}`);
+      ])).split("\n").flatMap((l) => l.split(",")).filter((m) =>
+        m && !INNER_TCP_GAPS.some((g) => m.startsWith(g))
+      );
+      assertEquals(warnings, [], "no expert warnings");
+      assertEquals(
+        dropTotal(await lab.datapath(a, nonZeroStats)) - dropsBefore,
+        0,
+        "the sender dropped nothing",
+      );
 
       // Checksums, judged by the TCP dissector: STT's own check in tshark 4.0
       // compares the field with the sum over the whole segment (zero when the
