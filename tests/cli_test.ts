@@ -8,40 +8,16 @@
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { Lab, type LabHost } from "../src/lab/topology.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
-import { warren, warrenCommand, warrenFails, warrenJson, warrenOk } from "./helpers/cli.ts";
+import {
+  overlay,
+  warren,
+  warrenCommand,
+  warrenFails,
+  warrenJson,
+  warrenOk,
+} from "./helpers/cli.ts";
 import { ping } from "./helpers/traffic.ts";
 import { runRaw } from "../src/lab/run.ts";
-
-/** Both hosts up through the CLI, with a VXLAN tunnel and ICMP flows apart. */
-async function overlay(lab: Lab): Promise<void> {
-  for (const host of lab.hosts) {
-    const peer = lab.peer(host);
-    await warrenOk(host, ["up", "--underlay", host.underlay]);
-    await warrenOk(host, ["port", "add", "web", host.workload.port]);
-    await warrenOk(host, ["tunnel", "add", "vx0", "vxlan", "remote_ip=flow", "key=flow"]);
-    await warrenOk(host, [
-      "flow",
-      "add",
-      `priority=100,in_port=web,icmp actions=set_tunnel(id=42,dst=${peer.ip}),output:vx0`,
-      `priority=90,in_port=web actions=set_tunnel(id=42,dst=${peer.ip}),output:vx0`,
-      "priority=100,tun_id=42,in_port=vx0,icmp actions=output:web",
-      "priority=90,tun_id=42,in_port=vx0 actions=output:web",
-    ]);
-    // Static neighbours: no ARP, so the ICMP flows count exactly the pings.
-    await host.workload.ns.run([
-      "ip",
-      "neigh",
-      "replace",
-      peer.workload.ip,
-      "lladdr",
-      peer.workload.mac,
-      "dev",
-      host.workload.dev,
-      "nud",
-      "permanent",
-    ]);
-  }
-}
 
 interface DumpedFlow {
   flow_id: number;
@@ -168,7 +144,7 @@ privilegedTest(
       "dst_port=4790",
     ]);
     assertEquals(await warrenJson(a, ["port", "list"]), [
-      { kind: "local", name: "web", number: 1, device: "wl0", xdp: false },
+      { kind: "local", name: "web", number: 1, device: "wl0", xdp: false, present: true },
     ]);
     assertEquals(await warrenJson(a, ["tunnel", "list"]), [
       {

@@ -334,6 +334,8 @@ enum wr_stat {
 /* wr_config.flags */
 #define WR_CFG_XDP_UNDERLAY 0x01	/* XDP runs on the underlay: TC sees only its leftovers */
 #define WR_CFG_CLSACT 0x02	/* TC programs hang off clsact (no TCX); control plane only */
+#define WR_CFG_WRITING 0x04	/* a flow change is under way; left set, its writer died: the
+				 * next one repairs (control plane only) */
 
 /* wr_config.fwd_saved: per-device forwarding warren enabled on the underlay */
 #define WR_FWD_V4 0x01

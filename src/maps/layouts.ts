@@ -383,7 +383,7 @@ export const portStatsCodec = struct("wr_port_stats", {
 export type PortStats = ValueOf<typeof portStatsCodec>;
 
 /** `WR_CFG_*`. */
-export const ConfigFlag = { XDP_UNDERLAY: 0x01, CLSACT: 0x02 } as const;
+export const ConfigFlag = { XDP_UNDERLAY: 0x01, CLSACT: 0x02, WRITING: 0x04 } as const;
 /** `WR_MISS_*`. */
 export const Miss = { DROP: 0, PASS: 1 } as const;
 /** `WR_FWD_*`: forwarding warren turned on and must turn off again. */

@@ -60,7 +60,9 @@ import {
 import { type ActionSpec, type FlowSpec, formatAction } from "./flow_syntax.ts";
 import { formatMatch, type Match, type PortNames } from "./fields.ts";
 import { device, deviceAddrs, dropManagedNeighbors, keepNeighbors, setForwarding } from "./host.ts";
-import { DatapathLock, openLockFile } from "./lock.ts";
+import { failpoint } from "./failpoint.ts";
+import { DatapathLock, openLockFile, shareLockFile } from "./lock.ts";
+import { shareWithGroup } from "../bpf/pin_mode.ts";
 import { DatapathMaps, mapPin, PINNED_MAPS } from "./pins.ts";
 import { decodeWith } from "../maps/typed_map.ts";
 import {
@@ -139,6 +141,11 @@ export interface UpOptions {
    * non-IP frames (ARP) need a port's configured neighbour.
    */
   forwarding?: boolean;
+  /**
+   * Share the datapath with this group id: its pins and lock become group
+   * readable and writable (owner only without it). Kept by later ups.
+   */
+  group?: number;
 }
 
 /** What `status` reports. */
@@ -246,7 +253,7 @@ export class Datapath implements Disposable {
       const maps = old ?? DatapathMaps.fromObject(obj);
       if (!old) {
         ensurePinDir(`${pinDir}/maps`);
-        for (const [name, map] of maps.all()) map.pin(mapPin(pinDir, name));
+        maps.pin(pinDir);
       }
       const dp = new Datapath(pinDir, maps);
       try {
@@ -285,6 +292,10 @@ export class Datapath implements Disposable {
         }
         dp.#setLocalIps(localIps);
         if (options.forwarding ?? true) dp.#enableForwarding(underlay.name, localIps);
+        if (options.group !== undefined) {
+          shareWithGroup(pinDir, options.group);
+          shareLockFile(pinDir, options.group);
+        }
         return dp;
       } catch (err) {
         dp.close();
@@ -678,20 +689,26 @@ export class Datapath implements Disposable {
     if (ifindex === cfg.underlay_ifindex) {
       throw new PortError(`${port.device} is the underlay; it cannot be a local port`);
     }
+    // The port's entry goes last: until it exists the rest is inert (a
+    // frame of the device classifies under a port no flow names), and a
+    // writer that dies before it leaves a port that does not exist yet,
+    // which adding it again completes.
     const { entry, info } = encodePort(port, { ifindex });
     this.maps.portInfo.set(port.number, info);
-    this.maps.ports.set(port.number, entry);
+    using program = this.#program("wr_tc_local");
+    attachTcRecorded(
+      this.pinDir,
+      ifindex,
+      program,
+      cfg.flags & ConfigFlag.CLSACT ? "clsact" : "tcx",
+    );
     try {
-      using program = this.#program("wr_tc_local");
-      attachTcRecorded(
-        this.pinDir,
-        ifindex,
-        program,
-        cfg.flags & ConfigFlag.CLSACT ? "clsact" : "tcx",
-      );
       this.maps.ifindexPorts.set(ifindex, port.number);
+      failpoint("port.written");
+      this.maps.ports.set(port.number, entry);
     } catch (err) {
-      this.maps.ports.set(port.number, { ...entry, kind: PortKind.NONE });
+      this.maps.ifindexPorts.delete(ifindex);
+      detachDevice(this.pinDir, ifindex);
       throw err;
     }
   }
@@ -716,19 +733,24 @@ export class Datapath implements Disposable {
 
   #writeTunnelPort(port: TunnelPort, ifindex: number, mac: string): void {
     const endpoints = this.#endpointsOf(port);
+    // References to ports that do not exist are what a writer that died
+    // midway left: they count as free.
+    const live = (n: number) => this.#ports.some((p) => p.number === n && p.kind === "tunnel");
     // Check every endpoint before writing any.
     for (const { key } of endpoints) {
       const ep = this.maps.endpoints.get(key);
-      if (ep && ep.proto !== protoNumber(port.proto)) {
+      const inUse = ep && (ep.port && live(ep.port) ||
+        [...this.maps.remotes.entries()].some(([k, n]) => sameKey(k.ep, key) && live(n)));
+      if (ep && inUse && ep.proto !== protoNumber(port.proto)) {
         throw new PortError(`${endpointText(key)} already speaks another protocol`);
       }
-      if (ep && port.remote === "flow" && ep.port && ep.port !== port.number) {
+      if (ep && port.remote === "flow" && ep.port && ep.port !== port.number && live(ep.port)) {
         const other = this.#ports.find((p) => p.number === ep.port)?.name ?? ep.port;
         throw new PortError(`${endpointText(key)} already has a flow-based port (${other})`);
       }
       if (port.remote !== "flow") {
         const fixed = this.maps.remotes.get({ ep: key, remote: port.remote.bytes });
-        if (fixed && fixed !== port.number) {
+        if (fixed && fixed !== port.number && live(fixed)) {
           throw new PortError(
             `${endpointText(key)} already has a port for remote ${
               formatAddr(port.remote.bytes, port.remote.v6)
@@ -737,12 +759,20 @@ export class Datapath implements Disposable {
         }
       }
     }
+    // As for a local port, the entry goes last (a packet steered to a
+    // port without one is dropped as no_port until then).
     const { entry, info } = encodePort(port, { ifindex, deviceMac: mac });
     this.maps.portInfo.set(port.number, info);
-    this.maps.ports.set(port.number, entry);
+    for (const [k, n] of [...this.maps.remotes.entries()]) {
+      if (n !== port.number && !live(n) && endpoints.some((e) => sameKey(e.key, k.ep))) {
+        this.maps.remotes.delete(k);
+      }
+    }
     for (const { key } of endpoints) {
-      const ep: Endpoint = this.maps.endpoints.get(key) ??
-        { port: 0, fixed_remotes: 0, proto: protoNumber(port.proto) };
+      const old = this.maps.endpoints.get(key);
+      const ep: Endpoint = old && old.proto === protoNumber(port.proto)
+        ? old
+        : { port: 0, fixed_remotes: 0, proto: protoNumber(port.proto) };
       if (port.remote === "flow") ep.port = port.number;
       else {
         this.maps.remotes.set({ ep: key, remote: port.remote.bytes }, port.number);
@@ -750,6 +780,8 @@ export class Datapath implements Disposable {
       }
       this.maps.endpoints.set(key, ep);
     }
+    failpoint("port.written");
+    this.maps.ports.set(port.number, entry);
     if (port.proto === "geneve") this.#learnGeneve(true);
   }
 

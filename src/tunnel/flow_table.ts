@@ -9,6 +9,13 @@
  * flow that needs it. `apply` builds a whole new table (index and masks)
  * aside and makes it live with one write of the generation number.
  *
+ * A writer that dies midway (SIGKILL, a power cut) can leave the live
+ * table right but its bookkeeping behind: ids or key references taken and
+ * not written back, counters not yet cleared. Every change therefore sets
+ * `WR_CFG_WRITING` in the configuration before its first write and clears
+ * it with its last; the next writer that finds it set repairs the
+ * bookkeeping from the live table before doing anything (`#repair`).
+ *
  * Everything that walks the whole table works on the kernel's bytes, read
  * in batches, and decodes only what it returns, so a million flows stay a
  * matter of seconds and of tens of megabytes. What the table learns from
@@ -26,6 +33,7 @@ import {
   type ActionEntry,
   ActionOp,
   type Config,
+  ConfigFlag,
   decodeFlowKey,
   encodeFlowKey,
   flowEntryCodec,
@@ -54,6 +62,7 @@ import type { Addr } from "./addr.ts";
 import type { Match } from "./fields.ts";
 import type { ActionSpec, FlowSpec } from "./flow_syntax.ts";
 import { byteString, FlowSet, FlowState, type MaskShape, maskShape } from "./flow_set.ts";
+import { failpoint } from "./failpoint.ts";
 import { IdBitmap } from "./ids.ts";
 import type { DatapathMaps } from "./pins.ts";
 import { TunKeySlots } from "./tun_keys.ts";
@@ -382,6 +391,67 @@ export class FlowTable {
     return this.#state;
   }
 
+  /**
+   * The state for a change: when a writer died midway (its mark is still
+   * set), the bookkeeping is repaired first.
+   */
+  #loadForWrite(): State {
+    const st = this.#load();
+    if (st.cfg.flags & ConfigFlag.WRITING) this.#repair(st);
+    return st;
+  }
+
+  /** Marks a change under way, before its first write. */
+  #markWriting(st: State): void {
+    st.cfg = { ...st.cfg, flags: st.cfg.flags | ConfigFlag.WRITING, seq: st.cfg.seq + 1n };
+    this.#maps.config.set(0, st.cfg);
+  }
+
+  /**
+   * Makes the bookkeeping agree with the live table again after a writer
+   * died midway: the id bitmap and the key references are recomputed from
+   * the flows; counters of ids that no flow holds are cleared (a delete
+   * may have died before clearing them); mask flow counts are recounted,
+   * and masks left without flows are dropped; index entries under no live
+   * mask, which no packet can reach, are deleted.
+   */
+  #repair(st: State): void {
+    const index = this.#index(st);
+    const masks = new Map(st.masks.map((m) => [m.id, { ...m, flows: 0 }]));
+    const ids = new U32List();
+    const counts = new Uint32Array(st.slots.capacity);
+    const orphans: Uint8Array[] = [];
+    for (const c of index.lookupBatch(CHUNK)) {
+      const kdv = new DataView(c.keys.buffer, c.keys.byteOffset, c.keys.byteLength);
+      const vdv = new DataView(c.values.buffer, c.values.byteOffset, c.values.byteLength);
+      for (let i = 0; i < c.count; i++) {
+        const mask = masks.get(kdv.getUint32(i * IK_SIZE, LE));
+        if (!mask) {
+          orphans.push(c.keys.slice(i * IK_SIZE, (i + 1) * IK_SIZE));
+          continue;
+        }
+        mask.flows++;
+        ids.push(vdv.getUint32(i * ENTRY_SIZE + E.flow_id, LE));
+        entrySlots(c.values, vdv, i * ENTRY_SIZE, (s) => s < counts.length && counts[s]++);
+      }
+    }
+    for (const ik of orphans) index.delete(ik);
+    const held = new Uint8Array(st.flowIds.capacity);
+    for (const id of ids.view()) held[id] = 1;
+    const stale: number[] = [];
+    for (let id = 0; id < held.length; id++) if (!held[id] && st.flowIds.has(id)) stale.push(id);
+    this.#zeroCounters(stale);
+    st.flowIds.rebuild(ids.view());
+    st.slots.recount(counts);
+    const left = [...masks.values()].filter((m) => m.flows > 0);
+    if (left.length < masks.size) this.#publish(st, left, index);
+    else {
+      st.masks = st.masks.map((m) => masks.get(m.id)!);
+      this.#writeMasks(st.gen, st.masks);
+    }
+    this.#commit(st);
+  }
+
   #readMasks(gen: number): LiveMask[] {
     const raw = this.#maps.masks.raw.lookup(u32(gen));
     if (!raw) return [];
@@ -417,9 +487,9 @@ export class FlowTable {
   /** The live flow index, opened once per state (callers do not close it). */
   #index(st: State): BpfMap {
     if (st.index) return st.index;
-    const id = this.#maps.flowTables.lookup(u32(st.gen));
+    const id = this.#maps.flowIndexId(st.gen);
     if (!id) throw new FlowTableError("the datapath has no flow table (run warren up again)");
-    const map = BpfMap.fromId(new DataView(id.buffer).getUint32(0, true));
+    const map = this.#maps.openFlowIndex(id);
     if (map.keySize !== IK_SIZE || map.info.valueSize !== ENTRY_SIZE) {
       map.close();
       throw new FlowTableError("the flow index has another layout than this warren's");
@@ -458,11 +528,11 @@ export class FlowTable {
     }
   }
 
-  /** Writes back ids and reference counts and marks the change. */
+  /** Writes back ids and reference counts and marks the change done. */
   #commit(st: State): void {
     st.flowIds.flush();
     st.slots.flush();
-    st.cfg = { ...st.cfg, seq: st.cfg.seq + 1n };
+    st.cfg = { ...st.cfg, flags: st.cfg.flags & ~ConfigFlag.WRITING, seq: st.cfg.seq + 1n };
     this.#maps.config.set(0, st.cfg);
   }
 
@@ -862,7 +932,7 @@ export class FlowTable {
       byIdentity.set(byteString(c.maskBytes) + byteString(c.keyBytes), c);
     }
     const compiled = [...byIdentity.values()];
-    const st = this.#load();
+    const st = this.#loadForWrite();
     const index = this.#index(st);
 
     // Check everything first: masks, conflicts, room.
@@ -911,6 +981,7 @@ export class FlowTable {
     const undo: (() => void)[] = [];
     let added = 0, replaced = 0;
     const remotes = new Map<string, Addr>();
+    this.#markWriting(st);
     try {
       compiled.forEach((c, i) => {
         const sig = byteString(c.maskBytes);
@@ -948,6 +1019,7 @@ export class FlowTable {
           added++;
         }
         for (const t of c.tunKeyBytes) addRemote(remotes, t);
+        failpoint("flow.add.written");
       });
     } catch (err) {
       for (const u of undo.reverse()) {
@@ -959,8 +1031,8 @@ export class FlowTable {
         // Masks published for flows that are gone again go too.
         const left = st.masks.filter((m) => m.flows > 0);
         if (left.length < st.masks.length) this.#publish(st, left, index);
-        st.flowIds.flush();
-        st.slots.flush();
+        else this.#writeMasks(st.gen, st.masks);
+        this.#commit(st);
       } finally {
         this.invalidate();
       }
@@ -977,7 +1049,7 @@ export class FlowTable {
    */
   modify(spec: FlowSpec): number {
     const c = compileFlow(spec, this.#ports);
-    const st = this.#load();
+    const st = this.#loadForWrite();
     const index = this.#index(st);
     const sig = byteString(c.maskBytes);
     const mask = st.masks.find((m) => m.sig === sig);
@@ -987,12 +1059,13 @@ export class FlowTable {
     if (!old) return 0;
     const dv = new DataView(old.buffer);
     if (dv.getUint16(E.priority, LE) !== spec.priority) return 0;
+    this.#markWriting(st);
     const slots = c.tunKeyBytes.map((k) => st.slots.acquire(k));
     try {
       index.update(ik, this.#entryBytes(c, dv.getUint32(E.flow_id, LE), slots), "exist");
     } catch (err) {
       slots.forEach((s) => st.slots.release(s));
-      st.slots.flush();
+      this.#commit(st);
       throw err;
     }
     entrySlots(old, dv, 0, (s) => st.slots.release(s));
@@ -1005,7 +1078,7 @@ export class FlowTable {
    * `strict`, else every flow the filter covers. Returns how many went.
    */
   delete(filter: FlowFilter, strict: boolean): number {
-    const st = this.#load();
+    const st = this.#loadForWrite();
     const index = this.#index(st);
     const victims: { ik: Uint8Array; entry: Uint8Array; mask: LiveMask }[] = [];
     if (strict) {
@@ -1038,11 +1111,13 @@ export class FlowTable {
       }
     }
     if (victims.length === 0) return 0;
+    this.#markWriting(st);
     for (let i = 0; i < victims.length; i += CHUNK) {
       const part = victims.slice(i, i + CHUNK);
       const keys = new Uint8Array(part.length * IK_SIZE);
       part.forEach((v, j) => keys.set(v.ik, j * IK_SIZE));
       index.deleteBatch(keys, part.length);
+      failpoint("flow.delete.deleted");
     }
     const ids: number[] = [];
     for (const v of victims) {
@@ -1078,7 +1153,7 @@ export class FlowTable {
       if (set.count % 65536 === 0) progress?.({ phase: "compile", done: set.count });
     }
     progress?.({ phase: "compile", done: set.count, total: set.count });
-    const st = this.#load();
+    const st = options.dryRun ? this.#load() : this.#loadForWrite();
     const oldIndex = this.#index(st);
 
     // Old masks by id, as masks of the set (or none).
@@ -1135,9 +1210,10 @@ export class FlowTable {
     const diff = this.#describe(set, removedIds.length, removeSample, limit);
     if (options.dryRun) return diff;
 
+    this.#markWriting(st);
     try {
-      // Room: ids and slots as the old table leaves them (this heals what
-      // a crashed writer left allocated), then the new flows' needs.
+      // Room: ids and slots as the old table leaves them, then the new
+      // flows' needs.
       st.flowIds.rebuild(oldIds.view());
       st.slots.recount(oldCounts);
       if (diff.added > st.flowIds.free()) {
@@ -1199,9 +1275,11 @@ export class FlowTable {
             newIndex.updateBatch(keys, vals, n);
             n = 0;
             progress?.({ phase: "install", done: j + 1, total: set.count });
+            failpoint("flow.apply.installing");
           }
         }
         this.#publish(st, live, newIndex);
+        failpoint("flow.apply.published");
         // The old generation's slot still names the old index; point it at
         // the new one too, so the old index is freed once no packet uses it.
         this.#maps.setFlowIndex(st.gen ^ 1, newIndex);

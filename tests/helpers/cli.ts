@@ -6,7 +6,7 @@
  */
 
 import { assert } from "./assert.ts";
-import type { LabHost } from "../../src/lab/topology.ts";
+import type { Lab, LabHost } from "../../src/lab/topology.ts";
 
 const CLI = new URL("../../src/cli/main.ts", import.meta.url).pathname;
 
@@ -29,9 +29,15 @@ function targetArgs(t: Target): string[] {
 }
 
 /** The command that runs `warren args` on `t`, for spawning by hand. */
-export function warrenCommand(t: Target, args: string[], stdin = false): Deno.Command {
+export function warrenCommand(
+  t: Target,
+  args: string[],
+  stdin = false,
+  env?: Record<string, string>,
+): Deno.Command {
   return new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", CLI, ...targetArgs(t), ...args],
+    env,
     stdin: stdin ? "piped" : "null",
     stdout: "piped",
     stderr: "piped",
@@ -39,8 +45,13 @@ export function warrenCommand(t: Target, args: string[], stdin = false): Deno.Co
 }
 
 /** Runs `warren args` on `t`, whatever its exit code. */
-export async function warren(t: Target, args: string[], stdin?: string): Promise<CliResult> {
-  const child = warrenCommand(t, args, stdin !== undefined).spawn();
+export async function warren(
+  t: Target,
+  args: string[],
+  stdin?: string,
+  env?: Record<string, string>,
+): Promise<CliResult> {
+  const child = warrenCommand(t, args, stdin !== undefined, env).spawn();
   if (stdin !== undefined) {
     const w = child.stdin.getWriter();
     await w.write(new TextEncoder().encode(stdin));
@@ -80,4 +91,35 @@ export async function warrenFails(
   assert.equal(r.code, code, `warren ${args.join(" ")}: exit ${r.code}, stderr: ${r.stderr}`);
   assert.ok(r.stderr.includes(includes), `stderr lacks "${includes}": ${r.stderr}`);
   return r;
+}
+
+/** Both hosts up through the CLI, with a VXLAN tunnel and ICMP flows apart. */
+export async function overlay(lab: Lab): Promise<void> {
+  for (const host of lab.hosts) {
+    const peer = lab.peer(host);
+    await warrenOk(host, ["up", "--underlay", host.underlay]);
+    await warrenOk(host, ["port", "add", "web", host.workload.port]);
+    await warrenOk(host, ["tunnel", "add", "vx0", "vxlan", "remote_ip=flow", "key=flow"]);
+    await warrenOk(host, [
+      "flow",
+      "add",
+      `priority=100,in_port=web,icmp actions=set_tunnel(id=42,dst=${peer.ip}),output:vx0`,
+      `priority=90,in_port=web actions=set_tunnel(id=42,dst=${peer.ip}),output:vx0`,
+      "priority=100,tun_id=42,in_port=vx0,icmp actions=output:web",
+      "priority=90,tun_id=42,in_port=vx0 actions=output:web",
+    ]);
+    // Static neighbours: no ARP, so the ICMP flows count exactly the pings.
+    await host.workload.ns.run([
+      "ip",
+      "neigh",
+      "replace",
+      peer.workload.ip,
+      "lladdr",
+      peer.workload.mac,
+      "dev",
+      host.workload.dev,
+      "nud",
+      "permanent",
+    ]);
+  }
 }

@@ -159,3 +159,50 @@ async function sha256(path: string): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-256", await Deno.readFile(path));
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
+
+/** What {@link pingDuring} saw. */
+export interface PingDuring<T> {
+  /** What the function returned. */
+  result: T;
+  /** Echo requests sent. */
+  sent: number;
+  /** Sequence numbers never answered, but for the last 100 ms of probes. */
+  lost: number[];
+}
+
+/**
+ * Pings `to` from `from` every `interval` seconds for as long as `fn`
+ * runs, and 300 ms more; then reports every probe that got no answer,
+ * leaving out only those sent in the last 100 ms (still in flight when
+ * ping was stopped), so every probe sent while `fn` ran is judged.
+ */
+export async function pingDuring<T>(
+  from: Workload,
+  to: string,
+  fn: () => Promise<T>,
+  interval = 0.01,
+): Promise<PingDuring<T>> {
+  const child = new Deno.Command("ip", {
+    args: ["netns", "exec", from.ns.name, "ping", "-n", "-i", String(interval), "-W", "1", to],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const output = child.output();
+  let result: T;
+  try {
+    // ping's first probe goes out at once; the first answer says the path is up.
+    await new Promise((r) => setTimeout(r, 200));
+    result = await fn();
+    await new Promise((r) => setTimeout(r, 300));
+  } finally {
+    // `ip netns exec` execs ping: the signal reaches it, and it prints its summary.
+    child.kill("SIGINT");
+  }
+  const text = new TextDecoder().decode((await output).stdout);
+  const sent = Number(/(\d+) packets transmitted/.exec(text)?.[1] ?? 0);
+  const answered = new Set([...text.matchAll(/icmp_seq=(\d+)/g)].map((m) => Number(m[1])));
+  const judged = sent - Math.ceil(0.1 / interval);
+  const lost: number[] = [];
+  for (let seq = 1; seq <= judged; seq++) if (!answered.has(seq)) lost.push(seq);
+  return { result, sent, lost };
+}

@@ -1,0 +1,328 @@
+/**
+ * Faults in the control plane: warren killed (SIGKILL, through failpoints)
+ * in the middle of every multi-step change and run again; programs
+ * upgraded under a ping flood; pins of another layout; and the errors of a
+ * missing bpffs, a vanished device and a full table. Every time: the exact
+ * wanted state afterwards, and no ping lost that both states allowed.
+ */
+import { assert, assertEquals } from "./helpers/assert.ts";
+import { Lab, type LabHost } from "../src/lab/topology.ts";
+import { privilegedTest } from "./helpers/privileged.ts";
+import { overlay, warren, warrenFails, warrenJson, warrenOk } from "./helpers/cli.ts";
+import { ping, pingDuring } from "./helpers/traffic.ts";
+import { ConfigFlag } from "../src/maps/layouts.ts";
+import { runRaw } from "../src/lab/run.ts";
+
+interface DumpedFlow {
+  flow_id: number;
+  priority: number;
+  match: string;
+  actions: string;
+  packets: number;
+}
+
+/** A flow table as text, one line per flow, in a fixed order. */
+async function table(h: LabHost): Promise<string[]> {
+  const flows = await warrenJson<DumpedFlow[]>(h, ["flow", "dump"]);
+  return flows.map((f) => `priority=${f.priority},${f.match} actions=${f.actions}`).sort();
+}
+
+/**
+ * Everything a crashed writer could have left wrong, checked against the
+ * live table: the flows are exactly `want`, each with its own id; the id
+ * bitmap, the tunnel key references and the table size agree with them;
+ * no change is marked under way.
+ */
+async function assertExactly(lab: Lab, h: LabHost, want: string[]): Promise<void> {
+  const flows = await warrenJson<DumpedFlow[]>(h, ["flow", "dump"]);
+  const got = flows.map((f) => `priority=${f.priority},${f.match} actions=${f.actions}`).sort();
+  assertSameFlows(got, want);
+  assertEquals(new Set(flows.map((f) => f.flow_id)).size, flows.length, "ids are unique");
+  const keys = new Set(flows.flatMap((f) => f.actions.match(/set_tunnel\([^)]*\)/g) ?? []));
+  const { usage, flags } = await lab.datapath(
+    h,
+    (dp) => ({ usage: dp.flows.usage(), flags: dp.maps.readConfig().flags }),
+  );
+  assertEquals(
+    [usage.flows, usage.flowIds.used, usage.tunKeys.used, flags & ConfigFlag.WRITING],
+    [flows.length, flows.length, keys.size, 0],
+    "table size, ids taken, tunnel keys referenced, writing mark",
+  );
+}
+
+/** Runs `warren args` with failpoint `fp` armed: it must die by SIGKILL. */
+async function crash(
+  lab: Lab,
+  h: LabHost,
+  fp: string,
+  args: string[],
+  stdin?: string,
+): Promise<void> {
+  const r = await warren(h, args, stdin, { WARREN_FAILPOINTS: fp });
+  assertEquals(r.code, 137, `warren ${args[0]} with ${fp} armed: ${r.stderr}`);
+  const flags = await lab.datapath(h, (dp) => dp.maps.readConfig().flags);
+  if (fp.startsWith("flow.")) {
+    assert.ok(flags & ConfigFlag.WRITING, `${fp}: the change was cut short`);
+  }
+}
+
+const BASE = (peer: string) => [
+  `priority=100,in_port=web,icmp actions=set_tunnel(id=42,dst=${peer}),output:vx0`,
+  `priority=90,in_port=web actions=set_tunnel(id=42,dst=${peer}),output:vx0`,
+  "priority=100,in_port=vx0,icmp,tun_id=42 actions=output:web",
+  "priority=90,in_port=vx0,tun_id=42 actions=output:web",
+];
+
+/** `n` flows to 10.0.0.0/16 from `from` on, with keys `key0`.. `key0+99`. */
+function extra(from: number, n: number, key0: number, peer: string): string[] {
+  return Array.from({ length: n }, (_, j) => {
+    const i = from + j;
+    return `priority=10,in_port=web,ip,nw_dst=10.0.${i >> 8}.${i & 255} ` +
+      `actions=set_tunnel(id=${key0 + i % 100},dst=${peer}),output:vx0`;
+  });
+}
+
+function state(flows: string[]): string {
+  return JSON.stringify({
+    ports: [{ name: "web", device: "wl0" }],
+    tunnels: [{ name: "vx0", proto: "vxlan", options: { remote_ip: "flow", key: "flow" } }],
+    flows,
+  });
+}
+
+privilegedTest(
+  "killed in the middle of apply, flow add, flow del, port and tunnel add: the rerun ends exact, pings never stop",
+  async () => {
+    await using lab = await Lab.create({ ipv6: false });
+    await overlay(lab);
+    const [a, b] = lab.hosts;
+    const base = BASE(b.ip);
+    // Old and new tables of 40 000 extra flows each, three install batches:
+    // 20 000 the same, 10 000 with other actions, 10 000 only in one.
+    const oldFlows = [...base, ...extra(0, 40000, 1000, b.ip)];
+    const newFlows = [
+      ...base,
+      ...extra(10000, 20000, 1000, b.ip),
+      ...extra(30000, 10000, 2000, b.ip),
+      ...extra(40000, 10000, 3000, b.ip),
+    ];
+    const dir = await Deno.makeTempDir();
+    const [oldFile, newFile] = [`${dir}/old.json`, `${dir}/new.json`];
+    await Deno.writeTextFile(oldFile, state(oldFlows));
+    await Deno.writeTextFile(newFile, state(newFlows));
+    await warrenOk(a, ["port", "add", "spare", await spareDevice(a)]);
+    await warrenOk(a, ["port", "del", "spare"]);
+
+    const run = await pingDuring(a.workload, b.workload.ip, async () => {
+      await warrenOk(a, ["apply", oldFile]);
+      const wantOld = await table(a);
+      await warrenOk(a, ["apply", newFile]);
+      const wantNew = await table(a);
+      assertEquals([wantOld.length, wantNew.length], [40004, 40004]);
+
+      // apply dies after two of three batches of the new index: the old
+      // table is still the live one, and the rerun makes the new one.
+      await warrenOk(a, ["apply", oldFile]);
+      await crash(lab, a, "flow.apply.installing@2", ["apply", newFile]);
+      await assertTable(a, wantOld);
+      await warrenOk(a, ["apply", newFile]);
+      await assertExactly(lab, a, wantNew);
+
+      // apply dies just after publishing: the new table is live, the
+      // bookkeeping is not; the rerun changes nothing and repairs it.
+      await crash(lab, a, "flow.apply.published", ["apply", oldFile]);
+      await assertTable(a, wantOld);
+      const again = await warrenJson<{ flows: Record<string, number> }>(a, ["apply", oldFile]);
+      assertEquals([again.flows.added, again.flows.modified, again.flows.removed], [0, 0, 0]);
+      await assertExactly(lab, a, wantOld);
+
+      // flow del dies after its first batch of deletions.
+      await crash(lab, a, "flow.delete.deleted", ["flow", "del", "ip,nw_dst=10.0.0.0/16"]);
+      const left = (await table(a)).length;
+      assert.ok(left > 4 && left < 40004, `${left} flows left`);
+      assertEquals(
+        (await warrenOk(a, ["flow", "del", "ip,nw_dst=10.0.0.0/16"])).trim(),
+        `${left - 4} deleted`,
+      );
+      await assertExactly(lab, a, [...base].sort());
+
+      // flow add dies after writing 1 000 of 2 000 flows: the rerun
+      // replaces those and adds the rest.
+      const adds = extra(500, 2000, 4000, b.ip);
+      await crash(lab, a, "flow.add.written@1000", ["flow", "add", "--file", "-"], adds.join("\n"));
+      assertEquals((await table(a)).length, 1004);
+      assertEquals(
+        (await warrenOk(a, ["flow", "add", "--file", "-"], adds.join("\n"))).trim(),
+        "1000 added, 1000 replaced",
+      );
+      await assertExactly(lab, a, [...base, ...adds].sort());
+
+      // A tunnel and a port whose writer died before their entry: not
+      // there, and adding them again works.
+      await crash(lab, a, "port.written", ["tunnel", "add", "gn0", "geneve", "remote_ip=flow"]);
+      await crash(lab, a, "port.written", ["port", "add", "spare", await spareDevice(a)]);
+      const names = async () =>
+        [
+          ...await warrenJson<{ name: string }[]>(a, ["port", "list"]),
+          ...await warrenJson<{ name: string }[]>(a, ["tunnel", "list"]),
+        ].map((p) => p.name).sort();
+      assertEquals(await names(), ["vx0", "web"]);
+      await warrenOk(a, ["tunnel", "add", "gn0", "geneve", "remote_ip=flow"]);
+      await warrenOk(a, ["port", "add", "spare", await spareDevice(a)]);
+      assertEquals(await names(), ["gn0", "spare", "vx0", "web"]);
+      await assertExactly(lab, a, [...base, ...adds].sort());
+    });
+    assert.ok(run.sent > 200, `only ${run.sent} pings sent`);
+    assertEquals(run.lost, [], `pings lost of ${run.sent}`);
+    await Deno.remove(dir, { recursive: true });
+
+    // And down leaves nothing, after all of it.
+    const ids = await programIds(a);
+    await warrenOk(a, ["down"]);
+    await assertNothingLeft(a, ids);
+  },
+);
+
+/** `got` and `want` hold the same flows; else the first few that differ. */
+function assertSameFlows(got: string[], want: string[]): void {
+  const g = new Set(got), w = new Set(want);
+  const extra = got.filter((f) => !w.has(f)).slice(0, 3);
+  const missing = want.filter((f) => !g.has(f)).slice(0, 3);
+  assertEquals({ extra, missing, count: got.length }, {
+    extra: [],
+    missing: [],
+    count: want.length,
+  });
+}
+
+/** The live flows are exactly `want` (bookkeeping not judged). */
+async function assertTable(h: LabHost, want: string[]): Promise<void> {
+  assertSameFlows(await table(h), want);
+}
+
+/** A veth in `h`'s namespace that can become a port. */
+async function spareDevice(h: LabHost): Promise<string> {
+  const r = await h.ns.runRaw(["ip", "link", "show", "sp0"]);
+  if (r.code !== 0) {
+    await h.ns.run(["ip", "link", "add", "sp0", "type", "veth", "peer", "name", "sp1"]);
+    await h.ns.run(["ip", "link", "set", "sp0", "up"]);
+  }
+  return "sp0";
+}
+
+/** The ids of `h`'s programs. */
+async function programIds(h: LabHost): Promise<number[]> {
+  return (await warrenJson<{ programs: { id: number }[] }>(h, ["status"])).programs.map((p) =>
+    p.id
+  );
+}
+
+/** No pin, hook or qdisc of warren left in `h`'s namespace; `ids` unloaded. */
+async function assertNothingLeft(h: LabHost, ids: number[]): Promise<void> {
+  assertEquals((await runRaw(["test", "-e", h.pinDir])).code, 1, `${h.pinDir} is gone`);
+  assertEquals((await h.ns.run(["bpftool", "net", "show"])).includes("wr_"), false);
+  assert.doesNotMatch(await h.ns.run(["ip", "-d", "link", "show"]), /prog\/xdp/);
+  for (const dev of ["u0", "wl0"]) {
+    const r = await h.ns.runRaw(["tc", "qdisc", "show", "dev", dev]);
+    assert.doesNotMatch(r.stdout, /clsact/);
+  }
+  for (const id of ids) {
+    const r = await runRaw(["bpftool", "prog", "show", "id", String(id)]);
+    assert.notEqual(r.code, 0, `program ${id} is unloaded`);
+  }
+}
+
+privilegedTest("upgrading the programs under a ping flood loses no packet", async () => {
+  await using lab = await Lab.create({ ipv6: false });
+  await overlay(lab);
+  const [a, b] = lab.hosts;
+  const seen = [await programIds(a)];
+  const run = await pingDuring(a.workload, b.workload.ip, async () => {
+    for (let i = 0; i < 3; i++) {
+      for (const h of lab.hosts) await warrenOk(h, ["up", "--underlay", h.underlay]);
+      seen.push(await programIds(a));
+    }
+  }, 0.005);
+  assert.ok(run.sent > 300, `only ${run.sent} pings sent`);
+  assertEquals(run.lost, [], `pings lost of ${run.sent}`);
+  // Each up loaded new programs: every id differs from every earlier one.
+  const all = seen.flat();
+  assertEquals(new Set(all).size, all.length, JSON.stringify(seen));
+  // The flows' counters were kept through the upgrades.
+  const icmp = (await warrenJson<DumpedFlow[]>(a, ["flow", "dump", "icmp"]))
+    .find((f) => f.match.includes("in_port=web"))!;
+  assert.ok(icmp.packets >= run.sent, `${icmp.packets} counted, ${run.sent} sent`);
+});
+
+privilegedTest(
+  "pins of another layout version are refused by every command but down, which removes them",
+  async () => {
+    await using lab = await Lab.create({ ipv6: false });
+    await overlay(lab);
+    const [a] = lab.hosts;
+    // What an older warren with the same map sizes would have left.
+    const ids = await programIds(a);
+    await lab.datapath(a, (dp) => {
+      dp.maps.config.set(0, { ...dp.maps.readConfig(), layout_version: 2 });
+    });
+    const refused = "uses layout version 2, this warren uses";
+    await warrenFails(a, ["status"], 1, refused);
+    await warrenFails(a, ["flow", "dump"], 1, refused);
+    await warrenFails(a, ["flow", "add", "in_port=web actions=drop"], 1, refused);
+    await warrenFails(a, ["up", "--underlay", "u0"], 1, refused);
+    // The programs still run as they were (up changed nothing).
+    assertEquals((await ping(a.workload, lab.hosts[1].workload.ip)).received, 3);
+    await warrenOk(a, ["down"]);
+    await assertNothingLeft(a, ids);
+    await warrenOk(a, ["up", "--underlay", "u0"]);
+    await warrenOk(a, ["down"]);
+  },
+);
+
+privilegedTest(
+  "a missing bpffs, a vanished device and a full table: a clear error, nothing half done",
+  async () => {
+    await using lab = await Lab.create({ ipv6: false });
+    const [a] = lab.hosts;
+    const tmp = await Deno.makeTempDir();
+    await warrenFails(
+      { nsName: a.ns.name, pinDir: `${tmp}/pins` },
+      ["up", "--underlay", "u0"],
+      1,
+      "is not on a bpffs; mount one with: mount -t bpf bpf /sys/fs/bpf",
+    );
+    assertEquals([...Deno.readDirSync(tmp)], [], "nothing was made");
+    await Deno.remove(tmp);
+
+    // A table of 64 flows: 65 at once is refused whole.
+    await warrenOk(a, ["up", "--underlay", "u0", "--max-flows", "64"]);
+    await warrenOk(a, ["port", "add", "web", "wl0"]);
+    const ids = await programIds(a);
+    const many = Array.from(
+      { length: 65 },
+      (_, i) => `in_port=web,ip,nw_dst=10.5.0.${i} actions=drop`,
+    );
+    await warrenFails(a, ["flow", "add", ...many], 1, "full");
+    assertEquals((await table(a)).length, 0);
+    await warrenOk(a, ["flow", "add", ...many.slice(0, 64)]);
+    await warrenFails(a, ["flow", "add", many[64]], 1, "full");
+    await assertExactly(lab, a, many.slice(0, 64).map((f) => `priority=32768,${f}`).sort());
+
+    // The port's device vanishes: the port says so, and goes cleanly.
+    await a.ns.run(["ip", "link", "del", "wl0"]);
+    const ports = await warrenJson<{ name: string; present: boolean }[]>(a, ["port", "list"]);
+    assertEquals(ports.map((p) => [p.name, p.present]), [["web", false]]);
+    assert.match(await warrenOk(a, ["port", "list"]), /web\s+1\s+wl0 \(gone\)/);
+    await warrenOk(a, ["flow", "del"]);
+    await warrenOk(a, ["port", "del", "web"]);
+    assertEquals(await warrenJson(a, ["port", "list"]), []);
+
+    // The underlay vanishes: status says so; up names the device; down
+    // still removes everything.
+    await a.ns.run(["ip", "link", "del", "u0"]);
+    assert.match(await warrenOk(a, ["status"]), /underlay:\s+\(gone\)/);
+    await warrenFails(a, ["up", "--underlay", "u0"], 1, "u0");
+    await warrenOk(a, ["down"]);
+    await assertNothingLeft(a, ids);
+  },
+);
