@@ -6,6 +6,7 @@
  * @module
  */
 
+import { followDirMode } from "./pin_mode.ts";
 import { check } from "./errors.ts";
 import { Fd } from "./fd.ts";
 import { cstr, libbpf } from "./ffi.ts";
@@ -70,6 +71,7 @@ export class Link implements Disposable {
   /** Pins the link at `path`, so the attachment outlives this process. */
   pin(path: string): void {
     check(`pin ${this.label} at ${path}`, () => libbpf().bpf_obj_pin(this.fd, cstr(path)));
+    followDirMode(path);
   }
 
   /** Releases the descriptor; an unpinned link then detaches. */

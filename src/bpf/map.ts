@@ -8,6 +8,7 @@
  * @module
  */
 
+import { followDirMode } from "./pin_mode.ts";
 import { BpfError, check, KeyExistsError, KeyNotFoundError } from "./errors.ts";
 import { Fd } from "./fd.ts";
 import { cstr, libbpf } from "./ffi.ts";
@@ -308,6 +309,7 @@ export class BpfMap implements Disposable {
   /** Pins the map at `path` on a bpffs. */
   pin(path: string): void {
     check(`pin map "${this.name}" at ${path}`, () => libbpf().bpf_obj_pin(this.fd, cstr(path)));
+    followDirMode(path);
   }
 
   /** Releases the file descriptor; the map lives on while pinned or used. */

@@ -18,6 +18,7 @@
  */
 
 export * from "./btf.ts";
+export * from "./caps.ts";
 export * from "./clsact.ts";
 export * from "./errors.ts";
 export * from "./fd.ts";

@@ -6,6 +6,7 @@
  */
 
 import { check, NotFoundError } from "./errors.ts";
+import { dirModeUnder } from "./pin_mode.ts";
 import { Fd } from "./fd.ts";
 import { cstr, libbpf } from "./ffi.ts";
 import { objectKind } from "./info.ts";
@@ -30,17 +31,23 @@ export function bpffsMountOf(path: string): string | undefined {
 }
 
 /**
- * Makes sure `dir` exists on a bpffs with `mode` (owner only by default).
- * Throws a clear error when no bpffs is mounted there.
+ * Makes sure `dir` exists on a bpffs. A directory made here is owner-only
+ * (0700), or shared as its parent is (see pin_mode.ts); one that exists
+ * keeps its mode. Throws a clear error when no bpffs is mounted there.
  */
-export function ensurePinDir(dir: string, mode = 0o700): void {
+export function ensurePinDir(dir: string): void {
   if (!bpffsMountOf(dir)) {
     throw new NotFoundError(
       `${dir} is not on a bpffs; mount one with: mount -t bpf bpf /sys/fs/bpf ` +
         `(under "ip netns exec", /sys is remounted and hides it: use warren --netns NAME instead)`,
     );
   }
-  Deno.mkdirSync(dir, { recursive: true, mode });
+  if (isPinned(dir)) return;
+  const parent = dir.replace(/\/+[^/]+\/*$/, "") || "/";
+  ensurePinDir(parent === dir ? "/" : parent);
+  const mode = dirModeUnder(parent);
+  Deno.mkdirSync(dir, { mode });
+  // mkdir's mode passes through the umask; set it exactly.
   Deno.chmodSync(dir, mode);
 }
 

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { followDirMode } from "./pin_mode.ts";
 import { check } from "./errors.ts";
 import { Fd } from "./fd.ts";
 import { cstr, libbpf } from "./ffi.ts";
@@ -56,6 +57,7 @@ export class Program implements Disposable {
   /** Pins the program at `path` on a bpffs. */
   pin(path: string): void {
     check(`pin program "${this.name}" at ${path}`, () => libbpf().bpf_obj_pin(this.fd, cstr(path)));
+    followDirMode(path);
   }
 
   /** Releases the file descriptor; the program lives on while attached or pinned. */

@@ -11,7 +11,9 @@
 
 import { Command, CommanderError, Option } from "commander";
 import { BpfError, LayoutError, NotFoundError, VerifierError } from "../bpf/errors.ts";
+import { CapabilityError, LOAD_REQUIRED, requireCapabilities } from "../bpf/caps.ts";
 import { enterNetns } from "../lab/netns.ts";
+import { ifname } from "../bpf/netif.ts";
 import { CompileError } from "../tunnel/compile.ts";
 import { Datapath, DEFAULT_PIN_DIR } from "../tunnel/datapath.ts";
 import { MatchError } from "../tunnel/fields.ts";
@@ -44,9 +46,31 @@ export function openDatapath(cmd: Command): Datapath {
   return Datapath.open(globals(cmd).pinDir);
 }
 
+/** The id of group `name` (or a number), from /etc/group. */
+function groupId(name: string): number {
+  if (/^\d+$/.test(name)) return Number(name);
+  for (const line of Deno.readTextFileSync("/etc/group").split("\n")) {
+    const [n, , gid] = line.split(":");
+    if (n === name) return Number(gid);
+  }
+  throw new RangeError(`there is no group named "${name}"`);
+}
+
+/** Commands that only read the datapath. */
+const READ_ONLY = new Set([
+  "warren status",
+  "warren flow dump",
+  "warren port list",
+  "warren tunnel list",
+  "warren stats",
+  "warren metrics",
+  "warren watch",
+]);
+
 /** Errors that are the user's to fix: printed as one sentence. */
 const EXPECTED = [
   BpfError,
+  CapabilityError,
   CompileError,
   FlowSyntaxError,
   FlowTableError,
@@ -72,8 +96,17 @@ export function program(): Command {
     // Set before subcommands exist: they copy these settings when made.
     .exitOverride()
     .configureOutput({ writeErr: (s) => Deno.stderr.writeSync(new TextEncoder().encode(s)) })
-    .hook("preAction", (self) => {
+    .hook("preAction", (self, action) => {
+      // Name a missing capability before anything fails with a bare EPERM.
       const ns = globals(self).netns;
+      if (ns) requireCapabilities("warren --netns", ["CAP_SYS_ADMIN"]);
+      const path = [];
+      for (let c: Command | null = action; c?.parent; c = c.parent) path.unshift(c.name());
+      const what = `warren ${path.join(" ")}`;
+      // up and trace load programs; the rest use what is pinned. Reading
+      // takes no capability on kernels since 6.5, only the pins' modes.
+      const loads = what === "warren up" || what === "warren trace";
+      if (!READ_ONLY.has(what)) requireCapabilities(what, loads ? LOAD_REQUIRED : undefined);
       if (ns) enterNetns(ns);
     });
 
@@ -110,6 +143,10 @@ export function program(): Command {
     )
     .option("--stt-timeout-ms <ms>", "how long an incomplete STT frame waits (default 1000)", toInt)
     .option(
+      "--group <name>",
+      "share the datapath with this group: pins and lock group read-write (default owner only)",
+    )
+    .option(
       "--no-forwarding",
       "leave the underlay's forwarding setting alone (ARP then needs a port neighbor)",
     )
@@ -126,6 +163,7 @@ export function program(): Command {
         missTunnel: opts.missTunnel,
         sttTimeoutMs: opts.sttTimeoutMs,
         forwarding: opts.forwarding,
+        group: opts.group === undefined ? undefined : groupId(opts.group),
       });
       const s = dp.status();
       console.log(
@@ -189,11 +227,20 @@ export function program(): Command {
     .option("--json", "print JSON")
     .action((opts, cmd) => {
       using dp = openDatapath(cmd);
-      const ports = dp.ports().filter((p) => p.kind === "local");
+      // A port whose device was deleted stays until deleted: say so.
+      const ports = dp.ports().filter((p) => p.kind === "local").map((p) => ({
+        ...p,
+        present: ifname(dp.maps.ports.get(p.number)?.ifindex ?? 0) === p.device,
+      }));
       if (opts.json) return printJson(ports);
       table(
         ["name", "number", "device", "xdp"],
-        ports.map((p) => [p.name, p.number, p.device, p.kind === "local" && p.xdp ? "yes" : "no"]),
+        ports.map((p) => [
+          p.name,
+          p.number,
+          p.present ? p.device : `${p.device} (gone)`,
+          p.kind === "local" && p.xdp ? "yes" : "no",
+        ]),
       );
     });
 

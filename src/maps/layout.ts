@@ -7,7 +7,7 @@
  */
 
 import { Btf, type BtfLayout } from "../bpf/btf.ts";
-import { LayoutError } from "../bpf/errors.ts";
+import { BpfError, LayoutError } from "../bpf/errors.ts";
 import type { BpfMap } from "../bpf/map.ts";
 import type { Codec, StructCodec } from "./codec.ts";
 
@@ -52,12 +52,22 @@ export function layoutDifferences(codec: Codec<unknown>, layout: BtfLayout): str
   return problems;
 }
 
-const btfCache = new Map<number, Btf>();
+const btfCache = new Map<number, Btf | null>();
 
-function kernelBtf(id: number): Btf {
+/**
+ * The kernel's BTF object `id`, or null when this process may not read it:
+ * the kernel hands out BTF by id to CAP_SYS_ADMIN only, and warren runs
+ * with CAP_BPF. Sizes and the layout version are checked all the same.
+ */
+function kernelBtf(id: number): Btf | null {
   let btf = btfCache.get(id);
-  if (!btf) {
-    btf = Btf.fromKernel(id);
+  if (btf === undefined) {
+    try {
+      btf = Btf.fromKernel(id);
+    } catch (err) {
+      if (!(err instanceof BpfError && err.code === "EPERM")) throw err;
+      btf = null;
+    }
     btfCache.set(id, btf);
   }
   return btf;
@@ -65,7 +75,8 @@ function kernelBtf(id: number): Btf {
 
 /**
  * Throws a {@link LayoutError} unless `map`'s key and value match `key` and
- * `value`: sizes always, and member by member where the map has BTF.
+ * `value`: sizes always, and member by member where the map has BTF this
+ * process may read.
  */
 export function checkMapLayout(map: BpfMap, key: Codec<unknown>, value: Codec<unknown>): void {
   const problems: string[] = [];
@@ -77,8 +88,8 @@ export function checkMapLayout(map: BpfMap, key: Codec<unknown>, value: Codec<un
       `value is ${map.info.valueSize} bytes in the kernel, ${value.size} in TypeScript`,
     );
   }
-  if (problems.length === 0 && map.info.btfId !== 0) {
-    const btf = kernelBtf(map.info.btfId);
+  const btf = problems.length === 0 && map.info.btfId !== 0 ? kernelBtf(map.info.btfId) : null;
+  if (btf) {
     if (map.info.btfKeyTypeId) {
       problems.push(
         ...layoutDifferences(key, btf.layout(map.info.btfKeyTypeId)).map((p) => `key: ${p}`),

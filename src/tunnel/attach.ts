@@ -190,6 +190,21 @@ export function detachAll(dir: string): void {
   }
 }
 
+/** The programs pinned under `dir/progs`, by id. */
+function programsPinned(dir: string): Map<number, string> {
+  const out = new Map<number, string>();
+  try {
+    for (const e of Deno.readDirSync(`${dir}/progs`)) {
+      using p = Program.fromPin(`${dir}/progs/${e.name}`);
+      const info = p.info();
+      out.set(info.id, info.name);
+    }
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound || err instanceof BpfError)) throw err;
+  }
+  return out;
+}
+
 /** Every attachment recorded under `dir`. */
 export function attachments(dir: string): Attachment[] {
   const out: Attachment[] = [];
@@ -200,6 +215,8 @@ export function attachments(dir: string): Attachment[] {
     if (err instanceof Deno.errors.NotFound) return out;
     throw err;
   }
+  let names: Map<number, string> | undefined;
+  const pinnedNames = () => names ??= programsPinned(dir);
   for (const e of entries.sort((a, b) => a.name.localeCompare(b.name))) {
     const m = /^([a-z-]+)@(\d+)$/.exec(e.name);
     if (!m) continue;
@@ -216,8 +233,9 @@ export function attachments(dir: string): Attachment[] {
       } else {
         using link = Link.fromPin(pin);
         programId = link.info().progId;
-        using p = Program.fromId(programId);
-        program = p.info().name;
+        // By the pinned programs: the kernel opens a program by id for
+        // CAP_SYS_ADMIN only.
+        program = pinnedNames().get(programId) ?? "";
       }
     } catch (err) {
       if (!(err instanceof BpfError)) throw err;

@@ -16,8 +16,17 @@ export function lockPath(pinDir: string): string {
 
 /** Opens the lock file of the datapath at `pinDir`, for locking it many times. */
 export function openLockFile(pinDir: string): Deno.FsFile {
-  Deno.mkdirSync(LOCK_DIR, { recursive: true, mode: 0o700 });
+  // Others may pass through, to the lock of a datapath shared with them.
+  Deno.mkdirSync(LOCK_DIR, { recursive: true, mode: 0o711 });
   return Deno.openSync(lockPath(pinDir), { create: true, write: true, mode: 0o600 });
+}
+
+/** Lets group `gid` take the lock of the datapath at `pinDir`. */
+export function shareLockFile(pinDir: string, gid: number): void {
+  Deno.chmodSync(LOCK_DIR, 0o711);
+  openLockFile(pinDir).close();
+  Deno.chownSync(lockPath(pinDir), null, gid);
+  Deno.chmodSync(lockPath(pinDir), 0o660);
 }
 
 /** A held lock; release it with `using` or `release()`. */

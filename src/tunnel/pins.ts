@@ -12,7 +12,7 @@
 import { LayoutError, NotFoundError } from "../bpf/errors.ts";
 import { BpfMap } from "../bpf/map.ts";
 import type { BpfObject } from "../bpf/object.ts";
-import { isPinned } from "../bpf/pin.ts";
+import { ensurePinDir, isPinned, unpin } from "../bpf/pin.ts";
 import { u32, u64 } from "../maps/codec.ts";
 import {
   type Config,
@@ -63,6 +63,19 @@ export const PINNED_MAPS = [
   "wr_tun_key_slots",
 ] as const;
 
+/** Where the flow indexes are pinned, each under its map id. */
+export function flowIndexDir(dir: string): string {
+  return `${dir}/maps/flow_index`;
+}
+
+function le32(n: number): Uint8Array {
+  return new Uint8Array(new Uint32Array([n]).buffer);
+}
+
+function flowIndexPin(dir: string, id: number): string {
+  return `${flowIndexDir(dir)}/${id}`;
+}
+
 /** A pinned map's name. */
 export type PinnedMap = typeof PINNED_MAPS[number];
 
@@ -108,6 +121,9 @@ export class DatapathMaps implements Disposable {
   readonly tunKeyRefs: TypedMap<number, number>;
   /** `wr_tun_key_slots`: a tunnel key's content to its slot. */
   readonly tunKeySlots: TypedMap<TunKeyEntry, number>;
+
+  /** Where the maps are pinned, once they are. */
+  #dir?: string;
 
   private constructor(open: (name: PinnedMap) => BpfMap) {
     const opened: BpfMap[] = [];
@@ -156,7 +172,15 @@ export class DatapathMaps implements Disposable {
       );
     }
     checkLayoutVersion(dir);
-    return new DatapathMaps((name) => BpfMap.fromPin(mapPin(dir, name)));
+    const maps = new DatapathMaps((name) => BpfMap.fromPin(mapPin(dir, name)));
+    maps.#dir = dir;
+    return maps;
+  }
+
+  /** Pins every map under `dir` (a datapath's first `up`). */
+  pin(dir: string): void {
+    for (const [name, map] of this.all()) map.pin(mapPin(dir, name));
+    this.#dir = dir;
   }
 
   /** The datapath-wide settings. */
@@ -166,20 +190,48 @@ export class DatapathMaps implements Disposable {
     return c;
   }
 
-  /** The flow index of generation `gen`, or undefined when none is set. */
+  /**
+   * The flow index of generation `gen`, or undefined when none is set.
+   * Opened through its pin: the kernel opens a map by id for CAP_SYS_ADMIN
+   * only, and warren runs with CAP_BPF.
+   */
   flowIndex(gen: number): FlowIndex | undefined {
-    const id = this.flowTables.lookup(new Uint8Array(new Uint32Array([gen]).buffer));
+    const id = this.flowIndexId(gen);
     if (!id) return undefined;
-    const mapId = new DataView(id.buffer).getUint32(0, true);
-    return new TypedMap(BpfMap.fromId(mapId), flowIndexKeyCodec, flowEntryCodec);
+    return new TypedMap(this.openFlowIndex(id), flowIndexKeyCodec, flowEntryCodec);
   }
 
-  /** Makes `index` the flow index of generation `gen`. */
+  /** The map id of generation `gen`'s flow index (0 when none is set). */
+  flowIndexId(gen: number): number {
+    const id = this.flowTables.lookup(le32(gen));
+    return id ? new DataView(id.buffer).getUint32(0, true) : 0;
+  }
+
+  /** Opens the flow index with map id `id`: by its pin, else by id. */
+  openFlowIndex(id: number): BpfMap {
+    const pin = this.#dir && flowIndexPin(this.#dir, id);
+    return pin && isPinned(pin) ? BpfMap.fromPin(pin) : BpfMap.fromId(id);
+  }
+
+  /**
+   * Makes `index` the flow index of generation `gen`. Once the maps are
+   * pinned, the index is pinned (by its id) before it goes live, and the
+   * pins of indexes neither generation uses any more go after.
+   */
   setFlowIndex(gen: number, index: BpfMap): void {
-    this.flowTables.update(
-      new Uint8Array(new Uint32Array([gen]).buffer),
-      new Uint8Array(new Uint32Array([index.fd]).buffer),
-    );
+    const dir = this.#dir;
+    if (dir) {
+      ensurePinDir(flowIndexDir(dir));
+      const pin = flowIndexPin(dir, index.info.id);
+      if (!isPinned(pin)) index.pin(pin);
+    }
+    this.flowTables.update(le32(gen), le32(index.fd));
+    if (dir) {
+      const live = new Set([this.flowIndexId(0), this.flowIndexId(1)]);
+      for (const e of Deno.readDirSync(flowIndexDir(dir))) {
+        if (!live.has(Number(e.name))) unpin(`${flowIndexDir(dir)}/${e.name}`);
+      }
+    }
   }
 
   /** Every map, with its pinned name. */
