@@ -232,6 +232,27 @@ async function assertNothingLeft(h: LabHost, ids: number[]): Promise<void> {
   }
 }
 
+privilegedTest("up killed halfway through attaching: down still leaves nothing", async () => {
+  await using lab = await Lab.create({ ipv6: false });
+  const [a] = lab.hosts;
+  const r = await warren(a, ["up", "--underlay", "u0"], undefined, {
+    WARREN_FAILPOINTS: "up.attached",
+  });
+  assertEquals(r.code, 137, r.stderr);
+  // XDP is attached and pinned, TC is not: a datapath half up.
+  assert.match(await a.ns.run(["ip", "-d", "link", "show", "u0"]), /prog\/xdp/);
+  const xdpId = Number(
+    /prog\/xdp id (\d+)/.exec(await a.ns.run(["ip", "-d", "link", "show", "u0"]))![1],
+  );
+  await warrenOk(a, ["down"]);
+  await assertNothingLeft(a, [xdpId]);
+  // And up then works as on a fresh host.
+  await warrenOk(a, ["up", "--underlay", "u0"]);
+  const ids = await programIds(a);
+  await warrenOk(a, ["down"]);
+  await assertNothingLeft(a, ids);
+});
+
 privilegedTest("upgrading the programs under a ping flood loses no packet", async () => {
   await using lab = await Lab.create({ ipv6: false });
   await overlay(lab);

@@ -271,6 +271,7 @@ export class Datapath implements Disposable {
             programs.wr_xdp_underlay,
             options.xdp ?? "auto",
           );
+          failpoint("up.attached");
           const tc = attachTcRecorded(
             pinDir,
             underlay.ifindex,
