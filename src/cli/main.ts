@@ -91,7 +91,10 @@ export function program(): Command {
       new Option("--pin-dir <dir>", "bpffs directory of the datapath").env("WARREN_PIN_DIR")
         .default(DEFAULT_PIN_DIR),
     )
-    .option("--netns <name>", "run inside this network namespace (from ip netns)")
+    .option(
+      "--netns <name>",
+      "run inside this network namespace (from ip netns; needs CAP_SYS_ADMIN)",
+    )
     .showHelpAfterError("(warren --help lists the commands)")
     // Set before subcommands exist: they copy these settings when made.
     .exitOverride()
