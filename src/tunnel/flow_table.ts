@@ -28,6 +28,8 @@
 
 import { BpfMap } from "../bpf/map.ts";
 import { MapType } from "../bpf/info.ts";
+import { u32 } from "../maps/codec.ts";
+import { encodeWith } from "../maps/typed_map.ts";
 import {
   actionCodec,
   type ActionEntry,
@@ -210,10 +212,6 @@ interface State {
   masks: LiveMask[];
   flowIds: IdBitmap;
   slots: TunKeySlots;
-}
-
-function u32(n: number): Uint8Array {
-  return new Uint8Array(new Uint32Array([n]).buffer);
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
@@ -453,7 +451,7 @@ export class FlowTable {
   }
 
   #readMasks(gen: number): LiveMask[] {
-    const raw = this.#maps.masks.raw.lookup(u32(gen));
+    const raw = this.#maps.masks.raw.lookup(encodeWith(u32, gen));
     if (!raw) return [];
     const dv = new DataView(raw.buffer);
     const count = dv.getUint32(0, LE);
@@ -481,7 +479,7 @@ export class FlowTable {
       dv.setUint16(at + M.max_priority, m.maxPriority, LE);
       dv.setUint32(at + M.flows, Math.max(m.flows, 0), LE);
     });
-    this.#maps.masks.raw.update(u32(gen), raw);
+    this.#maps.masks.raw.update(encodeWith(u32, gen), raw);
   }
 
   /** The live flow index, opened once per state (callers do not close it). */
@@ -618,7 +616,7 @@ export class FlowTable {
       if (!cache.has(slot)) {
         const bytes = all
           ? all.subarray(slot * tunKeyCodec.size, (slot + 1) * tunKeyCodec.size)
-          : this.#maps.tunKeys.raw.lookup(u32(slot));
+          : this.#maps.tunKeys.raw.lookup(encodeWith(u32, slot));
         cache.set(slot, bytes && tunKeyCodec.decode(bytes));
       }
       return cache.get(slot);

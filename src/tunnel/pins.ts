@@ -41,7 +41,7 @@ import {
   tunKeyCodec,
   type TunKeyEntry,
 } from "../maps/layouts.ts";
-import { PerCpuMap, TypedMap } from "../maps/typed_map.ts";
+import { encodeWith, PerCpuMap, TypedMap } from "../maps/typed_map.ts";
 
 /** The maps the datapath pins, by their names in the BPF object. */
 export const PINNED_MAPS = [
@@ -64,12 +64,8 @@ export const PINNED_MAPS = [
 ] as const;
 
 /** Where the flow indexes are pinned, each under its map id. */
-export function flowIndexDir(dir: string): string {
+function flowIndexDir(dir: string): string {
   return `${dir}/maps/flow_index`;
-}
-
-function le32(n: number): Uint8Array {
-  return new Uint8Array(new Uint32Array([n]).buffer);
 }
 
 function flowIndexPin(dir: string, id: number): string {
@@ -203,7 +199,7 @@ export class DatapathMaps implements Disposable {
 
   /** The map id of generation `gen`'s flow index (0 when none is set). */
   flowIndexId(gen: number): number {
-    const id = this.flowTables.lookup(le32(gen));
+    const id = this.flowTables.lookup(encodeWith(u32, gen));
     return id ? new DataView(id.buffer).getUint32(0, true) : 0;
   }
 
@@ -225,7 +221,7 @@ export class DatapathMaps implements Disposable {
       const pin = flowIndexPin(dir, index.info.id);
       if (!isPinned(pin)) index.pin(pin);
     }
-    this.flowTables.update(le32(gen), le32(index.fd));
+    this.flowTables.update(encodeWith(u32, gen), encodeWith(u32, index.fd));
     if (dir) {
       const live = new Set([this.flowIndexId(0), this.flowIndexId(1)]);
       for (const e of Deno.readDirSync(flowIndexDir(dir))) {

@@ -18,6 +18,8 @@
  */
 
 import { tunKeyCodec } from "../maps/layouts.ts";
+import { u32 } from "../maps/codec.ts";
+import { encodeWith } from "../maps/typed_map.ts";
 import type { DatapathMaps } from "./pins.ts";
 
 const SIZE = tunKeyCodec.size;
@@ -82,8 +84,8 @@ export class TunKeySlots {
     let slot = this.find(bytes);
     if (slot === undefined) {
       slot = this.#free();
-      this.#maps.tunKeys.raw.update(u32(slot), bytes);
-      this.#maps.tunKeySlots.raw.update(bytes, u32(slot));
+      this.#maps.tunKeys.raw.update(encodeWith(u32, slot), bytes);
+      this.#maps.tunKeySlots.raw.update(bytes, encodeWith(u32, slot));
       this.#known.set(sig(bytes), slot);
       this.#used++;
     }
@@ -152,7 +154,7 @@ export class TunKeySlots {
   /** Removes a freed slot's content from the index (the slot keeps it). */
   #forget(slot: number): void {
     this.#used--;
-    const bytes = this.#maps.tunKeys.raw.lookup(u32(slot));
+    const bytes = this.#maps.tunKeys.raw.lookup(encodeWith(u32, slot));
     if (!bytes) return;
     const s = sig(bytes);
     if (this.#known.get(s) === slot) this.#known.delete(s);
@@ -162,10 +164,6 @@ export class TunKeySlots {
       this.#maps.tunKeySlots.raw.delete(bytes);
     }
   }
-}
-
-function u32(n: number): Uint8Array {
-  return new Uint8Array(new Uint32Array([n]).buffer);
 }
 
 /** The size of one tunnel key in bytes. */
