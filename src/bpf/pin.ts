@@ -6,7 +6,7 @@
  */
 
 import { check, NotFoundError } from "./errors.ts";
-import { dirModeUnder } from "./pin_mode.ts";
+import { dirModeUnder, parentOf } from "./pin_mode.ts";
 import { Fd } from "./fd.ts";
 import { cstr, libbpf } from "./ffi.ts";
 import { objectKind } from "./info.ts";
@@ -42,9 +42,13 @@ export function ensurePinDir(dir: string): void {
         `(under "ip netns exec", /sys is remounted and hides it: use warren --netns NAME instead)`,
     );
   }
-  if (isPinned(dir)) return;
-  const parent = dir.replace(/\/+[^/]+\/*$/, "") || "/";
-  ensurePinDir(parent === dir ? "/" : parent);
+  if (!isPinned(dir)) makePinDir(dir);
+}
+
+/** Makes `dir` and what is missing above it, each with the mode it takes. */
+function makePinDir(dir: string): void {
+  const parent = parentOf(dir);
+  if (!isPinned(parent)) makePinDir(parent);
   const mode = dirModeUnder(parent);
   Deno.mkdirSync(dir, { mode });
   // mkdir's mode passes through the umask; set it exactly.

@@ -17,7 +17,8 @@ export const SHARED_DIR_MODE = 0o2770;
 /** The mode of a shared datapath's pins. */
 export const SHARED_PIN_MODE = 0o660;
 
-function parentOf(path: string): string {
+/** The directory holding `path`. */
+export function parentOf(path: string): string {
   return path.replace(/\/+[^/]+\/*$/, "") || "/";
 }
 
