@@ -8,7 +8,7 @@
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { Lab, type LabHost } from "../src/lab/topology.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
-import { overlay, warren, warrenFails, warrenJson, warrenOk } from "./helpers/cli.ts";
+import { overlay, overlayState, warren, warrenFails, warrenJson, warrenOk } from "./helpers/cli.ts";
 import { ping, pingDuring } from "./helpers/traffic.ts";
 import { ConfigFlag } from "../src/maps/layouts.ts";
 import { runRaw } from "../src/lab/run.ts";
@@ -82,14 +82,6 @@ function extra(from: number, n: number, key0: number, peer: string): string[] {
   });
 }
 
-function state(flows: string[]): string {
-  return JSON.stringify({
-    ports: [{ name: "web", device: "wl0" }],
-    tunnels: [{ name: "vx0", proto: "vxlan", options: { remote_ip: "flow", key: "flow" } }],
-    flows,
-  });
-}
-
 privilegedTest(
   "killed in the middle of apply, flow add, flow del, port and tunnel add: the rerun ends exact, pings never stop",
   async () => {
@@ -108,10 +100,8 @@ privilegedTest(
     ];
     const dir = await Deno.makeTempDir();
     const [oldFile, newFile] = [`${dir}/old.json`, `${dir}/new.json`];
-    await Deno.writeTextFile(oldFile, state(oldFlows));
-    await Deno.writeTextFile(newFile, state(newFlows));
-    await warrenOk(a, ["port", "add", "spare", await spareDevice(a)]);
-    await warrenOk(a, ["port", "del", "spare"]);
+    await Deno.writeTextFile(oldFile, overlayState(oldFlows));
+    await Deno.writeTextFile(newFile, overlayState(newFlows));
 
     const run = await pingDuring(a.workload, b.workload.ip, async () => {
       await warrenOk(a, ["apply", oldFile]);
@@ -167,8 +157,10 @@ privilegedTest(
           ...await warrenJson<{ name: string }[]>(a, ["tunnel", "list"]),
         ].map((p) => p.name).sort();
       assertEquals(await names(), ["vx0", "web"]);
-      await warrenOk(a, ["tunnel", "add", "gn0", "geneve", "remote_ip=flow"]);
+      // The port first: it takes the number the dead tunnel's endpoint
+      // still names, which must not pass for a live tunnel port.
       await warrenOk(a, ["port", "add", "spare", await spareDevice(a)]);
+      await warrenOk(a, ["tunnel", "add", "gn0", "geneve", "remote_ip=flow"]);
       assertEquals(await names(), ["gn0", "spare", "vx0", "web"]);
       await assertExactly(lab, a, [...base, ...adds].sort());
     });

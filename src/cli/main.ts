@@ -13,7 +13,6 @@ import { Command, CommanderError, Option } from "commander";
 import { BpfError, LayoutError, NotFoundError, VerifierError } from "../bpf/errors.ts";
 import { CapabilityError, LOAD_REQUIRED, requireCapabilities } from "../bpf/caps.ts";
 import { enterNetns } from "../lab/netns.ts";
-import { ifname } from "../bpf/netif.ts";
 import { CompileError } from "../tunnel/compile.ts";
 import { Datapath, DEFAULT_PIN_DIR } from "../tunnel/datapath.ts";
 import { MatchError } from "../tunnel/fields.ts";
@@ -66,6 +65,17 @@ const READ_ONLY = new Set([
   "warren metrics",
   "warren watch",
 ]);
+
+/** Registers `del` under `group` (port or tunnel), which deletes `what`. */
+function deleteCommand(group: Command, what: string): void {
+  group.command("del <name>")
+    .description(`delete ${what} (refused while flows use it, unless --force)`)
+    .option("--force", "also delete the flows that use it")
+    .action((name, opts, cmd) => {
+      using dp = openDatapath(cmd);
+      dp.deletePort(name, { force: opts.force });
+    });
+}
 
 /** Errors that are the user's to fix: printed as one sentence. */
 const EXPECTED = [
@@ -218,23 +228,16 @@ export function program(): Command {
       const p = await dp.addLocalPort(name, device, { xdp: opts.xdp });
       console.log(`port ${p.name} is number ${p.number} on ${p.device}`);
     });
-  port.command("del <name>")
-    .description("delete a local port (refused while flows use it, unless --force)")
-    .option("--force", "also delete the flows that use it")
-    .action((name, opts, cmd) => {
-      using dp = openDatapath(cmd);
-      dp.deletePort(name, { force: opts.force });
-    });
+  deleteCommand(port, "a local port");
   port.command("list")
     .description("list local ports")
     .option("--json", "print JSON")
     .action((opts, cmd) => {
       using dp = openDatapath(cmd);
       // A port whose device was deleted stays until deleted: say so.
-      const ports = dp.ports().filter((p) => p.kind === "local").map((p) => ({
-        ...p,
-        present: ifname(dp.maps.ports.get(p.number)?.ifindex ?? 0) === p.device,
-      }));
+      const ports = dp.ports().flatMap((p) =>
+        p.kind === "local" ? [{ ...p, present: dp.devicePresent(p) }] : []
+      );
       if (opts.json) return printJson(ports);
       table(
         ["name", "number", "device", "xdp"],
@@ -242,7 +245,7 @@ export function program(): Command {
           p.name,
           p.number,
           p.present ? p.device : `${p.device} (gone)`,
-          p.kind === "local" && p.xdp ? "yes" : "no",
+          p.xdp ? "yes" : "no",
         ]),
       );
     });
@@ -261,13 +264,7 @@ export function program(): Command {
       const t = await dp.addTunnelPort(name, proto, parseOptions(options));
       console.log(`tunnel ${t.name} is port ${t.number} (${t.proto})`);
     });
-  tunnel.command("del <name>")
-    .description("delete a tunnel port (refused while flows use it, unless --force)")
-    .option("--force", "also delete the flows that use it")
-    .action((name, opts, cmd) => {
-      using dp = openDatapath(cmd);
-      dp.deletePort(name, { force: opts.force });
-    });
+  deleteCommand(tunnel, "a tunnel port");
   tunnel.command("list")
     .description("list tunnel ports with their options")
     .option("--json", "print JSON")

@@ -609,6 +609,14 @@ export class Datapath implements Disposable {
     return [...this.#ports];
   }
 
+  /**
+   * Whether local port `port`'s device still exists (a port outlives its
+   * device until deleted).
+   */
+  devicePresent(port: LocalPort): boolean {
+    return ifname(this.maps.ports.get(port.number)?.ifindex ?? 0) === port.device;
+  }
+
   /** Ports by name and number, for flows. */
   portLookup(): PortLookup {
     return {
@@ -734,24 +742,20 @@ export class Datapath implements Disposable {
 
   #writeTunnelPort(port: TunnelPort, ifindex: number, mac: string): void {
     const endpoints = this.#endpointsOf(port);
-    // References to ports that do not exist are what a writer that died
-    // midway left: they count as free.
-    const live = (n: number) => this.#ports.some((p) => p.number === n && p.kind === "tunnel");
+    this.#dropStaleRefs(endpoints.map((e) => e.key));
     // Check every endpoint before writing any.
     for (const { key } of endpoints) {
       const ep = this.maps.endpoints.get(key);
-      const inUse = ep && (ep.port && live(ep.port) ||
-        [...this.maps.remotes.entries()].some(([k, n]) => sameKey(k.ep, key) && live(n)));
-      if (ep && inUse && ep.proto !== protoNumber(port.proto)) {
+      if (ep && ep.proto !== protoNumber(port.proto)) {
         throw new PortError(`${endpointText(key)} already speaks another protocol`);
       }
-      if (ep && port.remote === "flow" && ep.port && ep.port !== port.number && live(ep.port)) {
+      if (ep && port.remote === "flow" && ep.port && ep.port !== port.number) {
         const other = this.#ports.find((p) => p.number === ep.port)?.name ?? ep.port;
         throw new PortError(`${endpointText(key)} already has a flow-based port (${other})`);
       }
       if (port.remote !== "flow") {
         const fixed = this.maps.remotes.get({ ep: key, remote: port.remote.bytes });
-        if (fixed && fixed !== port.number && live(fixed)) {
+        if (fixed && fixed !== port.number) {
           throw new PortError(
             `${endpointText(key)} already has a port for remote ${
               formatAddr(port.remote.bytes, port.remote.v6)
@@ -764,16 +768,9 @@ export class Datapath implements Disposable {
     // port without one is dropped as no_port until then).
     const { entry, info } = encodePort(port, { ifindex, deviceMac: mac });
     this.maps.portInfo.set(port.number, info);
-    for (const [k, n] of [...this.maps.remotes.entries()]) {
-      if (n !== port.number && !live(n) && endpoints.some((e) => sameKey(e.key, k.ep))) {
-        this.maps.remotes.delete(k);
-      }
-    }
     for (const { key } of endpoints) {
-      const old = this.maps.endpoints.get(key);
-      const ep: Endpoint = old && old.proto === protoNumber(port.proto)
-        ? old
-        : { port: 0, fixed_remotes: 0, proto: protoNumber(port.proto) };
+      const ep: Endpoint = this.maps.endpoints.get(key) ??
+        { port: 0, fixed_remotes: 0, proto: protoNumber(port.proto) };
       if (port.remote === "flow") ep.port = port.number;
       else {
         this.maps.remotes.set({ ep: key, remote: port.remote.bytes }, port.number);
@@ -874,6 +871,42 @@ export class Datapath implements Disposable {
     this.#portsChanged();
   }
 
+  /**
+   * Drops what a writer that died midway left at endpoints `keys`:
+   * references to tunnel ports that do not exist (their entry is written
+   * last). Garbage to everything else, they would otherwise block adding
+   * the port again.
+   */
+  #dropStaleRefs(keys: EndpointKey[]): void {
+    const live = new Set(this.#ports.flatMap((p) => p.kind === "tunnel" ? [p.number] : []));
+    const stale = new Set<EndpointKey>();
+    for (const [k, n] of [...this.maps.remotes.entries()]) {
+      const key = keys.find((key) => sameKey(key, k.ep));
+      if (key && !live.has(n)) {
+        this.maps.remotes.delete(k);
+        stale.add(key);
+      }
+    }
+    for (const key of keys) {
+      const ep = this.maps.endpoints.get(key);
+      if (ep?.port && !live.has(ep.port)) {
+        ep.port = 0;
+        this.maps.endpoints.set(key, ep);
+        stale.add(key);
+      }
+    }
+    for (const key of stale) this.#settleEndpoint(key);
+  }
+
+  /** Recounts endpoint `key`'s fixed remotes; deletes it when unused. */
+  #settleEndpoint(key: EndpointKey): void {
+    const ep = this.maps.endpoints.get(key);
+    if (!ep) return;
+    ep.fixed_remotes = [...this.maps.remotes.keys()].some((k) => sameKey(k.ep, key)) ? 1 : 0;
+    if (ep.port === 0 && ep.fixed_remotes === 0) this.maps.endpoints.delete(key);
+    else this.maps.endpoints.set(key, ep);
+  }
+
   /** Undoes what writing `port` did outside its own slot. */
   #unwritePort(port: Port): void {
     const entry = this.maps.ports.get(port.number)!;
@@ -886,10 +919,8 @@ export class Datapath implements Disposable {
       const ep = this.maps.endpoints.get(key);
       if (!ep) continue;
       if (port.remote !== "flow") this.maps.remotes.delete({ ep: key, remote: port.remote.bytes });
-      if (ep.port === port.number) ep.port = 0;
-      ep.fixed_remotes = [...this.maps.remotes.keys()].some((k) => sameKey(k.ep, key)) ? 1 : 0;
-      if (ep.port === 0 && ep.fixed_remotes === 0) this.maps.endpoints.delete(key);
-      else this.maps.endpoints.set(key, ep);
+      if (ep.port === port.number) this.maps.endpoints.set(key, { ...ep, port: 0 });
+      this.#settleEndpoint(key);
     }
   }
 
