@@ -55,6 +55,13 @@ export function dumpJson(dp: Datapath, f: InstalledFlow, nowNs: bigint) {
   };
 }
 
+/** The filter of a `flow del` or `flow dump` match (every flow without one). */
+function matchFilter(dp: Datapath, text: string | undefined): FlowFilter {
+  if (!text) return {};
+  const { match, priority } = parseMatch(text, dp.portNames());
+  return { match, priority };
+}
+
 /** Registers `flow` and its subcommands. */
 export function registerFlow(cli: Command): void {
   const flow = cli.command("flow").description(
@@ -91,15 +98,9 @@ export function registerFlow(cli: Command): void {
     .description("delete the flows the match covers (all flows without one)")
     .option("--strict", "only the flow with exactly this match (and priority=, if given)")
     .action((text: string | undefined, opts, cmd) => {
+      if (!text && opts.strict) throw new RangeError("--strict needs a match");
       using dp = openDatapath(cmd);
-      const filter: FlowFilter = {};
-      if (text) {
-        const m = parseMatch(text, dp.portNames());
-        filter.match = m.match;
-        filter.priority = m.priority;
-      } else if (opts.strict) {
-        throw new RangeError("--strict needs a match");
-      }
+      const filter = matchFilter(dp, text);
       console.log(`${dp.deleteFlows(filter, opts.strict ?? false)} deleted`);
     });
   flow.command("dump [match]")
@@ -110,12 +111,7 @@ export function registerFlow(cli: Command): void {
     .option("--json", "print JSON")
     .action((text: string | undefined, opts, cmd) => {
       using dp = openDatapath(cmd);
-      const filter: FlowFilter = {};
-      if (text) {
-        const m = parseMatch(text, dp.portNames());
-        filter.match = m.match;
-        filter.priority = m.priority;
-      }
+      const filter = matchFilter(dp, text);
       if (opts.port) {
         const n = dp.portNames().number(opts.port);
         if (n === undefined) throw new RangeError(`there is no port named "${opts.port}"`);

@@ -121,11 +121,7 @@ function split(text: string, base: number, seps: string): Token[] {
   return out;
 }
 
-function matchItems(
-  items: Token[],
-  ports: PortNames,
-  allow: { priority: boolean; cookie: boolean },
-) {
+function matchItems(items: Token[], ports: PortNames) {
   const match = emptyMatch();
   const used: FieldDef[] = [];
   let priority: number | undefined;
@@ -147,11 +143,11 @@ function matchItems(
         }
         continue;
       }
-      if (name === "priority" && allow.priority) {
+      if (name === "priority") {
         priority = parseInt("priority", value, 65535);
         continue;
       }
-      if (name === "cookie" && allow.cookie) {
+      if (name === "cookie") {
         if (!/^(0x[0-9a-fA-F]+|\d+)$/.test(value) || BigInt(value) >= 2n ** 64n) {
           throw new FlowSyntaxError(text, at, "cookie is a 64-bit number");
         }
@@ -182,6 +178,27 @@ function halves(text: string): { match: Token[]; actions?: Token } {
 }
 
 /**
+ * The match half of `text` (with priority= and cookie=), its prerequisites
+ * checked; a missing one is reported at its column in `text`.
+ */
+function checkedMatch(
+  items: Token[],
+  text: string,
+  ports: PortNames,
+): { match: Match; priority?: number; cookie?: bigint } {
+  const { match, used, priority, cookie } = matchItems(items, ports);
+  try {
+    checkPrerequisites(match, used);
+  } catch (err) {
+    if (err instanceof MatchError) {
+      throw new FlowSyntaxError(err.field, Math.max(0, text.indexOf(err.field)), err.message);
+    }
+    throw err;
+  }
+  return { match, priority, cookie };
+}
+
+/**
  * Reads a match (with optional priority= and cookie=), as `flow del` and
  * `flow dump` take them.
  */
@@ -193,19 +210,7 @@ export function parseMatch(
   if (h.actions) {
     throw new FlowSyntaxError("actions=", h.actions.at - 8, "a match takes no actions");
   }
-  const { match, used, priority, cookie } = matchItems(h.match, ports, {
-    priority: true,
-    cookie: true,
-  });
-  try {
-    checkPrerequisites(match, used);
-  } catch (err) {
-    if (err instanceof MatchError) {
-      throw new FlowSyntaxError(err.field, text.indexOf(err.field), err.message);
-    }
-    throw err;
-  }
-  return { match, priority, cookie };
+  return checkedMatch(h.match, text, ports);
 }
 
 /** Reads a whole flow: `[priority=N,][cookie=N,]match actions=…`. */
@@ -218,18 +223,7 @@ export function parseFlow(text: string, ports: PortNames): FlowSpec {
       "a flow needs actions=… (use actions=drop to drop)",
     );
   }
-  const { match, used, priority, cookie } = matchItems(h.match, ports, {
-    priority: true,
-    cookie: true,
-  });
-  try {
-    checkPrerequisites(match, used);
-  } catch (err) {
-    if (err instanceof MatchError) {
-      throw new FlowSyntaxError(err.field, Math.max(0, text.indexOf(err.field)), err.message);
-    }
-    throw err;
-  }
+  const { match, priority, cookie } = checkedMatch(h.match, text, ports);
   return {
     priority: priority ?? DEFAULT_PRIORITY,
     cookie: cookie ?? 0n,
