@@ -114,18 +114,20 @@ const WHY: [RegExp, string][] = [
   [
     /flow installs, one at a time/,
     "each install is a whole transaction: the lock file, a read of the configuration, compiling, " +
-    "then the index entry, the id bitmap, the tunnel key reference and the change mark, about " +
-    "seven system calls through FFI. In batches (apply, the next row) a million flows take seconds",
+    "then the index entry, the id bitmap, the tunnel key reference, the masks and the change " +
+    "marks, each a system call through FFI. In batches (apply, the next row) a million flows " +
+    "take seconds",
   ],
   [
     /flows installed \(apply/,
-    "most of the time is parsing and compiling a million flow texts in JavaScript; the writes " +
-    "themselves are the raw baseline's",
+    "the raw baseline is the writes alone; the rest is reading, compiling and comparing a " +
+    "million flows in JavaScript",
   ],
   [
     /flows dumped/,
-    "it is more than 5× faster than bpftool, as targeted, but not under 2 s: formatting a million " +
-    "flows as text takes most of it, after reading the index and every CPU's counters",
+    "it is more than 5× faster than bpftool, as targeted, but not under 2 s: a whole process " +
+    "that reads the index and every CPU's counters, sorts and prints a million lines; which of " +
+    "these dominates is not yet measured",
   ],
   [
     /resident memory of warren apply/,

@@ -123,3 +123,12 @@ export async function overlay(lab: Lab): Promise<void> {
     ]);
   }
 }
+
+/** A state file (JSON) of `overlay`'s port and tunnel with `flows`. */
+export function overlayState(flows: string[]): string {
+  return JSON.stringify({
+    ports: [{ name: "web", device: "wl0" }],
+    tunnels: [{ name: "vx0", proto: "vxlan", options: { remote_ip: "flow", key: "flow" } }],
+    flows,
+  });
+}
