@@ -212,6 +212,37 @@ __noinline int build_outer(struct __sk_buff *skb, const struct frame_info *fi,
 }
 
 /*
+ * Finishes a tunnel output whose outer header (hlen bytes) is in place, or
+ * which failed with drop reason r: counts it, then sends the packet (the
+ * flow's last output) or a clone of it. Returns a TC verdict, or -1 to go
+ * on.
+ */
+static __always_inline long output_done(struct __sk_buff *skb, struct exec_state *st,
+					const struct encap_out *out, __u32 hlen, __u32 inner_len,
+					int r)
+{
+	if (r) {
+		drop(r, st->in_port);
+		return st->last ? TC_ACT_SHOT : -1;
+	}
+	if (!st->tk_done)
+		stat_inc(WR_STAT_ENCAP);
+	st->tk_done = 1;
+	st->out_hdr_len = hlen;
+	port_tx(st->port_no, inner_len);
+	if (st->last)
+		return encap_redirect(out);
+	if (out->neigh) {
+		/* A clone cannot wait for neighbour resolution; count it lost. */
+		drop(WR_DROP_NO_ROUTE, st->in_port);
+		return -1;
+	}
+	if (bpf_clone_redirect(skb, out->ifindex, 0))
+		drop(WR_DROP_ENCAP, st->in_port);
+	return -1;
+}
+
+/*
  * An output to an STT port, whose header build_outer made. A frame that
  * fits one segment is encapsulated in place and its TCP checksum filled
  * in; a bigger one (a GSO packet) is sent as several segments, which only
@@ -280,24 +311,7 @@ __noinline long stt_output(struct __sk_buff *skb, const struct frame_info *fi,
 			return bpf_redirect(out->ifindex, 0);
 		}
 	}
-	if (r) {
-		drop(r, st->in_port);
-		return last ? TC_ACT_SHOT : -1;
-	}
-	if (!st->tk_done)
-		stat_inc(WR_STAT_ENCAP);
-	st->tk_done = 1;
-	st->out_hdr_len = hlen;
-	port_tx(st->port_no, inner_len);
-	if (last)
-		return encap_redirect(out);
-	if (out->neigh) {
-		drop(WR_DROP_NO_ROUTE, st->in_port);
-		return -1;
-	}
-	if (bpf_clone_redirect(skb, out->ifindex, 0))
-		drop(WR_DROP_ENCAP, st->in_port);
-	return -1;
+	return output_done(skb, st, out, hlen, inner_len, r);
 }
 
 /*
@@ -370,25 +384,7 @@ __noinline long tunnel_output(struct __sk_buff *skb, const struct frame_info *fi
 	}
 	if (!r && out->csum)
 		outer_csum(skb, fi, out->hdr_len, out->v6, port->proto);
-	if (r) {
-		drop(r, st->in_port);
-		return last ? TC_ACT_SHOT : -1;
-	}
-	if (!st->tk_done)
-		stat_inc(WR_STAT_ENCAP);
-	st->tk_done = 1;
-	st->out_hdr_len = out->hdr_len;
-	port_tx(port_no, inner_len);
-	if (last)
-		return encap_redirect(out);
-	if (out->neigh) {
-		/* A clone cannot wait for neighbour resolution; count it lost. */
-		drop(WR_DROP_NO_ROUTE, st->in_port);
-		return -1;
-	}
-	if (bpf_clone_redirect(skb, out->ifindex, 0))
-		drop(WR_DROP_ENCAP, st->in_port);
-	return -1;
+	return output_done(skb, st, out, out->hdr_len, inner_len, r);
 }
 
 /* Carries out action st->index of e. Returns a TC verdict when the packet

@@ -97,26 +97,16 @@ struct msum {
 	__u64 sum;
 };
 
-/* 512 bytes per step: bpf_csum_diff's limit. Chunks start at even offsets
- * from the start, so 16-bit words never straddle two. */
-static long msum_step(__u32 i, void *arg)
+/* One's complement sum of the n <= 512 bytes at p, unfolded: whole words
+ * through bpf_csum_diff, the last 1-3 bytes zero-padded to a word. */
+static __always_inline __u64 chunk_sum(__u8 *p, __u32 n)
 {
-	struct msum *m = arg;
-	__u32 at = m->off + i * 512, n, n4;
-	__u8 *p;
+	__u32 n4 = n & 0x3fc, w = 0;
+	__u64 sum = 0;
 
-	if (at >= m->end || at > WR_STT_FRAME_MAX)
-		return 1;
-	n = m->end - at;
-	if (n > 512)
-		n = 512;
-	p = m->base + (at & 0xffff);
-	n4 = n & 0x3fc;
 	if (n4)
-		m->sum += (__u32)bpf_csum_diff(0, 0, (__be32 *)p, n4, 0);
+		sum = (__u32)bpf_csum_diff(0, 0, (__be32 *)p, n4, 0);
 	if (n & 3) {
-		/* The last 1-3 bytes, zero-padded to a word. */
-		__u32 w = 0;
 		__u8 *q = (__u8 *)&w, *t = p + n4;
 
 		q[0] = t[0];
@@ -124,8 +114,24 @@ static long msum_step(__u32 i, void *arg)
 			q[1] = t[1];
 		if ((n & 3) > 2)
 			q[2] = t[2];
-		m->sum += w;
+		sum += w;
 	}
+	return sum;
+}
+
+/* 512 bytes per step: bpf_csum_diff's limit. Chunks start at even offsets
+ * from the start, so 16-bit words never straddle two. */
+static long msum_step(__u32 i, void *arg)
+{
+	struct msum *m = arg;
+	__u32 at = m->off + i * 512, n;
+
+	if (at >= m->end || at > WR_STT_FRAME_MAX)
+		return 1;
+	n = m->end - at;
+	if (n > 512)
+		n = 512;
+	m->sum += chunk_sum(m->base + (at & 0xffff), n);
 	return 0;
 }
 
@@ -723,8 +729,7 @@ static __always_inline __u64 mem_sum_short(__u8 *buf, __u32 off, __u32 len)
 	__u64 sum = 0;
 
 	for (__u32 i = 0; i < STT_SEG_MAX / 512; i++) {
-		__u32 at = (off + i * 512) & 0xffff, n, n4;
-		__u8 *p;
+		__u32 at = (off + i * 512) & 0xffff, n;
 
 		if (i * 512 >= len)
 			break;
@@ -734,21 +739,7 @@ static __always_inline __u64 mem_sum_short(__u8 *buf, __u32 off, __u32 len)
 		/* The mask bounds the offset for the verifier; the compiler
 		 * must not fold it into a comparison. */
 		asm volatile("" : "+r"(at));
-		p = buf + at;
-		n4 = n & 0x3fc;
-		if (n4)
-			sum += (__u32)bpf_csum_diff(0, 0, (__be32 *)p, n4, 0);
-		if (n & 3) {
-			__u32 w = 0;
-			__u8 *q = (__u8 *)&w, *t = p + n4;
-
-			q[0] = t[0];
-			if ((n & 3) > 1)
-				q[1] = t[1];
-			if ((n & 3) > 2)
-				q[2] = t[2];
-			sum += w;
-		}
+		sum += chunk_sum(buf + at, n);
 	}
 	return sum;
 }
