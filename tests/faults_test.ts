@@ -209,6 +209,19 @@ async function programIds(h: LabHost): Promise<number[]> {
   );
 }
 
+/** The ifindex of `device` in `h`'s namespace. */
+async function ifindexOf(h: LabHost, device: string): Promise<number> {
+  return JSON.parse(await h.ns.run(["ip", "-j", "link", "show", device]))[0].ifindex;
+}
+
+/** The hooks `status` lists on `ifindex`. */
+async function hooksOn(h: LabHost, ifindex: number): Promise<string[]> {
+  const st = await warrenJson<{ attachments: { hook: string; ifindex: number }[] }>(h, [
+    "status",
+  ]);
+  return st.attachments.filter((a) => a.ifindex === ifindex).map((a) => a.hook);
+}
+
 /** No pin, hook or qdisc of warren left in `h`'s namespace; `ids` unloaded. */
 async function assertNothingLeft(h: LabHost, ids: number[]): Promise<void> {
   assertEquals((await runRaw(["test", "-e", h.pinDir])).code, 1, `${h.pinDir} is gone`);
@@ -321,21 +334,42 @@ privilegedTest(
     await warrenFails(a, ["flow", "add", many[64]], 1, "full");
     await assertExactly(lab, a, many.slice(0, 64).map((f) => `priority=32768,${f}`).sort());
 
-    // The port's device vanishes: the port says so, and goes cleanly.
+    // The port's device vanishes: the port says so; up (an upgrade) goes
+    // on without it and drops its defunct attachment; the port goes cleanly.
+    const wl0 = await ifindexOf(a, "wl0");
     await a.ns.run(["ip", "link", "del", "wl0"]);
     const ports = await warrenJson<{ name: string; present: boolean }[]>(a, ["port", "list"]);
     assertEquals(ports.map((p) => [p.name, p.present]), [["web", false]]);
     assert.match(await warrenOk(a, ["port", "list"]), /web\s+1\s+wl0 \(gone\)/);
+    await warrenOk(a, ["up", "--underlay", "u0"]);
+    assertEquals(await hooksOn(a, wl0), []);
+    assertEquals((await warrenJson<{ name: string }[]>(a, ["port", "list"])).length, 1);
     await warrenOk(a, ["flow", "del"]);
     await warrenOk(a, ["port", "del", "web"]);
     assertEquals(await warrenJson(a, ["port", "list"]), []);
 
     // The underlay vanishes: status says so; up names the device; down
     // still removes everything.
+    const u0 = await ifindexOf(a, "u0");
     await a.ns.run(["ip", "link", "del", "u0"]);
     assert.match(await warrenOk(a, ["status"]), /underlay:\s+\(gone\)/);
     await warrenFails(a, ["up", "--underlay", "u0"], 1, "u0");
+    // A new u0 that happens to get the same ifindex (a namespace rebuilt,
+    // say): the old links are defunct for good, and up attaches afresh.
+    await a.ns.run(["ip", "link", "add", "u0", "index", String(u0), "type", "veth"]);
+    await a.ns.run(["ip", "addr", "add", `${a.ip}/24`, "dev", "u0"]);
+    await a.ns.run(["ip", "link", "set", "u0", "up"]);
+    await warrenOk(a, ["up", "--underlay", "u0"]);
+    const live = await programIds(a);
+    assertEquals((await hooksOn(a, u0)).sort(), ["tcx-ingress", "xdp-native"]);
+    for (
+      const h of await warrenJson<{ attachments: { programId: number }[] }>(a, ["status"]).then(
+        (st) => st.attachments,
+      )
+    ) {
+      assert.ok(live.includes(h.programId), "every attachment runs a program of this up");
+    }
     await warrenOk(a, ["down"]);
-    await assertNothingLeft(a, ids);
+    await assertNothingLeft(a, [...ids, ...live]);
   },
 );

@@ -71,7 +71,8 @@ export function attachXdpRecorded(
       detachPin(pin);
       continue;
     }
-    using link = Link.fromPin(pin);
+    using link = liveLink(pin);
+    if (!link) break;
     link.update(program);
     return mode;
   }
@@ -106,15 +107,26 @@ export function attachTcRecorded(
   const tcxPin = pinOf(dir, "tcx-ingress", ifindex);
   const clsactPin = pinOf(dir, "clsact-ingress", ifindex);
   if (isPinned(tcxPin)) {
-    using link = Link.fromPin(tcxPin);
-    link.update(program);
-    return "tcx";
+    using link = liveLink(tcxPin);
+    if (link) {
+      link.update(program);
+      return "tcx";
+    }
   }
   if (isPinned(clsactPin)) {
-    new ClsactFilter(ifindex, "ingress", DEFAULT_HANDLE, DEFAULT_PRIORITY).update(program);
-    unpin(clsactPin);
-    program.pin(clsactPin);
-    return "clsact";
+    try {
+      new ClsactFilter(ifindex, "ingress", DEFAULT_HANDLE, DEFAULT_PRIORITY).update(program);
+      unpin(clsactPin);
+      program.pin(clsactPin);
+      return "clsact";
+    } catch (err) {
+      // The filter went with its device (this ifindex may be a new one's):
+      // attach afresh below.
+      if (!(err instanceof BpfError)) throw err;
+      unpin(clsactPin);
+      const qdisc = pinOf(dir, "clsact-qdisc", ifindex);
+      if (isPinned(qdisc)) unpin(qdisc);
+    }
   }
   if (choice !== "clsact") {
     try {
@@ -136,6 +148,20 @@ export function attachTcRecorded(
 
 const DEFAULT_HANDLE = 0x57;
 const DEFAULT_PRIORITY = 1;
+
+/**
+ * Opens the link pinned at `pin`; or, when its device is gone, unpins it
+ * and returns undefined. Such a link is defunct for good: the kernel
+ * refuses to update it (ENOLINK), even once a new device has the same
+ * ifindex.
+ */
+function liveLink(pin: string): Link | undefined {
+  const link = Link.fromPin(pin);
+  if (link.info().ifindex !== 0) return link;
+  link.close();
+  unpin(pin);
+  return undefined;
+}
 
 function detachPin(pin: string): void {
   try {

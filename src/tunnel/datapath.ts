@@ -281,6 +281,12 @@ export class Datapath implements Disposable {
           for (const p of dp.#ports) {
             if (p.kind !== "local") continue;
             const ifindex = dp.maps.ports.get(p.number)!.ifindex;
+            if (!dp.devicePresent(p)) {
+              // Its attachment went with the device; the port stays, shown
+              // as gone, until deleted.
+              detachDevice(pinDir, ifindex);
+              continue;
+            }
             attachTcRecorded(pinDir, ifindex, programs.wr_tc_local, tc);
           }
           const cfg = dp.maps.readConfig();
