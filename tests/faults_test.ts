@@ -350,6 +350,10 @@ privilegedTest(
 
     // The underlay vanishes: status says so; up names the device; down
     // still removes everything.
+    // Another device cannot take the place of an underlay still there.
+    await a.ns.run(["ip", "link", "add", "d0", "type", "veth"]);
+    await a.ns.run(["ip", "addr", "add", "198.51.100.1/24", "dev", "d0"]);
+    await warrenFails(a, ["up", "--underlay", "d0"], 1, "run warren down first");
     const u0 = await ifindexOf(a, "u0");
     await a.ns.run(["ip", "link", "del", "u0"]);
     assert.match(await warrenOk(a, ["status"]), /underlay:\s+\(gone\)/);
@@ -369,6 +373,21 @@ privilegedTest(
     ) {
       assert.ok(live.includes(h.programId), "every attachment runs a program of this up");
     }
+    // Gone again, and this time the new u0 has another ifindex: it takes
+    // the old one's place.
+    await a.ns.run(["ip", "link", "del", "u0"]);
+    await a.ns.run(["ip", "link", "add", "u0", "type", "veth"]);
+    await a.ns.run(["ip", "addr", "add", `${a.ip}/24`, "dev", "u0"]);
+    await a.ns.run(["ip", "link", "set", "u0", "up"]);
+    const moved = await ifindexOf(a, "u0");
+    assert.notEqual(moved, u0);
+    await warrenOk(a, ["up", "--underlay", "u0"]);
+    assertEquals(await hooksOn(a, u0), []);
+    assertEquals((await hooksOn(a, moved)).sort(), ["tcx-ingress", "xdp-native"]);
+    assert.match(
+      await warrenOk(a, ["status"]),
+      new RegExp(`underlay:\\s+u0 \\(ifindex ${moved}\\)`),
+    );
     await warrenOk(a, ["down"]);
     await assertNothingLeft(a, [...ids, ...live]);
   },

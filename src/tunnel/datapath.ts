@@ -228,7 +228,9 @@ export class Datapath implements Disposable {
     try {
       if (old) {
         const cfg = old.readConfig();
-        if (cfg.underlay_ifindex !== underlay.ifindex) {
+        // An underlay that is gone may be replaced by a new device; one
+        // still there may not.
+        if (cfg.underlay_ifindex !== underlay.ifindex && ifname(cfg.underlay_ifindex)) {
           throw new PortError(
             `the datapath under ${pinDir} runs on ifindex ${cfg.underlay_ifindex}, not ${underlay.name}: run warren down first`,
           );
@@ -290,10 +292,13 @@ export class Datapath implements Disposable {
             attachTcRecorded(pinDir, ifindex, programs.wr_tc_local, tc);
           }
           const cfg = dp.maps.readConfig();
+          if (cfg.underlay_ifindex !== underlay.ifindex) {
+            detachDevice(pinDir, cfg.underlay_ifindex);
+          }
           const flags = (cfg.flags & ~(ConfigFlag.XDP_UNDERLAY | ConfigFlag.CLSACT)) |
             (xdp !== "off" ? ConfigFlag.XDP_UNDERLAY : 0) |
             (tc === "clsact" ? ConfigFlag.CLSACT : 0);
-          dp.maps.config.set(0, { ...cfg, flags });
+          dp.maps.config.set(0, { ...cfg, flags, underlay_ifindex: underlay.ifindex });
         } finally {
           for (const p of Object.values(programs)) p.close();
         }
