@@ -7,9 +7,10 @@
  * forwarding setting). Reading it needs none on kernels since 6.5, which
  * let anyone use a pinned map its file mode lets them open: the pins'
  * owner-only modes are what keeps others out. Loading programs (`up`, `trace`) needs
- * CAP_PERFMON as well: without it the verifier applies its Spectre
- * mitigations, which refuse packet pointers moved by a variable offset,
- * the way every parser of variable-length headers walks a packet. As the
+ * CAP_PERFMON as well: the TC programs read an skb's checksum state
+ * (ip_summed, csum_start) through BTF, which the verifier allows to
+ * CAP_PERFMON alone and no helper reports; it also spares them the Spectre
+ * mitigations that refuse packet pointers moved by a variable offset. As the
  * kernel does (`bpf_capable`, `perfmon_capable`), CAP_SYS_ADMIN stands in
  * for CAP_BPF and CAP_PERFMON, never for CAP_NET_ADMIN.
  *
