@@ -188,6 +188,15 @@ privilegedTest(
     await warrenFails(a, ["tunnel", "add", "x0", "foo"], 1, "foo");
     await warrenFails(a, ["tunnel", "add", "x0", "vxlan", "junk"], 1, "not an option");
     await warrenFails(a, ["tunnel", "add", "x0", "vxlan", "colour=red"], 1, "not a tunnel option");
+    // The error names the option given: key stands for in_key and out_key.
+    for (const opt of ["key", "in_key"]) {
+      await warrenFails(
+        a,
+        ["tunnel", "add", "x0", "vxlan", "remote_ip=flow", `${opt}=abc`],
+        1,
+        `option ${opt}: "abc" is not a key`,
+      );
+    }
     await warrenFails(a, ["port", "add", "p1", "nosuchdev"], 1, "nosuchdev");
     await warrenFails(a, ["port", "add", "web", "wl0"], 1, "web");
     assertEquals((await warrenJson<unknown[]>(a, ["tunnel", "list"])).length, 2);

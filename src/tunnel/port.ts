@@ -177,9 +177,12 @@ export function tunnelPort(
   if (local && remote !== "flow" && local.v6 !== remote.v6) {
     throw new PortError(`tunnel ${name}: local_ip and remote_ip are of different families`);
   }
+  // Each error names the option the user gave: key stands for both.
+  const keyOption = (o: string) =>
+    options[o] === undefined && options.key !== undefined ? "key" : o;
   const both = options.key ?? "0";
-  const keyIn = key("in_key", options.in_key ?? both, false) as bigint | "flow";
-  const keyOut = key("out_key", options.out_key ?? both, p === "gre");
+  const keyIn = key(keyOption("in_key"), options.in_key ?? both, false) as bigint | "flow";
+  const keyOut = key(keyOption("out_key"), options.out_key ?? both, p === "gre");
   const limit = p === "gre" ? 2n ** 32n : p === "stt" ? 2n ** 64n : 2n ** 24n;
   for (const k of [keyIn, keyOut]) {
     if (typeof k === "bigint" && k >= limit) {
