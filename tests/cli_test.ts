@@ -317,6 +317,19 @@ privilegedTest(
       await warrenOk(a, ["flow", "add", "--file", "-"], "tun_id=7,in_port=vx0 actions=drop\n"),
       /0 added, 1 replaced/,
     );
+    // A bad flow is pointed at: its file and line, or its place among the
+    // arguments.
+    await Deno.writeTextFile(
+      file,
+      "# flows\nip actions=drop\nip,nw_dst=10.0.0.0/40 actions=drop\n",
+    );
+    await warrenFails(a, ["flow", "add", "--file", file], 1, `${file}:3: at column 4`);
+    await warrenFails(
+      a,
+      ["flow", "add", "ip actions=drop", "ip,nw_dst=10.0.0.0/40 actions=drop"],
+      1,
+      "flow 2 of the command line: at column 4",
+    );
     await Deno.remove(file);
   },
 );
@@ -500,7 +513,22 @@ privilegedTest(
     await Deno.writeTextFile(file, STATE(["in_port=web2 actions=drop"]));
     await warrenFails(a, ["apply", file], 1, "web2");
     await Deno.writeTextFile(file, "ports: []\nfloes: []\n");
-    await warrenFails(a, ["apply", file], 1, '"floes" is not part of a state file');
+    await warrenFails(a, ["apply", file], 1, `${file}: "floes" is not part of a state file`);
+    // Errors point at the flow: its place in the file, or its text.
+    await Deno.writeTextFile(
+      file,
+      STATE(["in_port=web actions=drop", "ip,nw_dst=10.0.0.0/40 actions=drop"]),
+    );
+    await warrenFails(a, ["apply", file], 1, "flows[3]: at column 4");
+    await Deno.writeTextFile(file, STATE(["in_port=web actions=output:vx0"]));
+    await warrenFails(
+      a,
+      ["apply", file],
+      1,
+      "priority=32768,in_port=web actions=output:vx0: output:vx0 has remote_ip=flow",
+    );
+    await Deno.writeTextFile(file, '{"flows": [');
+    await warrenFails(a, ["apply", file], 1, `${file}: not valid JSON`);
     assertEquals(await dump(a), before);
     // JSON is YAML: the same state as JSON, from stdin.
     const json = JSON.stringify({

@@ -29,7 +29,14 @@ export function registerApply(cli: Command): void {
       const text = file === "-"
         ? await new Response(Deno.stdin.readable).text()
         : await Deno.readTextFile(file);
-      const state = parseState(text);
+      let state;
+      try {
+        state = parseState(text);
+      } catch (err) {
+        // Name the file: the error is about its content.
+        if (err instanceof Error) err.message = `${file === "-" ? "stdin" : file}: ${err.message}`;
+        throw err;
+      }
       using dp = openDatapath(cmd);
       const big = (state.flows?.length ?? 0) > 100000;
       const enc = new TextEncoder();

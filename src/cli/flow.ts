@@ -6,24 +6,32 @@
 
 import type { Command } from "commander";
 import type { Datapath } from "../tunnel/datapath.ts";
-import { parseFlow, parseMatch } from "../tunnel/flow_syntax.ts";
+import { parseFlow, parseFlowAt, parseMatch } from "../tunnel/flow_syntax.ts";
 import type { FlowFilter, InstalledFlow } from "../tunnel/flow_table.ts";
 import { tcpFlags } from "../tunnel/packet.ts";
 import { boottimeNs } from "../bpf/clock.ts";
 import { since, toJson } from "./format.ts";
 import { openDatapath, toInt } from "./main.ts";
 
+/** A flow's text and where it came from, for errors. */
+interface FlowText {
+  text: string;
+  where: string;
+}
+
 /** Flows from the command line and/or a file (one per line, # comments). */
-async function flowTexts(args: string[], file?: string): Promise<string[]> {
-  const out = [...args];
+async function flowTexts(args: string[], file?: string): Promise<FlowText[]> {
+  const out = args.map((text, i) => ({ text, where: `flow ${i + 1} of the command line` }));
   if (file) {
     const text = file === "-"
       ? await new Response(Deno.stdin.readable).text()
       : await Deno.readTextFile(file);
-    for (const line of text.split("\n")) {
+    text.split("\n").forEach((line, i) => {
       const t = line.trim();
-      if (t && !t.startsWith("#")) out.push(t);
-    }
+      if (t && !t.startsWith("#")) {
+        out.push({ text: t, where: `${file === "-" ? "stdin" : file}:${i + 1}` });
+      }
+    });
   }
   return out;
 }
@@ -80,7 +88,12 @@ export function registerFlow(cli: Command): void {
       const texts = await flowTexts(args, opts.file);
       if (texts.length === 0) throw new RangeError("no flows given");
       using dp = openDatapath(cmd);
-      const specs = texts.map((t) => parseFlow(t, dp.portNames()));
+      const names = dp.portNames();
+      const specs = texts.map((t) =>
+        texts.length === 1 && !opts.file
+          ? parseFlow(t.text, names)
+          : parseFlowAt(t.text, names, t.where)
+      );
       const r = await dp.addFlows(specs);
       console.log(`${r.added} added, ${r.replaced} replaced`);
     });

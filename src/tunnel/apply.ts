@@ -21,7 +21,7 @@
 import { parse as parseYaml } from "yaml";
 import type { Datapath } from "./datapath.ts";
 import { formatMatch, type Match, type PortNames } from "./fields.ts";
-import { type ActionSpec, formatAction, parseFlow } from "./flow_syntax.ts";
+import { type ActionSpec, formatAction, parseFlowAt } from "./flow_syntax.ts";
 import type { ApplyOptions, FlowDiff } from "./flow_table.ts";
 import { type Port, PortError, tunnelOptions } from "./port.ts";
 
@@ -88,7 +88,13 @@ export interface ApplyStateOptions {
 export function parseState(text: string): DesiredState {
   // JSON is YAML, but JSON.parse reads a table of a million flows in a
   // fraction of the time and memory a YAML parser needs.
-  const doc = (/^\s*\{/.test(text) ? JSON.parse(text) : parseYaml(text)) ?? {};
+  const json = /^\s*\{/.test(text);
+  let doc;
+  try {
+    doc = (json ? JSON.parse(text) : parseYaml(text)) ?? {};
+  } catch (err) {
+    throw new PortError(`not valid ${json ? "JSON" : "YAML"}: ${(err as Error).message}`);
+  }
   if (typeof doc !== "object" || Array.isArray(doc)) {
     throw new PortError("a state file holds ports, tunnels and flows");
   }
@@ -155,7 +161,9 @@ export async function applyState(
   // Parsed as they are read: a million flows are never all held as objects.
   const parsed = (names: PortNames) =>
     (function* () {
-      for (const t of flowTexts) yield parseFlow(t, names);
+      for (let i = 0; i < flowTexts.length; i++) {
+        yield parseFlowAt(flowTexts[i], names, `flows[${i}]`);
+      }
     })();
 
   if (plan.ports.add.length === 0 && plan.ports.change.length === 0) {

@@ -27,7 +27,13 @@ import {
   TunKeySet,
 } from "../maps/layouts.ts";
 import type { Addr } from "./addr.ts";
-import type { ActionSpec, FlowSpec, GeneveOption, SetTunnel } from "./flow_syntax.ts";
+import {
+  type ActionSpec,
+  type FlowSpec,
+  formatFlow,
+  type GeneveOption,
+  type SetTunnel,
+} from "./flow_syntax.ts";
 import type { Match } from "./fields.ts";
 import type { Port } from "./port.ts";
 
@@ -195,19 +201,33 @@ export interface CompiledActions {
  */
 export type ActionMemo = Map<readonly ActionSpec[], CompiledActions>;
 
-/** Compiles one flow against the ports that exist. */
+/**
+ * Compiles one flow against the ports that exist. An error starts with the
+ * flow as text: among a million, the user must learn which one.
+ */
 export function compileFlow(spec: FlowSpec, ports: PortLookup, memo?: ActionMemo): CompiledFlow {
-  if (spec.match.mask.in_port && !ports.byNumber(spec.match.key.in_port)) {
-    throw new CompileError(`in_port ${spec.match.key.in_port} does not exist`);
+  try {
+    if (spec.match.mask.in_port && !ports.byNumber(spec.match.key.in_port)) {
+      throw new CompileError(`in_port ${spec.match.key.in_port} does not exist`);
+    }
+    let compiled = memo?.get(spec.actions);
+    if (!compiled) {
+      compiled = compileActions(spec.actions, ports);
+      // Only lists nobody can change afterwards are shared.
+      if (memo && Object.isFrozen(spec.actions)) memo.set(spec.actions, compiled);
+    }
+    const { keyBytes, maskBytes } = encodeMatch(spec.match);
+    return { spec, keyBytes, maskBytes, ...compiled };
+  } catch (err) {
+    if (err instanceof CompileError) {
+      const names = {
+        number: (name: string) => ports.byName(name)?.number,
+        name: (n: number) => ports.byNumber(n)?.name,
+      };
+      err.message = `${formatFlow(spec, names)}: ${err.message}`;
+    }
+    throw err;
   }
-  let compiled = memo?.get(spec.actions);
-  if (!compiled) {
-    compiled = compileActions(spec.actions, ports);
-    // Only lists nobody can change afterwards are shared.
-    if (memo && Object.isFrozen(spec.actions)) memo.set(spec.actions, compiled);
-  }
-  const { keyBytes, maskBytes } = encodeMatch(spec.match);
-  return { spec, keyBytes, maskBytes, ...compiled };
 }
 
 /** Compiles an action list against the ports that exist. */

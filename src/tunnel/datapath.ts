@@ -57,7 +57,7 @@ import {
   FlowTable,
   type InstalledFlow,
 } from "./flow_table.ts";
-import { type ActionSpec, type FlowSpec, formatAction } from "./flow_syntax.ts";
+import { type ActionSpec, type FlowSpec, formatAction, formatFlow } from "./flow_syntax.ts";
 import { formatMatch, type Match, type PortNames } from "./fields.ts";
 import { device, deviceAddrs, dropManagedNeighbors, keepNeighbors, setForwarding } from "./host.ts";
 import { failpoint } from "./failpoint.ts";
@@ -398,11 +398,7 @@ export class Datapath implements Disposable {
 
   /** A flow as `flow add` would take it: priority, match and actions. */
   describeFlow(f: InstalledFlow): string {
-    const match = this.describeMatch(f.match);
-    const cookie = f.cookie ? `cookie=0x${f.cookie.toString(16)},` : "";
-    return `${cookie}priority=${f.priority}${match ? `,${match}` : ""} actions=${
-      this.#describeActions(f.actions)
-    }`;
+    return formatFlow(f, this.portNames(), this.#describeActions(f.actions));
   }
 
   // Dumps share one frozen action list among every flow that has it.

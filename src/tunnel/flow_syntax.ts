@@ -19,6 +19,7 @@ import {
   emptyMatch,
   field,
   type FieldDef,
+  formatMatch,
   type Match,
   MatchError,
   parseInt,
@@ -213,6 +214,19 @@ export function parseMatch(
   return checkedMatch(h.match, text, ports);
 }
 
+/**
+ * parseFlow, for a flow read from somewhere the user must be pointed to:
+ * an error starts with `where` (a file's line, an argument's number).
+ */
+export function parseFlowAt(text: string, ports: PortNames, where: string): FlowSpec {
+  try {
+    return parseFlow(text, ports);
+  } catch (err) {
+    if (err instanceof Error) err.message = `${where}: ${err.message}`;
+    throw err;
+  }
+}
+
 /** Reads a whole flow: `[priority=N,][cookie=N,]match actions=…`. */
 export function parseFlow(text: string, ports: PortNames): FlowSpec {
   const h = halves(text.trim());
@@ -347,6 +361,21 @@ function setTunnelFields(args: [string, string, number][], token: string, at: nu
     throw new FlowSyntaxError(token, at, "set_tunnel needs at least one field");
   }
   return st;
+}
+
+/**
+ * A flow as text, the inverse of parseFlow: cookie (when not 0), priority,
+ * match with ports by name, and `actions` (its action list's text unless
+ * given).
+ */
+export function formatFlow(
+  f: FlowSpec,
+  ports: PortNames,
+  actions = f.actions.map(formatAction).join(",") || "drop",
+): string {
+  const match = formatMatch(f.match, ports);
+  const cookie = f.cookie ? `cookie=0x${f.cookie.toString(16)},` : "";
+  return `${cookie}priority=${f.priority}${match ? `,${match}` : ""} actions=${actions}`;
 }
 
 /** An action as text, the inverse of parsing. */
