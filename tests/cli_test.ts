@@ -409,6 +409,19 @@ privilegedTest(
       '"ten" is not a whole number',
     );
     await warrenFails(a, ["up", "--underlay", "u0", "--xdp", "sideways"], 2, "sideways");
+    // A capacity other than the one the maps were made with is refused,
+    // not ignored; the same one is fine.
+    const capacity = (await warrenJson<{ tables: { name: string; capacity: number }[] }>(a, [
+      "status",
+    ])).tables.find((t) => t.name === "flows")!.capacity;
+    await warrenFails(
+      a,
+      ["up", "--underlay", "u0", "--max-flows", String(capacity * 2)],
+      1,
+      `was made with --max-flows ${capacity}`,
+    );
+    await warrenOk(a, ["up", "--underlay", "u0", "--max-flows", String(capacity)]);
+    await warrenFails(a, ["watch", "--interval", "0"], 2, '"0" is less than 1');
     const bad = await warrenFails(
       a,
       ["flow", "add", "in_port=web,ip,nw_dst=10.1.0.0/33 actions=drop"],

@@ -140,8 +140,8 @@ export function program(): Command {
         "auto",
       ),
     )
-    .option("--max-flows <n>", "flow table capacity, a multiple of 64 (first up only)", toInt)
-    .option("--max-tun-keys <n>", "capacity for distinct tunnel keys (first up only)", toInt)
+    .option("--max-flows <n>", "flow table capacity, a multiple of 64 (set by the first up)", toInt)
+    .option("--max-tun-keys <n>", "capacity for distinct tunnel keys (set by the first up)", toInt)
     .addOption(
       new Option("--miss-local <action>", "on a flow miss from a local port").choices([
         "drop",

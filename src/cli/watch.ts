@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { Command } from "commander";
+import { type Command, CommanderError } from "commander";
 import type { Datapath } from "../tunnel/datapath.ts";
 import { readStats } from "./stats.ts";
 import { openDatapath, toInt } from "./main.ts";
@@ -75,11 +75,18 @@ function human(bps: number): string {
   return `${bps.toFixed(1)}${units[i]}`;
 }
 
+/** A whole number of seconds, at least 1 (0 would spin on the maps). */
+function atLeastOne(text: string): number {
+  const n = toInt(text);
+  if (n < 1) throw new CommanderError(2, "warren.badNumber", `"${text}" is less than 1`);
+  return n;
+}
+
 /** Registers `watch`. */
 export function registerWatch(cli: Command): void {
   cli.command("watch")
     .description("a live view of the busiest flows and ports, with rates")
-    .option("--interval <seconds>", "refresh every this many seconds", toInt, 1)
+    .option("--interval <seconds>", "refresh every this many seconds (at least 1)", atLeastOne, 1)
     .option("--top <n>", "flows to show", toInt, 15)
     .option("--count <n>", "stop after this many refreshes", toInt)
     .action(async (opts, cmd) => {

@@ -121,10 +121,10 @@ export interface UpOptions {
   xdp?: XdpChoice;
   /** TC attachment method; default auto (TCX where the kernel has it). */
   tc?: TcChoice;
-  /** Flow table capacity (first `up` only). */
+  /** Flow table capacity, set by the first `up`; a later one asking for another is refused. */
   maxFlows?: number;
   /**
-   * Capacity for distinct tunnel keys (first `up` only): flows that set the
+   * Capacity for distinct tunnel keys (set like maxFlows): flows that set the
    * same tunnel key share one entry.
    */
   maxTunKeys?: number;
@@ -230,6 +230,19 @@ export class Datapath implements Disposable {
         const cfg = old.readConfig();
         // An underlay that is gone may be replaced by a new device; one
         // still there may not.
+        // Capacities are the maps' sizes, fixed when they were made.
+        for (
+          const [option, asked, has] of [
+            ["--max-flows", options.maxFlows, cfg.max_flows],
+            ["--max-tun-keys", options.maxTunKeys, cfg.max_tun_keys],
+          ] as const
+        ) {
+          if (asked !== undefined && asked !== has) {
+            throw new RangeError(
+              `the datapath under ${pinDir} was made with ${option} ${has}; capacities are set by the first up (warren down, then up ${option} ${asked})`,
+            );
+          }
+        }
         if (cfg.underlay_ifindex !== underlay.ifindex && ifname(cfg.underlay_ifindex)) {
           throw new PortError(
             `the datapath under ${pinDir} runs on ifindex ${cfg.underlay_ifindex}, not ${underlay.name}: run warren down first`,
