@@ -1,7 +1,8 @@
 /**
  * Privileges: pins only their owner may open, warren with no more than
- * CAP_BPF and CAP_NET_ADMIN (CAP_PERFMON as well to load programs), and a
- * missing capability named instead of a bare EPERM.
+ * CAP_BPF and CAP_NET_ADMIN (CAP_PERFMON as well to load programs, and the
+ * kernel rule that makes it so), and a missing capability named instead of
+ * a bare EPERM.
  */
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { Lab, type LabHost } from "../src/lab/topology.ts";
@@ -17,8 +18,10 @@ import {
 import { lockPath } from "../src/tunnel/lock.ts";
 import { ping } from "./helpers/traffic.ts";
 import { runRaw } from "../src/lab/run.ts";
+import { BUILD_DIR } from "./helpers/objects.ts";
 
 const CLI = new URL("../src/cli/main.ts", import.meta.url).pathname;
+const LOAD_OBJECT = new URL("./helpers/load_object.ts", import.meta.url).pathname;
 
 /** Every path under `dir`, itself included. */
 function walk(dir: string): string[] {
@@ -183,6 +186,21 @@ privilegedTest(
 
     await ok(["down"]);
     assertEquals((await runRaw(["test", "-e", a.pinDir])).code, 1);
+  },
+);
+
+privilegedTest(
+  "why loading needs CAP_PERFMON: the kernel keeps an skb's checksum state from loaders without it",
+  async () => {
+    // The datapath's own reader of ip_summed (csum.h), in a program alone.
+    const object = `${BUILD_DIR}checksum_state.bpf.o`;
+    const load = (caps: string[]) =>
+      runRaw(withOnly(caps, [Deno.execPath(), "run", "-A", LOAD_OBJECT, object]));
+    const refused = await load(["bpf", "net_admin"]);
+    assertEquals(refused.code, 1, refused.stderr);
+    assert.match(refused.stderr, /prohibited for !root|allowed only to CAP_PERFMON/);
+    const loaded = await load(["bpf", "net_admin", "perfmon"]);
+    assertEquals(loaded.code, 0, loaded.stderr);
   },
 );
 
