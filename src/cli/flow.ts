@@ -13,15 +13,19 @@ import { boottimeNs } from "../bpf/clock.ts";
 import { since, toJson } from "./format.ts";
 import { openDatapath, toInt } from "./main.ts";
 
-/** A flow's text and where it came from, for errors. */
+/** A flow's text and, when there are several, where it came from. */
 interface FlowText {
   text: string;
-  where: string;
+  where?: string;
 }
 
 /** Flows from the command line and/or a file (one per line, # comments). */
 async function flowTexts(args: string[], file?: string): Promise<FlowText[]> {
-  const out = args.map((text, i) => ({ text, where: `flow ${i + 1} of the command line` }));
+  const several = args.length > 1 || file !== undefined;
+  const out: FlowText[] = args.map((text, i) => ({
+    text,
+    where: several ? `flow ${i + 1} of the command line` : undefined,
+  }));
   if (file) {
     const text = file === "-"
       ? await new Response(Deno.stdin.readable).text()
@@ -89,11 +93,7 @@ export function registerFlow(cli: Command): void {
       if (texts.length === 0) throw new RangeError("no flows given");
       using dp = openDatapath(cmd);
       const names = dp.portNames();
-      const specs = texts.map((t) =>
-        texts.length === 1 && !opts.file
-          ? parseFlow(t.text, names)
-          : parseFlowAt(t.text, names, t.where)
-      );
+      const specs = texts.map((t) => parseFlowAt(t.text, names, t.where));
       const r = await dp.addFlows(specs);
       console.log(`${r.added} added, ${r.replaced} replaced`);
     });

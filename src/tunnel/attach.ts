@@ -72,7 +72,7 @@ export function attachXdpRecorded(
       continue;
     }
     using link = liveLink(pin);
-    if (!link) break;
+    if (!link) continue;
     link.update(program);
     return mode;
   }

@@ -228,8 +228,6 @@ export class Datapath implements Disposable {
     try {
       if (old) {
         const cfg = old.readConfig();
-        // An underlay that is gone may be replaced by a new device; one
-        // still there may not.
         // Capacities are the maps' sizes, fixed when they were made.
         for (
           const [option, asked, has] of [
@@ -243,6 +241,8 @@ export class Datapath implements Disposable {
             );
           }
         }
+        // An underlay that is gone may be replaced by a new device; one
+        // still there may not.
         if (cfg.underlay_ifindex !== underlay.ifindex && ifname(cfg.underlay_ifindex)) {
           throw new PortError(
             `the datapath under ${pinDir} runs on ifindex ${cfg.underlay_ifindex}, not ${underlay.name}: run warren down first`,

@@ -216,9 +216,11 @@ export function parseMatch(
 
 /**
  * parseFlow, for a flow read from somewhere the user must be pointed to:
- * an error starts with `where` (a file's line, an argument's number).
+ * an error starts with `where` (a file's line, an argument's number), if
+ * given.
  */
-export function parseFlowAt(text: string, ports: PortNames, where: string): FlowSpec {
+export function parseFlowAt(text: string, ports: PortNames, where?: string): FlowSpec {
+  if (where === undefined) return parseFlow(text, ports);
   try {
     return parseFlow(text, ports);
   } catch (err) {
