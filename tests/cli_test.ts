@@ -494,6 +494,20 @@ privilegedTest(
       await warrenOk(a, ["apply", file]),
       /flows: 0 added, 0 modified, 0 removed, 3 unchanged/,
     );
+    // With a port to add, the dry run compares flows as text, by priority
+    // and match: one flow moved to the new port is a change, not an add.
+    await a.ns.run(["ip", "link", "add", "wl9", "type", "veth"]);
+    await Deno.writeTextFile(
+      file,
+      STATE(["priority=5,in_port=web actions=output:web9"]).replace(
+        "  - { name: web, device: wl0 }",
+        "  - { name: web, device: wl0 }\n  - { name: web9, device: wl9 }",
+      ),
+    );
+    const moved = await warrenOk(a, ["apply", "--dry-run", file]);
+    assert.match(moved, /would add port web9\n~ priority=5,in_port=web actions=output:web9/);
+    assert.match(moved, /flows: 0 to add, 1 to modify, 0 to remove, 2 unchanged/);
+    await Deno.writeTextFile(file, STATE(["priority=5,in_port=web actions=drop"]));
 
     // Change one flow, drop one, add one: the diff in JSON, then for real.
     await Deno.writeTextFile(

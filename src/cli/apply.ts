@@ -6,9 +6,23 @@
  */
 
 import type { Command } from "commander";
-import { applyState, parseState } from "../tunnel/apply.ts";
+import { applyState, type DesiredState, parseState } from "../tunnel/apply.ts";
 import { printJson } from "./format.ts";
 import { openDatapath } from "./main.ts";
+
+/** The state file `file` (- for stdin), parsed; an error names the file. */
+async function readState(file: string): Promise<DesiredState> {
+  const text = file === "-"
+    ? await new Response(Deno.stdin.readable).text()
+    : await Deno.readTextFile(file);
+  try {
+    return parseState(text);
+  } catch (err) {
+    // Name the file: the error is about its content.
+    if (err instanceof Error) err.message = `${file === "-" ? "stdin" : file}: ${err.message}`;
+    throw err;
+  }
+}
 
 /** Registers `apply`. */
 export function registerApply(cli: Command): void {
@@ -26,17 +40,7 @@ export function registerApply(cli: Command): void {
         '  flows:   ["in_port=web1 actions=set_tunnel(id=42,dst=192.0.2.2),output:vx0"]',
     )
     .action(async (file: string, opts, cmd) => {
-      const text = file === "-"
-        ? await new Response(Deno.stdin.readable).text()
-        : await Deno.readTextFile(file);
-      let state;
-      try {
-        state = parseState(text);
-      } catch (err) {
-        // Name the file: the error is about its content.
-        if (err instanceof Error) err.message = `${file === "-" ? "stdin" : file}: ${err.message}`;
-        throw err;
-      }
+      const state = await readState(file);
       using dp = openDatapath(cmd);
       const big = (state.flows?.length ?? 0) > 100000;
       const enc = new TextEncoder();

@@ -20,8 +20,8 @@
 
 import { parse as parseYaml } from "yaml";
 import type { Datapath } from "./datapath.ts";
-import { formatMatch, type Match, type PortNames } from "./fields.ts";
-import { type ActionSpec, formatAction, parseFlowAt } from "./flow_syntax.ts";
+import type { Match, PortNames } from "./fields.ts";
+import { type ActionSpec, type FlowSpec, formatFlow, parseFlowAt } from "./flow_syntax.ts";
 import type { ApplyOptions, FlowDiff } from "./flow_table.ts";
 import { type Port, PortError, tunnelOptions } from "./port.ts";
 
@@ -195,15 +195,14 @@ export async function applyState(
     name: (n: number) => [...numbers].find(([, v]) => v === n)?.[0],
   };
   if (opts.dryRun) {
-    // New ports have no kernel numbers yet: compare canonical text.
-    const canon = (f: { priority: number; match: Match; actions: ActionSpec[] }) =>
-      `priority=${f.priority},${formatMatch(f.match, names)} actions=${
-        f.actions.map(formatAction).join(",")
-      }`;
+    // New ports have no kernel numbers yet: compare canonical text, keyed
+    // by priority and match (cookies are not part of a flow's identity).
+    const canon = (f: FlowSpec, actions?: string) =>
+      formatFlow({ ...f, cookie: 0n }, names, actions);
     const want = new Map<string, string>();
-    for (const f of parsed(names)) want.set(canon({ ...f, actions: [] }), canon(f));
+    for (const f of parsed(names)) want.set(canon(f, ""), canon(f));
     const installed = new Map<string, string>();
-    for (const f of dp.flows.installed()) installed.set(canon({ ...f, actions: [] }), canon(f));
+    for (const f of dp.flows.installed()) installed.set(canon(f, ""), canon(f));
     const list = (l: string[], t: string) => l.length < limit && l.push(t);
     for (const [id, text] of want) {
       const old = installed.get(id);
