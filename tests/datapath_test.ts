@@ -17,6 +17,7 @@ import {
   runPinned,
   TC_ACT_REDIRECT,
   TC_ACT_SHOT,
+  upWithPorts,
   XDP_DROP,
   XDP_PASS,
   XDP_REDIRECT,
@@ -51,12 +52,7 @@ function outerIp(v6: boolean, src: string, dst: string, extra = ""): string {
 
 async function labWithTunnel(proto: Proto, options: Record<string, string> = {}, ipv6 = true) {
   const lab = await Lab.create({ ipv6 });
-  const [a] = lab.hosts;
-  await lab.up(a, { xdp: "native" });
-  await lab.datapath(a, async (dp) => {
-    await dp.addLocalPort("web", a.workload.port);
-    await dp.addTunnelPort("t0", proto, { remote_ip: "flow", key: "flow", ...options });
-  });
+  await upWithPorts(lab, lab.hosts[0], proto, options, { xdp: "native" });
   return lab;
 }
 

@@ -7,8 +7,8 @@
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { Lab, type LabHost, type LabOptions } from "../src/lab/topology.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
-import { addFlows, nonZeroStats } from "./helpers/lab.ts";
-import { ipv4Fragments, ping, tcpTransfer, udpBurst } from "./helpers/traffic.ts";
+import { addFlows, nonZeroStats, upWithPorts } from "./helpers/lab.ts";
+import { ipv4Fragments, ping, tcpdump, tcpTransfer, udpBurst } from "./helpers/traffic.ts";
 
 type Proto = "vxlan" | "geneve" | "gre";
 
@@ -22,10 +22,8 @@ async function overlay(
     for (const h of lab.hosts) {
       const peer = lab.peer(h);
       const dst = options.v6Underlay ? peer.ip6 : peer.ip;
-      await lab.up(h);
+      await upWithPorts(lab, h, proto, options.tunnel);
       await lab.datapath(h, async (dp) => {
-        await dp.addLocalPort("web", h.workload.port);
-        await dp.addTunnelPort("t0", proto, { remote_ip: "flow", key: "flow", ...options.tunnel });
         const out = `actions=set_tunnel(id=42,dst=${dst}),output:t0`;
         await addFlows(
           dp,
@@ -148,25 +146,11 @@ privilegedTest("MSS clamping: SYNs leave with an MSS that fits the tunnel", asyn
   await using lab = await overlay("vxlan", { ipv6: false, tunnel: { mss_clamp: "true" } });
   const [a, b] = lab.hosts;
   // Capture what B's workload receives and read the SYN's MSS.
-  const cap = new Deno.Command("ip", {
-    args: [
-      "netns",
-      "exec",
-      b.workload.ns.name,
-      "timeout",
-      "10",
-      "tcpdump",
-      "-nn",
-      "-c",
-      "1",
-      "-i",
-      "eth0",
-      "tcp[tcpflags] & tcp-syn != 0 and tcp[tcpflags] & tcp-ack == 0",
-    ],
-    stdout: "piped",
-    stderr: "null",
-  }).spawn();
-  await new Promise((r) => setTimeout(r, 500));
+  const cap = await tcpdump(b.workload.ns.name, {
+    dev: "eth0",
+    filter: "tcp[tcpflags] & tcp-syn != 0 and tcp[tcpflags] & tcp-ack == 0",
+    count: 1,
+  });
   const t = await tcpTransfer(a.workload, b.workload, 1 << 20);
   assertEquals(t.received, t.sent);
   const syn = new TextDecoder().decode((await cap.output()).stdout);

@@ -4,23 +4,11 @@
  * all-or-nothing batches, and healing of what a crashed writer left.
  */
 import { assert, assertEquals, assertRejects } from "./helpers/assert.ts";
-import { Lab } from "../src/lab/topology.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
-import { addFlows } from "./helpers/lab.ts";
+import { addFlows, oneHost } from "./helpers/lab.ts";
 import type { Datapath } from "../src/tunnel/datapath.ts";
 import { parseFlow, parseMatch } from "../src/tunnel/flow_syntax.ts";
 import { FlowTableError } from "../src/tunnel/flow_table.ts";
-
-async function oneHost(up: { maxFlows?: number; maxTunKeys?: number } = {}) {
-  const lab = await Lab.create({ ipv6: false });
-  const [a] = lab.hosts;
-  await lab.up(a, up);
-  await lab.datapath(a, async (dp) => {
-    await dp.addLocalPort("web", a.workload.port);
-    await dp.addTunnelPort("t0", "vxlan", { remote_ip: "flow", key: "flow" });
-  });
-  return lab;
-}
 
 function table(dp: Datapath, name: string) {
   return dp.status().tables.find((t) => t.name === name)!;
@@ -123,7 +111,7 @@ privilegedTest(
 );
 
 privilegedTest("a batch that cannot be installed whole installs nothing", async () => {
-  await using lab = await oneHost({ maxFlows: 64 });
+  await using lab = await oneHost("vxlan", {}, { maxFlows: 64 });
   const [a] = lab.hosts;
   await lab.datapath(a, async (dp) => {
     const flows = Array.from(

@@ -9,10 +9,10 @@ import { attachTc, BpfObject, detachTc, ifindex } from "../src/bpf/mod.ts";
 import { Lab, type LabHost } from "../src/lab/topology.ts";
 import { run } from "../src/lab/run.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
-import { addFlows } from "./helpers/lab.ts";
+import { addFlows, upWithPorts } from "./helpers/lab.ts";
 import { KERNEL_PEER_OBJECT } from "./helpers/objects.ts";
 import { scapyScript } from "./helpers/scapy.ts";
-import { ping, tcpTransfer } from "./helpers/traffic.ts";
+import { ping, tcpdump, tcpTransfer } from "./helpers/traffic.ts";
 
 /** Host A runs warren with a VXLAN tunnel to `dst`; B is left to the kernel. */
 async function warrenOnA(
@@ -23,10 +23,8 @@ async function warrenOnA(
   extra = "",
 ) {
   const [a] = lab.hosts;
-  await lab.up(a);
+  await upWithPorts(lab, a, proto, tunnel);
   await lab.datapath(a, async (dp) => {
-    await dp.addLocalPort("web", a.workload.port);
-    await dp.addTunnelPort("t0", proto, { remote_ip: "flow", key: "flow", ...tunnel });
     await addFlows(
       dp,
       `in_port=web actions=set_tunnel(id=42,dst=${dst}${extra}),output:t0`,
@@ -117,8 +115,17 @@ privilegedTest(
   },
 );
 
-/** Captures `count` frames on B's underlay while A's workload pings B's. */
-async function capture(lab: Lab, filter: string, count: number): Promise<string> {
+/**
+ * Captures `count` frames on B's underlay while A's workload sends to B's:
+ * pings, unless `send` says otherwise. Returns the pcap's path.
+ */
+async function capture(
+  lab: Lab,
+  filter: string,
+  count: number,
+  send: () => Promise<unknown> = () =>
+    ping(lab.hosts[0].workload, lab.hosts[1].workload.ip, { count }),
+): Promise<string> {
   const [a, b] = lab.hosts;
   const pcap = await Deno.makeTempFile({ suffix: ".pcap" });
   // No warren on B answers ARP: tell A's workload B's MAC, so it pings.
@@ -132,29 +139,9 @@ async function capture(lab: Lab, filter: string, count: number): Promise<string>
     "dev",
     a.workload.dev,
   ]);
-  const dump = new Deno.Command("ip", {
-    args: [
-      "netns",
-      "exec",
-      b.ns.name,
-      "timeout",
-      "10",
-      "tcpdump",
-      "-U",
-      "-i",
-      "u0",
-      "-c",
-      String(count),
-      "-w",
-      pcap,
-      filter,
-    ],
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  await new Promise((r) => setTimeout(r, 500));
+  const dump = await tcpdump(b.ns.name, { dev: "u0", filter, count, file: pcap });
   // No warren on B: nobody answers; the requests are all we need.
-  await ping(a.workload, b.workload.ip, { count });
+  await send();
   await dump.status;
   return pcap;
 }
@@ -263,50 +250,18 @@ privilegedTest(
     await using lab = await Lab.create({ ipv6: false });
     const [a, b] = lab.hosts;
     await warrenOnA(lab, "vxlan", b.ip, { csum: "true" });
-    await a.workload.ns.run([
-      "ip",
-      "neigh",
-      "replace",
-      b.workload.ip,
-      "lladdr",
-      b.workload.mac,
-      "dev",
-      a.workload.dev,
-    ]);
-    const pcap = await Deno.makeTempFile({ suffix: ".pcap" });
-    try {
-      const dump = new Deno.Command("ip", {
-        args: [
-          "netns",
-          "exec",
-          b.ns.name,
-          "timeout",
-          "10",
-          "tcpdump",
-          "-U",
-          "-i",
-          "u0",
-          "-c",
-          "2",
-          "-w",
-          pcap,
-          "udp port 4789",
-        ],
-        stdout: "null",
-        stderr: "null",
-      }).spawn();
-      await new Promise((r) => setTimeout(r, 500));
-      // A SYN from a local socket: its TCP checksum is left to the "device"
-      // (CHECKSUM_PARTIAL); nobody answers, and that is fine.
-      await a.workload.ns.runRaw([
+    // A SYN from a local socket: its TCP checksum is left to the "device"
+    // (CHECKSUM_PARTIAL); nobody answers, and that is fine.
+    const pcap = await capture(lab, "udp port 4789", 2, () =>
+      a.workload.ns.runRaw([
         "timeout",
         "3",
         "socat",
         "-u",
         "OPEN:/dev/null",
         `TCP:${b.workload.ip}:5009,connect-timeout=2`,
-      ]);
-      await dump.status;
+      ]));
+    try {
       const verdict = await scapyScript(`
 pkts = rdpcap("${pcap}")
 for p in pkts:

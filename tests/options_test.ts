@@ -12,6 +12,7 @@ import { scapy, toHex } from "./helpers/scapy.ts";
 import {
   addFlows,
   nonZeroStats,
+  oneHost,
   pinNeighbor,
   runPinned,
   TC_ACT_REDIRECT,
@@ -21,21 +22,6 @@ import {
 } from "./helpers/lab.ts";
 import { metaCodec } from "../src/maps/layouts.ts";
 import { parseFlow } from "../src/tunnel/flow_syntax.ts";
-
-async function oneHost(
-  proto: string,
-  tunnel: Record<string, string>,
-  up: Record<string, unknown> = {},
-) {
-  const lab = await Lab.create({ ipv6: false });
-  const [a] = lab.hosts;
-  await lab.up(a, up);
-  await lab.datapath(a, async (dp) => {
-    await dp.addLocalPort("web", a.workload.port);
-    await dp.addTunnelPort("t0", proto, { remote_ip: "flow", key: "flow", ...tunnel });
-  });
-  return lab;
-}
 
 /** The outer IPv4 header's TOS and TTL of an encapsulated frame. */
 function outerTosTtl(frame: Uint8Array): [number, number] {
@@ -74,7 +60,7 @@ privilegedTest("ttl and tos: inherited from the inner packet, or given by the fl
 privilegedTest(
   "RFC 6040 on decapsulation: outer CE marks an ECT inner packet, drops a not-ECT one",
   async () => {
-    await using lab = await oneHost("vxlan", {});
+    await using lab = await oneHost();
     const [a, b] = lab.hosts;
     await lab.datapath(a, (dp) => addFlows(dp, "tun_id=7,in_port=t0 actions=output:web"));
     const mac = await macOf(a.ns, a.underlay);

@@ -20,8 +20,8 @@ import {
   XDP_PASS,
 } from "./helpers/lab.ts";
 import { scapy, scapyMany, scapyScript, toHex } from "./helpers/scapy.ts";
-import { ping, tcpTransfer } from "./helpers/traffic.ts";
-import { cutsOf, sttFrame, sttSegments } from "./helpers/stt.ts";
+import { ping, tcpdump, tcpTransfer } from "./helpers/traffic.ts";
+import { cutsOf, sttFrame, type SttPath, sttSegments } from "./helpers/stt.ts";
 import { onCpu } from "./helpers/cpu.ts";
 import { metaCodec, TRACE_MARK } from "../src/maps/layouts.ts";
 import { Program } from "../src/bpf/program.ts";
@@ -136,28 +136,13 @@ privilegedTest(
     try {
       // On the sending side: the receiver's XDP takes segments before any
       // capture could see them.
-      const dump = new Deno.Command("ip", {
-        args: [
-          "netns",
-          "exec",
-          a.ns.name,
-          "timeout",
-          "20",
-          "tcpdump",
-          "--immediate-mode",
-          "-B",
-          "65536",
-          "-U",
-          "-i",
-          "u0",
-          "-w",
-          pcap,
-          "tcp dst port 7471 and src host " + a.ip,
-        ],
-        stdout: "null",
-        stderr: "null",
-      }).spawn();
-      await new Promise((r) => setTimeout(r, 500));
+      const dump = await tcpdump(a.ns.name, {
+        dev: "u0",
+        filter: "tcp dst port 7471 and src host " + a.ip,
+        file: pcap,
+        timeout: 20,
+        bufferKiB: 65536,
+      });
       const dropsBefore = dropTotal(await lab.datapath(a, nonZeroStats));
       await ping(a.workload, b.workload.ip, { count: 2 });
       await ping(a.workload, b.workload.ip, { count: 2, size: 3000 });
@@ -304,12 +289,11 @@ privilegedTest(
   "decapsulation of whole STT frames at XDP: inner frame back byte for byte, checksum completed, VLAN tag restored",
   async () => {
     await using lab = await sttLab();
-    const [a, b] = lab.hosts;
-    const mac = await macOf(a.ns, a.underlay);
+    const [a] = lab.hosts;
     const inner = await scapy(
       "Ether(dst='02:00:00:00:00:01',src='02:00:00:00:00:02')/IP(src='10.1.0.2',dst='10.1.0.1')/TCP(sport=80,dport=4000,flags='PA')/Raw(b'stt'*100)",
     );
-    const path = { src: b.ip, dst: a.ip, dstMac: mac, id: 1 };
+    const path = { ...await pathToA(lab), id: 1 };
     const xdp = async (frame: Uint8Array) => {
       const [seg] = await sttSegments(frame, [[0, frame.length]], path);
       return await a.ns.within(() => runPinned(a, "wr_xdp_underlay", seg, a.underlay));
@@ -339,6 +323,12 @@ privilegedTest(
   },
 );
 
+/** Where segments from B's underlay to A's go; each frame adds its id. */
+async function pathToA(lab: Lab): Promise<Omit<SttPath, "id">> {
+  const [a, b] = lab.hosts;
+  return { src: b.ip, dst: a.ip, dstMac: await macOf(a.ns, a.underlay) };
+}
+
 /** Runs segments one by one through wr_tc_underlay (marked to decapsulate at TC, as trace does). */
 function tcRunner(h: LabHost) {
   return (seg: Uint8Array) => {
@@ -353,8 +343,8 @@ privilegedTest(
   "reassembly: in order, reversed, shuffled with duplicates; overlaps and lies refused",
   async () => {
     await using lab = await sttLab({ timeoutMs: 60000 });
-    const [a, b] = lab.hosts;
-    const mac = await macOf(a.ns, a.underlay);
+    const [a] = lab.hosts;
+    const toA = await pathToA(lab);
     const inner = await scapy(
       "Ether(dst='02:00:00:00:00:01',src='02:00:00:00:00:02')/IP(src='10.1.0.2',dst='10.1.0.1')/UDP(sport=9,dport=9)/Raw(bytes(range(256))*12)",
     );
@@ -363,7 +353,7 @@ privilegedTest(
     assertEquals(cuts.length, 4);
     let id = 100;
     const segments = (c = cuts, total?: number) =>
-      sttSegments(frame, c, { src: b.ip, dst: a.ip, dstMac: mac, id: id++, total });
+      sttSegments(frame, c, { ...toA, id: id++, total });
     const runTc = tcRunner(a);
     await a.ns.within(() =>
       onCpu(0, async () => {
@@ -401,9 +391,7 @@ privilegedTest(
         // Segments of one frame that disagree on its length.
         const lie = await segments(cuts.slice(0, 2));
         const lie2 = await sttSegments(frame, cuts.slice(2), {
-          src: b.ip,
-          dst: a.ip,
-          dstMac: mac,
+          ...toA,
           id: id - 1,
           total: frame.length + 4,
         });
@@ -420,16 +408,15 @@ privilegedTest(
   "reassembly: frames that never complete expire; memory is bounded by eviction",
   async () => {
     await using lab = await sttLab({ timeoutMs: 100 });
-    const [a, b] = lab.hosts;
-    const mac = await macOf(a.ns, a.underlay);
+    const [a] = lab.hosts;
+    const toA = await pathToA(lab);
     const inner = await scapy(
       "Ether(dst='02:00:00:00:00:01',src='02:00:00:00:00:02')/IP(src='10.1.0.2',dst='10.1.0.1')/UDP(sport=9,dport=9)/Raw(b'x'*2500)",
     );
     const frame = sttFrame(inner, { context: CONTEXT, flags: F_IPV4 });
     const cuts = cutsOf(frame.length, 1000);
     const runTc = tcRunner(a);
-    const segs = (id: number) =>
-      sttSegments(frame, cuts, { src: b.ip, dst: a.ip, dstMac: mac, id });
+    const segs = (id: number) => sttSegments(frame, cuts, { ...toA, id });
     await a.ns.within(() =>
       onCpu(0, async () => {
         // Two segments of three, then silence past the timeout: the next
@@ -472,8 +459,7 @@ privilegedTest(
   "a reassembled TCP frame above its MSS is delivered as MSS-sized TCP segments, as GSO would cut it",
   async () => {
     await using lab = await sttLab({ timeoutMs: 60000 });
-    const [a, b] = lab.hosts;
-    const mac = await macOf(a.ns, a.underlay);
+    const [a] = lab.hosts;
     const payload = 4000, mss = 1000;
     const tcp = (seq: number, len: number, off: number, flags: string, id: number) =>
       `Ether(dst='02:00:00:00:00:01',src='02:00:00:00:00:02')/IP(src='10.1.0.2',dst='10.1.0.1',id=${id},flags='DF')/TCP(sport=80,dport=4000,seq=${seq},ack=7,flags='${flags}',window=500)/Raw((bytes(range(256))*16)[${off}:${
@@ -488,35 +474,18 @@ privilegedTest(
     ]);
     const frame = sttFrame(big, { context: CONTEXT, flags: F_IPV4 | F_TCP, mss });
     const segs = await sttSegments(frame, cutsOf(frame.length, 1400), {
-      src: b.ip,
-      dst: a.ip,
-      dstMac: mac,
+      ...await pathToA(lab),
       id: 9,
     });
     // The clones go out to the workload for real: capture them there.
     const pcap = await Deno.makeTempFile({ suffix: ".pcap" });
     try {
-      const dump = new Deno.Command("ip", {
-        args: [
-          "netns",
-          "exec",
-          a.workload.ns.name,
-          "timeout",
-          "10",
-          "tcpdump",
-          "-U",
-          "-i",
-          "eth0",
-          "-c",
-          "3",
-          "-w",
-          pcap,
-          "tcp port 4000",
-        ],
-        stdout: "null",
-        stderr: "null",
-      }).spawn();
-      await new Promise((r) => setTimeout(r, 500));
+      const dump = await tcpdump(a.workload.ns.name, {
+        dev: "eth0",
+        filter: "tcp port 4000",
+        count: 3,
+        file: pcap,
+      });
       const last = await a.ns.within(() => onCpu(0, () => segs.map(tcRunner(a)).pop()!));
       assertEquals(last.retval, TC_ACT_REDIRECT);
       assertEquals(toHex(last.data), toHex(expected[3]));
@@ -542,31 +511,10 @@ privilegedTest(
     const pcap = await Deno.makeTempFile({ suffix: ".pcap" });
     const seen = await Deno.makeTempFile({ suffix: ".pcap" });
     try {
-      const sniff = (ns: string, dev: string, file: string, filter: string) =>
-        new Deno.Command("ip", {
-          args: [
-            "netns",
-            "exec",
-            ns,
-            "timeout",
-            "10",
-            "tcpdump",
-            "--immediate-mode",
-            "-U",
-            "-i",
-            dev,
-            "-c",
-            "3",
-            "-w",
-            file,
-            filter,
-          ],
-          stdout: "null",
-          stderr: "null",
-        }).spawn();
-      const onWire = sniff(a.ns.name, "u0", pcap, "tcp dst port 7471");
-      const atB = sniff(b.workload.ns.name, "eth0", seen, "vlan 42");
-      await new Promise((r) => setTimeout(r, 500));
+      const [onWire, atB] = await Promise.all([
+        tcpdump(a.ns.name, { dev: "u0", filter: "tcp dst port 7471", count: 3, file: pcap }),
+        tcpdump(b.workload.ns.name, { dev: "eth0", filter: "vlan 42", count: 3, file: seen }),
+      ]);
       await a.workload.ns.run([
         "/usr/bin/python3",
         "-c",

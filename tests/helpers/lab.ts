@@ -8,8 +8,8 @@ import { ifindex } from "../../src/bpf/netif.ts";
 import { Program } from "../../src/bpf/program.ts";
 import { testRun, type TestRunResult } from "../../src/bpf/test_run.ts";
 import { statName } from "../../src/maps/layouts.ts";
-import type { Lab, LabHost } from "../../src/lab/topology.ts";
-import type { Datapath } from "../../src/tunnel/datapath.ts";
+import { Lab, type LabHost } from "../../src/lab/topology.ts";
+import type { Datapath, UpOptions } from "../../src/tunnel/datapath.ts";
 import { parseFlow } from "../../src/tunnel/flow_syntax.ts";
 
 /** TC verdicts and XDP actions by name. */
@@ -89,4 +89,34 @@ export async function pinNeighbor(lab: Lab, host: LabHost, v6 = false): Promise<
     "permanent",
   ]);
   return mac;
+}
+
+/**
+ * Brings `host` up with port web on its workload and tunnel t0 of `proto`,
+ * whose remote and key come from flows (`tunnel` adds or overrides
+ * options).
+ */
+export async function upWithPorts(
+  lab: Lab,
+  host: LabHost,
+  proto: string,
+  tunnel: Record<string, string> = {},
+  up: Partial<UpOptions> = {},
+): Promise<void> {
+  await lab.up(host, up);
+  await lab.datapath(host, async (dp) => {
+    await dp.addLocalPort("web", host.workload.port);
+    await dp.addTunnelPort("t0", proto, { remote_ip: "flow", key: "flow", ...tunnel });
+  });
+}
+
+/** A lab (IPv4 only) with host A brought up by {@link upWithPorts}. */
+export async function oneHost(
+  proto = "vxlan",
+  tunnel: Record<string, string> = {},
+  up: Partial<UpOptions> = {},
+): Promise<Lab> {
+  const lab = await Lab.create({ ipv6: false });
+  await upWithPorts(lab, lab.hosts[0], proto, tunnel, up);
+  return lab;
 }

@@ -206,3 +206,50 @@ export async function pingDuring<T>(
   for (let seq = 1; seq <= judged; seq++) if (!answered.has(seq)) lost.push(seq);
   return { result, sent, lost };
 }
+
+/** Options of {@link tcpdump}. */
+export interface TcpdumpOptions {
+  /** The device to listen on. */
+  dev: string;
+  /** tcpdump's filter expression. */
+  filter: string;
+  /** Stop after this many packets; default: when killed or timed out. */
+  count?: number;
+  /** Write a pcap here; default: print one line per packet on stdout (piped). */
+  file?: string;
+  /** Give up after this many seconds (default 10). */
+  timeout?: number;
+  /** The kernel buffer in KiB, for bursts that must not be lost. */
+  bufferKiB?: number;
+}
+
+/**
+ * Starts tcpdump in namespace `ns` and returns once it listens. `ip netns
+ * exec` execs it, so a signal to the child reaches tcpdump itself.
+ */
+export async function tcpdump(ns: string, o: TcpdumpOptions): Promise<Deno.ChildProcess> {
+  const child = new Deno.Command("ip", {
+    args: [
+      "netns",
+      "exec",
+      ns,
+      "timeout",
+      String(o.timeout ?? 10),
+      "tcpdump",
+      "--immediate-mode",
+      "-U",
+      "-nn",
+      "-i",
+      o.dev,
+      ...(o.bufferKiB ? ["-B", String(o.bufferKiB)] : []),
+      ...(o.count ? ["-c", String(o.count)] : []),
+      ...(o.file ? ["-w", o.file] : []),
+      o.filter,
+    ],
+    stdout: o.file ? "null" : "piped",
+    stderr: "null",
+  }).spawn();
+  // tcpdump says nothing when it starts listening; give it the time.
+  await new Promise((r) => setTimeout(r, 500));
+  return child;
+}
