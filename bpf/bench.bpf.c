@@ -21,24 +21,7 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
-#include "warren.h"
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, WR_SLOT_MAX);
-	__type(key, __u32);
-	__type(value, struct wr_counter);
-} bench_counters SEC(".maps");
-
-static __always_inline void count(__u32 slot, __u64 len)
-{
-	struct wr_counter *c = bpf_map_lookup_elem(&bench_counters, &slot);
-
-	if (c) {
-		c->packets++;
-		c->bytes += len;
-	}
-}
+#include "counter.h"
 
 /* Ethernet, IPv4, UDP, each bounds-checked: 1 when the frame is UDP. */
 static __always_inline int parse_udp(void *data, void *end)

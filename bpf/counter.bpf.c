@@ -11,24 +11,7 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
-#include "warren.h"
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, WR_SLOT_MAX);
-	__type(key, __u32);
-	__type(value, struct wr_counter);
-} counters SEC(".maps");
-
-static __always_inline void count(__u32 slot, __u64 len)
-{
-	struct wr_counter *c = bpf_map_lookup_elem(&counters, &slot);
-
-	if (c) {
-		c->packets++;
-		c->bytes += len;
-	}
-}
+#include "counter.h"
 
 SEC("xdp")
 int xdp_count(struct xdp_md *ctx)

@@ -211,31 +211,45 @@ struct {
 #define FIN_TUNNEL 0x01		/* the frame came out of a tunnel */
 #define FIN_ECN(outer) ((((outer) & ECN_MASK) + 1) << 4)	/* RFC 6040 with this outer ECN */
 
+/*
+ * Parses the frame in skb into key (its tunnel fields already set) and fi;
+ * with ecn = the outer ECN + 1 (0: none), decapsulates ECN into it (RFC
+ * 6040). Returns 0, or the WR_DROP_* reason to drop it for.
+ */
+static __always_inline int parse_inner_skb(struct __sk_buff *skb, struct wr_flow_key *key,
+					   struct frame_info *fi, __u32 ecn)
+{
+	struct packet p;
+
+	/* Headers the parser reads must be in the linear part. */
+	if (skb->data_end - skb->data < 128 && skb->len > skb->data_end - skb->data)
+		bpf_skb_pull_data(skb, skb->len < 128 ? skb->len : 128);
+	p.data = (void *)(long)skb->data;
+	p.end = (void *)(long)skb->data_end;
+	if (parse_frame(&p, key, fi) < 0)
+		return WR_DROP_TRUNCATED;
+	if (ecn && ecn_decap(&p, fi->l3_off, fi->ip_version, ecn - 1, key) < 0)
+		return WR_DROP_ECN;
+	return 0;
+}
+
 /* Classifies and acts on a frame whose tunnel fields l->key already holds.
  * A global function, shared by both TC programs and verified once. */
 __noinline long finish_at_tc(struct __sk_buff *skb, struct lookup *l, __u32 how)
 {
 	int tunnel = how & FIN_TUNNEL;
 	struct wr_flow_key *key;
-	struct packet p;
 	struct frame_info fi = {};
 	struct wr_flow_entry *e;
 	struct wr_config *cfg;
+	int r;
 
 	if (!l)
 		return TC_ACT_SHOT;
 	key = &l->key;
-	/* Headers the parser reads must be in the linear part. */
-	if (skb->data_end - skb->data < 128 && skb->len > skb->data_end - skb->data)
-		bpf_skb_pull_data(skb, skb->len < 128 ? skb->len : 128);
-	p.data = (void *)(long)skb->data;
-	p.end = (void *)(long)skb->data_end;
-	if (parse_frame(&p, key, &fi) < 0) {
-		drop(WR_DROP_TRUNCATED, key->in_port);
-		return TC_ACT_SHOT;
-	}
-	if ((how >> 4) && ecn_decap(&p, fi.l3_off, fi.ip_version, (how >> 4) - 1, key) < 0) {
-		drop(WR_DROP_ECN, key->in_port);
+	r = parse_inner_skb(skb, key, &fi, how >> 4);
+	if (r) {
+		drop(r, key->in_port);
 		return TC_ACT_SHOT;
 	}
 	e = classify(key, l);
@@ -281,22 +295,15 @@ __noinline long finish_clone_at_tc(struct __sk_buff *skb, struct lookup *l, __u3
 	struct frame_info fi = {};
 	struct wr_flow_entry *e;
 	struct wr_config *cfg;
-	struct packet p;
 	__u32 n;
+	int r;
 
 	if (!l)
 		return TC_ACT_SHOT;
 	key = &l->key;
-	if (skb->data_end - skb->data < 128 && skb->len > skb->data_end - skb->data)
-		bpf_skb_pull_data(skb, skb->len < 128 ? skb->len : 128);
-	p.data = (void *)(long)skb->data;
-	p.end = (void *)(long)skb->data_end;
-	if (parse_frame(&p, key, &fi) < 0) {
-		drop(WR_DROP_TRUNCATED, key->in_port);
-		return TC_ACT_SHOT;
-	}
-	if (ecn_decap(&p, fi.l3_off, fi.ip_version, outer_ecn & ECN_MASK, key) < 0) {
-		drop(WR_DROP_ECN, key->in_port);
+	r = parse_inner_skb(skb, key, &fi, (outer_ecn & ECN_MASK) + 1);
+	if (r) {
+		drop(r, key->in_port);
 		return TC_ACT_SHOT;
 	}
 	e = classify(key, l);

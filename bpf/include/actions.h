@@ -206,6 +206,9 @@ __noinline int build_outer(struct __sk_buff *skb, const struct frame_info *fi,
 	s = bpf_map_lookup_elem(&wr_scratch, &zero);
 	if (!port || !s)
 		return WR_DROP_NO_PORT;
+	__builtin_memset(out, 0, sizeof(*out));
+	/* A replica's skb already carries the last remote's outer header. */
+	st->inner_len = skb->len - (st->tk_done ? st->out_hdr_len : 0);
 	if (st->tk_idx != WR_NO_TUN_KEY)
 		tk = bpf_map_lookup_elem(&wr_tun_keys, &st->tk_idx);
 	return encap_build(skb, port, tk, fi, key, s, out, st->inner_len);
@@ -218,8 +221,7 @@ __noinline int build_outer(struct __sk_buff *skb, const struct frame_info *fi,
  * on.
  */
 static __always_inline long output_done(struct __sk_buff *skb, struct exec_state *st,
-					const struct encap_out *out, __u32 hlen, __u32 inner_len,
-					int r)
+					const struct encap_out *out, __u32 hlen, int r)
 {
 	if (r) {
 		drop(r, st->in_port);
@@ -229,7 +231,7 @@ static __always_inline long output_done(struct __sk_buff *skb, struct exec_state
 		stat_inc(WR_STAT_ENCAP);
 	st->tk_done = 1;
 	st->out_hdr_len = hlen;
-	port_tx(st->port_no, inner_len);
+	port_tx(st->port_no, st->inner_len);
 	if (st->last)
 		return encap_redirect(out);
 	if (out->neigh) {
@@ -267,10 +269,8 @@ __noinline long stt_output(struct __sk_buff *skb, const struct frame_info *fi,
 		return last ? TC_ACT_SHOT : -1;
 	}
 	out = &s->out;
-	__builtin_memset(out, 0, sizeof(*out));
-	inner_len = skb->len - (st->tk_done ? st->out_hdr_len : 0);
-	st->inner_len = inner_len;
 	r = build_outer(skb, fi, key, st, out);
+	inner_len = st->inner_len;
 	hlen = out->hdr_len;
 	if (!r && (hlen < sizeof(struct ethhdr) + 20 + 38 || hlen > OUTER_MAX))
 		r = WR_DROP_ENCAP;
@@ -311,7 +311,7 @@ __noinline long stt_output(struct __sk_buff *skb, const struct frame_info *fi,
 			return bpf_redirect(out->ifindex, 0);
 		}
 	}
-	return output_done(skb, st, out, hlen, inner_len, r);
+	return output_done(skb, st, out, hlen, r);
 }
 
 /*
@@ -324,7 +324,7 @@ __noinline long tunnel_output(struct __sk_buff *skb, const struct frame_info *fi
 	struct encap_out *out;
 	struct wr_port *port;
 	struct scratch *s;
-	__u32 zero = 0, port_no, inner_len;
+	__u32 zero = 0, port_no;
 	int last, r;
 
 	if (!fi || !key || !st)
@@ -338,9 +338,6 @@ __noinline long tunnel_output(struct __sk_buff *skb, const struct frame_info *fi
 		return last ? TC_ACT_SHOT : -1;
 	}
 	out = &s->out;
-	__builtin_memset(out, 0, sizeof(*out));
-	inner_len = skb->len - (st->tk_done ? st->out_hdr_len : 0);
-	st->inner_len = inner_len;
 	r = build_outer(skb, fi, key, st, out);
 	if (!r) {
 		__u32 mtu = path_mtu(skb, out);
@@ -384,7 +381,7 @@ __noinline long tunnel_output(struct __sk_buff *skb, const struct frame_info *fi
 	}
 	if (!r && out->csum)
 		outer_csum(skb, fi, out->hdr_len, out->v6, port->proto);
-	return output_done(skb, st, out, out->hdr_len, inner_len, r);
+	return output_done(skb, st, out, out->hdr_len, r);
 }
 
 /* Carries out action st->index of e. Returns a TC verdict when the packet

@@ -156,8 +156,8 @@ struct copy_walk {
 	__u32 failed;
 };
 
-/* Packet to buffer, STT_CHUNK bytes per step. */
-static __always_inline long copy_in(__u32 i, struct copy_walk *w, int is_xdp)
+/* One STT_CHUNK of a copy: packet to buffer, or with `out` buffer to skb. */
+static __always_inline long copy_step(__u32 i, struct copy_walk *w, int is_xdp, int out)
 {
 	__u32 done = i * STT_CHUNK, n, at;
 	long err;
@@ -170,8 +170,11 @@ static __always_inline long copy_in(__u32 i, struct copy_walk *w, int is_xdp)
 	at = (w->at + done) & 0xffff;
 	if (n == 0)
 		return 1;
-	err = is_xdp ? bpf_xdp_load_bytes(w->ctx, w->pkt + done, w->buf + at, n) :
-		       bpf_skb_load_bytes(w->ctx, w->pkt + done, w->buf + at, n);
+	if (out)
+		err = bpf_skb_store_bytes(w->ctx, w->pkt + done, w->buf + at, n, 0);
+	else
+		err = is_xdp ? bpf_xdp_load_bytes(w->ctx, w->pkt + done, w->buf + at, n) :
+			       bpf_skb_load_bytes(w->ctx, w->pkt + done, w->buf + at, n);
 	if (err) {
 		w->failed = 1;
 		return 1;
@@ -181,33 +184,17 @@ static __always_inline long copy_in(__u32 i, struct copy_walk *w, int is_xdp)
 
 static long copy_in_xdp(__u32 i, void *arg)
 {
-	return copy_in(i, arg, 1);
+	return copy_step(i, arg, 1, 0);
 }
 
 static long copy_in_skb(__u32 i, void *arg)
 {
-	return copy_in(i, arg, 0);
+	return copy_step(i, arg, 0, 0);
 }
 
-/* Buffer to skb, STT_CHUNK bytes per step. */
 static long copy_out_skb(__u32 i, void *arg)
 {
-	struct copy_walk *w = arg;
-	__u32 done = i * STT_CHUNK, n, at;
-
-	if (done >= w->len)
-		return 1;
-	n = w->len - done;
-	if (n > STT_CHUNK)
-		n = STT_CHUNK;
-	at = (w->at + done) & 0xffff;
-	if (n == 0)
-		return 1;
-	if (bpf_skb_store_bytes(w->ctx, w->pkt + done, w->buf + at, n, 0)) {
-		w->failed = 1;
-		return 1;
-	}
-	return 0;
+	return copy_step(i, arg, 0, 1);
 }
 
 /* Copies len bytes of the packet at pkt into buf at `at`. Returns 0 or -1. */
@@ -438,6 +425,32 @@ static __always_inline void stt_release(__u32 slot)
 /* ---- Frames that arrive whole ---------------------------------------------- */
 
 /*
+ * Completes the inner L4 checksum the STT header marks partial, the inner
+ * L4 header at l4 of a packet of len bytes: the field (at 16 for TCP, 6
+ * for UDP) holds the pseudo-header sum, and summing it in with the rest
+ * completes it. Returns 0 or -1.
+ */
+static __always_inline int stt_complete_partial(void *ctx, int is_xdp, const struct decap *d,
+						__u32 l4, __u32 len)
+{
+	__u32 field = l4 + ((d->stt_flags & STT_F_TCP) ? 16 : 6);
+	__u16 check;
+	__s64 sum;
+
+	if (field + 2 > len)
+		return -1;
+	sum = packet_sum(ctx, is_xdp, l4, len);
+	if (sum < 0)
+		return -1;
+	check = ~csum_fold32(sum);
+	/* UDP sends a computed 0 as all ones (0 means "no checksum"). */
+	if (!(d->stt_flags & STT_F_TCP) && check == 0)
+		check = 0xffff;
+	return (is_xdp ? bpf_xdp_store_bytes(ctx, field, &check, 2) :
+			 bpf_skb_store_bytes(ctx, field, &check, 2, 0)) ? -1 : 0;
+}
+
+/*
  * What the STT header asks of a frame that arrived whole, once XDP has
  * stripped the outer headers (all but four bytes when the header carries
  * a VLAN tag, which goes back into the frame here), and a checksum the
@@ -445,9 +458,7 @@ static __always_inline void stt_release(__u32 slot)
  */
 __noinline int stt_fixup_xdp(struct xdp_md *ctx, const struct decap *d)
 {
-	__u32 vlan_len = 0, len, l4, field;
-	__u16 check;
-	__s64 sum;
+	__u32 vlan_len = 0;
 
 	if (!d)
 		return -1;
@@ -465,45 +476,18 @@ __noinline int stt_fixup_xdp(struct xdp_md *ctx, const struct decap *d)
 	}
 	if (!(d->stt_flags & STT_F_CSUM_PARTIAL))
 		return 0;
-	len = bpf_xdp_get_buff_len(ctx);
-	l4 = d->stt_l4off + vlan_len;
-	field = l4 + ((d->stt_flags & STT_F_TCP) ? 16 : 6);
-	if (field + 2 > len)
-		return -1;
-	/* The field holds the pseudo-header sum: summing it in completes it. */
-	sum = packet_sum(ctx, 1, l4, len);
-	if (sum < 0)
-		return -1;
-	check = ~csum_fold32(sum);
-	if (!(d->stt_flags & STT_F_TCP) && check == 0)
-		check = 0xffff;
-	return bpf_xdp_store_bytes(ctx, field, &check, 2) ? -1 : 0;
+	return stt_complete_partial(ctx, 1, d, d->stt_l4off + vlan_len, bpf_xdp_get_buff_len(ctx));
 }
 
 /* The same at TC, after the outer headers are gone: the tag goes back as
  * the skb's VLAN tag. */
 __noinline int stt_fixup_skb(struct __sk_buff *skb, const struct decap *d)
 {
-	__u32 l4, field, len = skb->len;
-	__u16 check;
-	__s64 sum;
-
 	if (!d)
 		return -1;
-	if (d->stt_flags & STT_F_CSUM_PARTIAL) {
-		l4 = d->stt_l4off;
-		field = l4 + ((d->stt_flags & STT_F_TCP) ? 16 : 6);
-		if (field + 2 > len)
-			return -1;
-		sum = packet_sum(skb, 0, l4, len);
-		if (sum < 0)
-			return -1;
-		check = ~csum_fold32(sum);
-		if (!(d->stt_flags & STT_F_TCP) && check == 0)
-			check = 0xffff;
-		if (bpf_skb_store_bytes(skb, field, &check, 2, 0))
-			return -1;
-	}
+	if ((d->stt_flags & STT_F_CSUM_PARTIAL) &&
+	    stt_complete_partial(skb, 0, d, d->stt_l4off, skb->len))
+		return -1;
 	if (d->stt_vlan & STT_VLAN_V)
 		bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), d->stt_vlan & ~STT_VLAN_V);
 	return 0;
