@@ -19,9 +19,8 @@ import { macOf } from "../src/lab/netns.ts";
 import { Lab, type LabHost } from "../src/lab/topology.ts";
 import type { Datapath } from "../src/tunnel/datapath.ts";
 import { parseFlow } from "../src/tunnel/flow_syntax.ts";
-import { encapsulate } from "../src/tunnel/packet.ts";
-import { parseAddr } from "../src/tunnel/addr.ts";
-import { type Figure, figure, innerFrame, say, sideBySide } from "./lib.ts";
+import { type Protocol, PROTOCOLS } from "../src/tunnel/port.ts";
+import { type Figure, figure, innerFrame, say, sideBySide, tunnelledToA } from "./lib.ts";
 
 /** How much work a run does. */
 export interface KernelOptions {
@@ -34,9 +33,6 @@ export interface KernelOptions {
   /** Flow counts to measure decapsulation with. */
   flowCounts: number[];
 }
-
-const PROTOCOLS = ["vxlan", "geneve", "gre", "stt"] as const;
-const PORT: Record<string, number> = { vxlan: 4789, geneve: 6081, gre: 0, stt: 7471 };
 
 function xdpCtx(ifi: number, len: number): Uint8Array {
   const ctx = new Uint8Array(24);
@@ -119,18 +115,7 @@ export async function kernelCosts(o: KernelOptions): Promise<Figure[]> {
     });
     const under = await a.ns.within(() => ifindex(a.underlay));
     const web = await a.ns.within(() => ifindex(a.workload.port));
-    const packet = (proto: typeof PROTOCOLS[number]) =>
-      encapsulate(innerFrame(a.workload.mac), {
-        proto,
-        dstPort: PORT[proto],
-        src: parseAddr(b.ip).bytes,
-        dst: parseAddr(a.ip).bytes,
-        v6: false,
-        tunId: 42n,
-        tos: 0,
-        ttl: 64,
-        dstMac: aMac,
-      });
+    const packet = (proto: Protocol) => tunnelledToA(lab, proto, innerFrame(a.workload.mac), aMac);
     const baseline = packet("vxlan");
 
     const base = async (name: string, prog: Program) => {
@@ -157,7 +142,7 @@ export async function kernelCosts(o: KernelOptions): Promise<Figure[]> {
     /** Decapsulation of `proto` against the floor, with the flows in place. */
     const decap = async (
       name: string,
-      proto: typeof PROTOCOLS[number],
+      proto: Protocol,
       target?: [string, number],
     ) => {
       const pkt = packet(proto);

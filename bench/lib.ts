@@ -12,7 +12,9 @@
 
 import { parseAddr } from "../src/tunnel/addr.ts";
 import { emptyMatch } from "../src/tunnel/fields.ts";
-import { buildPacket } from "../src/tunnel/packet.ts";
+import { buildPacket, encapsulate } from "../src/tunnel/packet.ts";
+import { DEFAULT_DST_PORT, type Protocol } from "../src/tunnel/port.ts";
+import type { Lab } from "../src/lab/topology.ts";
 
 /** One figure of `bench/results.json`. */
 export interface Figure {
@@ -151,4 +153,28 @@ export function innerFrame(dstMac: string, dport = 9): Uint8Array {
   m.key.eth_dst = Uint8Array.from(dstMac.split(":"), (h) => parseInt(h, 16));
   m.mask.eth_dst.fill(0xff);
   return buildPacket(m, { payload: 64 });
+}
+
+/**
+ * `inner` as host B's underlay sends it to A's over `proto`, tunnel key 42:
+ * the frame the decapsulation figures feed. `dstMac` is A's underlay MAC.
+ */
+export function tunnelledToA(
+  lab: Lab,
+  proto: Protocol,
+  inner: Uint8Array,
+  dstMac: string,
+): Uint8Array {
+  const [a, b] = lab.hosts;
+  return encapsulate(inner, {
+    proto,
+    dstPort: DEFAULT_DST_PORT[proto],
+    src: parseAddr(b.ip).bytes,
+    dst: parseAddr(a.ip).bytes,
+    v6: false,
+    tunId: 42n,
+    tos: 0,
+    ttl: 64,
+    dstMac,
+  });
 }

@@ -18,9 +18,7 @@ import { counterCodec, PerCpuMap, u32 } from "../src/maps/mod.ts";
 import { macOf } from "../src/lab/netns.ts";
 import { Lab } from "../src/lab/topology.ts";
 import { parseFlow } from "../src/tunnel/flow_syntax.ts";
-import { parseAddr } from "../src/tunnel/addr.ts";
-import { encapsulate } from "../src/tunnel/packet.ts";
-import { type Figure, figure, innerFrame, say, sideBySide } from "./lib.ts";
+import { type Figure, figure, innerFrame, say, sideBySide, tunnelledToA } from "./lib.ts";
 
 /** How much traffic each run sends. */
 export interface LiveOptions {
@@ -40,7 +38,7 @@ async function rig(kind: "warren" | "kernel") {
   obj.load();
   const counter = obj.program("bench_xdp_count");
   const tx = obj.program("bench_xdp_tx");
-  const counters = new PerCpuMap(obj.map("bench_counters"), u32, counterCodec);
+  const counters = new PerCpuMap(obj.map("counters"), u32, counterCodec);
   const links: Link[] = [];
   links.push(
     await a.workload.ns.within(() =>
@@ -70,19 +68,11 @@ async function rig(kind: "warren" | "kernel") {
   }
   // The generator's veth needs an XDP program of its own to transmit from.
   links.push(await b.ns.within(() => attachXdp(counter, ifindex(b.underlay), { mode: "native" })));
-  const frame = encapsulate(
+  const frame = tunnelledToA(
+    lab,
+    "vxlan",
     innerFrame(a.workload.mac),
-    {
-      proto: "vxlan",
-      dstPort: 4789,
-      src: parseAddr(b.ip).bytes,
-      dst: parseAddr(a.ip).bytes,
-      v6: false,
-      tunId: 42n,
-      tos: 0,
-      ttl: 64,
-      dstMac: await macOf(a.ns, a.underlay),
-    },
+    await macOf(a.ns, a.underlay),
   );
   const underB = await b.ns.within(() => ifindex(b.underlay));
   const delivered = () => Number(counters.sum(COUNT_SLOT)?.packets ?? 0n);

@@ -634,16 +634,9 @@ export class FlowTable {
     tunKey: (slot: number) => TunKeyEntry | undefined,
   ): InstalledFlow {
     mask.decoded ??= decodeFlowKey(mask.bytes);
-    const n = vals[eo + E.n_actions];
     const actions: ActionEntry[] = [];
-    for (let a = 0; a < n; a++) {
-      const at = eo + E.actions + a * ACTION_SIZE;
-      actions.push({
-        op: vals[at],
-        flags: vals[at + 1],
-        port: vdv.getUint16(at + 2, LE),
-        arg: vdv.getUint32(at + 4, LE),
-      });
+    for (let a = 0; a < vals[eo + E.n_actions]; a++) {
+      actions.push(actionCodec.read(vdv, eo + E.actions + a * ACTION_SIZE));
     }
     return {
       flowId: vdv.getUint32(eo + E.flow_id, LE),
