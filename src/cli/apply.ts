@@ -16,7 +16,7 @@ async function readState(file: string): Promise<DesiredState> {
     ? await new Response(Deno.stdin.readable).text()
     : await Deno.readTextFile(file);
   try {
-    return parseState(text);
+    return await parseState(text);
   } catch (err) {
     // Name the file: the error is about its content.
     if (err instanceof Error) err.message = `${file === "-" ? "stdin" : file}: ${err.message}`;

@@ -6,7 +6,7 @@
  */
 
 import type { Command } from "commander";
-import { Counter, Registry } from "prom-client";
+import type { Registry } from "prom-client";
 import type { Datapath } from "../tunnel/datapath.ts";
 import { openDatapath, toInt } from "./main.ts";
 import { readStats } from "./stats.ts";
@@ -22,9 +22,11 @@ interface FlowSeries {
  * A registry whose metrics read `dp` when collected: once per scrape,
  * shared by every metric. Per-flow series are limited to the `maxFlows`
  * busiest flows (by packets), so a table of a million flows does not
- * become a million series.
+ * become a million series. prom-client is loaded here, not when the CLI
+ * starts: only this command needs it.
  */
-export function registry(dp: Datapath, maxFlows = 1000): Registry {
+export async function registry(dp: Datapath, maxFlows = 1000): Promise<Registry> {
+  const { Counter, Registry } = await import("prom-client");
   const reg = new Registry();
   let snapshot: { stats: ReturnType<typeof readStats>; flows: FlowSeries[] } | undefined;
   const fresh = () => {
@@ -126,7 +128,7 @@ export function registerMetrics(cli: Command): void {
       const m = /^(.*):(\d+)$/.exec(opts.listen);
       if (!m) throw new RangeError(`--listen "${opts.listen}" is not host:port`);
       const dp = openDatapath(cmd);
-      const reg = registry(dp, opts.flows);
+      const reg = await registry(dp, opts.flows);
       const server = Deno.serve({
         hostname: m[1].replace(/^\[|\]$/g, ""),
         port: Number(m[2]),

@@ -18,7 +18,6 @@
  * @module
  */
 
-import { parse as parseYaml } from "yaml";
 import type { Datapath } from "./datapath.ts";
 import type { Match, PortNames } from "./fields.ts";
 import { type ActionSpec, type FlowSpec, formatFlow, parseFlowAt } from "./flow_syntax.ts";
@@ -85,13 +84,14 @@ export interface ApplyStateOptions {
 }
 
 /** Reads a state file: YAML or JSON (JSON is YAML; an object in JSON is read as JSON). */
-export function parseState(text: string): DesiredState {
+export async function parseState(text: string): Promise<DesiredState> {
   // JSON is YAML, but JSON.parse reads a table of a million flows in a
-  // fraction of the time and memory a YAML parser needs.
+  // fraction of the time and memory a YAML parser needs. The YAML parser
+  // is loaded only for YAML: every other command starts without it.
   const json = /^\s*\{/.test(text);
   let doc;
   try {
-    doc = (json ? JSON.parse(text) : parseYaml(text)) ?? {};
+    doc = (json ? JSON.parse(text) : (await import("yaml")).parse(text)) ?? {};
   } catch (err) {
     throw new PortError(`not valid ${json ? "JSON" : "YAML"}: ${(err as Error).message}`);
   }
