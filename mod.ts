@@ -57,5 +57,6 @@ export {
   type TunnelPort,
 } from "./src/tunnel/port.ts";
 export { CompileError } from "./src/tunnel/compile.ts";
+export type { PortCounters, Stats } from "./src/tunnel/stats.ts";
 export * as bpf from "./src/bpf/mod.ts";
 export * as maps from "./src/maps/mod.ts";

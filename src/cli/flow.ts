@@ -132,12 +132,11 @@ export function registerFlow(cli: Command): void {
       }
       if (opts.tunId !== undefined) filter.tunId = opts.tunId;
       const now = boottimeNs();
-      const counters = opts.counters ? dp.flows.counterArrays() : undefined;
       // Streamed: a million flows print without being held all at once.
       const out = new BufferedOut();
       let first = true;
       if (opts.json) out.write("[");
-      for (const f of dp.flows.sorted(filter, { counters })) {
+      for (const f of dp.eachFlow(filter, { counters: opts.counters })) {
         if (opts.json) {
           out.write(`${first ? "\n" : ",\n"}${toJson(dumpJson(dp, f, now))}`);
         } else {

@@ -23,7 +23,6 @@ import { registerApply } from "./apply.ts";
 import { registerFlow } from "./flow.ts";
 import { printJson, table } from "./format.ts";
 import { registerMetrics } from "./metrics.ts";
-import { readStats } from "./stats.ts";
 import { registerTrace } from "./trace.ts";
 import { registerWatch } from "./watch.ts";
 
@@ -304,7 +303,7 @@ export function program(): Command {
     .option("--json", "print JSON (always every counter)")
     .action((opts, cmd) => {
       using dp = openDatapath(cmd);
-      const s = readStats(dp);
+      const s = dp.stats();
       if (opts.json) return printJson(s);
       const shown = (r: Record<string, bigint>) =>
         Object.entries(r).filter(([, v]) => opts.all || v !== 0n);

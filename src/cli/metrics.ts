@@ -8,8 +8,8 @@
 import type { Command } from "commander";
 import type { Registry } from "prom-client";
 import type { Datapath } from "../tunnel/datapath.ts";
+import type { Stats } from "../tunnel/stats.ts";
 import { openDatapath, toInt } from "./main.ts";
-import { readStats } from "./stats.ts";
 
 /** One flow's series: its labels and counts. */
 interface FlowSeries {
@@ -28,13 +28,12 @@ interface FlowSeries {
 export async function registry(dp: Datapath, maxFlows = 1000): Promise<Registry> {
   const { Counter, Registry } = await import("prom-client");
   const reg = new Registry();
-  let snapshot: { stats: ReturnType<typeof readStats>; flows: FlowSeries[] } | undefined;
+  let snapshot: { stats: Stats; flows: FlowSeries[] } | undefined;
   const fresh = () => {
     if (snapshot) return snapshot;
     const flows: FlowSeries[] = [];
     if (maxFlows > 0) {
-      const c = dp.flows.counterArrays();
-      for (const f of dp.flows.sorted({}, { counters: c })) {
+      for (const f of dp.eachFlow({}, { counters: true })) {
         flows.push({
           labels: {
             flow_id: String(f.flowId),
@@ -51,7 +50,7 @@ export async function registry(dp: Datapath, maxFlows = 1000): Promise<Registry>
         flows.length = maxFlows;
       }
     }
-    return (snapshot = { stats: readStats(dp), flows });
+    return (snapshot = { stats: dp.stats(), flows });
   };
   const portMetric = (
     name: string,

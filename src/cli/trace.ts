@@ -148,7 +148,7 @@ async function traceWith(
       }
     }
   }
-  const f = dp.flows.lookup(key);
+  const f = dp.lookupFlow(key);
   return {
     in_port: port.name,
     packet: decodePacket(packet),

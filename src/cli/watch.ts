@@ -7,7 +7,6 @@
 
 import { type Command, CommanderError } from "commander";
 import type { Datapath } from "../tunnel/datapath.ts";
-import { readStats } from "./stats.ts";
 import { openDatapath, toInt } from "./main.ts";
 
 interface Sample {
@@ -17,17 +16,16 @@ interface Sample {
 }
 
 function sample(dp: Datapath): Sample {
-  const counters = dp.flows.counterArrays();
   const flows = new Map<number, { packets: bigint; bytes: bigint; text: string }>();
-  for (const f of dp.flows.sorted({}, {})) {
+  for (const f of dp.eachFlow({}, { counters: true })) {
     flows.set(f.flowId, {
-      packets: counters.packets[f.flowId],
-      bytes: counters.bytes[f.flowId],
+      packets: f.counters!.packets,
+      bytes: f.counters!.bytes,
       text: dp.describeFlow(f),
     });
   }
   const ports = new Map(
-    readStats(dp).ports.map((p) => [p.name, { rx: p.rx_packets, tx: p.tx_packets }]),
+    dp.stats().ports.map((p) => [p.name, { rx: p.rx_packets, tx: p.tx_packets }]),
   );
   return { at: performance.now(), flows, ports };
 }

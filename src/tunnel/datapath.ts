@@ -65,6 +65,8 @@ import { DatapathLock, openLockFile, shareLockFile } from "./lock.ts";
 import { shareWithGroup } from "../bpf/pin_mode.ts";
 import { DatapathMaps, mapPin, PINNED_MAPS } from "./pins.ts";
 import { decodeWith } from "../maps/typed_map.ts";
+import type { FlowKey } from "../maps/layouts.ts";
+import { readStats, type Stats } from "./stats.ts";
 import {
   checkPortName,
   decodePort,
@@ -456,7 +458,7 @@ export class Datapath implements Disposable {
 
   /** The flows the filter covers, highest priority first. */
   dumpFlows(filter: FlowFilter = {}, options: { counters?: boolean } = {}): InstalledFlow[] {
-    return this.flows.dump(filter, options);
+    return [...this.eachFlow(filter, options)];
   }
 
   /**
@@ -983,6 +985,33 @@ export class Datapath implements Disposable {
       ],
       generation: gen,
     };
+  }
+
+  // Reads beside the writes above, so that callers (the CLI, watch,
+  // metrics, trace) reach the tables through this object alone.
+
+  /**
+   * The flows the filter covers, highest priority first, one at a time: a
+   * dump of a million flows never holds them all. With `counters`, every
+   * flow's counters are read once, before the first flow.
+   */
+  *eachFlow(
+    filter: FlowFilter = {},
+    options: { counters?: boolean } = {},
+  ): Generator<InstalledFlow> {
+    yield* this.flows.sorted(filter, {
+      counters: options.counters ? this.flows.counterArrays() : undefined,
+    });
+  }
+
+  /** The flow a packet with flow key `key` hits, as the kernel's lookup picks it. */
+  lookupFlow(key: FlowKey): InstalledFlow | undefined {
+    return this.flows.lookup(key);
+  }
+
+  /** Every counter: per port, per drop reason, per event, summed over CPUs. */
+  stats(): Stats {
+    return readStats(this.maps, this.#ports);
   }
 
   #program(name: typeof PROGRAMS[number]): Program {

@@ -806,13 +806,6 @@ export class FlowTable {
     return out;
   }
 
-  /** The installed flows the filter covers, highest priority first. */
-  dump(filter: FlowFilter = {}, options: { counters?: boolean } = {}): InstalledFlow[] {
-    return [
-      ...this.sorted(filter, { counters: options.counters ? this.counterArrays() : undefined }),
-    ];
-  }
-
   /** Every flow id's counters in typed arrays: a few bytes per flow. */
   counterArrays(): CounterArrays {
     const raw = this.#maps.flowStats.raw;

@@ -1,11 +1,14 @@
 /**
- * Counters summed over CPUs: per port, per drop reason, per event.
+ * The datapath's counters summed over CPUs: per port, per drop reason and
+ * per event. `Datapath.stats()` reads them; `warren stats`, `watch` and
+ * `metrics` show them.
  *
  * @module
  */
 
 import { isDropStat, STAT_SLOTS, statName } from "../maps/layouts.ts";
-import type { Datapath } from "../tunnel/datapath.ts";
+import type { DatapathMaps } from "./pins.ts";
+import type { Port } from "./port.ts";
 
 /** One port's counters. */
 export interface PortCounters {
@@ -25,7 +28,7 @@ export interface PortCounters {
   drops: bigint;
 }
 
-/** What `warren stats` shows. */
+/** Every counter of a datapath, as `warren stats` shows them. */
 export interface Stats {
   /** Every port's counters. */
   ports: PortCounters[];
@@ -35,21 +38,21 @@ export interface Stats {
   events: Record<string, bigint>;
 }
 
-/** Reads every counter of `dp`. */
-export function readStats(dp: Datapath): Stats {
-  const ports = dp.ports().map((p) => {
-    const s = dp.maps.portStats.sum(p.number) ??
+/** Reads every counter of `ports` and of the datapath from `maps`. */
+export function readStats(maps: DatapathMaps, ports: readonly Port[]): Stats {
+  const perPort = ports.map((p) => {
+    const s = maps.portStats.sum(p.number) ??
       { rx_packets: 0n, rx_bytes: 0n, tx_packets: 0n, tx_bytes: 0n, drops: 0n };
     return { name: p.name, number: p.number, ...s };
   });
   const drops: Record<string, bigint> = {};
   const events: Record<string, bigint> = {};
   const values = new Map<number, bigint>();
-  for (const [i, per] of dp.maps.stats.entries()) values.set(i, per.reduce((a, b) => a + b, 0n));
+  for (const [i, per] of maps.stats.entries()) values.set(i, per.reduce((a, b) => a + b, 0n));
   for (let i = 1; i < STAT_SLOTS; i++) {
     const name = statName(i);
     if (!name) continue;
     (isDropStat(i) ? drops : events)[name] = values.get(i) ?? 0n;
   }
-  return { ports, drops, events };
+  return { ports: perPort, drops, events };
 }
