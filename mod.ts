@@ -58,5 +58,7 @@ export {
 } from "./src/tunnel/port.ts";
 export { CompileError } from "./src/tunnel/compile.ts";
 export type { PortCounters, Stats } from "./src/tunnel/stats.ts";
+export { trace, type TraceResult, type TraceStep } from "./src/tunnel/trace.ts";
+export type { BuildOptions } from "./src/tunnel/packet.ts";
 export * as bpf from "./src/bpf/mod.ts";
 export * as maps from "./src/maps/mod.ts";

@@ -1,0 +1,197 @@
+/**
+ * Tracing: build a packet from a match, run it through the datapath's
+ * programs with test-run, and say what happened, as Open vSwitch's
+ * ofproto/trace does.
+ *
+ * The programs run are a private dry-run copy (`Datapath.dryRunPrograms`):
+ * they share every map with the live datapath but change none, so tracing
+ * never disturbs the counters of real traffic. The flow reported is the one
+ * the kernel's lookup picks for the packet's flow key, worked out on this
+ * side from the same key.
+ *
+ * @module
+ */
+
+import { ifindex } from "../bpf/netif.ts";
+import type { Program } from "../bpf/program.ts";
+import { testRun } from "../bpf/test_run.ts";
+import { type FlowKey, META_MAGIC, metaCodec, TRACE_MARK, TunFlag } from "../maps/layouts.ts";
+import { parseAddr } from "./addr.ts";
+import type { Datapath, PROGRAMS } from "./datapath.ts";
+import { emptyKey, type Match } from "./fields.ts";
+import { device } from "./host.ts";
+import {
+  type BuildOptions,
+  buildPacket,
+  decodePacket,
+  encapsulate,
+  frameKey,
+  type Layer,
+  outerFromMatch,
+} from "./packet.ts";
+import type { Port } from "./port.ts";
+
+/** A program of the datapath, by name. */
+type ProgramName = typeof PROGRAMS[number];
+
+const XDP = ["XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_TX", "XDP_REDIRECT"];
+const TC: Record<number, string> = {
+  0: "TC_ACT_OK (to the stack)",
+  2: "TC_ACT_SHOT (dropped)",
+  7: "TC_ACT_REDIRECT",
+};
+
+/** One program run in a trace. */
+export interface TraceStep {
+  /** The program. */
+  program: string;
+  /** Its verdict, by name. */
+  verdict: string;
+  /** The packet it produced, decoded. */
+  output: Layer[];
+}
+
+/** What a trace found (`warren trace` prints it, or its JSON). */
+export interface TraceResult {
+  /** The port the packet came in on. */
+  in_port: string;
+  /** The packet as sent in, decoded. */
+  packet: Layer[];
+  /** The flow that matched, or null for a miss. */
+  flow: { priority: number; match: string; actions: string } | null;
+  /** Each program run, in order. */
+  steps: TraceStep[];
+}
+
+/**
+ * The test-run context of `program` for `packet` coming in on device
+ * `ifindex`: `struct xdp_md` for XDP (the frame's end and the ingress
+ * device), `struct __sk_buff` for TC (the mark and the device). Every
+ * context of a trace is built here.
+ */
+function runContext(
+  program: ProgramName,
+  packet: Uint8Array,
+  ifindex: number,
+  mark = 0,
+): Uint8Array {
+  if (program === "wr_xdp_underlay") {
+    const ctx = new Uint8Array(24);
+    const v = new DataView(ctx.buffer);
+    v.setUint32(4, packet.length, true);
+    v.setUint32(12, ifindex, true);
+    return ctx;
+  }
+  const ctx = new Uint8Array(192);
+  const v = new DataView(ctx.buffer);
+  v.setUint32(8, mark, true);
+  v.setUint32(40, ifindex, true);
+  return ctx;
+}
+
+/**
+ * Traces a packet built from `match` (which must name `in_port`) through
+ * `dp`: as sent by a workload on a local port, or as received from a
+ * remote on a tunnel port, encapsulated towards a local endpoint.
+ */
+export async function trace(
+  dp: Datapath,
+  match: Match,
+  options: BuildOptions = {},
+): Promise<TraceResult> {
+  if (!match.mask.in_port) throw new RangeError("trace needs in_port=PORT");
+  const port = dp.portLookup().byNumber(match.key.in_port)!;
+  const frame = buildPacket(match, options);
+  const key = emptyKey();
+  frameKey(frame, key);
+  key.in_port = port.number;
+  const programs = dp.dryRunPrograms();
+  try {
+    return await traceWith(dp, programs, port, match, frame, key);
+  } finally {
+    for (const p of Object.values(programs)) p.close();
+  }
+}
+
+async function traceWith(
+  dp: Datapath,
+  programs: Record<ProgramName, Program>,
+  port: Port,
+  match: Match,
+  frame: Uint8Array,
+  key: FlowKey,
+): Promise<TraceResult> {
+  const steps: TraceStep[] = [];
+  let packet: Uint8Array;
+  if (port.kind === "local") {
+    packet = frame;
+    const r = testRun(programs.wr_tc_local, {
+      data: frame,
+      ctx: runContext("wr_tc_local", frame, ifindex(port.device)),
+    });
+    steps.push({
+      program: "wr_tc_local",
+      verdict: TC[r.retval] ?? String(r.retval),
+      output: decodePacket(r.data),
+    });
+  } else {
+    const outer = outerFromMatch(match);
+    const local = dp.localIps().find((a) => a.v6 === outer.v6);
+    if (!local) throw new RangeError(`no local endpoint of the family of tun_src`);
+    const under = await device(port.device);
+    const src = outer.src ?? parseAddr(outer.v6 ? "2001:db8::99" : "192.0.2.99").bytes;
+    packet = encapsulate(frame, {
+      proto: port.proto,
+      dstPort: port.dstPort,
+      src,
+      dst: local.bytes,
+      v6: outer.v6,
+      tunId: outer.tunId,
+      tos: outer.tos,
+      ttl: outer.ttl,
+      dstMac: under.mac,
+    });
+    Object.assign(key, {
+      tun_id: outer.tunId,
+      tun_src: src,
+      tun_dst: local.bytes,
+      tun_tos: outer.tos,
+      tun_ttl: outer.ttl,
+      tun_flags: TunFlag.PRESENT | TunFlag.KEY | (outer.v6 ? TunFlag.V6 : TunFlag.DF),
+    });
+    const r = testRun(programs.wr_xdp_underlay, {
+      data: packet,
+      ctx: runContext("wr_xdp_underlay", packet, under.ifindex),
+    });
+    const meta = r.data.length >= metaCodec.size && metaCodec.decode(r.data).magic === META_MAGIC;
+    steps.push({
+      program: "wr_xdp_underlay",
+      verdict: XDP[r.retval] ?? String(r.retval),
+      output: decodePacket(meta ? r.data.subarray(metaCodec.size) : r.data),
+    });
+    if (r.retval === 2 && meta) {
+      const rt = testRun(programs.wr_tc_underlay, {
+        data: packet,
+        ctx: runContext("wr_tc_underlay", packet, ifindex(port.device), TRACE_MARK),
+      });
+      steps.push({
+        program: "wr_tc_underlay",
+        verdict: TC[rt.retval] ?? String(rt.retval),
+        output: decodePacket(rt.data),
+      });
+    }
+  }
+  const f = dp.lookupFlow(key);
+  return {
+    in_port: port.name,
+    packet: decodePacket(packet),
+    flow: f
+      ? {
+        priority: f.priority,
+        match: dp.describeMatch(f.match),
+        actions: dp.describeFlow(f).split(" actions=")[1],
+      }
+      : null,
+    steps,
+  };
+}
