@@ -40,3 +40,28 @@ export function since(usedNs: bigint, nowNs: bigint): string {
   const ms = Number((nowNs - usedNs) / 1000000n);
   return ms < 1000 ? `${Math.max(ms, 0)}ms` : `${(ms / 1000).toFixed(3)}s`;
 }
+
+/**
+ * Stdout writes gathered into large chunks: a dump of a million lines
+ * prints fast without being held whole.
+ */
+export class BufferedOut {
+  #parts: string[] = [];
+  #size = 0;
+  #encoder = new TextEncoder();
+
+  /** Adds `s`, writing out what was gathered once it is large. */
+  write(s: string): void {
+    this.#parts.push(s);
+    this.#size += s.length;
+    if (this.#size > 1 << 16) this.flush();
+  }
+
+  /** Writes out everything gathered so far. */
+  flush(): void {
+    const bytes = this.#encoder.encode(this.#parts.join(""));
+    for (let at = 0; at < bytes.length;) at += Deno.stdout.writeSync(bytes.subarray(at));
+    this.#parts = [];
+    this.#size = 0;
+  }
+}

@@ -5,13 +5,13 @@
  */
 
 import type { Command } from "commander";
-import type { Datapath } from "../tunnel/datapath.ts";
-import { parseFlow, parseFlowAt, parseMatch } from "../tunnel/flow_syntax.ts";
-import type { FlowFilter, InstalledFlow } from "../tunnel/flow_table.ts";
-import { tcpFlags } from "../tunnel/packet.ts";
-import { boottimeNs } from "../bpf/clock.ts";
-import { since, toJson } from "./format.ts";
-import { openDatapath, toInt } from "./main.ts";
+import type { Datapath } from "../../tunnel/datapath.ts";
+import { parseFlow, parseFlowAt, parseMatch } from "../../tunnel/flow_syntax.ts";
+import type { FlowFilter, InstalledFlow } from "../../tunnel/flow_table.ts";
+import { tcpFlags } from "../../tunnel/packet.ts";
+import { boottimeNs } from "../../bpf/clock.ts";
+import { needs, openDatapath, toInt } from "../common.ts";
+import { BufferedOut, since, toJson } from "../format.ts";
 
 /** A flow's text and, when there are several, where it came from. */
 interface FlowText {
@@ -75,7 +75,7 @@ function matchFilter(dp: Datapath, text: string | undefined): FlowFilter {
 }
 
 /** Registers `flow` and its subcommands. */
-export function registerFlow(cli: Command): void {
+export function register(cli: Command): void {
   const flow = cli.command("flow").description(
     "flows: priority, match and actions, in Open vSwitch's syntax",
   );
@@ -116,7 +116,7 @@ export function registerFlow(cli: Command): void {
       const filter = matchFilter(dp, text);
       console.log(`${dp.deleteFlows(filter, opts.strict ?? false)} deleted`);
     });
-  flow.command("dump [match]")
+  needs(flow.command("dump [match]"), "read")
     .description("print flows in priority order with packets:, bytes:, used: and TCP flags")
     .option("--port <name>", "only flows coming in on or sending to this port")
     .option("--tun-id <n>", "only flows matching this tunnel id", (v) => BigInt(toInt(v)))
@@ -147,24 +147,4 @@ export function registerFlow(cli: Command): void {
       if (opts.json) out.write(first ? "]\n" : "\n]\n");
       out.flush();
     });
-}
-
-/** Stdout writes gathered into large chunks. */
-class BufferedOut {
-  #parts: string[] = [];
-  #size = 0;
-  #encoder = new TextEncoder();
-
-  write(s: string): void {
-    this.#parts.push(s);
-    this.#size += s.length;
-    if (this.#size > 1 << 16) this.flush();
-  }
-
-  flush(): void {
-    const bytes = this.#encoder.encode(this.#parts.join(""));
-    for (let at = 0; at < bytes.length;) at += Deno.stdout.writeSync(bytes.subarray(at));
-    this.#parts = [];
-    this.#size = 0;
-  }
 }

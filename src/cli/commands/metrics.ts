@@ -7,9 +7,9 @@
 
 import type { Command } from "commander";
 import type { Registry } from "prom-client";
-import type { Datapath } from "../tunnel/datapath.ts";
-import type { Stats } from "../tunnel/stats.ts";
-import { openDatapath, toInt } from "./main.ts";
+import type { Datapath } from "../../tunnel/datapath.ts";
+import type { Stats } from "../../tunnel/stats.ts";
+import { needs, openDatapath, toInt } from "../common.ts";
 
 /** One flow's series: its labels and counts. */
 interface FlowSeries {
@@ -118,8 +118,8 @@ export async function registry(dp: Datapath, maxFlows = 1000): Promise<Registry>
 }
 
 /** Registers `metrics`. */
-export function registerMetrics(cli: Command): void {
-  cli.command("metrics")
+export function register(cli: Command): void {
+  needs(cli.command("metrics"), "read")
     .description("serve counters in the Prometheus text format")
     .requiredOption("--listen <host:port>", "where to listen, such as 127.0.0.1:9101")
     .option("--flows <n>", "per-flow series for at most this many busiest flows", toInt, 1000)

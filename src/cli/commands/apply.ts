@@ -6,9 +6,9 @@
  */
 
 import type { Command } from "commander";
-import { applyState, type DesiredState, parseState } from "../tunnel/apply.ts";
-import { printJson } from "./format.ts";
-import { openDatapath } from "./main.ts";
+import { applyState, type DesiredState, parseState } from "../../tunnel/apply.ts";
+import { openDatapath } from "../common.ts";
+import { printJson } from "../format.ts";
 
 /** The state file `file` (- for stdin), parsed; an error names the file. */
 async function readState(file: string): Promise<DesiredState> {
@@ -25,7 +25,7 @@ async function readState(file: string): Promise<DesiredState> {
 }
 
 /** Registers `apply`. */
-export function registerApply(cli: Command): void {
+export function register(cli: Command): void {
   cli.command("apply <file>")
     .description(
       "make ports, tunnels and flows exactly those of a YAML/JSON state file (- for stdin)",

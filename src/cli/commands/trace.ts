@@ -6,11 +6,11 @@
  */
 
 import type { Command } from "commander";
-import { parseMatch } from "../tunnel/flow_syntax.ts";
-import type { Layer } from "../tunnel/packet.ts";
-import { trace } from "../tunnel/trace.ts";
-import { openDatapath, toInt } from "./main.ts";
-import { printJson } from "./format.ts";
+import { parseMatch } from "../../tunnel/flow_syntax.ts";
+import type { Layer } from "../../tunnel/packet.ts";
+import { trace } from "../../tunnel/trace.ts";
+import { needs, openDatapath, toInt } from "../common.ts";
+import { printJson } from "../format.ts";
 
 function printLayers(layers: Layer[], indent: string): void {
   for (const l of layers) {
@@ -21,8 +21,8 @@ function printLayers(layers: Layer[], indent: string): void {
 }
 
 /** Registers `trace`. */
-export function registerTrace(cli: Command): void {
-  cli.command("trace <packet>")
+export function register(cli: Command): void {
+  needs(cli.command("trace <packet>"), "load")
     .description("run a packet built from match fields through the datapath and explain the result")
     .option("--payload <bytes>", "payload bytes after the L4 header", toInt, 32)
     .option("--json", "print JSON")

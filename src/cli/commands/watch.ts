@@ -6,8 +6,8 @@
  */
 
 import { type Command, CommanderError } from "commander";
-import type { Datapath } from "../tunnel/datapath.ts";
-import { openDatapath, toInt } from "./main.ts";
+import type { Datapath } from "../../tunnel/datapath.ts";
+import { needs, openDatapath, toInt } from "../common.ts";
 
 interface Sample {
   at: number;
@@ -81,8 +81,8 @@ function atLeastOne(text: string): number {
 }
 
 /** Registers `watch`. */
-export function registerWatch(cli: Command): void {
-  cli.command("watch")
+export function register(cli: Command): void {
+  needs(cli.command("watch"), "read")
     .description("a live view of the busiest flows and ports, with rates")
     .option("--interval <seconds>", "refresh every this many seconds (at least 1)", atLeastOne, 1)
     .option("--top <n>", "flows to show", toInt, 15)

@@ -1,0 +1,83 @@
+/**
+ * `warren up`: load, attach and pin the datapath.
+ *
+ * @module
+ */
+
+import { type Command, Option } from "commander";
+import { Datapath } from "../../tunnel/datapath.ts";
+import { globals, needs, toInt } from "../common.ts";
+
+/** The id of group `name` (or a number), from /etc/group. */
+function groupId(name: string): number {
+  if (/^\d+$/.test(name)) return Number(name);
+  for (const line of Deno.readTextFileSync("/etc/group").split("\n")) {
+    const [n, , gid] = line.split(":");
+    if (n === name) return Number(gid);
+  }
+  throw new RangeError(`there is no group named "${name}"`);
+}
+
+/** Registers `up`. */
+export function register(cli: Command): void {
+  needs(cli.command("up"), "load")
+    .description("load, attach and pin the datapath (idempotent; upgrades programs in place)")
+    .requiredOption("--underlay <device>", "the device tunnel packets travel on")
+    .option("--local-ip <address...>", "local endpoint addresses (default: the underlay's)")
+    .addOption(
+      new Option("--xdp <mode>", "XDP on the underlay").choices([
+        "auto",
+        "native",
+        "generic",
+        "off",
+      ]).default("auto"),
+    )
+    .addOption(
+      new Option("--tc <method>", "TC attachment").choices(["auto", "tcx", "clsact"]).default(
+        "auto",
+      ),
+    )
+    .option("--max-flows <n>", "flow table capacity, a multiple of 64 (set by the first up)", toInt)
+    .option("--max-tun-keys <n>", "capacity for distinct tunnel keys (set by the first up)", toInt)
+    .addOption(
+      new Option("--miss-local <action>", "on a flow miss from a local port").choices([
+        "drop",
+        "pass",
+      ]),
+    )
+    .addOption(
+      new Option("--miss-tunnel <action>", "on a flow miss after decapsulation").choices([
+        "drop",
+        "pass",
+      ]),
+    )
+    .option("--stt-timeout-ms <ms>", "how long an incomplete STT frame waits (default 1000)", toInt)
+    .option(
+      "--group <name>",
+      "share the datapath with this group: pins and lock group read-write (default owner only)",
+    )
+    .option(
+      "--no-forwarding",
+      "leave the underlay's forwarding setting alone (ARP then needs a port neighbor)",
+    )
+    .action(async (opts, cmd) => {
+      using dp = await Datapath.up({
+        pinDir: globals(cmd).pinDir,
+        underlay: opts.underlay,
+        localIps: opts.localIp,
+        xdp: opts.xdp,
+        tc: opts.tc,
+        maxFlows: opts.maxFlows,
+        maxTunKeys: opts.maxTunKeys,
+        missLocal: opts.missLocal,
+        missTunnel: opts.missTunnel,
+        sttTimeoutMs: opts.sttTimeoutMs,
+        forwarding: opts.forwarding,
+        group: opts.group === undefined ? undefined : groupId(opts.group),
+      });
+      const s = dp.status();
+      console.log(
+        `warren is up on ${s.underlay.device} (${s.localIps.join(", ")}), pinned at ${s.pinDir}`,
+      );
+    });
+}
