@@ -11,7 +11,9 @@ export { assert };
 
 /** Deep strict equality. */
 export function assertEquals<T>(actual: T, expected: T, message?: string): void {
-  assert.deepStrictEqual(actual, expected, message);
+  // Node's typings (newer ones come with the etcd client) take no undefined message.
+  if (message === undefined) assert.deepStrictEqual(actual, expected);
+  else assert.deepStrictEqual(actual, expected, message);
 }
 
 /** `fn` throws an instance of `type` whose message includes `includes`. */
