@@ -1,0 +1,263 @@
+/**
+ * `warren agent`: one per host, a long-lived process that keeps the host's
+ * datapath in step with the fleet described in etcd.
+ *
+ * The main loop:
+ *
+ * 1. **Register** the host under one lease (adopting a still-live lease
+ *    after a restart, so the fleet notices nothing).
+ * 2. **Mirror** every fleet key: list, then watch (`mirror.ts`).
+ * 3. **Publish** the host's endpoints once the first list is in, writing
+ *    only what etcd does not already hold (`publisher.ts`).
+ * 4. **Derive** the host's wanted datapath state from the validated view
+ *    and its own configuration (`derive.ts`, a pure function), and
+ * 5. **Apply** it through the {@link Applier} when it differs from what was
+ *    last applied. Nothing is applied before the first full list: a
+ *    half-known world would withdraw flows that are still right (OVN's
+ *    rule). Changes arriving together are coalesced into one derivation.
+ *
+ * While etcd is away the agent keeps its last state: nothing is withdrawn
+ * because of an outage. SIGTERM or SIGINT make it leave gracefully (the
+ * lease is revoked, so the fleet withdraws the host at once) unless it was
+ * told to stay, in which case its keys live out their TTL and an agent
+ * started again within it takes them over unchanged.
+ *
+ * Failpoints (`WARREN_FAILPOINTS`): `fleet.agent.derived` (a state was
+ * computed, not yet applied), `fleet.publish.registered` (the host key is
+ * written, no endpoint yet) and `fleet.publish.batch` (after each endpoint
+ * transaction). Each step is idempotent, so an agent killed at any of them
+ * and started again reaches exactly the wanted state.
+ *
+ * @module
+ */
+
+import type { Applier } from "./applier.ts";
+import { Backoff, type BackoffOptions } from "./backoff.ts";
+import { EtcdClient } from "./client.ts";
+import type { AgentConfig } from "./config.ts";
+import { derive, type FleetDatapathState, type SelfConfig } from "./derive.ts";
+import { parseKey, PREFIX } from "./keys.ts";
+import { type LogSink, OnceLog, stderrSink, Throttle } from "./log.ts";
+import { type Change, Mirror } from "./mirror.ts";
+import { Publisher } from "./publisher.ts";
+import { Registration } from "./registration.ts";
+import { FleetState } from "./view.ts";
+import { failpoint } from "../tunnel/failpoint.ts";
+
+/** Options of {@link Agent}. */
+export interface AgentOptions {
+  /** The configuration. */
+  config: AgentConfig;
+  /** Where derived states go. */
+  applier: Applier;
+  /** Where log lines go (default stderr). */
+  log?: LogSink;
+  /** Retry pacing for every etcd call (default 50 ms to 1 s, full jitter). */
+  backoff?: BackoffOptions;
+  /** How long to let changes accumulate before deriving, ms (default 10). */
+  settleMs?: number;
+}
+
+/** Agent follows the fleet and applies this host's part of it. */
+export class Agent {
+  /** The mirror of the fleet's keys. */
+  readonly mirror: Mirror;
+  /** The host's registration. */
+  readonly registration: Registration;
+  /** The endpoint writer. */
+  readonly publisher: Publisher;
+  /** The validated fleet. */
+  readonly fleet: FleetState;
+  /** The state last applied, once one was. */
+  applied?: FleetDatapathState;
+  /** How many times a state was applied. */
+  applies = 0;
+  #opts: AgentOptions;
+  #client: EtcdClient;
+  #self: SelfConfig;
+  #log: LogSink;
+  #problems: OnceLog;
+  #applyThrottle: Throttle;
+  #ready = false;
+  #timer?: ReturnType<typeof setTimeout>;
+  #applying?: Promise<void>;
+  #again = false;
+  #lastText?: string;
+  #applyBackoff: Backoff;
+  #stopped = false;
+  #stoppedSignal = Promise.withResolvers<void>();
+
+  private constructor(options: AgentOptions, client: EtcdClient) {
+    const { config } = options;
+    this.#opts = options;
+    this.#client = client;
+    this.#log = options.log ?? stderrSink;
+    this.#problems = new OnceLog(this.#log);
+    this.#applyThrottle = new Throttle(this.#log, "applying the fleet's state");
+    this.#applyBackoff = new Backoff(options.backoff);
+    this.#self = {
+      host: config.host,
+      underlay: config.underlay.addresses,
+      tunnels: config.tunnels,
+      ports: config.ports,
+    };
+    this.fleet = new FleetState(this.#problems);
+    this.registration = new Registration({
+      client,
+      record: { name: config.host, underlay: config.underlay.addresses, tunnels: config.tunnels },
+      ttl: config.leaseTtl,
+      backoff: options.backoff,
+      log: this.#log,
+      onNewLease: () => {
+        this.publisher.forgetLease();
+        if (this.#ready) void this.publisher.flush();
+      },
+    });
+    this.publisher = new Publisher({
+      client,
+      registration: this.registration,
+      backoff: options.backoff,
+      log: this.#log,
+    });
+    this.mirror = new Mirror({
+      prefix: PREFIX,
+      connect: () => EtcdClient.connect(config.etcd),
+      onChange: (changes) => this.#changed(changes),
+      checkIntervalMs: config.checkIntervalMs,
+      backoff: options.backoff,
+      log: this.#log,
+    });
+  }
+
+  /** Makes an agent (connecting lazily); `run` starts it. */
+  static async create(options: AgentOptions): Promise<Agent> {
+    return new Agent(options, await EtcdClient.connect(options.config.etcd));
+  }
+
+  /** Creates and runs an agent; resolves once its first state is applied. */
+  static async start(options: AgentOptions): Promise<Agent> {
+    const agent = await Agent.create(options);
+    await agent.run();
+    return agent;
+  }
+
+  /**
+   * Registers, mirrors, publishes and applies the first state; resolves
+   * once it is applied, or when `stop` interrupts it.
+   */
+  async run(): Promise<void> {
+    await this.registration.start();
+    this.mirror.start();
+    await Promise.race([this.mirror.synced, this.#stoppedSignal.promise]);
+    if (this.#stopped) return;
+    const own = [...this.mirror.entries.values()].filter((e) => this.#ownEndpoint(e.key));
+    this.publisher.adopt(own);
+    this.publisher.set(this.#opts.config.ports);
+    void this.publisher.flush();
+    this.#ready = true;
+    await this.#derive();
+  }
+
+  #ownEndpoint(key: string): boolean {
+    const k = parseKey(key);
+    return k?.kind === "endpoint" && k.host === this.#self.host;
+  }
+
+  #changed(changes: Change[]): void {
+    this.fleet.apply(changes);
+    let ownChanged = false;
+    for (const c of changes) {
+      if (c.key === this.registration.key && !c.next) this.registration.reassert();
+      if (this.#ready && this.#ownEndpoint(c.key)) {
+        this.publisher.observe(c.key, c.next);
+        ownChanged = true;
+      }
+    }
+    if (ownChanged) void this.publisher.flush();
+    this.#schedule(this.#opts.settleMs ?? 10);
+  }
+
+  #schedule(ms: number): void {
+    if (!this.#ready || this.#stopped || this.#timer !== undefined) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      void this.#derive();
+    }, ms);
+  }
+
+  /** Derives and applies; one at a time, a request during one runs after it. */
+  #derive(): Promise<void> {
+    if (this.#applying) {
+      this.#again = true;
+      return this.#applying;
+    }
+    this.#applying = (async () => {
+      do {
+        this.#again = false;
+        const { state, problems } = derive(this.fleet.view(), this.#self);
+        for (const p of problems) this.#problems.once(p, p);
+        const text = JSON.stringify(state);
+        if (text === this.#lastText) continue;
+        failpoint("fleet.agent.derived");
+        try {
+          await this.#opts.applier.apply(state);
+          this.#lastText = text;
+          this.applied = state;
+          this.applies++;
+          this.#applyThrottle.recovered();
+          this.#applyBackoff.reset();
+        } catch (err) {
+          this.#applyThrottle.failed(err instanceof Error ? err.message : String(err));
+          this.#applying = undefined;
+          this.#schedule(this.#applyBackoff.next());
+          return;
+        }
+      } while (this.#again && !this.#stopped);
+      this.#applying = undefined;
+    })();
+    return this.#applying;
+  }
+
+  /**
+   * Stops the agent. With `leave` (the default) the lease is revoked and
+   * the fleet withdraws this host at once; without, its keys live out their
+   * TTL. The datapath keeps its last state either way.
+   */
+  async stop(options: { leave?: boolean } = {}): Promise<void> {
+    this.#stopped = true;
+    this.#stoppedSignal.resolve();
+    clearTimeout(this.#timer);
+    await this.mirror.close();
+    await this.publisher.close();
+    await this.#applying;
+    if (options.leave ?? true) await this.registration.leave();
+    else await this.registration.close();
+    this.#client.close();
+  }
+}
+
+/**
+ * Runs an agent until SIGTERM or SIGINT, then stops it (leaving the fleet
+ * unless `stay`). For the `warren agent` command.
+ */
+export async function runAgent(options: AgentOptions & { stay?: boolean }): Promise<void> {
+  const log = options.log ?? stderrSink;
+  const stop = Promise.withResolvers<Deno.Signal>();
+  const signals: Deno.Signal[] = ["SIGTERM", "SIGINT"];
+  const handlers = signals.map((s) => [s, () => stop.resolve(s)] as const);
+  for (const [s, h] of handlers) Deno.addSignalListener(s, h);
+  try {
+    const agent = await Agent.create(options);
+    const running = agent.run().then(() => {
+      log(`agent ${options.config.host}: following the fleet (lease ${agent.registration.lease})`);
+    }, (err) => stop.reject(err));
+    const signal = await stop.promise;
+    log(
+      `agent ${options.config.host}: ${signal}, ${options.stay ? "stopping" : "leaving the fleet"}`,
+    );
+    await agent.stop({ leave: !options.stay });
+    await running;
+  } finally {
+    for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
+  }
+}
