@@ -35,7 +35,7 @@ import type { Applier } from "./applier.ts";
 import { Backoff, type BackoffOptions } from "./backoff.ts";
 import { EtcdClient } from "./client.ts";
 import type { AgentConfig } from "./config.ts";
-import { derive, type FleetDatapathState, type SelfConfig } from "./derive.ts";
+import { derive, type FleetDatapathState, type LocalPort, type SelfConfig } from "./derive.ts";
 import { parseKey, PREFIX } from "./keys.ts";
 import { type LogSink, OnceLog, stderrSink, Throttle } from "./log.ts";
 import { type Change, Mirror } from "./mirror.ts";
@@ -152,10 +152,22 @@ export class Agent {
     if (this.#stopped) return;
     const own = [...this.mirror.entries.values()].filter((e) => this.#ownEndpoint(e.key));
     this.publisher.adopt(own);
-    this.publisher.set(this.#opts.config.ports);
+    this.publisher.set(this.#self.ports);
     void this.publisher.flush();
     this.#ready = true;
     await this.#derive();
+  }
+
+  /**
+   * Replaces this host's workload ports (a workload came, went or moved):
+   * the endpoints are published and the state derived again.
+   */
+  updatePorts(ports: LocalPort[]): void {
+    this.#self = { ...this.#self, ports };
+    this.publisher.set(ports);
+    if (!this.#ready) return;
+    void this.publisher.flush();
+    this.#schedule(0);
   }
 
   #ownEndpoint(key: string): boolean {
@@ -187,35 +199,32 @@ export class Agent {
 
   /** Derives and applies; one at a time, a request during one runs after it. */
   #derive(): Promise<void> {
-    if (this.#applying) {
-      this.#again = true;
-      return this.#applying;
-    }
-    this.#applying = (async () => {
-      do {
-        this.#again = false;
-        const { state, problems } = derive(this.fleet.view(), this.#self);
-        for (const p of problems) this.#problems.once(p, p);
-        const text = JSON.stringify(state);
-        if (text === this.#lastText) continue;
-        failpoint("fleet.agent.derived");
-        try {
-          await this.#opts.applier.apply(state);
-          this.#lastText = text;
-          this.applied = state;
-          this.applies++;
-          this.#applyThrottle.recovered();
-          this.#applyBackoff.reset();
-        } catch (err) {
-          this.#applyThrottle.failed(err instanceof Error ? err.message : String(err));
-          this.#applying = undefined;
-          this.#schedule(this.#applyBackoff.next());
-          return;
-        }
-      } while (this.#again && !this.#stopped);
-      this.#applying = undefined;
-    })();
+    this.#again = true;
+    this.#applying ??= this.#deriveLoop().finally(() => this.#applying = undefined);
     return this.#applying;
+  }
+
+  async #deriveLoop(): Promise<void> {
+    while (this.#again && !this.#stopped) {
+      this.#again = false;
+      const { state, problems } = derive(this.fleet.view(), this.#self);
+      for (const p of problems) this.#problems.once(p, p);
+      const text = JSON.stringify(state);
+      if (text === this.#lastText) continue;
+      failpoint("fleet.agent.derived");
+      try {
+        await this.#opts.applier.apply(state);
+      } catch (err) {
+        this.#applyThrottle.failed(err instanceof Error ? err.message : String(err));
+        this.#schedule(this.#applyBackoff.next());
+        return;
+      }
+      this.#lastText = text;
+      this.applied = state;
+      this.applies++;
+      this.#applyThrottle.recovered();
+      this.#applyBackoff.reset();
+    }
   }
 
   /**

@@ -1,0 +1,322 @@
+/**
+ * Agents against a real etcd, with no datapath: each applies through a
+ * recording fake, or (as a `warren agent` process) writes its state to a
+ * file. Joins, leaves, kills, restarts, moves, duplicates, hostile values,
+ * steady-state writes and failpoints.
+ */
+
+import { assert, assertEquals } from "./helpers/assert.ts";
+import { TestEtcd } from "./helpers/etcd.ts";
+import {
+  AgentProcess,
+  hostConfig,
+  LineLog,
+  RecordingApplier,
+  TEST_BACKOFF,
+  waitFor,
+  workloadMac,
+} from "./helpers/fleet.ts";
+import { Agent } from "../src/fleet/agent.ts";
+import { addNetwork, readFleet } from "../src/fleet/admin.ts";
+import { EtcdClient } from "../src/fleet/client.ts";
+import type { AgentConfig } from "../src/fleet/config.ts";
+import { derive, type FleetDatapathState } from "../src/fleet/derive.ts";
+import { endpointKey, hostKey, networkKey, PREFIX, prefixEnd } from "../src/fleet/keys.ts";
+
+/** Whether `state` sends or delivers to MAC `mac`. */
+const reaches = (state: FleetDatapathState | undefined, mac: string) =>
+  state?.flows.some((f) => f.includes(`dl_dst=${mac} `)) ?? false;
+
+/** Whether `state` tunnels MAC `mac` to host `n`. */
+const sendsTo = (state: FleetDatapathState | undefined, mac: string, n: number) =>
+  state?.flows.some((f) => f.includes(`dl_dst=${mac} `) && f.includes(`dst=192.0.2.${n})`)) ??
+    false;
+
+/** A fleet in a fresh etcd with network blue; agents started with `start` are stopped by `close`. */
+async function fleet(nets = ["blue"]) {
+  const etcd = await TestEtcd.start();
+  const opts = await etcd.clientOptions();
+  const admin = await EtcdClient.connect(opts);
+  for (const name of nets) await addNetwork(admin, { name });
+  const agents: Agent[] = [];
+  const log = new LineLog();
+  const dir = await Deno.makeTempDir({ prefix: "warren-fleet-" });
+  return {
+    etcd,
+    opts,
+    admin,
+    log,
+    dir,
+    async start(config: AgentConfig) {
+      const applier = new RecordingApplier();
+      const agent = await Agent.start({ config, applier, log: log.sink, backoff: TEST_BACKOFF });
+      agents.push(agent);
+      return { agent, applier };
+    },
+    async close() {
+      for (const a of agents) await a.stop().catch(() => {});
+      admin.close();
+      await etcd.close();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+/** The time of the first call of `applier` after `t0` whose state satisfies `ok`. */
+function firstAt(applier: RecordingApplier, t0: number, ok: (s: FleetDatapathState) => boolean) {
+  return applier.calls.find((c) => c.at >= t0 && ok(c.state))?.at;
+}
+
+Deno.test("a joining host is applied by every other host within 1 s; a graceful leave is withdrawn within 1 s", async () => {
+  const f = await fleet();
+  try {
+    const a = await f.start(hostConfig(f.opts, 1));
+    const b = await f.start(hostConfig(f.opts, 2));
+    const m3 = workloadMac(3);
+    const t0 = performance.now();
+    const c = await f.start(hostConfig(f.opts, 3));
+    await waitFor(
+      "h1 and h2 to reach h3",
+      () => sendsTo(a.applier.last, m3, 3) && sendsTo(b.applier.last, m3, 3),
+    );
+    for (const { applier } of [a, b]) {
+      const ms = firstAt(applier, t0, (s) => sendsTo(s, m3, 3))! - t0;
+      assert(ms < 1000, `join applied after ${ms} ms`);
+    }
+    // h3 reaches both, and floods to both.
+    assert(
+      sendsTo(c.applier.last, workloadMac(1), 1) && sendsTo(c.applier.last, workloadMac(2), 2),
+    );
+    assert(
+      c.applier.last!.groups[0].includes("192.0.2.1") &&
+        c.applier.last!.groups[0].includes("192.0.2.2"),
+    );
+
+    const t1 = performance.now();
+    await c.agent.stop();
+    await waitFor(
+      "h3 withdrawn",
+      () => !reaches(a.applier.last, m3) && !reaches(b.applier.last, m3),
+    );
+    for (const { applier } of [a, b]) {
+      const ms = firstAt(applier, t1, (s) => !reaches(s, m3))! - t1;
+      assert(ms < 1000, `leave applied after ${ms} ms`);
+      assert(!applier.last!.groups[0].includes("192.0.2.3"), "h3 left the flooding group");
+    }
+    const { entries } = await f.admin.list(PREFIX, prefixEnd(PREFIX));
+    assert(!entries.some((e) => e.key.includes("/h3")), "the lease took all of h3's keys");
+  } finally {
+    await f.close();
+  }
+});
+
+Deno.test("a host killed without leaving is withdrawn within its TTL plus 1.5 s, not before", async () => {
+  const f = await fleet();
+  try {
+    const a = await f.start(hostConfig(f.opts, 1));
+    const ttl = 2;
+    const p = new AgentProcess(f.dir, hostConfig(f.opts, 2, ["blue"], { leaseTtl: ttl }));
+    try {
+      await waitFor("h1 to reach h2", () => sendsTo(a.applier.last, workloadMac(2), 2), 15_000);
+    } finally {
+      await p.stop("SIGKILL");
+    }
+    const t0 = performance.now();
+    await waitFor("h2 withdrawn", () => !reaches(a.applier.last, workloadMac(2)), 10_000);
+    const ms = firstAt(a.applier, t0, (s) => !reaches(s, workloadMac(2)))! - t0;
+    // Renewed every TTL/3, so at least 2/3 of the TTL was left at the kill.
+    assert(ms > 1000 && ms < ttl * 1000 + 1500, `withdrawn ${ms} ms after the kill`);
+    assert(!(await f.admin.raw.get(hostKey("h2")).exists()), "the host key expired");
+  } finally {
+    await f.close();
+  }
+});
+
+Deno.test("a restarted agent adopts its live lease: no key vanishes or is rewritten, no host withdraws it", async () => {
+  const f = await fleet();
+  try {
+    const a = await f.start(hostConfig(f.opts, 1));
+    const config = hostConfig(f.opts, 2, ["blue"], { leaseTtl: 3 });
+    let p = new AgentProcess(f.dir, config);
+    try {
+      await waitFor("h2's first state", () => p.state() !== undefined, 15_000);
+      await waitFor("h1 to reach h2", () => sendsTo(a.applier.last, workloadMac(2), 2));
+      const keysBefore = await f.admin.list(`${PREFIX}`, prefixEnd(PREFIX));
+      const t0 = performance.now();
+      await p.stop("SIGKILL");
+      await Deno.remove(p.stateFile);
+      p = new AgentProcess(f.dir, config);
+      await waitFor("the restarted h2's first state", () => p.state() !== undefined, 15_000);
+      // Live longer than the TTL: the new process keeps the adopted lease alive.
+      await new Promise((r) => setTimeout(r, 3500));
+      const keysAfter = await f.admin.list(`${PREFIX}`, prefixEnd(PREFIX));
+      const own = (l: typeof keysBefore) =>
+        l.entries.filter((e) => e.key.includes("/h2")).map((e) => [e.key, e.lease, e.modRevision]);
+      assertEquals(own(keysAfter), own(keysBefore), "same keys, same lease, not rewritten");
+      assert(own(keysBefore).length === 2, "a host key and an endpoint");
+      assert(
+        a.applier.calls.filter((c) => c.at >= t0).every((c) => sendsTo(c.state, workloadMac(2), 2)),
+        "h1 never withdrew h2",
+      );
+      assertEquals(
+        p.state(),
+        derive(await readFleet(f.admin), { ...config, underlay: config.underlay.addresses }).state,
+      );
+    } finally {
+      await p.stop("SIGKILL");
+    }
+  } finally {
+    await f.close();
+  }
+});
+
+Deno.test("steady state: agents write nothing to etcd beyond lease keep-alives", async () => {
+  const f = await fleet(["blue", "red"]);
+  try {
+    const agents: { agent: Agent; applier: RecordingApplier }[] = [];
+    for (let n = 1; n <= 3; n++) {
+      agents.push(await f.start(hostConfig(f.opts, n, ["blue", "red"], { leaseTtl: 2 })));
+    }
+    await waitFor(
+      "all agents to see each other",
+      () =>
+        agents.every(({ applier }) =>
+          [1, 2, 3].every((n) => reaches(applier.last, workloadMac(n, 1)))
+        ),
+    );
+    const rev0 = (await f.admin.header(PREFIX)).revision;
+    const writes0 = agents.map(({ agent }) => agent.publisher.writes);
+    // Three TTLs: several keep-alives each, which do not change the revision.
+    await new Promise((r) => setTimeout(r, 6000));
+    assertEquals((await f.admin.header(PREFIX)).revision, rev0);
+    assertEquals(agents.map(({ agent }) => agent.publisher.writes), writes0);
+    assert(agents.every(({ applier }) => applier.calls.length <= 4), "no re-application either");
+  } finally {
+    await f.close();
+  }
+});
+
+Deno.test("a MAC that moves is followed within 1 s; a duplicate claim is reported and resolved alike everywhere", async () => {
+  const f = await fleet();
+  try {
+    // h1 keeps a second workload, so it stays in the network.
+    const c1 = hostConfig(f.opts, 1, ["blue", "blue"]);
+    const [h1, h2, h3] = [
+      await f.start(c1),
+      await f.start(hostConfig(f.opts, 2)),
+      await f.start(hostConfig(f.opts, 3)),
+    ];
+    const [port1, stays] = c1.ports;
+    const m = port1.mac;
+    await waitFor("h3 to reach h1's workload", () => sendsTo(h3.applier.last, m, 1));
+    // The workload moves from h1 to h2.
+    const t0 = performance.now();
+    h1.agent.updatePorts([stays]);
+    h2.agent.updatePorts([...hostConfig(f.opts, 2).ports, { ...port1, name: "moved" }]);
+    await waitFor("h3 to follow the move", () => sendsTo(h3.applier.last, m, 2));
+    const ms = firstAt(h3.applier, t0, (s) => sendsTo(s, m, 2))! - t0;
+    assert(ms < 1000, `move followed after ${ms} ms`);
+    await waitFor("the old and new hosts to follow", () =>
+      sendsTo(h1.applier.last, m, 2) &&
+      (h2.applier.last?.flows.some((f) => f.includes(`dl_dst=${m} actions=output:moved`)) ??
+        false));
+
+    // h1 claims it again while h2 still does: the newest claim (h1's) wins everywhere.
+    h1.agent.updatePorts([port1, stays]);
+    await waitFor(
+      "everyone to agree on h1",
+      () =>
+        sendsTo(h3.applier.last, m, 1) && sendsTo(h2.applier.last, m, 1) &&
+        (h1.applier.last?.flows.some((f) =>
+          f.includes(`dl_dst=${m} actions=output:${port1.name}`)
+        ) ?? false),
+    );
+    await waitFor(
+      "the duplicate to be reported",
+      () =>
+        f.log.matching(`mac ${m} is claimed more than once in network blue: h1 wins over h2`)
+          .length > 0,
+    );
+    const claims = (await readFleet(f.admin)).claims.get("blue")!.get(m)!;
+    assertEquals(claims.map((c) => c.host), ["h1", "h2"]);
+  } finally {
+    await f.close();
+  }
+});
+
+Deno.test("hostile values in etcd are skipped with one log line each; the agent carries on", async () => {
+  const f = await fleet();
+  try {
+    const a = await f.start(hostConfig(f.opts, 1));
+    const bad: [string, string][] = [
+      [networkKey("evil"), '{"vni":16777216,"protocol":"vxlan","mtu":1450}'],
+      [networkKey("x,actions=drop"), '{"vni":77,"protocol":"vxlan","mtu":1450}'],
+      [hostKey("h9"), '{"underlay":["not-an-ip"],"tunnels":[{"protocol":"vxlan"}]}'],
+      [hostKey("h8"), "\u0000garbage"],
+      [endpointKey("blue", "h9", "ff:ff:ff:ff:ff:ff"), '{"ips":[]}'],
+      [endpointKey("blue", "h2", "02:00:00:00:00:99"), '{"ips":["10.0.0.300"]}'],
+      [
+        endpointKey("blue", "h2", "02:00:00:00:00:98"),
+        JSON.stringify({ ips: [], pad: "x".repeat(5000) }),
+      ],
+    ];
+    for (const [k, v] of bad) await f.admin.raw.put(k).value(v);
+    // A good host after them: the agent still follows the fleet.
+    await f.start(hostConfig(f.opts, 2));
+    await waitFor("h1 to reach h2", () => sendsTo(a.applier.last, workloadMac(2), 2));
+    const last = a.applier.last!;
+    assertEquals(last.flows.filter((f) => /ff:ff:ff|:99 |:98 |net=77|16777216/.test(f)), []);
+    const skipped = f.log.matching("skipping /warren/v1/");
+    // Two agents: one line each per bad key.
+    for (const [k] of bad) {
+      assertEquals(skipped.filter((l) => l.includes(`${k}:`)).length, 2, `lines for ${k}`);
+    }
+    assertEquals(skipped.length, bad.length * 2);
+  } finally {
+    await f.close();
+  }
+});
+
+Deno.test("SIGKILL at every agent failpoint, then a rerun: exactly the wanted state in etcd and in the applied state", async () => {
+  const f = await fleet(["blue", "red"]);
+  try {
+    await f.start(hostConfig(f.opts, 1, ["blue", "red"]));
+    const config = hostConfig(f.opts, 2, ["blue", "red"], { leaseTtl: 2 });
+    for (
+      const point of ["fleet.publish.registered", "fleet.publish.batch", "fleet.agent.derived"]
+    ) {
+      await Deno.remove(`${f.dir}/h2.state.json`).catch(() => {});
+      const dying = new AgentProcess(f.dir, config, { WARREN_FAILPOINTS: point });
+      const { status } = await dying.ended();
+      assertEquals(status.signal, "SIGKILL", `${point} fired`);
+      if (point === "fleet.agent.derived") {
+        assertEquals(dying.state(), undefined, "died before applying");
+      }
+      const p = new AgentProcess(f.dir, config);
+      try {
+        // etcd holds exactly h2's two endpoints, and the state is what they derive.
+        const published = async () => {
+          const { entries } = await f.admin.list(PREFIX, prefixEnd(PREFIX));
+          return entries.map((e) => e.key).filter((k) =>
+            k.includes("/endpoints/") && k.includes("/h2/")
+          );
+        };
+        const wanted = config.ports.map((x) => endpointKey(x.net, "h2", x.mac)).sort();
+        await waitFor(`a rerun after ${point}`, async () => {
+          const want = derive(await readFleet(f.admin), {
+            ...config,
+            underlay: config.underlay.addresses,
+          });
+          return JSON.stringify(await published()) === JSON.stringify(wanted) &&
+            JSON.stringify(p.state()) === JSON.stringify(want.state) &&
+            sendsTo(want.state, workloadMac(1, 0), 1) && sendsTo(want.state, workloadMac(1, 1), 1);
+        }, 15_000);
+      } finally {
+        await p.stop();
+      }
+      await waitFor("h2 to leave", async () => !(await f.admin.raw.get(hostKey("h2")).exists()));
+    }
+  } finally {
+    await f.close();
+  }
+});

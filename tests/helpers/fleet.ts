@@ -1,0 +1,163 @@
+/**
+ * Fleet test helpers: an applier that records what it is given, agent
+ * configurations for test hosts, a log that keeps its lines, and waiting
+ * for a condition with a deadline.
+ *
+ * @module
+ */
+
+import type { Applier } from "../../src/fleet/applier.ts";
+import type { EtcdOptions } from "../../src/fleet/client.ts";
+import type { AgentConfig } from "../../src/fleet/config.ts";
+import type { FleetDatapathState, LocalPort } from "../../src/fleet/derive.ts";
+
+/** RecordingApplier keeps every state it is asked to apply, with the time. */
+export class RecordingApplier implements Applier {
+  /** Every call, in order. */
+  readonly calls: { at: number; state: FleetDatapathState }[] = [];
+
+  /** Records `state`. */
+  apply(state: FleetDatapathState): Promise<void> {
+    this.calls.push({ at: performance.now(), state: structuredClone(state) });
+    return Promise.resolve();
+  }
+
+  /** The last state applied. */
+  get last(): FleetDatapathState | undefined {
+    return this.calls.at(-1)?.state;
+  }
+}
+
+/** A log sink that keeps its lines. */
+export class LineLog {
+  /** Every line, in order. */
+  readonly lines: string[] = [];
+  /** The sink to pass as `log`. */
+  readonly sink = (line: string): void => {
+    this.lines.push(line);
+  };
+
+  /** Lines containing `text`. */
+  matching(text: string): string[] {
+    return this.lines.filter((l) => l.includes(text));
+  }
+}
+
+/** Fast retries for tests (the production cap is the same 1 s). */
+export const TEST_BACKOFF = { initialMs: 20, maxMs: 1000 };
+
+/** The test host `n` (1-based): underlay 192.0.2.n, one workload per entry of `nets`. */
+export function hostConfig(
+  etcd: EtcdOptions,
+  n: number,
+  nets: string[] = ["blue"],
+  overrides: Partial<AgentConfig> = {},
+): AgentConfig {
+  const ports: LocalPort[] = nets.map((net, i) => ({
+    name: `w${n}${i}`,
+    device: `veth-w${n}${i}`,
+    net,
+    mac: workloadMac(n, i),
+    ips: [`10.${i}.0.${n}`],
+  }));
+  return {
+    host: `h${n}`,
+    etcd,
+    leaseTtl: 3,
+    checkIntervalMs: 300,
+    underlay: { addresses: [`192.0.2.${n}`] },
+    tunnels: [{ protocol: "vxlan", port: 4789 }],
+    ports,
+    ...overrides,
+  };
+}
+
+/** The MAC of host `n`'s workload `i`. */
+export function workloadMac(n: number, i = 0): string {
+  return `02:00:00:00:${i.toString(16).padStart(2, "0")}:${n.toString(16).padStart(2, "0")}`;
+}
+
+/** Waits until `cond` holds (polling every 10 ms); throws after `ms` naming `what`. */
+export async function waitFor(
+  what: string,
+  cond: () => boolean | Promise<boolean>,
+  ms = 5000,
+): Promise<number> {
+  const start = performance.now();
+  for (;;) {
+    if (await cond()) return performance.now() - start;
+    if (performance.now() - start > ms) {
+      throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** The agent's YAML for `config` (JSON is YAML), as `warren agent --config` reads it. */
+export function configYaml(config: AgentConfig): string {
+  return JSON.stringify({
+    host: config.host,
+    etcd: {
+      endpoints: config.etcd.endpoints,
+      ...(config.etcd.tls ?? {}),
+      ...(config.etcd.auth ? { username: config.etcd.auth.username } : {}),
+    },
+    lease_ttl: config.leaseTtl,
+    check_interval_ms: config.checkIntervalMs,
+    underlay: config.underlay,
+    tunnels: config.tunnels,
+    ports: config.ports,
+  });
+}
+
+const CLI = new URL("../../src/cli/main.ts", import.meta.url).pathname;
+
+/** A `warren agent` process writing its state to a file. */
+export class AgentProcess {
+  /** The process. */
+  readonly child: Deno.ChildProcess;
+  /** Where it writes its derived state. */
+  readonly stateFile: string;
+  #stderr: Promise<string>;
+
+  /** Starts `warren agent` for `config` in `dir`, with extra environment `env`. */
+  constructor(dir: string, config: AgentConfig, env: Record<string, string> = {}) {
+    const file = `${dir}/${config.host}.yaml`;
+    Deno.writeTextFileSync(file, configYaml(config));
+    this.stateFile = `${dir}/${config.host}.state.json`;
+    this.child = new Deno.Command("deno", {
+      args: ["run", "-A", CLI, "agent", "--config", file, "--state-file", this.stateFile],
+      env,
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    this.#stderr = new Response(this.child.stderr).text();
+  }
+
+  /** The state it last wrote, if any. */
+  state(): FleetDatapathState | undefined {
+    try {
+      return JSON.parse(Deno.readTextFileSync(this.stateFile));
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Sends `signal` and waits for the end; returns the status and what it logged. */
+  stop(
+    signal: Deno.Signal = "SIGTERM",
+  ): Promise<{ status: Deno.CommandStatus; log: string }> {
+    try {
+      this.child.kill(signal);
+    } catch {
+      // Already gone.
+    }
+    return this.ended();
+  }
+
+  /** Waits for the process to end by itself. */
+  async ended(): Promise<{ status: Deno.CommandStatus; log: string }> {
+    const status = await this.child.status;
+    return { status, log: await this.#stderr };
+  }
+}
