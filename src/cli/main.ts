@@ -15,8 +15,10 @@ import { Command, Option } from "commander";
 import { LOAD_REQUIRED, requireCapabilities } from "../bpf/caps.ts";
 import { enterNetns } from "../lab/netns.ts";
 import { DEFAULT_PIN_DIR } from "../tunnel/datapath.ts";
+import * as agent from "./commands/agent.ts";
 import * as apply from "./commands/apply.ts";
 import * as down from "./commands/down.ts";
+import * as fleet from "./commands/fleet.ts";
 import * as flow from "./commands/flow.ts";
 import * as metrics from "./commands/metrics.ts";
 import * as port from "./commands/port.ts";
@@ -42,6 +44,8 @@ const COMMANDS: { register(cli: Command): void }[] = [
   trace,
   watch,
   metrics,
+  fleet,
+  agent,
 ];
 
 /** The `warren` program, ready to parse. */

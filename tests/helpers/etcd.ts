@@ -125,7 +125,9 @@ export class TestEtcd {
     this.#clientPort = clientPort;
     this.#peerPort = peerPort;
     this.pki = pki;
-    this.url = `${pki ? "https" : "http"}://127.0.0.1:${clientPort}`;
+    // With TLS, clients name the server (Deno's TLS takes no IP address as
+    // the server name); the certificate holds both.
+    this.url = pki ? `https://localhost:${clientPort}` : `http://127.0.0.1:${clientPort}`;
   }
 
   /** Starts a fresh etcd and waits until it answers. */
@@ -187,7 +189,7 @@ export class TestEtcd {
     const args = [
       "--name=t",
       `--data-dir=${this.#dataDir}`,
-      `--listen-client-urls=${this.url}`,
+      `--listen-client-urls=${this.url.replace("localhost", "127.0.0.1")}`,
       `--advertise-client-urls=${this.url}`,
       `--listen-peer-urls=${this.#peerUrl}`,
       `--initial-advertise-peer-urls=${this.#peerUrl}`,
