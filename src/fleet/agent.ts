@@ -260,7 +260,13 @@ export async function runAgent(options: AgentOptions & { stay?: boolean }): Prom
     const running = agent.run().then(() => {
       log(`agent ${options.config.host}: following the fleet (lease ${agent.registration.lease})`);
     }, (err) => stop.reject(err));
-    const signal = await stop.promise;
+    let signal: Deno.Signal;
+    try {
+      signal = await stop.promise;
+    } catch (err) {
+      await agent.stop({ leave: false });
+      throw err;
+    }
     log(
       `agent ${options.config.host}: ${signal}, ${options.stay ? "stopping" : "leaving the fleet"}`,
     );
