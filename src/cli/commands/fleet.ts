@@ -39,8 +39,18 @@ export async function etcdOptions(flags: EtcdFlags): Promise<EtcdOptions> {
 /** Runs `fn` with a connection made from `cmd`'s flags, closed after. */
 async function withEtcd<T>(cmd: Command, fn: (c: EtcdClient) => Promise<T>): Promise<T> {
   const { EtcdClient } = await import("../../fleet/client.ts");
-  using client = await EtcdClient.connect(await etcdOptions(cmd.optsWithGlobals()));
-  return await fn(client);
+  const opts = await etcdOptions(cmd.optsWithGlobals());
+  using client = await EtcdClient.connect(opts);
+  try {
+    return await fn(client);
+  } catch (err) {
+    // gRPC's "14 UNAVAILABLE: No connection established. Last error: …"
+    // says less than the address and the cause.
+    const m = /^14 UNAVAILABLE: .*Last error: (?:\w*Error: )?(.*?)(?:\. Resolution note.*)?$/s
+      .exec(String((err as Error)?.message));
+    if (m) throw new Error(`etcd at ${opts.endpoints.join(",")} is unreachable: ${m[1]}`);
+    throw err;
+  }
 }
 
 /** Reads the fleet, naming on stderr every value an agent would skip. */
