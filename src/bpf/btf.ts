@@ -6,6 +6,7 @@
  * @module
  */
 
+import { Errno } from "./errno.ts";
 import { check } from "./errors.ts";
 import { cstr, errno, libbpf, readCString } from "./ffi.ts";
 
@@ -61,7 +62,7 @@ export class Btf implements Disposable {
     const ptr = libbpf().btf__load_from_kernel_by_id(id);
     if (ptr === null) {
       const e = errno();
-      check(`load BTF id ${id} from the kernel`, () => -(e || 22));
+      check(`load BTF id ${id} from the kernel`, () => -(e || Errno.EINVAL));
     }
     return new Btf(ptr, true);
   }

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { Errno } from "./errno.ts";
 import { BpfError, check } from "./errors.ts";
 import { libbpf } from "./ffi.ts";
 import { ifname } from "./netif.ts";
@@ -17,8 +18,7 @@ import type { Direction } from "./tcx.ts";
 const ATTACH_POINT: Record<Direction, number> = { ingress: 1, egress: 2 };
 /** `BPF_TC_F_REPLACE`. */
 const F_REPLACE = 1;
-const EEXIST = 17;
-const ENOENT = 2;
+const { EEXIST, EINVAL, ENOENT } = Errno;
 
 /** Where warren's filter sits in the qdisc's filter list by default. */
 const DEFAULT_HANDLE = 0x57;
@@ -134,7 +134,7 @@ export function removeClsactQdisc(ifindex: number): void {
   // Both attach points together name the qdisc itself.
   const h = opts(24, [8, "i32", ifindex], [12, "u32", ATTACH_POINT.ingress | ATTACH_POINT.egress]);
   const ret = libbpf().bpf_tc_hook_destroy(h);
-  if (ret !== -ENOENT && ret !== -22) {
+  if (ret !== -ENOENT && ret !== -EINVAL) {
     check(`remove clsact qdisc from ifindex ${ifindex}`, () => ret);
   }
 }

@@ -9,6 +9,7 @@
  */
 
 import { followDirMode } from "./pin_mode.ts";
+import { Errno } from "./errno.ts";
 import { BpfError, check, KeyExistsError, KeyNotFoundError } from "./errors.ts";
 import { Fd } from "./fd.ts";
 import { cstr, libbpf } from "./ffi.ts";
@@ -16,9 +17,7 @@ import { type MapInfo, mapInfo, PER_CPU_MAP_TYPES } from "./info.ts";
 import { libbpfMessageMark, libbpfMessagesSince } from "./log.ts";
 import { opts } from "./opts.ts";
 
-const ENOENT = 2;
-const EEXIST = 17;
-const ENOSPC = 28;
+const { ENOENT, EEXIST, ENOSPC } = Errno;
 
 /** How an update treats an existing key. */
 export type UpdateMode = "any" | "noexist" | "exist";

@@ -19,6 +19,7 @@
 
 export * from "./btf.ts";
 export * from "./caps.ts";
+export * from "./errno.ts";
 export * from "./clsact.ts";
 export * from "./errors.ts";
 export * from "./fd.ts";

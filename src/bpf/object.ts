@@ -18,6 +18,7 @@
  */
 
 import { Btf } from "./btf.ts";
+import { Errno } from "./errno.ts";
 import { BpfError, check, NotFoundError, VerifierError } from "./errors.ts";
 import { Fd } from "./fd.ts";
 import { cstr, errno, libbpf, readCString } from "./ffi.ts";
@@ -77,7 +78,9 @@ export class BpfObject implements Disposable {
     mark: number,
     keep: Uint8Array[],
   ): BpfObject {
-    if (ptr === null) throw new BpfError(op, err || 22, { libbpfLog: libbpfMessagesSince(mark) });
+    if (ptr === null) {
+      throw new BpfError(op, err || Errno.EINVAL, { libbpfLog: libbpfMessagesSince(mark) });
+    }
     return new BpfObject(ptr, name, keep);
   }
 

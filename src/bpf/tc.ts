@@ -6,6 +6,7 @@
  */
 
 import { attachClsact, ClsactFilter, type ClsactOptions } from "./clsact.ts";
+import { Errno } from "./errno.ts";
 import { BpfError } from "./errors.ts";
 import type { Link } from "./link.ts";
 import type { Program } from "./program.ts";
@@ -17,7 +18,7 @@ export type TcMethod = "auto" | "tcx" | "clsact";
 /** A program attached at TC, by either method. */
 export type TcAttachment = { kind: "tcx"; link: Link } | { kind: "clsact"; filter: ClsactFilter };
 
-const EINVAL = 22;
+const { EINVAL } = Errno;
 
 /**
  * Attaches `program` at TC `direction` of `ifindex`. With `auto` (default),

@@ -12,6 +12,7 @@
  */
 
 import { attachClsact, ClsactFilter, removeClsactQdisc } from "../bpf/clsact.ts";
+import { Errno } from "../bpf/errno.ts";
 import { BpfError } from "../bpf/errors.ts";
 import { Link } from "../bpf/link.ts";
 import { ifname } from "../bpf/netif.ts";
@@ -42,8 +43,7 @@ export interface Attachment {
   pin: string;
 }
 
-const EINVAL = 22;
-const EOPNOTSUPP = 95;
+const { EINVAL, EOPNOTSUPP } = Errno;
 
 function linksDir(dir: string): string {
   return `${dir}/links`;
