@@ -14,7 +14,16 @@
  */
 
 import bench from "../bpf/build/bench.bpf.o" with { type: "bytes" };
-import { attachXdp, BpfObject, ifindex, type Link, Program, testRun } from "../src/bpf/mod.ts";
+import {
+  attachXdp,
+  BpfObject,
+  ifindex,
+  type Link,
+  Program,
+  skbContext,
+  testRun,
+  xdpContext,
+} from "../src/bpf/mod.ts";
 import { macOf } from "../src/lab/netns.ts";
 import { Lab, type LabHost } from "../src/lab/topology.ts";
 import type { Datapath } from "../src/tunnel/datapath.ts";
@@ -34,31 +43,22 @@ export interface KernelOptions {
   flowCounts: number[];
 }
 
-function xdpCtx(ifi: number, len: number): Uint8Array {
-  const ctx = new Uint8Array(24);
-  const v = new DataView(ctx.buffer);
-  v.setUint32(4, len, true);
-  v.setUint32(12, ifi, true);
-  return ctx;
-}
-
-function skbCtx(ifi: number): Uint8Array {
-  const ctx = new Uint8Array(192);
-  new DataView(ctx.buffer).setUint32(40, ifi, true);
-  return ctx;
-}
-
 /** ns per packet of `prog` on fresh copies of `pkt` (live frames). */
 function live(prog: Program, pkt: Uint8Array, ifi: number, repeat: number): number {
   const t = performance.now();
-  const r = testRun(prog, { data: pkt, ctx: xdpCtx(ifi, pkt.length), repeat, liveFrames: true });
+  const r = testRun(prog, {
+    data: pkt,
+    ctx: xdpContext(ifi, pkt.length),
+    repeat,
+    liveFrames: true,
+  });
   // The kernel reports the mean; the wall clock is the fallback.
   return r.durationNs || (performance.now() - t) * 1e6 / repeat;
 }
 
 /** ns per packet of `prog`, one fresh skb per run, as the kernel timed them. */
 function single(prog: Program, pkt: Uint8Array, ifi: number, n: number): number {
-  const ctx = skbCtx(ifi);
+  const ctx = skbContext(ifi);
   let sum = 0;
   for (let i = 0; i < n; i++) sum += testRun(prog, { data: pkt, ctx, dataOutSize: 512 }).durationNs;
   return sum / n;

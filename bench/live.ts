@@ -13,7 +13,7 @@
  */
 
 import bench from "../bpf/build/bench.bpf.o" with { type: "bytes" };
-import { attachXdp, BpfObject, ifindex, type Link, testRun } from "../src/bpf/mod.ts";
+import { attachXdp, BpfObject, ifindex, type Link, testRun, xdpContext } from "../src/bpf/mod.ts";
 import { counterCodec, PerCpuMap, u32 } from "../src/maps/mod.ts";
 import { macOf } from "../src/lab/netns.ts";
 import { Lab } from "../src/lab/topology.ts";
@@ -80,10 +80,7 @@ async function rig(kind: "warren" | "kernel") {
   /** Sends `frames` and returns the frames per second delivered. */
   const run = async (frames: number): Promise<number> => {
     const before = delivered();
-    const ctx = new Uint8Array(24);
-    const v = new DataView(ctx.buffer);
-    v.setUint32(4, frame.length, true);
-    v.setUint32(12, underB, true);
+    const ctx = xdpContext(underB, frame.length);
     const t = performance.now();
     await b.ns.within(() =>
       testRun(tx, { data: frame, ctx, repeat: frames, liveFrames: true, batchSize: 64 })

@@ -17,6 +17,7 @@ import {
   removeClsactQdisc,
   testRun,
   unpin,
+  xdpContext,
 } from "../src/bpf/mod.ts";
 import { counterCodec, PerCpuMap, u32 } from "../src/maps/mod.ts";
 import { TempPinDir } from "./helpers/bpffs.ts";
@@ -223,15 +224,12 @@ privilegedTest(
     frame.set(net.rxMac.split(":").map((h) => parseInt(h, 16)), 6);
     frame.set([0x08, 0x00, 0x45, 0, 0, 46, 0, 0, 0, 0, 64, 17], 12);
     frame.set([10, 9, 0, 1, 10, 9, 0, 99], 26);
-    const ctx = new Uint8Array(24);
-    const view = new DataView(ctx.buffer);
-    view.setUint32(4, frame.length, true); // data_end
     // A veth's transmit ring holds 256 frames; bursts stay well below it so
     // none is dropped and the count can be exact.
     const repeat = 128, bursts = 20;
     for (let i = 0; i < bursts; i++) {
       const result = await net.a.within(() => {
-        view.setUint32(12, ifindex("wtx"), true); // ingress_ifindex
+        const ctx = xdpContext(ifindex("wtx"), frame.length);
         return testRun(reflect, { data: frame, ctx, repeat, liveFrames: true });
       });
       assertEquals(result.retval, 0);

@@ -11,21 +11,15 @@ import { Lab, type LabHost } from "../src/lab/topology.ts";
 import { macOf } from "../src/lab/netns.ts";
 import { run } from "../src/lab/run.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
-import {
-  addFlows,
-  nonZeroStats,
-  runPinned,
-  skbCtx,
-  TC_ACT_REDIRECT,
-  XDP_PASS,
-} from "./helpers/lab.ts";
+import { addFlows, nonZeroStats, runPinned, TC_ACT_REDIRECT, XDP_PASS } from "./helpers/lab.ts";
 import { scapy, scapyMany, scapyScript, toHex } from "./helpers/scapy.ts";
 import { ping, tcpdump, tcpTransfer } from "./helpers/traffic.ts";
 import { cutsOf, sttFrame, type SttPath, sttSegments } from "./helpers/stt.ts";
 import { onCpu } from "./helpers/cpu.ts";
 import { metaCodec, TRACE_MARK } from "../src/maps/layouts.ts";
+import { ifindex } from "../src/bpf/netif.ts";
 import { Program } from "../src/bpf/program.ts";
-import { testRun } from "../src/bpf/test_run.ts";
+import { skbContext, testRun } from "../src/bpf/test_run.ts";
 
 const CONTEXT = 77n;
 const F_CSUM_PARTIAL = 0x02, F_IPV4 = 0x04, F_TCP = 0x08;
@@ -333,8 +327,7 @@ async function pathToA(lab: Lab): Promise<Omit<SttPath, "id">> {
 function tcRunner(h: LabHost) {
   return (seg: Uint8Array) => {
     using p = Program.fromPin(`${h.pinDir}/progs/wr_tc_underlay`);
-    const ctx = skbCtx(h.underlay);
-    new DataView(ctx.buffer).setUint32(8, TRACE_MARK, true);
+    const ctx = skbContext(ifindex(h.underlay), TRACE_MARK);
     return testRun(p, { data: seg, ctx, dataOutSize: 65536 });
   };
 }

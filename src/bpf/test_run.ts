@@ -26,7 +26,7 @@ const OPTS_SIZE = 80;
 export interface TestRunInput {
   /** The packet (from the Ethernet header). */
   data: Uint8Array;
-  /** The context (`struct xdp_md` or `struct __sk_buff`), if any. */
+  /** The context, if any: {@link xdpContext} or {@link skbContext}. */
   ctx?: Uint8Array;
   /** Runs; the reported duration is the mean. Default 1. */
   repeat?: number;
@@ -55,6 +55,38 @@ export interface TestRunResult {
   ctx?: Uint8Array;
   /** Mean duration of one run, in nanoseconds. */
   durationNs: number;
+}
+
+/**
+ * The `struct xdp_md` fields (linux/bpf.h) a test-run context sets: byte
+ * offsets, and the size test-run takes. tests/object_test.ts checks them
+ * against the BTF of warren's object.
+ */
+export const XDP_MD = { size: 24, data_end: 4, ingress_ifindex: 12 } as const;
+
+/** The `struct __sk_buff` fields a test-run context sets, as {@link XDP_MD}. */
+export const SK_BUFF = { size: 192, mark: 8, ifindex: 40 } as const;
+
+/**
+ * A `struct xdp_md` for a packet of `length` bytes arriving on device
+ * `ifindex`: test-run needs `data_end`, and the device for redirects and,
+ * in live-frames mode, to transmit from.
+ */
+export function xdpContext(ifindex: number, length: number): Uint8Array {
+  const ctx = new Uint8Array(XDP_MD.size);
+  const v = new DataView(ctx.buffer);
+  v.setUint32(XDP_MD.data_end, length, true);
+  v.setUint32(XDP_MD.ingress_ifindex, ifindex, true);
+  return ctx;
+}
+
+/** A `struct __sk_buff` for a packet arriving on device `ifindex`, with skb mark `mark`. */
+export function skbContext(ifindex: number, mark = 0): Uint8Array {
+  const ctx = new Uint8Array(SK_BUFF.size);
+  const v = new DataView(ctx.buffer);
+  v.setUint32(SK_BUFF.mark, mark, true);
+  v.setUint32(SK_BUFF.ifindex, ifindex, true);
+  return ctx;
 }
 
 function build(input: TestRunInput) {

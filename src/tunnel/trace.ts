@@ -14,7 +14,7 @@
 
 import { ifindex } from "../bpf/netif.ts";
 import type { Program } from "../bpf/program.ts";
-import { testRun } from "../bpf/test_run.ts";
+import { skbContext, testRun, xdpContext } from "../bpf/test_run.ts";
 import { type FlowKey, META_MAGIC, metaCodec, TRACE_MARK, TunFlag } from "../maps/layouts.ts";
 import { parseAddr } from "./addr.ts";
 import type { Datapath, PROGRAMS } from "./datapath.ts";
@@ -75,18 +75,9 @@ function runContext(
   ifindex: number,
   mark = 0,
 ): Uint8Array {
-  if (program === "wr_xdp_underlay") {
-    const ctx = new Uint8Array(24);
-    const v = new DataView(ctx.buffer);
-    v.setUint32(4, packet.length, true);
-    v.setUint32(12, ifindex, true);
-    return ctx;
-  }
-  const ctx = new Uint8Array(192);
-  const v = new DataView(ctx.buffer);
-  v.setUint32(8, mark, true);
-  v.setUint32(40, ifindex, true);
-  return ctx;
+  return program === "wr_xdp_underlay"
+    ? xdpContext(ifindex, packet.length)
+    : skbContext(ifindex, mark);
 }
 
 /**

@@ -20,14 +20,15 @@
 
 import { BpfMap } from "../../src/bpf/map.ts";
 import { Program } from "../../src/bpf/program.ts";
-import { testRun } from "../../src/bpf/test_run.ts";
+import { ifindex } from "../../src/bpf/netif.ts";
+import { skbContext, testRun, xdpContext } from "../../src/bpf/test_run.ts";
 import { metaCodec, Stat, TRACE_MARK } from "../../src/maps/layouts.ts";
 import { u32, u64 } from "../../src/maps/codec.ts";
 import { PerCpuMap } from "../../src/maps/typed_map.ts";
 import { macOf } from "../../src/lab/netns.ts";
 import { Lab, type LabHost } from "../../src/lab/topology.ts";
 import { mapPin } from "../../src/tunnel/pins.ts";
-import { addFlows, pinNeighbor, skbCtx, xdpCtx } from "./lab.ts";
+import { addFlows, pinNeighbor } from "./lab.ts";
 
 /** The datapath's programs. */
 export type ProgramName = "wr_xdp_underlay" | "wr_tc_underlay" | "wr_tc_local";
@@ -181,9 +182,10 @@ export class Harness implements AsyncDisposable {
   run(program: ProgramName, data: Uint8Array): Outcome {
     const before = this.#counters();
     const ctx = program === "wr_xdp_underlay"
-      ? xdpCtx(this.host.underlay, data.length)
-      : skbCtx(program === "wr_tc_local" ? this.host.workload.port : this.host.underlay);
-    if (program === "wr_tc_underlay") new DataView(ctx.buffer).setUint32(8, TRACE_MARK, true);
+      ? xdpContext(ifindex(this.host.underlay), data.length)
+      : program === "wr_tc_local"
+      ? skbContext(ifindex(this.host.workload.port))
+      : skbContext(ifindex(this.host.underlay), TRACE_MARK);
     const out = testRun(this.#programs[program], { data, ctx, dataOutSize: data.length + 4096 });
     const after = this.#counters();
     const moved = new Map<number, number>();

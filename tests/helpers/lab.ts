@@ -6,7 +6,7 @@
 
 import { ifindex } from "../../src/bpf/netif.ts";
 import { Program } from "../../src/bpf/program.ts";
-import { testRun, type TestRunResult } from "../../src/bpf/test_run.ts";
+import { skbContext, testRun, type TestRunResult, xdpContext } from "../../src/bpf/test_run.ts";
 import { statName } from "../../src/maps/layouts.ts";
 import { Lab, type LabHost } from "../../src/lab/topology.ts";
 import type { Datapath, UpOptions } from "../../src/tunnel/datapath.ts";
@@ -30,22 +30,6 @@ export async function addFlows(dp: Datapath, ...flows: string[]): Promise<void> 
   await dp.addFlows(flows.map((f) => parseFlow(f, dp.portNames())));
 }
 
-/** A `struct __sk_buff` context naming the device the packet came in on. */
-export function skbCtx(dev: string): Uint8Array {
-  const ctx = new Uint8Array(192);
-  new DataView(ctx.buffer).setUint32(40, ifindex(dev), true);
-  return ctx;
-}
-
-/** A `struct xdp_md` context for a packet of `len` bytes arriving on `dev`. */
-export function xdpCtx(dev: string, len: number): Uint8Array {
-  const ctx = new Uint8Array(24);
-  const v = new DataView(ctx.buffer);
-  v.setUint32(4, len, true); // data_end
-  v.setUint32(12, ifindex(dev), true); // ingress_ifindex
-  return ctx;
-}
-
 /** Runs one of `host`'s pinned programs on `data` (call inside its namespace). */
 export function runPinned(
   host: LabHost,
@@ -54,7 +38,9 @@ export function runPinned(
   dev: string,
 ): TestRunResult {
   using p = Program.fromPin(`${host.pinDir}/progs/${program}`);
-  const ctx = program === "wr_xdp_underlay" ? xdpCtx(dev, data.length) : skbCtx(dev);
+  const ctx = program === "wr_xdp_underlay"
+    ? xdpContext(ifindex(dev), data.length)
+    : skbContext(ifindex(dev));
   return testRun(p, { data, ctx });
 }
 
