@@ -3,18 +3,22 @@
  * throwaway namespace, real frames sent from another namespace, per-CPU
  * counters that must equal what was sent.
  */
-import { assert, assertEquals } from "./helpers/assert.ts";
+import { assert, assertEquals, assertThrows } from "./helpers/assert.ts";
 import {
   attachTc,
   attachXdp,
+  BpfError,
   BpfMap,
   BpfObject,
   detachTc,
+  Errno,
+  haveTcx,
   ifindex,
   isPinned,
   Link,
   Program,
   removeClsactQdisc,
+  tcxProbeVerdict,
   testRun,
   unpin,
   xdpContext,
@@ -146,6 +150,17 @@ privilegedTest("generic XDP and the clsact fallback count frames too", async () 
   } finally {
     leave();
   }
+});
+
+privilegedTest("the TCX probe finds TCX exactly on Linux 6.6 and later", () => {
+  const [major, minor] = Deno.osRelease().split(".").map(Number);
+  assertEquals(haveTcx(), major > 6 || (major === 6 && minor >= 6));
+});
+
+Deno.test("the TCX probe reads ENODEV as TCX, EINVAL as none, any other errno as no answer", () => {
+  assertEquals(tcxProbeVerdict(new BpfError("probe", Errno.ENODEV)), true);
+  assertEquals(tcxProbeVerdict(new BpfError("probe", Errno.EINVAL)), false);
+  assertThrows(() => tcxProbeVerdict(new BpfError("probe", Errno.EPERM)), BpfError, "EPERM");
 });
 
 privilegedTest(

@@ -49,12 +49,12 @@ export class ClsactFilter {
   /** Whether attaching created the clsact qdisc (so detaching may remove it). */
   readonly createdQdisc: boolean;
 
-  /** Describes a filter; {@link attachClsact} creates one. */
+  /** Describes a filter (warren's handle and priority by default); {@link attachClsact} creates one. */
   constructor(
     ifindex: number,
     direction: Direction,
-    handle: number,
-    priority: number,
+    handle = DEFAULT_HANDLE,
+    priority = DEFAULT_PRIORITY,
     createdQdisc = false,
   ) {
     this.ifindex = ifindex;

@@ -151,6 +151,11 @@ export const libbpfSymbols = {
   // int bpf_link_get_fd_by_id(__u32 id)
   bpf_link_get_fd_by_id: { parameters: [u32], result: int },
 
+  // int bpf_prog_load(enum bpf_prog_type prog_type, const char *prog_name,
+  //     const char *license, const struct bpf_insn *insns, size_t insn_cnt,
+  //     struct bpf_prog_load_opts *opts)
+  bpf_prog_load: { parameters: [u32, buf, buf, buf, size_t, buf], result: int },
+
   // int bpf_link_create(int prog_fd, int target_fd,
   //     enum bpf_attach_type attach_type,
   //     const struct bpf_link_create_opts *opts)

@@ -6,11 +6,9 @@
  */
 
 import { attachClsact, ClsactFilter, type ClsactOptions } from "./clsact.ts";
-import { Errno } from "./errno.ts";
-import { BpfError } from "./errors.ts";
 import type { Link } from "./link.ts";
 import type { Program } from "./program.ts";
-import { attachTcx, type Direction } from "./tcx.ts";
+import { attachTcx, type Direction, haveTcx } from "./tcx.ts";
 
 /** How to attach at TC. */
 export type TcMethod = "auto" | "tcx" | "clsact";
@@ -18,11 +16,15 @@ export type TcMethod = "auto" | "tcx" | "clsact";
 /** A program attached at TC, by either method. */
 export type TcAttachment = { kind: "tcx"; link: Link } | { kind: "clsact"; filter: ClsactFilter };
 
-const { EINVAL } = Errno;
+/** What `method` comes to on this kernel: `auto` is TCX where the kernel has it. */
+export function tcMethod(method: TcMethod): "tcx" | "clsact" {
+  if (method !== "auto") return method;
+  return haveTcx() ? "tcx" : "clsact";
+}
 
 /**
  * Attaches `program` at TC `direction` of `ifindex`. With `auto` (default),
- * TCX is tried first and clsact used when the kernel does not know TCX.
+ * TCX where the kernel has it ({@link haveTcx}), clsact otherwise.
  */
 export function attachTc(
   program: Program,
@@ -31,13 +33,8 @@ export function attachTc(
   method: TcMethod = "auto",
   clsact: ClsactOptions = {},
 ): TcAttachment {
-  if (method !== "clsact") {
-    try {
-      return { kind: "tcx", link: attachTcx(program, ifindex, direction) };
-    } catch (err) {
-      // Kernels before 6.6 reject the unknown attach type with EINVAL.
-      if (method === "tcx" || !(err instanceof BpfError) || err.errno !== EINVAL) throw err;
-    }
+  if (tcMethod(method) === "tcx") {
+    return { kind: "tcx", link: attachTcx(program, ifindex, direction) };
   }
   return { kind: "clsact", filter: attachClsact(program, ifindex, direction, clsact) };
 }

@@ -11,21 +11,21 @@
  * @module
  */
 
-import { attachClsact, ClsactFilter, removeClsactQdisc } from "../bpf/clsact.ts";
+import { ClsactFilter, removeClsactQdisc } from "../bpf/clsact.ts";
 import { Errno } from "../bpf/errno.ts";
 import { BpfError } from "../bpf/errors.ts";
 import { Link } from "../bpf/link.ts";
 import { ifname } from "../bpf/netif.ts";
 import { ensurePinDir, isPinned, unpin } from "../bpf/pin.ts";
 import { Program } from "../bpf/program.ts";
-import { attachTcx } from "../bpf/tcx.ts";
+import { attachTc, type TcMethod } from "../bpf/tc.ts";
 import { attachXdp, type XdpMode } from "../bpf/xdp.ts";
 
 /** How XDP is attached: a mode, auto (native, else generic) or off. */
 export type XdpChoice = XdpMode | "auto" | "off";
 
 /** How TC is attached: TCX (Linux 6.6+), clsact, or auto. */
-export type TcChoice = "auto" | "tcx" | "clsact";
+export type TcChoice = TcMethod;
 
 /** One attachment, as `status` shows it. */
 export interface Attachment {
@@ -115,7 +115,7 @@ export function attachTcRecorded(
   }
   if (isPinned(clsactPin)) {
     try {
-      new ClsactFilter(ifindex, "ingress", DEFAULT_HANDLE, DEFAULT_PRIORITY).update(program);
+      new ClsactFilter(ifindex, "ingress").update(program);
       unpin(clsactPin);
       program.pin(clsactPin);
       return "clsact";
@@ -128,26 +128,16 @@ export function attachTcRecorded(
       if (isPinned(qdisc)) unpin(qdisc);
     }
   }
-  if (choice !== "clsact") {
-    try {
-      using link = attachTcx(program, ifindex, "ingress");
-      link.pin(tcxPin);
-      return "tcx";
-    } catch (err) {
-      if (choice === "tcx" || !(err instanceof BpfError) || err.errno !== EINVAL) throw err;
-    }
+  const attached = attachTc(program, ifindex, "ingress", choice);
+  if (attached.kind === "tcx") {
+    using link = attached.link;
+    link.pin(tcxPin);
+    return "tcx";
   }
-  const filter = attachClsact(program, ifindex, "ingress", {
-    handle: DEFAULT_HANDLE,
-    priority: DEFAULT_PRIORITY,
-  });
   program.pin(clsactPin);
-  if (filter.createdQdisc) program.pin(pinOf(dir, "clsact-qdisc", ifindex));
+  if (attached.filter.createdQdisc) program.pin(pinOf(dir, "clsact-qdisc", ifindex));
   return "clsact";
 }
-
-const DEFAULT_HANDLE = 0x57;
-const DEFAULT_PRIORITY = 1;
 
 /**
  * Opens the link pinned at `pin`; or, when its device is gone, unpins it
@@ -185,7 +175,7 @@ export function detachDevice(dir: string, ifindex: number): void {
 function detachAttachment(dir: string, a: Attachment): void {
   if (a.hook === "clsact-ingress") {
     try {
-      new ClsactFilter(a.ifindex, "ingress", DEFAULT_HANDLE, DEFAULT_PRIORITY).detach();
+      new ClsactFilter(a.ifindex, "ingress").detach();
       const qdisc = pinOf(dir, "clsact-qdisc", a.ifindex);
       if (isPinned(qdisc)) {
         removeClsactQdisc(a.ifindex);
