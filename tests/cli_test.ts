@@ -8,6 +8,7 @@
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { Lab, type LabHost } from "../src/lab/topology.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
+import { PROGRAMS } from "../src/maps/names.ts";
 import {
   overlay,
   warren,
@@ -72,11 +73,7 @@ privilegedTest(
       "xdp-native@u0:wr_xdp_underlay",
     ]);
     const programs = s.programs as { name: string; id: number }[];
-    assertEquals(programs.map((p) => p.name).sort(), [
-      "wr_tc_local",
-      "wr_tc_underlay",
-      "wr_xdp_underlay",
-    ]);
+    assertEquals(programs.map((p) => p.name).sort(), [...PROGRAMS].sort());
     const tables = s.tables as { name: string; used: number; capacity: number }[];
     assertEquals(tables.find((t) => t.name === "ports")!.used, 1);
     const text = await warrenOk(a, ["status"]);

@@ -21,15 +21,8 @@ import { Stat, statName } from "../src/maps/layouts.ts";
 import type { Datapath } from "../src/tunnel/datapath.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
 import { fromHex, scapyMany, toHex } from "./helpers/scapy.ts";
-import {
-  drops,
-  Harness,
-  MALFORMED,
-  type Outcome,
-  PROGRAM_NAMES,
-  type ProgramName,
-  skbTestable,
-} from "./helpers/hostile.ts";
+import { drops, Harness, MALFORMED, type Outcome, skbTestable } from "./helpers/hostile.ts";
+import { type ProgramName, PROGRAMS } from "../src/maps/names.ts";
 
 const CORPUS = new URL("./fuzz-corpus/", import.meta.url);
 const SEED = Number(Deno.env.get("WARREN_FUZZ_SEED") ?? 20261121);
@@ -230,7 +223,7 @@ function checkInvariants(program: ProgramName, packet: Uint8Array, o: Outcome): 
 
 /** Runs `packet` through every program that takes it and checks each. */
 function exercise(h: Harness, packet: Uint8Array): void {
-  for (const program of PROGRAM_NAMES) {
+  for (const program of PROGRAMS) {
     if (program !== "wr_xdp_underlay" && !skbTestable(packet)) continue;
     const o = h.run(program, packet);
     for (const [i] of REACHED ? o.moved : []) {
@@ -279,7 +272,7 @@ function tableText(dp: Datapath): string {
 
 /** A well-formed packet still does what it did before the fuzzing. */
 function stillForwards(h: Harness, packet: Uint8Array, before: Outcome[]): void {
-  PROGRAM_NAMES.forEach((program, i) => {
+  PROGRAMS.forEach((program, i) => {
     const o = h.run(program, packet);
     assertEquals(o.retval, before[i].retval, `${program} changed its verdict on a good packet`);
     assertEquals(toHex(o.data), toHex(before[i].data), `${program} changed its output`);
@@ -318,7 +311,7 @@ privilegedTest(
     const leave = h.enter();
     try {
       const good = seeds[0];
-      const before = PROGRAM_NAMES.map((p) => h.run(p, good));
+      const before = PROGRAMS.map((p) => h.run(p, good));
       const tables = await h.lab.datapath(h.host, tableText);
       const result = fc.check(
         fc.property(packet, (p) => {

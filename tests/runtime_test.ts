@@ -8,6 +8,7 @@ import { assert, assertEquals } from "./helpers/assert.ts";
 import { Netns } from "../src/lab/netns.ts";
 import { run } from "../src/lab/run.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
+import { PROGRAMS } from "../src/maps/names.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 
@@ -53,11 +54,7 @@ privilegedTest("the CLI runs with no compiler and no BPF sources on the host", a
     const out = await run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script]);
     assert.match(out, /warren is up on u0/);
     const status = JSON.parse(out.slice(out.indexOf("{"), out.lastIndexOf("}") + 1));
-    assertEquals(status.programs.map((p: { name: string }) => p.name), [
-      "wr_xdp_underlay",
-      "wr_tc_underlay",
-      "wr_tc_local",
-    ]);
+    assertEquals(status.programs.map((p: { name: string }) => p.name), [...PROGRAMS]);
     assert.ok(status.programs.every((p: { id: number }) => p.id > 0));
     assert.match(out, /warren is down/);
   } finally {

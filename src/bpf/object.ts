@@ -30,8 +30,23 @@ import { Program } from "./program.ts";
 /** Room for the verifier log of a failed load; the kernel keeps the tail. */
 const VERIFIER_LOG_SIZE = 16 << 20;
 
+/**
+ * The names an object's programs, maps and `.rodata` constants go by. Any
+ * string by default; an object whose names are known (such as warren's,
+ * `src/maps/names.ts`) is opened with them, so that a misspelt name fails
+ * to type-check instead of failing at run time.
+ */
+export interface ObjectNames {
+  /** A program's name. */
+  program: string;
+  /** A map's name. */
+  map: string;
+  /** A `const volatile` global's name. */
+  constant: string;
+}
+
 /** BpfObject owns a libbpf `struct bpf_object`. */
-export class BpfObject implements Disposable {
+export class BpfObject<N extends ObjectNames = ObjectNames> implements Disposable {
   /** The object's name (file base name, or the name given for memory). */
   readonly name: string;
   #ptr: Deno.PointerValue;
@@ -46,7 +61,7 @@ export class BpfObject implements Disposable {
   }
 
   /** Opens the object file at `path`. */
-  static openFile(path: string): BpfObject {
+  static openFile<N extends ObjectNames = ObjectNames>(path: string): BpfObject<N> {
     const name = path.split("/").pop()!.replace(/\.o$/, "");
     const mark = libbpfMessageMark();
     const ptr = libbpf().bpf_object__open_file(cstr(path), null);
@@ -57,7 +72,10 @@ export class BpfObject implements Disposable {
    * Opens an object from memory, such as the bytes import of a built object,
    * so a host running warren needs no compiler and no object files on disk.
    */
-  static openMemory(bytes: Uint8Array, name: string): BpfObject {
+  static openMemory<N extends ObjectNames = ObjectNames>(
+    bytes: Uint8Array,
+    name: string,
+  ): BpfObject<N> {
     const copy = new Uint8Array(bytes);
     const objectName = cstr(name);
     // sizeof(struct bpf_object_open_opts) in libbpf 1.1; object_name at 8.
@@ -70,18 +88,18 @@ export class BpfObject implements Disposable {
     ]);
   }
 
-  static #opened(
+  static #opened<N extends ObjectNames>(
     ptr: Deno.PointerValue,
     err: number,
     name: string,
     op: string,
     mark: number,
     keep: Uint8Array[],
-  ): BpfObject {
+  ): BpfObject<N> {
     if (ptr === null) {
       throw new BpfError(op, err || Errno.EINVAL, { libbpfLog: libbpfMessagesSince(mark) });
     }
-    return new BpfObject(ptr, name, keep);
+    return new BpfObject<N>(ptr, name, keep);
   }
 
   /** The names of the object's programs, in section order. */
@@ -100,7 +118,7 @@ export class BpfObject implements Disposable {
   }
 
   /** Chooses whether `program` is loaded (all are by default). */
-  setAutoload(program: string, autoload: boolean): void {
+  setAutoload(program: N["program"], autoload: boolean): void {
     this.#beforeLoad("choose programs");
     check(
       `set autoload of "${program}"`,
@@ -109,7 +127,7 @@ export class BpfObject implements Disposable {
   }
 
   /** Sets `BPF_F_*` load flags of `program`, such as `BPF_F_XDP_HAS_FRAGS`. */
-  setProgramFlags(program: string, flags: number): void {
+  setProgramFlags(program: N["program"], flags: number): void {
     this.#beforeLoad("set program flags");
     const p = this.#program(program);
     check(
@@ -119,7 +137,7 @@ export class BpfObject implements Disposable {
   }
 
   /** Sizes map `map` to `maxEntries` instead of what the C source says. */
-  setMaxEntries(map: string, maxEntries: number): void {
+  setMaxEntries(map: N["map"], maxEntries: number): void {
     this.#beforeLoad("size maps");
     check(
       `size map "${map}" to ${maxEntries}`,
@@ -132,7 +150,7 @@ export class BpfObject implements Disposable {
    * load, so the verifier sees it as a constant and prunes what it turns
    * off. The variable's size decides the width (1, 2, 4 or 8 bytes).
    */
-  setConstant(name: string, value: number | bigint): void {
+  setConstant(name: N["constant"], value: number | bigint): void {
     this.#beforeLoad("set constants");
     using btf = this.btf();
     const v = btf.variable(".rodata", name);
@@ -159,7 +177,7 @@ export class BpfObject implements Disposable {
    * Makes the object use the existing map `existing` for `map` instead of
    * creating one; libbpf checks type, key, value and size first.
    */
-  reuseMap(map: string, existing: BpfMap): void {
+  reuseMap(map: N["map"], existing: BpfMap): void {
     this.#beforeLoad("reuse maps");
     check(
       `reuse an existing map for "${map}"`,
@@ -203,7 +221,7 @@ export class BpfObject implements Disposable {
   }
 
   /** A loaded program, with its own descriptor. */
-  program(name: string): Program {
+  program(name: N["program"]): Program {
     this.#afterLoad(`take program "${name}"`);
     const fd = libbpf().bpf_program__fd(this.#program(name));
     if (fd < 0) {
@@ -213,7 +231,7 @@ export class BpfObject implements Disposable {
   }
 
   /** A loaded map, with its own descriptor. */
-  map(name: string): BpfMap {
+  map(name: N["map"]): BpfMap {
     this.#afterLoad(`take map "${name}"`);
     const fd = check(`take map "${name}"`, () => libbpf().bpf_map__fd(this.#map(name)));
     return new BpfMap(name, Fd.duplicate(fd));

@@ -63,7 +63,8 @@ import { device, deviceAddrs, dropManagedNeighbors, keepNeighbors, setForwarding
 import { failpoint } from "./failpoint.ts";
 import { DatapathLock, openLockFile, shareLockFile } from "./lock.ts";
 import { shareWithGroup } from "../bpf/pin_mode.ts";
-import { DatapathMaps, mapPin, PINNED_MAPS } from "./pins.ts";
+import { DatapathMaps, mapPin } from "./pins.ts";
+import { PINNED_MAPS, PROGRAMS, type WarrenNames } from "../maps/names.ts";
 import { decodeWith } from "../maps/typed_map.ts";
 import type { FlowKey } from "../maps/layouts.ts";
 import { readStats, type Stats } from "./stats.ts";
@@ -83,9 +84,6 @@ import {
 /** Where a datapath is pinned unless told otherwise: $WARREN_PIN_DIR, else /sys/fs/bpf/warren. */
 export const DEFAULT_PIN_DIR = Deno.env.get("WARREN_PIN_DIR") || "/sys/fs/bpf/warren";
 
-/** The object's programs. */
-export const PROGRAMS = ["wr_xdp_underlay", "wr_tc_underlay", "wr_tc_local"] as const;
-
 /** Where a port entry says what kind of port it is. */
 const PORT_KIND_OFFSET = portCodec.fields.find((f) => f.name === "kind")!.offset;
 
@@ -94,8 +92,8 @@ const PORT_KIND_OFFSET = portCodec.fields.find((f) => f.name === "kind")!.offset
  * for this host: STT keeps WR_STT_SLOTS_PER_CPU reassembly slots and one
  * send buffer per possible CPU.
  */
-function openDatapathObject(): BpfObject {
-  const obj = BpfObject.openMemory(warrenObject, "warren");
+function openDatapathObject(): BpfObject<WarrenNames> {
+  const obj = BpfObject.openMemory<WarrenNames>(warrenObject, "warren");
   try {
     obj.setProgramFlags("wr_xdp_underlay", F_XDP_HAS_FRAGS);
     const cpus = numPossibleCpus();

@@ -41,27 +41,8 @@ import {
   tunKeyCodec,
   type TunKeyEntry,
 } from "../maps/layouts.ts";
+import type { PinnedMap, WarrenNames } from "../maps/names.ts";
 import { encodeWith, PerCpuMap, TypedMap } from "../maps/typed_map.ts";
-
-/** The maps the datapath pins, by their names in the BPF object. */
-export const PINNED_MAPS = [
-  "wr_config",
-  "wr_ports",
-  "wr_port_info",
-  "wr_ifindex_ports",
-  "wr_endpoints",
-  "wr_remotes",
-  "wr_geneve_known",
-  "wr_tun_keys",
-  "wr_masks",
-  "wr_flow_tables",
-  "wr_flow_stats",
-  "wr_port_stats",
-  "wr_stats",
-  "wr_flow_ids",
-  "wr_tun_key_refs",
-  "wr_tun_key_slots",
-] as const;
 
 /** Where the flow indexes are pinned, each under its map id. */
 function flowIndexDir(dir: string): string {
@@ -71,9 +52,6 @@ function flowIndexDir(dir: string): string {
 function flowIndexPin(dir: string, id: number): string {
   return `${flowIndexDir(dir)}/${id}`;
 }
-
-/** A pinned map's name. */
-export type PinnedMap = typeof PINNED_MAPS[number];
 
 /** The pin path of map `name` under `dir`. */
 export function mapPin(dir: string, name: string): string {
@@ -152,7 +130,7 @@ export class DatapathMaps implements Disposable {
   }
 
   /** The maps of a freshly loaded object. */
-  static fromObject(obj: BpfObject): DatapathMaps {
+  static fromObject(obj: BpfObject<WarrenNames>): DatapathMaps {
     return new DatapathMaps((name) => obj.map(name));
   }
 

@@ -16,8 +16,9 @@ import { ifindex } from "../bpf/netif.ts";
 import type { Program } from "../bpf/program.ts";
 import { skbContext, testRun, xdpContext } from "../bpf/test_run.ts";
 import { type FlowKey, META_MAGIC, metaCodec, TRACE_MARK, TunFlag } from "../maps/layouts.ts";
+import type { ProgramName } from "../maps/names.ts";
 import { parseAddr } from "./addr.ts";
-import type { Datapath, PROGRAMS } from "./datapath.ts";
+import type { Datapath } from "./datapath.ts";
 import { emptyKey, type Match } from "./fields.ts";
 import { device } from "./host.ts";
 import {
@@ -30,9 +31,6 @@ import {
   outerFromMatch,
 } from "./packet.ts";
 import type { Port } from "./port.ts";
-
-/** A program of the datapath, by name. */
-type ProgramName = typeof PROGRAMS[number];
 
 const XDP = ["XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_TX", "XDP_REDIRECT"];
 const TC: Record<number, string> = {

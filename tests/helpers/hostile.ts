@@ -27,18 +27,9 @@ import { u32, u64 } from "../../src/maps/codec.ts";
 import { PerCpuMap } from "../../src/maps/typed_map.ts";
 import { macOf } from "../../src/lab/netns.ts";
 import { Lab, type LabHost } from "../../src/lab/topology.ts";
+import { type ProgramName, PROGRAMS } from "../../src/maps/names.ts";
 import { mapPin } from "../../src/tunnel/pins.ts";
 import { addFlows, pinNeighbor } from "./lab.ts";
-
-/** The datapath's programs. */
-export type ProgramName = "wr_xdp_underlay" | "wr_tc_underlay" | "wr_tc_local";
-
-/** Every program, in the order a packet meets them. */
-export const PROGRAM_NAMES: readonly ProgramName[] = [
-  "wr_xdp_underlay",
-  "wr_tc_underlay",
-  "wr_tc_local",
-];
 
 /** What a program did with one packet. */
 export interface Outcome {
@@ -160,7 +151,7 @@ export class Harness implements AsyncDisposable {
       });
       await pinNeighbor(lab, a);
       const programs = Object.fromEntries(
-        PROGRAM_NAMES.map((n) => [n, Program.fromPin(`${a.pinDir}/progs/${n}`)]),
+        PROGRAMS.map((n) => [n, Program.fromPin(`${a.pinDir}/progs/${n}`)]),
       ) as Record<ProgramName, Program>;
       return new Harness(lab, await macOf(a.ns, a.underlay), ports, programs);
     } catch (err) {

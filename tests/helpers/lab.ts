@@ -8,6 +8,7 @@ import { ifindex } from "../../src/bpf/netif.ts";
 import { Program } from "../../src/bpf/program.ts";
 import { skbContext, testRun, type TestRunResult, xdpContext } from "../../src/bpf/test_run.ts";
 import { statName } from "../../src/maps/layouts.ts";
+import type { ProgramName } from "../../src/maps/names.ts";
 import { Lab, type LabHost } from "../../src/lab/topology.ts";
 import type { Datapath, UpOptions } from "../../src/tunnel/datapath.ts";
 import { parseFlow } from "../../src/tunnel/flow_syntax.ts";
@@ -33,7 +34,7 @@ export async function addFlows(dp: Datapath, ...flows: string[]): Promise<void> 
 /** Runs one of `host`'s pinned programs on `data` (call inside its namespace). */
 export function runPinned(
   host: LabHost,
-  program: "wr_xdp_underlay" | "wr_tc_underlay" | "wr_tc_local",
+  program: ProgramName,
   data: Uint8Array,
   dev: string,
 ): TestRunResult {
