@@ -3,11 +3,14 @@
  * Every struct that both the BPF programs and warren's TypeScript read.
  *
  * Rules, because src/maps/layouts.ts mirrors this file field by field and
- * checks it against the object's BTF when a map is opened:
+ * tests/object_test.ts checks it against the object's BTF, without root:
  *   - fixed-width types only, no bool, no enums in structs;
  *   - every hole filled by an explicit pad field, sizes a multiple of 8;
  *   - byte order stated per field: host order unless the type is __be*
- *     or the comment says "network order".
+ *     or the comment says "network order";
+ *   - constants TypeScript copies are enumerators, not #defines, and each
+ *     enum is named in struct wr_constants (at the end): BTF records
+ *     types, never macros.
  *
  * Addresses are 16 bytes wide for both families: an IPv4 address sits in
  * the first 4 bytes, the rest zero, and a flag elsewhere says which family.
@@ -19,7 +22,9 @@
 
 /* Bumped whenever a pinned map's layout changes meaning. warren refuses to
  * reuse pins written under another version (see src/tunnel/pins.ts). */
-#define WR_LAYOUT_VERSION 3
+enum wr_layout_version {
+	WR_LAYOUT_VERSION = 3,
+};
 
 /* ---- Demo and test counters (counter.bpf.c) ---------------------------- */
 
@@ -39,20 +44,24 @@ enum wr_counter_slot {
 
 /* ---- Sizes ------------------------------------------------------------- */
 
-#define WR_MAX_PORTS 256
-#define WR_MAX_MASKS 32
-#define WR_MAX_ACTIONS 8
-#define WR_GENEVE_OPT_MAX 32	/* bytes of Geneve options a tunnel key emits */
+enum wr_size {
+	WR_MAX_PORTS = 256,
+	WR_MAX_MASKS = 32,
+	WR_MAX_ACTIONS = 8,
+	WR_GENEVE_OPT_MAX = 32,	/* bytes of Geneve options a tunnel key emits */
+	WR_DEFAULT_MAX_FLOWS = 65536,
+	WR_DEFAULT_MAX_TUN_KEYS = 65536,
+};
 
 /* STT: the header before the inner frame, and reassembly's bounds. A
  * frame's length travels in 16 bits of the TCP sequence number. */
-#define WR_STT_HDR_LEN 18
-#define WR_STT_FRAME_MAX 65535
-#define WR_STT_SLOTS_PER_CPU 16	/* frames each CPU reassembles at once */
-#define WR_STT_MAX_SEGS 64	/* segments of one frame */
-#define WR_STT_DEFAULT_TIMEOUT_MS 1000	/* an incomplete frame's life */
-#define WR_DEFAULT_MAX_FLOWS 65536
-#define WR_DEFAULT_MAX_TUN_KEYS 65536
+enum wr_stt_size {
+	WR_STT_HDR_LEN = 18,
+	WR_STT_FRAME_MAX = 65535,
+	WR_STT_SLOTS_PER_CPU = 16,	/* frames each CPU reassembles at once */
+	WR_STT_MAX_SEGS = 64,		/* segments of one frame */
+	WR_STT_DEFAULT_TIMEOUT_MS = 1000,	/* an incomplete frame's life */
+};
 
 /* ---- Ports ------------------------------------------------------------- */
 
@@ -71,19 +80,21 @@ enum wr_proto {
 };
 
 /* wr_port.flags */
-#define WR_PORTF_XDP		0x0001	/* local: its peer takes XDP redirects */
-#define WR_PORTF_REMOTE_FLOW	0x0002	/* tunnel: remote_ip=flow */
-#define WR_PORTF_KEY_IN_FLOW	0x0004	/* tunnel: in_key=flow (any key accepted) */
-#define WR_PORTF_KEY_OUT_FLOW	0x0008	/* tunnel: out_key=flow (from set_tunnel) */
-#define WR_PORTF_TTL_INHERIT	0x0010
-#define WR_PORTF_TOS_INHERIT	0x0020
-#define WR_PORTF_DF		0x0040	/* set DF on the outer header */
-#define WR_PORTF_CSUM		0x0080	/* UDP/GRE checksum on transmit */
-#define WR_PORTF_SEQ		0x0100	/* GRE sequence numbers */
-#define WR_PORTF_V6		0x0200	/* remote and local are IPv6 */
-#define WR_PORTF_NO_KEY		0x0400	/* GRE: no key field at all */
-#define WR_PORTF_NH_MAC		0x0800	/* nh_mac is a configured neighbour */
-#define WR_PORTF_MSS_CLAMP	0x1000	/* clamp TCP MSS of encapsulated SYNs */
+enum wr_port_flag {
+	WR_PORTF_XDP		= 0x0001,	/* local: its peer takes XDP redirects */
+	WR_PORTF_REMOTE_FLOW	= 0x0002,	/* tunnel: remote_ip=flow */
+	WR_PORTF_KEY_IN_FLOW	= 0x0004,	/* tunnel: in_key=flow (any key accepted) */
+	WR_PORTF_KEY_OUT_FLOW	= 0x0008,	/* tunnel: out_key=flow (from set_tunnel) */
+	WR_PORTF_TTL_INHERIT	= 0x0010,
+	WR_PORTF_TOS_INHERIT	= 0x0020,
+	WR_PORTF_DF		= 0x0040,	/* set DF on the outer header */
+	WR_PORTF_CSUM		= 0x0080,	/* UDP/GRE checksum on transmit */
+	WR_PORTF_SEQ		= 0x0100,	/* GRE sequence numbers */
+	WR_PORTF_V6		= 0x0200,	/* remote and local are IPv6 */
+	WR_PORTF_NO_KEY		= 0x0400,	/* GRE: no key field at all */
+	WR_PORTF_NH_MAC		= 0x0800,	/* nh_mac is a configured neighbour */
+	WR_PORTF_MSS_CLAMP	= 0x1000,	/* clamp TCP MSS of encapsulated SYNs */
+};
 
 /* A port, indexed by port number (1..WR_MAX_PORTS-1; 0 means none). */
 struct wr_port {
@@ -138,20 +149,24 @@ struct wr_remote_key {
 /* ---- Tunnel keys ------------------------------------------------------- */
 
 /* Tunnel flags, in wr_flow_key.tun_flags and wr_tun_key.flags. */
-#define WR_TUNF_KEY	0x01	/* the tunnel header carries a key */
-#define WR_TUNF_CSUM	0x02	/* checksum present (UDP non-zero, GRE C bit) */
-#define WR_TUNF_DF	0x04	/* outer DF set */
-#define WR_TUNF_OAM	0x08	/* Geneve O bit */
-#define WR_TUNF_V6	0x40	/* outer header is IPv6 */
-#define WR_TUNF_PRESENT	0x80	/* the packet arrived through a tunnel */
+enum wr_tun_flag {
+	WR_TUNF_KEY	= 0x01,	/* the tunnel header carries a key */
+	WR_TUNF_CSUM	= 0x02,	/* checksum present (UDP non-zero, GRE C bit) */
+	WR_TUNF_DF	= 0x04,	/* outer DF set */
+	WR_TUNF_OAM	= 0x08,	/* Geneve O bit */
+	WR_TUNF_V6	= 0x40,	/* outer header is IPv6 */
+	WR_TUNF_PRESENT	= 0x80,	/* the packet arrived through a tunnel */
+};
 
 /* wr_tun_key.set: which optional fields a set_tunnel gave. */
-#define WR_TKSET_TOS	0x01
-#define WR_TKSET_TTL	0x02
-#define WR_TKSET_DST	0x04
-#define WR_TKSET_SRC	0x08
-#define WR_TKSET_ID	0x10
-#define WR_TKSET_GNV_CRIT 0x20	/* gnv_opts holds a critical option */
+enum wr_tun_key_set {
+	WR_TKSET_TOS	= 0x01,
+	WR_TKSET_TTL	= 0x02,
+	WR_TKSET_DST	= 0x04,
+	WR_TKSET_SRC	= 0x08,
+	WR_TKSET_ID	= 0x10,
+	WR_TKSET_GNV_CRIT = 0x20,	/* gnv_opts holds a critical option */
+};
 
 /* What set_tunnel(...) sets, indexed by the action's arg. */
 struct wr_tun_key {
@@ -171,9 +186,11 @@ struct wr_tun_key {
 
 /* wr_flow_key.ip_frag: bit 0 "is a fragment", bit 1 "not the first", so
  * that yes/no/first/later/not_later are each one value under one mask. */
-#define WR_FRAG_NONE	0
-#define WR_FRAG_FIRST	1
-#define WR_FRAG_LATER	3
+enum wr_frag {
+	WR_FRAG_NONE	= 0,
+	WR_FRAG_FIRST	= 1,
+	WR_FRAG_LATER	= 3,
+};
 
 /* Everything a flow can match on. Header fields are in network order, as
  * in the packet; a mask of the same struct selects the bits that matter. */
@@ -240,8 +257,16 @@ enum wr_action_op {
 	WR_ACT_PASS = 4,	/* hand the packet to the kernel stack */
 };
 
-#define WR_ACTF_LAST 0x01	/* the packet itself goes here, not a clone */
-#define WR_NO_TUN_KEY 0xffffffff
+/* wr_action.flags */
+enum wr_action_flag {
+	WR_ACTF_LAST = 0x01,	/* the packet itself goes here, not a clone */
+};
+
+/* wr_action.arg of a tunnel output without set_tunnel. Alone in its enum:
+ * it does not fit an int, and so makes its enum unsigned. */
+enum wr_no_tun_key {
+	WR_NO_TUN_KEY = 0xffffffff,
+};
 
 struct wr_action {
 	__u8 op;		/* enum wr_action_op */
@@ -251,7 +276,9 @@ struct wr_action {
 };
 
 /* wr_flow_entry.flags */
-#define WR_FLOWF_LOCAL_XDP	0x01	/* only output is an XDP-capable local port */
+enum wr_flow_flag {
+	WR_FLOWF_LOCAL_XDP	= 0x01,	/* only output is an XDP-capable local port */
+};
 
 /* What a flow does; the value of the flow index. */
 struct wr_flow_entry {
@@ -332,18 +359,24 @@ enum wr_stat {
 };
 
 /* wr_config.flags */
-#define WR_CFG_XDP_UNDERLAY 0x01	/* XDP runs on the underlay: TC sees only its leftovers */
-#define WR_CFG_CLSACT 0x02	/* TC programs hang off clsact (no TCX); control plane only */
-#define WR_CFG_WRITING 0x04	/* a flow change is under way; left set, its writer died: the
-				 * next one repairs (control plane only) */
+enum wr_config_flag {
+	WR_CFG_XDP_UNDERLAY = 0x01,	/* XDP runs on the underlay: TC sees only its leftovers */
+	WR_CFG_CLSACT = 0x02,	/* TC programs hang off clsact (no TCX); control plane only */
+	WR_CFG_WRITING = 0x04,	/* a flow change is under way; left set, its writer died:
+				 * the next one repairs (control plane only) */
+};
 
 /* wr_config.fwd_saved: per-device forwarding warren enabled on the underlay */
-#define WR_FWD_V4 0x01
-#define WR_FWD_V6 0x02
+enum wr_fwd {
+	WR_FWD_V4 = 0x01,
+	WR_FWD_V6 = 0x02,
+};
 
 /* wr_config.miss_* */
-#define WR_MISS_DROP 0
-#define WR_MISS_PASS 1
+enum wr_miss {
+	WR_MISS_DROP = 0,
+	WR_MISS_PASS = 1,
+};
 
 /* Datapath-wide settings, one entry. */
 struct wr_config {
@@ -363,20 +396,25 @@ struct wr_config {
 	__u8 local_v6[16];	/* default outer source, IPv6 */
 };
 
-/* What XDP hands TC in the packet's metadata after decapsulating. */
-#define WR_META_MAGIC 0x57524e31	/* "WRN1" */
-/* Alone in the metadata: a tunnel packet for us whose outer checksum XDP
- * could not verify (on a veth it may still be offloaded); TC decides with
- * the skb's checksum state. */
-#define WR_META_RECHECK 0x57524e32	/* "WRN2" */
-
-/* An STT frame XDP reassembled: it waits in wr_stt_frames at stt_slot,
- * the metadata's tunnel fields are its outer headers'; TC delivers it. */
-#define WR_META_STT 0x57524e33	/* "WRN3" */
+/* wr_meta.magic: what XDP hands TC in the packet's metadata. */
+enum wr_meta_magic {
+	/* Decapsulated: the metadata's tunnel fields are the outer headers'. */
+	WR_META_MAGIC = 0x57524e31,	/* "WRN1" */
+	/* Alone in the metadata: a tunnel packet for us whose outer checksum
+	 * XDP could not verify (on a veth it may still be offloaded); TC
+	 * decides with the skb's checksum state. */
+	WR_META_RECHECK = 0x57524e32,	/* "WRN2" */
+	/* An STT frame XDP reassembled: it waits in wr_stt_frames at
+	 * stt_slot, the metadata's tunnel fields are its outer headers'; TC
+	 * delivers it. */
+	WR_META_STT = 0x57524e33,	/* "WRN3" */
+};
 
 /* skb->mark of packets `warren trace` runs through TC: decapsulate there
  * even though XDP serves the underlay (test-run cannot hand TC metadata). */
-#define WR_TRACE_MARK 0x57524e54	/* "WRNT" */
+enum wr_mark {
+	WR_TRACE_MARK = 0x57524e54,	/* "WRNT" */
+};
 
 struct wr_meta {
 	__u32 magic;
@@ -397,5 +435,38 @@ struct wr_meta {
 	__u32 stt_id;		/* ... and its identifier, to be sure it still does */
 	__u32 pad2;
 };
+
+/*
+ * Every enum above, for the object's BTF: BTF records only the types
+ * something in the object uses, and code uses an enum's values, never its
+ * type. This pointer, never read, makes every object built on this file
+ * carry the enums, so tests/object_test.ts compares the TypeScript copies
+ * with them without loading anything. It costs 8 bytes of .rodata; no
+ * struct or map layout changes.
+ */
+struct wr_constants {
+	enum wr_layout_version layout_version;
+	enum wr_counter_slot counter_slot;
+	enum wr_size size;
+	enum wr_stt_size stt_size;
+	enum wr_port_kind port_kind;
+	enum wr_proto proto;
+	enum wr_port_flag port_flag;
+	enum wr_tun_flag tun_flag;
+	enum wr_tun_key_set tun_key_set;
+	enum wr_frag frag;
+	enum wr_action_op action_op;
+	enum wr_action_flag action_flag;
+	enum wr_no_tun_key no_tun_key;
+	enum wr_flow_flag flow_flag;
+	enum wr_stat stat;
+	enum wr_config_flag config_flag;
+	enum wr_fwd fwd;
+	enum wr_miss miss;
+	enum wr_meta_magic meta_magic;
+	enum wr_mark mark;
+};
+
+const struct wr_constants *const wr_constants = 0;
 
 #endif /* WARREN_H */

@@ -1,7 +1,9 @@
 /**
- * Reading BPF Type Format: the compiler's record of every struct in an
- * object, which the kernel keeps beside each map. warren reads it to check
- * that a TypeScript codec and the C struct agree before touching a map.
+ * Reading BPF Type Format: the compiler's record of every struct and enum
+ * in an object, which the kernel keeps beside each map. warren reads it to
+ * check that a TypeScript codec and the C struct agree before touching a
+ * map; the tests read an object's own, without loading it, to check every
+ * codec and constant TypeScript copies from `bpf/include/warren.h`.
  *
  * @module
  */
@@ -115,19 +117,63 @@ export class Btf implements Disposable {
    * ".rodata"): its byte offset and size, or undefined if it is not there.
    */
   variable(section: string, name: string): { offset: number; size: number } | undefined {
-    const id = libbpf().btf__find_by_name_kind(this.#ptr, cstr(section), KIND_DATASEC);
-    if (id < 0) return undefined;
+    return this.variables(section).find((v) => v.name === name);
+  }
+
+  /** The global variables of data section `section`, in BTF's order. */
+  variables(section: string): { name: string; offset: number; size: number }[] {
+    const id = this.#find(section, KIND_DATASEC);
+    if (id === undefined) return [];
     const sec = this.#type(id);
     const view = new Deno.UnsafePointerView(sec.ptr);
     // struct btf_var_secinfo { __u32 type, offset, size; } follows the type.
-    for (let i = 0; i < (sec.info & 0xffff); i++) {
+    return Array.from({ length: sec.info & 0xffff }, (_, i) => {
       const base = 12 + i * 12;
-      const v = this.#type(view.getUint32(base));
-      if (this.#name(v.nameOff) === name) {
-        return { offset: view.getUint32(base + 4), size: view.getUint32(base + 8) };
+      return {
+        name: this.#name(this.#type(view.getUint32(base)).nameOff),
+        offset: view.getUint32(base + 4),
+        size: view.getUint32(base + 8),
+      };
+    });
+  }
+
+  /** The layout of `struct name`, or undefined if the BTF has none. */
+  struct(name: string): BtfLayout | undefined {
+    const id = this.#find(name, KIND_STRUCT);
+    return id === undefined ? undefined : this.layout(id);
+  }
+
+  /**
+   * The enumerators of `enum name` and their values, or undefined if the
+   * BTF has no such enum (it records only the enums something uses).
+   */
+  enumerators(name: string): Map<string, number> | undefined {
+    const id = this.#find(name, KIND_ENUM) ?? this.#find(name, KIND_ENUM64);
+    if (id === undefined) return undefined;
+    const t = this.#type(id);
+    const view = new Deno.UnsafePointerView(t.ptr);
+    const wide = ((t.info >>> 24) & 0x1f) === KIND_ENUM64;
+    // kind_flag set: the values are signed.
+    const signed = (t.info >>> 31) === 1;
+    const out = new Map<string, number>();
+    for (let i = 0; i < (t.info & 0xffff); i++) {
+      // struct btf_enum { __u32 name_off; __s32 val; } or, for ENUM64,
+      // struct btf_enum64 { __u32 name_off, val_lo32, val_hi32; }.
+      const base = 12 + i * (wide ? 12 : 8);
+      const enumerator = this.#name(view.getUint32(base));
+      let value: number;
+      if (wide) {
+        const raw = (BigInt(view.getUint32(base + 8)) << 32n) | BigInt(view.getUint32(base + 4));
+        value = Number(signed ? BigInt.asIntN(64, raw) : raw);
+        if (!Number.isSafeInteger(value)) {
+          throw new RangeError(`enum ${name}: ${enumerator} does not fit a JavaScript number`);
+        }
+      } else {
+        value = signed ? view.getInt32(base + 4) : view.getUint32(base + 4);
       }
+      out.set(enumerator, value);
     }
-    return undefined;
+    return out;
   }
 
   /** Frees the BTF if this object owns it; later calls do nothing. */
@@ -139,6 +185,12 @@ export class Btf implements Disposable {
   /** Same as `close()`, for `using`. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  #find(name: string, kind: number): number | undefined {
+    if (this.#ptr === null) throw new Error("BTF used after close");
+    const id = libbpf().btf__find_by_name_kind(this.#ptr, cstr(name), kind);
+    return id < 0 ? undefined : id;
   }
 
   #type(id: number): { ptr: NonNullable<Deno.PointerValue>; nameOff: number; info: number } {
