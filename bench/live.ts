@@ -14,7 +14,7 @@
 
 import bench from "../bpf/build/bench.bpf.o" with { type: "bytes" };
 import { attachXdp, BpfObject, ifindex, type Link, testRun, xdpContext } from "../src/bpf/mod.ts";
-import { counterCodec, PerCpuMap, u32 } from "../src/maps/mod.ts";
+import { counterCodec, CounterSlot, PerCpuMap, u32 } from "../src/maps/mod.ts";
 import { macOf } from "../src/lab/netns.ts";
 import { Lab } from "../src/lab/topology.ts";
 import { parseFlow } from "../src/tunnel/flow_syntax.ts";
@@ -28,7 +28,8 @@ export interface LiveOptions {
   runs: number;
 }
 
-const COUNT_SLOT = 2; // bench_xdp_count's slot (WR_SLOT_XDP_V2)
+/** bench_xdp_count's slot. */
+const COUNT_SLOT = CounterSlot.XDP_V2;
 
 /** One lab: two hosts, a counter on A's workload, a generator on B. */
 async function rig(kind: "warren" | "kernel") {

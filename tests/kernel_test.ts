@@ -23,16 +23,14 @@ import {
   unpin,
   xdpContext,
 } from "../src/bpf/mod.ts";
-import { counterCodec, PerCpuMap, u32 } from "../src/maps/mod.ts";
+import { counterCodec, CounterSlot, PerCpuMap, u32 } from "../src/maps/mod.ts";
 import { TempPinDir } from "./helpers/bpffs.ts";
 import { macOf, Netns, vethPair } from "../src/lab/netns.ts";
 import { COUNTER_OBJECT } from "./helpers/objects.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
 import { run } from "../src/lab/run.ts";
 
-const XDP = 0;
-const TC = 1;
-const XDP_V2 = 2;
+const { XDP, TC, XDP_V2 } = CounterSlot;
 
 /** Two namespaces joined by a veth: frames go from `tx` (in a) to `rx` (in b). */
 async function topology() {

@@ -1,7 +1,9 @@
 /**
  * The codecs of every struct in `bpf/include/warren.h`, field for field and
- * in the same order. Opening a map checks these against the kernel's BTF
- * (see layout.ts), so a drift between the two fails loudly.
+ * in the same order, and the constants of its enums. `tests/object_test.ts`
+ * compares all of them with the built object's BTF, without root; opening
+ * a map checks its codecs against the kernel's BTF again (see layout.ts),
+ * so a drift between the two fails loudly.
  *
  * Addresses are `u8[16]` here (IPv4 in the first 4 bytes); the family lives
  * in a flag beside them, so src/tunnel turns them into text.
@@ -47,6 +49,9 @@ export const counterCodec = struct("wr_counter", {
 });
 /** A {@link counterCodec} value. */
 export type Counter = ValueOf<typeof counterCodec>;
+
+/** `enum wr_counter_slot`: the slots of the test and bench counter map. */
+export const CounterSlot = { XDP: 0, TC: 1, XDP_V2: 2 } as const;
 
 /** `enum wr_port_kind`. */
 export const PortKind = { NONE: 0, LOCAL: 1, TUNNEL: 2 } as const;

@@ -7,4 +7,5 @@
 export * from "./codec.ts";
 export * from "./layout.ts";
 export * from "./layouts.ts";
+export * from "./names.ts";
 export * from "./typed_map.ts";

@@ -7,6 +7,10 @@
 import counter from "../../bpf/build/counter.bpf.o" with { type: "bytes" };
 import kernelPeer from "../../bpf/build/kernel_peer.bpf.o" with { type: "bytes" };
 import verifierReject from "../../bpf/build/verifier_reject.bpf.o" with { type: "bytes" };
+import warren from "../../bpf/build/warren.bpf.o" with { type: "bytes" };
+
+/** warren.bpf.o: the datapath, as `src/tunnel/datapath.ts` imports it. */
+export const WARREN_OBJECT: Uint8Array = warren;
 
 /** counter.bpf.o: per-CPU counters at XDP and TC, and the reflector. */
 export const COUNTER_OBJECT: Uint8Array = counter;
