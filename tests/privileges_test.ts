@@ -254,3 +254,19 @@ privilegedTest(
     }
   },
 );
+
+privilegedTest(
+  "the object check needs no privilege: it passes holding no capability at all",
+  async () => {
+    // uid 0 keeps its own Deno cache readable; an empty bounding set leaves
+    // it no capability, which is all the kernel's BPF checks look at.
+    const caps = await runRaw(withOnly([], ["grep", "^CapEff", "/proc/self/status"]));
+    assert.match(caps.stdout, /^CapEff:\s+0+$/m);
+    const test = new URL("./object_test.ts", import.meta.url).pathname;
+    const r = await runRaw(
+      withOnly([], ["env", "NO_COLOR=1", Deno.execPath(), "test", "-A", test]),
+    );
+    assertEquals(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /^ok \| 6 passed \| 0 failed/m);
+  },
+);
