@@ -72,6 +72,13 @@ privilegedTest(
           assertEquals(await udpCsumErrors(b.ns), { UdpInCsumErrors: 0, Udp6InCsumErrors: 0 });
         }));
     }
+    // Stopped, OVS leaves the host as it found it: its devices and run
+    // directory gone, the underlay's addresses back.
+    await ovs.stop();
+    const addrs = await a.ns.run(["ip", "-br", "addr"]);
+    assert.ok(!/br-phy|br-int|ovs-netdev/.test(addrs), addrs);
+    assert.match(addrs, new RegExp(`^${a.underlay}\\S* .* ${a.ip}/24 ${a.ip6}/64`, "m"));
+    await assert.rejects(Deno.stat(ovs.dir));
   },
 );
 
@@ -135,6 +142,10 @@ privilegedTest(
       for (const ip of peer.ips) await ovs.setNeighbor(ip, peer.mac);
       await ovs.addTlvMap("{class=0xffff,type=0,len=4}->tun_metadata0");
     }
+    await assert.rejects(
+      ovsA.addTunnel("t0", "gre", { remote_ip: b.ip, key: 42, csum: true, seq: true }),
+      /before it writes the sequence number/,
+    );
     for (const v6 of [false, true]) {
       for (const c of CASES) {
         await t.step(
