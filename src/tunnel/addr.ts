@@ -91,3 +91,11 @@ export function formatAddr(bytes: Uint8Array, v6: boolean): string {
 export function isZero(bytes: Uint8Array): boolean {
   return bytes.every((b) => b === 0);
 }
+
+/** The address whose bits are the number `n`, as `load:` writes one. */
+export function addrFromBigint(n: bigint, v6: boolean): Addr {
+  const bytes = new Uint8Array(16);
+  const len = v6 ? 16 : 4;
+  for (let i = len - 1; i >= 0; i--, n >>= 8n) bytes[i] = Number(n & 0xffn);
+  return { v6, bytes };
+}

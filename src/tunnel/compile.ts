@@ -216,6 +216,19 @@ export function compileFlow(spec: FlowSpec, ports: PortLookup, memo?: ActionMemo
       // Only lists nobody can change afterwards are shared.
       if (memo && Object.isFrozen(spec.actions)) memo.set(spec.actions, compiled);
     }
+    if (spec.match.mask.in_port) {
+      const back = compiled.actions.find((a) =>
+        (a.op === ActionOp.OUTPUT || a.op === ActionOp.TUNNEL) && a.port === spec.match.key.in_port
+      );
+      if (back) {
+        // Open vSwitch silently skips such an output; warren says so.
+        throw new CompileError(
+          `output:${ports.byNumber(back.port)?.name} is the port the flow's packets come in on, ` +
+            "where Open vSwitch never sends them; the in_port action, which does, " +
+            "is not in warren's datapath yet",
+        );
+      }
+    }
     const { keyBytes, maskBytes } = encodeMatch(spec.match);
     return { spec, keyBytes, maskBytes, ...compiled };
   } catch (err) {
@@ -250,8 +263,15 @@ export function compileActions(list: readonly ActionSpec[], ports: PortLookup): 
         state = merge(state, a);
         break;
       case "output": {
-        const port = ports.byName(a.port);
-        if (!port) throw new CompileError(`output:${a.port}: there is no port named "${a.port}"`);
+        const number = /^\d+$/.test(a.port) ? Number(a.port) : undefined;
+        const port = number === undefined ? ports.byName(a.port) : ports.byNumber(number);
+        if (!port) {
+          throw new CompileError(
+            `output:${a.port}: there is no port ${
+              number === undefined ? `named "${a.port}"` : number
+            }`,
+          );
+        }
         if (port.kind === "local") {
           locals.push({ op: ActionOp.OUTPUT, flags: 0, port: port.number, arg: 0 });
         } else {

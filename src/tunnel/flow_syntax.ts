@@ -4,28 +4,39 @@
  * ```text
  * priority=100,in_port=web1,ip,nw_dst=10.1.0.0/16 actions=set_tunnel(id=42,dst=192.0.2.2),output:vx0
  * tun_id=42,in_port=vx0 actions=output:web1
+ * in_port=1 actions=set_tunnel:5001,set_field:192.168.1.1->tun_dst,3
  * ```
  *
- * Fields are separated by commas or spaces; `actions=` starts the action
- * list. A syntax error names the offending token and its column.
+ * Fields are separated by commas or spaces; `actions=` (or `action=`)
+ * starts the action list, whose actions are separated the same way. Ports
+ * go by name or by number. A syntax error names the offending token, as
+ * the user wrote it, and its column.
+ *
+ * Open vSwitch's language is larger than what warren does; what warren
+ * refuses it refuses with a sentence saying why and, where there is one,
+ * what to write instead (the README's Flows section lists it all).
  *
  * @module
  */
 
-import { type Addr, formatAddr, parseAddr } from "./addr.ts";
+import { type Addr, addrFromBigint, formatAddr, parseAddr } from "./addr.ts";
 import {
+  absentField,
   applyShorthand,
-  checkPrerequisites,
+  contextOf,
   emptyMatch,
   field,
-  type FieldDef,
   formatMatch,
+  isFieldName,
   type Match,
   MatchError,
-  parseInt,
+  parseU64,
+  parseUint,
   type PortNames,
+  portNumber,
+  reservedPort,
+  resolveField,
 } from "./fields.ts";
-
 /** The priority a flow gets when none is given (Open vSwitch's default). */
 export const DEFAULT_PRIORITY = 32768;
 
@@ -65,6 +76,7 @@ export interface SetTunnel {
 
 /** One action, as written. */
 export type ActionSpec =
+  /** To the port of that name, or number when `port` is digits. */
   | { type: "output"; port: string }
   | SetTunnel
   | { type: "drop" }
@@ -103,7 +115,7 @@ interface Token {
   at: number;
 }
 
-/** Splits on `seps` outside parentheses, keeping each piece's offset. */
+/** Splits on `seps` outside parentheses and brackets, keeping each piece's offset. */
 function split(text: string, base: number, seps: string): Token[] {
   const out: Token[] = [];
   const sep = Array.from(seps, (c) => c.charCodeAt(0));
@@ -111,92 +123,169 @@ function split(text: string, base: number, seps: string): Token[] {
   let start = 0;
   for (let i = 0; i <= text.length; i++) {
     const c = i < text.length ? text.charCodeAt(i) : -1;
-    if (c === 0x28) depth++;
-    else if (c === 0x29) depth--;
+    if (c === 0x28 || c === 0x5b) depth++;
+    else if (c === 0x29 || c === 0x5d) depth--;
     if (c === -1 || (depth === 0 && sep.includes(c))) {
       if (i > start) out.push({ text: text.slice(start, i), at: base + start });
       start = i + 1;
     }
   }
-  if (depth !== 0) throw new FlowSyntaxError(text, base, "parentheses do not balance");
+  if (depth !== 0) throw new FlowSyntaxError(text, base, "parentheses or brackets do not balance");
   return out;
 }
 
+const SEPARATORS = ", \t";
+
+/**
+ * Open vSwitch's flow-line words other than priority and cookie: the value
+ * warren takes (the only one that means what warren does), or why it takes
+ * none.
+ */
+const FLOW_WORDS: Readonly<Record<string, { only?: number; why: string }>> = {
+  table: { only: 0, why: "warren has one table, table 0" },
+  idle_timeout: { only: 0, why: "warren's flows do not expire: give 0 or leave it out" },
+  hard_timeout: { only: 0, why: "warren's flows do not expire: give 0 or leave it out" },
+  importance: { only: 0, why: "warren never evicts flows: give 0 or leave it out" },
+  send_flow_rem: { why: "warren sends no flow-removed messages (it has no controller)" },
+  check_overlap: {
+    why: "warren refuses a flow that hides another anyway (same match, other priority)",
+  },
+  reset_counts: { why: "a flow added again in warren keeps its counters only with flow mod" },
+  no_packet_counts: { why: "warren always counts packets" },
+  no_byte_counts: { why: "warren always counts bytes" },
+  out_port: { why: "use flow dump --port to select flows by port" },
+  out_group: { why: "warren has no groups" },
+};
+
+/** One item of a match: a shorthand, or a field with its value. */
+type MatchOp = { shorthand: string } | {
+  name: string;
+  value: string;
+  /** `name[lo..hi]=value`: the bits a subfield sets. */
+  bits?: [number, number | undefined];
+  token: Token;
+};
+
+/** `name` or `name[lo..hi]` (OVS subfield syntax: `udp_dst[12]=1`). */
+const SUBFIELD = /^([A-Za-z0-9_]+)\[(?:(\d+)(?:\.\.(\d+))?)?\]$/;
+
 function matchItems(items: Token[], ports: PortNames) {
-  const match = emptyMatch();
-  const used: FieldDef[] = [];
+  const ops: MatchOp[] = [];
   let priority: number | undefined;
   let cookie: bigint | undefined;
-  for (const { text, at } of items) {
+  // Shorthands, dl_type and nw_proto say what the packet is, which decides
+  // what the other names mean: applied once ahead, in order.
+  const scratch = emptyMatch();
+  for (const token of items) {
+    const { text, at } = token;
     const eq = text.indexOf("=");
     const name = eq < 0 ? text : text.slice(0, eq);
     const value = eq < 0 ? "" : text.slice(eq + 1);
+    const fail = (why: string) => new FlowSyntaxError(text, at, why);
     try {
       if (eq < 0) {
-        if (!applyShorthand(match, name)) {
-          throw new FlowSyntaxError(
-            text,
-            at,
-            field(name)
-              ? `${name} needs a value (${name}=…)`
-              : "not a field or a shorthand (ip, tcp, udp, arp, ipv6 …)",
-          );
+        if (applyShorthand(scratch, name)) {
+          ops.push({ shorthand: name });
+          continue;
         }
-        continue;
+        const word = FLOW_WORDS[name];
+        if (word) throw fail(`${name}: ${word.why}`);
+        // A bare field is Open vSwitch's "present" match, on fields warren lacks.
+        if (isFieldName(name) && !field(name)) resolveField(name, {}, text);
+        throw fail(
+          isFieldName(name) || field(name)
+            ? `${name} needs a value (${name}=…)`
+            : "not a field or a shorthand (ip, tcp, udp, arp, ipv6 …)",
+        );
       }
       if (name === "priority") {
-        priority = parseInt("priority", value, 65535);
+        priority = parseUint(value, 65535);
         continue;
       }
       if (name === "cookie") {
-        if (!/^(0x[0-9a-fA-F]+|\d+)$/.test(value) || BigInt(value) >= 2n ** 64n) {
-          throw new FlowSyntaxError(text, at, "cookie is a 64-bit number");
-        }
-        cookie = BigInt(value);
+        if (value.includes("/")) throw fail("a cookie mask selects flows; a flow has no mask");
+        cookie = parseU64(value);
         continue;
       }
-      const f = field(name);
-      if (!f) throw new FlowSyntaxError(text, at, `"${name}" is not a match field`);
-      f.parse(match, value, ports);
-      used.push(f);
+      const word = FLOW_WORDS[name];
+      if (word) {
+        if (word.only === undefined || parseUint(value, 0xffffffff) !== word.only) {
+          throw fail(`${name}: ${word.why}`);
+        }
+        continue;
+      }
+      const sub = SUBFIELD.exec(name);
+      const base = sub?.[1] ?? name;
+      const op: MatchOp = { name: base, value, token };
+      if (sub) {
+        op.bits = [
+          Number(sub[2] ?? 0),
+          sub[2] === undefined ? undefined : Number(sub[3] ?? sub[2]),
+        ];
+      }
+      ops.push(op);
+      if (["dl_type", "eth_type", "nw_proto", "ip_proto"].includes(base)) {
+        setField(scratch, op, field(base)!, ports);
+      }
     } catch (err) {
-      if (err instanceof MatchError) throw new FlowSyntaxError(text, at, err.message);
+      if (err instanceof MatchError) throw fail(whose(name, err));
       throw err;
     }
   }
-  return { match, used, priority, cookie };
+  const c = contextOf(scratch);
+  const match = emptyMatch();
+  for (const op of ops) {
+    if ("shorthand" in op) {
+      applyShorthand(match, op.shorthand);
+      continue;
+    }
+    try {
+      setField(match, op, resolveField(op.name, c, op.token.text), ports);
+    } catch (err) {
+      if (err instanceof MatchError) {
+        throw new FlowSyntaxError(op.token.text, op.token.at, whose(op.name, err));
+      }
+      throw err;
+    }
+  }
+  return { match, priority, cookie };
+}
+
+/** An error's message with the name it is about in front, unless it starts with it. */
+function whose(name: string, err: MatchError): string {
+  return err.message.startsWith(`${name} `) ? err.message : `${name}: ${err.message}`;
+}
+
+/** Sets one field of `m`, a subfield as a value under a mask of its bits. */
+function setField(
+  m: Match,
+  op: Extract<MatchOp, { name: string }>,
+  f: ReturnType<typeof resolveField>,
+  ports: PortNames,
+): void {
+  if (!op.bits) return f.parse(m, op.value, ports);
+  const width = f.bits;
+  if (width === undefined) throw new MatchError(`${op.name} takes no [bits]`);
+  const [lo, hi = width - 1] = op.bits;
+  if (lo > hi || hi >= width) {
+    throw new MatchError(`[${lo}..${hi}] is not within ${op.name}'s ${width} bits`);
+  }
+  const n = hi - lo + 1;
+  const value = parseU64(op.value);
+  if (value >= 2n ** BigInt(n)) throw new MatchError(`${op.value} does not fit ${n} bits`);
+  const mask = (2n ** BigInt(n) - 1n) << BigInt(lo);
+  f.parse(m, `0x${(value << BigInt(lo)).toString(16)}/0x${mask.toString(16)}`, ports);
 }
 
 /** Splits flow text into its match and actions parts. */
 function halves(text: string): { match: Token[]; actions?: Token } {
-  const m = /(^|[\s,])actions=/.exec(text);
-  if (!m) return { match: split(text, 0, ", \t") };
-  const start = m.index + m[1].length;
+  const m = /(^|[\s,])(actions?=)/.exec(text);
+  if (!m) return { match: split(text, 0, SEPARATORS) };
+  const start = m.index + m[1].length + m[2].length;
   return {
-    match: split(text.slice(0, m.index), 0, ", \t"),
-    actions: { text: text.slice(start + "actions=".length), at: start + "actions=".length },
+    match: split(text.slice(0, m.index), 0, SEPARATORS),
+    actions: { text: text.slice(start), at: start },
   };
-}
-
-/**
- * The match half of `text` (with priority= and cookie=), its prerequisites
- * checked; a missing one is reported at its column in `text`.
- */
-function checkedMatch(
-  items: Token[],
-  text: string,
-  ports: PortNames,
-): { match: Match; priority?: number; cookie?: bigint } {
-  const { match, used, priority, cookie } = matchItems(items, ports);
-  try {
-    checkPrerequisites(match, used);
-  } catch (err) {
-    if (err instanceof MatchError) {
-      throw new FlowSyntaxError(err.field, Math.max(0, text.indexOf(err.field)), err.message);
-    }
-    throw err;
-  }
-  return { match, priority, cookie };
 }
 
 /**
@@ -211,7 +300,7 @@ export function parseMatch(
   if (h.actions) {
     throw new FlowSyntaxError("actions=", h.actions.at - 8, "a match takes no actions");
   }
-  return checkedMatch(h.match, text, ports);
+  return matchItems(h.match, ports);
 }
 
 /**
@@ -239,7 +328,7 @@ export function parseFlow(text: string, ports: PortNames): FlowSpec {
       "a flow needs actions=… (use actions=drop to drop)",
     );
   }
-  const { match, priority, cookie } = checkedMatch(h.match, text, ports);
+  const { match, priority, cookie } = matchItems(h.match, ports);
   return {
     priority: priority ?? DEFAULT_PRIORITY,
     cookie: cookie ?? 0n,
@@ -262,101 +351,328 @@ function cachedActions(text: string, base: number): ActionSpec[] {
   return actions as ActionSpec[];
 }
 
-/** Reads an action list such as `set_tunnel(id=42,dst=192.0.2.2),output:vx0`. */
+/**
+ * Reads an action list such as `set_tunnel(id=42,dst=192.0.2.2),output:vx0`.
+ * An empty list is drop, as in Open vSwitch.
+ */
 export function parseActions(text: string, base = 0): ActionSpec[] {
-  const items = split(text.trim(), base + (text.length - text.trimStart().length), ",");
-  if (items.length === 0) {
-    throw new FlowSyntaxError(text, base, "no actions (use actions=drop to drop)");
-  }
-  const out: ActionSpec[] = [];
-  for (const item of items) out.push(parseAction(item));
-  return out;
+  const items = split(text, base, SEPARATORS);
+  if (items.length === 0) return [{ type: "drop" }];
+  return items.map(parseAction);
 }
 
-function parseAction({ text, at }: Token): ActionSpec {
-  const t = text.trim();
-  if (t === "drop") return { type: "drop" };
-  if (t === "pass" || t === "LOCAL" || t === "local") return { type: "pass" };
-  let m = /^output:(.+)$/.exec(t) ?? /^output\(port=([^)]+)\)$/.exec(t);
-  if (m) {
-    if (!/^[A-Za-z0-9_.:-]+$/.test(m[1])) throw new FlowSyntaxError(t, at, "not a port name");
-    return { type: "output", port: m[1] };
+/** What warren does have, for the end of "not an action" errors. */
+const ACTIONS_HELP =
+  "warren's actions are output:PORT (or a port number), set_tunnel(...), set_tunnel:ID, " +
+  "set_field:VALUE->tun_id|tun_src|tun_dst|tun_ipv6_src|tun_ipv6_dst|tun_tos|tun_ttl, drop and pass";
+
+/** Why warren has no such port to send to, and what to write instead. */
+const RESERVED_OUTPUTS: Readonly<Record<string, string>> = {
+  IN_PORT: "sending a packet back out of the port it came in on is not in warren's datapath yet",
+  NORMAL:
+    "warren has no NORMAL port (it is no learning switch): output to the ports the traffic should reach, for example output:web",
+  FLOOD:
+    "warren has no FLOOD port: list the ports, for example output:web1,output:web2 (several outputs replicate the packet)",
+  ALL:
+    "warren has no ALL port: list the ports, for example output:web1,output:web2 (several outputs replicate the packet)",
+  CONTROLLER:
+    "warren has no controller: pass hands a packet to the host's network stack, drop drops it",
+  TABLE: "warren has one table, so there is none to send a packet through again",
+  ANY: "ANY is no port to send to",
+  NONE: "NONE is no port to send to",
+};
+
+/** Open vSwitch actions warren has no counterpart for, and why. */
+const ABSENT_ACTIONS: readonly [RegExp, string][] = [
+  [
+    /^(mod_dl_src|mod_dl_dst|mod_vlan_vid|mod_vlan_pcp|strip_vlan|pop_vlan|push_vlan|mod_nw_src|mod_nw_dst|mod_nw_tos|mod_nw_ecn|mod_nw_ttl|dec_ttl|mod_tp_src|mod_tp_dst)$/,
+    "rewriting packets is not in warren's datapath yet",
+  ],
+  [
+    /^(push_mpls|pop_mpls|set_mpls_label|set_mpls_tc|set_mpls_ttl|dec_mpls_ttl)$/,
+    "warren does not do MPLS",
+  ],
+  [/^(resubmit|goto_table|write_metadata|clear_actions|write_actions)$/, "warren has one table"],
+  [/^(group|bundle|bundle_load|select)$/, "warren has no groups: list the outputs in the flow"],
+  [/^(ct|ct_clear|nat)$/, "warren does not track connections"],
+  [/^(enqueue|set_queue|pop_queue|meter)$/, "warren has no queues or meters"],
+  [/^controller$/, RESERVED_OUTPUTS.CONTROLLER],
+  [/^(move|push|pop)$/, "warren has no registers to move fields through"],
+];
+
+/** NXM and OXM field names, as `load:` writes them, by Open vSwitch's name. */
+const NXM_NAMES: Readonly<Record<string, string>> = {
+  NXM_NX_TUN_ID: "tun_id",
+  NXM_NX_TUN_IPV4_SRC: "tun_src",
+  NXM_NX_TUN_IPV4_DST: "tun_dst",
+  NXM_NX_TUN_IPV6_SRC: "tun_ipv6_src",
+  NXM_NX_TUN_IPV6_DST: "tun_ipv6_dst",
+  NXM_NX_TUN_FLAGS: "tun_flags",
+  NXM_OF_IN_PORT: "in_port",
+  NXM_OF_ETH_SRC: "eth_src",
+  NXM_OF_ETH_DST: "eth_dst",
+  NXM_OF_VLAN_TCI: "vlan_tci",
+  NXM_OF_IP_TOS: "nw_tos",
+  NXM_OF_IP_SRC: "nw_src",
+  NXM_OF_IP_DST: "nw_dst",
+  NXM_NX_PKT_MARK: "pkt_mark",
+};
+
+/** Tunnel fields an action can set, and their widths in bits. */
+const SETTABLE: Readonly<Record<string, number>> = {
+  tun_id: 64,
+  tunnel_id: 64,
+  tun_src: 32,
+  tun_dst: 32,
+  tun_ipv6_src: 128,
+  tun_ipv6_dst: 128,
+  tun_tos: 8,
+  tun_ttl: 8,
+};
+
+/** Fields whose rewrite comes with the datapath's rewrite actions. */
+const REWRITABLE = new Set([
+  "eth_src",
+  "eth_dst",
+  "dl_src",
+  "dl_dst",
+  "vlan_vid",
+  "vlan_pcp",
+  "dl_vlan",
+  "dl_vlan_pcp",
+  "vlan_tci",
+  "ip_src",
+  "ip_dst",
+  "nw_src",
+  "nw_dst",
+  "ipv6_src",
+  "ipv6_dst",
+  "ip_dscp",
+  "nw_tos",
+  "nw_ecn",
+  "ip_ecn",
+  "nw_ttl",
+  "tp_src",
+  "tp_dst",
+  "tcp_src",
+  "tcp_dst",
+  "udp_src",
+  "udp_dst",
+  "sctp_src",
+  "sctp_dst",
+]);
+
+function parseAction({ text: t, at }: Token): ActionSpec {
+  const fail = (why: string) => new FlowSyntaxError(t, at, why);
+  try {
+    if (t === "drop") return { type: "drop" };
+    if (t === "pass") return { type: "pass" };
+    let m = /^output:(.+)$/.exec(t) ?? /^output\(port=([^,)]+)\)$/.exec(t);
+    if (m) return outputTo(m[1]);
+    if (/^output\(/.test(t)) {
+      throw new MatchError("output with max_len: warren does not truncate copies");
+    }
+    if (/^[A-Za-z_]+$/.test(t) && reservedPort(t)) return outputTo(t);
+    if (/^(0x[0-9a-fA-F]+|\d+)$/.test(t)) return outputTo(t);
+    m = /^set_tunnel(?:64)?:(.+)$/.exec(t);
+    if (m) return { type: "set_tunnel", id: parseU64(m[1]) };
+    m = /^set_field:(.+)->([A-Za-z0-9_]+)$/.exec(t);
+    if (m) return setTunnelField(m[2], m[1]);
+    m = /^load:(.+)->([A-Za-z0-9_]+)(?:\[(?:(\d+)(?:\.\.(\d+))?)?\])?$/.exec(t);
+    if (m) return loadTunnelField(m[2], m[1], m[3], m[4]);
+    m = /^set_tunnel\((.*)\)$/.exec(t);
+    if (m) {
+      const args = split(m[1], at + "set_tunnel(".length, ",").map(({ text: kv, at: kat }) => {
+        const eq = kv.indexOf("=");
+        if (eq < 0) throw new FlowSyntaxError(kv, kat, "set_tunnel takes key=value arguments");
+        return [kv.slice(0, eq), kv.slice(eq + 1), kat] as [string, string, number | undefined];
+      });
+      return setTunnelFields(args, t, at);
+    }
+    const word = /^[A-Za-z_0-9]+/.exec(t)?.[0] ?? t;
+    const absent = ABSENT_ACTIONS.find(([re]) => re.test(word));
+    if (absent) throw new MatchError(`${word}: ${absent[1]}`);
+    throw new MatchError(`not an action warren has; ${ACTIONS_HELP}`);
+  } catch (err) {
+    if (err instanceof MatchError) throw fail(err.message);
+    throw err;
   }
-  m = /^set_tunnel(?:64)?:(.+)$/.exec(t);
-  if (m) return { type: "set_tunnel", id: bigOf(m[1], t, at, "tunnel id") };
-  m = /^set_field:(.+)->(tun_id|tun_dst|tun_src|tun_tos|tun_ttl)$/.exec(t);
-  if (m) {
-    const [, value, target] = m;
-    const key = target.slice(4) as "id" | "dst" | "src" | "tos" | "ttl";
-    return setTunnelFields([[key, value, at + "set_field:".length]], t, at);
-  }
-  m = /^set_tunnel\((.*)\)$/.exec(t);
-  if (m) {
-    const args = split(m[1], at + "set_tunnel(".length, ",").map(({ text: kv, at: kat }) => {
-      const eq = kv.indexOf("=");
-      if (eq < 0) throw new FlowSyntaxError(kv, kat, "set_tunnel takes key=value arguments");
-      return [kv.slice(0, eq), kv.slice(eq + 1), kat] as [string, string, number];
-    });
-    return setTunnelFields(args, t, at);
-  }
-  throw new FlowSyntaxError(t, at, "not an action (output:PORT, set_tunnel(...), drop, pass)");
 }
 
-function bigOf(text: string, token: string, at: number, what: string): bigint {
-  if (!/^(0x[0-9a-fA-F]+|\d+)$/.test(text) || BigInt(text) >= 2n ** 64n) {
-    throw new FlowSyntaxError(token, at, `${what} "${text}" is not a 64-bit number`);
+/** An output to `port`: a name, a number, or a reserved port. */
+function outputTo(port: string): ActionSpec {
+  const reserved = reservedPort(port);
+  if (reserved === "LOCAL") return { type: "pass" };
+  if (reserved) throw new MatchError(`${reserved}: ${RESERVED_OUTPUTS[reserved]}`);
+  const n = portNumber(port);
+  if (n !== undefined) return { type: "output", port: String(n) };
+  if (!/^[A-Za-z0-9_.-]+$/.test(port)) {
+    throw new MatchError(
+      /^[A-Za-z0-9_]+\[/.test(port)
+        ? "an output port read from a field needs registers, which warren has not"
+        : "not a port name",
+    );
   }
-  return BigInt(text);
+  return { type: "output", port };
 }
 
-function setTunnelFields(args: [string, string, number][], token: string, at: number): SetTunnel {
+/** Why `target` cannot be set, when it is no tunnel field. */
+function unsettable(target: string): MatchError {
+  if (REWRITABLE.has(target)) {
+    return new MatchError(`rewriting ${target} is not in warren's datapath yet`);
+  }
+  if (target === "tun_flags") {
+    return new MatchError("set the oam flag with set_tunnel(flags=oam)");
+  }
+  if (target === "in_port") {
+    // Open vSwitch's way to send a packet back out of its input port.
+    return new MatchError(`setting in_port: ${RESERVED_OUTPUTS.IN_PORT}`);
+  }
+  return absentField(target) ?? new MatchError(`warren cannot set ${target}; ${ACTIONS_HELP}`);
+}
+
+const MASKED_SET = "a masked set keeps the packet's other bits of the field, " +
+  "which warren's datapath cannot do yet; set the whole field";
+
+/** `set_field:VALUE->TARGET` for a tunnel field. */
+function setTunnelField(target: string, text: string): SetTunnel {
+  if (!(target in SETTABLE)) throw unsettable(target);
+  const slash = text.indexOf("/");
+  let value = text;
+  if (slash >= 0) {
+    value = text.slice(0, slash);
+    const full = 2n ** BigInt(SETTABLE[target]) - 1n;
+    const mask = text.slice(slash + 1);
+    if (!/^(0x[0-9a-fA-F]+|\d+)$/.test(mask) || BigInt(mask) !== full) {
+      throw new MatchError(MASKED_SET);
+    }
+  }
+  return setTunnelFields([[target, value, undefined]], text, 0);
+}
+
+/** `load:VALUE->FIELD[lo..hi]` for a tunnel field: a number into it, whole. */
+function loadTunnelField(
+  name: string,
+  text: string,
+  lo: string | undefined,
+  hi: string | undefined,
+): SetTunnel {
+  const target = NXM_NAMES[name] ?? name;
+  const width = SETTABLE[target];
+  if (width === undefined) throw unsettable(target);
+  if (lo !== undefined && (Number(lo) !== 0 || Number(hi ?? lo) !== width - 1)) {
+    throw new MatchError(MASKED_SET);
+  }
+  const n = parseU64Wide(text, width);
+  const st: SetTunnel = { type: "set_tunnel" };
+  switch (target) {
+    case "tun_id":
+    case "tunnel_id":
+      st.id = n;
+      break;
+    case "tun_src":
+    case "tun_dst":
+      st[target === "tun_src" ? "src" : "dst"] = addrFromBigint(n, false);
+      break;
+    case "tun_ipv6_src":
+    case "tun_ipv6_dst":
+      st[target === "tun_ipv6_src" ? "src" : "dst"] = addrFromBigint(n, true);
+      break;
+    default:
+      st[target === "tun_tos" ? "tos" : "ttl"] = Number(n);
+  }
+  return checkedTos(st);
+}
+
+/** A number of up to `width` bits, in decimal or 0x hex. */
+function parseU64Wide(text: string, width: number): bigint {
+  if (!/^(0x[0-9a-fA-F]+|\d+)$/.test(text)) throw new MatchError(`"${text}" is not a number`);
+  const n = BigInt(text);
+  if (n >= 2n ** BigInt(width)) throw new MatchError(`${text} does not fit ${width} bits`);
+  return n;
+}
+
+function checkedTos(st: SetTunnel): SetTunnel {
+  if (st.tos !== undefined && st.tos & 3) {
+    throw new MatchError("tos takes DSCP bits only; ECN follows the inner packet");
+  }
+  return st;
+}
+
+/**
+ * set_tunnel's fields from key=value arguments; an argument with an offset
+ * is pointed at on error, else the whole action is.
+ */
+function setTunnelFields(
+  args: [string, string, number | undefined][],
+  token: string,
+  at: number,
+): SetTunnel {
   const st: SetTunnel = { type: "set_tunnel" };
   for (const [k, v, kat] of args) {
-    const bad = (why: string) => new FlowSyntaxError(`${k}=${v}`, kat, why);
-    switch (k) {
-      case "id":
-      case "key":
-        st.id = bigOf(v, `${k}=${v}`, kat, "tunnel id");
-        break;
-      case "dst":
-      case "src":
-        try {
-          st[k] = parseAddr(v);
-        } catch {
-          throw bad(`"${v}" is not an IP address`);
-        }
-        break;
-      case "tos":
-      case "ttl":
-        if (!/^(0x[0-9a-fA-F]{1,2}|\d+)$/.test(v) || Number(v) > 255) throw bad(`${k} is 0..255`);
-        st[k] = Number(v);
-        if (k === "tos" && st.tos! & 3) {
-          throw bad("tos takes DSCP bits only; ECN follows the inner packet");
-        }
-        break;
-      case "flags":
-        for (const f of v.split("|")) {
-          if (f !== "df" && f !== "csum" && f !== "oam") {
-            throw bad(`"${f}" is not a flag (df, csum, oam)`);
+    try {
+      switch (k) {
+        case "id":
+        case "key":
+        case "tun_id":
+        case "tunnel_id":
+          st.id = parseU64(v);
+          break;
+        case "dst":
+        case "src":
+        case "tun_src":
+        case "tun_dst":
+        case "tun_ipv6_src":
+        case "tun_ipv6_dst": {
+          let a: Addr;
+          try {
+            a = parseAddr(v);
+          } catch {
+            throw new MatchError(`"${v}" is not an IP address`);
           }
-          st[f] = true;
+          // An IPv6 address under tun_dst is warren's older spelling, and unambiguous.
+          if (k.startsWith("tun_ipv6") && !a.v6) {
+            throw new MatchError(`"${v}" is not an IPv6 address`);
+          }
+          st[k.endsWith("src") ? "src" : "dst"] = a;
+          break;
         }
-        break;
-      case "geneve": {
-        const g = /^(0x[0-9a-fA-F]{1,4}|\d+):(0x[0-9a-fA-F]{1,2}|\d+):0x((?:[0-9a-fA-F]{8})*)$/
-          .exec(v);
-        if (!g || Number(g[1]) > 0xffff || Number(g[2]) > 0xff) {
-          throw bad("geneve=CLASS:TYPE:0xDATA with data a multiple of 4 bytes");
+        case "tos":
+        case "ttl":
+        case "tun_tos":
+        case "tun_ttl":
+          st[k.endsWith("tos") ? "tos" : "ttl"] = parseUint(v, 255);
+          checkedTos(st);
+          break;
+        case "flags":
+          for (const f of v.split("|")) {
+            if (f !== "df" && f !== "csum" && f !== "oam") {
+              throw new MatchError(`"${f}" is not a flag (df, csum, oam)`);
+            }
+            st[f] = true;
+          }
+          break;
+        case "geneve": {
+          const g = /^(0x[0-9a-fA-F]{1,4}|\d+):(0x[0-9a-fA-F]{1,2}|\d+):0x((?:[0-9a-fA-F]{8})*)$/
+            .exec(v);
+          if (!g || Number(g[1]) > 0xffff || Number(g[2]) > 0xff) {
+            throw new MatchError("geneve=CLASS:TYPE:0xDATA with data a multiple of 4 bytes");
+          }
+          (st.geneve ??= []).push({
+            class: Number(g[1]),
+            type: Number(g[2]),
+            data: Uint8Array.from(g[3].match(/../g) ?? [], (h) => Number.parseInt(h, 16)),
+          });
+          break;
         }
-        (st.geneve ??= []).push({
-          class: Number(g[1]),
-          type: Number(g[2]),
-          data: Uint8Array.from(g[3].match(/../g) ?? [], (h) => Number.parseInt(h, 16)),
-        });
-        break;
+        default:
+          throw new MatchError("set_tunnel takes id, dst, src, tos, ttl, flags and geneve");
       }
-      default:
-        throw bad("set_tunnel takes id, dst, src, tos, ttl, flags and geneve");
+    } catch (err) {
+      if (err instanceof MatchError && kat !== undefined) {
+        throw new FlowSyntaxError(`${k}=${v}`, kat, err.message);
+      }
+      throw err;
     }
   }
   if (args.length === 0) {

@@ -10,6 +10,7 @@
 import { formatMac, parseMac } from "../maps/codec.ts";
 import { type PortEntry, PortFlag, type PortInfo, PortKind, Proto } from "../maps/layouts.ts";
 import { type Addr, formatAddr, isZero, parseAddr } from "./addr.ts";
+import { reservedPort } from "./fields.ts";
 
 /** Tunnel protocols. */
 export type Protocol = "vxlan" | "geneve" | "gre" | "stt";
@@ -98,10 +99,21 @@ export class PortError extends Error {
   }
 }
 
-/** Checks a port name: 1 to 15 letters, digits, `-`, `_` or `.`. */
+/**
+ * Checks a port name: 1 to 15 letters, digits, `-`, `_` or `.`, and not
+ * what flow text reads otherwise (a port number, or a reserved port such
+ * as LOCAL).
+ */
 export function checkPortName(name: string): string {
   if (!/^[A-Za-z0-9_.-]{1,15}$/.test(name)) {
     throw new PortError(`"${name}" is not a port name (1 to 15 letters, digits, "-", "_" or ".")`);
+  }
+  if (/^(0x[0-9a-fA-F]+|\d+)$/.test(name) || reservedPort(name)) {
+    throw new PortError(
+      `"${name}" is not a port name: flows would read it as a port ${
+        reservedPort(name) ? "Open vSwitch reserves" : "number"
+      }`,
+    );
   }
   return name;
 }
