@@ -363,6 +363,11 @@ Deno.test("ports go by number wherever a port goes", () => {
     { type: "output", port: "2" },
     { type: "output", port: "3" },
   ]);
+  // Printed, ports known go by name, as dumps show them.
+  assertEquals(
+    dump("in_port=1 actions=2 3 9"),
+    "priority=32768,in_port=web actions=output:vx0,output:db,output:9",
+  );
   refused("in_port=0 actions=drop", 1, "0 is not a port number");
   refused("in_port=nope actions=drop", 1, 'there is no port named "nope"');
 });

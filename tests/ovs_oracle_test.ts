@@ -22,7 +22,7 @@
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { runRaw } from "../src/lab/run.ts";
 import { type ActionSpec, type FlowSpec, parseFlow } from "../src/tunnel/flow_syntax.ts";
-import { emptyMatch, type Match, type PortNames } from "../src/tunnel/fields.ts";
+import { emptyMatch, type IntMember, type Match, type PortNames } from "../src/tunnel/fields.ts";
 import { compileFlow, type PortLookup } from "../src/tunnel/compile.ts";
 import type { Port } from "../src/tunnel/port.ts";
 import { formatAddr } from "../src/tunnel/addr.ts";
@@ -247,17 +247,6 @@ function addrMask(t: string): { v6: boolean; value: Uint8Array; mask: Uint8Array
 function mac(t: string): Uint8Array {
   return Uint8Array.from(t.split(":"), (h) => parseInt(h, 16));
 }
-
-type IntMember =
-  | "in_port"
-  | "ip_proto"
-  | "ip_tos"
-  | "ip_frag"
-  | "eth_type"
-  | "vlan_tci"
-  | "tp_src"
-  | "tp_dst"
-  | "tun_flags";
 
 /** Open vSwitch's printed match, read into the datapath's flow key. */
 function ovsMatch(items: string[]): { match: Match; priority: number } {

@@ -201,20 +201,10 @@ function hex(n: number | bigint): string {
   return n.toString(16);
 }
 
-type IntMember =
-  | "in_port"
-  | "tun_flags"
-  | "tun_tos"
-  | "tun_ttl"
-  | "ip_proto"
-  | "ip_tos"
-  | "ip_frag"
-  | "eth_type"
-  | "vlan_tci"
-  | "tp_src"
-  | "tp_dst"
-  | "gnv_class"
-  | "gnv_type";
+/** The members of the flow key that are numbers. */
+export type IntMember = {
+  [K in keyof FlowKey]: FlowKey[K] extends number ? K : never;
+}[keyof FlowKey];
 type AddrMember = "tun_src" | "tun_dst" | "ip_src" | "ip_dst";
 type MacMember = "eth_src" | "eth_dst";
 

@@ -689,11 +689,17 @@ function setTunnelFields(
 export function formatFlow(
   f: FlowSpec,
   ports: PortNames,
-  actions = f.actions.map(formatAction).join(",") || "drop",
+  actions = f.actions.map((a) => formatAction(byName(a, ports))).join(",") || "drop",
 ): string {
   const match = formatMatch(f.match, ports);
   const cookie = f.cookie ? `cookie=0x${f.cookie.toString(16)},` : "";
   return `${cookie}priority=${f.priority}${match ? `,${match}` : ""} actions=${actions}`;
+}
+
+/** `a` with a port written by number named, when `ports` knows it, as dumps name it. */
+function byName(a: ActionSpec, ports: PortNames): ActionSpec {
+  const name = a.type === "output" && /^\d+$/.test(a.port) ? ports.name(Number(a.port)) : undefined;
+  return name === undefined ? a : { type: "output", port: name };
 }
 
 /** An action as text, the inverse of parsing. */
