@@ -494,6 +494,14 @@ Deno.test("fields the datapath lacks are refused with what they are", () => {
   refused("ct_state=+trk actions=drop", 1, "does not track connections");
 });
 
+Deno.test("names of Object's own properties are no fields, shorthands or flow words", () => {
+  refused("constructor actions=drop", 1, "not a field or a shorthand");
+  refused("toString=1 actions=drop", 1, "toString is not a match field");
+  refused("ip,nw_frag=constructor actions=drop", 4, "is not no, yes, first");
+  assertThrows(() => parseActions("load:1->constructor[]"), FlowSyntaxError, "cannot set");
+  assertThrows(() => parseActions("set_field:1->hasOwnProperty"), FlowSyntaxError, "cannot set");
+});
+
 Deno.test("port names that flows would read otherwise are refused", () => {
   for (const name of ["2", "0x10", "LOCAL", "in_port", "Normal"]) {
     assertThrows(() => checkPortName(name), PortError, "flows would read it as a port");

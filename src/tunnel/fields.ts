@@ -82,10 +82,11 @@ export const RESERVED_PORTS: readonly string[] = [
   "NONE",
 ];
 
+const RESERVED = new RegExp(`^(${RESERVED_PORTS.join("|")})$`, "i");
+
 /** The reserved port `text` names (upper case), or undefined. */
 export function reservedPort(text: string): string | undefined {
-  const upper = text.toUpperCase();
-  return RESERVED_PORTS.includes(upper) ? upper : undefined;
+  return RESERVED.test(text) ? text.toUpperCase() : undefined;
 }
 
 /** The highest port number a flow may name (Open vSwitch's OpenFlow 1.0 range). */
@@ -99,6 +100,11 @@ export function portNumber(text: string): number | undefined {
     throw new MatchError(`${text} is not a port number (1..${MAX_PORT_NUMBER})`);
   }
   return n;
+}
+
+/** `r[k]` when `k` is one of r's own keys: user text never reaches Object's properties. */
+export function own<T>(r: Readonly<Record<string, T>>, k: string): T | undefined {
+  return Object.hasOwn(r, k) ? r[k] : undefined;
 }
 
 const ETH_IP = 0x0800;
@@ -129,11 +135,27 @@ export interface Context {
   proto?: number;
 }
 
+function context(eth: number | undefined, proto: number | undefined): Context {
+  return { eth, proto: eth === ETH_IP || eth === ETH_IPV6 ? proto : undefined };
+}
+
 /** The context of a match. */
 export function contextOf(m: Match): Context {
-  const eth = m.mask.eth_type === 0xffff ? m.key.eth_type : undefined;
-  const ip = eth === ETH_IP || eth === ETH_IPV6;
-  return { eth, proto: ip && m.mask.ip_proto === 0xff ? m.key.ip_proto : undefined };
+  return context(
+    m.mask.eth_type === 0xffff ? m.key.eth_type : undefined,
+    m.mask.ip_proto === 0xff ? m.key.ip_proto : undefined,
+  );
+}
+
+/** The context shorthands give, applied in order as to a match. */
+export function shorthandContext(words: readonly string[]): Context {
+  let eth: number | undefined;
+  let proto: number | undefined;
+  for (const w of words) {
+    eth = SHORTHANDS[w].eth;
+    proto = SHORTHANDS[w].proto ?? proto;
+  }
+  return context(eth, proto);
 }
 
 /** The shorthands a field accepts: it makes sense under any of them. */
@@ -344,8 +366,9 @@ function addrField(
             "a tunnel's outer header has one family",
         );
       }
+      for (let i = 0; i < 16; i++) addr.bytes[i] &= mask[i];
       m.mask[member] = mask;
-      m.key[member] = addr.bytes.map((b, i) => b & mask[i]);
+      m.key[member] = addr.bytes;
       if (tunnel) {
         // One outer header, one family: the V6 flag says which, matched
         // exactly while either address is.
@@ -677,7 +700,7 @@ export const FIELDS: readonly FieldDef[] = [
     help: "fragments: no, yes, first, later or not_later",
     prereq: IP_ANY,
     parse(m, text) {
-      const vm = FRAG_NAMES[text];
+      const vm = own(FRAG_NAMES, text);
       if (!vm) throw new MatchError(`"${text}" is not no, yes, first, later or not_later`);
       m.key.ip_frag = vm[0];
       m.mask.ip_frag = vm[1];
@@ -792,7 +815,7 @@ export function field(name: string): FieldDef | undefined {
 
 /** Whether `name` is a name a match field goes by, known or not to warren. */
 export function isFieldName(name: string): boolean {
-  return SPELLINGS.has(name) || name in PENDING_FIELDS ||
+  return SPELLINGS.has(name) || Object.hasOwn(PENDING_FIELDS, name) ||
     ABSENT_FIELDS.some(([re]) => re.test(name));
 }
 
@@ -826,7 +849,7 @@ function orList(words: readonly string[]): string {
 export function resolveField(name: string, c: Context, token: string): FieldDef {
   const spellings = SPELLINGS.get(name);
   if (!spellings) {
-    const pending = PENDING_FIELDS[name];
+    const pending = own(PENDING_FIELDS, name);
     if (pending) {
       throw new MatchError(
         `warren's datapath does not match on ${pending.what} yet (it needs ${
@@ -853,7 +876,7 @@ export function resolveField(name: string, c: Context, token: string): FieldDef 
 
 /** Applies a shorthand such as `tcp` to `m`; false when `word` is none. */
 export function applyShorthand(m: Match, word: string): boolean {
-  const s = SHORTHANDS[word];
+  const s = own(SHORTHANDS, word);
   if (!s) return false;
   m.key.eth_type = s.eth;
   m.mask.eth_type = 0xffff;
@@ -877,10 +900,10 @@ function maskedFields(mask: FlowKey): FieldDef[] {
     // With the mask as the key every masked bit is set: a field prints
     // something exactly when the mask has bits for it. The V6 flag is
     // probed both ways, so both families' tunnel addresses are found.
-    const probes: Match[] = [
-      { key: mask, mask },
-      { key: { ...mask, tun_flags: mask.tun_flags & ~TunFlag.V6 }, mask },
-    ];
+    const probes: Match[] = [{ key: mask, mask }];
+    if (mask.tun_flags & TunFlag.V6) {
+      probes.push({ key: { ...mask, tun_flags: mask.tun_flags & ~TunFlag.V6 }, mask });
+    }
     list = PRINTERS.filter((f) => probes.some((p) => f.format!(p, NO_PORTS) !== undefined));
     fieldsOfMask.set(mask, list);
   }

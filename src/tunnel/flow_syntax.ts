@@ -23,6 +23,7 @@ import { type Addr, addrFromBigint, formatAddr, parseAddr } from "./addr.ts";
 import {
   absentField,
   applyShorthand,
+  type Context,
   contextOf,
   emptyMatch,
   field,
@@ -30,13 +31,17 @@ import {
   isFieldName,
   type Match,
   MatchError,
+  own,
   parseU64,
   parseUint,
   type PortNames,
   portNumber,
   reservedPort,
   resolveField,
+  shorthandContext,
+  SHORTHANDS,
 } from "./fields.ts";
+
 /** The priority a flow gets when none is given (Open vSwitch's default). */
 export const DEFAULT_PRIORITY = 32768;
 
@@ -141,7 +146,7 @@ const SEPARATORS = ", \t";
  * warren takes (the only one that means what warren does), or why it takes
  * none.
  */
-const FLOW_WORDS: Readonly<Record<string, { only?: number; why: string }>> = {
+const FLOW_WORDS = new Map<string, { only?: number; why: string }>(Object.entries({
   table: { only: 0, why: "warren has one table, table 0" },
   idle_timeout: { only: 0, why: "warren's flows do not expire: give 0 or leave it out" },
   hard_timeout: { only: 0, why: "warren's flows do not expire: give 0 or leave it out" },
@@ -155,7 +160,7 @@ const FLOW_WORDS: Readonly<Record<string, { only?: number; why: string }>> = {
   no_byte_counts: { why: "warren always counts bytes" },
   out_port: { why: "use flow dump --port to select flows by port" },
   out_group: { why: "warren has no groups" },
-};
+}));
 
 /** One item of a match: a shorthand, or a field with its value. */
 type MatchOp = { shorthand: string } | {
@@ -171,50 +176,41 @@ const SUBFIELD = /^([A-Za-z0-9_]+)\[(?:(\d+)(?:\.\.(\d+))?)?\]$/;
 
 function matchItems(items: Token[], ports: PortNames) {
   const ops: MatchOp[] = [];
+  const shorthands: string[] = [];
   let priority: number | undefined;
   let cookie: bigint | undefined;
   // Shorthands, dl_type and nw_proto say what the packet is, which decides
-  // what the other names mean: applied once ahead, in order.
-  const scratch = emptyMatch();
+  // what the other names mean: read ahead, then the fields in order.
+  let typed = false;
   for (const token of items) {
     const { text, at } = token;
     const eq = text.indexOf("=");
-    const name = eq < 0 ? text : text.slice(0, eq);
-    const value = eq < 0 ? "" : text.slice(eq + 1);
-    const fail = (why: string) => new FlowSyntaxError(text, at, why);
+    if (eq < 0) {
+      if (!own(SHORTHANDS, text)) throw bareWord(token);
+      ops.push({ shorthand: text });
+      shorthands.push(text);
+      continue;
+    }
+    const name = text.slice(0, eq);
+    const value = text.slice(eq + 1);
     try {
-      if (eq < 0) {
-        if (applyShorthand(scratch, name)) {
-          ops.push({ shorthand: name });
-          continue;
-        }
-        const word = FLOW_WORDS[name];
-        if (word) throw fail(`${name}: ${word.why}`);
-        // A bare field is Open vSwitch's "present" match, on fields warren lacks.
-        if (isFieldName(name) && !field(name)) resolveField(name, {}, text);
-        throw fail(
-          isFieldName(name) || field(name)
-            ? `${name} needs a value (${name}=…)`
-            : "not a field or a shorthand (ip, tcp, udp, arp, ipv6 …)",
-        );
-      }
       if (name === "priority") {
         priority = parseUint(value, 65535);
         continue;
       }
       if (name === "cookie") {
-        if (value.includes("/")) throw fail("a cookie mask selects flows; a flow has no mask");
+        if (value.includes("/")) throw new MatchError("a mask selects flows; a flow has none");
         cookie = parseU64(value);
         continue;
       }
-      const word = FLOW_WORDS[name];
+      const word = FLOW_WORDS.get(name);
       if (word) {
         if (word.only === undefined || parseUint(value, 0xffffffff) !== word.only) {
-          throw fail(`${name}: ${word.why}`);
+          throw new MatchError(word.why);
         }
         continue;
       }
-      const sub = SUBFIELD.exec(name);
+      const sub = name.endsWith("]") ? SUBFIELD.exec(name) : null;
       const base = sub?.[1] ?? name;
       const op: MatchOp = { name: base, value, token };
       if (sub) {
@@ -224,15 +220,13 @@ function matchItems(items: Token[], ports: PortNames) {
         ];
       }
       ops.push(op);
-      if (["dl_type", "eth_type", "nw_proto", "ip_proto"].includes(base)) {
-        setField(scratch, op, field(base)!, ports);
-      }
+      typed ||= TYPE_FIELDS.has(base);
     } catch (err) {
-      if (err instanceof MatchError) throw fail(whose(name, err));
+      if (err instanceof MatchError) throw new FlowSyntaxError(text, at, whose(name, err));
       throw err;
     }
   }
-  const c = contextOf(scratch);
+  const c = typed ? typedContext(ops, ports) : shorthandContext(shorthands);
   const match = emptyMatch();
   for (const op of ops) {
     if ("shorthand" in op) {
@@ -249,6 +243,48 @@ function matchItems(items: Token[], ports: PortNames) {
     }
   }
   return { match, priority, cookie };
+}
+
+/** Why a word without a value, which is no shorthand, cannot be read. */
+function bareWord({ text, at }: Token): FlowSyntaxError {
+  const word = FLOW_WORDS.get(text);
+  if (word) return new FlowSyntaxError(text, at, `${text}: ${word.why}`);
+  try {
+    // A bare field is Open vSwitch's "present" match, on fields warren lacks.
+    if (isFieldName(text) && !field(text)) resolveField(text, {}, text);
+  } catch (err) {
+    if (err instanceof MatchError) return new FlowSyntaxError(text, at, whose(text, err));
+    throw err;
+  }
+  return new FlowSyntaxError(
+    text,
+    at,
+    isFieldName(text)
+      ? `${text} needs a value (${text}=…)`
+      : "not a field or a shorthand (ip, tcp, udp, arp, ipv6 …)",
+  );
+}
+
+/** Fields that say what the packet is, as shorthands do. */
+const TYPE_FIELDS = new Set(["dl_type", "eth_type", "nw_proto", "ip_proto"]);
+
+/** The context of shorthands with dl_type and nw_proto among them, values and masks read. */
+function typedContext(ops: MatchOp[], ports: PortNames): Context {
+  const scratch = emptyMatch();
+  for (const op of ops) {
+    if ("shorthand" in op) applyShorthand(scratch, op.shorthand);
+    else if (TYPE_FIELDS.has(op.name)) {
+      try {
+        setField(scratch, op, field(op.name)!, ports);
+      } catch (err) {
+        if (err instanceof MatchError) {
+          throw new FlowSyntaxError(op.token.text, op.token.at, whose(op.name, err));
+        }
+        throw err;
+      }
+    }
+  }
+  return contextOf(scratch);
 }
 
 /** An error's message with the name it is about in front, unless it starts with it. */
@@ -536,7 +572,7 @@ const MASKED_SET = "a masked set keeps the packet's other bits of the field, " +
 
 /** `set_field:VALUE->TARGET` for a tunnel field. */
 function setTunnelField(target: string, text: string): SetTunnel {
-  if (!(target in SETTABLE)) throw unsettable(target);
+  if (own(SETTABLE, target) === undefined) throw unsettable(target);
   const slash = text.indexOf("/");
   let value = text;
   if (slash >= 0) {
@@ -557,8 +593,8 @@ function loadTunnelField(
   lo: string | undefined,
   hi: string | undefined,
 ): SetTunnel {
-  const target = NXM_NAMES[name] ?? name;
-  const width = SETTABLE[target];
+  const target = own(NXM_NAMES, name) ?? name;
+  const width = own(SETTABLE, target);
   if (width === undefined) throw unsettable(target);
   if (lo !== undefined && (Number(lo) !== 0 || Number(hi ?? lo) !== width - 1)) {
     throw new MatchError(MASKED_SET);
