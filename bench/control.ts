@@ -111,7 +111,7 @@ export async function controlPlane(o: ControlOptions): Promise<Figure[]> {
         for (const s of specs) await dp.addFlows([s]);
       });
       singleRates.push(o.singles / (ms / 1000));
-      const cfg = dp.maps.readConfig();
+      const cfg = dp.maps.config.read();
       using index = dp.maps.flowIndex(cfg.gen & 1)!;
       indexId = index.raw.info.id;
     });
@@ -174,7 +174,7 @@ export async function controlPlane(o: ControlOptions): Promise<Figure[]> {
       );
       applySeconds.push(ms / 1000);
       // The same entries, as bytes, written raw into a fresh map.
-      const cfg = dp.maps.readConfig();
+      const cfg = dp.maps.config.read();
       using index = dp.maps.flowIndex(cfg.gen & 1)!;
       indexId = index.raw.info.id;
       const chunks: { keys: Uint8Array; values: Uint8Array; count: number }[] = [];
@@ -295,7 +295,7 @@ export async function controlPlane(o: ControlOptions): Promise<Figure[]> {
       JSON.parse(await run(["bpftool", "-j", "map", "show", "id", String(id)]))
         .bytes_memlock as number;
     const perFlow = await lab.datapath(a, async (dp) => {
-      const cfg = dp.maps.readConfig();
+      const cfg = dp.maps.config.read();
       using index = dp.maps.flowIndex(cfg.gen & 1)!;
       const indexBytes = await mem(index.raw.info.id);
       const stats = await mem(dp.maps.flowStats.raw.info.id);
@@ -312,7 +312,7 @@ export async function controlPlane(o: ControlOptions): Promise<Figure[]> {
       flags: 1,
     });
     await lab.datapath(a, (dp) => {
-      const cfg = dp.maps.readConfig();
+      const cfg = dp.maps.config.read();
       using index = dp.maps.flowIndex(cfg.gen & 1)!;
       for (const c of index.raw.lookupBatch(16384)) bare.updateBatch(c.keys, c.values, c.count);
     });

@@ -41,7 +41,7 @@ async function assertExactly(lab: Lab, h: LabHost, want: string[]): Promise<void
   const keys = new Set(flows.flatMap((f) => f.actions.match(/set_tunnel\([^)]*\)/g) ?? []));
   const { usage, flags } = await lab.datapath(
     h,
-    (dp) => ({ usage: dp.flows.usage(), flags: dp.maps.readConfig().flags }),
+    (dp) => ({ usage: dp.flows.usage(), flags: dp.maps.config.read().flags }),
   );
   assertEquals(
     [usage.flows, usage.flowIds.used, usage.tunKeys.used, flags & ConfigFlag.WRITING],
@@ -60,7 +60,7 @@ async function crash(
 ): Promise<void> {
   const r = await warren(h, args, stdin, { WARREN_FAILPOINTS: fp });
   assertEquals(r.code, 137, `warren ${args[0]} with ${fp} armed: ${r.stderr}`);
-  const flags = await lab.datapath(h, (dp) => dp.maps.readConfig().flags);
+  const flags = await lab.datapath(h, (dp) => dp.maps.config.read().flags);
   if (fp.startsWith("flow.")) {
     assert.ok(flags & ConfigFlag.WRITING, `${fp}: the change was cut short`);
   }
@@ -289,7 +289,7 @@ privilegedTest(
     // What an older warren with the same map sizes would have left.
     const ids = await programIds(a);
     await lab.datapath(a, (dp) => {
-      dp.maps.config.set(0, { ...dp.maps.readConfig(), layout_version: 2 });
+      dp.maps.config.update(() => ({ layout_version: 2 }));
     });
     const refused = "uses layout version 2, this warren uses";
     await warrenFails(a, ["status"], 1, refused);

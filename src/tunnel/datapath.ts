@@ -227,7 +227,7 @@ export class Datapath implements Disposable {
     const old = existing ? DatapathMaps.fromPins(pinDir) : undefined;
     try {
       if (old) {
-        const cfg = old.readConfig();
+        const cfg = old.config.read();
         // Capacities are the maps' sizes, fixed when they were made.
         for (
           const [option, asked, has] of [
@@ -304,14 +304,14 @@ export class Datapath implements Disposable {
             }
             attachTcRecorded(pinDir, ifindex, programs.wr_tc_local, tc);
           }
-          const cfg = dp.maps.readConfig();
-          if (cfg.underlay_ifindex !== underlay.ifindex) {
-            detachDevice(pinDir, cfg.underlay_ifindex);
-          }
-          const flags = (cfg.flags & ~(ConfigFlag.XDP_UNDERLAY | ConfigFlag.CLSACT)) |
-            (xdp !== "off" ? ConfigFlag.XDP_UNDERLAY : 0) |
-            (tc === "clsact" ? ConfigFlag.CLSACT : 0);
-          dp.maps.config.set(0, { ...cfg, flags, underlay_ifindex: underlay.ifindex });
+          const was = dp.maps.config.read().underlay_ifindex;
+          if (was !== underlay.ifindex) detachDevice(pinDir, was);
+          dp.maps.config.update((cfg) => ({
+            flags: (cfg.flags & ~(ConfigFlag.XDP_UNDERLAY | ConfigFlag.CLSACT)) |
+              (xdp !== "off" ? ConfigFlag.XDP_UNDERLAY : 0) |
+              (tc === "clsact" ? ConfigFlag.CLSACT : 0),
+            underlay_ifindex: underlay.ifindex,
+          }));
         } finally {
           for (const p of Object.values(programs)) p.close();
         }
@@ -350,7 +350,7 @@ export class Datapath implements Disposable {
     if (Datapath.exists(pinDir)) {
       try {
         using maps = DatapathMaps.fromPins(pinDir);
-        const cfg = maps.readConfig();
+        const cfg = maps.config.read();
         const dev = ifname(cfg.underlay_ifindex);
         if (dev) {
           if (cfg.fwd_saved & FwdSaved.V4) setForwarding(dev, 4, false);
@@ -367,18 +367,18 @@ export class Datapath implements Disposable {
   }
 
   #enableForwarding(dev: string, ips: Addr[]): void {
-    const cfg = this.maps.readConfig();
+    const cfg = this.maps.config.read();
     let saved = cfg.fwd_saved;
     for (const [family, bit] of [[4, FwdSaved.V4], [6, FwdSaved.V6]] as const) {
       if (!ips.some((a) => a.v6 === (family === 6))) continue;
       if (!setForwarding(dev, family, true)) saved |= bit;
     }
-    if (saved !== cfg.fwd_saved) this.maps.config.set(0, { ...cfg, fwd_saved: saved });
+    if (saved !== cfg.fwd_saved) this.maps.config.update(() => ({ fwd_saved: saved }));
   }
 
   /** The underlay's name, or a clear error when it is gone. */
   #underlay(): string {
-    const cfg = this.maps.readConfig();
+    const cfg = this.maps.config.read();
     const name = ifname(cfg.underlay_ifindex);
     if (!name) throw new PortError(`the underlay (ifindex ${cfg.underlay_ifindex}) is gone`);
     return name;
@@ -488,7 +488,7 @@ export class Datapath implements Disposable {
    * counter. One syscall when nothing did.
    */
   #refreshPorts(): void {
-    const seq = this.maps.readConfig().seq;
+    const seq = this.maps.config.read().seq;
     if (seq === this.#knownSeq) return;
     this.#reloadPorts();
     this.#knownSeq = seq;
@@ -496,17 +496,16 @@ export class Datapath implements Disposable {
 
   /** After writing ports: marks the change for everyone and re-reads them. */
   #portsChanged(): void {
-    const cfg = this.maps.readConfig();
-    this.maps.config.set(0, { ...cfg, seq: cfg.seq + 1n });
+    const { seq } = this.maps.config.bump();
     this.flows.invalidate();
     this.#reloadPorts();
-    this.#knownSeq = cfg.seq + 1n;
+    this.#knownSeq = seq;
   }
 
   #initialize(underlayIfindex: number, options: UpOptions): void {
     const maxFlows = this.maps.flowStats.raw.info.maxEntries;
     const maxTunKeys = this.maps.tunKeys.raw.info.maxEntries;
-    this.maps.config.set(0, {
+    this.maps.config.create({
       layout_version: LAYOUT_VERSION,
       gen: 0,
       max_flows: maxFlows,
@@ -537,9 +536,7 @@ export class Datapath implements Disposable {
 
   #setMiss(options: UpOptions): void {
     if (!options.missLocal && !options.missTunnel && options.sttTimeoutMs === undefined) return;
-    const cfg = this.maps.readConfig();
-    this.maps.config.set(0, {
-      ...cfg,
+    this.maps.config.update((cfg) => ({
       stt_timeout_ms: options.sttTimeoutMs ?? cfg.stt_timeout_ms,
       miss_local: options.missLocal
         ? (options.missLocal === "pass" ? Miss.PASS : Miss.DROP)
@@ -547,7 +544,7 @@ export class Datapath implements Disposable {
       miss_tunnel: options.missTunnel
         ? (options.missTunnel === "pass" ? Miss.PASS : Miss.DROP)
         : cfg.miss_tunnel,
-    });
+    }));
   }
 
   #pinPrograms(programs: Record<string, Program>): void {
@@ -596,12 +593,10 @@ export class Datapath implements Disposable {
     }
     // The first address of each family is the outer source when neither
     // the port, the flow nor the FIB gives one.
-    const cfg = this.maps.readConfig();
-    this.maps.config.set(0, {
-      ...cfg,
+    this.maps.config.update(() => ({
       local_v4: ips.find((a) => !a.v6)?.bytes ?? new Uint8Array(16),
       local_v6: ips.find((a) => a.v6)?.bytes ?? new Uint8Array(16),
-    });
+    }));
   }
 
   #reloadPorts(): void {
@@ -714,7 +709,7 @@ export class Datapath implements Disposable {
     ) {
       throw new PortError(`${port.device} is already a port`);
     }
-    const cfg = this.maps.readConfig();
+    const cfg = this.maps.config.read();
     if (ifindex === cfg.underlay_ifindex) {
       throw new PortError(`${port.device} is the underlay; it cannot be a local port`);
     }
@@ -946,7 +941,7 @@ export class Datapath implements Disposable {
 
   /** Reports what is attached where, the pins, and how full each table is. */
   status(): Status {
-    const cfg = this.maps.readConfig();
+    const cfg = this.maps.config.read();
     const programs = PROGRAMS.map((name) => {
       try {
         using p = this.#program(name);

@@ -347,7 +347,7 @@ export class FlowTable {
   }
 
   /** Creates an empty flow index sized for the datapath. */
-  createIndex(maxFlows = this.#maps.readConfig().max_flows): BpfMap {
+  createIndex(maxFlows = this.#maps.config.read().max_flows): BpfMap {
     return BpfMap.create({
       type: MapType.HASH,
       name: "wr_flow_index",
@@ -371,7 +371,7 @@ export class FlowTable {
   // ---- State ------------------------------------------------------------
 
   #load(): State {
-    const cfg = this.#maps.readConfig();
+    const cfg = this.#maps.config.read();
     const gen = cfg.gen & 1;
     const st = this.#state;
     if (st && st.cfg.seq === cfg.seq && st.gen === gen) {
@@ -401,8 +401,7 @@ export class FlowTable {
 
   /** Marks a change under way, before its first write. */
   #markWriting(st: State): void {
-    st.cfg = { ...st.cfg, flags: st.cfg.flags | ConfigFlag.WRITING, seq: st.cfg.seq + 1n };
-    this.#maps.config.set(0, st.cfg);
+    st.cfg = this.#maps.config.bump((c) => ({ flags: c.flags | ConfigFlag.WRITING }));
   }
 
   /**
@@ -516,8 +515,7 @@ export class FlowTable {
     const sorted = [...masks].sort((a, b) => b.maxPriority - a.maxPriority || a.id - b.id);
     this.#writeMasks(next, sorted);
     this.#maps.setFlowIndex(next, index);
-    st.cfg = { ...st.cfg, gen: next, seq: st.cfg.seq + 1n };
-    this.#maps.config.set(0, st.cfg);
+    st.cfg = this.#maps.config.bump(() => ({ gen: next }));
     st.gen = next;
     st.masks = sorted;
     if (st.index && st.index.info.id !== index.info.id) {
@@ -530,8 +528,7 @@ export class FlowTable {
   #commit(st: State): void {
     st.flowIds.flush();
     st.slots.flush();
-    st.cfg = { ...st.cfg, flags: st.cfg.flags & ~ConfigFlag.WRITING, seq: st.cfg.seq + 1n };
-    this.#maps.config.set(0, st.cfg);
+    st.cfg = this.#maps.config.bump((c) => ({ flags: c.flags & ~ConfigFlag.WRITING }));
   }
 
   #nextMaskId(masks: { id: number }[]): number {

@@ -15,8 +15,6 @@ import type { BpfObject } from "../bpf/object.ts";
 import { ensurePinDir, isPinned, unpin } from "../bpf/pin.ts";
 import { u32, u64 } from "../maps/codec.ts";
 import {
-  type Config,
-  configCodec,
   type Endpoint,
   endpointCodec,
   type EndpointKey,
@@ -43,6 +41,7 @@ import {
 } from "../maps/layouts.ts";
 import type { PinnedMap, WarrenNames } from "../maps/names.ts";
 import { encodeWith, PerCpuMap, TypedMap } from "../maps/typed_map.ts";
+import { ConfigMap } from "./config.ts";
 
 /** Where the flow indexes are pinned, each under its map id. */
 function flowIndexDir(dir: string): string {
@@ -63,8 +62,8 @@ export type FlowIndex = TypedMap<FlowIndexKey, FlowEntry>;
 
 /** DatapathMaps holds every shared map, typed. */
 export class DatapathMaps implements Disposable {
-  /** `wr_config`, one entry. */
-  readonly config: TypedMap<number, Config>;
+  /** `wr_config`, one entry, changed only through its read-modify-write. */
+  readonly config: ConfigMap;
   /** `wr_ports`, by port number. */
   readonly ports: TypedMap<number, PortEntry>;
   /** `wr_port_info`, by port number. */
@@ -107,7 +106,7 @@ export class DatapathMaps implements Disposable {
       return m;
     };
     try {
-      this.config = new TypedMap(take("wr_config"), u32, configCodec);
+      this.config = new ConfigMap(take("wr_config"));
       this.ports = new TypedMap(take("wr_ports"), u32, portCodec);
       this.portInfo = new TypedMap(take("wr_port_info"), u32, portInfoCodec);
       this.ifindexPorts = new TypedMap(take("wr_ifindex_ports"), u32, u32);
@@ -155,13 +154,6 @@ export class DatapathMaps implements Disposable {
   pin(dir: string): void {
     for (const [name, map] of this.all()) map.pin(mapPin(dir, name));
     this.#dir = dir;
-  }
-
-  /** The datapath-wide settings. */
-  readConfig(): Config {
-    const c = this.config.get(0);
-    if (!c) throw new Error("wr_config has no entry 0");
-    return c;
   }
 
   /**
