@@ -201,6 +201,11 @@ export type StructValue<F extends Fields> = {
   [K in keyof F as F[K] extends PadCodec ? never : K]: ValueOf<F[K]>;
 };
 
+/** Each field's byte offset in a struct codec's layout, by field name. */
+export function fieldOffsets(codec: { fields: readonly FieldLayout[] }): Record<string, number> {
+  return Object.fromEntries(codec.fields.map((f) => [f.name, f.offset]));
+}
+
 /**
  * A codec for the C struct `name` whose members are `fields`, in order and
  * back to back: put explicit `pad(n)` fields where the C struct has padding.

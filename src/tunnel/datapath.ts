@@ -48,7 +48,8 @@ import {
   type XdpChoice,
 } from "./attach.ts";
 import type { PortLookup } from "./compile.ts";
-import { emptyKey } from "./fields.ts";
+import { createIndex } from "./flows/entry.ts";
+import { writeMasks } from "./flows/masks.ts";
 import {
   type AddResult,
   type ApplyOptions,
@@ -520,16 +521,9 @@ export class Datapath implements Disposable {
       local_v4: new Uint8Array(16),
       local_v6: new Uint8Array(16),
     });
-    const emptySet = {
-      count: 0,
-      masks: Array.from(
-        { length: MAX_MASKS },
-        () => ({ bits: emptyKey(), id: 0, max_priority: 0, flows: 0 }),
-      ),
-    };
-    this.maps.masks.set(0, emptySet);
-    this.maps.masks.set(1, emptySet);
-    using index = this.flows.createIndex(maxFlows);
+    writeMasks(this.maps, 0, []);
+    writeMasks(this.maps, 1, []);
+    using index = createIndex(maxFlows);
     this.maps.setFlowIndex(0, index);
     this.maps.setFlowIndex(1, index);
   }

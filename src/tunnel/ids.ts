@@ -130,3 +130,29 @@ function popcount(x: number): number {
   x = (x & 0x33333333) + ((x >>> 2) & 0x33333333);
   return (((x + (x >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24;
 }
+
+/** U32List is a growable list of ids, four bytes each however many. */
+export class U32List {
+  #items = new Uint32Array(1024);
+  #length = 0;
+
+  /** Appends `x`. */
+  push(x: number): void {
+    if (this.#length === this.#items.length) {
+      const bigger = new Uint32Array(this.#items.length * 2);
+      bigger.set(this.#items);
+      this.#items = bigger;
+    }
+    this.#items[this.#length++] = x;
+  }
+
+  /** How many there are. */
+  get length(): number {
+    return this.#length;
+  }
+
+  /** The ids, in the order pushed (a view, valid until the next push). */
+  view(): Uint32Array {
+    return this.#items.subarray(0, this.#length);
+  }
+}

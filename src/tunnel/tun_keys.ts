@@ -17,12 +17,14 @@
  * @module
  */
 
-import { tunKeyCodec } from "../maps/layouts.ts";
-import { u32 } from "../maps/codec.ts";
+import { TunFlag, tunKeyCodec, TunKeySet } from "../maps/layouts.ts";
+import { fieldOffsets, u32 } from "../maps/codec.ts";
 import { encodeWith } from "../maps/typed_map.ts";
+import type { Addr } from "./addr.ts";
 import type { DatapathMaps } from "./pins.ts";
 
 const SIZE = tunKeyCodec.size;
+const TK = fieldOffsets(tunKeyCodec);
 
 /** A key's bytes as a string, for JavaScript maps. */
 function sig(bytes: Uint8Array): string {
@@ -168,3 +170,23 @@ export class TunKeySlots {
 
 /** The size of one tunnel key in bytes. */
 export const TUN_KEY_SIZE = SIZE;
+
+/** Remotes collects the distinct remotes tunnel keys send to. */
+export class Remotes {
+  readonly #bySig = new Map<string, Addr>();
+
+  /** Notes the remote of tunnel key `key` (`struct wr_tun_key` bytes), if it sets one. */
+  add(key: Uint8Array): void {
+    if (!(key[TK.set] & TunKeySet.DST)) return;
+    const dst = key.slice(TK.dst, TK.dst + 16);
+    const s = sig(dst);
+    if (!this.#bySig.has(s)) {
+      this.#bySig.set(s, { v6: (key[TK.flags] & TunFlag.V6) !== 0, bytes: dst });
+    }
+  }
+
+  /** Every remote noted, in the order first seen. */
+  list(): Addr[] {
+    return [...this.#bySig.values()];
+  }
+}

@@ -10,15 +10,15 @@
  * @module
  */
 
-import { actionCodec, flowEntryCodec, flowKeyCodec, tunKeyCodec } from "../maps/layouts.ts";
-import { type CompiledFlow, CompileError } from "./compile.ts";
+import { actionCodec, flowKeyCodec, tunKeyCodec } from "../../maps/layouts.ts";
+import { type CompiledFlow, CompileError } from "../compile.ts";
 
 const KEY_SIZE = flowKeyCodec.size;
 const ACTION_SIZE = actionCodec.size;
 const TUN_KEY_SIZE = tunKeyCodec.size;
-const ENTRY_ACTIONS = flowEntryCodec.fields.find((f) => f.name === "actions")!.offset;
 
-function sameBytes(a: Uint8Array, b: Uint8Array, n: number): boolean {
+/** Whether the first `n` bytes of `a` and `b` are the same. */
+export function sameBytes(a: Uint8Array, b: Uint8Array, n: number): boolean {
   for (let i = 0; i < n; i++) if (a[i] !== b[i]) return false;
   return true;
 }
@@ -63,6 +63,36 @@ export interface ActionSet {
   resolved?: Uint8Array;
 }
 
+/**
+ * KeyArena holds masked flow keys back to back, each only where its mask
+ * has bits (its {@link MaskShape.offsets}): a few bytes a flow instead of
+ * a whole key.
+ */
+export class KeyArena {
+  /** The stored bytes (replaced when it grows). */
+  bytes = new Uint8Array(1 << 16);
+  #used = 0;
+
+  /** Stores the bytes of the key at `at` of `key` that `offsets` name; returns where they start. */
+  push(key: Uint8Array, at: number, offsets: Uint8Array): number {
+    if (this.#used + offsets.length > this.bytes.length) {
+      const bigger = new Uint8Array(this.bytes.length * 2);
+      bigger.set(this.bytes);
+      this.bytes = bigger;
+    }
+    const start = this.#used;
+    for (let j = 0; j < offsets.length; j++) this.bytes[start + j] = key[at + offsets[j]];
+    this.#used += offsets.length;
+    return start;
+  }
+
+  /** The whole masked key stored at `start` under `offsets`, written at `at` of `out`. */
+  keyInto(start: number, offsets: Uint8Array, out: Uint8Array, at: number): void {
+    out.fill(0, at, at + KEY_SIZE);
+    for (let j = 0; j < offsets.length; j++) out[at + offsets[j]] = this.bytes[start + j];
+  }
+}
+
 /** Where a flow of the set stands against the installed table. */
 export const FlowState = { NEW: 0, UNCHANGED: 1, MODIFIED: 2 } as const;
 
@@ -91,8 +121,7 @@ export class FlowSet {
   oldId = new Int32Array(1024).fill(-1);
   /** Per flow: a {@link FlowState}. */
   state = new Uint8Array(1024);
-  #arena = new Uint8Array(1 << 16);
-  #arenaUsed = 0;
+  readonly #keys = new KeyArena();
   #table = new Int32Array(2048).fill(-1);
   readonly #maskBySig = new Map<string, number>();
   #lastMask = -1;
@@ -130,17 +159,8 @@ export class FlowSet {
     if (this.count === this.priority.length) this.#grow();
     if ((this.count + 1) * 2 > this.#table.length) this.#rehash(this.#table.length * 2);
     const n = this.count++;
-    const width = mask.offsets.length;
-    if (this.#arenaUsed + width > this.#arena.length) {
-      const bigger = new Uint8Array(this.#arena.length * 2);
-      bigger.set(this.#arena);
-      this.#arena = bigger;
-    }
-    const at = this.#arenaUsed;
-    for (let j = 0; j < width; j++) this.#arena[at + j] = c.keyBytes[mask.offsets[j]];
-    this.#arenaUsed += width;
     this.maskIndex[n] = mi;
-    this.keyAt[n] = at;
+    this.keyAt[n] = this.#keys.push(c.keyBytes, 0, mask.offsets);
     this.priority[n] = c.spec.priority;
     this.cookie[n] = c.spec.cookie;
     this.actionSet[n] = this.#intern(c);
@@ -161,6 +181,7 @@ export class FlowSet {
       h = Math.imul(h ^ bytes[at + offsets[j]], FNV_PRIME);
     }
     const size = this.#table.length;
+    const arena = this.#keys.bytes;
     for (let slot = (h >>> 0) & (size - 1);; slot = (slot + 1) & (size - 1)) {
       const n = this.#table[slot];
       if (n < 0) return -1;
@@ -168,7 +189,7 @@ export class FlowSet {
       const k = this.keyAt[n];
       let same = true;
       for (let j = 0; j < offsets.length; j++) {
-        if (this.#arena[k + j] !== bytes[at + offsets[j]]) {
+        if (arena[k + j] !== bytes[at + offsets[j]]) {
           same = false;
           break;
         }
@@ -179,16 +200,7 @@ export class FlowSet {
 
   /** Flow `n`'s full masked key, written at `at` of `out` (zeroed first). */
   keyInto(n: number, out: Uint8Array, at: number): void {
-    out.fill(0, at, at + KEY_SIZE);
-    const offsets = this.masks[this.maskIndex[n]].offsets;
-    const k = this.keyAt[n];
-    for (let j = 0; j < offsets.length; j++) out[at + offsets[j]] = this.#arena[k + j];
-  }
-
-  /** Flow `n`'s actions, as a flow entry holds them, written at `at` of `out`. */
-  actionsInto(n: number, out: Uint8Array, at: number): void {
-    const set = this.actionSets[this.actionSet[n]];
-    out.set(set.resolved!, at + ENTRY_ACTIONS);
+    this.#keys.keyInto(this.keyAt[n], this.masks[this.maskIndex[n]].offsets, out, at);
   }
 
   /** The index of `c`'s action list, stored once however many flows share it. */
@@ -251,8 +263,9 @@ export class FlowSet {
   #hash(n: number): number {
     const offsets = this.masks[this.maskIndex[n]].offsets;
     const k = this.keyAt[n];
+    const arena = this.#keys.bytes;
     let h = FNV_OFFSET ^ this.maskIndex[n];
-    for (let j = 0; j < offsets.length; j++) h = Math.imul(h ^ this.#arena[k + j], FNV_PRIME);
+    for (let j = 0; j < offsets.length; j++) h = Math.imul(h ^ arena[k + j], FNV_PRIME);
     return h >>> 0;
   }
 

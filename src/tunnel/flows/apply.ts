@@ -1,0 +1,271 @@
+/**
+ * Replacing the whole table: `apply` compiles the wanted flows into a
+ * compact {@link FlowSet}, compares it with the installed table in one raw
+ * pass (a flow's identity is its mask and masked key; unchanged and
+ * modified flows keep their ids and so their counters), builds the new
+ * index aside in batches and makes it live with the journal's one write,
+ * then frees what the old table alone used. A dry run stops after the
+ * comparison and says what would change.
+ *
+ * @module
+ */
+
+import type { Addr } from "../addr.ts";
+import { type ActionMemo, compileFlow, decompileActions } from "../compile.ts";
+import { failpoint } from "../failpoint.ts";
+import type { FlowSpec } from "../flow_syntax.ts";
+import { decodeFlowKey, tunKeyCodec } from "../../maps/layouts.ts";
+import { U32List } from "../ids.ts";
+import { Remotes, type TunKeySlots } from "../tun_keys.ts";
+import { zeroCounters } from "./counters.ts";
+import {
+  actionSlots,
+  createIndex,
+  decodeActions,
+  EntryBatch,
+  KEY_SIZE,
+  resolveActions,
+  scan,
+} from "./entry.ts";
+import { type ActionSet, byteString, FlowSet, FlowState, sameBytes } from "./flow_set.ts";
+import { checkFlowRoom, checkKeyRoom, type TableContext } from "./journal.ts";
+import { checkMaskRoom, type LiveMask, masksById, nextMaskId } from "./masks.ts";
+import { decodeFlow, type InstalledFlow, tunKeyReader } from "./queries.ts";
+
+/** What `apply` changes (or, in a dry run, would change). */
+export interface FlowDiff {
+  /** How many flows are new. */
+  added: number;
+  /** How many change their actions or cookie (counters kept). */
+  modified: number;
+  /** How many go. */
+  removed: number;
+  /** How many stay as they are. */
+  unchanged: number;
+  /** The first new flows (at most `listLimit`). */
+  add: FlowSpec[];
+  /** The first modified flows, as they will be. */
+  modify: FlowSpec[];
+  /** The first flows that go. */
+  remove: InstalledFlow[];
+  /** Every tunnel remote the new table sends to. */
+  remotes: Addr[];
+}
+
+/** Progress of long work: which phase, how far. */
+export interface Progress {
+  /** "compile" (reading flows), "compare" (with the installed table), "install". */
+  phase: "compile" | "compare" | "install";
+  /** Flows done. */
+  done: number;
+  /** Flows in all, when known. */
+  total?: number;
+}
+
+/** Options of {@link apply}. */
+export interface ApplyOptions {
+  /** Only say what would change. */
+  dryRun?: boolean;
+  /** Called every 65 536 flows of each phase. */
+  progress?: (p: Progress) => void;
+  /** How many flows of each kind the diff lists (default 1000). */
+  listLimit?: number;
+}
+
+/**
+ * Makes the installed flows exactly `specs`. The new table is built
+ * aside and switched to atomically; unchanged and modified flows keep
+ * their ids and counters. With `dryRun`, only says what would change.
+ * `specs` is read once, so a generator can stream a million flows
+ * without holding them.
+ */
+export function apply(
+  t: TableContext,
+  specs: Iterable<FlowSpec>,
+  options: ApplyOptions = {},
+): FlowDiff {
+  const limit = options.listLimit ?? 1000;
+  const progress = options.progress;
+  const set = new FlowSet();
+  const memo: ActionMemo = new Map();
+  for (const s of specs) {
+    set.add(compileFlow(s, t.ports, memo));
+    if (set.count % 65536 === 0) progress?.({ phase: "compile", done: set.count });
+  }
+  progress?.({ phase: "compile", done: set.count, total: set.count });
+  const st = options.dryRun ? t.journal.load() : t.journal.forWrite();
+
+  // Old masks by id, as masks of the set (or none).
+  const setMaskOf = new Map<number, number>();
+  for (const m of st.masks) {
+    const i = set.masks.findIndex((s) => s.sig === m.sig);
+    if (i >= 0) setMaskOf.set(m.id, i);
+  }
+  // Action lists whose keys all have slots already can be compared as bytes.
+  for (const a of set.actionSets) resolve(a, st.slots, false);
+
+  // Walk the installed table once, raw.
+  const oldIds = new U32List();
+  const oldCounts = new Uint32Array(st.slots.capacity);
+  const removedIds = new U32List();
+  const removeSample: InstalledFlow[] = [];
+  const tunKey = tunKeyReader(t.maps, st);
+  const masks = masksById(st.masks);
+  let seen = 0;
+  const compared = (n: number) => {
+    seen += n;
+    progress?.({ phase: "compare", done: seen });
+  };
+  for (const e of scan(t.journal.index(st), compared)) {
+    const flowId = e.flowId;
+    oldIds.push(flowId);
+    e.eachSlot((s) => s < oldCounts.length && oldCounts[s]++);
+    const mi = setMaskOf.get(e.maskId);
+    const j = mi === undefined ? -1 : set.find(mi, e.keys, e.keyAt);
+    if (j < 0 || set.priority[j] !== e.priority) {
+      removedIds.push(flowId);
+      const mask = masks.get(e.maskId);
+      if (removeSample.length < limit && mask) {
+        removeSample.push(decodeFlow(mask, e, tunKey, t.ports));
+      }
+      continue;
+    }
+    set.oldId[j] = flowId;
+    const a = set.actionSets[set.actionSet[j]];
+    const same = a.resolved !== undefined && e.cookie === set.cookie[j] &&
+      e.flags === a.flags && e.actionCount === a.count &&
+      sameBytes(e.actionBytes(), a.resolved, a.resolved.length);
+    set.state[j] = same ? FlowState.UNCHANGED : FlowState.MODIFIED;
+  }
+
+  const diff = describe(t, set, removedIds.length, removeSample, limit);
+  if (options.dryRun) return diff;
+
+  t.journal.begin(st);
+  try {
+    // Room: ids and slots as the old table leaves them, then the new
+    // flows' needs.
+    st.flowIds.rebuild(oldIds.view());
+    st.slots.recount(oldCounts);
+    checkFlowRoom(st, diff.added);
+    const missing = new Set<string>();
+    for (const a of set.actionSets) {
+      if (a.resolved) continue;
+      for (const k of a.tunKeys) if (st.slots.find(k) === undefined) missing.add(byteString(k));
+    }
+    checkKeyRoom(st, missing.size);
+    checkMaskRoom(set.masks.length);
+    // New keys get slots (free ones: no packet can be reading them).
+    for (const a of set.actionSets) if (!a.resolved) resolve(a, st.slots, true);
+
+    // Masks keep their ids; new ones take free ids.
+    const live: LiveMask[] = [];
+    for (const m of set.masks) {
+      const old = st.masks.find((o) => o.sig === m.sig);
+      live.push({ ...m, id: old?.id ?? 0, decoded: undefined });
+    }
+    for (const m of live) if (!m.id) m.id = nextMaskId(live);
+
+    // The new index, written in batches.
+    const newIndex = createIndex(st.cfg.max_flows);
+    try {
+      const batch = new EntryBatch(newIndex);
+      const uses = new Uint32Array(set.actionSets.length);
+      for (let j = 0; j < set.count; j++) {
+        const a = set.actionSets[set.actionSet[j]];
+        uses[set.actionSet[j]]++;
+        const full = batch.add(live[set.maskIndex[j]].id, (out, at) => set.keyInto(j, out, at), {
+          flowId: set.oldId[j] >= 0 ? set.oldId[j] : st.flowIds.allocate(),
+          priority: set.priority[j],
+          cookie: set.cookie[j],
+          flags: a.flags,
+          actions: a.resolved!,
+        });
+        if (full || j === set.count - 1) {
+          batch.flush();
+          progress?.({ phase: "install", done: j + 1, total: set.count });
+          failpoint("flow.apply.installing");
+        }
+      }
+      t.journal.publish(st, live, newIndex);
+      failpoint("flow.apply.published");
+      // The old generation's slot still names the old index; point it at
+      // the new one too, so the old index is freed once no packet uses it.
+      t.maps.setFlowIndex(st.gen ^ 1, newIndex);
+      const newCounts = new Uint32Array(st.slots.capacity);
+      set.actionSets.forEach((a, i) => {
+        if (uses[i]) actionSlots(a.resolved!, (s) => newCounts[s] += uses[i]);
+      });
+      st.slots.recount(newCounts);
+    } finally {
+      newIndex.close();
+    }
+    // Only now may the old table's ids be reused.
+    zeroCounters(t.maps, removedIds.view());
+    st.flowIds.release(removedIds.view());
+    t.journal.commit(st);
+  } catch (err) {
+    t.journal.close();
+    throw err;
+  }
+  return diff;
+}
+
+/** Gives action list `a` its kernel form, with slots; `take` allocates missing keys. */
+function resolve(a: ActionSet, slots: TunKeySlots, take: boolean): void {
+  a.resolved = resolveActions(a.actions, (k) => {
+    const key = a.tunKeys[k];
+    return slots.find(key) ?? (take ? slots.acquire(key) : undefined);
+  });
+}
+
+/** The diff of `set` against the table, with up to `limit` flows of each kind. */
+function describe(
+  t: TableContext,
+  set: FlowSet,
+  removed: number,
+  removeSample: InstalledFlow[],
+  limit: number,
+): FlowDiff {
+  const diff: FlowDiff = {
+    added: 0,
+    modified: 0,
+    removed,
+    unchanged: 0,
+    add: [],
+    modify: [],
+    remove: removeSample,
+    remotes: [],
+  };
+  const remotes = new Remotes();
+  for (const a of set.actionSets) for (const k of a.tunKeys) remotes.add(k);
+  diff.remotes = remotes.list();
+  const key = new Uint8Array(KEY_SIZE);
+  const spec = (j: number): FlowSpec => {
+    set.keyInto(j, key, 0);
+    const a = set.actionSets[set.actionSet[j]];
+    return {
+      priority: set.priority[j],
+      cookie: set.cookie[j],
+      match: {
+        key: decodeFlowKey(key),
+        mask: decodeFlowKey(set.masks[set.maskIndex[j]].bytes),
+      },
+      actions: decompileActions(
+        decodeActions(a.actions),
+        (i) => tunKeyCodec.decode(a.tunKeys[i]),
+        t.ports,
+      ),
+    };
+  };
+  for (let j = 0; j < set.count; j++) {
+    if (set.state[j] === FlowState.NEW || set.oldId[j] < 0) {
+      diff.added++;
+      if (diff.add.length < limit) diff.add.push(spec(j));
+    } else if (set.state[j] === FlowState.MODIFIED) {
+      diff.modified++;
+      if (diff.modify.length < limit) diff.modify.push(spec(j));
+    } else diff.unchanged++;
+  }
+  return diff;
+}

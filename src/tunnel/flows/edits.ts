@@ -1,0 +1,250 @@
+/**
+ * Edits of the live table, flow by flow: add, modify, delete. Each goes
+ * into the live index in an order that never lets a packet see a
+ * half-made flow: tunnel keys before the entry that names them, a mask
+ * before its first flow, a raised priority bound before the flow that
+ * needs it. Each checks everything before its first write, writes between
+ * the journal's mark and commit, and an add that fails midway undoes what
+ * it wrote.
+ *
+ * @module
+ */
+
+import type { BpfMap } from "../../bpf/map.ts";
+import { NO_TUN_KEY } from "../../maps/layouts.ts";
+import type { Addr } from "../addr.ts";
+import { type ActionMemo, type CompiledFlow, compileFlow, encodeMatch } from "../compile.ts";
+import { failpoint } from "../failpoint.ts";
+import type { FlowSpec } from "../flow_syntax.ts";
+import { Remotes } from "../tun_keys.ts";
+import { zeroCounters } from "./counters.ts";
+import {
+  actionBytes,
+  CHUNK,
+  Entry,
+  entryBytes,
+  INDEX_KEY_SIZE,
+  indexKey,
+  resolveActions,
+  scan,
+} from "./entry.ts";
+import { FlowTableError } from "./error.ts";
+import { byteString, maskShape } from "./flow_set.ts";
+import { checkFlowRoom, checkKeyRoom, type TableContext, type TableState } from "./journal.ts";
+import { checkMaskRoom, type LiveMask, masksById, nextMaskId } from "./masks.ts";
+import { type FlowFilter, selector } from "./queries.ts";
+
+/** What `add` did. */
+export interface AddResult {
+  /** Flows that were new. */
+  added: number;
+  /** Flows that replaced one with the same match and priority. */
+  replaced: number;
+  /** Every tunnel remote the flows send to. */
+  remotes: Addr[];
+}
+
+/** The entry of compiled flow `c` with id `flowId`, its tunnel keys in `slots`. */
+function entryOf(c: CompiledFlow, flowId: number, slots: number[]): Uint8Array {
+  return entryBytes({
+    flowId,
+    priority: c.spec.priority,
+    cookie: c.spec.cookie,
+    flags: c.flags,
+    actions: resolveActions(actionBytes(c.actions), (k) => slots[k] ?? NO_TUN_KEY)!,
+  });
+}
+
+/**
+ * Adds flows. A flow with the same match and priority as an installed
+ * one replaces its actions and restarts its counters, as Open vSwitch's
+ * add-flow does; within `specs` the last of equal flows wins. Every flow
+ * is checked before any is written, and a failure midway undoes what
+ * was written.
+ */
+export function add(t: TableContext, specs: FlowSpec[]): AddResult {
+  const byIdentity = new Map<string, CompiledFlow>();
+  const memo: ActionMemo = new Map();
+  for (const s of specs) {
+    const c = compileFlow(s, t.ports, memo);
+    byIdentity.set(byteString(c.maskBytes) + byteString(c.keyBytes), c);
+  }
+  const compiled = [...byIdentity.values()];
+  const st = t.journal.forWrite();
+  const index = t.journal.index(st);
+
+  // Check everything first: masks, conflicts, room.
+  const bySig = new Map(st.masks.map((m) => [m.sig, m]));
+  const newMasks = new Set<string>();
+  const olds: (Uint8Array | undefined)[] = [];
+  let fresh = 0;
+  for (const c of compiled) {
+    const sig = byteString(c.maskBytes);
+    const mask = bySig.get(sig);
+    if (!mask) newMasks.add(sig);
+    const ik = mask && indexKey(mask.id, c.keyBytes);
+    const old = ik && index.lookup(ik);
+    if (old) {
+      const p = new Entry(ik, old).priority;
+      if (p !== c.spec.priority) {
+        throw new FlowTableError(
+          `a flow with this match is installed at priority ${p}; it would hide or be hidden by one at ${c.spec.priority}: delete it first`,
+        );
+      }
+    } else fresh++;
+    olds.push(old);
+  }
+  checkMaskRoom(st.masks.length + newMasks.size);
+  checkFlowRoom(st, fresh);
+  const newKeys = new Set<string>();
+  for (const c of compiled) {
+    for (const k of c.tunKeyBytes) if (st.slots.find(k) === undefined) newKeys.add(byteString(k));
+  }
+  checkKeyRoom(st, newKeys.size);
+
+  // Then write, remembering how to undo.
+  const undo: (() => void)[] = [];
+  let added = 0, replaced = 0;
+  const remotes = new Remotes();
+  t.journal.begin(st);
+  try {
+    compiled.forEach((c, i) => {
+      const mask = maskFor(t, st, index, c);
+      const ik = indexKey(mask.id, c.keyBytes);
+      const old = olds[i];
+      const slots = c.tunKeyBytes.map((k) => st.slots.acquire(k));
+      undo.push(() => slots.forEach((s) => st.slots.release(s)));
+      const flowId = old ? new Entry(ik, old).flowId : st.flowIds.allocate();
+      if (!old) undo.push(() => st.flowIds.release([flowId]));
+      index.update(ik, entryOf(c, flowId, slots));
+      if (old) {
+        undo.push(() => index.update(ik, old));
+        new Entry(ik, old).eachSlot((s) => st.slots.release(s));
+        zeroCounters(t.maps, [flowId]);
+        replaced++;
+      } else {
+        undo.push(() => index.delete(ik));
+        mask.flows++;
+        undo.push(() => mask.flows--);
+        added++;
+      }
+      for (const k of c.tunKeyBytes) remotes.add(k);
+      failpoint("flow.add.written");
+    });
+  } catch (err) {
+    for (const u of undo.reverse()) {
+      try {
+        u();
+      } catch { /* keep undoing */ }
+    }
+    try {
+      // Masks published for flows that are gone again go too.
+      t.journal.settleMasks(st, index);
+      t.journal.commit(st);
+    } finally {
+      t.journal.close();
+    }
+    throw err;
+  }
+  t.journal.settleMasks(st, index);
+  t.journal.commit(st);
+  return { added, replaced, remotes: remotes.list() };
+}
+
+/**
+ * The live mask `c` goes under. A new mask, or a higher priority under an
+ * old one, is published before the flow that needs it.
+ */
+function maskFor(t: TableContext, st: TableState, index: BpfMap, c: CompiledFlow): LiveMask {
+  const sig = byteString(c.maskBytes);
+  const mask = st.masks.find((m) => m.sig === sig);
+  if (mask && mask.maxPriority >= c.spec.priority) return mask;
+  const updated: LiveMask = {
+    ...maskShape(c.maskBytes),
+    id: mask?.id ?? nextMaskId(st.masks),
+    maxPriority: Math.max(mask?.maxPriority ?? 0, c.spec.priority),
+    flows: mask?.flows ?? 0,
+  };
+  t.journal.publish(st, [...st.masks.filter((m) => m.id !== updated.id), updated], index);
+  return updated;
+}
+
+/**
+ * Changes the actions (and cookie) of the flow with exactly this match
+ * and priority, keeping its counters. Returns how many changed (0 or 1).
+ */
+export function modify(t: TableContext, spec: FlowSpec): number {
+  const c = compileFlow(spec, t.ports);
+  const st = t.journal.forWrite();
+  const index = t.journal.index(st);
+  const sig = byteString(c.maskBytes);
+  const mask = st.masks.find((m) => m.sig === sig);
+  if (!mask) return 0;
+  const ik = indexKey(mask.id, c.keyBytes);
+  const raw = index.lookup(ik);
+  if (!raw) return 0;
+  const old = new Entry(ik, raw);
+  if (old.priority !== spec.priority) return 0;
+  t.journal.begin(st);
+  const slots = c.tunKeyBytes.map((k) => st.slots.acquire(k));
+  try {
+    index.update(ik, entryOf(c, old.flowId, slots), "exist");
+  } catch (err) {
+    slots.forEach((s) => st.slots.release(s));
+    t.journal.commit(st);
+    throw err;
+  }
+  old.eachSlot((s) => st.slots.release(s));
+  t.journal.commit(st);
+  return 1;
+}
+
+/**
+ * Deletes flows: exactly this match (and priority, if given) with
+ * `strict`, else every flow the filter covers. Returns how many went.
+ */
+export function remove(t: TableContext, filter: FlowFilter, strict: boolean): number {
+  const st = t.journal.forWrite();
+  const index = t.journal.index(st);
+  const victims: { ik: Uint8Array; entry: Uint8Array; mask: LiveMask }[] = [];
+  if (strict) {
+    if (!filter.match) throw new FlowTableError("a strict delete needs a match");
+    const { keyBytes, maskBytes } = encodeMatch(filter.match);
+    const sig = byteString(maskBytes);
+    const mask = st.masks.find((m) => m.sig === sig);
+    const ik = mask && indexKey(mask.id, keyBytes);
+    const entry = ik && index.lookup(ik);
+    if (
+      mask && ik && entry &&
+      (filter.priority === undefined || new Entry(ik, entry).priority === filter.priority)
+    ) victims.push({ ik, entry, mask });
+  } else {
+    const masks = masksById(st.masks);
+    const select = selector(filter);
+    for (const e of scan(index)) {
+      const mask = masks.get(e.maskId);
+      if (mask && select(mask, e)) victims.push({ ik: e.indexKey(), entry: e.entry(), mask });
+    }
+  }
+  if (victims.length === 0) return 0;
+  t.journal.begin(st);
+  for (let i = 0; i < victims.length; i += CHUNK) {
+    const part = victims.slice(i, i + CHUNK);
+    const keys = new Uint8Array(part.length * INDEX_KEY_SIZE);
+    part.forEach((v, j) => keys.set(v.ik, j * INDEX_KEY_SIZE));
+    index.deleteBatch(keys, part.length);
+    failpoint("flow.delete.deleted");
+  }
+  const ids: number[] = [];
+  for (const v of victims) {
+    const e = new Entry(v.ik, v.entry);
+    e.eachSlot((s) => st.slots.release(s));
+    ids.push(e.flowId);
+    v.mask.flows--;
+  }
+  zeroCounters(t.maps, ids);
+  st.flowIds.release(ids);
+  t.journal.settleMasks(st, index);
+  t.journal.commit(st);
+  return victims.length;
+}

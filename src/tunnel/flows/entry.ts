@@ -1,0 +1,314 @@
+/**
+ * The flow index's entry layout: a `struct wr_flow_index_key` (a mask id
+ * and a key masked by it) names a `struct wr_flow_entry` (flow id,
+ * priority, flags, cookie, actions). Everything that walks the table works
+ * on these bytes as the kernel's batch reads leave them and decodes only
+ * what it returns, so this module is the one place that knows where a
+ * field sits: {@link Entry} reads an entry in place, {@link scan} walks a
+ * whole index with one cursor, {@link entryBytes} and {@link EntryBatch}
+ * write new ones. A new field of the entry is one accessor and one writer
+ * here.
+ *
+ * @module
+ */
+
+import { BpfMap } from "../../bpf/map.ts";
+import { fieldOffsets } from "../../maps/codec.ts";
+import { MapType } from "../../bpf/info.ts";
+import {
+  actionCodec,
+  type ActionEntry,
+  ActionOp,
+  flowEntryCodec,
+  flowIndexKeyCodec,
+  flowKeyCodec,
+  NO_TUN_KEY,
+} from "../../maps/layouts.ts";
+import { FlowTableError } from "./error.ts";
+
+/** Bytes of a `struct wr_flow_key`. */
+export const KEY_SIZE = flowKeyCodec.size;
+/** Bytes of a `struct wr_flow_index_key`. */
+export const INDEX_KEY_SIZE = flowIndexKeyCodec.size;
+/** Bytes of a `struct wr_flow_entry`. */
+export const ENTRY_SIZE = flowEntryCodec.size;
+/** Where a flow key's fields sit in a `struct wr_flow_key`. */
+export const KEY_FIELD = fieldOffsets(flowKeyCodec);
+/** Entries per batch read or written: big enough to amortise the syscall, small enough to stream. */
+export const CHUNK = 16384;
+
+const ACTION_SIZE = actionCodec.size;
+const IK = fieldOffsets(flowIndexKeyCodec);
+const E = fieldOffsets(flowEntryCodec);
+const A = fieldOffsets(actionCodec);
+const LE = true;
+
+/** Creates an empty flow index for `maxFlows` flows. */
+export function createIndex(maxFlows: number): BpfMap {
+  return BpfMap.create({
+    type: MapType.HASH,
+    name: "wr_flow_index",
+    keySize: INDEX_KEY_SIZE,
+    valueSize: ENTRY_SIZE,
+    maxEntries: maxFlows,
+    flags: 1, // BPF_F_NO_PREALLOC: memory only for flows that exist
+  });
+}
+
+/** Refuses (and closes) an index whose key or entry is not this warren's. */
+export function checkIndexLayout(map: BpfMap): BpfMap {
+  if (map.keySize !== INDEX_KEY_SIZE || map.info.valueSize !== ENTRY_SIZE) {
+    map.close();
+    throw new FlowTableError("the flow index has another layout than this warren's");
+  }
+  return map;
+}
+
+/** The index key of `keyBytes` (a masked `struct wr_flow_key`) under mask `maskId`. */
+export function indexKey(maskId: number, keyBytes: Uint8Array): Uint8Array {
+  const ik = new Uint8Array(INDEX_KEY_SIZE);
+  new DataView(ik.buffer).setUint32(IK.mask_id, maskId, LE);
+  ik.set(keyBytes, IK.key);
+  return ik;
+}
+
+/** What a new entry holds. */
+export interface EntryFields {
+  /** Its counters' index. */
+  flowId: number;
+  /** Priority. */
+  priority: number;
+  /** The user's cookie. */
+  cookie: bigint;
+  /** WR_FLOWF_* flags. */
+  flags: number;
+  /** `struct wr_action` × n, tunnel keys named by slot (see {@link resolveActions}). */
+  actions: Uint8Array;
+}
+
+function writeEntry(out: Uint8Array, dv: DataView, eo: number, f: EntryFields): void {
+  out.fill(0, eo, eo + ENTRY_SIZE);
+  dv.setUint32(eo + E.flow_id, f.flowId, LE);
+  dv.setUint16(eo + E.priority, f.priority, LE);
+  out[eo + E.n_actions] = f.actions.length / ACTION_SIZE;
+  out[eo + E.flags] = f.flags;
+  dv.setBigUint64(eo + E.cookie, f.cookie, LE);
+  out.set(f.actions, eo + E.actions);
+}
+
+/** A fresh entry holding `f`. */
+export function entryBytes(f: EntryFields): Uint8Array {
+  const out = new Uint8Array(ENTRY_SIZE);
+  writeEntry(out, new DataView(out.buffer), 0, f);
+  return out;
+}
+
+/** Actions as the kernel holds them, in `struct wr_action` bytes. */
+export function actionBytes(actions: ActionEntry[]): Uint8Array {
+  const out = new Uint8Array(actions.length * ACTION_SIZE);
+  const dv = new DataView(out.buffer);
+  actions.forEach((a, i) => actionCodec.write(dv, i * ACTION_SIZE, a));
+  return out;
+}
+
+/** Raw actions, decoded. */
+export function decodeActions(raw: Uint8Array): ActionEntry[] {
+  const dv = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  const out: ActionEntry[] = [];
+  for (let at = 0; at < raw.length; at += ACTION_SIZE) out.push(actionCodec.read(dv, at));
+  return out;
+}
+
+/**
+ * A copy of raw `actions` whose TUNNEL actions name the slot `slotOf`
+ * gives for their argument (an index into the flow's tunnel keys), or
+ * undefined when it gives none for one of them.
+ */
+export function resolveActions(
+  actions: Uint8Array,
+  slotOf: (key: number) => number | undefined,
+): Uint8Array | undefined {
+  const out = actions.slice();
+  const dv = new DataView(out.buffer);
+  for (let at = 0; at < out.length; at += ACTION_SIZE) {
+    if (out[at] !== ActionOp.TUNNEL) continue;
+    const slot = slotOf(dv.getUint32(at + A.arg, LE));
+    if (slot === undefined) return undefined;
+    dv.setUint32(at + A.arg, slot, LE);
+  }
+  return out;
+}
+
+/** Calls `fn` with each tunnel key slot of the `n` actions at `at` of `bytes`. */
+function eachSlot(
+  bytes: Uint8Array,
+  dv: DataView,
+  at: number,
+  n: number,
+  fn: (slot: number) => void,
+): void {
+  for (let a = at; a < at + n * ACTION_SIZE; a += ACTION_SIZE) {
+    if (bytes[a] !== ActionOp.TUNNEL) continue;
+    const slot = dv.getUint32(a + A.arg, LE);
+    if (slot !== NO_TUN_KEY) fn(slot);
+  }
+}
+
+/** Calls `fn` with each tunnel key slot that raw resolved `actions` name. */
+export function actionSlots(actions: Uint8Array, fn: (slot: number) => void): void {
+  const dv = new DataView(actions.buffer, actions.byteOffset, actions.byteLength);
+  eachSlot(actions, dv, 0, actions.length / ACTION_SIZE, fn);
+}
+
+/**
+ * Entry is one index entry read in place: its index key at `ko` of `keys`
+ * and its entry at `eo` of `values`. From {@link scan} it is a cursor,
+ * valid until the scan moves on; copy what must outlive it.
+ */
+export class Entry {
+  /** The index keys it reads. */
+  readonly keys: Uint8Array;
+  /** The entries it reads. */
+  readonly values: Uint8Array;
+  /** Where its index key starts in `keys`. */
+  ko = 0;
+  /** Where it starts in `values`. */
+  eo = 0;
+  readonly #kdv: DataView;
+  readonly #vdv: DataView;
+
+  /** Reads the entries of `values` under the index keys of `keys`. */
+  constructor(keys: Uint8Array, values: Uint8Array) {
+    this.keys = keys;
+    this.values = values;
+    this.#kdv = new DataView(keys.buffer, keys.byteOffset, keys.byteLength);
+    this.#vdv = new DataView(values.buffer, values.byteOffset, values.byteLength);
+  }
+
+  /** Moves to the `i`th entry of the buffers. */
+  at(i: number): this {
+    this.ko = i * INDEX_KEY_SIZE;
+    this.eo = i * ENTRY_SIZE;
+    return this;
+  }
+
+  /** The id of the mask its key is under. */
+  get maskId(): number {
+    return this.#kdv.getUint32(this.ko + IK.mask_id, LE);
+  }
+
+  /** Where its masked flow key starts in `keys`. */
+  get keyAt(): number {
+    return this.ko + IK.key;
+  }
+
+  /** Its counters' index. */
+  get flowId(): number {
+    return this.#vdv.getUint32(this.eo + E.flow_id, LE);
+  }
+
+  /** Its priority. */
+  get priority(): number {
+    return this.#vdv.getUint16(this.eo + E.priority, LE);
+  }
+
+  /** The user's cookie. */
+  get cookie(): bigint {
+    return this.#vdv.getBigUint64(this.eo + E.cookie, LE);
+  }
+
+  /** WR_FLOWF_* flags. */
+  get flags(): number {
+    return this.values[this.eo + E.flags];
+  }
+
+  /** How many actions it has. */
+  get actionCount(): number {
+    return this.values[this.eo + E.n_actions];
+  }
+
+  /** Its raw actions, in place. */
+  actionBytes(): Uint8Array {
+    const at = this.eo + E.actions;
+    return this.values.subarray(at, at + this.actionCount * ACTION_SIZE);
+  }
+
+  /** Calls `fn` with each tunnel key slot its actions name. */
+  eachSlot(fn: (slot: number) => void): void {
+    eachSlot(this.values, this.#vdv, this.eo + E.actions, this.actionCount, fn);
+  }
+
+  /** Whether one of its actions sends to port number `port`. */
+  outputsTo(port: number): boolean {
+    const start = this.eo + E.actions;
+    for (let at = start; at < start + this.actionCount * ACTION_SIZE; at += ACTION_SIZE) {
+      const op = this.values[at];
+      if (
+        (op === ActionOp.OUTPUT || op === ActionOp.TUNNEL) &&
+        this.#vdv.getUint16(at + A.port, LE) === port
+      ) return true;
+    }
+    return false;
+  }
+
+  /** A copy of its index key. */
+  indexKey(): Uint8Array {
+    return this.keys.slice(this.ko, this.ko + INDEX_KEY_SIZE);
+  }
+
+  /** A copy of the entry. */
+  entry(): Uint8Array {
+    return this.values.slice(this.eo, this.eo + ENTRY_SIZE);
+  }
+}
+
+/**
+ * Every entry of `index`, read in batches of {@link CHUNK}, through one
+ * cursor per batch (see {@link Entry}); `batchDone` hears how many entries
+ * each batch held once they have all been taken.
+ */
+export function* scan(index: BpfMap, batchDone?: (count: number) => void): Generator<Entry> {
+  for (const c of index.lookupBatch(CHUNK)) {
+    const e = new Entry(c.keys, c.values);
+    for (let i = 0; i < c.count; i++) yield e.at(i);
+    batchDone?.(c.count);
+  }
+}
+
+/** EntryBatch fills a fresh index with batches of {@link CHUNK} entries. */
+export class EntryBatch {
+  readonly #index: BpfMap;
+  readonly #keys = new Uint8Array(CHUNK * INDEX_KEY_SIZE);
+  readonly #values = new Uint8Array(CHUNK * ENTRY_SIZE);
+  readonly #kdv = new DataView(this.#keys.buffer);
+  readonly #vdv = new DataView(this.#values.buffer);
+  #count = 0;
+
+  /** Writes into `index`. */
+  constructor(index: BpfMap) {
+    this.#index = index;
+  }
+
+  /**
+   * Adds entry `f` under mask `maskId`; `writeKey` writes its masked flow
+   * key at `at` of `out`. Returns whether the batch is full.
+   */
+  add(
+    maskId: number,
+    writeKey: (out: Uint8Array, at: number) => void,
+    f: EntryFields,
+  ): boolean {
+    const ko = this.#count * INDEX_KEY_SIZE;
+    this.#kdv.setUint32(ko + IK.mask_id, maskId, LE);
+    this.#kdv.setUint32(ko + IK.pad0, 0, LE);
+    writeKey(this.#keys, ko + IK.key);
+    writeEntry(this.#values, this.#vdv, this.#count * ENTRY_SIZE, f);
+    return ++this.#count === CHUNK;
+  }
+
+  /** Writes what the batch holds into the index. */
+  flush(): void {
+    this.#index.updateBatch(this.#keys, this.#values, this.#count);
+    this.#count = 0;
+  }
+}

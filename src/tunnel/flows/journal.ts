@@ -1,0 +1,218 @@
+/**
+ * The journal: what the flow table knows of the kernel between calls, and
+ * the protocol that keeps its bookkeeping right when a writer dies.
+ *
+ * What is read from the kernel (the live generation's masks, the id
+ * bitmap, the tunnel key reference counts, the open flow index) is kept in
+ * a {@link TableState} while the configuration's change counter says
+ * nobody else wrote in between.
+ *
+ * A writer that dies midway (SIGKILL, a power cut) can leave the live
+ * table right but its bookkeeping behind: ids or key references taken and
+ * not written back, counters not yet cleared. Every change therefore calls
+ * {@link Journal.begin} before its first write, which sets
+ * `WR_CFG_WRITING` in the configuration, and {@link Journal.commit} after
+ * its last, which writes the bookkeeping back and clears it; the next
+ * writer that finds the mark set repairs the bookkeeping from the live
+ * table before doing anything ({@link Journal.forWrite}). Every write the
+ * flow table makes to the configuration is made here: the mark, its
+ * clearing, and the generation switch that makes a new table live
+ * ({@link Journal.publish}).
+ *
+ * @module
+ */
+
+import type { BpfMap } from "../../bpf/map.ts";
+import { type Config, ConfigFlag } from "../../maps/layouts.ts";
+import { IdBitmap, U32List } from "../ids.ts";
+import type { PortLookup } from "../compile.ts";
+import type { DatapathMaps } from "../pins.ts";
+import { TunKeySlots } from "../tun_keys.ts";
+import { zeroCounters } from "./counters.ts";
+import { checkIndexLayout, scan } from "./entry.ts";
+import { FlowTableError } from "./error.ts";
+import { checkMaskRoom, type LiveMask, readMasks, searchOrder, writeMasks } from "./masks.ts";
+
+/** What the table knows of the kernel, valid while the change counter is `cfg.seq`. */
+export interface TableState {
+  /** The configuration as last read or written. */
+  cfg: Config;
+  /** The live generation (0 or 1). */
+  gen: number;
+  /** The live flow index, once opened (see {@link Journal.index}). */
+  index?: BpfMap;
+  /** The live masks, in search order. */
+  masks: LiveMask[];
+  /** The flow id bitmap. */
+  flowIds: IdBitmap;
+  /** The tunnel key slots and their references. */
+  slots: TunKeySlots;
+}
+
+/** What every part of the flow table works with. */
+export interface TableContext {
+  /** The datapath's maps. */
+  readonly maps: DatapathMaps;
+  /** Ports by name and number, for compiling and decoding actions. */
+  readonly ports: PortLookup;
+  /** The table's state and the writing protocol. */
+  readonly journal: Journal;
+}
+
+/** Refuses `count` new flows when fewer flow ids are free. */
+export function checkFlowRoom(st: TableState, count: number): void {
+  if (count > st.flowIds.free()) {
+    throw new FlowTableError(
+      `the flow table is full: ${count} new flows, room for ${st.flowIds.free()} (warren up --max-flows sets the size)`,
+    );
+  }
+}
+
+/** Refuses `count` new tunnel keys when fewer slots are free. */
+export function checkKeyRoom(st: TableState, count: number): void {
+  if (count > st.slots.free()) {
+    throw new FlowTableError(
+      `${count} new tunnel keys, room for ${st.slots.free()} (warren up --max-tun-keys sets how many)`,
+    );
+  }
+}
+
+/** Journal keeps the table's state and every change's mark, commit and repair. */
+export class Journal {
+  readonly #maps: DatapathMaps;
+  #state?: TableState;
+
+  /** Works on `maps`. */
+  constructor(maps: DatapathMaps) {
+    this.#maps = maps;
+  }
+
+  /** The change counter as this journal last wrote or read it. */
+  get lastSeq(): bigint | undefined {
+    return this.#state?.cfg.seq;
+  }
+
+  /** The state for reading: kept while nobody else wrote, else read again. */
+  load(): TableState {
+    const cfg = this.#maps.config.read();
+    const gen = cfg.gen & 1;
+    const st = this.#state;
+    if (st && st.cfg.seq === cfg.seq && st.gen === gen) {
+      st.cfg = cfg;
+      return st;
+    }
+    st?.index?.close();
+    this.#state = {
+      cfg,
+      gen,
+      masks: readMasks(this.#maps, gen),
+      flowIds: new IdBitmap(this.#maps.flowIds.raw),
+      slots: new TunKeySlots(this.#maps),
+    };
+    return this.#state;
+  }
+
+  /**
+   * The state for a change: when a writer died midway (its mark is still
+   * set), the bookkeeping is repaired first.
+   */
+  forWrite(): TableState {
+    const st = this.load();
+    if (st.cfg.flags & ConfigFlag.WRITING) this.#repair(st);
+    return st;
+  }
+
+  /** The live flow index, opened once per state (callers do not close it). */
+  index(st: TableState): BpfMap {
+    if (st.index) return st.index;
+    const id = this.#maps.flowIndexId(st.gen);
+    if (!id) throw new FlowTableError("the datapath has no flow table (run warren up again)");
+    st.index = checkIndexLayout(this.#maps.openFlowIndex(id));
+    return st.index;
+  }
+
+  /** Marks a change under way, before its first write. */
+  begin(st: TableState): void {
+    st.cfg = this.#maps.config.bump((c) => ({ flags: c.flags | ConfigFlag.WRITING }));
+  }
+
+  /**
+   * Makes `masks` (put in search order here) and `index` the live
+   * generation in one write: packets see the old table or the new one,
+   * never a mixture.
+   */
+  publish(st: TableState, masks: LiveMask[], index: BpfMap): void {
+    checkMaskRoom(masks.length);
+    const next = st.gen ^ 1;
+    const sorted = searchOrder(masks);
+    writeMasks(this.#maps, next, sorted);
+    this.#maps.setFlowIndex(next, index);
+    st.cfg = this.#maps.config.bump(() => ({ gen: next }));
+    st.gen = next;
+    st.masks = sorted;
+    if (st.index && st.index.info.id !== index.info.id) {
+      st.index.close();
+      st.index = undefined;
+    }
+  }
+
+  /**
+   * Writes the masks' flow counts back; a mask left without flows, which
+   * would cost every packet a lookup for nothing, goes (a new generation).
+   */
+  settleMasks(st: TableState, index: BpfMap): void {
+    const left = st.masks.filter((m) => m.flows > 0);
+    if (left.length < st.masks.length) this.publish(st, left, index);
+    else writeMasks(this.#maps, st.gen, st.masks);
+  }
+
+  /** Writes back ids and reference counts and marks the change done. */
+  commit(st: TableState): void {
+    st.flowIds.flush();
+    st.slots.flush();
+    st.cfg = this.#maps.config.bump((c) => ({ flags: c.flags & ~ConfigFlag.WRITING }));
+  }
+
+  /** Forgets what was read from the kernel and closes the index it opened. */
+  close(): void {
+    this.#state?.index?.close();
+    this.#state = undefined;
+  }
+
+  /**
+   * Makes the bookkeeping agree with the live table again after a writer
+   * died midway: the id bitmap and the key references are recomputed from
+   * the flows; counters of ids that no flow holds are cleared (a delete
+   * may have died before clearing them); mask flow counts are recounted,
+   * and masks left without flows are dropped; index entries under no live
+   * mask, which no packet can reach, are deleted.
+   */
+  #repair(st: TableState): void {
+    const index = this.index(st);
+    const masks = new Map(st.masks.map((m) => [m.id, { ...m, flows: 0 }]));
+    const ids = new U32List();
+    const counts = new Uint32Array(st.slots.capacity);
+    const orphans: Uint8Array[] = [];
+    for (const e of scan(index)) {
+      const mask = masks.get(e.maskId);
+      if (!mask) {
+        orphans.push(e.indexKey());
+        continue;
+      }
+      mask.flows++;
+      ids.push(e.flowId);
+      e.eachSlot((s) => s < counts.length && counts[s]++);
+    }
+    for (const ik of orphans) index.delete(ik);
+    const held = new Uint8Array(st.flowIds.capacity);
+    for (const id of ids.view()) held[id] = 1;
+    const stale: number[] = [];
+    for (let id = 0; id < held.length; id++) if (!held[id] && st.flowIds.has(id)) stale.push(id);
+    zeroCounters(this.#maps, stale);
+    st.flowIds.rebuild(ids.view());
+    st.slots.recount(counts);
+    st.masks = st.masks.map((m) => masks.get(m.id)!);
+    this.settleMasks(st, index);
+    this.commit(st);
+  }
+}
