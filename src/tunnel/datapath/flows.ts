@@ -1,0 +1,131 @@
+/**
+ * Flows as a `Datapath` changes and shows them: each change of the flow
+ * table under the lock, with the ports read again first if someone
+ * changed them; then the side effects a change of flows has on the rest
+ * of the datapath (the Geneve options counted as understood, the next hops
+ * of new remotes kept resolved); and flows as text, ports by name.
+ *
+ * @module
+ */
+
+import { formatMatch, type Match } from "../fields.ts";
+import type {
+  AddResult,
+  ApplyOptions,
+  FlowDiff,
+  FlowFilter,
+  FlowTable,
+  InstalledFlow,
+} from "../flow_table.ts";
+import { type ActionSpec, type FlowSpec, formatAction, formatFlow } from "../flow_syntax.ts";
+import type { Changes } from "./changes.ts";
+import type { PortList } from "./port_list.ts";
+import type { PortRegistry } from "./port_registry.ts";
+import type { Neighbors } from "./underlay.ts";
+
+/** DatapathFlows is the flow side of a `Datapath`. */
+export class DatapathFlows {
+  readonly #table: FlowTable;
+  readonly #ports: PortList;
+  readonly #changes: Changes;
+  readonly #registry: PortRegistry;
+  readonly #neighbors: Neighbors;
+  // Dumps share one frozen action list among every flow that has it.
+  readonly #actionText = new WeakMap<ActionSpec[], string>();
+
+  /** Changes `table`, whose flows name the ports of `ports`. */
+  constructor(
+    table: FlowTable,
+    ports: PortList,
+    changes: Changes,
+    registry: PortRegistry,
+    neighbors: Neighbors,
+  ) {
+    this.#table = table;
+    this.#ports = ports;
+    this.#changes = changes;
+    this.#registry = registry;
+    this.#neighbors = neighbors;
+  }
+
+  /** A match as flow text, ports by name. */
+  describeMatch(m: Match): string {
+    return formatMatch(m, this.#ports.names());
+  }
+
+  /** A flow as `flow add` would take it: priority, match and actions. */
+  describeFlow(f: InstalledFlow): string {
+    return formatFlow(f, this.#ports.names(), this.#describeActions(f.actions));
+  }
+
+  #describeActions(actions: ActionSpec[]): string {
+    let text = this.#actionText.get(actions);
+    if (text === undefined) {
+      text = actions.map(formatAction).join(",") || "drop";
+      if (Object.isFrozen(actions)) this.#actionText.set(actions, text);
+    }
+    return text;
+  }
+
+  /** Adds flows (see FlowTable.add), keeping their remotes' next hops resolved. */
+  async add(specs: FlowSpec[]): Promise<AddResult> {
+    const result = this.#locked(() => {
+      const r = this.#table.add(specs);
+      this.#registry.learnGeneve(
+        specs.some((s) => s.match.mask.gnv_class || s.match.mask.gnv_type),
+      );
+      return r;
+    });
+    await this.#neighbors.keep(result.remotes);
+    return result;
+  }
+
+  /** Changes the actions of flows (see FlowTable.modify). */
+  async modify(spec: FlowSpec): Promise<number> {
+    const n = this.#locked(() => this.#table.modify(spec));
+    const remotes = spec.actions.flatMap((a) => a.type === "set_tunnel" && a.dst ? [a.dst] : []);
+    await this.#neighbors.keep(remotes);
+    return n;
+  }
+
+  /** Deletes flows (see FlowTable.delete). */
+  delete(filter: FlowFilter, strict: boolean): number {
+    return this.#locked(() => {
+      const n = this.#table.delete(filter, strict);
+      this.#registry.learnGeneve(n > 0);
+      return n;
+    });
+  }
+
+  /**
+   * The flows the filter covers, highest priority first, one at a time;
+   * with `counters`, every flow's counters are read once, first.
+   */
+  *each(filter: FlowFilter, options: { counters?: boolean }): Generator<InstalledFlow> {
+    yield* this.#table.sorted(filter, {
+      counters: options.counters ? this.#table.counterArrays() : undefined,
+    });
+  }
+
+  /**
+   * Makes the flows exactly `specs`, atomically (see FlowTable.apply);
+   * `specs` may be a generator, read once.
+   */
+  async apply(specs: Iterable<FlowSpec>, options: ApplyOptions = {}): Promise<FlowDiff> {
+    const diff = this.#locked(() => {
+      const d = this.#table.apply(specs, options);
+      if (!options.dryRun) this.#registry.learnGeneve(true);
+      return d;
+    });
+    if (!options.dryRun) await this.#neighbors.keep(diff.remotes);
+    return diff;
+  }
+
+  #locked<T>(fn: () => T): T {
+    using _lock = this.#changes.begin();
+    const result = fn();
+    // The flow table counted its change; the ports are as they were.
+    this.#changes.seen(this.#table.lastSeq);
+    return result;
+  }
+}

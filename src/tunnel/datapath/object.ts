@@ -1,0 +1,108 @@
+/**
+ * warren's BPF object, as a datapath loads it: opened from the bytes built
+ * into warren, sized for this host and for the capacities the first `up`
+ * asks for, its programs pinned under `<pin dir>/progs/` (the pins are
+ * what later processes open), and a private dry-run copy for `trace`.
+ *
+ * @module
+ */
+
+import warrenObject from "../../../bpf/build/warren.bpf.o" with { type: "bytes" };
+import { NotFoundError } from "../../bpf/errors.ts";
+import { numPossibleCpus } from "../../bpf/map.ts";
+import { BpfObject } from "../../bpf/object.ts";
+import { ensurePinDir, isPinned, unpin } from "../../bpf/pin.ts";
+import { Program } from "../../bpf/program.ts";
+import { DEFAULT_MAX_FLOWS, DEFAULT_MAX_TUN_KEYS, STT_SLOTS_PER_CPU } from "../../maps/layouts.ts";
+import { type ProgramName, PROGRAMS, type WarrenNames } from "../../maps/names.ts";
+import type { DatapathMaps } from "../pins.ts";
+
+/** One loaded instance of each program. */
+export type Programs = Record<ProgramName, Program>;
+
+/** `BPF_F_XDP_HAS_FRAGS`: the XDP program takes multi-buffer frames (GRO/GSO). */
+const F_XDP_HAS_FRAGS = 1 << 5;
+
+/**
+ * The datapath object, opened from the bytes built into warren and sized
+ * for this host: STT keeps WR_STT_SLOTS_PER_CPU reassembly slots and one
+ * send buffer per possible CPU.
+ */
+export function openDatapathObject(): BpfObject<WarrenNames> {
+  const obj = BpfObject.openMemory<WarrenNames>(warrenObject, "warren");
+  try {
+    obj.setProgramFlags("wr_xdp_underlay", F_XDP_HAS_FRAGS);
+    const cpus = numPossibleCpus();
+    obj.setMaxEntries("wr_stt_frames", STT_SLOTS_PER_CPU * cpus);
+    obj.setMaxEntries("wr_stt_tx", cpus);
+    return obj;
+  } catch (err) {
+    obj.close();
+    throw err;
+  }
+}
+
+/**
+ * Sizes a new datapath's tables: `maxFlows` flows (a multiple of 64, one
+ * id bitmap word each) and `maxTunKeys` distinct tunnel keys. The sizes
+ * are fixed from then on.
+ */
+export function sizeTables(
+  obj: BpfObject<WarrenNames>,
+  maxFlows = DEFAULT_MAX_FLOWS,
+  maxTunKeys = DEFAULT_MAX_TUN_KEYS,
+): void {
+  if (maxFlows % 64 || maxTunKeys < 1) {
+    throw new RangeError("the flow capacity is a multiple of 64");
+  }
+  obj.setMaxEntries("wr_flow_stats", maxFlows);
+  obj.setMaxEntries("wr_flow_ids", maxFlows / 64);
+  obj.setMaxEntries("wr_tun_keys", maxTunKeys);
+  obj.setMaxEntries("wr_tun_key_refs", maxTunKeys);
+  obj.setMaxEntries("wr_tun_key_slots", maxTunKeys);
+}
+
+/** Each program of a loaded object (close them when done). */
+export function programsOf(obj: BpfObject<WarrenNames>): Programs {
+  return Object.fromEntries(PROGRAMS.map((n) => [n, obj.program(n)])) as Programs;
+}
+
+function programPin(pinDir: string, name: ProgramName): string {
+  return `${pinDir}/progs/${name}`;
+}
+
+/** Pins `programs` under `pinDir`, each replacing its old pin in one rename. */
+export function pinPrograms(pinDir: string, programs: Programs): void {
+  ensurePinDir(`${pinDir}/progs`);
+  for (const [name, p] of Object.entries(programs)) {
+    const pin = programPin(pinDir, name as ProgramName);
+    // Pin the new program aside, then move it over the old pin. bpffs
+    // refuses names with a dot.
+    const fresh = `${pin}-new`;
+    unpin(fresh);
+    p.pin(fresh);
+    Deno.renameSync(fresh, pin);
+  }
+}
+
+/** Program `name` as pinned under `pinDir` (close it when done). */
+export function pinnedProgram(pinDir: string, name: ProgramName): Program {
+  const pin = programPin(pinDir, name);
+  if (!isPinned(pin)) {
+    throw new NotFoundError(`program ${name} is not pinned under ${pinDir}`);
+  }
+  return Program.fromPin(pin);
+}
+
+/**
+ * A private copy of the programs that shares every map of `maps` but
+ * changes none of them: counters stay still and GRE sequence numbers are
+ * not used up. Close each program when done.
+ */
+export function dryRunPrograms(maps: DatapathMaps): Programs {
+  using obj = openDatapathObject();
+  obj.setConstant("wr_dry_run", 1);
+  for (const [name, map] of maps.all()) obj.reuseMap(name, map);
+  obj.load();
+  return programsOf(obj);
+}

@@ -1,0 +1,81 @@
+/**
+ * What `warren status` reports: where the datapath is attached and with
+ * which programs, and how full each table is. Read-only: it needs no lock
+ * and no capability beyond reading the pins.
+ *
+ * @module
+ */
+
+import { BpfError } from "../../bpf/errors.ts";
+import { ifname } from "../../bpf/netif.ts";
+import { MAX_MASKS, MAX_PORTS } from "../../maps/layouts.ts";
+import { formatAddr } from "../addr.ts";
+import { type Attachment, attachments } from "../attach.ts";
+import type { FlowTable } from "../flow_table.ts";
+import type { DatapathMaps } from "../pins.ts";
+import { localIps } from "./endpoints.ts";
+import { PROGRAMS } from "../../maps/names.ts";
+import { pinnedProgram } from "./object.ts";
+
+/** What `status` reports. */
+export interface Status {
+  /** The pin directory. */
+  pinDir: string;
+  /** The underlay device. */
+  underlay: { ifindex: number; device?: string };
+  /** Local endpoint addresses. */
+  localIps: string[];
+  /** Attachments, where and which program. */
+  attachments: Attachment[];
+  /** Program pins and their kernel ids. */
+  programs: { name: string; id: number }[];
+  /** How full each table is. */
+  tables: { name: string; used: number; capacity: number }[];
+  /** The live table generation. */
+  generation: number;
+}
+
+/** The status of the datapath pinned at `pinDir`, which has `ports` ports. */
+export function readStatus(
+  pinDir: string,
+  maps: DatapathMaps,
+  flows: FlowTable,
+  ports: number,
+): Status {
+  const cfg = maps.config.read();
+  const programs = PROGRAMS.map((name) => {
+    try {
+      using p = pinnedProgram(pinDir, name);
+      return { name, id: p.info().id };
+    } catch (err) {
+      if (err instanceof BpfError) return { name, id: 0 };
+      throw err;
+    }
+  });
+  const usage = flows.usage();
+  const count = (m: { raw: { keys(): Generator<unknown> } }) => [...m.raw.keys()].length;
+  return {
+    pinDir,
+    underlay: { ifindex: cfg.underlay_ifindex, device: ifname(cfg.underlay_ifindex) },
+    localIps: localIps(maps).map((a) => formatAddr(a.bytes, a.v6)),
+    attachments: attachments(pinDir),
+    programs,
+    tables: [
+      { name: "ports", used: ports, capacity: MAX_PORTS - 1 },
+      { name: "flows", used: usage.flows, capacity: cfg.max_flows },
+      { name: "masks", used: usage.masks, capacity: MAX_MASKS },
+      { name: "tunnel_keys", used: usage.tunKeys.used, capacity: usage.tunKeys.capacity },
+      {
+        name: "endpoints",
+        used: count(maps.endpoints),
+        capacity: maps.endpoints.raw.info.maxEntries,
+      },
+      {
+        name: "remotes",
+        used: count(maps.remotes),
+        capacity: maps.remotes.raw.info.maxEntries,
+      },
+    ],
+    generation: cfg.gen & 1,
+  };
+}

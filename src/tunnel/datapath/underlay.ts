@@ -1,0 +1,74 @@
+/**
+ * The underlay's side of the host: forwarding and neighbours. The
+ * datapath's FIB lookups answer only on a forwarding device, so `up` turns
+ * forwarding on for the endpoint families (and records what it changed, so
+ * `down` turns back off only that); and the next hops of the remotes that
+ * ports and flows send to are kept as managed neighbour entries, so that
+ * frames the FIB cannot resolve (ARP) still find a MAC.
+ *
+ * @module
+ */
+
+import { ifname } from "../../bpf/netif.ts";
+import { type Config, FwdSaved } from "../../maps/layouts.ts";
+import { type Addr, formatAddr } from "../addr.ts";
+import type { ConfigMap } from "../config.ts";
+import { dropManagedNeighbors, keepNeighbors, setForwarding } from "../host.ts";
+import { PortError } from "../port.ts";
+
+/** The underlay's name, or a clear error when it is gone. */
+export function underlayName(config: ConfigMap): string {
+  const cfg = config.read();
+  const name = ifname(cfg.underlay_ifindex);
+  if (!name) throw new PortError(`the underlay (ifindex ${cfg.underlay_ifindex}) is gone`);
+  return name;
+}
+
+/**
+ * Turns forwarding on on `dev` for the families of `ips`, noting in the
+ * settings which ones warren turned on.
+ */
+export function enableForwarding(config: ConfigMap, dev: string, ips: Addr[]): void {
+  const was = config.read().fwd_saved;
+  let saved = was;
+  for (const [family, bit] of [[4, FwdSaved.V4], [6, FwdSaved.V6]] as const) {
+    if (!ips.some((a) => a.v6 === (family === 6))) continue;
+    if (!setForwarding(dev, family, true)) saved |= bit;
+  }
+  if (saved !== was) config.update(() => ({ fwd_saved: saved }));
+}
+
+/**
+ * Undoes what `up` did to the underlay of settings `cfg`, if it still
+ * exists: the forwarding it turned on, the neighbours it manages.
+ */
+export async function releaseUnderlay(cfg: Config): Promise<void> {
+  const dev = ifname(cfg.underlay_ifindex);
+  if (!dev) return;
+  if (cfg.fwd_saved & FwdSaved.V4) setForwarding(dev, 4, false);
+  if (cfg.fwd_saved & FwdSaved.V6) setForwarding(dev, 6, false);
+  await dropManagedNeighbors(dev);
+}
+
+/**
+ * Neighbors keeps the next hops of remotes resolved (see keepNeighbors).
+ * Each remote is seen to once per object: a script that adds flows one at
+ * a time pays for the `ip` calls once, not per flow.
+ */
+export class Neighbors {
+  readonly #config: ConfigMap;
+  readonly #kept = new Set<string>();
+
+  /** For the underlay named in `config`. */
+  constructor(config: ConfigMap) {
+    this.#config = config;
+  }
+
+  /** Keeps the next hops of `remotes` resolved. */
+  async keep(remotes: Addr[]): Promise<void> {
+    const fresh = remotes.filter((a) => !this.#kept.has(formatAddr(a.bytes, a.v6)));
+    if (fresh.length === 0) return;
+    await keepNeighbors(underlayName(this.#config), fresh);
+    for (const a of fresh) this.#kept.add(formatAddr(a.bytes, a.v6));
+  }
+}
