@@ -20,6 +20,11 @@
  * {@link PENDING_FIELDS}: refused with a sentence, each to move into
  * {@link FIELDS} once the flow key carries it.
  *
+ * Longer than most modules: the field tables ({@link FIELDS},
+ * {@link PENDING_FIELDS}) stay with the parsers, printers and
+ * prerequisite rules their rows are built from, so that a field is defined
+ * in exactly one place.
+ *
  * @module
  */
 
