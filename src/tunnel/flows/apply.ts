@@ -171,10 +171,12 @@ export function apply(
     try {
       const batch = new EntryBatch(newIndex);
       const uses = new Uint32Array(set.actionSets.length);
+      const key = new Uint8Array(KEY_SIZE);
       for (let j = 0; j < set.count; j++) {
         const a = set.actionSets[set.actionSet[j]];
         uses[set.actionSet[j]]++;
-        const full = batch.add(live[set.maskIndex[j]].id, (out, at) => set.keyInto(j, out, at), {
+        set.keyInto(j, key, 0);
+        const full = batch.add(live[set.maskIndex[j]].id, key, {
           flowId: set.oldId[j] >= 0 ? set.oldId[j] : st.flowIds.allocate(),
           priority: set.priority[j],
           cookie: set.cookie[j],

@@ -275,6 +275,13 @@ export function* scan(index: BpfMap, batchDone?: (count: number) => void): Gener
   }
 }
 
+/** How many entries `index` holds, counted a batch at a time (none decoded or visited). */
+export function countEntries(index: BpfMap): number {
+  let n = 0;
+  for (const c of index.lookupBatch(CHUNK)) n += c.count;
+  return n;
+}
+
 /** EntryBatch fills a fresh index with batches of {@link CHUNK} entries. */
 export class EntryBatch {
   readonly #index: BpfMap;
@@ -290,18 +297,14 @@ export class EntryBatch {
   }
 
   /**
-   * Adds entry `f` under mask `maskId`; `writeKey` writes its masked flow
-   * key at `at` of `out`. Returns whether the batch is full.
+   * Adds entry `f` under mask `maskId` and masked flow key `key`. Returns
+   * whether the batch is full.
    */
-  add(
-    maskId: number,
-    writeKey: (out: Uint8Array, at: number) => void,
-    f: EntryFields,
-  ): boolean {
+  add(maskId: number, key: Uint8Array, f: EntryFields): boolean {
     const ko = this.#count * INDEX_KEY_SIZE;
     this.#kdv.setUint32(ko + IK.mask_id, maskId, LE);
     this.#kdv.setUint32(ko + IK.pad0, 0, LE);
-    writeKey(this.#keys, ko + IK.key);
+    this.#keys.set(key, ko + IK.key);
     writeEntry(this.#values, this.#vdv, this.#count * ENTRY_SIZE, f);
     return ++this.#count === CHUNK;
   }

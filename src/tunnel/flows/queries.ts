@@ -21,7 +21,16 @@ import type { Match } from "../fields.ts";
 import type { ActionSpec } from "../flow_syntax.ts";
 import type { DatapathMaps } from "../pins.ts";
 import type { FlowCounters } from "./counters.ts";
-import { CHUNK, decodeActions, Entry, indexKey, KEY_FIELD as FK, KEY_SIZE, scan } from "./entry.ts";
+import {
+  CHUNK,
+  countEntries,
+  decodeActions,
+  Entry,
+  indexKey,
+  KEY_FIELD as FK,
+  KEY_SIZE,
+  scan,
+} from "./entry.ts";
 import type { TableContext, TableState } from "./journal.ts";
 import { type LiveMask, masksById } from "./masks.ts";
 
@@ -172,10 +181,8 @@ export function count(t: TableContext, filter: FlowFilter = {}): number {
 /** How many flows are installed, and how full the id and key tables are. */
 export function usage(t: TableContext): Usage {
   const st = t.journal.load();
-  let flows = 0;
-  for (const _ of scan(t.journal.index(st))) flows++;
   return {
-    flows,
+    flows: countEntries(t.journal.index(st)),
     masks: st.masks.length,
     tunKeys: { used: st.slots.used(), capacity: st.slots.capacity },
     flowIds: { used: st.flowIds.used(), capacity: st.flowIds.capacity },
