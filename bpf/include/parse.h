@@ -1,12 +1,245 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Parsing an Ethernet frame into a flow key. The same code serves XDP and
- * TC: it reads through direct packet pointers and never writes.
+ * Header parsers on a cursor, one per header, in the manner of
+ * xdp-tutorial's common/parsing_helpers.h: each checks that its header's
+ * fixed part lies before the end, moves the cursor past the header and
+ * returns what comes next (or a PARSE_* failure). What a header means to
+ * its caller (a flow key field, a drop reason, a verdict) stays with the
+ * caller; how the header is laid out and read is here only.
+ *
+ * They read through direct pointers and never write, so XDP and TC share
+ * them. Then parse_frame: an Ethernet frame into a flow key, one step per
+ * layer, so that a new match field is a line in the step of its header.
  */
 #ifndef WR_PARSE_H
 #define WR_PARSE_H
 
 #include "common.h"
+
+/* Where the next header starts, and where the bytes end. */
+struct cursor {
+	void *pos;
+	void *end;
+};
+
+/* A cursor over a whole packet, at offset 0. */
+static __always_inline struct cursor cursor_of(const struct packet *p)
+{
+	return (struct cursor){ p->data, p->end };
+}
+
+/* Parser failures: negative, so that they never collide with a protocol
+ * number, an EtherType or a length. */
+#define PARSE_SHORT -1		/* the header's fixed part is past the end */
+#define PARSE_BAD -2		/* the header says it is shorter than its fixed part */
+
+#define MAX_VLAN_TAGS 2
+#define MAX_IPV6_EXT 4
+
+/* ARP for IPv4 over Ethernet (RFC 826), the only kind a flow matches.
+ * The protocol addresses are bytes: they sit at offsets 14 and 24. */
+struct arp_ipv4 {
+	__be16 htype;
+	__be16 ptype;
+	__u8 hlen;
+	__u8 plen;
+	__be16 op;
+	__u8 sha[ETH_ALEN];
+	__u8 spa[4];
+	__u8 tha[ETH_ALEN];
+	__u8 tpa[4];
+};
+_Static_assert(sizeof(struct arp_ipv4) == 28, "ARP for IPv4 over Ethernet is 28 bytes");
+
+/* What a flow key takes from ICMP and ICMPv6: the first two bytes. */
+struct icmp_type_code {
+	__u8 type;
+	__u8 code;
+};
+
+/* Ethernet: returns the EtherType (network order) or PARSE_SHORT. */
+static __always_inline int parse_ethhdr(struct cursor *c, struct ethhdr **eth)
+{
+	struct ethhdr *h = c->pos;
+
+	if ((void *)(h + 1) > c->end)
+		return PARSE_SHORT;
+	c->pos = h + 1;
+	*eth = h;
+	return h->h_proto;
+}
+
+/* Whether an EtherType announces an 802.1Q or 802.1ad tag. */
+static __always_inline int eth_is_vlan(__be16 proto)
+{
+	return proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD);
+}
+
+/* One VLAN tag: returns the EtherType after it or PARSE_SHORT. */
+static __always_inline int parse_vlanhdr(struct cursor *c, struct vlan_hdr **vh)
+{
+	struct vlan_hdr *h = c->pos;
+
+	if ((void *)(h + 1) > c->end)
+		return PARSE_SHORT;
+	c->pos = h + 1;
+	*vh = h;
+	return h->proto;
+}
+
+/*
+ * IPv4: returns the protocol, with the cursor past the header and its
+ * options (whose bytes are not checked: the next parser checks its own);
+ * PARSE_SHORT; or PARSE_BAD when the header length is below 20, with *iph
+ * set all the same, for callers whose verdict depends on the header.
+ */
+static __always_inline int parse_iphdr(struct cursor *c, struct iphdr **iph)
+{
+	struct iphdr *ip = c->pos;
+	__u32 hlen;
+
+	if ((void *)(ip + 1) > c->end)
+		return PARSE_SHORT;
+	*iph = ip;
+	hlen = ip->ihl * 4;
+	if (hlen < sizeof(*ip))
+		return PARSE_BAD;
+	c->pos = (void *)ip + hlen;
+	return ip->protocol;
+}
+
+/* Whether the IPv4 packet is a fragment, first or later. */
+static __always_inline int ipv4_is_fragment(const struct iphdr *ip)
+{
+	return !!(ip->frag_off & bpf_htons(IP_MF | IP_OFFSET));
+}
+
+/* IPv6: returns the next header or PARSE_SHORT. */
+static __always_inline int parse_ip6hdr(struct cursor *c, struct ipv6hdr **ip6h)
+{
+	struct ipv6hdr *ip6 = c->pos;
+
+	if ((void *)(ip6 + 1) > c->end)
+		return PARSE_SHORT;
+	c->pos = ip6 + 1;
+	*ip6h = ip6;
+	return ip6->nexthdr;
+}
+
+/* The IPv6 traffic class: DSCP << 2 | ECN, like the IPv4 TOS byte. */
+static __always_inline __u8 ipv6_tclass(const struct ipv6hdr *ip6)
+{
+	return (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
+}
+
+/*
+ * Walks the IPv6 extension headers from `next` (the IPv6 header's next
+ * header), at most MAX_IPV6_EXT of them: hop-by-hop, routing and
+ * destination options are skipped, and so is the fragment header of a
+ * first fragment; the walk stops past the fragment header of a later one,
+ * and past any fragment header with stop_at_frag. *proto gets the header
+ * after the walk and *frag (WR_FRAG_*) the packet as a fragment, written
+ * as they are found. Returns 1 when a fragment header was walked over, 0
+ * when none was, or PARSE_SHORT when a header is cut short (*proto then
+ * untouched).
+ */
+static __always_inline int parse_ip6_exts(struct cursor *c, __u8 next, __u8 *proto, __u8 *frag,
+					  int stop_at_frag)
+{
+	int frag_hdr = 0;
+
+#pragma unroll
+	for (int i = 0; i < MAX_IPV6_EXT; i++) {
+		__u8 *ext = c->pos;
+
+		if (next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING &&
+		    next != IPPROTO_DSTOPTS && next != IPPROTO_FRAGMENT)
+			break;
+		if ((void *)(ext + 8) > c->end)
+			return PARSE_SHORT;
+		if (next == IPPROTO_FRAGMENT) {
+			__be16 off = *(__be16 *)(ext + 2);
+
+			next = ext[0];
+			c->pos = ext + 8;
+			frag_hdr = 1;
+			if (off & bpf_htons(0xfff8)) {
+				*frag = WR_FRAG_LATER;
+				break;
+			}
+			if (off & bpf_htons(1))
+				*frag = WR_FRAG_FIRST;
+			if (stop_at_frag)
+				break;
+			continue;
+		}
+		next = ext[0];
+		c->pos = ext + (ext[1] + 1) * 8;
+	}
+	*proto = next;
+	return frag_hdr;
+}
+
+/* TCP: returns the header length its data offset gives (the cursor moves
+ * past that much), PARSE_SHORT, or PARSE_BAD below 20 bytes (*th set). */
+static __always_inline int parse_tcphdr(struct cursor *c, struct tcphdr **th)
+{
+	struct tcphdr *h = c->pos;
+	__u32 hlen;
+
+	if ((void *)(h + 1) > c->end)
+		return PARSE_SHORT;
+	*th = h;
+	hlen = h->doff * 4;
+	if (hlen < sizeof(*h))
+		return PARSE_BAD;
+	c->pos = (void *)h + hlen;
+	return hlen;
+}
+
+/* The TCP flags: the low 12 bits of the header's 13th and 14th bytes. */
+static __always_inline __u16 tcp_flags(const struct tcphdr *th)
+{
+	return bpf_ntohs(((const __be16 *)th)[6]) & 0x0fff;
+}
+
+/* UDP: returns the UDP length field (host order) or PARSE_SHORT. */
+static __always_inline int parse_udphdr(struct cursor *c, struct udphdr **uh)
+{
+	struct udphdr *h = c->pos;
+
+	if ((void *)(h + 1) > c->end)
+		return PARSE_SHORT;
+	c->pos = h + 1;
+	*uh = h;
+	return bpf_ntohs(h->len);
+}
+
+/* ICMP or ICMPv6, as far as type and code: returns 0 or PARSE_SHORT. */
+static __always_inline int parse_icmp_type_code(struct cursor *c, struct icmp_type_code **ih)
+{
+	struct icmp_type_code *h = c->pos;
+
+	if ((void *)(h + 1) > c->end)
+		return PARSE_SHORT;
+	c->pos = h + 1;
+	*ih = h;
+	return 0;
+}
+
+/* ARP for IPv4 over Ethernet: returns 0 or PARSE_SHORT. */
+static __always_inline int parse_arp_ipv4(struct cursor *c, struct arp_ipv4 **ah)
+{
+	struct arp_ipv4 *h = c->pos;
+
+	if ((void *)(h + 1) > c->end)
+		return PARSE_SHORT;
+	c->pos = h + 1;
+	*ah = h;
+	return 0;
+}
+
+/* ---- The flow key of a frame --------------------------------------------- */
 
 /* What the parser learned beyond the flow key, for the actions. */
 struct frame_info {
@@ -22,138 +255,82 @@ struct frame_info {
 	__u8 pad[3];
 };
 
-#define MAX_VLAN_TAGS 2
-#define MAX_IPV6_EXT 4
-
-/* Parses the frame at p into key (which must be zeroed except for the
- * metadata fields) and fi. Returns 0, or -1 when not even Ethernet fits. */
-static __always_inline int parse_frame(struct packet *p, struct wr_flow_key *key,
-				       struct frame_info *fi)
+/* The IPv4 header's fields. Returns 1 when an L4 header follows. */
+static __always_inline int key_ipv4(struct cursor *c, struct wr_flow_key *key, struct frame_info *fi)
 {
-	struct ethhdr *eth = p->data;
-	void *pos = p->data + sizeof(*eth);
-	__be16 proto;
+	struct iphdr *ip;
 
-	if ((void *)(eth + 1) > p->end)
-		return -1;
-	__builtin_memcpy(key->eth_src, eth->h_source, ETH_ALEN);
-	__builtin_memcpy(key->eth_dst, eth->h_dest, ETH_ALEN);
-	proto = eth->h_proto;
-
-#pragma unroll
-	for (int i = 0; i < MAX_VLAN_TAGS; i++) {
-		struct vlan_hdr *vh = pos;
-
-		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
-			break;
-		if ((void *)(vh + 1) > p->end)
-			return 0;
-		if (i == 0)
-			key->vlan_tci = vh->tci | bpf_htons(VLAN_TAG_PRESENT);
-		proto = vh->proto;
-		pos = vh + 1;
-	}
-	key->eth_type = proto;
-	fi->l3_off = pos - p->data;
-
-	if (proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = pos;
-		__u32 ihl;
-
-		if ((void *)(ip + 1) > p->end)
-			return 0;
-		ihl = ip->ihl * 4;
-		if (ihl < sizeof(*ip))
-			return 0;
-		fi->ip_version = 4;
-		fi->ttl = ip->ttl;
-		fi->ip_len = bpf_ntohs(ip->tot_len);
-		fi->ipv4_df = !!(ip->frag_off & bpf_htons(IP_DF));
-		key->ip_proto = ip->protocol;
-		key->ip_tos = ip->tos;
-		addr_set4(key->ip_src, ip->saddr);
-		addr_set4(key->ip_dst, ip->daddr);
-		if (ip->frag_off & bpf_htons(IP_OFFSET)) {
-			key->ip_frag = WR_FRAG_LATER;
-			return 0;
-		}
-		if (ip->frag_off & bpf_htons(IP_MF))
-			key->ip_frag = WR_FRAG_FIRST;
-		pos += ihl;
-	} else if (proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = pos;
-		__u8 next;
-
-		if ((void *)(ip6 + 1) > p->end)
-			return 0;
-		fi->ip_version = 6;
-		fi->ttl = ip6->hop_limit;
-		fi->ip_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
-		key->ip_tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
-		addr_copy(key->ip_src, ip6->saddr.in6_u.u6_addr8);
-		addr_copy(key->ip_dst, ip6->daddr.in6_u.u6_addr8);
-		next = ip6->nexthdr;
-		pos = ip6 + 1;
-#pragma unroll
-		for (int i = 0; i < MAX_IPV6_EXT; i++) {
-			__u8 *ext = pos;
-
-			if (next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING &&
-			    next != IPPROTO_DSTOPTS && next != IPPROTO_FRAGMENT)
-				break;
-			if ((void *)(ext + 8) > p->end)
-				return 0;
-			if (next == IPPROTO_FRAGMENT) {
-				__be16 off = *(__be16 *)(ext + 2);
-
-				next = ext[0];
-				pos = ext + 8;
-				if (off & bpf_htons(0xfff8)) {
-					key->ip_proto = next;
-					key->ip_frag = WR_FRAG_LATER;
-					return 0;
-				}
-				if (off & bpf_htons(1))
-					key->ip_frag = WR_FRAG_FIRST;
-				continue;
-			}
-			next = ext[0];
-			pos = ext + (ext[1] + 1) * 8;
-		}
-		key->ip_proto = next;
-	} else if (proto == bpf_htons(ETH_P_ARP)) {
-		/* Ethernet/IPv4 ARP: opcode, sender and target addresses. */
-		__u8 *arp = pos;
-
-		if ((void *)(arp + 28) > p->end)
-			return 0;
-		key->ip_proto = arp[7];
-		addr_set4(key->ip_src, *(__be32 *)(arp + 14));
-		addr_set4(key->ip_dst, *(__be32 *)(arp + 24));
+	if (parse_iphdr(c, &ip) < 0)
 		return 0;
-	} else {
+	fi->ip_version = 4;
+	fi->ttl = ip->ttl;
+	fi->ip_len = bpf_ntohs(ip->tot_len);
+	fi->ipv4_df = !!(ip->frag_off & bpf_htons(IP_DF));
+	key->ip_proto = ip->protocol;
+	key->ip_tos = ip->tos;
+	addr_set4(key->ip_src, ip->saddr);
+	addr_set4(key->ip_dst, ip->daddr);
+	if (ip->frag_off & bpf_htons(IP_OFFSET)) {
+		key->ip_frag = WR_FRAG_LATER;
 		return 0;
 	}
+	if (ip->frag_off & bpf_htons(IP_MF))
+		key->ip_frag = WR_FRAG_FIRST;
+	return 1;
+}
 
-	fi->l4_off = pos - p->data;
-	fi->ip_proto_l4 = key->ip_proto;
+/* The IPv6 header's fields and its extension headers'. Returns 1 when an
+ * L4 header follows. */
+static __always_inline int key_ipv6(struct cursor *c, struct wr_flow_key *key, struct frame_info *fi)
+{
+	struct ipv6hdr *ip6;
+	int next = parse_ip6hdr(c, &ip6);
+
+	if (next < 0)
+		return 0;
+	fi->ip_version = 6;
+	fi->ttl = ip6->hop_limit;
+	fi->ip_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+	key->ip_tos = ipv6_tclass(ip6);
+	addr_copy(key->ip_src, ip6->saddr.in6_u.u6_addr8);
+	addr_copy(key->ip_dst, ip6->daddr.in6_u.u6_addr8);
+	if (parse_ip6_exts(c, next, &key->ip_proto, &key->ip_frag, 0) < 0)
+		return 0;
+	return key->ip_frag != WR_FRAG_LATER;
+}
+
+/* ARP's opcode (its low byte) and protocol addresses. */
+static __always_inline void key_arp(struct cursor *c, struct wr_flow_key *key)
+{
+	struct arp_ipv4 *arp;
+
+	if (parse_arp_ipv4(c, &arp) < 0)
+		return;
+	key->ip_proto = bpf_ntohs(arp->op) & 0xff;
+	addr_set4(key->ip_src, *(__be32 *)arp->spa);
+	addr_set4(key->ip_dst, *(__be32 *)arp->tpa);
+}
+
+/* The L4 header's fields: ports, or ICMP's type and code. */
+static __always_inline void key_l4(struct cursor *c, struct wr_flow_key *key, struct frame_info *fi)
+{
 	switch (key->ip_proto) {
 	case IPPROTO_TCP: {
-		struct tcphdr *th = pos;
+		struct tcphdr *th;
 
-		if ((void *)(th + 1) > p->end)
-			return 0;
+		if (parse_tcphdr(c, &th) == PARSE_SHORT)
+			return;
 		key->tp_src = th->source;
 		key->tp_dst = th->dest;
-		fi->tcp_flags = bpf_ntohs(((__be16 *)th)[6]) & 0x0fff;
+		fi->tcp_flags = tcp_flags(th);
 		fi->l4_hlen = th->doff * 4;
 		break;
 	}
 	case IPPROTO_UDP: {
-		struct udphdr *uh = pos;
+		struct udphdr *uh;
 
-		if ((void *)(uh + 1) > p->end)
-			return 0;
+		if (parse_udphdr(c, &uh) < 0)
+			return;
 		key->tp_src = uh->source;
 		key->tp_dst = uh->dest;
 		fi->l4_hlen = sizeof(*uh);
@@ -161,15 +338,60 @@ static __always_inline int parse_frame(struct packet *p, struct wr_flow_key *key
 	}
 	case IPPROTO_ICMP:
 	case IPPROTO_ICMPV6: {
-		__u8 *icmp = pos;
+		struct icmp_type_code *ih;
 
-		if ((void *)(icmp + 2) > p->end)
-			return 0;
-		key->tp_src = bpf_htons(icmp[0]);
-		key->tp_dst = bpf_htons(icmp[1]);
+		if (parse_icmp_type_code(c, &ih) < 0)
+			return;
+		key->tp_src = bpf_htons(ih->type);
+		key->tp_dst = bpf_htons(ih->code);
 		break;
 	}
 	}
+}
+
+/* Parses the frame at p into key (which must be zeroed except for the
+ * metadata fields) and fi. Returns 0, or -1 when not even Ethernet fits. */
+static __always_inline int parse_frame(struct packet *p, struct wr_flow_key *key,
+				       struct frame_info *fi)
+{
+	struct cursor c = cursor_of(p);
+	struct ethhdr *eth;
+	struct vlan_hdr *vh;
+	int proto, l4;
+
+	proto = parse_ethhdr(&c, &eth);
+	if (proto < 0)
+		return -1;
+	__builtin_memcpy(key->eth_src, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(key->eth_dst, eth->h_dest, ETH_ALEN);
+
+#pragma unroll
+	for (int i = 0; i < MAX_VLAN_TAGS; i++) {
+		if (!eth_is_vlan(proto))
+			break;
+		proto = parse_vlanhdr(&c, &vh);
+		if (proto < 0)
+			return 0;
+		if (i == 0)
+			key->vlan_tci = vh->tci | bpf_htons(VLAN_TAG_PRESENT);
+	}
+	key->eth_type = proto;
+	fi->l3_off = c.pos - p->data;
+
+	if (proto == bpf_htons(ETH_P_IP)) {
+		l4 = key_ipv4(&c, key, fi);
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		l4 = key_ipv6(&c, key, fi);
+	} else {
+		if (proto == bpf_htons(ETH_P_ARP))
+			key_arp(&c, key);
+		return 0;
+	}
+	if (!l4)
+		return 0;
+	fi->l4_off = c.pos - p->data;
+	fi->ip_proto_l4 = key->ip_proto;
+	key_l4(&c, key, fi);
 	return 0;
 }
 
