@@ -36,6 +36,14 @@ static __always_inline struct cursor cursor_of(const struct packet *p)
 #define MAX_VLAN_TAGS 2
 #define MAX_IPV6_EXT 4
 
+/* The SCTP common header (RFC 9260, 3.1); linux/sctp.h has none. */
+struct sctphdr {
+	__be16 source;
+	__be16 dest;
+	__be32 vtag;
+	__le32 checksum;
+};
+
 /* ARP for IPv4 over Ethernet (RFC 826), the only kind a flow matches.
  * The protocol addresses are bytes: they sit at offsets 14 and 24. */
 struct arp_ipv4 {
@@ -215,6 +223,18 @@ static __always_inline int parse_udphdr(struct cursor *c, struct udphdr **uh)
 	return bpf_ntohs(h->len);
 }
 
+/* SCTP: returns 0 or PARSE_SHORT. */
+static __always_inline int parse_sctphdr(struct cursor *c, struct sctphdr **sh)
+{
+	struct sctphdr *h = c->pos;
+
+	if ((void *)(h + 1) > c->end)
+		return PARSE_SHORT;
+	c->pos = h + 1;
+	*sh = h;
+	return 0;
+}
+
 /* ICMP or ICMPv6, as far as type and code: returns 0 or PARSE_SHORT. */
 static __always_inline int parse_icmp_type_code(struct cursor *c, struct icmp_type_code **ih)
 {
@@ -311,7 +331,8 @@ static __always_inline void key_arp(struct cursor *c, struct wr_flow_key *key)
 	addr_set4(key->ip_dst, *(__be32 *)arp->tpa);
 }
 
-/* The L4 header's fields: ports, or ICMP's type and code. */
+/* The L4 header's fields: TCP, UDP or SCTP ports (a header cut short
+ * gives none, as Open vSwitch does), or ICMP's type and code. */
 static __always_inline void key_l4(struct cursor *c, struct wr_flow_key *key, struct frame_info *fi)
 {
 	switch (key->ip_proto) {
@@ -334,6 +355,15 @@ static __always_inline void key_l4(struct cursor *c, struct wr_flow_key *key, st
 		key->tp_src = uh->source;
 		key->tp_dst = uh->dest;
 		fi->l4_hlen = sizeof(*uh);
+		break;
+	}
+	case IPPROTO_SCTP: {
+		struct sctphdr *sh;
+
+		if (parse_sctphdr(c, &sh) < 0)
+			return;
+		key->tp_src = sh->source;
+		key->tp_dst = sh->dest;
 		break;
 	}
 	case IPPROTO_ICMP:
