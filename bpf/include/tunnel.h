@@ -10,12 +10,25 @@
 
 #include "csum.h"
 #include "maps.h"
+#include "parse.h"
 
 struct vxlanhdr {
 	__be32 flags;		/* I flag: 0x08000000 */
 	__be32 vni;		/* VNI << 8 */
 };
 #define VXLAN_I bpf_htonl(0x08000000)
+
+/* VXLAN: returns 0 or PARSE_SHORT (see parse.h for the convention). */
+static __always_inline int parse_vxlanhdr(struct cursor *c, struct vxlanhdr **vh)
+{
+	struct vxlanhdr *h = c->pos;
+
+	if ((void *)(h + 1) > c->end)
+		return PARSE_SHORT;
+	c->pos = h + 1;
+	*vh = h;
+	return 0;
+}
 
 struct genevehdr {
 	__u8 ver_optlen;	/* version (2 bits), option length in words (6) */
@@ -187,14 +200,14 @@ static long gnv_step_skb(__u32 i, void *arg)
 	return gnv_step(arg, 0);
 }
 
-static __always_inline int parse_geneve(void *ctx, int is_xdp, struct packet *p, void *pos,
+static __always_inline int parse_geneve(void *ctx, int is_xdp, struct packet *p, struct cursor *c,
 					__u32 l3_end_off, struct wr_flow_key *key, struct decap *d)
 {
-	struct genevehdr *gh = pos;
+	struct genevehdr *gh = c->pos;
 	struct gnv_walk w = { .ctx = ctx, .key = key };
 	__u32 optlen;
 
-	if ((void *)(gh + 1) > p->end)
+	if ((void *)(gh + 1) > c->end)
 		return WR_DROP_TRUNCATED;
 	if (gh->ver_optlen >> 6)
 		return WR_DROP_GENEVE_VERSION;
@@ -221,15 +234,15 @@ static __always_inline int parse_geneve(void *ctx, int is_xdp, struct packet *p,
 	return TUN_OK;
 }
 
-static __always_inline int parse_gre(void *ctx, int is_xdp, struct packet *p, void *pos,
+static __always_inline int parse_gre(void *ctx, int is_xdp, struct packet *p, struct cursor *c,
 				     __u32 l3_end_off, struct wr_flow_key *key, struct decap *d)
 {
-	struct grehdr *g = pos;
+	struct grehdr *g = c->pos;
 	__u16 flags;
-	__u32 off = pos - p->data;
+	__u32 off = c->pos - p->data;
 	__u32 *field;
 
-	if ((void *)(g + 1) > p->end)
+	if ((void *)(g + 1) > c->end)
 		return WR_DROP_TRUNCATED;
 	flags = bpf_ntohs(g->flags);
 	if (flags & GRE_VERSION)
@@ -242,7 +255,7 @@ static __always_inline int parse_gre(void *ctx, int is_xdp, struct packet *p, vo
 	if (flags & GRE_C) {
 		__s64 sum;
 
-		if ((void *)(field + 1) > p->end)
+		if ((void *)(field + 1) > c->end)
 			return WR_DROP_TRUNCATED;
 		if (!csum_trusted(ctx, is_xdp)) {
 			sum = packet_sum(ctx, is_xdp, off, l3_end_off);
@@ -253,7 +266,7 @@ static __always_inline int parse_gre(void *ctx, int is_xdp, struct packet *p, vo
 		field++;
 	}
 	if (flags & GRE_K) {
-		if ((void *)(field + 1) > p->end)
+		if ((void *)(field + 1) > c->end)
 			return WR_DROP_TRUNCATED;
 		key->tun_id = bpf_cpu_to_be64(bpf_ntohl(*field));
 		key->tun_flags |= WR_TUNF_KEY;
@@ -332,6 +345,13 @@ static __always_inline int parse_stt(void *ctx, int is_xdp, __u32 l4_off, __u32 
 	return TUN_OK;
 }
 
+/* Whether an IP protocol can carry one of our tunnels: UDP (VXLAN,
+ * Geneve), GRE, or TCP (STT). */
+static __always_inline int tunnel_ipproto(__u8 proto)
+{
+	return proto == IPPROTO_UDP || proto == IPPROTO_GRE || proto == IPPROTO_TCP;
+}
+
 /*
  * Decides whether the frame at p is a tunnel packet for one of our ports
  * and fills key's tunnel fields and in_port. Returns TUN_OK, TUN_NOT_OURS,
@@ -340,35 +360,34 @@ static __always_inline int parse_stt(void *ctx, int is_xdp, __u32 l4_off, __u32 
 static __always_inline int parse_tunnel(void *ctx, int is_xdp, struct packet *p,
 					struct wr_flow_key *key, struct decap *d)
 {
-	struct ethhdr *eth = p->data;
+	struct cursor c = cursor_of(p);
 	struct wr_endpoint_key ek = {};
 	struct wr_endpoint *ep;
 	struct wr_port *port;
+	struct ethhdr *eth;
 	__u32 len = frame_len(ctx, is_xdp, p);
 	__u32 l4_off, l3_end;
 	__u32 port_no;
-	void *l4;
-	int v6, r;
+	int v6, r, next;
 
-	if ((void *)(eth + 1) > p->end)
+	next = parse_ethhdr(&c, &eth);
+	if (next < 0)
 		return TUN_NOT_OURS;
 
-	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = (void *)(eth + 1);
+	if (next == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip;
 		__u32 ihl, tot;
 
-		if ((void *)(ip + 1) > p->end)
-			return TUN_NOT_OURS;
-		if (ip->protocol != IPPROTO_UDP && ip->protocol != IPPROTO_GRE &&
-		    ip->protocol != IPPROTO_TCP)
+		next = parse_iphdr(&c, &ip);
+		if (next == PARSE_SHORT || !tunnel_ipproto(ip->protocol))
 			return TUN_NOT_OURS;
 		v6 = 0;
 		addr_set4(ek.addr, ip->daddr);
 		ihl = ip->ihl * 4;
 		tot = bpf_ntohs(ip->tot_len);
-		if (ip->version != 4 || ihl < sizeof(*ip) || tot < ihl || sizeof(*eth) + tot > len)
+		if (next == PARSE_BAD || ip->version != 4 || tot < ihl || sizeof(*eth) + tot > len)
 			return malformed(ek.addr, 0, WR_DROP_BAD_IP);
-		if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		if (ipv4_is_fragment(ip))
 			return TUN_FRAGMENT;
 		if (ihl == sizeof(*ip)) {
 			if (ipv4_header_csum(ip) != 0)
@@ -389,50 +408,38 @@ static __always_inline int parse_tunnel(void *ctx, int is_xdp, struct packet *p,
 		addr_set4(key->tun_dst, ip->daddr);
 		l4_off = sizeof(*eth) + ihl;
 		l3_end = sizeof(*eth) + tot;
-	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = (void *)(eth + 1);
-		__u8 next;
-		void *pos;
+	} else if (next == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6;
+		__u32 plen;
+		__u8 frag;
 
-		if ((void *)(ip6 + 1) > p->end)
+		next = parse_ip6hdr(&c, &ip6);
+		if (next < 0)
 			return TUN_NOT_OURS;
 		v6 = 1;
 		addr_copy(ek.addr, ip6->daddr.in6_u.u6_addr8);
-		next = ip6->nexthdr;
-		pos = ip6 + 1;
 		/* Hop-by-hop, destination options and routing headers are
 		 * skipped; a fragment header means a fragment. */
-#pragma unroll
-		for (int i = 0; i < 4; i++) {
-			__u8 *ext = pos;
-
-			if (next != IPPROTO_HOPOPTS && next != IPPROTO_DSTOPTS &&
-			    next != IPPROTO_ROUTING && next != IPPROTO_FRAGMENT)
-				break;
-			if ((void *)(ext + 8) > p->end)
-				return TUN_NOT_OURS;
-			if (next == IPPROTO_FRAGMENT)
-				return ext[0] == IPPROTO_UDP || ext[0] == IPPROTO_GRE ||
-						       ext[0] == IPPROTO_TCP ?
-					       TUN_FRAGMENT : TUN_NOT_OURS;
-			next = ext[0];
-			pos = ext + (ext[1] + 1) * 8;
-		}
-		if (next != IPPROTO_UDP && next != IPPROTO_GRE && next != IPPROTO_TCP)
+		r = parse_ip6_exts(&c, next, &ek.ipproto, &frag, 1);
+		if (r < 0)
 			return TUN_NOT_OURS;
-		if (sizeof(*eth) + sizeof(*ip6) + bpf_ntohs(ip6->payload_len) > len ||
-		    pos - p->data > sizeof(*eth) + sizeof(*ip6) + bpf_ntohs(ip6->payload_len))
+		if (r)
+			return tunnel_ipproto(ek.ipproto) ? TUN_FRAGMENT : TUN_NOT_OURS;
+		if (!tunnel_ipproto(ek.ipproto))
+			return TUN_NOT_OURS;
+		plen = bpf_ntohs(ip6->payload_len);
+		if (sizeof(*eth) + sizeof(*ip6) + plen > len ||
+		    c.pos - p->data > sizeof(*eth) + sizeof(*ip6) + plen)
 			return malformed(ek.addr, 1, WR_DROP_BAD_IP);
-		ek.ipproto = next;
 		ek.v6 = 1;
-		key->tun_tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
+		key->tun_tos = ipv6_tclass(ip6);
 		key->tun_ttl = ip6->hop_limit;
 		key->tun_flags |= WR_TUNF_V6;
 		d->outer_ecn = key->tun_tos & ECN_MASK;
 		addr_copy(key->tun_src, ip6->saddr.in6_u.u6_addr8);
 		addr_copy(key->tun_dst, ip6->daddr.in6_u.u6_addr8);
-		l4_off = pos - p->data;
-		l3_end = sizeof(*eth) + sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+		l4_off = c.pos - p->data;
+		l3_end = sizeof(*eth) + sizeof(*ip6) + plen;
 	} else {
 		return TUN_NOT_OURS;
 	}
@@ -441,18 +448,17 @@ static __always_inline int parse_tunnel(void *ctx, int is_xdp, struct packet *p,
 	 * offset; IPv4 options and usual IPv6 extension chains stay below. */
 	if (l4_off > 255)
 		return TUN_NOT_OURS;
-	l4 = p->data + l4_off;
+	c.pos = p->data + l4_off;
 	if (ek.ipproto == IPPROTO_UDP) {
-		struct udphdr *uh = l4;
-		__u32 ulen;
+		struct udphdr *uh;
+		int ulen = parse_udphdr(&c, &uh);
 
-		if ((void *)(uh + 1) > p->end)
+		if (ulen < 0)
 			return malformed(ek.addr, v6, WR_DROP_BAD_UDP);
 		ek.dst_port = uh->dest;
 		ep = bpf_map_lookup_elem(&wr_endpoints, &ek);
 		if (!ep)
 			return TUN_NOT_OURS;
-		ulen = bpf_ntohs(uh->len);
 		if (ulen < sizeof(*uh) || l4_off + ulen > l3_end)
 			return WR_DROP_BAD_UDP;
 		l3_end = l4_off + ulen;
@@ -470,27 +476,27 @@ static __always_inline int parse_tunnel(void *ctx, int is_xdp, struct packet *p,
 		}
 		d->l3_end = l3_end;
 		if (ep->proto == WR_PROTO_VXLAN) {
-			struct vxlanhdr *vh = (void *)(uh + 1);
+			struct vxlanhdr *vh;
 
-			if ((void *)(vh + 1) > p->end)
+			if (parse_vxlanhdr(&c, &vh) < 0)
 				return WR_DROP_TRUNCATED;
 			if (!(vh->flags & VXLAN_I))
 				return WR_DROP_VXLAN_FLAGS;
 			key->tun_id = bpf_cpu_to_be64(bpf_ntohl(vh->vni) >> 8);
 			key->tun_flags |= WR_TUNF_KEY;
-			d->outer_len = (void *)(vh + 1) - p->data;
+			d->outer_len = c.pos - p->data;
 			r = TUN_OK;
 		} else if (ep->proto == WR_PROTO_GENEVE) {
-			r = parse_geneve(ctx, is_xdp, p, uh + 1, l3_end, key, d);
+			r = parse_geneve(ctx, is_xdp, p, &c, l3_end, key, d);
 		} else {
 			return TUN_NOT_OURS;
 		}
 	} else if (ek.ipproto == IPPROTO_TCP) {
-		struct tcphdr *th = l4;
+		struct tcphdr *th;
 
 		/* Only STT's port on one of our endpoints is ours: every other
 		 * TCP connection of the host passes untouched. */
-		if ((void *)(th + 1) > p->end)
+		if (parse_tcphdr(&c, &th) == PARSE_SHORT)
 			return TUN_NOT_OURS;
 		ek.dst_port = th->dest;
 		ep = bpf_map_lookup_elem(&wr_endpoints, &ek);
@@ -503,7 +509,7 @@ static __always_inline int parse_tunnel(void *ctx, int is_xdp, struct packet *p,
 		if (!ep || ep->proto != WR_PROTO_GRE)
 			return TUN_NOT_OURS;
 		d->l3_end = l3_end;
-		r = parse_gre(ctx, is_xdp, p, l4, l3_end, key, d);
+		r = parse_gre(ctx, is_xdp, p, &c, l3_end, key, d);
 	}
 	if (r != TUN_OK && r != TUN_STT_SEGMENT)
 		return r;
