@@ -522,8 +522,12 @@ static __always_inline int stt_plan(struct wr_stt_frame *fr, struct stt_plan *pl
 {
 	struct stt_hdr *h = (void *)fr->data;
 	__u8 *in = fr->data + WR_STT_HDR_LEN;
-	__u32 len = fr->total, l3, l4, ihl, thl, payload;
-	__be16 proto;
+	__u32 len = fr->total, l3, l4, payload;
+	struct cursor c;
+	struct ethhdr *eth;
+	struct vlan_hdr *vh;
+	struct tcphdr *th;
+	int proto, thl;
 
 	if (len < WR_STT_HDR_LEN + sizeof(struct ethhdr) || len > WR_STT_FRAME_MAX)
 		return WR_DROP_STT_REASM;
@@ -544,42 +548,36 @@ static __always_inline int stt_plan(struct wr_stt_frame *fr, struct stt_plan *pl
 		return WR_DROP_STT;
 	if (!(h->flags & STT_F_TCP) || !pl->mss || pl->len <= 1514)
 		return 0;
-	/* A TCP frame bigger than one packet: find its headers. */
-	proto = *(__be16 *)(in + 12);
-	l3 = sizeof(struct ethhdr);
-	if (proto == bpf_htons(ETH_P_8021Q)) {
-		proto = *(__be16 *)(in + 16);
-		l3 += 4;
-	}
+	/* A TCP frame bigger than one packet: find its headers, with the
+	 * packet parsers over the buffer (every offset they reach is a few
+	 * hundred bytes at most, inside it). */
+	c = (struct cursor){ in, in + pl->len };
+	proto = parse_ethhdr(&c, &eth);
+	if (proto == bpf_htons(ETH_P_8021Q))
+		proto = parse_vlanhdr(&c, &vh);
+	l3 = c.pos - (void *)in;
 	if (proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = (void *)(in + (l3 & 0x1f));
+		struct iphdr *ip;
 
-		ihl = ip->ihl * 4;
-		if (ip->version != 4 || ihl < sizeof(*ip) || ip->protocol != IPPROTO_TCP ||
-		    (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)))
+		if (parse_iphdr(&c, &ip) != IPPROTO_TCP || ip->version != 4 || ipv4_is_fragment(ip))
 			return 0;
 		pl->ip_version = 4;
 		pl->ip_id = bpf_ntohs(ip->id);
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = (void *)(in + (l3 & 0x1f));
+		struct ipv6hdr *ip6;
 
-		if (ip6->nexthdr != IPPROTO_TCP)
+		if (parse_ip6hdr(&c, &ip6) != IPPROTO_TCP)
 			return 0;
-		ihl = sizeof(*ip6);
 		pl->ip_version = 6;
 	} else {
 		return 0;
 	}
-	l4 = l3 + ihl;
-	if (l4 + sizeof(struct tcphdr) > pl->len)
+	l4 = c.pos - (void *)in;
+	thl = parse_tcphdr(&c, &th);
+	if (thl == PARSE_SHORT)
 		return 0;
-	{
-		struct tcphdr *th = (void *)(in + (l4 & 0x7f));
-
-		thl = th->doff * 4;
-		pl->seq = bpf_ntohl(th->seq);
-	}
-	if (thl < sizeof(struct tcphdr) || l4 + thl > STT_HDRS_MAX || l4 + thl >= pl->len)
+	pl->seq = bpf_ntohl(th->seq);
+	if (thl == PARSE_BAD || l4 + thl > STT_HDRS_MAX || l4 + thl >= pl->len)
 		return 0;
 	payload = pl->len - l4 - thl;
 	if (payload <= pl->mss)
