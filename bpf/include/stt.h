@@ -26,14 +26,13 @@
 #ifndef WR_STT_H
 #define WR_STT_H
 
+#include "buf.h"
 #include "classify.h"
 #include "encap.h"
 #include "tunnel.h"
 
-/* Bytes moved per helper call. Buffers have this much slack past 64 KB so
- * the verifier can prove every access in bounds. */
-#define STT_CHUNK 2048
-#define STT_DATA (WR_STT_FRAME_MAX + 1 + STT_CHUNK)
+_Static_assert(WR_STT_FRAME_MAX <= BUF_FRAME_MAX, "an STT frame fits a frame buffer");
+
 /* Largest frame delivered in one piece: what TC ingress can grow an skb to. */
 #define STT_WHOLE_MAX 16000
 /* Headers of an inner frame that resegmenting copies: Ethernet, one VLAN
@@ -52,7 +51,7 @@ struct wr_stt_frame {
 	__u32 nsegs;
 	__u16 seg_off[WR_STT_MAX_SEGS];
 	__u16 seg_len[WR_STT_MAX_SEGS];
-	__u8 data[STT_DATA];
+	__u8 data[BUF_SIZE];
 };
 
 /* Reassembly slots: WR_STT_SLOTS_PER_CPU per possible CPU (the control
@@ -66,7 +65,7 @@ struct {
 
 /* A frame being sent in segments, per CPU (too big for a per-CPU map). */
 struct wr_stt_buf {
-	__u8 data[STT_DATA];
+	__u8 data[BUF_SIZE];
 };
 
 struct {
@@ -87,139 +86,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct stt_hdrbuf);
 } wr_stt_hdr SEC(".maps");
-
-/* ---- Checksums over buffers in maps -------------------------------------- */
-
-struct msum {
-	__u8 *base;		/* a buffer of STT_DATA bytes */
-	__u32 off;
-	__u32 end;
-	__u64 sum;
-};
-
-/* One's complement sum of the n <= 512 bytes at p, unfolded: whole words
- * through bpf_csum_diff, the last 1-3 bytes zero-padded to a word. */
-static __always_inline __u64 chunk_sum(__u8 *p, __u32 n)
-{
-	__u32 n4 = n & 0x3fc, w = 0;
-	__u64 sum = 0;
-
-	if (n4)
-		sum = (__u32)bpf_csum_diff(0, 0, (__be32 *)p, n4, 0);
-	if (n & 3) {
-		__u8 *q = (__u8 *)&w, *t = p + n4;
-
-		q[0] = t[0];
-		if ((n & 3) > 1)
-			q[1] = t[1];
-		if ((n & 3) > 2)
-			q[2] = t[2];
-		sum += w;
-	}
-	return sum;
-}
-
-/* 512 bytes per step: bpf_csum_diff's limit. Chunks start at even offsets
- * from the start, so 16-bit words never straddle two. */
-static long msum_step(__u32 i, void *arg)
-{
-	struct msum *m = arg;
-	__u32 at = m->off + i * 512, n;
-
-	if (at >= m->end || at > WR_STT_FRAME_MAX)
-		return 1;
-	n = m->end - at;
-	if (n > 512)
-		n = 512;
-	m->sum += chunk_sum(m->base + (at & 0xffff), n);
-	return 0;
-}
-
-/* One's complement sum of buf[off, end), unfolded. */
-static __always_inline __u64 mem_sum(__u8 *buf, __u32 off, __u32 end)
-{
-	struct msum m = { .base = buf, .off = off, .end = end };
-
-	if (end > off && end <= WR_STT_FRAME_MAX + 1)
-		bpf_loop((end - off + 511) / 512, msum_step, &m, 0);
-	return m.sum;
-}
-
-/* ---- Copies between packets and buffers ---------------------------------- */
-
-struct copy_walk {
-	void *ctx;
-	__u8 *buf;
-	__u32 pkt;		/* packet offset of the first byte */
-	__u32 at;		/* buffer offset of the first byte */
-	__u32 len;
-	__u32 failed;
-};
-
-/* One STT_CHUNK of a copy: packet to buffer, or with `out` buffer to skb. */
-static __always_inline long copy_step(__u32 i, struct copy_walk *w, int is_xdp, int out)
-{
-	__u32 done = i * STT_CHUNK, n, at;
-	long err;
-
-	if (done >= w->len)
-		return 1;
-	n = w->len - done;
-	if (n > STT_CHUNK)
-		n = STT_CHUNK;
-	at = (w->at + done) & 0xffff;
-	if (n == 0)
-		return 1;
-	if (out)
-		err = bpf_skb_store_bytes(w->ctx, w->pkt + done, w->buf + at, n, 0);
-	else
-		err = is_xdp ? bpf_xdp_load_bytes(w->ctx, w->pkt + done, w->buf + at, n) :
-			       bpf_skb_load_bytes(w->ctx, w->pkt + done, w->buf + at, n);
-	if (err) {
-		w->failed = 1;
-		return 1;
-	}
-	return 0;
-}
-
-static long copy_in_xdp(__u32 i, void *arg)
-{
-	return copy_step(i, arg, 1, 0);
-}
-
-static long copy_in_skb(__u32 i, void *arg)
-{
-	return copy_step(i, arg, 0, 0);
-}
-
-static long copy_out_skb(__u32 i, void *arg)
-{
-	return copy_step(i, arg, 0, 1);
-}
-
-/* Copies len bytes of the packet at pkt into buf at `at`. Returns 0 or -1. */
-static __always_inline int pkt_to_buf(void *ctx, int is_xdp, __u32 pkt, __u8 *buf, __u32 at,
-				      __u32 len)
-{
-	struct copy_walk w = { .ctx = ctx, .buf = buf, .pkt = pkt, .at = at, .len = len };
-
-	if (at + len > WR_STT_FRAME_MAX + 1)
-		return -1;
-	bpf_loop((len + STT_CHUNK - 1) / STT_CHUNK, is_xdp ? copy_in_xdp : copy_in_skb, &w, 0);
-	return w.failed ? -1 : 0;
-}
-
-/* Copies len bytes of buf at `at` into the skb at pkt. Returns 0 or -1. */
-static __always_inline int buf_to_skb(struct __sk_buff *skb, __u32 pkt, __u8 *buf, __u32 at,
-				      __u32 len)
-{
-	struct copy_walk w = { .ctx = skb, .buf = buf, .pkt = pkt, .at = at, .len = len };
-
-	if (at + len > WR_STT_FRAME_MAX + 1)
-		return -1;
-	bpf_loop((len + STT_CHUNK - 1) / STT_CHUNK, copy_out_skb, &w, 0);
-	return w.failed ? -1 : 0;
-}
 
 /* ---- Reassembly -------------------------------------------------------- */
 
@@ -700,50 +566,6 @@ __noinline int stt_build(struct __sk_buff *skb, struct stt_plan *pl, __u32 j)
 
 /* ---- Sending ----------------------------------------------------------------- */
 
-/* The largest segment payload STT sends or resegments to: the bounded
- * loops below cover this much (jumbo frames included). */
-#define STT_SEG_MAX 9216
-
-/* One's complement sum of buf[off, off + len), len <= STT_SEG_MAX, unfolded.
- * A plain bounded loop, not bpf_loop: the callers already run inside one. */
-static __always_inline __u64 mem_sum_short(__u8 *buf, __u32 off, __u32 len)
-{
-	__u64 sum = 0;
-
-	for (__u32 i = 0; i < STT_SEG_MAX / 512; i++) {
-		__u32 at = (off + i * 512) & 0xffff, n;
-
-		if (i * 512 >= len)
-			break;
-		n = len - i * 512;
-		if (n > 512)
-			n = 512;
-		/* The mask bounds the offset for the verifier; the compiler
-		 * must not fold it into a comparison. */
-		asm volatile("" : "+r"(at));
-		sum += chunk_sum(buf + at, n);
-	}
-	return sum;
-}
-
-/* buf[at, at + len) into the skb at pkt, len <= STT_SEG_MAX. Returns 0 or -1. */
-static __always_inline int buf_to_skb_short(struct __sk_buff *skb, __u32 pkt, __u8 *buf, __u32 at,
-					    __u32 len)
-{
-	for (__u32 i = 0; i < (STT_SEG_MAX + STT_CHUNK - 1) / STT_CHUNK; i++) {
-		__u32 done = i * STT_CHUNK, n;
-
-		if (done >= len)
-			break;
-		n = len - done;
-		if (n > STT_CHUNK)
-			n = STT_CHUNK;
-		if (n == 0 || bpf_skb_store_bytes(skb, pkt + done, buf + ((at + done) & 0xffff), n, 0))
-			return -1;
-	}
-	return 0;
-}
-
 /* A frame being sent in segments: per CPU, beside its buffer. */
 struct stt_send {
 	__u32 ifindex;
@@ -789,7 +611,7 @@ static __always_inline int stt_send_build(struct __sk_buff *skb, __u32 j)
 	plen = s->total - off;
 	if (plen > s->seg)
 		plen = s->seg;
-	if (plen > STT_SEG_MAX)
+	if (plen > BUF_SEG_MAX)
 		return -1;
 	if (s->v6) {
 		struct ipv6hdr *ip6 = (void *)(h + sizeof(struct ethhdr));
@@ -865,8 +687,8 @@ __noinline int stt_segment(struct __sk_buff *skb, __u32 hdr_len, __u32 ifindex, 
 	if (s->total > WR_STT_FRAME_MAX || mtu < l3 + sizeof(struct tcphdr) + 64)
 		return WR_DROP_ENCAP;
 	s->seg = (mtu - l3 - sizeof(struct tcphdr)) & ~7U;
-	if (s->seg > STT_SEG_MAX)
-		s->seg = STT_SEG_MAX;
+	if (s->seg > BUF_SEG_MAX)
+		s->seg = BUF_SEG_MAX;
 	s->nseg = (s->total + s->seg - 1) / s->seg;
 	/* The STT header, then the whole inner frame, into the buffer. */
 	at = s->hlen;
