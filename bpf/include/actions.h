@@ -15,7 +15,7 @@
 #include "classify.h"
 #include "encap.h"
 #include "icmp.h"
-#include "stt.h"
+#include "stt_tx.h"
 
 #define TCP_MSS_OPT_MAX 40
 
@@ -147,17 +147,6 @@ __noinline int outer_csum(struct __sk_buff *skb, const struct frame_info *fi, __
 	return bpf_skb_store_bytes(skb, field, &check, 2, 0) ? -1 : 0;
 }
 
-/* The MTU of the path a tunnel output takes, from the port or the device. */
-static __always_inline __u32 path_mtu(struct __sk_buff *skb, const struct encap_out *out)
-{
-	__u32 mtu = 0;
-
-	if (out->mtu)
-		return out->mtu;
-	bpf_check_mtu(skb, out->ifindex, &mtu, 0, 0);
-	return mtu;
-}
-
 /* Whether the frame, encapsulated with hdr_len more bytes, exceeds mtu. */
 static __always_inline int too_big(struct __sk_buff *skb, const struct frame_info *fi, __u32 hdr_len,
 				   __u32 mtu)
@@ -169,149 +158,6 @@ static __always_inline int too_big(struct __sk_buff *skb, const struct frame_inf
 		l3 = skb->gso_size + fi->l4_off + fi->l4_hlen - sizeof(struct ethhdr) + hdr_len;
 	}
 	return l3 > mtu;
-}
-
-struct exec_state;
-__noinline int build_outer(struct __sk_buff *skb, const struct frame_info *fi,
-			   const struct wr_flow_key *key, struct exec_state *st,
-			   struct encap_out *out);
-
-struct exec_state {
-	__u16 in_port;
-	__u16 tk_done;		/* encapsulated already */
-	__u32 remaining;	/* outputs still to do */
-	__u32 out_hdr_len;	/* outer header length in place */
-	__u32 port_no;		/* the output being done */
-	__u32 tk_idx;		/* its set_tunnel's key, or WR_NO_TUN_KEY */
-	__u32 last;		/* it is the last output */
-	__u32 index;		/* the action being done */
-	__u32 inner_len;	/* the frame's length without outer headers */
-	__u32 pad;
-};
-
-/* encap_build for the output st describes, as a global function: its frame
- * sits beside the ICMP path's, not under it. Returns 0 or a WR_DROP_*. */
-__noinline int build_outer(struct __sk_buff *skb, const struct frame_info *fi,
-			   const struct wr_flow_key *key, struct exec_state *st,
-			   struct encap_out *out)
-{
-	const struct wr_tun_key *tk = NULL;
-	struct wr_port *port;
-	struct scratch *s;
-	__u32 zero = 0;
-
-	if (!fi || !key || !st || !out)
-		return WR_DROP_ENCAP;
-	port = bpf_map_lookup_elem(&wr_ports, &st->port_no);
-	s = bpf_map_lookup_elem(&wr_scratch, &zero);
-	if (!port || !s)
-		return WR_DROP_NO_PORT;
-	__builtin_memset(out, 0, sizeof(*out));
-	/* A replica's skb already carries the last remote's outer header. */
-	st->inner_len = skb->len - (st->tk_done ? st->out_hdr_len : 0);
-	if (st->tk_idx != WR_NO_TUN_KEY)
-		tk = bpf_map_lookup_elem(&wr_tun_keys, &st->tk_idx);
-	return encap_build(skb, port, tk, fi, key, s, out, st->inner_len);
-}
-
-/*
- * Finishes a tunnel output whose outer header (hlen bytes) is in place, or
- * which failed with drop reason r: counts it, then sends the packet (the
- * flow's last output) or a clone of it. Returns a TC verdict, or -1 to go
- * on.
- */
-static __always_inline long output_done(struct __sk_buff *skb, struct exec_state *st,
-					const struct encap_out *out, __u32 hlen, int r)
-{
-	if (r) {
-		drop(r, st->in_port);
-		return st->last ? TC_ACT_SHOT : -1;
-	}
-	if (!st->tk_done)
-		stat_inc(WR_STAT_ENCAP);
-	st->tk_done = 1;
-	st->out_hdr_len = hlen;
-	port_tx(st->port_no, st->inner_len);
-	if (st->last)
-		return encap_redirect(out);
-	if (out->neigh) {
-		/* A clone cannot wait for neighbour resolution; count it lost. */
-		drop(WR_DROP_NO_ROUTE, st->in_port);
-		return -1;
-	}
-	if (bpf_clone_redirect(skb, out->ifindex, 0))
-		drop(WR_DROP_ENCAP, st->in_port);
-	return -1;
-}
-
-/*
- * An output to an STT port, whose header build_outer made. A frame that
- * fits one segment is encapsulated in place and its TCP checksum filled
- * in; a bigger one (a GSO packet) is sent as several segments, which only
- * the last output of a flow can do (the skb becomes the segments) and only
- * towards a next hop whose MAC the FIB knows (clones cannot wait for
- * neighbour resolution). Returns a TC verdict, or -1 to go on.
- */
-__noinline long stt_output(struct __sk_buff *skb, const struct frame_info *fi,
-			   const struct wr_flow_key *key, struct exec_state *st)
-{
-	struct encap_out *out;
-	struct scratch *s;
-	__u32 zero = 0, mtu, hlen, inner_len;
-	int last, r = 0;
-
-	if (!fi || !key || !st)
-		return TC_ACT_SHOT;
-	last = st->last;
-	s = bpf_map_lookup_elem(&wr_scratch, &zero);
-	if (!s) {
-		drop(WR_DROP_ENCAP, st->in_port);
-		return last ? TC_ACT_SHOT : -1;
-	}
-	out = &s->out;
-	r = build_outer(skb, fi, key, st, out);
-	inner_len = st->inner_len;
-	hlen = out->hdr_len;
-	if (!r && (hlen < sizeof(struct ethhdr) + 20 + 38 || hlen > OUTER_MAX))
-		r = WR_DROP_ENCAP;
-	if (r) {
-		drop(r, st->in_port);
-		return last ? TC_ACT_SHOT : -1;
-	}
-	mtu = path_mtu(skb, out);
-	if (!mtu)
-		mtu = 1500;
-	if (WR_STT_HDR_LEN + inner_len > WR_STT_FRAME_MAX) {
-		r = WR_DROP_ENCAP;
-	} else if (st->tk_done) {
-		/* A replica: the same frame, another remote. */
-		if (hlen != st->out_hdr_len ||
-		    bpf_skb_store_bytes(skb, 0, s->hdr,
-					sizeof(struct ethhdr) + ((hlen - sizeof(struct ethhdr)) & 0x7f), 0) ||
-		    stt_tcp_csum(skb, hlen - WR_STT_HDR_LEN, out->v6))
-			r = WR_DROP_ENCAP;
-	} else if (!skb->gso_size && inner_len + hlen - sizeof(struct ethhdr) <= mtu) {
-		/* One segment. The VLAN tag travels in the STT header. */
-		if (skb->vlan_present)
-			bpf_skb_vlan_pop(skb);
-		r = encap_push(skb, s, out, WR_PROTO_STT, fi->ip_version != 0);
-		if (!r && stt_tcp_csum(skb, hlen - WR_STT_HDR_LEN, out->v6))
-			r = WR_DROP_ENCAP;
-	} else if (!last) {
-		r = WR_DROP_ENCAP;
-	} else if (out->neigh) {
-		r = WR_DROP_NO_NEIGH;
-	} else {
-		if (skb->vlan_present)
-			bpf_skb_vlan_pop(skb);
-		r = stt_segment(skb, hlen, out->ifindex, mtu, out->v6);
-		if (!r) {
-			stat_inc(WR_STAT_ENCAP);
-			port_tx(st->port_no, inner_len);
-			return bpf_redirect(out->ifindex, 0);
-		}
-	}
-	return output_done(skb, st, out, hlen, r);
 }
 
 /*

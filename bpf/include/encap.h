@@ -10,6 +10,11 @@
  * key win over the flow's; TTL and TOS come from the flow's set_tunnel when
  * it gives them, else from the port (fixed, or inherited from the inner IP
  * header). ECN always follows the inner packet (RFC 6040, normal mode).
+ *
+ * The steps every tunnel output shares close the file: build_outer routes
+ * the frame and builds its outer header, output_done sends the packet or
+ * a clone of it; tunnel_output (actions.h) and stt_output (stt_tx.h) do
+ * what lies between for their protocols.
  */
 #ifndef WR_ENCAP_H
 #define WR_ENCAP_H
@@ -30,6 +35,7 @@
 
 /* Where the outer packet goes, once routed. */
 struct encap_out {
+	__be64 tun_id;		/* the key the tunnel header carries */
 	__u32 ifindex;
 	__u16 hdr_len;		/* outer headers incl. Ethernet, without the inner copy */
 	__u16 mtu;		/* of the egress path */
@@ -77,40 +83,6 @@ static __always_inline __u32 tunnel_hdr_len(__u8 proto, __u16 flags, const struc
 		return sizeof(struct tcphdr) + WR_STT_HDR_LEN;
 	}
 	return 0;
-}
-
-/* The kernel's sk_buff fields STT's header describes. */
-struct sk_buff___stt {
-	__u8 ip_summed:2;
-	__u16 csum_start;
-	__u16 mac_header;
-} __attribute__((preserve_access_index));
-
-/* STT header flags and L4 offset for the frame in ctx (fi parsed it). */
-static __always_inline void stt_flags_of(struct __sk_buff *ctx, const struct frame_info *fi,
-					 __u8 *flags, __u8 *l4off)
-{
-	struct sk_buff___stt *skb = bpf_cast_to_kern_ctx(ctx);
-	__u8 f = 0, state = BPF_CORE_READ_BITFIELD(skb, ip_summed);
-
-	if (fi->ip_version == 4)
-		f |= STT_F_IPV4;
-	if (fi->ip_proto_l4 == IPPROTO_TCP)
-		f |= STT_F_TCP;
-	*l4off = 0;
-	if (state == CHECKSUM_PARTIAL) {
-		/* The checksum still holds only its pseudo-header sum: STT
-		 * says so, and the receiver completes it. */
-		__u32 at = (__u32)skb->csum_start - skb->mac_header;
-
-		if (at < 256) {
-			f |= STT_F_CSUM_PARTIAL;
-			*l4off = at;
-		}
-	} else if (state == CHECKSUM_UNNECESSARY) {
-		f |= STT_F_CSUM_VERIFIED;
-	}
-	*flags = f;
 }
 
 /*
@@ -180,6 +152,7 @@ static __always_inline int encap_build(struct __sk_buff *skb, const struct wr_po
 	if (!tlen)
 		return WR_DROP_NO_PORT;
 	out->hdr_len = sizeof(struct ethhdr) + l3len + tlen;
+	out->tun_id = tun_id;
 	out->v6 = v6;
 	out->csum = !!(flags & WR_TUNF_CSUM);
 	total = inner_len + out->hdr_len;	/* outer frame length */
@@ -310,35 +283,8 @@ static __always_inline int encap_build(struct __sk_buff *skb, const struct wr_po
 			 * the one atomic on the packet path, only with seq on. */
 			*(__be32 *)f = bpf_htonl(wr_dry_run ? port->gre_seq :
 							 __sync_fetch_and_add((__u32 *)&port->gre_seq, 1));
-	} else if (port->proto == WR_PROTO_STT) {
-		struct tcphdr *th = (void *)t;
-		struct stt_hdr *sh = (void *)(th + 1);
-		__u32 hash = bpf_get_hash_recalc(skb);
-		__u8 sflags, l4off;
-
-		/* A fake TCP segment: the frame length and offset in the
-		 * sequence number, a frame identifier in the acknowledgement. */
-		__builtin_memset(th, 0, sizeof(*th));
-		th->source = bpf_htons(UDP_SPORT_MIN + (((__u64)hash * UDP_SPORT_RANGE) >> 32));
-		th->dest = port->dst_port;
-		th->seq = bpf_htonl((WR_STT_HDR_LEN + inner_len) << 16);
-		th->ack_seq = bpf_get_prandom_u32();
-		th->doff = 5;
-		th->ack = 1;
-		th->psh = 1;
-		th->window = bpf_htons(65535);
-		stt_flags_of(skb, fi, &sflags, &l4off);
-		sh->version = 0;
-		sh->flags = sflags;
-		sh->l4_off = l4off;
-		sh->reserved = 0;
-		/* The MSS goes with a checksum left partial: the receiver
-		 * resegments and fills in the checksums of each segment. */
-		sh->mss = (sflags & STT_F_CSUM_PARTIAL) ? bpf_htons(skb->gso_size) : 0;
-		sh->vlan_tci = skb->vlan_present ? bpf_htons(skb->vlan_tci | STT_VLAN_V) : 0;
-		sh->context = tun_id;
-		sh->pad = 0;
-	} else {
+	} else if (port->proto != WR_PROTO_STT) {
+		/* VXLAN or Geneve. */
 		struct udphdr *uh = (void *)t;
 		__u32 hash = bpf_get_hash_recalc(skb);
 
@@ -364,6 +310,7 @@ static __always_inline int encap_build(struct __sk_buff *skb, const struct wr_po
 				__builtin_memcpy(gh + 1, tk->gnv_opts, WR_GENEVE_OPT_MAX);
 		}
 	}
+	/* STT's TCP and STT headers are STT's to write (stt_fill_hdr). */
 	return 0;
 }
 
@@ -426,6 +373,88 @@ static __always_inline long encap_redirect(const struct encap_out *out)
 		return bpf_redirect_neigh(out->ifindex, &nh, sizeof(nh), 0);
 	}
 	return bpf_redirect(out->ifindex, 0);
+}
+
+/* The MTU of the path a tunnel output takes, from the port or the device. */
+static __always_inline __u32 path_mtu(struct __sk_buff *skb, const struct encap_out *out)
+{
+	__u32 mtu = 0;
+
+	if (out->mtu)
+		return out->mtu;
+	bpf_check_mtu(skb, out->ifindex, &mtu, 0, 0);
+	return mtu;
+}
+
+/* ---- One tunnel output -------------------------------------------------- */
+
+/* The state of a flow's actions while they are carried out (actions.h):
+ * what a tunnel output needs to know of those before it. */
+struct exec_state {
+	__u16 in_port;
+	__u16 tk_done;		/* encapsulated already */
+	__u32 out_hdr_len;	/* outer header length in place */
+	__u32 port_no;		/* the output being done */
+	__u32 tk_idx;		/* its set_tunnel's key, or WR_NO_TUN_KEY */
+	__u32 last;		/* it is the last output */
+	__u32 index;		/* the action being done */
+	__u32 inner_len;	/* the frame's length without outer headers */
+	__u32 pad;
+};
+
+/* encap_build for the output st describes, as a global function: its frame
+ * sits beside the ICMP path's, not under it. Returns 0 or a WR_DROP_*. */
+__noinline int build_outer(struct __sk_buff *skb, const struct frame_info *fi,
+			   const struct wr_flow_key *key, struct exec_state *st,
+			   struct encap_out *out)
+{
+	const struct wr_tun_key *tk = NULL;
+	struct wr_port *port;
+	struct scratch *s;
+	__u32 zero = 0;
+
+	if (!fi || !key || !st || !out)
+		return WR_DROP_ENCAP;
+	port = bpf_map_lookup_elem(&wr_ports, &st->port_no);
+	s = bpf_map_lookup_elem(&wr_scratch, &zero);
+	if (!port || !s)
+		return WR_DROP_NO_PORT;
+	__builtin_memset(out, 0, sizeof(*out));
+	/* A replica's skb already carries the last remote's outer header. */
+	st->inner_len = skb->len - (st->tk_done ? st->out_hdr_len : 0);
+	if (st->tk_idx != WR_NO_TUN_KEY)
+		tk = bpf_map_lookup_elem(&wr_tun_keys, &st->tk_idx);
+	return encap_build(skb, port, tk, fi, key, s, out, st->inner_len);
+}
+
+/*
+ * Finishes a tunnel output whose outer header (hlen bytes) is in place, or
+ * which failed with drop reason r: counts it, then sends the packet (the
+ * flow's last output) or a clone of it. Returns a TC verdict, or -1 to go
+ * on.
+ */
+static __always_inline long output_done(struct __sk_buff *skb, struct exec_state *st,
+					const struct encap_out *out, __u32 hlen, int r)
+{
+	if (r) {
+		drop(r, st->in_port);
+		return st->last ? TC_ACT_SHOT : -1;
+	}
+	if (!st->tk_done)
+		stat_inc(WR_STAT_ENCAP);
+	st->tk_done = 1;
+	st->out_hdr_len = hlen;
+	port_tx(st->port_no, st->inner_len);
+	if (st->last)
+		return encap_redirect(out);
+	if (out->neigh) {
+		/* A clone cannot wait for neighbour resolution; count it lost. */
+		drop(WR_DROP_NO_ROUTE, st->in_port);
+		return -1;
+	}
+	if (bpf_clone_redirect(skb, out->ifindex, 0))
+		drop(WR_DROP_ENCAP, st->in_port);
+	return -1;
 }
 
 #endif /* WR_ENCAP_H */

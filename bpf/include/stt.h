@@ -2,13 +2,7 @@
 /*
  * STT (Stateless Transport Tunneling, draft-davie-stt-08) in eBPF.
  *
- * Sending: an inner frame becomes one STT frame (18-byte STT header, then
- * the frame) carried by a fake TCP segment. A frame that does not fit one
- * underlay segment (a 64 KB GSO packet, say) is copied into a per-CPU
- * buffer and sent as several segments, each built in turn in the same skb
- * and sent as a clone: sequence number (frame length << 16 | offset),
- * acknowledgement (the frame's identifier) and a TCP checksum each, the STT
- * header only in the first.
+ * Sending is in stt_tx.h.
  *
  * Receiving: a frame that arrives in one segment is decapsulated like any
  * tunnel packet. Segments are copied into a reassembly slot; when the last
@@ -28,7 +22,7 @@
 
 #include "buf.h"
 #include "classify.h"
-#include "encap.h"
+#include "parse.h"
 #include "tunnel.h"
 
 _Static_assert(WR_STT_FRAME_MAX <= BUF_FRAME_MAX, "an STT frame fits a frame buffer");
@@ -62,18 +56,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct wr_stt_frame);
 } wr_stt_frames SEC(".maps");
-
-/* A frame being sent in segments, per CPU (too big for a per-CPU map). */
-struct wr_stt_buf {
-	__u8 data[BUF_SIZE];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct wr_stt_buf);
-} wr_stt_tx SEC(".maps");
 
 /* Headers under construction while resegmenting. */
 struct stt_hdrbuf {
@@ -562,167 +544,6 @@ __noinline int stt_build(struct __sk_buff *skb, struct stt_plan *pl, __u32 j)
 	if (buf_to_skb(skb, hdrs, fr->data, in + first, plen))
 		return WR_DROP_DECAP;
 	return 0;
-}
-
-/* ---- Sending ----------------------------------------------------------------- */
-
-/* A frame being sent in segments: per CPU, beside its buffer. */
-struct stt_send {
-	__u32 ifindex;
-	__u32 hlen;		/* Ethernet + IP + TCP */
-	__u32 total;		/* STT frame length */
-	__u32 seg;		/* payload bytes per segment */
-	__u32 nseg;
-	__u32 v6;
-	__u32 failed;
-	__u32 pad;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct stt_send);
-} wr_stt_send SEC(".maps");
-
-/* Builds segment j in the skb: headers from the scratch header (lengths,
- * sequence number, PSH and checksums set for it), bytes from the buffer.
- * Returns 0 or -1. */
-static __always_inline int stt_send_build(struct __sk_buff *skb, __u32 j)
-{
-	__u32 zero = 0, cpu = bpf_get_smp_processor_id(), off, plen, l4, hl;
-	struct stt_send *s = bpf_map_lookup_elem(&wr_stt_send, &zero);
-	struct scratch *sc = bpf_map_lookup_elem(&wr_scratch, &zero);
-	struct wr_stt_buf *tx = bpf_map_lookup_elem(&wr_stt_tx, &cpu);
-	struct tcphdr *th;
-	__u8 *h;
-	__u64 sum;
-
-	if (!s || !sc || !tx)
-		return -1;
-	h = sc->hdr;
-	hl = s->hlen;
-	if (hl < sizeof(struct ethhdr) + 20 + 20 || hl > sizeof(struct ethhdr) + 40 + 20)
-		return -1;
-	l4 = hl - sizeof(struct tcphdr);
-	off = j * s->seg;
-	if (off >= s->total)
-		return -1;
-	plen = s->total - off;
-	if (plen > s->seg)
-		plen = s->seg;
-	if (plen > BUF_SEG_MAX)
-		return -1;
-	if (s->v6) {
-		struct ipv6hdr *ip6 = (void *)(h + sizeof(struct ethhdr));
-
-		ip6->payload_len = bpf_htons(sizeof(struct tcphdr) + plen);
-		sum = pseudo_sum(ip6->saddr.in6_u.u6_addr8, ip6->daddr.in6_u.u6_addr8, 1,
-				 sizeof(struct tcphdr) + plen, IPPROTO_TCP);
-	} else {
-		struct iphdr *ip = (void *)(h + sizeof(struct ethhdr));
-
-		ip->tot_len = bpf_htons(sizeof(*ip) + sizeof(struct tcphdr) + plen);
-		ip->check = 0;
-		ip->check = ipv4_header_csum(ip);
-		sum = pseudo_sum((__u8 *)&ip->saddr, (__u8 *)&ip->daddr, 0, sizeof(struct tcphdr) + plen,
-				 IPPROTO_TCP);
-	}
-	th = (void *)(h + l4);
-	th->seq = bpf_htonl((s->total << 16) | off);
-	th->psh = j + 1 == s->nseg;
-	th->check = 0;
-	sum += (__u32)bpf_csum_diff(0, 0, (__be32 *)th, sizeof(*th), 0);
-	sum += mem_sum_short(tx->data, off, plen);
-	th->check = ~csum_fold32(sum);
-	if (bpf_skb_change_tail(skb, hl + plen, 0))
-		return -1;
-	if (bpf_skb_store_bytes(skb, 0, h, hl, 0))
-		return -1;
-	return buf_to_skb_short(skb, hl, tx->data, off, plen);
-}
-
-struct stt_skb {
-	struct __sk_buff *skb;
-};
-
-static long stt_send_step(__u32 j, void *arg)
-{
-	struct __sk_buff *skb = ((struct stt_skb *)arg)->skb;
-	__u32 zero = 0;
-	struct stt_send *s = bpf_map_lookup_elem(&wr_stt_send, &zero);
-
-	if (!s || j + 1 >= s->nseg)
-		return 1;	/* the last goes back to the caller */
-	if (stt_send_build(skb, j) || bpf_clone_redirect(skb, s->ifindex, 0)) {
-		s->failed = 1;
-		return 1;
-	}
-	return 0;
-}
-
-/*
- * Sends the frame in skb as an STT frame of several segments to ifindex.
- * The scratch header holds the STT packet header encap_build made
- * (Ethernet, IP, TCP, STT header), hdr_len bytes. Every segment but the
- * last leaves as a clone; the skb becomes the last. Returns 0 or a
- * WR_DROP_* reason.
- */
-__noinline int stt_segment(struct __sk_buff *skb, __u32 hdr_len, __u32 ifindex, __u32 mtu, __u32 v6)
-{
-	__u32 zero = 0, cpu = bpf_get_smp_processor_id(), len = skb->len, at;
-	struct wr_stt_buf *tx = bpf_map_lookup_elem(&wr_stt_tx, &cpu);
-	struct scratch *sc = bpf_map_lookup_elem(&wr_scratch, &zero);
-	struct stt_send *s = bpf_map_lookup_elem(&wr_stt_send, &zero);
-	__u32 l3 = v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
-	struct stt_skb a = { skb };
-
-	if (!tx || !sc || !s || hdr_len > OUTER_MAX || hdr_len < sizeof(struct ethhdr) + l3 + 38)
-		return WR_DROP_ENCAP;
-	s->ifindex = ifindex;
-	s->v6 = v6;
-	s->failed = 0;
-	s->hlen = hdr_len - WR_STT_HDR_LEN;
-	s->total = WR_STT_HDR_LEN + len;
-	if (s->total > WR_STT_FRAME_MAX || mtu < l3 + sizeof(struct tcphdr) + 64)
-		return WR_DROP_ENCAP;
-	s->seg = (mtu - l3 - sizeof(struct tcphdr)) & ~7U;
-	if (s->seg > BUF_SEG_MAX)
-		s->seg = BUF_SEG_MAX;
-	s->nseg = (s->total + s->seg - 1) / s->seg;
-	/* The STT header, then the whole inner frame, into the buffer. */
-	at = s->hlen;
-	if (at > OUTER_MAX - WR_STT_HDR_LEN)
-		return WR_DROP_ENCAP;
-	__builtin_memcpy(tx->data, sc->hdr + at, WR_STT_HDR_LEN);
-	if (pkt_to_buf(skb, 0, 0, tx->data, WR_STT_HDR_LEN, len))
-		return WR_DROP_ENCAP;
-	bpf_loop(s->nseg, stt_send_step, &a, 0);
-	if (s->failed || stt_send_build(skb, s->nseg - 1))
-		return WR_DROP_ENCAP;
-	return 0;
-}
-
-/* Fills in the TCP checksum of an STT packet sent in one segment, whose
- * Ethernet + IP + TCP headers are hlen bytes. A global function. */
-__noinline int stt_tcp_csum(struct __sk_buff *skb, __u32 hlen, __u32 v6)
-{
-	__u32 zero = 0, l4 = hlen - sizeof(struct tcphdr), len = skb->len;
-	struct scratch *s = bpf_map_lookup_elem(&wr_scratch, &zero);
-	__s64 sum;
-	__u16 check;
-	__u8 *ip;
-
-	if (!s || hlen > OUTER_MAX || l4 < sizeof(struct ethhdr) + 20)
-		return -1;
-	sum = packet_sum(skb, 0, l4, len);
-	if (sum < 0)
-		return -1;
-	ip = s->hdr + sizeof(struct ethhdr);
-	sum += v6 ? pseudo_sum(ip + 8, ip + 24, 1, len - l4, IPPROTO_TCP) :
-		    pseudo_sum(ip + 12, ip + 16, 0, len - l4, IPPROTO_TCP);
-	check = ~csum_fold32(sum);
-	return bpf_skb_store_bytes(skb, l4 + 16, &check, 2, 0) ? -1 : 0;
 }
 
 #endif /* WR_STT_H */

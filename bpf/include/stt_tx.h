@@ -1,0 +1,348 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Sending STT (draft-davie-stt-08): all a frame goes through on its way
+ * into an STT tunnel, from stt_output, which exec_one (actions.h) calls
+ * for an output to an STT port.
+ *
+ * build_outer (encap.h) routes the frame and writes the outer Ethernet and
+ * IP headers as for any tunnel; stt_fill_hdr adds the fake TCP header and
+ * the STT header (18 bytes, then the frame). A frame that fits one
+ * underlay segment is encapsulated in place and its TCP checksum filled in
+ * (stt_tcp_csum). One that does not (a 64 KB GSO packet, say) is copied
+ * into a per-CPU buffer and sent as several segments, each built in turn
+ * in the same skb and sent as a clone (stt_segment): sequence number
+ * (frame length << 16 | offset), acknowledgement (the frame's identifier)
+ * and a TCP checksum each, the STT header only in the first.
+ */
+#ifndef WR_STT_TX_H
+#define WR_STT_TX_H
+
+#include "buf.h"
+#include "encap.h"
+
+/* A frame being sent in segments, per CPU (too big for a per-CPU map). */
+struct wr_stt_buf {
+	__u8 data[BUF_SIZE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct wr_stt_buf);
+} wr_stt_tx SEC(".maps");
+
+/* The kernel's sk_buff fields STT's header describes. */
+struct sk_buff___stt {
+	__u8 ip_summed:2;
+	__u16 csum_start;
+	__u16 mac_header;
+} __attribute__((preserve_access_index));
+
+/* The STT header's flags and L4 offset for the frame in ctx (fi parsed
+ * it), written into the header at sh. */
+static __always_inline void stt_flags_of(struct __sk_buff *ctx, const struct frame_info *fi,
+					 struct stt_hdr *sh)
+{
+	struct sk_buff___stt *skb = bpf_cast_to_kern_ctx(ctx);
+	__u8 f = 0, state = BPF_CORE_READ_BITFIELD(skb, ip_summed);
+
+	if (fi->ip_version == 4)
+		f |= STT_F_IPV4;
+	if (fi->ip_proto_l4 == IPPROTO_TCP)
+		f |= STT_F_TCP;
+	sh->l4_off = 0;
+	if (state == CHECKSUM_PARTIAL) {
+		/* The checksum still holds only its pseudo-header sum: STT
+		 * says so, and the receiver completes it. */
+		__u32 at = (__u32)skb->csum_start - skb->mac_header;
+
+		if (at < 256) {
+			f |= STT_F_CSUM_PARTIAL;
+			sh->l4_off = at;
+		}
+	} else if (state == CHECKSUM_UNNECESSARY) {
+		f |= STT_F_CSUM_VERIFIED;
+	}
+	sh->flags = f;
+}
+
+/*
+ * Writes the fake TCP header and the STT header of the output st is doing
+ * after the outer IP header that build_outer put in the scratch header:
+ * the frame length and offset in the sequence number, a frame identifier
+ * in the acknowledgement. A global function: its frame sits beside the
+ * deeper ones of stt_output, not under them. Returns 0 or a WR_DROP_*.
+ */
+__noinline int stt_fill_hdr(struct __sk_buff *skb, const struct frame_info *fi,
+			    const struct exec_state *st)
+{
+	__u32 zero = 0;
+	struct scratch *s = bpf_map_lookup_elem(&wr_scratch, &zero);
+	struct wr_port *port;
+	struct tcphdr *th;
+	struct stt_hdr *sh;
+	__u32 hash;
+
+	if (!fi || !st || !s)
+		return WR_DROP_ENCAP;
+	port = bpf_map_lookup_elem(&wr_ports, &st->port_no);
+	if (!port)
+		return WR_DROP_NO_PORT;
+	th = (void *)(s->hdr + sizeof(struct ethhdr) +
+		      (s->out.v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr)));
+	sh = (void *)(th + 1);
+	hash = bpf_get_hash_recalc(skb);
+	__builtin_memset(th, 0, sizeof(*th));
+	th->source = bpf_htons(UDP_SPORT_MIN + (((__u64)hash * UDP_SPORT_RANGE) >> 32));
+	th->dest = port->dst_port;
+	th->seq = bpf_htonl((WR_STT_HDR_LEN + st->inner_len) << 16);
+	th->ack_seq = bpf_get_prandom_u32();
+	th->doff = 5;
+	th->ack = 1;
+	th->psh = 1;
+	th->window = bpf_htons(65535);
+	sh->version = 0;
+	stt_flags_of(skb, fi, sh);
+	sh->reserved = 0;
+	/* The MSS goes with a checksum left partial: the receiver
+	 * resegments and fills in the checksums of each segment. */
+	sh->mss = (sh->flags & STT_F_CSUM_PARTIAL) ? bpf_htons(skb->gso_size) : 0;
+	sh->vlan_tci = skb->vlan_present ? bpf_htons(skb->vlan_tci | STT_VLAN_V) : 0;
+	sh->context = s->out.tun_id;
+	sh->pad = 0;
+	return 0;
+}
+
+/* A frame being sent in segments: per CPU, beside its buffer. */
+struct stt_send {
+	__u32 ifindex;
+	__u32 hlen;		/* Ethernet + IP + TCP */
+	__u32 total;		/* STT frame length */
+	__u32 seg;		/* payload bytes per segment */
+	__u32 nseg;
+	__u32 v6;
+	__u32 failed;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct stt_send);
+} wr_stt_send SEC(".maps");
+
+/* Builds segment j in the skb: headers from the scratch header (lengths,
+ * sequence number, PSH and checksums set for it), bytes from the buffer.
+ * Returns 0 or -1. */
+static __always_inline int stt_send_build(struct __sk_buff *skb, __u32 j)
+{
+	__u32 zero = 0, cpu = bpf_get_smp_processor_id(), off, plen, l4, hl;
+	struct stt_send *s = bpf_map_lookup_elem(&wr_stt_send, &zero);
+	struct scratch *sc = bpf_map_lookup_elem(&wr_scratch, &zero);
+	struct wr_stt_buf *tx = bpf_map_lookup_elem(&wr_stt_tx, &cpu);
+	struct tcphdr *th;
+	__u8 *h;
+	__u64 sum;
+
+	if (!s || !sc || !tx)
+		return -1;
+	h = sc->hdr;
+	hl = s->hlen;
+	if (hl < sizeof(struct ethhdr) + 20 + 20 || hl > sizeof(struct ethhdr) + 40 + 20)
+		return -1;
+	l4 = hl - sizeof(struct tcphdr);
+	off = j * s->seg;
+	if (off >= s->total)
+		return -1;
+	plen = s->total - off;
+	if (plen > s->seg)
+		plen = s->seg;
+	if (plen > BUF_SEG_MAX)
+		return -1;
+	if (s->v6) {
+		struct ipv6hdr *ip6 = (void *)(h + sizeof(struct ethhdr));
+
+		ip6->payload_len = bpf_htons(sizeof(struct tcphdr) + plen);
+		sum = pseudo_sum(ip6->saddr.in6_u.u6_addr8, ip6->daddr.in6_u.u6_addr8, 1,
+				 sizeof(struct tcphdr) + plen, IPPROTO_TCP);
+	} else {
+		struct iphdr *ip = (void *)(h + sizeof(struct ethhdr));
+
+		ip->tot_len = bpf_htons(sizeof(*ip) + sizeof(struct tcphdr) + plen);
+		ip->check = 0;
+		ip->check = ipv4_header_csum(ip);
+		sum = pseudo_sum((__u8 *)&ip->saddr, (__u8 *)&ip->daddr, 0, sizeof(struct tcphdr) + plen,
+				 IPPROTO_TCP);
+	}
+	th = (void *)(h + l4);
+	th->seq = bpf_htonl((s->total << 16) | off);
+	th->psh = j + 1 == s->nseg;
+	th->check = 0;
+	sum += (__u32)bpf_csum_diff(0, 0, (__be32 *)th, sizeof(*th), 0);
+	sum += mem_sum_short(tx->data, off, plen);
+	th->check = ~csum_fold32(sum);
+	if (bpf_skb_change_tail(skb, hl + plen, 0))
+		return -1;
+	if (bpf_skb_store_bytes(skb, 0, h, hl, 0))
+		return -1;
+	return buf_to_skb_short(skb, hl, tx->data, off, plen);
+}
+
+struct stt_skb {
+	struct __sk_buff *skb;
+};
+
+static long stt_send_step(__u32 j, void *arg)
+{
+	struct __sk_buff *skb = ((struct stt_skb *)arg)->skb;
+	__u32 zero = 0;
+	struct stt_send *s = bpf_map_lookup_elem(&wr_stt_send, &zero);
+
+	if (!s || j + 1 >= s->nseg)
+		return 1;	/* the last goes back to the caller */
+	if (stt_send_build(skb, j) || bpf_clone_redirect(skb, s->ifindex, 0)) {
+		s->failed = 1;
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * Sends the frame in skb as an STT frame of several segments to ifindex.
+ * The scratch header holds the STT packet header encap_build made
+ * (Ethernet, IP, TCP, STT header), hdr_len bytes. Every segment but the
+ * last leaves as a clone; the skb becomes the last. Returns 0 or a
+ * WR_DROP_* reason.
+ */
+__noinline int stt_segment(struct __sk_buff *skb, __u32 hdr_len, __u32 ifindex, __u32 mtu, __u32 v6)
+{
+	__u32 zero = 0, cpu = bpf_get_smp_processor_id(), len = skb->len, at;
+	struct wr_stt_buf *tx = bpf_map_lookup_elem(&wr_stt_tx, &cpu);
+	struct scratch *sc = bpf_map_lookup_elem(&wr_scratch, &zero);
+	struct stt_send *s = bpf_map_lookup_elem(&wr_stt_send, &zero);
+	__u32 l3 = v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
+	struct stt_skb a = { skb };
+
+	if (!tx || !sc || !s || hdr_len > OUTER_MAX || hdr_len < sizeof(struct ethhdr) + l3 + 38)
+		return WR_DROP_ENCAP;
+	s->ifindex = ifindex;
+	s->v6 = v6;
+	s->failed = 0;
+	s->hlen = hdr_len - WR_STT_HDR_LEN;
+	s->total = WR_STT_HDR_LEN + len;
+	if (s->total > WR_STT_FRAME_MAX || mtu < l3 + sizeof(struct tcphdr) + 64)
+		return WR_DROP_ENCAP;
+	s->seg = (mtu - l3 - sizeof(struct tcphdr)) & ~7U;
+	if (s->seg > BUF_SEG_MAX)
+		s->seg = BUF_SEG_MAX;
+	s->nseg = (s->total + s->seg - 1) / s->seg;
+	/* The STT header, then the whole inner frame, into the buffer. */
+	at = s->hlen;
+	if (at > OUTER_MAX - WR_STT_HDR_LEN)
+		return WR_DROP_ENCAP;
+	__builtin_memcpy(tx->data, sc->hdr + at, WR_STT_HDR_LEN);
+	if (pkt_to_buf(skb, 0, 0, tx->data, WR_STT_HDR_LEN, len))
+		return WR_DROP_ENCAP;
+	bpf_loop(s->nseg, stt_send_step, &a, 0);
+	if (s->failed || stt_send_build(skb, s->nseg - 1))
+		return WR_DROP_ENCAP;
+	return 0;
+}
+
+/* Fills in the TCP checksum of an STT packet sent in one segment, whose
+ * Ethernet + IP + TCP headers are hlen bytes. A global function. */
+__noinline int stt_tcp_csum(struct __sk_buff *skb, __u32 hlen, __u32 v6)
+{
+	__u32 zero = 0, l4 = hlen - sizeof(struct tcphdr), len = skb->len;
+	struct scratch *s = bpf_map_lookup_elem(&wr_scratch, &zero);
+	__s64 sum;
+	__u16 check;
+	__u8 *ip;
+
+	if (!s || hlen > OUTER_MAX || l4 < sizeof(struct ethhdr) + 20)
+		return -1;
+	sum = packet_sum(skb, 0, l4, len);
+	if (sum < 0)
+		return -1;
+	ip = s->hdr + sizeof(struct ethhdr);
+	sum += v6 ? pseudo_sum(ip + 8, ip + 24, 1, len - l4, IPPROTO_TCP) :
+		    pseudo_sum(ip + 12, ip + 16, 0, len - l4, IPPROTO_TCP);
+	check = ~csum_fold32(sum);
+	return bpf_skb_store_bytes(skb, l4 + 16, &check, 2, 0) ? -1 : 0;
+}
+
+/*
+ * An output to an STT port, whose header build_outer made. A frame that
+ * fits one segment is encapsulated in place and its TCP checksum filled
+ * in; a bigger one (a GSO packet) is sent as several segments, which only
+ * the last output of a flow can do (the skb becomes the segments) and only
+ * towards a next hop whose MAC the FIB knows (clones cannot wait for
+ * neighbour resolution). Returns a TC verdict, or -1 to go on.
+ */
+__noinline long stt_output(struct __sk_buff *skb, const struct frame_info *fi,
+			   const struct wr_flow_key *key, struct exec_state *st)
+{
+	struct encap_out *out;
+	struct scratch *s;
+	__u32 zero = 0, mtu, hlen, inner_len;
+	int last, r = 0;
+
+	if (!fi || !key || !st)
+		return TC_ACT_SHOT;
+	last = st->last;
+	s = bpf_map_lookup_elem(&wr_scratch, &zero);
+	if (!s) {
+		drop(WR_DROP_ENCAP, st->in_port);
+		return last ? TC_ACT_SHOT : -1;
+	}
+	out = &s->out;
+	r = build_outer(skb, fi, key, st, out);
+	inner_len = st->inner_len;
+	hlen = out->hdr_len;
+	if (!r && (hlen < sizeof(struct ethhdr) + 20 + 38 || hlen > OUTER_MAX))
+		r = WR_DROP_ENCAP;
+	if (!r)
+		r = stt_fill_hdr(skb, fi, st);
+	if (r) {
+		drop(r, st->in_port);
+		return last ? TC_ACT_SHOT : -1;
+	}
+	mtu = path_mtu(skb, out);
+	if (!mtu)
+		mtu = 1500;
+	if (WR_STT_HDR_LEN + inner_len > WR_STT_FRAME_MAX) {
+		r = WR_DROP_ENCAP;
+	} else if (st->tk_done) {
+		/* A replica: the same frame, another remote. */
+		if (hlen != st->out_hdr_len ||
+		    bpf_skb_store_bytes(skb, 0, s->hdr,
+					sizeof(struct ethhdr) + ((hlen - sizeof(struct ethhdr)) & 0x7f), 0) ||
+		    stt_tcp_csum(skb, hlen - WR_STT_HDR_LEN, out->v6))
+			r = WR_DROP_ENCAP;
+	} else if (!skb->gso_size && inner_len + hlen - sizeof(struct ethhdr) <= mtu) {
+		/* One segment. The VLAN tag travels in the STT header. */
+		if (skb->vlan_present)
+			bpf_skb_vlan_pop(skb);
+		r = encap_push(skb, s, out, WR_PROTO_STT, fi->ip_version != 0);
+		if (!r && stt_tcp_csum(skb, hlen - WR_STT_HDR_LEN, out->v6))
+			r = WR_DROP_ENCAP;
+	} else if (!last) {
+		r = WR_DROP_ENCAP;
+	} else if (out->neigh) {
+		r = WR_DROP_NO_NEIGH;
+	} else {
+		if (skb->vlan_present)
+			bpf_skb_vlan_pop(skb);
+		r = stt_segment(skb, hlen, out->ifindex, mtu, out->v6);
+		if (!r) {
+			stat_inc(WR_STAT_ENCAP);
+			port_tx(st->port_no, inner_len);
+			return bpf_redirect(out->ifindex, 0);
+		}
+	}
+	return output_done(skb, st, out, hlen, r);
+}
+
+#endif /* WR_STT_TX_H */
