@@ -23,7 +23,7 @@
  * already run inside a bpf_loop. */
 #define BUF_SEG_MAX 9216
 
-/* ---- Sums --------------------------------------------------------------- */
+/* ---- Sums ---------------------------------------------------------------- */
 
 /* A sum in progress, for bpf_loop. */
 struct msum {

@@ -10,6 +10,8 @@
 #define WR_CLASSIFY_H
 
 #include "maps.h"
+#include "parse.h"
+#include "tunnel.h"
 
 /* Per-CPU scratch for a packet's flow key and its key under one mask: too
  * big for the 512-byte stack beside everything else a program keeps there.
@@ -100,6 +102,65 @@ static __always_inline void flow_hit(const struct wr_flow_entry *e, __u64 bytes,
 		s->used_ns = bpf_ktime_get_boot_ns();
 		s->tcp_flags |= tcp_flags;
 	}
+}
+
+/*
+ * Parses the frame in skb into key (its tunnel fields already set) and fi;
+ * with ecn = the outer ECN + 1 (0: none), decapsulates ECN into it (RFC
+ * 6040). Returns 0, or the WR_DROP_* reason to drop it for.
+ */
+static __always_inline int parse_inner_skb(struct __sk_buff *skb, struct wr_flow_key *key,
+					   struct frame_info *fi, __u32 ecn)
+{
+	struct packet p;
+
+	/* Headers the parser reads must be in the linear part. */
+	if (skb->data_end - skb->data < 128 && skb->len > skb->data_end - skb->data)
+		bpf_skb_pull_data(skb, skb->len < 128 ? skb->len : 128);
+	p.data = (void *)(long)skb->data;
+	p.end = (void *)(long)skb->data_end;
+	if (parse_frame(&p, key, fi) < 0)
+		return WR_DROP_TRUNCATED;
+	if (ecn && ecn_decap(&p, fi->l3_off, fi->ip_version, ecn - 1, key) < 0)
+		return WR_DROP_ECN;
+	return 0;
+}
+
+/*
+ * The flow of the frame in skb, whose tunnel fields l->key already holds:
+ * parsed into l->key and fi (ecn as parse_inner_skb takes it), looked up,
+ * and the hit counted. NULL when there is none to run, counted: a frame
+ * dropped, or a miss; *pass then says whether the miss goes to the stack
+ * (as the miss_tunnel or, without `tunnel`, the miss_local setting says).
+ */
+static __always_inline struct wr_flow_entry *frame_flow(struct __sk_buff *skb, struct lookup *l,
+							 struct frame_info *fi, __u32 ecn,
+							 int tunnel, int *pass)
+{
+	struct wr_flow_key *key = &l->key;
+	struct wr_flow_entry *e;
+	struct wr_config *cfg;
+	int r;
+
+	*pass = 0;
+	r = parse_inner_skb(skb, key, fi, ecn);
+	if (r) {
+		drop(r, key->in_port);
+		return NULL;
+	}
+	e = classify(key, l);
+	if (!e) {
+		cfg = config();
+		if (cfg && (tunnel ? cfg->miss_tunnel : cfg->miss_local) == WR_MISS_PASS) {
+			stat_inc(WR_STAT_MISS_PASS);
+			*pass = 1;
+			return NULL;
+		}
+		drop(WR_DROP_NO_FLOW, key->in_port);
+		return NULL;
+	}
+	flow_hit(e, skb->len, fi->tcp_flags);
+	return e;
 }
 
 #endif /* WR_CLASSIFY_H */

@@ -386,7 +386,7 @@ static __always_inline __u32 path_mtu(struct __sk_buff *skb, const struct encap_
 	return mtu;
 }
 
-/* ---- One tunnel output -------------------------------------------------- */
+/* ---- One tunnel output --------------------------------------------------- */
 
 /* The state of a flow's actions while they are carried out (actions.h):
  * what a tunnel output needs to know of those before it. */

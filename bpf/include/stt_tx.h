@@ -19,6 +19,7 @@
 
 #include "buf.h"
 #include "encap.h"
+#include "stt.h"
 
 /* A frame being sent in segments, per CPU (too big for a per-CPU map). */
 struct wr_stt_buf {
@@ -190,13 +191,9 @@ static __always_inline int stt_send_build(struct __sk_buff *skb, __u32 j)
 	return buf_to_skb_short(skb, hl, tx->data, off, plen);
 }
 
-struct stt_skb {
-	struct __sk_buff *skb;
-};
-
 static long stt_send_step(__u32 j, void *arg)
 {
-	struct __sk_buff *skb = ((struct stt_skb *)arg)->skb;
+	struct __sk_buff *skb = ((struct skb_arg *)arg)->skb;
 	__u32 zero = 0;
 	struct stt_send *s = bpf_map_lookup_elem(&wr_stt_send, &zero);
 
@@ -223,7 +220,7 @@ __noinline int stt_segment(struct __sk_buff *skb, __u32 hdr_len, __u32 ifindex, 
 	struct scratch *sc = bpf_map_lookup_elem(&wr_scratch, &zero);
 	struct stt_send *s = bpf_map_lookup_elem(&wr_stt_send, &zero);
 	__u32 l3 = v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
-	struct stt_skb a = { skb };
+	struct skb_arg a = { skb };
 
 	if (!tx || !sc || !s || hdr_len > OUTER_MAX || hdr_len < sizeof(struct ethhdr) + l3 + 38)
 		return WR_DROP_ENCAP;
