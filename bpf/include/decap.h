@@ -17,7 +17,8 @@
 #include "stt_rx.h"
 #include "tunnel.h"
 
-static __always_inline __u32 frame_len(void *ctx, int is_xdp, struct packet *p)
+/* The packet's length, non-linear part included. */
+static __always_inline __u32 frame_len(void *ctx, int is_xdp)
 {
 	if (is_xdp)
 		return bpf_xdp_get_buff_len(ctx);
@@ -212,7 +213,7 @@ static __always_inline int parse_tunnel(void *ctx, int is_xdp, struct packet *p,
 	struct wr_endpoint *ep;
 	struct wr_port *port;
 	struct ethhdr *eth;
-	__u32 len = frame_len(ctx, is_xdp, p);
+	__u32 len = frame_len(ctx, is_xdp);
 	__u32 l4_off, l3_end;
 	__u32 port_no;
 	int v6, r, next;

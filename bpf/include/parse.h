@@ -8,8 +8,12 @@
  * caller; how the header is laid out and read is here only.
  *
  * They read through direct pointers and never write, so XDP and TC share
- * them. Then parse_frame: an Ethernet frame into a flow key, one step per
- * layer, so that a new match field is a line in the step of its header.
+ * them, and so do the outer headers of a tunnel packet (decap.h), the
+ * frame inside it (parse_frame below) and STT's look at a frame it
+ * reassembled in a map buffer (stt_plan), whose offsets are bounded.
+ *
+ * parse_frame reads an Ethernet frame into a flow key, one step per layer,
+ * so that a new match field is a line in the step of its header.
  */
 #ifndef WR_PARSE_H
 #define WR_PARSE_H
