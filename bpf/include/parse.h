@@ -148,18 +148,15 @@ static __always_inline __u8 ipv6_tclass(const struct ipv6hdr *ip6)
  * Walks the IPv6 extension headers from `next` (the IPv6 header's next
  * header), at most MAX_IPV6_EXT of them: hop-by-hop, routing and
  * destination options are skipped, and so is the fragment header of a
- * first fragment; the walk stops past the fragment header of a later one,
- * and past any fragment header with stop_at_frag. *proto gets the header
- * after the walk and *frag (WR_FRAG_*) the packet as a fragment, written
- * as they are found. Returns 1 when a fragment header was walked over, 0
- * when none was, or PARSE_SHORT when a header is cut short (*proto then
- * untouched).
+ * first fragment. The walk stops past the fragment header of a later
+ * fragment, and past any fragment header with stop_at_frag: it then
+ * returns 1 (0 otherwise, PARSE_SHORT when a header is cut short). *proto
+ * gets the header after the walk (unless cut short) and *frag (WR_FRAG_*)
+ * the packet as a fragment, written as they are found.
  */
 static __always_inline int parse_ip6_exts(struct cursor *c, __u8 next, __u8 *proto, __u8 *frag,
 					  int stop_at_frag)
 {
-	int frag_hdr = 0;
-
 #pragma unroll
 	for (int i = 0; i < MAX_IPV6_EXT; i++) {
 		__u8 *ext = c->pos;
@@ -174,22 +171,24 @@ static __always_inline int parse_ip6_exts(struct cursor *c, __u8 next, __u8 *pro
 
 			next = ext[0];
 			c->pos = ext + 8;
-			frag_hdr = 1;
 			if (off & bpf_htons(0xfff8)) {
 				*frag = WR_FRAG_LATER;
-				break;
+				*proto = next;
+				return 1;
 			}
 			if (off & bpf_htons(1))
 				*frag = WR_FRAG_FIRST;
-			if (stop_at_frag)
-				break;
+			if (stop_at_frag) {
+				*proto = next;
+				return 1;
+			}
 			continue;
 		}
 		next = ext[0];
 		c->pos = ext + (ext[1] + 1) * 8;
 	}
 	*proto = next;
-	return frag_hdr;
+	return 0;
 }
 
 /* TCP: returns the header length its data offset gives (the cursor moves
@@ -318,9 +317,8 @@ static __always_inline int key_ipv6(struct cursor *c, struct wr_flow_key *key, s
 	key->ip_tos = ipv6_tclass(ip6);
 	addr_copy(key->ip_src, ip6->saddr.in6_u.u6_addr8);
 	addr_copy(key->ip_dst, ip6->daddr.in6_u.u6_addr8);
-	if (parse_ip6_exts(c, next, &key->ip_proto, &key->ip_frag, 0) < 0)
-		return 0;
-	return key->ip_frag != WR_FRAG_LATER;
+	/* A later fragment has no L4 header to read. */
+	return parse_ip6_exts(c, next, &key->ip_proto, &key->ip_frag, 0) == 0;
 }
 
 /* ARP's opcode (its low byte) and protocol addresses. */
