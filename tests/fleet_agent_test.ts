@@ -16,7 +16,7 @@ import {
   waitFor,
   workloadMac,
 } from "./helpers/fleet.ts";
-import { Agent } from "../src/fleet/agent.ts";
+import { Agent, type AgentOptions, type Applied } from "../src/fleet/agent.ts";
 import { addNetwork, readFleet } from "../src/fleet/admin.ts";
 import { EtcdClient } from "../src/fleet/client.ts";
 import type { AgentConfig } from "../src/fleet/config.ts";
@@ -47,9 +47,15 @@ async function fleet(nets = ["blue"]) {
     admin,
     log,
     dir,
-    async start(config: AgentConfig) {
+    async start(config: AgentConfig, options: Partial<AgentOptions> = {}) {
       const applier = new RecordingApplier();
-      const agent = await Agent.start({ config, applier, log: log.sink, backoff: TEST_BACKOFF });
+      const agent = await Agent.start({
+        config,
+        applier,
+        log: log.sink,
+        backoff: TEST_BACKOFF,
+        ...options,
+      });
       agents.push(agent);
       return { agent, applier };
     },
@@ -105,6 +111,43 @@ Deno.test("a joining host is applied by every other host within 1 s; a graceful 
     }
     const { entries } = await f.admin.list(PREFIX, prefixEnd(PREFIX));
     assert(!entries.some((e) => e.key.includes("/h3")), "the lease took all of h3's keys");
+  } finally {
+    await f.close();
+  }
+});
+
+Deno.test("each applied state names the etcd revision it reflects (onApplied, warren agent --verbose)", async () => {
+  const f = await fleet();
+  try {
+    const reported: Applied[] = [];
+    await f.start(hostConfig(f.opts, 1), { onApplied: (a) => reported.push(a) });
+    const lines: string[] = [];
+    const p = new AgentProcess(f.dir, hostConfig(f.opts, 2), {
+      verbose: true,
+      onLine: (l) => lines.push(l),
+    });
+    try {
+      const applied = () =>
+        lines.flatMap((l) => /agent h2: applied revision (\d+): \d+ flows/.exec(l)?.[1] ?? [])
+          .map(Number);
+      await waitFor("h2's first state", () => applied().length > 0, 15_000);
+      const m3 = workloadMac(3);
+      await f.start(hostConfig(f.opts, 3));
+      const { entries } = await f.admin.list(PREFIX, prefixEnd(PREFIX));
+      const joined = entries.find((e) => e.key === endpointKey("blue", "h3", m3))!.createRevision;
+      await waitFor(
+        "h1 to report h3's endpoint applied",
+        () => reported.some((a) => a.revision >= joined),
+      );
+      // A state reflects exactly the revisions it names: h3 is in it from its endpoint on.
+      for (const a of reported) {
+        assertEquals(reaches(a.state, m3), a.revision >= joined, `revision ${a.revision}`);
+      }
+      await waitFor("h2 to log h3's endpoint applied", () => applied().some((r) => r >= joined));
+      assert(sendsTo(p.state(), m3, 3), "the state h2 wrote has h3");
+    } finally {
+      await p.stop("SIGKILL");
+    }
   } finally {
     await f.close();
   }
@@ -293,7 +336,7 @@ Deno.test("SIGKILL at every agent failpoint, then a rerun: exactly the wanted st
       const point of ["fleet.publish.registered", "fleet.publish.batch", "fleet.agent.derived"]
     ) {
       await Deno.remove(`${f.dir}/h2.state.json`).catch(() => {});
-      const dying = new AgentProcess(f.dir, config, { WARREN_FAILPOINTS: point });
+      const dying = new AgentProcess(f.dir, config, { env: { WARREN_FAILPOINTS: point } });
       const { status } = await dying.ended();
       assertEquals(status.signal, "SIGKILL", `${point} fired`);
       if (point === "fleet.agent.derived") {

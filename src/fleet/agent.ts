@@ -56,6 +56,28 @@ export interface AgentOptions {
   backoff?: BackoffOptions;
   /** How long to let changes accumulate before deriving, ms (default 10). */
   settleMs?: number;
+  /** Called after each state is applied (`warren agent --verbose` logs it). */
+  onApplied?: (applied: Applied) => void;
+}
+
+/** One state applied, as {@link AgentOptions.onApplied} reports it. */
+export interface Applied {
+  /**
+   * The etcd revision the state reflects: every change up to it is in the
+   * state, so a watcher of etcd can tell when a change it made is applied.
+   */
+  revision: number;
+  /** The state. */
+  state: FleetDatapathState;
+  /** How long the applier took, ms. */
+  applyMs: number;
+}
+
+/** A log line for an applied state: what `warren agent --verbose` writes. */
+export function appliedLine(host: string, a: Applied): string {
+  const s = a.state;
+  return `agent ${host}: applied revision ${a.revision}: ${s.flows.length} flows, ` +
+    `${s.groups.length} groups, ${s.neighbours.length} neighbours in ${a.applyMs.toFixed(1)} ms`;
 }
 
 /** Agent follows the fleet and applies this host's part of it. */
@@ -207,11 +229,14 @@ export class Agent {
   async #deriveLoop(): Promise<void> {
     while (this.#again && !this.#stopped) {
       this.#again = false;
+      // The view reflects every change the mirror reported, up to here.
+      const revision = this.mirror.revision;
       const { state, problems } = derive(this.fleet.view(), this.#self);
       for (const p of problems) this.#problems.once(p, p);
       const text = JSON.stringify(state);
       if (text === this.#lastText) continue;
       failpoint("fleet.agent.derived");
+      const started = performance.now();
       try {
         await this.#opts.applier.apply(state);
       } catch (err) {
@@ -224,6 +249,7 @@ export class Agent {
       this.applies++;
       this.#applyThrottle.recovered();
       this.#applyBackoff.reset();
+      this.#opts.onApplied?.({ revision, state, applyMs: performance.now() - started });
     }
   }
 

@@ -112,6 +112,16 @@ export function configYaml(config: AgentConfig): string {
 
 const CLI = new URL("../../src/cli/main.ts", import.meta.url).pathname;
 
+/** Options of {@link AgentProcess}. */
+export interface AgentProcessOptions {
+  /** Extra environment (failpoints, say). */
+  env?: Record<string, string>;
+  /** Run with `--verbose`: a log line per state applied. */
+  verbose?: boolean;
+  /** Called with each line the agent logs, as it comes. */
+  onLine?: (line: string) => void;
+}
+
 /** A `warren agent` process writing its state to a file. */
 export class AgentProcess {
   /** The process. */
@@ -120,18 +130,20 @@ export class AgentProcess {
   readonly stateFile: string;
   #stderr: Promise<string>;
 
-  /** Starts `warren agent` for `config` in `dir`, with extra environment `env`. */
-  constructor(dir: string, config: AgentConfig, env: Record<string, string> = {}) {
+  /** Starts `warren agent` for `config` in `dir`. */
+  constructor(dir: string, config: AgentConfig, options: AgentProcessOptions = {}) {
     const file = `${dir}/${config.host}.yaml`;
     Deno.writeTextFileSync(file, configYaml(config));
     this.stateFile = `${dir}/${config.host}.state.json`;
+    const args = ["run", "-A", CLI, "agent", "--config", file, "--state-file", this.stateFile];
+    if (options.verbose) args.push("--verbose");
     this.child = new Deno.Command("deno", {
-      args: ["run", "-A", CLI, "agent", "--config", file, "--state-file", this.stateFile],
-      env,
+      args,
+      env: options.env,
       stdout: "null",
       stderr: "piped",
     }).spawn();
-    this.#stderr = new Response(this.child.stderr).text();
+    this.#stderr = readLines(this.child.stderr, options.onLine ?? (() => {}));
   }
 
   /** The state it last wrote, if any. */
@@ -160,4 +172,21 @@ export class AgentProcess {
     const status = await this.child.status;
     return { status, log: await this.#stderr };
   }
+}
+
+/** Reads `stream` to its end, calling `onLine` with each line; returns the whole text. */
+async function readLines(
+  stream: ReadableStream<Uint8Array>,
+  onLine: (line: string) => void,
+): Promise<string> {
+  let text = "";
+  let partial = "";
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    text += chunk;
+    const lines = (partial + chunk).split("\n");
+    partial = lines.pop()!;
+    for (const line of lines) onLine(line);
+  }
+  if (partial) onLine(partial);
+  return text;
 }

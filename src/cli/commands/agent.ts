@@ -20,9 +20,11 @@ export function register(cli: Command): void {
       "write the derived state to this JSON file instead of applying it to the datapath",
     )
     .option("--stay", "on SIGTERM/SIGINT keep the registration (it lives out its TTL)")
+    .option("-v, --verbose", "log each state applied, with the etcd revision it reflects")
     .action(async (opts) => {
       const { parseAgentConfig } = await import("../../fleet/config.ts");
-      const { runAgent } = await import("../../fleet/agent.ts");
+      const { appliedLine, runAgent } = await import("../../fleet/agent.ts");
+      const { stderrSink } = await import("../../fleet/log.ts");
       const { StateFileApplier } = await import("../../fleet/applier.ts");
       const config = await parseAgentConfig(await Deno.readTextFile(opts.config), opts.config, {
         host: opts.host,
@@ -35,6 +37,11 @@ export function register(cli: Command): void {
           "warren agent needs --state-file until the datapath takes networks and groups",
         );
       }
-      await runAgent({ config, applier: new StateFileApplier(opts.stateFile), stay: opts.stay });
+      await runAgent({
+        config,
+        applier: new StateFileApplier(opts.stateFile),
+        stay: opts.stay,
+        onApplied: opts.verbose ? (a) => stderrSink(appliedLine(config.host, a)) : undefined,
+      });
     });
 }
