@@ -57,6 +57,29 @@ function reported(changes: Change[][], from: number): string[] {
   ).sort();
 }
 
+Deno.test("a mirror closes whenever it is closed: before its list, or while its watch is opening", async () => {
+  await using etcd = await TestEtcd.start();
+  using admin = await EtcdClient.connect(await etcd.clientOptions());
+  await admin.raw.put(K("a")).value("1");
+  const closes = async (m: Mirror, when: string) => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`close ${when} hung`)), 5000);
+    });
+    try {
+      await Promise.race([m.close(), late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  await closes(follow(etcd.url).mirror, "right after start");
+  // Synced resolves as the list ends, while the watch stream is being opened.
+  const { mirror } = follow(etcd.url);
+  await mirror.synced;
+  await closes(mirror, "right after the first list");
+  assertEquals(mirror.stats.watches, 0);
+});
+
 Deno.test("after a compaction the mirror relists once, loses no event and reports only the difference", async () => {
   await using etcd = await TestEtcd.start();
   await using proxy = TcpProxy.start(Number(new URL(etcd.url).port));

@@ -244,6 +244,8 @@ export class Mirror {
     const stream = await client.watchStream();
     this.#stream = stream;
     const signal = this.#abort.signal;
+    // Closed while the stream was opening: no abort event will come for it.
+    if (signal.aborted) return this.#endStream();
     await new Promise<void>((resolve, reject) => {
       let heard = Date.now();
       const stop = () => {
