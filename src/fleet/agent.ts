@@ -69,6 +69,8 @@ export interface Applied {
   revision: number;
   /** The state. */
   state: FleetDatapathState;
+  /** How long deriving it took (the view, the derivation, the comparison), ms. */
+  deriveMs: number;
   /** How long the applier took, ms. */
   applyMs: number;
 }
@@ -77,7 +79,8 @@ export interface Applied {
 export function appliedLine(host: string, a: Applied): string {
   const s = a.state;
   return `agent ${host}: applied revision ${a.revision}: ${s.flows.length} flows, ` +
-    `${s.groups.length} groups, ${s.neighbours.length} neighbours in ${a.applyMs.toFixed(1)} ms`;
+    `${s.groups.length} groups, ${s.neighbours.length} neighbours; derived in ` +
+    `${a.deriveMs.toFixed(1)} ms, applied in ${a.applyMs.toFixed(1)} ms`;
 }
 
 /** Agent follows the fleet and applies this host's part of it. */
@@ -231,12 +234,14 @@ export class Agent {
       this.#again = false;
       // The view reflects every change the mirror reported, up to here.
       const revision = this.mirror.revision;
+      const deriving = performance.now();
       const { state, problems } = derive(this.fleet.view(), this.#self);
       for (const p of problems) this.#problems.once(p, p);
       const text = JSON.stringify(state);
       if (text === this.#lastText) continue;
       failpoint("fleet.agent.derived");
       const started = performance.now();
+      const deriveMs = started - deriving;
       try {
         await this.#opts.applier.apply(state);
       } catch (err) {
@@ -244,12 +249,13 @@ export class Agent {
         this.#schedule(this.#applyBackoff.next());
         return;
       }
+      const applyMs = performance.now() - started;
       this.#lastText = text;
       this.applied = state;
       this.applies++;
       this.#applyThrottle.recovered();
       this.#applyBackoff.reset();
-      this.#opts.onApplied?.({ revision, state, applyMs: performance.now() - started });
+      this.#opts.onApplied?.({ revision, state, deriveMs, applyMs });
     }
   }
 
