@@ -6,11 +6,11 @@
  * through veths from a live-frames generator, against the kernel's vxlan
  * device), tcp (iperf3 through the tunnel, against the kernel's vxlan
  * devices), control (installs, a million flows applied and dumped, against
- * bpftool and raw batch writes), memory (peak resident memory and kernel
- * memory per flow).
+ * bpftool and raw batch writes; peak resident memory and kernel memory per
+ * flow).
  *
- * Writes the table to the terminal, `bench/results.json`, and
- * `docs/benchmarks.md`.
+ * Prints the table, and merges the figures of the sections run into
+ * `bench/results.json` and `docs/benchmarks.md` (see `report.ts`).
  *
  * @module
  */
@@ -24,7 +24,26 @@ import { controlPlane } from "./control.ts";
 import { type Figure, machine, say } from "./lib.ts";
 import { writeReport } from "./report.ts";
 
-const SECTIONS = ["kernel", "live", "tcp", "control"] as const;
+/** Every section, in the order they run and are reported, at full size or `--quick`. */
+const SECTIONS: Record<string, (quick: boolean) => Promise<Figure[]>> = {
+  kernel: (quick) =>
+    kernelCosts({
+      repeat: quick ? 200_000 : 1_000_000,
+      single: quick ? 20_000 : 200_000,
+      runs: quick ? 3 : 5,
+      flowCounts: quick ? [1, 1000] : [1, 1000, 100_000],
+    }),
+  live: (quick) => liveForwarding({ frames: quick ? 500_000 : 2_000_000, runs: quick ? 3 : 5 }),
+  tcp: (quick) => tcpThroughput({ seconds: quick ? 2 : 5, runs: quick ? 1 : 3 }),
+  control: (quick) =>
+    controlPlane({
+      singles: quick ? 5_000 : 50_000,
+      bpftool: quick ? 30 : 200,
+      flows: quick ? 100_000 : 1_000_000,
+      runs: quick ? 1 : 3,
+    }),
+};
+const NAMES = Object.keys(SECTIONS);
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -35,10 +54,11 @@ const { values } = parseArgs({
   },
 });
 if (values.help) {
-  console.log(`deno task bench [--quick] [--only ${SECTIONS.join(",")}]
+  console.log(`deno task bench [--quick] [--only ${NAMES.join(",")}]
 
-  --quick   a first look in under two minutes: fewer repeats and runs, smaller tables
-  --only    run only these sections`);
+  --quick   a first look in a few minutes: fewer repeats and runs, smaller tables; written to
+            bench/out/results.json only
+  --only    run only these sections; the others keep their figures from earlier runs`);
   Deno.exit(0);
 }
 if (Deno.uid() !== 0) {
@@ -46,54 +66,35 @@ if (Deno.uid() !== 0) {
   Deno.exit(1);
 }
 const quick = values.quick;
-const only = new Set(values.only ? values.only.split(",") : SECTIONS);
+const only = values.only ? values.only.split(",") : NAMES;
 for (const s of only) {
-  if (!SECTIONS.includes(s as typeof SECTIONS[number])) {
-    console.error(`bench: no section "${s}" (${SECTIONS.join(", ")})`);
+  if (!NAMES.includes(s)) {
+    console.error(`bench: no section "${s}" (${NAMES.join(", ")})`);
     Deno.exit(2);
   }
 }
+const sections = NAMES.filter((s) => only.includes(s));
 
 const started = performance.now();
-const figures: Figure[] = [];
-if (only.has("kernel")) {
-  figures.push(
-    ...await kernelCosts({
-      repeat: quick ? 200_000 : 1_000_000,
-      single: quick ? 20_000 : 200_000,
-      runs: quick ? 3 : 5,
-      flowCounts: quick ? [1, 1000] : [1, 1000, 100_000],
-    }),
-  );
-}
-if (only.has("live")) {
-  figures.push(
-    ...await liveForwarding({ frames: quick ? 500_000 : 2_000_000, runs: quick ? 3 : 5 }),
-  );
-}
-if (only.has("tcp")) {
-  figures.push(...await tcpThroughput({ seconds: quick ? 2 : 5, runs: quick ? 1 : 3 }));
-}
-if (only.has("control")) {
-  figures.push(
-    ...await controlPlane({
-      singles: quick ? 5_000 : 50_000,
-      bpftool: quick ? 30 : 200,
-      flows: quick ? 100_000 : 1_000_000,
-      runs: quick ? 1 : 3,
-    }),
-  );
+const figures = [];
+for (const section of sections) {
+  for (const f of await SECTIONS[section](quick)) figures.push({ section, ...f });
 }
 const seconds = (performance.now() - started) / 1000;
 say(`done in ${seconds.toFixed(0)} s`);
 
 const lib = `${libbpf().libbpf_major_version()}.${libbpf().libbpf_minor_version()}`;
-await writeReport({
+await writeReport(
+  {
+    command: `deno task bench${quick ? " --quick" : ""}${
+      values.only ? ` --only ${values.only}` : ""
+    }`,
+    date: new Date().toISOString(),
+    seconds,
+    sections,
+    machine: await machine(lib),
+  },
   figures,
-  machine: await machine(lib),
-  command: `deno task bench${quick ? " --quick" : ""}${
-    values.only ? ` --only ${values.only}` : ""
-  }`,
-  seconds,
-  date: new Date().toISOString(),
-});
+  NAMES,
+  { quick },
+);

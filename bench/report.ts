@@ -1,24 +1,67 @@
 /**
  * The bench's output: a table on the terminal, `bench/results.json`, and
- * `docs/benchmarks.md` (for runs of every section).
+ * `docs/benchmarks.md`.
+ *
+ * A run may measure only some sections (`--only`). Its figures replace
+ * those sections' figures from earlier runs and leave every other
+ * section's as they were, so the committed files always hold the latest
+ * full-size figures of every section, each with the run that measured it.
+ * A `--quick` run is a first look at smaller sizes: it goes to
+ * `bench/out/results.json` and never replaces committed figures.
  *
  * @module
  */
 
 import type { Figure, Machine } from "./lib.ts";
 
-/** One run of the bench. */
-export interface Report {
-  /** Every figure. */
-  figures: Figure[];
-  /** Where it ran. */
-  machine: Machine;
+/** One run of the bench: what it measured, how, where and when. */
+export interface Run {
   /** The command that produced it. */
   command: string;
-  /** How long it took. */
-  seconds: number;
   /** When. */
   date: string;
+  /** How long it took. */
+  seconds: number;
+  /** The sections it measured whose figures are still the latest. */
+  sections: string[];
+  /** Where it ran. */
+  machine: Machine;
+}
+
+/** A figure as `bench/results.json` keeps it: with the section that measured it. */
+export type Recorded = Figure & { section: string };
+
+/** What `bench/results.json` holds. */
+export interface Results {
+  /** The runs whose figures are kept, oldest first. */
+  runs: Run[];
+  /** Every section's latest figures, in the order of the sections. */
+  results: Recorded[];
+}
+
+/**
+ * merge puts `run` and its figures over `old`: the sections it measured
+ * lose their old figures and their place in older runs (a run left with no
+ * section is dropped); every other section keeps its figures. Figures are
+ * ordered by `order`, the bench's list of sections.
+ */
+export function merge(
+  old: Results | undefined,
+  run: Run,
+  figures: Recorded[],
+  order: readonly string[],
+): Results {
+  const fresh = new Set(run.sections);
+  const runs = (old?.runs ?? [])
+    .map((r) => ({ ...r, sections: r.sections.filter((s) => !fresh.has(s)) }))
+    .filter((r) => r.sections.length > 0);
+  const kept = (old?.results ?? []).filter((f) => !fresh.has(f.section));
+  const rank = (f: Recorded) => {
+    const i = order.indexOf(f.section);
+    return i < 0 ? order.length : i;
+  };
+  // A stable sort: within a section, figures keep the order they were measured in.
+  return { runs: [...runs, run], results: [...kept, ...figures].sort((a, b) => rank(a) - rank(b)) };
 }
 
 const fmt = (x: number) =>
@@ -36,56 +79,90 @@ function rows(figures: Figure[]): string[][] {
 
 const HEADER = ["figure", "value", "baseline", "ratio", "target"];
 
-/** Prints the table, writes the JSON, and the Markdown for a whole run. */
-export async function writeReport(r: Report): Promise<void> {
-  const table = [HEADER, ...rows(r.figures)];
+const here = new URL(".", import.meta.url).pathname;
+
+/** Reads `path` as results, or undefined when there is none yet. */
+async function readResults(path: string): Promise<Results | undefined> {
+  try {
+    return JSON.parse(await Deno.readTextFile(path));
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return undefined;
+    throw err;
+  }
+}
+
+async function writeJson(path: string, results: Results): Promise<void> {
+  await Deno.writeTextFile(path, JSON.stringify(results, null, 2) + "\n");
+}
+
+/**
+ * Prints the run's table; merges it into `bench/results.json` and writes
+ * `docs/benchmarks.md` from the merged figures (a quick run: only
+ * `bench/out/results.json`). `order` is the bench's list of sections.
+ */
+export async function writeReport(
+  run: Run,
+  figures: Recorded[],
+  order: readonly string[],
+  options: { quick: boolean },
+): Promise<void> {
+  const table = [HEADER, ...rows(figures)];
   const widths = HEADER.map((_, i) => Math.max(...table.map((row) => row[i].length)));
   for (const row of table) console.log(row.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd());
-  const here = new URL(".", import.meta.url).pathname;
-  await Deno.writeTextFile(
-    `${here}results.json`,
-    JSON.stringify(
-      {
-        command: r.command,
-        date: r.date,
-        seconds: Math.round(r.seconds),
-        machine: r.machine,
-        kernel: r.machine.kernel,
-        deno: r.machine.deno,
-        results: r.figures,
-      },
-      null,
-      2,
-    ) + "\n",
+  if (options.quick) {
+    await Deno.mkdir(`${here}out`, { recursive: true });
+    await writeJson(`${here}out/results.json`, merge(undefined, run, figures, order));
+    return;
+  }
+  const json = `${here}results.json`;
+  const results = merge(await readResults(json), run, figures, order);
+  await writeJson(json, results);
+  const doc = `${here}../docs/benchmarks.md`;
+  await Deno.writeTextFile(doc, markdown(results) + "\n");
+  // Committed as `deno fmt` leaves it, so `deno task check` stays clean.
+  await new Deno.Command(Deno.execPath(), { args: ["fmt", "--quiet", doc] }).output();
+}
+
+/** docs/benchmarks.md for `r`. */
+function markdown(r: Results): string {
+  const produced = r.runs.map((run) =>
+    `\`${run.command}\` (${Math.round(run.seconds)} s) on ${run.date.slice(0, 10)} for ${
+      run.sections.join(", ")
+    }`
   );
-  if (r.command.includes("--only")) return;
-  const md = [
+  const machine = (m: Machine) =>
+    `${m.cpu}, ${m.cpus} CPUs, ${m.memory_gib} GiB; Linux ${m.kernel}; Deno ${m.deno}; libbpf ${m.libbpf}`;
+  // Which sections ran on which machine, when runs were made on more than one.
+  const machines = Map.groupBy(r.runs, (run) => machine(run.machine));
+  const where = machines.size === 1
+    ? [...machines.keys()][0]
+    : [...machines].map(([m, runs]) => `${m} (${runs.flatMap((x) => x.sections).join(", ")})`)
+      .join("; ");
+  return [
     "# Benchmarks",
     "",
-    "Produced by `" + r.command + "` (" + Math.round(r.seconds) + " s) on " + r.date.slice(0, 10) +
-    ", generated by `bench/report.ts`; the same figures are in `bench/results.json`.",
+    `Produced by ${
+      produced.join("; ")
+    }; generated by \`bench/report.ts\`, the same figures are in \`bench/results.json\`.`,
     "",
-    `Machine: ${r.machine.cpu}, ${r.machine.cpus} CPUs, ${r.machine.memory_gib} GiB; Linux ${r.machine.kernel}; Deno ${r.machine.deno}; libbpf ${r.machine.libbpf}.`,
+    `Machine: ${where}.`,
     "",
-    "Every figure is the median of several runs, measured alternately with its baseline in the same",
-    "run, and the ratio is value / baseline. The machine is shared and noisy: read ratios, not",
-    "absolute times.",
+    "Every figure is measured beside its baseline in the same run, and the ratio is value / baseline.",
+    "Most are medians of several runs, measured alternately with their baseline; the fleet's join",
+    "latencies are percentiles over many joins. A target marked (absolute) is on the value, not on",
+    "the ratio. The machine is shared and noisy: read ratios, not absolute times.",
     "",
     "| " + HEADER.join(" | ") + " |",
     "| " + HEADER.map(() => "---").join(" | ") + " |",
-    ...rows(r.figures).map((row) => "| " + row.join(" | ") + " |"),
+    ...rows(r.results).map((row) => "| " + row.join(" | ") + " |"),
     "",
     "## Notes",
     "",
-    ...r.figures.filter((f) => f.note).map((f) => `- **${f.name}**: ${f.note}`),
+    ...r.results.filter((f) => f.note).map((f) => `- **${f.name}**: ${f.note}`),
     "",
-    ...missed(r.figures),
+    ...missed(r.results),
     MEANING,
   ].join("\n");
-  const doc = `${here}../docs/benchmarks.md`;
-  await Deno.writeTextFile(doc, md + "\n");
-  // Committed as `deno fmt` leaves it, so `deno task check` stays clean.
-  await new Deno.Command(Deno.execPath(), { args: ["fmt", "--quiet", doc] }).output();
 }
 
 /** Why a target is missed, by the figures it concerns. */
