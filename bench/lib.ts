@@ -49,6 +49,12 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
+/** The `p`th percentile of `xs` (0 < p <= 100), by nearest rank: a value that occurred. */
+export function percentile(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.max(0, Math.ceil((p / 100) * s.length) - 1)];
+}
+
 /**
  * Runs `subject` and `baseline` alternately `runs` times and returns their
  * medians.

@@ -7,7 +7,8 @@
  * device), tcp (iperf3 through the tunnel, against the kernel's vxlan
  * devices), control (installs, a million flows applied and dumped, against
  * bpftool and raw batch writes; peak resident memory and kernel memory per
- * flow).
+ * flow), fleet (a thousand simulated hosts in etcd and three real agents:
+ * joins against etcd's own latency, steady-state writes, a relist, memory).
  *
  * Prints the table, and merges the figures of the sections run into
  * `bench/results.json` and `docs/benchmarks.md` (see `report.ts`).
@@ -21,6 +22,7 @@ import { kernelCosts } from "./kernel.ts";
 import { liveForwarding } from "./live.ts";
 import { tcpThroughput } from "./tcp.ts";
 import { controlPlane } from "./control.ts";
+import { fleetScale } from "./fleet.ts";
 import { type Figure, machine, say } from "./lib.ts";
 import { writeReport } from "./report.ts";
 
@@ -41,6 +43,16 @@ const SECTIONS: Record<string, (quick: boolean) => Promise<Figure[]>> = {
       bpftool: quick ? 30 : 200,
       flows: quick ? 100_000 : 1_000_000,
       runs: quick ? 1 : 3,
+    }),
+  fleet: (quick) =>
+    fleetScale({
+      hosts: quick ? 200 : 1000,
+      endpointsPerHost: 24,
+      networks: 8,
+      watchers: quick ? 10 : 50,
+      joins: quick ? 20 : 100,
+      idleSeconds: quick ? 5 : 20,
+      relistRuns: quick ? 1 : 5,
     }),
 };
 const NAMES = Object.keys(SECTIONS);
