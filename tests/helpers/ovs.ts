@@ -313,8 +313,13 @@ export class OvsHost implements AsyncDisposable {
     await this.appctl("revalidator/purge");
   }
 
-  /** br-int's flows with their counters. */
+  /** br-int's flows with their counters, as of the last packet sent. */
   async flows(): Promise<OvsFlow[]> {
+    // OpenFlow counters lag the datapath: revalidators push datapath flow
+    // statistics in rounds. Two full rounds after the traffic stopped
+    // (the first may have begun before the last packet) make them exact.
+    await this.appctl("revalidator/wait");
+    await this.appctl("revalidator/wait");
     const out = await this.ofctl("--names", "dump-flows", OvsHost.BRIDGE);
     return out.split("\n").flatMap((line) => {
       // "cookie=0x0, duration=1s, table=0, n_packets=3, n_bytes=294, idle_age=0,
