@@ -10,6 +10,7 @@
  * @module
  */
 
+import CRC32C from "crc-32/crc32c.js";
 import { formatMac, parseMac } from "../maps/codec.ts";
 import { Frag, TunFlag } from "../maps/layouts.ts";
 import { formatAddr } from "./addr.ts";
@@ -17,7 +18,10 @@ import type { Match } from "./fields.ts";
 
 /** One decoded layer: its name, its fields in wire order, its length. */
 export interface Layer {
-  /** Ethernet, 802.1Q, IPv4, IPv6, ARP, UDP, TCP, ICMP, ICMPv6, VXLAN, Geneve, GRE, STT, Payload. */
+  /**
+   * Ethernet, 802.1Q, IPv4, IPv6, IPv6 fragment, ARP, UDP, TCP, SCTP, ICMP, ICMPv6, VXLAN,
+   * Geneve, GRE, STT, Payload.
+   */
   name: string;
   /** Field name to printable value. */
   fields: Record<string, string | number>;
@@ -47,124 +51,52 @@ export interface BuildOptions {
   payload?: number;
 }
 
+const ETH_IP = 0x0800;
+const ETH_IPV6 = 0x86dd;
+const ETH_ARP = 0x0806;
+const IPV6_FRAGMENT = 44;
+/** Where a later fragment's data starts: past a first fragment of 1480 bytes. */
+const LATER_OFFSET = 1480;
+
 /**
  * An Ethernet frame carrying what `m` matches exactly: fields it leaves
  * out take plain defaults (a locally administered MAC, TTL 64, …). Masked
- * fields use their value bits.
+ * fields use their value bits. A match on `nw_frag` gets a fragment: a
+ * first one with the L4 header, or a later one of payload only.
  */
 export function buildPacket(m: Match, options: BuildOptions = {}): Uint8Array {
   const k = m.key;
   const payload = new Uint8Array(options.payload ?? 32).map((_, i) => i & 0xff);
   const dst = m.mask.eth_dst.some((b) => b) ? formatMac(k.eth_dst) : "02:00:00:00:00:02";
   const src = m.mask.eth_src.some((b) => b) ? formatMac(k.eth_src) : "02:00:00:00:00:01";
-  const ethType = m.mask.eth_type ? k.eth_type : 0x0800;
-  const proto = m.mask.ip_proto ? k.ip_proto : ethType === 0x86dd ? 58 : 1;
-  const v6 = ethType === 0x86dd;
+  const ethType = m.mask.eth_type ? k.eth_type : ETH_IP;
+  const proto = m.mask.ip_proto ? k.ip_proto : ethType === ETH_IPV6 ? 58 : 1;
+  const v6 = ethType === ETH_IPV6;
   const srcIp = m.mask.ip_src.some((b) => b) ? k.ip_src : defaultAddr(v6, 1);
   const dstIp = m.mask.ip_dst.some((b) => b) ? k.ip_dst : defaultAddr(v6, 2);
-  const tpSrc = m.mask.tp_src ? k.tp_src : proto === 1 || proto === 58 ? (v6 ? 128 : 8) : 40000;
-  const tpDst = m.mask.tp_dst ? k.tp_dst : proto === 1 || proto === 58 ? 0 : 80;
+  const icmp = proto === 1 || proto === 58;
+  const tpSrc = m.mask.tp_src ? k.tp_src : icmp ? (v6 ? 128 : 8) : 40000;
+  const tpDst = m.mask.tp_dst ? k.tp_dst : icmp ? 0 : 80;
 
   let l3: number[];
-  if (ethType === 0x0806) {
+  if (ethType === ETH_ARP) {
     const op = m.mask.ip_proto ? k.ip_proto : 1;
     l3 = [
-      0,
-      1,
-      8,
-      0,
-      6,
-      4,
-      0,
-      op,
+      ...[0, 1, 8, 0, 6, 4, 0, op],
       ...parseMac(src),
       ...srcIp.subarray(0, 4),
-      0,
-      0,
-      0,
-      0,
-      0,
-      0,
+      ...[0, 0, 0, 0, 0, 0],
       ...dstIp.subarray(0, 4),
     ];
-  } else {
-    let l4: number[];
-    if (proto === 6) {
-      l4 = [
-        tpSrc >> 8,
-        tpSrc & 0xff,
-        tpDst >> 8,
-        tpDst & 0xff,
-        0,
-        0,
-        0,
-        1,
-        0,
-        0,
-        0,
-        0,
-        0x50,
-        0x02,
-        0xff,
-        0xff,
-        0,
-        0,
-        0,
-        0,
-      ];
-    } else if (proto === 17) {
-      const len = 8 + payload.length;
-      l4 = [tpSrc >> 8, tpSrc & 0xff, tpDst >> 8, tpDst & 0xff, len >> 8, len & 0xff, 0, 0];
-    } else if (proto === 1 || proto === 58) {
-      l4 = [tpSrc & 0xff, tpDst & 0xff, 0, 0, 0, 1, 0, 1];
-    } else {
-      l4 = [];
-    }
-    const seg = new Uint8Array([...l4, ...payload]);
-    const csumAt = proto === 6 ? 16 : proto === 17 ? 6 : proto === 1 || proto === 58 ? 2 : -1;
-    if (csumAt >= 0) {
-      const c = checksum(seg, proto === 1 ? 0 : pseudo(srcIp, dstIp, v6, proto, seg.length));
-      seg[csumAt] = c >> 8;
-      seg[csumAt + 1] = c & 0xff;
-    }
+  } else if (ethType === ETH_IP || ethType === ETH_IPV6) {
+    const frag = m.mask.ip_frag ? k.ip_frag & Frag.LATER : Frag.NONE;
+    const seg = frag === Frag.LATER
+      ? payload
+      : segment(proto, tpSrc, tpDst, srcIp, dstIp, v6, payload);
     const tos = m.mask.ip_tos ? k.ip_tos : 0;
-    if (v6) {
-      l3 = [
-        0x60 | (tos >> 4),
-        (tos & 0x0f) << 4,
-        0,
-        0,
-        seg.length >> 8,
-        seg.length & 0xff,
-        proto,
-        64,
-        ...srcIp,
-        ...dstIp,
-        ...seg,
-      ];
-    } else {
-      const total = 20 + seg.length;
-      const ip = [
-        0x45,
-        tos,
-        total >> 8,
-        total & 0xff,
-        0,
-        1,
-        0x40,
-        0,
-        64,
-        proto,
-        0,
-        0,
-        ...srcIp.subarray(0, 4),
-        ...dstIp.subarray(0, 4),
-      ];
-      const c = checksum(new Uint8Array(ip));
-      ip[10] = c >> 8;
-      ip[11] = c & 0xff;
-      l3 = [...ip, ...seg];
-    }
+    l3 = v6 ? ipv6(tos, proto, srcIp, dstIp, frag, seg) : ipv4(tos, proto, srcIp, dstIp, frag, seg);
+  } else {
+    l3 = [...payload];
   }
   const vlan = m.mask.vlan_tci && (k.vlan_tci & 0x1000)
     ? [0x81, 0x00, (k.vlan_tci >> 8) & 0xef, k.vlan_tci & 0xff]
@@ -177,6 +109,105 @@ export function buildPacket(m: Match, options: BuildOptions = {}): Uint8Array {
     ethType & 0xff,
     ...l3,
   ]);
+}
+
+/** The L4 header of `proto` (none for protocols warren does not parse) and the payload. */
+function segment(
+  proto: number,
+  tpSrc: number,
+  tpDst: number,
+  src: Uint8Array,
+  dst: Uint8Array,
+  v6: boolean,
+  payload: Uint8Array,
+): Uint8Array {
+  const ports = [tpSrc >> 8, tpSrc & 0xff, tpDst >> 8, tpDst & 0xff];
+  switch (proto) {
+    case 6: {
+      const seg = new Uint8Array([
+        ...ports,
+        ...[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0],
+        ...payload,
+      ]);
+      return withChecksum(seg, 16, pseudo(src, dst, v6, proto, seg.length));
+    }
+    case 17: {
+      const len = 8 + payload.length;
+      const seg = new Uint8Array([...ports, len >> 8, len & 0xff, 0, 0, ...payload]);
+      withChecksum(seg, 6, pseudo(src, dst, v6, proto, seg.length));
+      // A sum of zero goes as all ones: zero says "no checksum" (RFC 768).
+      if (seg[6] === 0 && seg[7] === 0) seg[6] = seg[7] = 0xff;
+      return seg;
+    }
+    case 132: {
+      // One DATA chunk (RFC 9260 3.3.1), unfragmented (B and E set), TSN 1.
+      const chunk = 16 + payload.length;
+      const seg = new Uint8Array(12 + chunk + (-chunk & 3));
+      seg.set([...ports, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0x03, chunk >> 8, chunk & 0xff, 0, 0, 0, 1]);
+      seg.set(payload, 28);
+      // CRC32c, in the byte order of RFC 9260 appendix A.
+      new DataView(seg.buffer).setUint32(8, CRC32C.buf(seg) >>> 0, true);
+      return seg;
+    }
+    case 1:
+    case 58: {
+      const seg = new Uint8Array([tpSrc & 0xff, tpDst & 0xff, 0, 0, 0, 1, 0, 1, ...payload]);
+      return withChecksum(seg, 2, proto === 1 ? 0 : pseudo(src, dst, v6, proto, seg.length));
+    }
+    default:
+      return payload;
+  }
+}
+
+/** `seg` with its Internet checksum (over `initial` too) written at `at`. */
+function withChecksum(seg: Uint8Array, at: number, initial: number): Uint8Array {
+  const c = checksum(seg, initial);
+  seg[at] = c >> 8;
+  seg[at + 1] = c & 0xff;
+  return seg;
+}
+
+/** An IPv4 header before `seg`: DF unless a fragment, then MF (first) or an offset (later). */
+function ipv4(
+  tos: number,
+  proto: number,
+  src: Uint8Array,
+  dst: Uint8Array,
+  frag: number,
+  seg: Uint8Array,
+): number[] {
+  const total = 20 + seg.length;
+  const fragField = frag === Frag.FIRST ? 0x2000 : frag === Frag.LATER ? LATER_OFFSET / 8 : 0x4000;
+  const ip = new Uint8Array([
+    ...[0x45, tos, total >> 8, total & 0xff, 0, 1, fragField >> 8, fragField & 0xff, 64, proto],
+    ...[0, 0, ...src.subarray(0, 4), ...dst.subarray(0, 4)],
+  ]);
+  return [...withChecksum(ip, 10, 0), ...seg];
+}
+
+/** An IPv6 header before `seg`, with a fragment header when a fragment. */
+function ipv6(
+  tos: number,
+  proto: number,
+  src: Uint8Array,
+  dst: Uint8Array,
+  frag: number,
+  seg: Uint8Array,
+): number[] {
+  // The offset field is the offset in bytes with its low 3 bits (M in bit 0)
+  // free: a first fragment is M alone, a later (last) one the offset alone.
+  const off = frag === Frag.FIRST ? 1 : LATER_OFFSET;
+  const fragHeader = frag === Frag.NONE ? [] : [proto, 0, off >> 8, off & 0xff, 0, 0, 0, 1];
+  const plen = fragHeader.length + seg.length;
+  return [
+    ...[0x60 | (tos >> 4), (tos & 0x0f) << 4, 0, 0, plen >> 8, plen & 0xff],
+    frag === Frag.NONE ? proto : IPV6_FRAGMENT,
+    64,
+    ...src,
+    ...dst,
+    ...fragHeader,
+    ...seg,
+  ];
 }
 
 function defaultAddr(v6: boolean, n: number): Uint8Array {
@@ -406,6 +437,17 @@ export function decodePacket(
         length: 40,
       });
       at += 40;
+      if (next === IPV6_FRAGMENT && b.length - at >= 8) {
+        const off = u16(b, at + 2);
+        layers.push({
+          name: "IPv6 fragment",
+          fields: { next: b[at], offset: off & 0xfff8, more: off & 1, id: u32(b, at + 4) },
+          length: 8,
+        });
+        at += 8;
+        if (off & 0xfff8) return void payload();
+        return void transport(b[at - 8], b.subarray(at - 40, at - 24), b.subarray(at - 24, at - 8));
+      }
       transport(next, b.subarray(at - 32, at - 16), b.subarray(at - 16, at));
     } else if (type === 0x0806 && b.length - at >= 28) {
       layers.push({
@@ -535,6 +577,20 @@ export function decodePacket(
       at += len;
       return void (u16(b, at - len + 2) === 0x6558 ? ethernet() : payload());
     }
+    if (proto === 132 && b.length - at >= 12) {
+      layers.push({
+        name: "SCTP",
+        fields: {
+          sport: u16(b, at),
+          dport: u16(b, at + 2),
+          tag: u32(b, at + 4),
+          chksum: `0x${hexOf(b.subarray(at + 8, at + 12))}`,
+        },
+        length: 12,
+      });
+      at += 12;
+      return void payload();
+    }
     if ((proto === 1 || proto === 58) && b.length - at >= 4) {
       layers.push({
         name: proto === 1 ? "ICMP" : "ICMPv6",
@@ -571,11 +627,6 @@ export function outerFromMatch(
     tos: m.mask.tun_tos ? m.key.tun_tos : 0,
     ttl: m.mask.tun_ttl ? m.key.tun_ttl : 64,
   };
-}
-
-/** Whether the match asks for a fragment (trace builds unfragmented packets). */
-export function wantsFragment(m: Match): boolean {
-  return (m.mask.ip_frag & m.key.ip_frag & Frag.FIRST) !== 0;
 }
 
 /**
@@ -645,7 +696,7 @@ export function frameKey(b: Uint8Array, key: import("../maps/layouts.ts").FlowKe
   } else {
     return;
   }
-  if ((proto === 6 || proto === 17) && b.length >= at + 4) {
+  if ((proto === 6 || proto === 17 || proto === 132) && b.length >= at + 4) {
     key.tp_src = u16(b, at);
     key.tp_dst = u16(b, at + 2);
   } else if ((proto === 1 || proto === 58) && b.length >= at + 2) {
