@@ -5,6 +5,7 @@
  */
 
 import counter from "../../bpf/build/counter.bpf.o" with { type: "bytes" };
+import flowKeyProbe from "../../bpf/build/flow_key_probe.bpf.o" with { type: "bytes" };
 import kernelPeer from "../../bpf/build/kernel_peer.bpf.o" with { type: "bytes" };
 import verifierReject from "../../bpf/build/verifier_reject.bpf.o" with { type: "bytes" };
 import warren from "../../bpf/build/warren.bpf.o" with { type: "bytes" };
@@ -23,3 +24,6 @@ export const BUILD_DIR = new URL("../../bpf/build/", import.meta.url).pathname;
 
 /** kernel_peer.bpf.o: drives a kernel vxlan device in external mode. */
 export const KERNEL_PEER_OBJECT: Uint8Array = kernelPeer;
+
+/** flow_key_probe.bpf.o: the datapath's frame parser, its flow key left in a map. */
+export const FLOW_KEY_PROBE_OBJECT: Uint8Array = flowKeyProbe;

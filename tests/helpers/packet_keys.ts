@@ -1,0 +1,233 @@
+/**
+ * Generated packets, each as the match that makes `buildPacket` build it:
+ * every member of the flow key the packet carries is given under a full
+ * mask, so the match's key is exactly the key a parser must extract from
+ * the frame (the tunnel metadata and in_port stay zero: parse_frame does
+ * not set them).
+ *
+ * The combinations follow what a frame can be: IPv4, IPv6 (with or without
+ * a fragment header), ARP, or any other EtherType, optionally under one
+ * VLAN tag; transport ports for TCP, UDP and SCTP, type and code for ICMP
+ * and ICMPv6, nothing for other protocols or later fragments.
+ *
+ * @module
+ */
+
+import fc from "fast-check";
+import { decodeFlowKey, type FlowKey, flowKeyCodec, Frag } from "../../src/maps/layouts.ts";
+import { emptyMatch, type FieldDef, FIELDS, type Match } from "../../src/tunnel/fields.ts";
+
+/** A flow key with every bit set: the full mask of every member. */
+export const FULL: FlowKey = decodeFlowKey(new Uint8Array(flowKeyCodec.size).fill(0xff));
+
+/** The members of a flow key, in struct order. */
+export const MEMBERS = flowKeyCodec.fields.map((f) => f.name as keyof FlowKey);
+
+/** Port names for fields that print without any. */
+export const NO_PORTS = { number: () => undefined, name: () => undefined };
+
+/** EtherTypes of VLAN tags: a frame "of" one of these would be read as tagged. */
+const VLAN_TYPES = [0x8100, 0x88a8];
+/** IPv6 extension headers the parsers walk past: not a final protocol. */
+const IPV6_EXT = [0, 43, 44, 60];
+/** Protocols whose header the parsers read. */
+const PARSED = [1, 6, 17, 58, 132];
+
+const byte = fc.integer({ min: 0, max: 0xff });
+const port = fc.integer({ min: 0, max: 0xffff });
+const bytes = (n: number) => fc.uint8Array({ minLength: n, maxLength: n });
+
+/** One generated packet, before it becomes a match. */
+export interface PacketSpec {
+  /** Ethernet addresses. */
+  ethSrc: Uint8Array;
+  /** Ethernet destination. */
+  ethDst: Uint8Array;
+  /** The outer VLAN tag's TCI, 0x1000 included, or undefined for none. */
+  vlan?: number;
+  /** What follows Ethernet. */
+  l3:
+    | {
+      kind: "ip";
+      v6: boolean;
+      src: Uint8Array;
+      dst: Uint8Array;
+      tos: number;
+      frag: number;
+      proto: number;
+      /** Ports, or ICMP type and code; undefined for protocols without. */
+      tp?: [number, number];
+    }
+    | { kind: "arp"; op: number; spa: Uint8Array; tpa: Uint8Array }
+    | { kind: "other"; ethType: number };
+}
+
+function ip(v6: boolean): fc.Arbitrary<PacketSpec["l3"]> {
+  const icmp = v6 ? 58 : 1;
+  const transport = fc.oneof(
+    fc.record({ proto: fc.constantFrom(6, 17, 132), tp: fc.tuple(port, port) }),
+    fc.record({ proto: fc.constant(icmp), tp: fc.tuple(byte, byte) }),
+    fc.record({
+      proto: byte.filter((p) => !PARSED.includes(p) && !(v6 && IPV6_EXT.includes(p))),
+    }),
+  );
+  const n = v6 ? 16 : 4;
+  return fc.record({
+    src: bytes(n),
+    dst: bytes(n),
+    tos: byte,
+    frag: fc.constantFrom(Frag.NONE, Frag.FIRST, Frag.LATER),
+    transport,
+  }).map(({ src, dst, tos, frag, transport }) => ({
+    kind: "ip" as const,
+    v6,
+    src,
+    dst,
+    tos,
+    frag,
+    proto: transport.proto,
+    // A later fragment carries no transport header.
+    tp: frag === Frag.LATER ? undefined : "tp" in transport ? transport.tp : undefined,
+  }));
+}
+
+/** Generated packets of every kind the parsers tell apart. */
+export const arbPacket: fc.Arbitrary<PacketSpec> = fc.record({
+  ethSrc: bytes(6),
+  ethDst: bytes(6),
+  vlan: fc.option(port.map((t) => t | 0x1000), { nil: undefined }),
+  l3: fc.oneof(
+    ip(false),
+    ip(true),
+    fc.record({ kind: fc.constant("arp" as const), op: byte, spa: bytes(4), tpa: bytes(4) }),
+    fc.record({
+      kind: fc.constant("other" as const),
+      // Below 0x0600 the field is an 802.3 length, not an EtherType.
+      ethType: fc.integer({ min: 0x0600, max: 0xffff }).filter((t) =>
+        ![0x0800, 0x86dd, 0x0806, ...VLAN_TYPES].includes(t)
+      ),
+    }),
+  ),
+});
+
+/** The match that builds `p`: its key is the key of p's frame. */
+export function packetMatch(p: PacketSpec): Match {
+  const m = emptyMatch();
+  const give = <K extends keyof FlowKey>(member: K, value: FlowKey[K]) => {
+    if (value instanceof Uint8Array) {
+      const v = new Uint8Array((m.key[member] as Uint8Array).length);
+      v.set(value);
+      m.key[member] = v as FlowKey[K];
+    } else m.key[member] = value;
+    m.mask[member] = FULL[member];
+  };
+  give("eth_src", p.ethSrc);
+  give("eth_dst", p.ethDst);
+  if (p.vlan !== undefined) give("vlan_tci", p.vlan);
+  const l3 = p.l3;
+  if (l3.kind === "other") {
+    give("eth_type", l3.ethType);
+  } else if (l3.kind === "arp") {
+    give("eth_type", 0x0806);
+    give("ip_proto", l3.op);
+    give("ip_src", l3.spa);
+    give("ip_dst", l3.tpa);
+  } else {
+    give("eth_type", l3.v6 ? 0x86dd : 0x0800);
+    give("ip_src", l3.src);
+    give("ip_dst", l3.dst);
+    give("ip_tos", l3.tos);
+    give("ip_frag", l3.frag);
+    give("ip_proto", l3.proto);
+    if (l3.tp) {
+      give("tp_src", l3.tp[0]);
+      give("tp_dst", l3.tp[1]);
+    }
+  }
+  return m;
+}
+
+/**
+ * The match fields that speak of the frame itself, not of the tunnel it
+ * came through or the port: those whose text a key with only frame members
+ * set has. Derived from the field table, so a new field joins by itself.
+ */
+export const FRAME_FIELDS: readonly FieldDef[] = (() => {
+  const probe = decodeFlowKey(new Uint8Array(flowKeyCodec.size).fill(0xff));
+  for (const member of MEMBERS) {
+    if (member === "in_port" || member.startsWith("tun_") || member.startsWith("gnv_")) {
+      const v = probe[member];
+      if (v instanceof Uint8Array) v.fill(0);
+      else (probe as Record<string, unknown>)[member] = typeof v === "bigint" ? 0n : 0;
+    }
+  }
+  return FIELDS.filter((f) => f.format({ key: probe, mask: probe }, NO_PORTS) !== undefined);
+})();
+
+/** For each member, the fields that read it: what to name when it differs. */
+export const FIELDS_OF_MEMBER: Readonly<Record<string, string[]>> = Object.fromEntries(
+  MEMBERS.map((member) => {
+    const probe = emptyMatch();
+    (probe.mask as Record<string, unknown>)[member] = FULL[member];
+    (probe.key as Record<string, unknown>)[member] = FULL[member];
+    return [
+      member,
+      FIELDS.filter((f) => f.format(probe, NO_PORTS) !== undefined).map((f) => f.name),
+    ];
+  }),
+);
+
+/** Text of a member's value: hex bytes, or the number. */
+export function memberText(v: FlowKey[keyof FlowKey]): string {
+  return v instanceof Uint8Array
+    ? Array.from(v, (b) => b.toString(16).padStart(2, "0")).join("")
+    : `0x${v.toString(16)}`;
+}
+
+/**
+ * The first member where `actual` differs from `expected`, said with the
+ * match fields that read it, or undefined when they are equal.
+ */
+export function keyDifference(expected: FlowKey, actual: FlowKey): string | undefined {
+  for (const member of MEMBERS) {
+    const a = memberText(actual[member]);
+    const e = memberText(expected[member]);
+    if (a !== e) {
+      const fields = FIELDS_OF_MEMBER[member];
+      return `${member} (${fields.length ? fields.join(", ") : "no match field"}) is ${a}, ` +
+        `expected ${e}`;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Fields of {@link FRAME_FIELDS} that `keys` did not exercise, each with
+ * the prerequisite it was not exercised under: every EtherType and protocol
+ * a field's prerequisites allow needs keys in which the field took at
+ * least two values, or nothing proves it is extracted there.
+ */
+export function unexercisedFields(keys: FlowKey[]): string[] {
+  const out: string[] = [];
+  for (const f of FRAME_FIELDS) {
+    for (const eth of f.prereq?.eth ?? [undefined]) {
+      for (const proto of f.prereq?.proto ?? [undefined]) {
+        const seen = new Set<string>();
+        for (const key of keys) {
+          if (eth !== undefined && key.eth_type !== eth) continue;
+          if (proto !== undefined && key.ip_proto !== proto) continue;
+          const text = f.format({ key, mask: FULL }, NO_PORTS);
+          if (text !== undefined) seen.add(text);
+        }
+        if (seen.size < 2) {
+          const under = [
+            eth === undefined ? "" : `dl_type=0x${eth.toString(16)}`,
+            proto === undefined ? "" : `nw_proto=${proto}`,
+          ].filter((x) => x).join(",");
+          out.push(under ? `${f.name} under ${under}` : f.name);
+        }
+      }
+    }
+  }
+  return out;
+}
