@@ -16,6 +16,7 @@
 import fc from "fast-check";
 import { decodeFlowKey, type FlowKey, flowKeyCodec, Frag } from "../../src/maps/layouts.ts";
 import { emptyMatch, type FieldDef, FIELDS, type Match } from "../../src/tunnel/fields.ts";
+import { fromHex, scapyJson, toHex } from "./scapy.ts";
 
 /** A flow key with every bit set: the full mask of every member. */
 export const FULL: FlowKey = decodeFlowKey(new Uint8Array(flowKeyCodec.size).fill(0xff));
@@ -230,4 +231,124 @@ export function unexercisedFields(keys: FlowKey[]): string[] {
     }
   }
   return out;
+}
+
+/** What Scapy reads in a frame: the flow key, and the frame rebuilt. */
+export interface ScapyReading {
+  /** The key's members as Scapy's dissection gives them. */
+  key: FlowKey;
+  /** The frame rebuilt by Scapy after forgetting every length and checksum. */
+  rebuilt: Uint8Array;
+}
+
+// Scapy's reading of a frame's own headers. Bytes past the last header
+// warren parses are payload, kept raw: Scapy would otherwise dissect them as
+// whatever the protocol number or EtherType names, and a rebuild of such a
+// made-up header is not the bytes it came from.
+const READ_KEYS = `
+from scapy.layers.inet6 import IPv6ExtHdrFragment
+from scapy.layers.sctp import SCTP, SCTPChunkData
+import socket
+class ICMPAny(Packet):
+    """ICMP whatever its type: Scapy's ICMP reads a body per type and fails
+    on one too short for its type; warren's is an echo's for every type."""
+    fields_desc = [ByteField("type", 0), ByteField("code", 0), XShortField("chksum", None)]
+    def post_build(self, p, pay):
+        p += pay
+        if self.chksum is None:
+            p = p[:2] + checksum(p).to_bytes(2, "big") + p[4:]
+        return p
+# The class of each transport header warren parses; ICMP and ICMPv6 as
+# the generic message, since Scapy's class per type reads a body of that
+# type (and may count bytes past it as padding).
+CLASSES = {1: ICMPAny, 6: TCP, 17: UDP, 132: SCTP, 58: ICMPv6Unknown}
+PARSED = tuple(CLASSES)
+# What Scapy computes when absent, per protocol of the transport header.
+COMPUTED = {6: ["chksum"], 17: ["len", "chksum"], 132: ["chksum"], 1: ["chksum"], 58: ["cksum"]}
+def addr(family, text):
+    return socket.inet_pton(family, text).ljust(16, b"\\0").hex()
+def keep_raw(layer):
+    data = raw(layer.payload)
+    layer.remove_payload()
+    if data:
+        layer.add_payload(Raw(data))
+def dissect(frame):
+    """The frame, its network layer, protocol and transport layer (or None)."""
+    p = Ether(frame)
+    top = p.payload if isinstance(p.payload, Dot1Q) else p
+    l3 = top.payload
+    if isinstance(l3, IPv6) and isinstance(l3.payload, IPv6ExtHdrFragment):
+        l3 = l3.payload
+    if isinstance(l3, IP):
+        proto, later = l3.proto, l3.frag > 0
+    elif isinstance(l3, (IPv6, IPv6ExtHdrFragment)):
+        proto, later = l3.nh, isinstance(l3, IPv6ExtHdrFragment) and l3.offset > 0
+    elif isinstance(l3, ARP):
+        return p, l3, None, None
+    else:
+        keep_raw(top)
+        return p, None, None, None
+    if later or proto not in PARSED:
+        keep_raw(l3)
+        return p, l3, proto, None
+    if proto in (1, 58) or isinstance(l3.payload, Raw):
+        # Also: Scapy binds some protocols to IPv6 but not behind its
+        # fragment header.
+        data = raw(l3.payload)
+        l3.remove_payload()
+        l3.add_payload(CLASSES[proto](data))
+    return p, l3, proto, l3.payload
+def read(frame):
+    p, l3, proto, l4 = dissect(frame)
+    key = {"eth_dst": mac2str(p.dst).hex(), "eth_src": mac2str(p.src).hex(), "eth_type": p.type}
+    if isinstance(p.payload, Dot1Q):
+        # The DEI bit is "id" in older Scapy, "dei" in newer; the key has 0x1000 there.
+        key.update(vlan_tci=(p.payload.prio << 13) | p.payload.vlan | 0x1000,
+                   eth_type=p.payload.type)
+    ip = l3.underlayer if isinstance(l3, IPv6ExtHdrFragment) else l3
+    if isinstance(ip, IP):
+        key.update(ip_src=addr(socket.AF_INET, ip.src), ip_dst=addr(socket.AF_INET, ip.dst),
+                   ip_tos=ip.tos, ip_frag=3 if ip.frag else 1 if ip.flags.MF else 0)
+    elif isinstance(ip, IPv6):
+        key.update(ip_src=addr(socket.AF_INET6, ip.src), ip_dst=addr(socket.AF_INET6, ip.dst),
+                   ip_tos=ip.tc, ip_frag=0)
+        if isinstance(l3, IPv6ExtHdrFragment):
+            key.update(ip_frag=3 if l3.offset else 1)
+    elif isinstance(ip, ARP):
+        key.update(ip_proto=ip.op, ip_src=addr(socket.AF_INET, ip.psrc),
+                   ip_dst=addr(socket.AF_INET, ip.pdst))
+    if proto is not None:
+        key["ip_proto"] = proto
+    if l4 is not None and proto in (1, 58):
+        # Type and code by position: some ICMPv6 classes name them otherwise.
+        key.update(tp_src=raw(l4)[0], tp_dst=raw(l4)[1])
+    elif l4 is not None:
+        key.update(tp_src=l4.sport, tp_dst=l4.dport)
+    q, q3, _, q4 = dissect(frame)
+    if isinstance(q3, IPv6ExtHdrFragment):
+        q3 = q3.underlayer
+    for name in {IP: ["len", "chksum"], IPv6: ["plen"]}.get(type(q3), []):
+        delattr(q3, name)
+    if q4 is not None:
+        for name in COMPUTED[proto]:
+            delattr(q4, name)
+        if isinstance(q4.payload, SCTPChunkData):
+            delattr(q4.payload, "len")
+    return {"key": key, "rebuilt": raw(q).hex()}
+print(json.dumps([read(bytes.fromhex(f)) for f in data]))
+`;
+
+/** What Scapy reads in each frame. */
+export async function scapyKeys(frames: Uint8Array[]): Promise<ScapyReading[]> {
+  const out = await scapyJson<{ key: Record<string, number | string>; rebuilt: string }[]>(
+    READ_KEYS,
+    frames.map(toHex),
+  );
+  return out.map(({ key, rebuilt }) => {
+    const k = emptyMatch().key as Record<string, unknown>;
+    for (const [member, v] of Object.entries(key)) {
+      k[member] = typeof v === "string" ? fromHex(v) : v;
+    }
+    return { key: k as unknown as FlowKey, rebuilt: fromHex(rebuilt) };
+  });
 }

@@ -12,22 +12,30 @@ import { run } from "../../src/lab/run.ts";
 const PYTHON = "/usr/bin/python3";
 
 const BUILD = `
-import json, sys
-from scapy.all import *
 load_contrib("geneve")
-exprs = json.load(sys.stdin)
-print(json.dumps([bytes(eval(e)).hex() for e in exprs]))
+print(json.dumps([bytes(eval(e)).hex() for e in data]))
 `;
+
+/**
+ * Runs a Scapy script (with `from scapy.all import *` done) that reads
+ * `input` as JSON from the variable `data` and prints JSON, and returns
+ * what it printed.
+ */
+export async function scapyJson<T>(script: string, input: unknown): Promise<T> {
+  const out = await run([
+    PYTHON,
+    "-c",
+    `import json, sys\nfrom scapy.all import *\ndata = json.load(sys.stdin)\n${script}`,
+  ], { stdin: new TextEncoder().encode(JSON.stringify(input)) });
+  return JSON.parse(out) as T;
+}
 
 /**
  * The bytes of each Scapy expression, such as `Ether()/IP()/UDP()`;
  * `prelude` is Python run first, for helpers the expressions call.
  */
 export async function scapyMany(exprs: string[], prelude = ""): Promise<Uint8Array[]> {
-  const out = await run([PYTHON, "-c", BUILD.replace("exprs =", `${prelude}\nexprs =`)], {
-    stdin: new TextEncoder().encode(JSON.stringify(exprs)),
-  });
-  return (JSON.parse(out) as string[]).map(fromHex);
+  return (await scapyJson<string[]>(`${prelude}\n${BUILD}`, exprs)).map(fromHex);
 }
 
 /** The bytes of one Scapy expression. */
