@@ -98,7 +98,9 @@ export function buildPacket(m: Match, options: BuildOptions = {}): Uint8Array {
   } else {
     l3 = [...payload];
   }
-  const vlan = m.mask.vlan_tci && (k.vlan_tci & 0x1000)
+  // Any TCI bit the match wants set takes a tag (0x1000 is "tagged" in a
+  // key, the DEI bit in a tag, which warren's keys do not carry).
+  const vlan = k.vlan_tci & m.mask.vlan_tci
     ? [0x81, 0x00, (k.vlan_tci >> 8) & 0xef, k.vlan_tci & 0xff]
     : [];
   return new Uint8Array([
