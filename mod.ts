@@ -10,10 +10,11 @@
  *
  * @example Bring up a datapath, add a tunnel and flows, read counters
  * ```ts ignore
+ * // Needs root: tests/docs_test.ts runs this example in a network namespace.
  * import { Datapath, parseFlow } from "./mod.ts";
  *
- * // As root, on a host whose underlay is eth0 and whose workload sits
- * // behind the veth veth-web1.
+ * // On a host whose underlay is eth0 and whose workload sits behind the
+ * // veth veth-web1.
  * using dp = await Datapath.up({ underlay: "eth0" });
  * await dp.addLocalPort("web1", "veth-web1");
  * await dp.addTunnelPort("vx0", "vxlan", { remote_ip: "flow", key: "flow" });
@@ -25,8 +26,6 @@
  *   console.log(dp.describeFlow(f), "packets:", f.counters!.packets);
  * }
  * ```
- *
- * `tests/docs_test.ts` runs this example in a throwaway namespace.
  *
  * @module
  */

@@ -7,7 +7,10 @@
  *
  * @example Count packets at XDP
  * ```ts ignore
+ * // Needs root: tests/docs_test.ts runs this example in a network namespace.
  * import { attachXdp, BpfObject, ifindex } from "./mod.ts";
+ *
+ * // From the top of a checkout, on a host with a veth named veth0.
  * using obj = BpfObject.openFile("bpf/build/counter.bpf.o");
  * obj.load();
  * using prog = obj.program("xdp_count");

@@ -8,10 +8,15 @@
  *
  * @example Load an object from memory and take a program
  * ```ts ignore
+ * // Needs root: tests/docs_test.ts runs this example in a network namespace.
+ * import assert from "node:assert";
  * import bytes from "../../bpf/build/counter.bpf.o" with { type: "bytes" };
+ * import { BpfObject } from "./object.ts";
+ *
  * using obj = BpfObject.openMemory(bytes, "counter");
  * obj.load();
  * using prog = obj.program("xdp_count");
+ * assert.ok(prog.info().id > 0);
  * ```
  *
  * @module

@@ -10,10 +10,13 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert";
  * import { struct, u64 } from "./codec.ts";
+ *
  * const counter = struct("wr_counter", { packets: u64, bytes: u64 });
  * const bytes = counter.encode({ packets: 1n, bytes: 64n });
- * console.assert(bytes.length === 16);
+ * assert.equal(bytes.length, 16);
+ * assert.deepEqual(counter.decode(bytes), { packets: 1n, bytes: 64n });
  * ```
  *
  * @module

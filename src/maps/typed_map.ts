@@ -4,8 +4,19 @@
  *
  * @example
  * ```ts ignore
- * const counters = new PerCpuMap(obj.map("counters"), u32, counterCodec);
+ * // Needs root: tests/docs_test.ts runs this example in a network namespace.
+ * import assert from "node:assert";
+ * import counterObject from "../../bpf/build/counter.bpf.o" with { type: "bytes" };
+ * import { BpfObject } from "../bpf/object.ts";
+ * import { counterCodec } from "./layouts.ts";
+ * import { u32 } from "./codec.ts";
+ * import { PerCpuMap } from "./typed_map.ts";
+ *
+ * using obj = BpfObject.openMemory(counterObject, "counter");
+ * obj.load();
+ * using counters = new PerCpuMap(obj.map("counters"), u32, counterCodec);
  * const total = counters.sum(0); // { packets, bytes } over every CPU
+ * assert.deepEqual(total, { packets: 0n, bytes: 0n });
  * ```
  *
  * @module

@@ -2,6 +2,17 @@
  * IP addresses as the datapath stores them: 16 bytes for both families,
  * IPv4 in the first four, the family kept beside.
  *
+ * @example
+ * ```ts
+ * import assert from "node:assert";
+ * import { formatAddr, parseCidr, prefixMask } from "./addr.ts";
+ *
+ * const net = parseCidr("10.1.0.0/16");
+ * assert.equal(net.prefix, 16);
+ * assert.deepEqual(prefixMask(net.prefix).subarray(0, 4), Uint8Array.of(255, 255, 0, 0));
+ * assert.equal(formatAddr(net.bytes, net.v6), "10.1.0.0");
+ * ```
+ *
  * @module
  */
 

@@ -8,11 +8,19 @@
  *
  * @example
  * ```ts ignore
- * await applyState(dp, {
+ * // Needs root: tests/docs_test.ts runs this example in a network namespace.
+ * import assert from "node:assert";
+ * import { applyState } from "./apply.ts";
+ * import { Datapath } from "./datapath.ts";
+ *
+ * using dp = await Datapath.up({ underlay: "eth0" });
+ * const plan = await applyState(dp, {
  *   ports: [{ name: "web1", device: "veth-web1" }],
  *   tunnels: [{ name: "vx0", proto: "vxlan", options: { remote_ip: "flow", key: "flow" } }],
  *   flows: ["in_port=web1 actions=set_tunnel(id=42,dst=192.0.2.2),output:vx0"],
  * });
+ * assert.deepEqual(plan.ports.add, ["web1", "vx0"]);
+ * assert.equal(plan.flows.added, 1);
  * ```
  *
  * @module

@@ -18,8 +18,13 @@
  *
  * @example Bring up a datapath and add a tunnel
  * ```ts ignore
- * await using dp = await Datapath.up({ underlay: "eth0" });
+ * // Needs root: tests/docs_test.ts runs this example in a network namespace.
+ * import assert from "node:assert";
+ * import { Datapath } from "./datapath.ts";
+ *
+ * using dp = await Datapath.up({ underlay: "eth0" });
  * await dp.addTunnelPort("vx0", "vxlan", { remote_ip: "flow", key: "flow" });
+ * assert.equal(dp.portNames().number("vx0"), 1);
  * ```
  *
  * @module

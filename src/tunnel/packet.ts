@@ -7,6 +7,19 @@
  * does), which trace and the tests use together; the three could become
  * modules of their own once trace and its tests have settled.
  *
+ * @example
+ * ```ts
+ * import assert from "node:assert";
+ * import { parseMatch } from "./flow_syntax.ts";
+ * import { buildPacket, decodePacket } from "./packet.ts";
+ *
+ * const noPorts = { number: () => undefined, name: () => undefined };
+ * const { match } = parseMatch("udp,nw_dst=10.1.0.1,tp_dst=53", noPorts);
+ * const layers = decodePacket(buildPacket(match));
+ * assert.deepEqual(layers.map((l) => l.name), ["Ethernet", "IPv4", "UDP", "Payload"]);
+ * assert.equal(layers[2].fields.dport, 53);
+ * ```
+ *
  * @module
  */
 
