@@ -2,8 +2,11 @@
  * A host running warren needs Deno, libbpf.so.1 and the kernel, nothing
  * more: the built objects travel with the program (bytes imports) and load
  * from memory. Proven by copying only what ships into a fresh directory and
- * running the CLI in a mount namespace where the compiler fails.
+ * running the CLI in a mount namespace where the compiler fails. And after
+ * set-up, running warren fetches nothing: the demo's output has no
+ * package-download lines.
  */
+import { existsSync } from "node:fs";
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { Netns } from "../src/lab/netns.ts";
 import { run } from "../src/lab/run.ts";
@@ -61,3 +64,32 @@ privilegedTest("the CLI runs with no compiler and no BPF sources on the host", a
     await Deno.remove(ship, { recursive: true });
   }
 });
+
+privilegedTest(
+  "after set-up the demo prints no package downloads, even after a deno task ran first",
+  async () => {
+    const denoDir = await Deno.makeTempDir({ prefix: "warren-deno-dir-" });
+    const env = { DENO_DIR: denoDir };
+    const deno = async (...args: string[]) => {
+      const out = await new Deno.Command(Deno.execPath(), { args, cwd: ROOT, env }).output();
+      const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+      assert.ok(out.success, `deno ${args.join(" ")}: ${text}`);
+      return text;
+    };
+    try {
+      // A task before set-up caches the npm packages' files without their
+      // registry metadata, which deno install alone never adds afterwards.
+      await deno("task", "build");
+      assert.ok(
+        !existsSync(`${denoDir}/npm/registry.npmjs.org/yaml/registry.json`),
+        "deno task now caches registry metadata too: this test no longer sets up the failure",
+      );
+      await deno("run", "-A", "scripts/cache_npm.ts");
+      const demo = await deno("run", "-A", "src/demo/main.ts");
+      assert.match(demo, /20 MB arrived intact/);
+      assertEquals(demo.split("\n").filter((l) => /Download/.test(l)), []);
+    } finally {
+      await Deno.remove(denoDir, { recursive: true });
+    }
+  },
+);
