@@ -1,18 +1,24 @@
 /**
- * Every example in the documentation runs as written. Those that need no
- * privileges run under `deno test --doc` (the test task passes it); those
- * that need root are marked `ignore`, so that `deno test --doc` never
- * touches the host's devices, and say so on their first line: they run
- * here, type-checked first, each in a namespace that has the devices they
- * name and with a pin directory of its own.
+ * Every example in the documentation runs as written. Those that need
+ * nothing run under `deno test --doc` (the test task passes it). Those that
+ * need root or a server are marked `ignore`, so that `deno test --doc`
+ * never touches the host's devices, and say what they need on their first
+ * line: they run here, type-checked first. Root examples run each in a
+ * namespace that has the devices they name, with a pin directory of its
+ * own; etcd examples against a throwaway etcd, in a directory holding the
+ * agent configuration they read.
  */
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { Netns } from "../src/lab/netns.ts";
+import { TestEtcd } from "./helpers/etcd.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
-/** The first line of every example that needs root. */
-const NEEDS_ROOT = "// Needs root: tests/docs_test.ts runs this example in a network namespace.";
+/** The first line of an example that needs something, by what it needs. */
+const NEEDS = {
+  root: "// Needs root: tests/docs_test.ts runs this example in a network namespace.",
+  etcd: "// Needs etcd: tests/docs_test.ts runs this example against a throwaway etcd.",
+};
 
 /** One fenced TypeScript example. */
 interface Example {
@@ -77,18 +83,49 @@ const PRINTS: Record<string, RegExp[]> = {
 };
 
 const ALL = documented().flatMap(examples);
-const PRIVILEGED = ALL.filter((ex) => ex.ignored);
+const IGNORED = ALL.filter((ex) => ex.ignored);
+const needing = (what: keyof typeof NEEDS) =>
+  IGNORED.filter((ex) => ex.code.split("\n")[0] === NEEDS[what]);
 
-Deno.test("every example left to this test says it needs root, and none is skipped otherwise", () => {
-  // mod.ts, README, the datapath, apply, typed maps, objects, src/bpf.
-  assert.ok(PRIVILEGED.length >= 7, `found only ${PRIVILEGED.length} examples marked ignore`);
+/** Writes each example where it runs from, and type-checks them all in one go. */
+async function prepare(list: Example[], dir: string): Promise<(ex: Example) => string> {
+  const path = (ex: Example) => `${dir}/${ex.file.replaceAll("/", "_")}_${ex.line}.ts`;
+  for (const ex of list) await Deno.writeTextFile(path(ex), standalone(ex));
+  // They share most of their modules: one check is much faster than several.
+  const check = await new Deno.Command(Deno.execPath(), {
+    args: ["check", "--config", `${ROOT}deno.json`, ...list.map(path)],
+  }).output();
+  assert.ok(check.success, new TextDecoder().decode(check.stderr));
+  return path;
+}
+
+/** Runs the example at `path` (behind the command prefix `wrap`); fails unless it exits 0. */
+async function runExample(
+  path: string,
+  options: { wrap?: string[]; cwd: string; env?: Record<string, string> },
+): Promise<string> {
+  const [cmd, ...pre] = [...(options.wrap ?? []), Deno.execPath()];
+  const out = await new Deno.Command(cmd, {
+    args: [...pre, "run", "-A", "--config", `${ROOT}deno.json`, path],
+    cwd: options.cwd,
+    env: options.env,
+  }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  assert.ok(out.success, text);
+  return text;
+}
+
+Deno.test("every example left to this test says what it needs, and none is skipped otherwise", () => {
+  // mod.ts, README, the datapath, apply, typed maps, objects, src/bpf, the fleet.
+  assert.ok(IGNORED.length >= 8, `found only ${IGNORED.length} examples marked ignore`);
+  const needs = Object.values(NEEDS);
   assertEquals(
-    PRIVILEGED.filter((ex) => ex.code.split("\n")[0] !== NEEDS_ROOT).map((ex) =>
+    IGNORED.filter((ex) => !needs.includes(ex.code.split("\n")[0])).map((ex) =>
       `${ex.file}:${ex.line}`
     ),
     [],
   );
-  // An example that needs no root and is not run would be one nobody checks.
+  // An example that needs nothing and is not run would be one nobody checks.
   assert.ok(ALL.some((ex) => !ex.ignored), "no example runs under deno test --doc");
 });
 
@@ -105,35 +142,18 @@ privilegedTest("the examples that need root run as written", async (t) => {
     ip link add name veth0 type veth peer name veth0p
     for d in eth0 peer0 veth-web1 wl veth0 veth0p; do ip link set dev $d up; done`);
   const dir = await Deno.makeTempDir({ prefix: "warren-doc-" });
-  const path = (ex: Example) => `${dir}/${ex.file.replaceAll("/", "_")}_${ex.line}.ts`;
   try {
-    for (const ex of PRIVILEGED) await Deno.writeTextFile(path(ex), standalone(ex));
-    // One type-check for all: they share most of their modules.
-    const check = await new Deno.Command(Deno.execPath(), {
-      args: ["check", "--config", `${ROOT}deno.json`, ...PRIVILEGED.map(path)],
-    }).output();
-    assert.ok(check.success, new TextDecoder().decode(check.stderr));
-    for (const ex of PRIVILEGED) {
+    const path = await prepare(needing("root"), dir);
+    for (const ex of needing("root")) {
       await t.step(`${ex.file}:${ex.line}`, async () => {
         const pinDir = `/sys/fs/bpf/warren-doc-${crypto.randomUUID().slice(0, 8)}`;
         try {
           // nsenter, not ip netns exec: the latter remounts /sys and hides bpffs.
-          const out = await new Deno.Command("nsenter", {
-            args: [
-              `--net=/run/netns/${ns.name}`,
-              Deno.execPath(),
-              "run",
-              "-A",
-              "--config",
-              `${ROOT}deno.json`,
-              path(ex),
-            ],
+          const text = await runExample(path(ex), {
+            wrap: ["nsenter", `--net=/run/netns/${ns.name}`],
             cwd: ROOT,
             env: { WARREN_PIN_DIR: pinDir },
-          }).output();
-          const text = new TextDecoder().decode(out.stdout) +
-            new TextDecoder().decode(out.stderr);
-          assert.ok(out.success, text);
+          });
           for (const re of PRINTS[ex.file] ?? []) assert.match(text, re);
         } finally {
           await ns.within(async () => {
@@ -141,6 +161,25 @@ privilegedTest("the examples that need root run as written", async (t) => {
             await Datapath.down(pinDir);
           });
         }
+      });
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the examples that need etcd run as written", async (t) => {
+  await using etcd = await TestEtcd.start();
+  const dir = await Deno.makeTempDir({ prefix: "warren-doc-" });
+  try {
+    const path = await prepare(needing("etcd"), dir);
+    await Deno.writeTextFile(
+      `${dir}/agent.yaml`,
+      `host: doc1\netcd: { endpoints: ["${etcd.url}"] }\nunderlay: { addresses: [192.0.2.1] }\n`,
+    );
+    for (const ex of needing("etcd")) {
+      await t.step(`${ex.file}:${ex.line}`, async () => {
+        await runExample(path(ex), { cwd: dir });
       });
     }
   } finally {

@@ -21,6 +21,7 @@
  *
  * @example
  * ```ts ignore
+ * // Needs etcd: tests/docs_test.ts runs this example against a throwaway etcd.
  * import { Agent, StateFileApplier, parseAgentConfig } from "./mod.ts";
  * const config = await parseAgentConfig(await Deno.readTextFile("agent.yaml"), "agent.yaml");
  * const agent = await Agent.start({ config, applier: new StateFileApplier("fleet.json") });
