@@ -1,9 +1,9 @@
 /**
- * Every example in the documentation runs as written. Those that need
- * nothing run under `deno test --doc` (the test task passes it). Those that
- * need root or a server are marked `ignore`, so that `deno test --doc`
- * never touches the host's devices, and say what they need on their first
- * line: they run here, type-checked first. Root examples run each in a
+ * Every example in the documentation (the library's modules and the README)
+ * runs as written. Those that need nothing run under `deno test --doc`,
+ * started here. Those that need root or a server are marked `ignore`, so
+ * that `deno test --doc` never touches the host's devices, and say what
+ * they need on their first line: they run here too, type-checked first. Root examples run each in a
  * namespace that has the devices they name, with a pin directory of its
  * own; etcd examples against a throwaway etcd, in a directory holding the
  * agent configuration they read.
@@ -32,7 +32,7 @@ interface Example {
   code: string;
 }
 
-/** The files whose examples `deno test --doc` reads (see deno.json's test.include). */
+/** The files whose examples are documentation: test helpers' snippets are not. */
 function documented(): string[] {
   const files = ["mod.ts", "README.md"];
   const walk = (dir: string) => {
@@ -127,6 +127,20 @@ Deno.test("every example left to this test says what it needs, and none is skipp
   );
   // An example that needs nothing and is not run would be one nobody checks.
   assert.ok(ALL.some((ex) => !ex.ignored), "no example runs under deno test --doc");
+});
+
+Deno.test("the examples that need nothing run under deno test --doc", async () => {
+  // Only the files that have such examples: each file given is type-checked whole.
+  const files = [...new Set(ALL.filter((ex) => !ex.ignored).map((ex) => ex.file))];
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["test", "-A", "--doc", "--config", `${ROOT}deno.json`, ...files],
+    cwd: ROOT,
+    env: { NO_COLOR: "1" },
+  }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  assert.ok(out.success, text);
+  const ran = /(\d+) passed \| 0 failed/.exec(text);
+  assertEquals(Number(ran?.[1]), ALL.filter((ex) => !ex.ignored).length, text);
 });
 
 privilegedTest("the examples that need root run as written", async (t) => {
