@@ -14,8 +14,21 @@
  */
 
 import fc from "fast-check";
-import { decodeFlowKey, type FlowKey, flowKeyCodec, Frag } from "../../src/maps/layouts.ts";
-import { emptyMatch, type FieldDef, FIELDS, type Match } from "../../src/tunnel/fields.ts";
+import {
+  decodeFlowKey,
+  encodeFlowKey,
+  type FlowKey,
+  flowKeyCodec,
+  Frag,
+} from "../../src/maps/layouts.ts";
+import {
+  emptyMatch,
+  type FieldDef,
+  FIELDS,
+  type Match,
+  SHORTHANDS,
+} from "../../src/tunnel/fields.ts";
+import { OWN_BITS } from "./field_texts.ts";
 import { fromHex, scapyJson, toHex } from "./scapy.ts";
 
 /** A flow key with every bit set: the full mask of every member. */
@@ -23,9 +36,6 @@ export const FULL: FlowKey = decodeFlowKey(new Uint8Array(flowKeyCodec.size).fil
 
 /** The members of a flow key, in struct order. */
 export const MEMBERS = flowKeyCodec.fields.map((f) => f.name as keyof FlowKey);
-
-/** Port names for fields that print without any. */
-export const NO_PORTS = { number: () => undefined, name: () => undefined };
 
 /** EtherTypes of VLAN tags: a frame "of" one of these would be read as tagged. */
 const VLAN_TYPES = [0x8100, 0x88a8];
@@ -148,34 +158,36 @@ export function packetMatch(p: PacketSpec): Match {
   return m;
 }
 
+/** Each member's bytes in the encoded flow key. */
+const MEMBER_BYTES = new Map(flowKeyCodec.fields.map((f) => [f.name, [f.offset, f.size]]));
+
+/** Whether `bits` (an encoded flow key's worth) has a bit in `member`. */
+function touches(bits: Uint8Array, member: string): boolean {
+  const [at, n] = MEMBER_BYTES.get(member)!;
+  return bits.subarray(at, at + n).some((b) => b !== 0);
+}
+
+/** Members the tunnel and the port give, not the frame: parse_frame leaves them. */
+const METADATA = MEMBERS.filter((m) =>
+  m === "in_port" || m.startsWith("tun_") || m.startsWith("gnv_")
+);
+
 /**
  * The match fields that speak of the frame itself, not of the tunnel it
- * came through or the port: those whose text a key with only frame members
- * set has. Derived from the field table, so a new field joins by itself.
+ * came through or the port: those whose own bits are all in frame members.
+ * Derived from the field table, so a new field joins by itself.
  */
-export const FRAME_FIELDS: readonly FieldDef[] = (() => {
-  const probe = decodeFlowKey(new Uint8Array(flowKeyCodec.size).fill(0xff));
-  for (const member of MEMBERS) {
-    if (member === "in_port" || member.startsWith("tun_") || member.startsWith("gnv_")) {
-      const v = probe[member];
-      if (v instanceof Uint8Array) v.fill(0);
-      else (probe as Record<string, unknown>)[member] = typeof v === "bigint" ? 0n : 0;
-    }
-  }
-  return FIELDS.filter((f) => f.format({ key: probe, mask: probe }, NO_PORTS) !== undefined);
-})();
+export const FRAME_FIELDS: readonly FieldDef[] = FIELDS.filter((f) => {
+  const bits = OWN_BITS.get(f.name)!;
+  return bits.some((b) => b !== 0) && !METADATA.some((m) => touches(bits, m));
+});
 
-/** For each member, the fields that read it: what to name when it differs. */
+/** For each member, the fields that set it: what to name when it differs. */
 export const FIELDS_OF_MEMBER: Readonly<Record<string, string[]>> = Object.fromEntries(
-  MEMBERS.map((member) => {
-    const probe = emptyMatch();
-    (probe.mask as Record<string, unknown>)[member] = FULL[member];
-    (probe.key as Record<string, unknown>)[member] = FULL[member];
-    return [
-      member,
-      FIELDS.filter((f) => f.format(probe, NO_PORTS) !== undefined).map((f) => f.name),
-    ];
-  }),
+  MEMBERS.map((member) => [
+    member,
+    FIELDS.filter((f) => touches(OWN_BITS.get(f.name)!, member)).map((f) => f.name),
+  ]),
 );
 
 /** Text of a member's value: hex bytes, or the number. */
@@ -204,30 +216,29 @@ export function keyDifference(expected: FlowKey, actual: FlowKey): string | unde
 
 /**
  * Fields of {@link FRAME_FIELDS} that `keys` did not exercise, each with
- * the prerequisite it was not exercised under: every EtherType and protocol
- * a field's prerequisites allow needs keys in which the field took at
- * least two values, or nothing proves it is extracted there.
+ * the prerequisite it was not exercised under: under every shorthand a
+ * field's prerequisites allow, keys must give the field's bits at least
+ * two values, or nothing proves the field is extracted there.
  */
 export function unexercisedFields(keys: FlowKey[]): string[] {
   const out: string[] = [];
+  const bytes = keys.map((k) => {
+    const b = new Uint8Array(flowKeyCodec.size);
+    encodeFlowKey(k, b);
+    return b;
+  });
   for (const f of FRAME_FIELDS) {
-    for (const eth of f.prereq?.eth ?? [undefined]) {
-      for (const proto of f.prereq?.proto ?? [undefined]) {
-        const seen = new Set<string>();
-        for (const key of keys) {
-          if (eth !== undefined && key.eth_type !== eth) continue;
-          if (proto !== undefined && key.ip_proto !== proto) continue;
-          const text = f.format({ key, mask: FULL }, NO_PORTS);
-          if (text !== undefined) seen.add(text);
+    const own = OWN_BITS.get(f.name)!;
+    for (const word of f.prereq ?? [undefined]) {
+      const s = word === undefined ? undefined : SHORTHANDS[word];
+      const seen = new Set<string>();
+      keys.forEach((key, i) => {
+        if (s && (key.eth_type !== s.eth || (s.proto !== undefined && key.ip_proto !== s.proto))) {
+          return;
         }
-        if (seen.size < 2) {
-          const under = [
-            eth === undefined ? "" : `dl_type=0x${eth.toString(16)}`,
-            proto === undefined ? "" : `nw_proto=${proto}`,
-          ].filter((x) => x).join(",");
-          out.push(under ? `${f.name} under ${under}` : f.name);
-        }
-      }
+        seen.add(bytes[i].map((b, j) => b & own[j]).join());
+      });
+      if (seen.size < 2) out.push(word ? `${f.name} under ${word}` : f.name);
     }
   }
   return out;
