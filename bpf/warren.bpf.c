@@ -86,6 +86,7 @@ int wr_xdp_underlay(struct xdp_md *ctx)
 		return XDP_DROP;
 	}
 
+	stamp_net(key);
 	e = classify(key, l);
 	if (!e) {
 		cfg = config();
@@ -144,16 +145,18 @@ struct {
  * A global function, shared by both TC programs and verified once. */
 __noinline long finish_at_tc(struct __sk_buff *skb, struct lookup *l, __u32 how)
 {
-	struct frame_info fi = {};
 	struct wr_flow_entry *e;
 	int pass;
 
 	if (!l)
 		return TC_ACT_SHOT;
-	e = frame_flow(skb, l, &fi, how >> 4, how & FIN_TUNNEL, &pass);
+	__builtin_memset(&l->fi, 0, sizeof(l->fi));
+	e = frame_flow(skb, l, &l->fi, how >> 4, how & FIN_TUNNEL, &pass);
 	if (!e)
 		return pass ? TC_ACT_OK : TC_ACT_SHOT;
-	return exec_actions(skb, e, &l->key, &fi);
+	if (e->actions[0].op == WR_ACT_GROUP)
+		return exec_group(skb, e->actions[0].arg, l);
+	return exec_actions(skb, e, &l->key, &l->fi);
 }
 
 SEC("tc")

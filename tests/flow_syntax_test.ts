@@ -80,6 +80,8 @@ const masked = (max: number, scale = 1) =>
     return m === null ? value : `${value}/${scale === 1 ? m : s(m)}`;
   });
 const bigNum = fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }).map((n) => `0x${n.toString(16)}`);
+const u32Num = fc.bigInt({ min: 0n, max: 2n ** 32n - 1n })
+  .chain((n) => fc.constantFrom(String(n), `0x${n.toString(16)}`));
 const mac = fc.uint8Array({ minLength: 6, maxLength: 6 })
   .map((b) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join(":"));
 const ipv4 = fc.ipV4();
@@ -107,6 +109,8 @@ const int = (max: number, ctx: readonly Ctx[] = ANY, bits?: number): Gen => ({
 /** A value generator for every name a match field goes by. */
 const GENERATORS: Record<string, Gen> = {
   in_port: { ctx: ANY, value: () => fc.oneof(fc.constantFrom("web", "vx0", "db"), num(200, 1)) },
+  net: { ctx: ANY, value: () => fc.tuple(u32Num, fc.option(u32Num)).map(joinMask), bits: 32 },
+  metadata: { ctx: ANY, value: () => u32Num },
   tun_id: { ctx: ANY, value: () => fc.tuple(bigNum, fc.option(bigNum)).map(joinMask), bits: 64 },
   tunnel_id: { ctx: ANY, value: () => bigNum },
   tun_src: { ctx: ANY, value: (v6) => cidr(v6 ? ipv6 : ipv4, v6 ? 128 : 32) },
@@ -510,12 +514,12 @@ Deno.test("port names that flows would read otherwise are refused", () => {
 });
 
 const PORTS: Port[] = [
-  { kind: "local", name: "web", number: 1, device: "wl0", xdp: false },
+  { kind: "local", name: "web", number: 1, device: "wl0", xdp: false, net: 0 },
   {
     ...tunnelPort("vx0", "vxlan", "u0", { remote_ip: "flow", key: "flow" }),
     number: 2,
   },
-  { kind: "local", name: "db", number: 3, device: "dl0", xdp: false },
+  { kind: "local", name: "db", number: 3, device: "dl0", xdp: false, net: 0 },
 ];
 const lookup: PortLookup = {
   byName: (n) => PORTS.find((p) => p.name === n),

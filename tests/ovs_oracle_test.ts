@@ -54,14 +54,22 @@ const REFUSALS: { reason: string; message: RegExp; stage2?: boolean }[] = [
     message: /needs .*(which the match does not say|and the match says)/,
   },
   {
-    reason: "more than one table: table=N, resubmit, goto_table, registers, metadata",
+    reason: "more than one table: table=N, resubmit, goto_table, registers",
     message: /warren has one table/,
+  },
+  {
+    reason: "metadata wider than 32 bits (warren's net)",
+    message: /does not fit net's 32 bits/,
+  },
+  {
+    reason: "group:G beside other actions (warren's groups stand alone in a flow)",
+    message: /stands alone in a flow/,
   },
   {
     reason: "reserved ports warren has not: NORMAL, FLOOD, ALL, CONTROLLER; in_port=LOCAL",
     message: /warren has no (NORMAL|FLOOD|ALL) port|warren has no controller:|LOCAL is no port/,
   },
-  { reason: "groups, bundles", message: /warren has no groups/ },
+  { reason: "bundles", message: /warren has no bundles/ },
   { reason: "connection tracking", message: /does not track connections/ },
   { reason: "MPLS", message: /does not (do|parse) MPLS/ },
   {
@@ -252,9 +260,10 @@ function mac(t: string): Uint8Array {
 function ovsMatch(items: string[]): { match: Match; priority: number } {
   const m = emptyMatch();
   let priority = 32768;
+  // `>>> 0`: net is 32 bits, beyond JavaScript's signed bit operators.
   const int = (member: IntMember, v: number, mask: number) => {
-    m.mask[member] |= mask;
-    m.key[member] = (m.key[member] & ~mask) | (v & mask);
+    m.mask[member] = (m.mask[member] | mask) >>> 0;
+    m.key[member] = ((m.key[member] & ~mask) | (v & mask)) >>> 0;
   };
   for (const item of items) {
     const eq = item.indexOf("=");
@@ -273,6 +282,9 @@ function ovsMatch(items: string[]): { match: Match; priority: number } {
         break;
       case "in_port":
         int("in_port", num(value), 0xffff);
+        break;
+      case "metadata":
+        int("net", ...valueMask(value, 32));
         break;
       case "dl_type":
         int("eth_type", ...valueMask(value, 16));
@@ -394,6 +406,7 @@ function ovsOutputs(actions: string[]): string[] {
     let m;
     if (a === "drop") continue;
     if (a === "LOCAL") out.push("pass");
+    else if ((m = /^group:(\d+)$/.exec(a))) out.push(`group ${m[1]}`);
     else if ((m = /^output:(\d+)$/.exec(a))) out.push(outputLabel(m[1], st));
     else if ((m = /^(?:set_field:|set_tunnel(?:64)?:)(0x[0-9a-f]+)(?:->tun_id)?$/.exec(a))) {
       st.id = BigInt(m[1]);
@@ -448,6 +461,7 @@ function warrenMeaning(f: FlowSpec): Meaning {
   const addr = (a: { v6: boolean; bytes: Uint8Array }) => formatAddr(a.bytes, a.v6);
   for (const a of f.actions as ActionSpec[]) {
     if (a.type === "pass") outputs.push("pass");
+    else if (a.type === "group") outputs.push(`group ${a.group}`);
     else if (a.type === "output") outputs.push(outputLabel(a.port, st));
     else if (a.type === "set_tunnel") {
       if (a.id !== undefined) st.id = a.id;
@@ -482,6 +496,7 @@ const localPort = (n: number): Port => ({
   number: n,
   device: `d${n}`,
   xdp: false,
+  net: 0,
 });
 const ALL_LOCAL: PortLookup = {
   byName: (name) => /^p\d+$/.test(name) ? localPort(Number(name.slice(1))) : undefined,

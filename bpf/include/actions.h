@@ -230,22 +230,19 @@ __noinline long tunnel_output(struct __sk_buff *skb, const struct frame_info *fi
 	return output_done(skb, st, out, out->hdr_len, r);
 }
 
-/* Carries out action st->index of e. Returns a TC verdict when the packet
- * is finished with, or -1 to go on. A global function, so the verifier
- * checks one action once instead of every sequence of eight. */
-__noinline long exec_one(struct __sk_buff *skb, const struct wr_flow_entry *e,
-			 const struct wr_flow_key *key, const struct frame_info *fi,
-			 struct exec_state *st)
+/* Carries out action a, the last output when st->last says so. Returns a
+ * TC verdict when the packet is finished with, or -1 to go on. */
+static __always_inline long output_one(struct __sk_buff *skb, const struct wr_action *a,
+				       const struct wr_flow_key *key, const struct frame_info *fi,
+				       struct exec_state *st)
 {
-	const struct wr_action *a;
 	struct wr_port *port;
 	__u32 p;
 	int last;
 
-	if (!e || !key || !fi || !st || st->index >= WR_MAX_ACTIONS)
+	if (!a || !key || !fi || !st)
 		return TC_ACT_SHOT;
-	a = &e->actions[st->index];
-	last = a->flags & WR_ACTF_LAST;
+	last = st->last;
 	p = a->port;
 	switch (a->op) {
 	case WR_ACT_DROP:
@@ -268,13 +265,21 @@ __noinline long exec_one(struct __sk_buff *skb, const struct wr_flow_entry *e,
 	case WR_ACT_TUNNEL:
 		st->port_no = p;
 		st->tk_idx = a->arg;
-		st->last = last;
 		port = bpf_map_lookup_elem(&wr_ports, &p);
 		if (port && port->proto == WR_PROTO_STT)
 			return stt_output(skb, fi, key, st);
 		return tunnel_output(skb, fi, key, st);
 	}
 	return -1;
+}
+
+/* output_one as a global function, for a flow's actions: the verifier
+ * checks one action once instead of every sequence of eight. */
+__noinline long exec_one(struct __sk_buff *skb, const struct wr_action *a,
+			 const struct wr_flow_key *key, const struct frame_info *fi,
+			 struct exec_state *st)
+{
+	return output_one(skb, a, key, fi, st);
 }
 
 /* The state of the actions being carried out: in a map, off the stack,
@@ -285,6 +290,114 @@ struct {
 	__type(key, __u32);
 	__type(value, struct exec_state);
 } wr_scratch_exec SEC(".maps");
+
+/* ---- Replication groups -------------------------------------------------- */
+
+/* A group's walk over its buckets, per CPU like the state above. */
+struct group_walk {
+	__u32 first;		/* the group's first bucket in wr_buckets */
+	__u32 last;		/* the packet's last bucket, from first */
+	__u32 len;		/* the frame's length, for the counters */
+	__u32 pad;
+	long verdict;		/* once the last bucket is done, or -1 */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct group_walk);
+} wr_scratch_group SEC(".maps");
+
+/* Bucket i of the walk: skipped when it is the packet's own port (split
+ * horizon), else counted and carried out like a flow's output (inline:
+ * one call frame less under the callback, for the verifier's stack). */
+static long group_step(__u32 i, void *arg)
+{
+	struct __sk_buff *skb = ((struct skb_arg *)arg)->skb;
+	__u32 zero = 0, b;
+	struct group_walk *w = bpf_map_lookup_elem(&wr_scratch_group, &zero);
+	struct exec_state *st = bpf_map_lookup_elem(&wr_scratch_exec, &zero);
+	struct lookup *l = bpf_map_lookup_elem(&wr_scratch_lookup, &zero);
+	const struct wr_action *a;
+	long verdict;
+
+	if (!w || !st || !l)
+		return 1;
+	b = w->first + i;
+	a = bpf_map_lookup_elem(&wr_buckets, &b);
+	if (!a)
+		return 1;
+	if (a->port == st->in_port)
+		return 0;
+	group_count(bpf_map_lookup_elem(&wr_bucket_stats, &b), w->len);
+	st->last = i == w->last;
+	verdict = output_one(skb, a, &l->key, &l->fi, st);
+	if (verdict < 0)
+		return 0;
+	w->verdict = verdict;
+	return 1;
+}
+
+/*
+ * Sends a copy of the frame in l (its key and frame_info parsed) to each
+ * bucket of group gid: local ports first, each a clone of the untouched
+ * frame, then tunnels, encapsulated once and re-addressed for each, as a
+ * flow's own outputs are. Never back out of the port it came in on, never
+ * from a tunnel into a tunnel (split horizon). The packet itself goes to
+ * its last bucket. Returns the TC verdict. A global function beside
+ * exec_actions, not under it: the walk's callback and the outputs under it
+ * need the stack a call frame takes.
+ */
+__noinline long exec_group(struct __sk_buff *skb, __u32 gid, struct lookup *l)
+{
+	__u32 *slot = bpf_map_lookup_elem(&wr_group_slots, &gid);
+	__u32 zero = 0, first, n, b, s;
+	struct group_walk *w = bpf_map_lookup_elem(&wr_scratch_group, &zero);
+	struct exec_state *st = bpf_map_lookup_elem(&wr_scratch_exec, &zero);
+	struct skb_arg arg = { skb };
+	const struct wr_bucket_list *list;
+	const struct wr_action *a;
+	struct wr_group *g;
+
+	if (!w || !st || !l)
+		return TC_ACT_SHOT;
+	__builtin_memset(st, 0, sizeof(*st));
+	st->in_port = l->key.in_port;
+	s = slot ? *slot : 0;
+	g = slot ? bpf_map_lookup_elem(&wr_groups, &s) : NULL;
+	if (!g) {
+		drop(WR_DROP_NO_GROUP, st->in_port);
+		return TC_ACT_SHOT;
+	}
+	group_count(bpf_map_lookup_elem(&wr_group_stats, &s), skb->len);
+	/* The live list, chosen once: a change writes the other one and only
+	 * then flips `live`, and never touches a list a packet may walk. */
+	list = &g->lists[*(volatile __u32 *)&g->live & 1];
+	first = list->first;
+	n = (l->key.tun_flags & WR_TUNF_PRESENT) ? list->n_local : list->n_buckets;
+	if (n > WR_MAX_GROUP_BUCKETS)
+		n = WR_MAX_GROUP_BUCKETS;
+	/* A local port is in one bucket at most: when the last is the
+	 * packet's own, the one before is its last, and the walk stops there. */
+	b = first + n - 1;
+	a = n ? bpf_map_lookup_elem(&wr_buckets, &b) : NULL;
+	if (a && a->port == st->in_port)
+		n--;
+	if (!n) {
+		drop(WR_DROP_GROUP_EMPTY, st->in_port);
+		return TC_ACT_SHOT;
+	}
+	w->first = first;
+	w->last = n - 1;
+	w->len = skb->len;
+	w->verdict = -1;
+	bpf_loop(n, group_step, &arg, 0);
+	if (w->verdict >= 0)
+		return w->verdict;
+	drop(WR_DROP_GROUP_EMPTY, st->in_port);
+	return TC_ACT_SHOT;
+}
 
 /* Carries out e's actions on skb. Returns the TC verdict. */
 __noinline long exec_actions(struct __sk_buff *skb, const struct wr_flow_entry *e,
@@ -299,10 +412,12 @@ __noinline long exec_actions(struct __sk_buff *skb, const struct wr_flow_entry *
 	st->in_port = key->in_port;
 	n = e->n_actions;
 	for (__u32 i = 0; i < WR_MAX_ACTIONS && i < n; i++) {
+		const struct wr_action *a = &e->actions[i];
 		long verdict;
 
 		st->index = i;
-		verdict = exec_one(skb, e, key, fi, st);
+		st->last = a->flags & WR_ACTF_LAST;
+		verdict = exec_one(skb, a, key, fi, st);
 		if (verdict >= 0)
 			return verdict;
 	}

@@ -13,12 +13,14 @@
 #include "parse.h"
 #include "tunnel.h"
 
-/* Per-CPU scratch for a packet's flow key and its key under one mask: too
- * big for the 512-byte stack beside everything else a program keeps there.
- * Programs do not nest on a CPU, so one slot per CPU is enough. */
+/* Per-CPU scratch for a packet's flow key, its key under one mask, and
+ * what parsing learnt of its frame at TC: too big for the 512-byte stack
+ * beside everything else a program keeps there. Programs do not nest on a
+ * CPU, so one slot per CPU is enough. */
 struct lookup {
 	struct wr_flow_key key;
 	struct wr_flow_index_key ik;
+	struct frame_info fi;
 };
 
 struct {
@@ -37,6 +39,32 @@ static __always_inline struct lookup *lookup_scratch(void)
 	if (l)
 		__builtin_memset(&l->key, 0, sizeof(l->key));
 	return l;
+}
+
+/* Stamps the network of the packet's ingress port on key: the port's own,
+ * or, for a tunnel port with net=flow, the packet's tunnel key (0, no
+ * network, when it is wider than 32 bits). */
+static __always_inline void stamp_net(struct wr_flow_key *key)
+{
+	__u32 p = key->in_port;
+	struct wr_port *port = bpf_map_lookup_elem(&wr_ports, &p);
+	__u64 id;
+
+	key->net = 0;
+	if (!port)
+		return;
+	if (!(port->flags & WR_PORTF_NET_FLOW)) {
+		key->net = port->net;
+		return;
+	}
+	id = bpf_be64_to_cpu(key->tun_id);
+	key->net = id >> 32 ? 0 : id;
+}
+
+/* Whether flow e re-stamps the packet's network (set_field:N->net). */
+static __always_inline int restamps(const struct wr_flow_entry *e)
+{
+	return e->n_actions == 1 && e->actions[0].op == WR_ACT_SET_NET;
 }
 
 /* The highest-priority flow matching key, or NULL. */
@@ -128,8 +156,9 @@ static __always_inline int parse_inner_skb(struct __sk_buff *skb, struct wr_flow
 
 /*
  * The flow of the frame in skb, whose tunnel fields l->key already holds:
- * parsed into l->key and fi (ecn as parse_inner_skb takes it), looked up,
- * and the hit counted. NULL when there is none to run, counted: a frame
+ * parsed into l->key and fi (ecn as parse_inner_skb takes it), stamped
+ * with its network, looked up (once more after a set_field:N->net), and
+ * the hit counted. NULL when there is none to run, counted: a frame
  * dropped, or a miss; *pass then says whether the miss goes to the stack
  * (as the miss_tunnel or, without `tunnel`, the miss_local setting says).
  */
@@ -148,7 +177,19 @@ static __always_inline struct wr_flow_entry *frame_flow(struct __sk_buff *skb, s
 		drop(r, key->in_port);
 		return NULL;
 	}
+	stamp_net(key);
 	e = classify(key, l);
+	if (e && restamps(e)) {
+		/* Looked up once more in its new network; a second re-stamp
+		 * would be a loop. */
+		flow_hit(e, skb->len, fi->tcp_flags);
+		key->net = e->actions[0].arg;
+		e = classify(key, l);
+		if (e && restamps(e)) {
+			drop(WR_DROP_LOOP, key->in_port);
+			return NULL;
+		}
+	}
 	if (!e) {
 		cfg = config();
 		if (cfg && (tunnel ? cfg->miss_tunnel : cfg->miss_local) == WR_MISS_PASS) {

@@ -120,6 +120,43 @@ struct {
 	__type(value, __u64);
 } wr_stats SEC(".maps");
 
+/* Replication groups (see warren.h): a group id's slot, each slot's bucket
+ * lists and counters, and the buckets themselves with theirs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, WR_DEFAULT_MAX_GROUPS);
+	__type(key, __u32);
+	__type(value, __u32);
+} wr_group_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, WR_DEFAULT_MAX_GROUPS);
+	__type(key, __u32);
+	__type(value, struct wr_group);
+} wr_groups SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, WR_DEFAULT_MAX_GROUPS);
+	__type(key, __u32);
+	__type(value, struct wr_group_stats);
+} wr_group_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, WR_DEFAULT_MAX_BUCKETS);
+	__type(key, __u32);
+	__type(value, struct wr_action);
+} wr_buckets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, WR_DEFAULT_MAX_BUCKETS);
+	__type(key, __u32);
+	__type(value, struct wr_group_stats);
+} wr_bucket_stats SEC(".maps");
+
 /* Control plane only, kept here so that every process sees the same
  * allocation. wr_flow_ids: a bitmap of the flow ids in use. Tunnel keys are
  * shared: flows that set the same tunnel key use one slot, found through
@@ -195,6 +232,15 @@ static __always_inline void drop(__u32 reason, __u32 in_port)
 	stat_inc(reason);
 	if (s)
 		s->drops++;
+}
+
+/* Counts a packet of `bytes` in a group's or a bucket's counters. */
+static __always_inline void group_count(struct wr_group_stats *s, __u64 bytes)
+{
+	if (wr_dry_run || !s)
+		return;
+	s->packets++;
+	s->bytes += bytes;
 }
 
 static __always_inline struct wr_config *config(void)

@@ -698,7 +698,7 @@ struct {
  * finish_at_tc for an inner segment of a resegmented STT frame, all but
  * the last: every output takes a clone, since the skb goes on to become
  * the next segment. Such a frame goes to local ports and the stack; a flow
- * that would send it into another tunnel drops it (counted), which keeps
+ * that would send it into another tunnel or a group drops it (counted), which keeps
  * this path shallow enough for the verifier's stack.
  */
 __noinline long finish_clone_at_tc(struct __sk_buff *skb, struct lookup *l, __u32 outer_ecn)
@@ -742,6 +742,7 @@ __noinline long finish_clone_at_tc(struct __sk_buff *skb, struct lookup *l, __u3
 			drop(WR_DROP_ACTION, key->in_port);
 			return TC_ACT_SHOT;
 		case WR_ACT_TUNNEL:
+		case WR_ACT_GROUP:
 			drop(WR_DROP_ENCAP, key->in_port);
 			break;
 		}

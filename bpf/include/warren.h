@@ -23,7 +23,7 @@
 /* Bumped whenever a pinned map's layout changes meaning. warren refuses to
  * reuse pins written under another version (see src/tunnel/pins.ts). */
 enum wr_layout_version {
-	WR_LAYOUT_VERSION = 3,
+	WR_LAYOUT_VERSION = 4,
 };
 
 /* ---- Demo and test counters (counter.bpf.c) ---------------------------- */
@@ -94,6 +94,7 @@ enum wr_port_flag {
 	WR_PORTF_NO_KEY		= 0x0400,	/* GRE: no key field at all */
 	WR_PORTF_NH_MAC		= 0x0800,	/* nh_mac is a configured neighbour */
 	WR_PORTF_MSS_CLAMP	= 0x1000,	/* clamp TCP MSS of encapsulated SYNs */
+	WR_PORTF_NET_FLOW	= 0x2000,	/* tunnel: net=flow, the packet's tun_id is its net */
 };
 
 /* A port, indexed by port number (1..WR_MAX_PORTS-1; 0 means none). */
@@ -114,6 +115,8 @@ struct wr_port {
 	__u8 nh_mac[6];		/* neighbour MAC when NH_MAC and the FIB has none */
 	__u8 local_mac[6];	/* the underlay device's MAC, for NH_MAC */
 	__u32 gre_seq;		/* next GRE sequence number (datapath-owned) */
+	__u32 net;		/* the network it stamps on what it receives, 0 = none */
+	__u32 pad1;
 };
 
 /* Names of a port, for people; the datapath never reads them. */
@@ -217,6 +220,8 @@ struct wr_flow_key {
 	__u8 gnv_type;		/* ... its type */
 	__u8 gnv_len;		/* ... its data length in bytes */
 	__u8 gnv_data[8];	/* ... its first data bytes */
+	__u32 net;		/* the network, stamped by the ingress port (or set_field) */
+	__u32 pad0;
 };
 
 #define WR_FLOW_KEY_WORDS (sizeof(struct wr_flow_key) / 8)
@@ -255,6 +260,8 @@ enum wr_action_op {
 	WR_ACT_TUNNEL = 2,	/* to tunnel port `port`, arg = wr_tun_keys index or WR_NO_TUN_KEY */
 	WR_ACT_DROP = 3,
 	WR_ACT_PASS = 4,	/* hand the packet to the kernel stack */
+	WR_ACT_GROUP = 5,	/* a copy to each bucket of group `arg` (alone in a flow) */
+	WR_ACT_SET_NET = 6,	/* net = `arg`, then look the packet up again (alone in a flow) */
 };
 
 /* wr_action.flags */
@@ -288,6 +295,40 @@ struct wr_flow_entry {
 	__u8 flags;		/* WR_FLOWF_* */
 	__u64 cookie;		/* the user's, opaque */
 	struct wr_action actions[WR_MAX_ACTIONS];
+};
+
+/* ---- Replication groups ------------------------------------------------ */
+
+/* A group is a list of buckets, each a struct wr_action (an OUTPUT, or a
+ * TUNNEL with its key), kept back to back in wr_buckets: outputs to local
+ * ports first. A group id names a slot (wr_group_slots), whose entry in
+ * wr_groups holds two lists, one live: a change writes its new buckets
+ * into free ones and the other list, then flips `live` with one write, so
+ * a packet walks the old list or the new one. */
+enum wr_group_size {
+	WR_MAX_GROUP_BUCKETS = 4096,	/* buckets of one group */
+	WR_DEFAULT_MAX_GROUPS = 4096,
+	WR_DEFAULT_MAX_BUCKETS = 65536,	/* buckets of all groups, and room to change them */
+};
+
+/* Where a group's buckets sit in wr_buckets. */
+struct wr_bucket_list {
+	__u32 first;		/* its first bucket */
+	__u16 n_buckets;
+	__u16 n_local;		/* the first n_local are outputs to local ports */
+};
+
+/* A group, by its slot. */
+struct wr_group {
+	__u32 live;		/* which list packets walk: 0 or 1 */
+	__u32 pad0;
+	struct wr_bucket_list lists[2];
+};
+
+/* Per group (packets that hit it) and per bucket (copies sent), per CPU. */
+struct wr_group_stats {
+	__u64 packets;
+	__u64 bytes;
 };
 
 /* Per flow, per CPU. */
@@ -338,6 +379,8 @@ enum wr_stat {
 	WR_DROP_LOOP,		/* more actions or recirculations than allowed */
 	WR_DROP_PAYLOAD,	/* tunnel payload is not Ethernet */
 	WR_DROP_NO_NEIGH,	/* next hop unresolved and the frame is not IP */
+	WR_DROP_NO_GROUP,	/* a flow's group does not exist */
+	WR_DROP_GROUP_EMPTY,	/* a group left no bucket for the packet (split horizon) */
 	WR_DROP_MAX_,
 	/* other events */
 	WR_STAT_DECAP = 32,	/* tunnel packets decapsulated */
@@ -460,6 +503,7 @@ struct wr_constants {
 	enum wr_action_flag action_flag;
 	enum wr_no_tun_key no_tun_key;
 	enum wr_flow_flag flow_flag;
+	enum wr_group_size group_size;
 	enum wr_stat stat;
 	enum wr_config_flag config_flag;
 	enum wr_fwd fwd;

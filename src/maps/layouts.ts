@@ -27,7 +27,7 @@ import {
 } from "./codec.ts";
 
 /** `WR_LAYOUT_VERSION`: bumped when a pinned map changes meaning. */
-export const LAYOUT_VERSION = 3;
+export const LAYOUT_VERSION = 4;
 
 /** Sizes fixed at compile time. */
 export const MAX_PORTS = 256;
@@ -74,6 +74,7 @@ export const PortFlag = {
   NO_KEY: 0x0400,
   NH_MAC: 0x0800,
   MSS_CLAMP: 0x1000,
+  NET_FLOW: 0x2000,
 } as const;
 
 /** `struct wr_port`. */
@@ -94,6 +95,8 @@ export const portCodec = struct("wr_port", {
   nh_mac: mac,
   local_mac: mac,
   gre_seq: u32,
+  net: u32,
+  pad1: pad(4),
 });
 /** A {@link portCodec} value. */
 export type PortEntry = ValueOf<typeof portCodec>;
@@ -198,6 +201,8 @@ export const flowKeyCodec = struct("wr_flow_key", {
   gnv_type: u8,
   gnv_len: u8,
   gnv_data: bytes(8),
+  net: u32,
+  pad0: pad(4),
 });
 /** A {@link flowKeyCodec} value. */
 export type FlowKey = ValueOf<typeof flowKeyCodec>;
@@ -236,6 +241,7 @@ export function encodeFlowKey(k: FlowKey, out: Uint8Array, off = 0): void {
   out[off + FK.gnv_type] = k.gnv_type;
   out[off + FK.gnv_len] = k.gnv_len;
   out.set(k.gnv_data, off + FK.gnv_data);
+  v.setUint32(FK.net, k.net, true);
 }
 
 /**
@@ -269,6 +275,7 @@ export function decodeFlowKey(b: Uint8Array, off = 0): FlowKey {
     gnv_type: c[FK.gnv_type],
     gnv_len: c[FK.gnv_len],
     gnv_data: at("gnv_data", 8),
+    net: v.getUint32(FK.net, true),
   };
 }
 
@@ -299,6 +306,7 @@ export function emptyFlowKey(): FlowKey {
     gnv_type: 0,
     gnv_len: 0,
     gnv_data: at("gnv_data", 8),
+    net: 0,
   };
 }
 
@@ -333,7 +341,15 @@ export const flowIndexKeyCodec = struct("wr_flow_index_key", {
 export type FlowIndexKey = ValueOf<typeof flowIndexKeyCodec>;
 
 /** `enum wr_action_op`. */
-export const ActionOp = { NONE: 0, OUTPUT: 1, TUNNEL: 2, DROP: 3, PASS: 4 } as const;
+export const ActionOp = {
+  NONE: 0,
+  OUTPUT: 1,
+  TUNNEL: 2,
+  DROP: 3,
+  PASS: 4,
+  GROUP: 5,
+  SET_NET: 6,
+} as const;
 /** `WR_ACTF_LAST`. */
 export const ACTF_LAST = 0x01;
 /** `WR_NO_TUN_KEY`. */
@@ -363,6 +379,39 @@ export const flowEntryCodec = struct("wr_flow_entry", {
 });
 /** A {@link flowEntryCodec} value. */
 export type FlowEntry = ValueOf<typeof flowEntryCodec>;
+
+/** `WR_MAX_GROUP_BUCKETS`: buckets of one group. */
+export const MAX_GROUP_BUCKETS = 4096;
+/** Default capacity of the group table. */
+export const DEFAULT_MAX_GROUPS = 4096;
+/** Default capacity of the bucket table: every group's buckets, and room to change them. */
+export const DEFAULT_MAX_BUCKETS = 65536;
+
+/** `struct wr_bucket_list`: where a group's buckets sit in `wr_buckets`. */
+export const bucketListCodec = struct("wr_bucket_list", {
+  first: u32,
+  n_buckets: u16,
+  n_local: u16,
+});
+/** A {@link bucketListCodec} value. */
+export type BucketList = ValueOf<typeof bucketListCodec>;
+
+/** `struct wr_group`: a group slot's two bucket lists, one live. */
+export const groupCodec = struct("wr_group", {
+  live: u32,
+  pad0: pad(4),
+  lists: array(bucketListCodec, 2),
+});
+/** A {@link groupCodec} value. */
+export type GroupEntry = ValueOf<typeof groupCodec>;
+
+/** `struct wr_group_stats`: per group or per bucket, per CPU. */
+export const groupStatsCodec = struct("wr_group_stats", {
+  packets: u64,
+  bytes: u64,
+});
+/** A {@link groupStatsCodec} value. */
+export type GroupStats = ValueOf<typeof groupStatsCodec>;
 
 /** `struct wr_flow_stats`: per flow, per CPU. */
 export const flowStatsCodec = struct("wr_flow_stats", {
@@ -479,6 +528,8 @@ export const Stat = {
   DROP_LOOP: 22,
   DROP_PAYLOAD: 23,
   DROP_NO_NEIGH: 24,
+  DROP_NO_GROUP: 25,
+  DROP_GROUP_EMPTY: 26,
   DECAP: 32,
   ENCAP: 33,
   XDP_REDIRECT: 34,

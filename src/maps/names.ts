@@ -42,6 +42,11 @@ export const PINNED_MAPS = [
   "wr_flow_ids",
   "wr_tun_key_refs",
   "wr_tun_key_slots",
+  "wr_group_slots",
+  "wr_groups",
+  "wr_buckets",
+  "wr_group_stats",
+  "wr_bucket_stats",
 ] as const;
 
 /** A pinned map's name. */
@@ -58,6 +63,7 @@ export const PRIVATE_MAPS = [
   "wr_scratch_decap",
   "wr_scratch_lookup",
   "wr_scratch_csum",
+  "wr_scratch_group",
   "wr_stt_frames",
   "wr_stt_hdr",
   "wr_stt_tx",

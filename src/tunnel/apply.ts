@@ -30,7 +30,8 @@ import type { Datapath } from "./datapath.ts";
 import type { Match, PortNames } from "./fields.ts";
 import { type ActionSpec, type FlowSpec, formatFlow, parseFlowAt } from "./flow_syntax.ts";
 import type { ApplyOptions, FlowDiff } from "./flow_table.ts";
-import { type Port, PortError, tunnelOptions } from "./port.ts";
+import { parseNet, type Port, PortError, tunnelOptions } from "./port.ts";
+import type { PortSpec } from "./datapath.ts";
 
 /** A local port as a state file gives it. */
 export interface DesiredPort {
@@ -40,6 +41,8 @@ export interface DesiredPort {
   device: string;
   /** Its peer takes XDP redirects. */
   xdp?: boolean;
+  /** The network it stamps on what it receives (1..2^32-1). */
+  net?: number;
 }
 
 /** A tunnel port as a state file gives it. */
@@ -138,18 +141,11 @@ export async function applyState(
   opts: ApplyStateOptions = {},
 ): Promise<ApplyPlan> {
   const limit = opts.listLimit ?? 1000;
-  const wantPorts = new Map<
-    string,
-    { kind: "local"; name: string; device: string; xdp?: boolean } | {
-      kind: "tunnel";
-      name: string;
-      proto: string;
-      options: Record<string, string>;
-    }
-  >();
-  for (const p of state.ports ?? []) {
-    wantPorts.set(p.name, { kind: "local", name: p.name, device: p.device, xdp: p.xdp });
-  }
+  const wantPorts = new Map<string, PortSpec>();
+  (state.ports ?? []).forEach((p, i) => {
+    const net = p.net === undefined ? undefined : parseNet(p.net, `ports[${i}] (${p.name}): net`);
+    wantPorts.set(p.name, { kind: "local", name: p.name, device: p.device, xdp: p.xdp, net });
+  });
   for (const t of state.tunnels ?? []) {
     if (wantPorts.has(t.name)) throw new PortError(`"${t.name}" is both a port and a tunnel`);
     wantPorts.set(t.name, { kind: "tunnel", name: t.name, proto: t.proto, options: options(t) });
@@ -250,18 +246,11 @@ function describeDiff(dp: Datapath, diff: FlowDiff): ApplyPlan["flows"] {
   };
 }
 
-function sameDesired(
-  have: Port,
-  want: {
-    kind: string;
-    device?: string;
-    xdp?: boolean;
-    proto?: string;
-    options?: Record<string, string>;
-  },
-): boolean {
-  if (have.kind !== want.kind) return false;
-  if (have.kind === "local") return have.device === want.device && have.xdp === (want.xdp ?? false);
+function sameDesired(have: Port, want: PortSpec): boolean {
+  if (have.kind === "local" || want.kind === "local") {
+    return have.kind === "local" && want.kind === "local" && have.device === want.device &&
+      have.xdp === (want.xdp ?? false) && have.net === (want.net ?? 0);
+  }
   if (have.proto !== want.proto) return false;
   // Compare as `tunnel add` would store them: defaults filled in.
   const current = tunnelOptions(have);

@@ -251,8 +251,15 @@ export function compileActions(list: readonly ActionSpec[], ports: PortLookup): 
   let state: SetTunnel = { type: "set_tunnel" };
   let pass = false;
   let dropped = false;
+  let alone: ActionEntry | undefined;
   for (const a of list) {
     switch (a.type) {
+      case "group":
+        alone = { op: ActionOp.GROUP, flags: ACTF_LAST, port: 0, arg: a.group };
+        break;
+      case "set_net":
+        alone = { op: ActionOp.SET_NET, flags: ACTF_LAST, port: 0, arg: a.net };
+        break;
       case "drop":
         dropped = true;
         break;
@@ -286,6 +293,17 @@ export function compileActions(list: readonly ActionSpec[], ports: PortLookup): 
         break;
       }
     }
+  }
+  if (alone) {
+    if (list.length > 1) {
+      throw new CompileError(
+        alone.op === ActionOp.GROUP
+          ? `group:${alone.arg} stands alone in a flow: put the other outputs in the group's buckets`
+          : `set_field:${alone.arg}->net stands alone in a flow: the packet is looked up again ` +
+            "in its new network, and the flow it finds acts on it",
+      );
+    }
+    return { actions: [alone], tunKeyBytes: [], flags: 0 };
   }
   if (dropped && list.some((a) => a.type !== "drop")) {
     throw new CompileError("drop cannot be combined with other actions");
@@ -329,6 +347,12 @@ export function decompileActions(
         break;
       case ActionOp.PASS:
         out.push({ type: "pass" });
+        break;
+      case ActionOp.GROUP:
+        out.push({ type: "group", group: a.arg });
+        break;
+      case ActionOp.SET_NET:
+        out.push({ type: "set_net", net: a.arg });
         break;
       case ActionOp.OUTPUT:
         out.push({ type: "output", port: name });

@@ -198,12 +198,13 @@ export class Datapath implements Disposable {
 
   /**
    * Adds a local port on `deviceName` and attaches the local program to
-   * its ingress. `xdp` says its peer takes XDP redirects.
+   * its ingress. `xdp` says its peer takes XDP redirects; `net` is the
+   * network it stamps on every packet it receives.
    */
   addLocalPort(
     name: string,
     deviceName: string,
-    options: { xdp?: boolean } = {},
+    options: { xdp?: boolean; net?: number } = {},
   ): Promise<LocalPort> {
     return this.#registry.addLocal(name, deviceName, options);
   }

@@ -244,10 +244,11 @@ function setBits(
   value: number,
   mask: number,
 ): void {
+  // `>>> 0` keeps 32-bit members (net) unsigned through JavaScript's bit operators.
   const full = (2 ** width - 1) * 2 ** shift;
   const bits = (mask * 2 ** shift) & full;
-  m.mask[member] = (m.mask[member] & ~full) | bits;
-  m.key[member] = (m.key[member] & ~full) | ((value * 2 ** shift) & bits);
+  m.mask[member] = ((m.mask[member] & ~full) | bits) >>> 0;
+  m.key[member] = ((m.key[member] & ~full) | ((value * 2 ** shift) & bits)) >>> 0;
 }
 
 interface IntOptions {
@@ -302,9 +303,9 @@ function intField(
   };
   if (!options.printedBy) {
     def.format = (m) => {
-      const mask = (m.mask[member] / 2 ** shift) & max;
+      const mask = ((m.mask[member] / 2 ** shift) & max) >>> 0;
       if (mask === 0) return undefined;
-      const value = (m.key[member] / 2 ** shift) & max;
+      const value = ((m.key[member] / 2 ** shift) & max) >>> 0;
       if (mask !== max) return `${name}=0x${hex(value * scale)}/0x${hex(mask * scale)}`;
       return `${name}=${options.hex ? `0x${hex(value * scale).padStart(4, "0")}` : value * scale}`;
     };
@@ -554,6 +555,15 @@ const FRAG_NAMES: Record<string, [number, number]> = {
   not_later: [0, 2],
 };
 
+const NET = intField(
+  "net",
+  "net",
+  32,
+  "the network, stamped by the port the packet came in on (set_field may change it), " +
+    "0 for none; Open vSwitch's metadata, when it fits 32 bits",
+  { aliases: ["metadata"] },
+);
+
 /** Every match field warren knows, in the order dumps print them. */
 export const FIELDS: readonly FieldDef[] = [
   {
@@ -576,6 +586,17 @@ export const FIELDS: readonly FieldDef[] = [
     format(m, ports) {
       if (m.mask.in_port === 0) return undefined;
       return `in_port=${ports.name(m.key.in_port) ?? m.key.in_port}`;
+    },
+  },
+  {
+    ...NET,
+    parse(m, text, ports) {
+      for (const t of text.split("/")) {
+        if (/^(0x[0-9a-fA-F]+|\d+)$/.test(t) && BigInt(t) > 0xffffffffn) {
+          throw new MatchError(`${t} does not fit net's 32 bits (Open vSwitch's metadata has 64)`);
+        }
+      }
+      NET.parse(m, text, ports);
     },
   },
   {
@@ -770,10 +791,7 @@ export const PENDING_FIELDS: Readonly<Record<string, { prereq: Prereq; what: str
 
 /** Open vSwitch fields warren has no counterpart for, and why. */
 const ABSENT_FIELDS: readonly [RegExp, string][] = [
-  [
-    /^(x{0,2}reg\d+|metadata)$/,
-    "warren has one table, so no registers or metadata to carry between tables",
-  ],
+  [/^x{0,2}reg\d+$/, "warren has one table, so no registers to carry between tables"],
   [/^ct_/, "warren does not track connections"],
   [
     /^tun_metadata\d+$/,
@@ -897,7 +915,10 @@ export function applyShorthand(m: Match, word: string): boolean {
 // per flow.
 const fieldsOfMask = new WeakMap<FlowKey, FieldDef[]>();
 const NO_PORTS: PortNames = { number: () => undefined, name: () => undefined };
-const PRINTERS = FIELDS.slice(1).filter((f) => f.format);
+// in_port and net print first, before the shorthand: where the packet came
+// from, then what it is.
+const LEADING = FIELDS.slice(0, 2);
+const PRINTERS = FIELDS.slice(2).filter((f) => f.format);
 
 function maskedFields(mask: FlowKey): FieldDef[] {
   let list = fieldsOfMask.get(mask);
@@ -918,8 +939,10 @@ function maskedFields(mask: FlowKey): FieldDef[] {
 /** The match as Open vSwitch-style text, shorthands first. */
 export function formatMatch(m: Match, ports: PortNames): string {
   const parts: string[] = [];
-  const inPort = FIELDS[0].format!(m, ports);
-  if (inPort) parts.push(inPort);
+  for (const f of LEADING) {
+    const text = f.format!(m, ports);
+    if (text) parts.push(text);
+  }
   const c = contextOf(m);
   const short = shorthandOf(c);
   if (short) parts.push(short);

@@ -85,7 +85,19 @@ export type ActionSpec =
   | { type: "output"; port: string }
   | SetTunnel
   | { type: "drop" }
-  | { type: "pass" };
+  | { type: "pass" }
+  /** A copy to each bucket of a replication group. */
+  | { type: "group"; group: number }
+  /** `set_field:N->net`: the packet takes network N and is looked up again. */
+  | { type: "set_net"; net: number };
+
+/** The largest group id, as in Open vSwitch (ids above it are reserved). */
+export const MAX_GROUP_ID = 0xfffffeff;
+
+/** A group id written in flow or group text. */
+export function parseGroupId(text: string): number {
+  return parseUint(text, MAX_GROUP_ID);
+}
 
 /** A flow: priority, match and actions. */
 export interface FlowSpec {
@@ -159,7 +171,7 @@ const FLOW_WORDS = new Map<string, { only?: number; why: string }>(Object.entrie
   no_packet_counts: { why: "warren always counts packets" },
   no_byte_counts: { why: "warren always counts bytes" },
   out_port: { why: "use flow dump --port to select flows by port" },
-  out_group: { why: "warren has no groups" },
+  out_group: { why: "use flow dump --group to select flows by group" },
 }));
 
 /** One item of a match: a shorthand, or a field with its value. */
@@ -400,7 +412,8 @@ export function parseActions(text: string, base = 0): ActionSpec[] {
 /** What warren does have, for the end of "not an action" errors. */
 const ACTIONS_HELP =
   "warren's actions are output:PORT (or a port number), set_tunnel(...), set_tunnel:ID, " +
-  "set_field:VALUE->tun_id|tun_src|tun_dst|tun_ipv6_src|tun_ipv6_dst|tun_tos|tun_ttl, drop and pass";
+  "set_field:VALUE->tun_id|tun_src|tun_dst|tun_ipv6_src|tun_ipv6_dst|tun_tos|tun_ttl|net, " +
+  "group:ID, drop and pass";
 
 /** Why warren has no such port to send to, and what to write instead. */
 const RESERVED_OUTPUTS: Readonly<Record<string, string>> = {
@@ -429,7 +442,10 @@ const ABSENT_ACTIONS: readonly [RegExp, string][] = [
     "warren does not do MPLS",
   ],
   [/^(resubmit|goto_table|write_metadata|clear_actions|write_actions)$/, "warren has one table"],
-  [/^(group|bundle|bundle_load|select)$/, "warren has no groups: list the outputs in the flow"],
+  [
+    /^(bundle|bundle_load|select)$/,
+    "warren has no bundles (outputs chosen by a hash): list the outputs, or use a group of type all",
+  ],
   [/^(ct|ct_clear|nat)$/, "warren does not track connections"],
   [/^(enqueue|set_queue|pop_queue|meter)$/, "warren has no queues or meters"],
   [/^controller$/, RESERVED_OUTPUTS.CONTROLLER],
@@ -510,6 +526,10 @@ function parseAction({ text: t, at }: Token): ActionSpec {
     }
     if (/^[A-Za-z_]+$/.test(t) && reservedPort(t)) return outputTo(t);
     if (/^(0x[0-9a-fA-F]+|\d+)$/.test(t)) return outputTo(t);
+    m = /^group:(.+)$/.exec(t);
+    if (m) return { type: "group", group: parseGroupId(m[1]) };
+    m = /^set_field:(.+)->(net|metadata)$/.exec(t);
+    if (m) return setNet(m[1]);
     m = /^set_tunnel(?:64)?:(.+)$/.exec(t);
     if (m) return { type: "set_tunnel", id: parseU64(m[1]) };
     m = /^set_field:(.+)->([A-Za-z0-9_]+)$/.exec(t);
@@ -584,6 +604,17 @@ function setTunnelField(target: string, text: string): SetTunnel {
     }
   }
   return setTunnelFields([[target, value, undefined]], text, 0);
+}
+
+/** `set_field:N->net` (or `->metadata`): the whole field, 32 bits. */
+function setNet(text: string): ActionSpec {
+  const [value, mask] = text.split("/");
+  if (mask !== undefined) {
+    if (!/^(0x[0-9a-fA-F]+|\d+)$/.test(mask) || BigInt(mask) !== 0xffffffffn) {
+      throw new MatchError(MASKED_SET);
+    }
+  }
+  return { type: "set_net", net: Number(parseU64Wide(value, 32)) };
 }
 
 /** `load:VALUE->FIELD[lo..hi]` for a tunnel field: a number into it, whole. */
@@ -746,6 +777,10 @@ export function formatAction(a: ActionSpec): string {
       return a.type;
     case "output":
       return `output:${a.port}`;
+    case "group":
+      return `group:${a.group}`;
+    case "set_net":
+      return `set_field:${a.net}->net`;
     case "set_tunnel": {
       const parts: string[] = [];
       if (a.id !== undefined) parts.push(`id=${a.id}`);

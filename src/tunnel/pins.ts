@@ -15,6 +15,8 @@ import type { BpfObject } from "../bpf/object.ts";
 import { ensurePinDir, isPinned, unpin } from "../bpf/pin.ts";
 import { u32, u64 } from "../maps/codec.ts";
 import {
+  actionCodec,
+  type ActionEntry,
   type Endpoint,
   endpointCodec,
   type EndpointKey,
@@ -25,6 +27,10 @@ import {
   flowIndexKeyCodec,
   type FlowStats,
   flowStatsCodec,
+  groupCodec,
+  type GroupEntry,
+  type GroupStats,
+  groupStatsCodec,
   LAYOUT_VERSION,
   type MaskSet,
   maskSetCodec,
@@ -94,6 +100,16 @@ export class DatapathMaps implements Disposable {
   readonly tunKeyRefs: TypedMap<number, number>;
   /** `wr_tun_key_slots`: a tunnel key's content to its slot. */
   readonly tunKeySlots: TypedMap<TunKeyEntry, number>;
+  /** `wr_group_slots`: a group id to its slot. */
+  readonly groupSlots: TypedMap<number, number>;
+  /** `wr_groups`: a group slot's bucket lists. */
+  readonly groups: TypedMap<number, GroupEntry>;
+  /** `wr_buckets`: every group's buckets, back to back. */
+  readonly buckets: TypedMap<number, ActionEntry>;
+  /** `wr_group_stats`, by group slot, per CPU. */
+  readonly groupStats: PerCpuMap<number, GroupStats>;
+  /** `wr_bucket_stats`, by bucket, per CPU. */
+  readonly bucketStats: PerCpuMap<number, GroupStats>;
 
   /** Where the maps are pinned, once they are. */
   #dir?: string;
@@ -122,6 +138,11 @@ export class DatapathMaps implements Disposable {
       this.flowIds = new TypedMap(take("wr_flow_ids"), u32, u64);
       this.tunKeyRefs = new TypedMap(take("wr_tun_key_refs"), u32, u32);
       this.tunKeySlots = new TypedMap(take("wr_tun_key_slots"), tunKeyCodec, u32);
+      this.groupSlots = new TypedMap(take("wr_group_slots"), u32, u32);
+      this.groups = new TypedMap(take("wr_groups"), u32, groupCodec);
+      this.buckets = new TypedMap(take("wr_buckets"), u32, actionCodec);
+      this.groupStats = new PerCpuMap(take("wr_group_stats"), u32, groupStatsCodec);
+      this.bucketStats = new PerCpuMap(take("wr_bucket_stats"), u32, groupStatsCodec);
     } catch (err) {
       for (const m of opened) m.close();
       throw err;
@@ -200,6 +221,19 @@ export class DatapathMaps implements Disposable {
     }
   }
 
+  /**
+   * Returns once no program that started before the call is still
+   * running, so whatever they read that was replaced since may be reused.
+   * The kernel waits for an RCU grace period on every write to a map of
+   * maps; the write made here puts back the flow index a slot holds.
+   */
+  waitForPrograms(): void {
+    const id = this.flowIndexId(0);
+    if (!id) return;
+    using index = this.openFlowIndex(id);
+    this.flowTables.update(encodeWith(u32, 0), encodeWith(u32, index.fd));
+  }
+
   /** Every map, with its pinned name. */
   *all(): Generator<[PinnedMap, BpfMap]> {
     yield ["wr_config", this.config.raw];
@@ -218,6 +252,11 @@ export class DatapathMaps implements Disposable {
     yield ["wr_flow_ids", this.flowIds.raw];
     yield ["wr_tun_key_refs", this.tunKeyRefs.raw];
     yield ["wr_tun_key_slots", this.tunKeySlots.raw];
+    yield ["wr_group_slots", this.groupSlots.raw];
+    yield ["wr_groups", this.groups.raw];
+    yield ["wr_buckets", this.buckets.raw];
+    yield ["wr_group_stats", this.groupStats.raw];
+    yield ["wr_bucket_stats", this.bucketStats.raw];
   }
 
   /** Releases every map's descriptor. */

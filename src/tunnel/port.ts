@@ -45,6 +45,8 @@ export interface LocalPort {
   device: string;
   /** Its peer takes XDP redirects (GRO on, or an XDP program). */
   xdp: boolean;
+  /** The network it stamps on every packet it receives; 0 for none. */
+  net: number;
 }
 
 /** A tunnel port and its options. */
@@ -85,6 +87,8 @@ export interface TunnelPort {
   mtu?: number;
   /** A neighbour MAC to use when the kernel has none for the next hop. */
   neighbor?: string;
+  /** The network it stamps: fixed (0 for none), or the packet's tunnel key ("flow"). */
+  net: number | "flow";
 }
 
 /** Either kind of port. */
@@ -118,6 +122,26 @@ export function checkPortName(name: string): string {
   return name;
 }
 
+/** The largest network number: `net` is 32 bits, 0 meaning none. */
+export const MAX_NET = 0xffffffff;
+
+/**
+ * A network number from a port's settings (`port add --net`, a state
+ * file's `net:`, the tunnel option `net=`): 1..2^32-1. `what` names the
+ * setting in the error.
+ */
+export function parseNet(value: string | number, what: string): number {
+  const text = String(value);
+  if (!/^(0x[0-9a-fA-F]+|\d+)$/.test(text)) {
+    throw new PortError(`${what}: "${text}" is not a network number (1..${MAX_NET})`);
+  }
+  const n = Number(text);
+  if (n < 1 || n > MAX_NET) {
+    throw new PortError(`${what}: ${text} is out of range (a network is 1..${MAX_NET})`);
+  }
+  return n;
+}
+
 /** The tunnel options a user may give, with what they take. */
 export const TUNNEL_OPTIONS: Readonly<Record<string, string>> = {
   remote_ip: "remote endpoint address, or flow",
@@ -135,6 +159,7 @@ export const TUNNEL_OPTIONS: Readonly<Record<string, string>> = {
   mss_clamp: "clamp TCP MSS to fit the tunnel: true or false (default false)",
   mtu: "path MTU to assume instead of the device's",
   neighbor: "next-hop MAC to use when the kernel has none",
+  net: "the network packets from the tunnel belong to: a number, or flow (their tunnel key)",
 };
 
 function bool(name: string, v: string): boolean {
@@ -240,6 +265,15 @@ export function tunnelPort(
       throw new PortError(`option neighbor: "${options.neighbor}" is not a MAC address`);
     }
   }
+  let net: number | "flow" = 0;
+  if (options.net === "flow") {
+    if (keyIn !== "flow") {
+      throw new PortError(
+        `tunnel ${name}: net=flow takes the network from the packet's key, so it needs key=flow`,
+      );
+    }
+    net = "flow";
+  } else if (options.net !== undefined) net = parseNet(options.net, `tunnel ${name}: option net`);
   return {
     kind: "tunnel",
     name,
@@ -258,6 +292,7 @@ export function tunnelPort(
     mssClamp: bool("mss_clamp", options.mss_clamp ?? "false"),
     mtu,
     neighbor,
+    net,
   };
 }
 
@@ -280,6 +315,7 @@ export function tunnelOptions(t: TunnelPort): Record<string, string> {
   out.mss_clamp = String(t.mssClamp);
   if (t.mtu !== undefined) out.mtu = String(t.mtu);
   if (t.neighbor) out.neighbor = t.neighbor;
+  if (t.net) out.net = String(t.net);
   return out;
 }
 
@@ -328,6 +364,7 @@ export function encodePort(port: Port, host: PortHost): { entry: PortEntry; info
         nh_mac: "00:00:00:00:00:00",
         local_mac: "00:00:00:00:00:00",
         gre_seq: 0,
+        net: port.net,
       },
     };
   }
@@ -345,6 +382,7 @@ export function encodePort(port: Port, host: PortHost): { entry: PortEntry; info
   if (v6) flags |= PortFlag.V6;
   if (port.neighbor) flags |= PortFlag.NH_MAC;
   if (port.mssClamp) flags |= PortFlag.MSS_CLAMP;
+  if (port.net === "flow") flags |= PortFlag.NET_FLOW;
   return {
     info,
     entry: {
@@ -363,6 +401,7 @@ export function encodePort(port: Port, host: PortHost): { entry: PortEntry; info
       nh_mac: port.neighbor ?? "00:00:00:00:00:00",
       local_mac: host.deviceMac ?? "00:00:00:00:00:00",
       gre_seq: 0,
+      net: port.net === "flow" ? 0 : port.net,
     },
   };
 }
@@ -372,7 +411,8 @@ export function decodePort(number: number, entry: PortEntry, info: PortInfo): Po
   const name = unname16(info.name);
   const device = unname16(info.device);
   if (entry.kind === PortKind.LOCAL) {
-    return { kind: "local", name, number, device, xdp: (entry.flags & PortFlag.XDP) !== 0 };
+    const xdp = (entry.flags & PortFlag.XDP) !== 0;
+    return { kind: "local", name, number, device, xdp, net: entry.net };
   }
   if (entry.kind !== PortKind.TUNNEL) return undefined;
   const f = entry.flags;
@@ -397,6 +437,7 @@ export function decodePort(number: number, entry: PortEntry, info: PortInfo): Po
     mssClamp: (f & PortFlag.MSS_CLAMP) !== 0,
     mtu: entry.mtu || undefined,
     neighbor: f & PortFlag.NH_MAC ? entry.nh_mac : undefined,
+    net: f & PortFlag.NET_FLOW ? "flow" : entry.net,
   };
 }
 

@@ -12,7 +12,6 @@ import { ifname } from "../../bpf/netif.ts";
 import { ensurePinDir, isPinned, unpin } from "../../bpf/pin.ts";
 import { shareWithGroup } from "../../bpf/pin_mode.ts";
 import {
-  type Config,
   ConfigFlag,
   LAYOUT_VERSION,
   Miss,
@@ -63,6 +62,10 @@ export interface UpOptions {
    * same tunnel key share one entry.
    */
   maxTunKeys?: number;
+  /** Replication group capacity (set like maxFlows). */
+  maxGroups?: number;
+  /** Bucket capacity of all groups together (set like maxFlows). */
+  maxBuckets?: number;
   /** A flow miss on a local port: drop (default) or pass to the stack. */
   missLocal?: "drop" | "pass";
   /** A flow miss after decapsulation: drop (default) or pass. */
@@ -107,11 +110,11 @@ export async function up(options: UpOptions): Promise<{ pinDir: string; maps: Da
   const existing = exists(pinDir);
   const old = existing ? DatapathMaps.fromPins(pinDir) : undefined;
   try {
-    if (old) checkReuse(pinDir, old.config.read(), options, underlay);
+    if (old) checkReuse(pinDir, old, options, underlay);
     using obj = openDatapathObject();
     if (old) {
       for (const [name, map] of old.all()) obj.reuseMap(name, map);
-    } else sizeTables(obj, options.maxFlows, options.maxTunKeys);
+    } else sizeTables(obj, options);
     obj.load();
     const maps = old ?? DatapathMaps.fromObject(obj);
     try {
@@ -213,13 +216,16 @@ function localIp(ip: string): Addr {
   }
 }
 
-/** Refuses an `up` over the datapath of settings `cfg` that would change what cannot change. */
-function checkReuse(pinDir: string, cfg: Config, options: UpOptions, underlay: Device): void {
+/** Refuses an `up` over the datapath `old` that would change what cannot change. */
+function checkReuse(pinDir: string, old: DatapathMaps, options: UpOptions, underlay: Device): void {
+  const cfg = old.config.read();
   // Capacities are the maps' sizes, fixed when they were made.
   for (
     const [option, asked, has] of [
       ["--max-flows", options.maxFlows, cfg.max_flows],
       ["--max-tun-keys", options.maxTunKeys, cfg.max_tun_keys],
+      ["--max-groups", options.maxGroups, old.groups.raw.info.maxEntries],
+      ["--max-buckets", options.maxBuckets, old.buckets.raw.info.maxEntries],
     ] as const
   ) {
     if (asked !== undefined && asked !== has) {

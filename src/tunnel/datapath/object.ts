@@ -13,7 +13,14 @@ import { numPossibleCpus } from "../../bpf/map.ts";
 import { BpfObject } from "../../bpf/object.ts";
 import { ensurePinDir, isPinned, unpin } from "../../bpf/pin.ts";
 import { Program } from "../../bpf/program.ts";
-import { DEFAULT_MAX_FLOWS, DEFAULT_MAX_TUN_KEYS, STT_SLOTS_PER_CPU } from "../../maps/layouts.ts";
+import {
+  DEFAULT_MAX_BUCKETS,
+  DEFAULT_MAX_FLOWS,
+  DEFAULT_MAX_GROUPS,
+  DEFAULT_MAX_TUN_KEYS,
+  MAX_GROUP_BUCKETS,
+  STT_SLOTS_PER_CPU,
+} from "../../maps/layouts.ts";
 import { type ProgramName, PROGRAMS, type WarrenNames } from "../../maps/names.ts";
 import type { DatapathMaps } from "../pins.ts";
 
@@ -42,24 +49,44 @@ export function openDatapathObject(): BpfObject<WarrenNames> {
   }
 }
 
-/**
- * Sizes a new datapath's tables: `maxFlows` flows (a multiple of 64, one
- * id bitmap word each) and `maxTunKeys` distinct tunnel keys. The sizes
- * are fixed from then on.
- */
-export function sizeTables(
-  obj: BpfObject<WarrenNames>,
-  maxFlows = DEFAULT_MAX_FLOWS,
-  maxTunKeys = DEFAULT_MAX_TUN_KEYS,
-): void {
-  if (maxFlows % 64 || maxTunKeys < 1) {
+/** The capacities a datapath's first `up` sets; each has a default. */
+export interface Capacities {
+  /** Flows, a multiple of 64 (one id bitmap word each). */
+  maxFlows?: number;
+  /** Distinct tunnel keys. */
+  maxTunKeys?: number;
+  /** Replication groups. */
+  maxGroups?: number;
+  /** Buckets of all groups together, with room to change the largest. */
+  maxBuckets?: number;
+}
+
+/** Sizes a new datapath's tables; the sizes are fixed from then on. */
+export function sizeTables(obj: BpfObject<WarrenNames>, c: Capacities = {}): void {
+  const maxFlows = c.maxFlows ?? DEFAULT_MAX_FLOWS;
+  const maxTunKeys = c.maxTunKeys ?? DEFAULT_MAX_TUN_KEYS;
+  const maxGroups = c.maxGroups ?? DEFAULT_MAX_GROUPS;
+  const maxBuckets = c.maxBuckets ?? DEFAULT_MAX_BUCKETS;
+  if (maxFlows % 64 || maxFlows < 64) {
     throw new RangeError("the flow capacity is a multiple of 64");
+  }
+  if (maxTunKeys < 1 || maxGroups < 1) {
+    throw new RangeError("the tunnel key and group capacities are at least 1");
+  }
+  if (maxBuckets < 2 * MAX_GROUP_BUCKETS) {
+    // A group of the largest size must fit twice: its old buckets and its new.
+    throw new RangeError(`the bucket capacity is at least ${2 * MAX_GROUP_BUCKETS}`);
   }
   obj.setMaxEntries("wr_flow_stats", maxFlows);
   obj.setMaxEntries("wr_flow_ids", maxFlows / 64);
   obj.setMaxEntries("wr_tun_keys", maxTunKeys);
   obj.setMaxEntries("wr_tun_key_refs", maxTunKeys);
   obj.setMaxEntries("wr_tun_key_slots", maxTunKeys);
+  obj.setMaxEntries("wr_group_slots", maxGroups);
+  obj.setMaxEntries("wr_groups", maxGroups);
+  obj.setMaxEntries("wr_group_stats", maxGroups);
+  obj.setMaxEntries("wr_buckets", maxBuckets);
+  obj.setMaxEntries("wr_bucket_stats", maxBuckets);
 }
 
 /** Each program of a loaded object (close them when done). */

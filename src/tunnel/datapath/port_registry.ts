@@ -36,6 +36,7 @@ import {
   encodePort,
   ipProtoOf,
   type LocalPort,
+  parseNet,
   type Port,
   PortError,
   protoNumber,
@@ -49,7 +50,13 @@ import type { PortList } from "./port_list.ts";
 import { underlayName } from "./underlay.ts";
 
 /** A port as `upsert` takes it: a local device, or a tunnel's protocol and options. */
-export type PortSpec = { kind: "local"; name: string; device: string; xdp?: boolean } | {
+export type PortSpec = {
+  kind: "local";
+  name: string;
+  device: string;
+  xdp?: boolean;
+  net?: number;
+} | {
   kind: "tunnel";
   name: string;
   proto: string;
@@ -81,12 +88,13 @@ export class PortRegistry {
 
   /**
    * Adds a local port on `deviceName` and attaches the local program to
-   * its ingress. `xdp` says its peer takes XDP redirects.
+   * its ingress. `xdp` says its peer takes XDP redirects; `net` is the
+   * network it stamps on what it receives.
    */
   async addLocal(
     name: string,
     deviceName: string,
-    options: { xdp?: boolean } = {},
+    options: { xdp?: boolean; net?: number } = {},
   ): Promise<LocalPort> {
     const dev = await device(deviceName);
     using _lock = this.#changes.begin();
@@ -97,6 +105,7 @@ export class PortRegistry {
       number: this.#freeNumber(),
       device: dev.name,
       xdp: options.xdp ?? false,
+      net: localNet(name, options.net),
     };
     this.#writeLocal(port, dev.ifindex);
     this.#changed();
@@ -129,7 +138,13 @@ export class PortRegistry {
       port.kind === "local" ? port.device : underlayName(this.#maps.config),
     );
     const wanted: Omit<LocalPort, "number"> | Omit<TunnelPort, "number"> = port.kind === "local"
-      ? { kind: "local", name: port.name, device: dev.name, xdp: port.xdp ?? false }
+      ? {
+        kind: "local",
+        name: port.name,
+        device: dev.name,
+        xdp: port.xdp ?? false,
+        net: localNet(port.name, port.net),
+      }
       : tunnelPort(port.name, port.proto, dev.name, port.options);
     using _lock = this.#changes.begin();
     const old = this.#ports.byName(port.name);
@@ -348,6 +363,11 @@ export class PortRegistry {
     if (ep.port === 0 && ep.fixed_remotes === 0) this.#maps.endpoints.delete(key);
     else this.#maps.endpoints.set(key, ep);
   }
+}
+
+/** The network local port `name` is given, checked; none (0) when not given. */
+function localNet(name: string, net: number | undefined): number {
+  return net === undefined ? 0 : parseNet(net, `port ${name}: net`);
 }
 
 function endpointText(k: EndpointKey): string {
