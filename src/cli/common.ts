@@ -10,6 +10,7 @@
 
 import { type Command, CommanderError } from "commander";
 import { Datapath } from "../tunnel/datapath.ts";
+import { parseNet } from "../tunnel/port.ts";
 
 /** Options every command sees. */
 export interface GlobalOptions {
@@ -35,6 +36,15 @@ export function toInt(v: string): number {
     throw new CommanderError(2, "warren.badNumber", `"${v}" is not a whole number`);
   }
   return Number(v);
+}
+
+/** Parses a network number option (1..2^32-1), or fails the command line. */
+export function toNet(v: string): number {
+  try {
+    return parseNet(v, "--net");
+  } catch (err) {
+    throw new CommanderError(2, "warren.badNet", (err as Error).message);
+  }
 }
 
 /**

@@ -20,6 +20,7 @@ import * as apply from "./commands/apply.ts";
 import * as down from "./commands/down.ts";
 import * as fleet from "./commands/fleet.ts";
 import * as flow from "./commands/flow.ts";
+import * as group from "./commands/group.ts";
 import * as metrics from "./commands/metrics.ts";
 import * as port from "./commands/port.ts";
 import * as stats from "./commands/stats.ts";
@@ -39,6 +40,7 @@ const COMMANDS: { register(cli: Command): void }[] = [
   port,
   tunnel,
   flow,
+  group,
   apply,
   stats,
   trace,

@@ -1,10 +1,11 @@
 /**
- * Declarative state: the ports, tunnels and flows a datapath should have,
- * made so in one step. Ports are added or changed in place first (a port
- * keeps its number, so flows naming it stay valid), the flow table is then
- * built aside and switched to atomically, and ports no longer wanted go
- * last, when no flow uses them any more. Running it again after a crash
- * finishes the job: every step is idempotent.
+ * Declarative state: the ports, tunnels, groups and flows a datapath
+ * should have, made so in one step. Ports are added or changed in place
+ * first (a port keeps its number, so flows naming it stay valid), then
+ * groups (each switching to its new buckets in one write), the flow table
+ * is then built aside and switched to atomically, and groups and ports no
+ * longer wanted go last, when no flow uses them any more. Running it again
+ * after a crash finishes the job: every step is idempotent.
  *
  * @example
  * ```ts ignore
@@ -17,6 +18,7 @@
  * const plan = await applyState(dp, {
  *   ports: [{ name: "web1", device: "veth-web1" }],
  *   tunnels: [{ name: "vx0", proto: "vxlan", options: { remote_ip: "flow", key: "flow" } }],
+ *   groups: ["group_id=42,type=all,bucket=output:web1,bucket=set_tunnel(id=42,dst=192.0.2.2),output:vx0"],
  *   flows: ["in_port=web1 actions=set_tunnel(id=42,dst=192.0.2.2),output:vx0"],
  * });
  * assert.deepEqual(plan.ports.add, ["web1", "vx0"]);
@@ -26,12 +28,20 @@
  * @module
  */
 
-import type { Datapath } from "./datapath.ts";
+import { tunKeyCodec } from "../maps/layouts.ts";
+import {
+  type CompiledGroup,
+  compileGroup,
+  decompileActions,
+  namesOf,
+  type PortLookup,
+} from "./compile.ts";
+import type { Datapath, PortSpec } from "./datapath.ts";
 import type { Match, PortNames } from "./fields.ts";
 import { type ActionSpec, type FlowSpec, formatFlow, parseFlowAt } from "./flow_syntax.ts";
 import type { ApplyOptions, FlowDiff } from "./flow_table.ts";
-import { parseNet, type Port, PortError, tunnelOptions } from "./port.ts";
-import type { PortSpec } from "./datapath.ts";
+import { formatGroup, parseGroupAt } from "./group_syntax.ts";
+import { parseNet, type Port, PortError, tunnelOptions, tunnelPort } from "./port.ts";
 
 /** A local port as a state file gives it. */
 export interface DesiredPort {
@@ -61,6 +71,8 @@ export interface DesiredState {
   ports?: DesiredPort[];
   /** Tunnel ports. */
   tunnels?: DesiredTunnel[];
+  /** Replication groups, in group syntax (`group_id=ID,type=all,bucket=…`). */
+  groups?: string[];
   /** Flows, in flow syntax. */
   flows?: string[];
 }
@@ -69,6 +81,8 @@ export interface DesiredState {
 export interface ApplyPlan {
   /** Ports and tunnels by name. */
   ports: { add: string[]; change: string[]; remove: string[] };
+  /** Groups by id. */
+  groups: { add: number[]; change: number[]; remove: number[] };
   /**
    * Flows: how many of each kind, and the first `listLimit` of each as
    * text.
@@ -107,20 +121,24 @@ export async function parseState(text: string): Promise<DesiredState> {
     throw new PortError(`not valid ${json ? "JSON" : "YAML"}: ${(err as Error).message}`);
   }
   if (typeof doc !== "object" || Array.isArray(doc)) {
-    throw new PortError("a state file holds ports, tunnels and flows");
+    throw new PortError("a state file holds ports, tunnels, groups and flows");
   }
   for (const key of Object.keys(doc)) {
-    if (!["ports", "tunnels", "flows"].includes(key)) {
-      throw new PortError(`"${key}" is not part of a state file (ports, tunnels, flows)`);
+    if (!["ports", "tunnels", "groups", "flows"].includes(key)) {
+      throw new PortError(`"${key}" is not part of a state file (ports, tunnels, groups, flows)`);
     }
   }
   const state = doc as DesiredState;
   for (const [key, list] of Object.entries(state)) {
     if (!Array.isArray(list)) throw new PortError(`${key} must be a list`);
   }
-  for (const f of state.flows ?? []) {
-    if (typeof f !== "string") {
-      throw new PortError(`flows are strings in flow syntax, not ${JSON.stringify(f)}`);
+  for (const key of ["flows", "groups"] as const) {
+    for (const f of state[key] ?? []) {
+      if (typeof f !== "string") {
+        throw new PortError(
+          `${key} are strings in ${key.slice(0, -1)} syntax, not ${JSON.stringify(f)}`,
+        );
+      }
     }
   }
   return state;
@@ -132,8 +150,9 @@ function options(t: DesiredTunnel): Record<string, string> {
 
 /**
  * Makes `dp` hold exactly `state`. With `dryRun`, changes nothing and says
- * what would change. Flows are checked against the ports the state will
- * have before anything is touched.
+ * what would change. Groups and flows are checked against the ports the
+ * state will have, and flows against its groups, before anything is
+ * touched.
  */
 export async function applyState(
   dp: Datapath,
@@ -153,6 +172,7 @@ export async function applyState(
   const have = new Map(dp.ports().map((p) => [p.name, p]));
   const plan: ApplyPlan = {
     ports: { add: [], change: [], remove: [] },
+    groups: { add: [], change: [], remove: [] },
     flows: { added: 0, modified: 0, removed: 0, unchanged: 0, add: [], modify: [], remove: [] },
   };
   for (const [name, want] of wantPorts) {
@@ -161,7 +181,15 @@ export async function applyState(
     else if (!sameDesired(old, want)) plan.ports.change.push(name);
   }
   for (const name of have.keys()) if (!wantPorts.has(name)) plan.ports.remove.push(name);
+
+  // Groups and flows name ports: check them against the ports the state
+  // will have, numbering new ports as they will be numbered, before
+  // touching any.
+  const future = futurePorts(dp, wantPorts, plan.ports.add);
+  const names = namesOf(future);
+  const groups = planGroups(dp, state.groups ?? [], future, plan);
   const flowTexts = state.flows ?? [];
+  checkFlowGroups(flowTexts, names, new Set(groups.map((g) => g.spec.id)));
   // Parsed as they are read: a million flows are never all held as objects.
   const parsed = (names: PortNames) =>
     (function* () {
@@ -172,32 +200,17 @@ export async function applyState(
 
   if (plan.ports.add.length === 0 && plan.ports.change.length === 0) {
     // The ports stay: the flow table's own diff says it all.
+    if (!opts.dryRun) await dp.setGroups(groups.map((g) => g.spec), "any");
     const diff = await dp.applyFlows(parsed(dp.portNames()), {
       dryRun: opts.dryRun,
       progress: opts.progress,
       listLimit: limit,
+      comingGroups: new Set(groups.map((g) => g.spec.id)),
     });
     plan.flows = describeDiff(dp, diff);
-    if (!opts.dryRun) { for (const name of plan.ports.remove) dp.deletePort(name); }
+    if (!opts.dryRun) removeUnwanted(dp, plan);
     return plan;
   }
-
-  // Flows name ports: check them against the ports the state will have,
-  // numbering new ports as they will be numbered, before touching any.
-  const numbers = new Map(
-    [...have.values()].filter((p) => wantPorts.has(p.name)).map((p) => [p.name, p.number]),
-  );
-  let next = 1;
-  const taken = new Set(dp.ports().map((p) => p.number));
-  for (const name of plan.ports.add) {
-    while (taken.has(next)) next++;
-    numbers.set(name, next);
-    taken.add(next);
-  }
-  const names: PortNames = {
-    number: (n: string) => numbers.get(n),
-    name: (n: number) => [...numbers].find(([, v]) => v === n)?.[0],
-  };
   if (opts.dryRun) {
     // New ports have no kernel numbers yet: compare canonical text, keyed
     // by priority and match (cookies are not part of a flow's identity).
@@ -223,13 +236,110 @@ export async function applyState(
   for (const name of [...plan.ports.add, ...plan.ports.change]) {
     await dp.upsertPort(wantPorts.get(name)!);
   }
+  await dp.setGroups(groups.map((g) => g.spec), "any");
   const diff = await dp.applyFlows(parsed(dp.portNames()), {
     progress: opts.progress,
     listLimit: limit,
   });
   plan.flows = describeDiff(dp, diff);
-  for (const name of plan.ports.remove) dp.deletePort(name);
+  removeUnwanted(dp, plan);
   return plan;
+}
+
+/** Deletes the groups, then the ports, the plan no longer wants (no flow uses them now). */
+function removeUnwanted(dp: Datapath, plan: ApplyPlan): void {
+  if (plan.groups.remove.length) dp.deleteGroups(plan.groups.remove);
+  for (const name of plan.ports.remove) dp.deletePort(name);
+}
+
+/**
+ * The ports `dp` will have once the wanted ones are made: those kept, as
+ * wanted, and new ones numbered as they will be. A tunnel's options are
+ * checked here.
+ */
+function futurePorts(dp: Datapath, want: Map<string, PortSpec>, added: string[]): PortLookup {
+  const numbers = new Map(
+    dp.ports().filter((p) => want.has(p.name)).map((p) => [p.name, p.number]),
+  );
+  let next = 1;
+  const taken = new Set(dp.ports().map((p) => p.number));
+  for (const name of added) {
+    while (taken.has(next)) next++;
+    numbers.set(name, next);
+    taken.add(next);
+  }
+  const ports: Port[] = [...want.values()].map((w) => {
+    const number = numbers.get(w.name)!;
+    if (w.kind === "local") {
+      return {
+        kind: "local",
+        name: w.name,
+        number,
+        device: w.device,
+        xdp: !!w.xdp,
+        net: w.net ?? 0,
+      };
+    }
+    // The underlay device does not change what a flow or group means.
+    return { ...tunnelPort(w.name, w.proto, "", w.options), number };
+  });
+  return {
+    byName: (name) => ports.find((p) => p.name === name),
+    byNumber: (n) => ports.find((p) => p.number === n),
+  };
+}
+
+/**
+ * The state's groups, compiled against `ports` (the ports the state will
+ * have), with what changes in `plan`: each compared with the installed
+ * group as canonical text.
+ */
+function planGroups(
+  dp: Datapath,
+  texts: string[],
+  ports: PortLookup,
+  plan: ApplyPlan,
+): CompiledGroup[] {
+  const groups = texts.map((t, i) => {
+    const spec = parseGroupAt(t, `groups[${i}]`);
+    try {
+      return compileGroup(spec, ports);
+    } catch (err) {
+      if (err instanceof Error) err.message = `groups[${i}]: ${err.message}`;
+      throw err;
+    }
+  });
+  const installed = new Map(dp.groups().map((g) => [g.id, dp.describeGroup(g)]));
+  const seen = new Set<number>();
+  for (const g of groups) {
+    const id = g.spec.id;
+    if (seen.has(id)) throw new PortError(`groups: group ${id} is given twice`);
+    seen.add(id);
+    const buckets = g.buckets.map((a) =>
+      decompileActions([a], (k) => tunKeyCodec.decode(g.tunKeyBytes[k]), ports)
+    );
+    const old = installed.get(id);
+    if (old === undefined) plan.groups.add.push(id);
+    else if (old !== formatGroup({ id, buckets }, namesOf(ports))) plan.groups.change.push(id);
+  }
+  for (const id of installed.keys()) if (!seen.has(id)) plan.groups.remove.push(id);
+  return groups;
+}
+
+/** Refuses a flow that sends to a group the state does not have, naming it. */
+function checkFlowGroups(texts: string[], names: PortNames, groups: ReadonlySet<number>): void {
+  texts.forEach((t, i) => {
+    // Only flows that send to a group are read here.
+    if (!t.includes("group:")) return;
+    const f = parseFlowAt(t, names, `flows[${i}]`);
+    for (const a of f.actions) {
+      if (a.type === "group" && !groups.has(a.group)) {
+        throw new PortError(
+          `flows[${i}]: ${formatFlow(f, names)}: there is no group ${a.group} in the state`,
+        );
+      }
+    }
+  });
 }
 
 function describeDiff(dp: Datapath, diff: FlowDiff): ApplyPlan["flows"] {

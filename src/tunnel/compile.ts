@@ -20,6 +20,7 @@ import {
   flowKeyCodec,
   GENEVE_OPT_MAX,
   MAX_ACTIONS,
+  MAX_GROUP_BUCKETS,
   NO_TUN_KEY,
   TunFlag,
   tunKeyCodec,
@@ -30,12 +31,14 @@ import type { Addr } from "./addr.ts";
 import {
   type ActionSpec,
   type FlowSpec,
+  formatActions,
   formatFlow,
   type GeneveOption,
   type SetTunnel,
 } from "./flow_syntax.ts";
-import type { Match } from "./fields.ts";
-import type { Port } from "./port.ts";
+import type { Match, PortNames } from "./fields.ts";
+import type { GroupSpec } from "./group_syntax.ts";
+import type { Port, TunnelPort } from "./port.ts";
 
 /** Looks ports up by name and number. */
 export interface PortLookup {
@@ -239,6 +242,101 @@ export function compileFlow(spec: FlowSpec, ports: PortLookup, memo?: ActionMemo
       };
       err.message = `${formatFlow(spec, names)}: ${err.message}`;
     }
+    throw err;
+  }
+}
+
+/** A group ready for the kernel, its tunnel keys not yet given slots. */
+export interface CompiledGroup {
+  /** The group as given. */
+  spec: GroupSpec;
+  /** One action per bucket, outputs to local ports first; a TUNNEL's arg indexes `tunKeyBytes`. */
+  buckets: ActionEntry[];
+  /** Tunnel keys the TUNNEL buckets use, as `struct wr_tun_key` bytes. */
+  tunKeyBytes: Uint8Array[];
+  /** How many buckets are outputs to local ports (the first ones). */
+  nLocal: number;
+}
+
+/** Ports as names and numbers, for printing what a PortLookup knows. */
+export function namesOf(ports: PortLookup): PortNames {
+  return { number: (n) => ports.byName(n)?.number, name: (n) => ports.byNumber(n)?.name };
+}
+
+/**
+ * The bytes of the outer headers (Ethernet, IP, tunnel) an output to
+ * `port` with tunnel key `tk` puts in front of a frame, as the datapath's
+ * encapsulation builds them.
+ */
+export function outerHeaderLength(port: TunnelPort, tk: Uint8Array): number {
+  // A flow-based remote is the tunnel key's (compiling made sure it has one).
+  const v6 = port.remote === "flow" ? (tk[TK.flags] & TunFlag.V6) !== 0 : port.remote.v6;
+  const csum = port.csum || (tk[TK.flags] & TunFlag.CSUM) !== 0;
+  const tunnel = {
+    vxlan: 16,
+    geneve: 16 + (tk[TK.gnv_len] & ~3),
+    gre: 4 + (csum ? 4 : 0) + (port.keyOut === "none" ? 0 : 4) + (port.seq ? 4 : 0),
+    stt: 20 + 18,
+  }[port.proto];
+  return 14 + (v6 ? 40 : 20) + tunnel;
+}
+
+/**
+ * Compiles a group against the ports that exist: each bucket one output,
+ * to a local port (at most one bucket each) or to a tunnel port with its
+ * tunnel key; outputs to local ports go first. Its tunnel buckets share
+ * one outer header length, as the copies of one packet are made by
+ * rewriting the header in place. An error starts with the group's id.
+ */
+export function compileGroup(spec: GroupSpec, ports: PortLookup): CompiledGroup {
+  try {
+    if (spec.buckets.length > MAX_GROUP_BUCKETS) {
+      throw new CompileError(
+        `${spec.buckets.length} buckets; a group has at most ${MAX_GROUP_BUCKETS}`,
+      );
+    }
+    const locals: ActionEntry[] = [];
+    const tunnels: ActionEntry[] = [];
+    const tunKeyBytes: Uint8Array[] = [];
+    const seen = new Map<string, number>();
+    let header: { length: number; bucket: number } | undefined;
+    spec.buckets.forEach((b, i) => {
+      const what = () => `bucket ${i + 1} (${formatActions(b, namesOf(ports))})`;
+      const c = compileActions(b, ports);
+      const a = c.actions[0];
+      if (c.actions.length !== 1 || (a.op !== ActionOp.OUTPUT && a.op !== ActionOp.TUNNEL)) {
+        throw new CompileError(
+          `${what()} is not one output: a bucket sends to a local port, or to a tunnel port with its set_tunnel`,
+        );
+      }
+      const port = ports.byNumber(a.port)!;
+      const identity = a.op === ActionOp.OUTPUT
+        ? `${a.port}`
+        : `${a.port}:${String.fromCharCode(...c.tunKeyBytes[0])}`;
+      const before = seen.get(identity);
+      if (before !== undefined) {
+        throw new CompileError(`${what()} repeats bucket ${before + 1}: each copy would go twice`);
+      }
+      seen.set(identity, i);
+      if (a.op === ActionOp.OUTPUT) {
+        locals.push({ ...a, flags: 0 });
+        return;
+      }
+      const length = outerHeaderLength(port as TunnelPort, c.tunKeyBytes[0]);
+      if (header && header.length !== length) {
+        throw new CompileError(
+          `${what()} puts ${length} bytes of outer headers in front of a frame, bucket ${
+            header.bucket + 1
+          } ${header.length}: a group's tunnel buckets share one protocol and address family`,
+        );
+      }
+      header ??= { length, bucket: i };
+      tunKeyBytes.push(c.tunKeyBytes[0]);
+      tunnels.push({ ...a, flags: 0, arg: tunKeyBytes.length - 1 });
+    });
+    return { spec, buckets: [...locals, ...tunnels], tunKeyBytes, nLocal: locals.length };
+  } catch (err) {
+    if (err instanceof CompileError) err.message = `group ${spec.id}: ${err.message}`;
     throw err;
   }
 }

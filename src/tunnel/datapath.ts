@@ -39,9 +39,12 @@ import {
   type FlowDiff,
   type FlowFilter,
   FlowTable,
+  type GroupResult,
   type InstalledFlow,
+  type InstalledGroup,
 } from "./flow_table.ts";
 import type { FlowSpec } from "./flow_syntax.ts";
+import type { GroupSpec } from "./group_syntax.ts";
 import type { FlowKey } from "../maps/layouts.ts";
 import type { DatapathLock } from "./lock.ts";
 import { DatapathMaps } from "./pins.ts";
@@ -178,6 +181,32 @@ export class Datapath implements Disposable {
     return this.#flows.apply(specs, options);
   }
 
+  /** A group as `group add` would take it, ports by name. */
+  describeGroup(g: GroupSpec): string {
+    return this.#flows.describeGroup(g);
+  }
+
+  /** Every replication group, by id; with `counters`, each one's and its buckets'. */
+  groups(options: { counters?: boolean } = {}): InstalledGroup[] {
+    return this.#flows.groups(options);
+  }
+
+  /**
+   * Installs replication groups: "add" refuses one that exists, "modify"
+   * one that does not, "any" takes both (see FlowTable.setGroups).
+   */
+  setGroups(specs: GroupSpec[], mode: "add" | "modify" | "any"): Promise<GroupResult> {
+    return this.#flows.setGroups(specs, mode);
+  }
+
+  /**
+   * Deletes replication groups. Refuses while flows send to one, unless
+   * `force`, which deletes those flows too.
+   */
+  deleteGroups(ids: number[], options: { force?: boolean } = {}): number {
+    return this.#flows.deleteGroups(ids, options.force ?? false);
+  }
+
   /** Local endpoint addresses. */
   localIps(): Addr[] {
     return localIps(this.maps);
@@ -270,9 +299,9 @@ export class Datapath implements Disposable {
     return this.flows.lookup(key);
   }
 
-  /** Every counter: per port, per drop reason, per event, summed over CPUs. */
+  /** Every counter: per port, per group and bucket, per drop reason, per event, summed over CPUs. */
   stats(): Stats {
-    return readStats(this.maps, this.#ports.all());
+    return readStats(this.maps, this.#ports.all(), this.groups({ counters: true }));
   }
 
   /** The lock every change takes; hold it across several changes. */

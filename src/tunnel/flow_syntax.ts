@@ -127,13 +127,16 @@ export class FlowSyntaxError extends Error {
   }
 }
 
-interface Token {
+/** A piece of flow or group text and its 0-based offset in the whole. */
+export interface Token {
+  /** The text. */
   text: string;
+  /** Where it starts. */
   at: number;
 }
 
 /** Splits on `seps` outside parentheses and brackets, keeping each piece's offset. */
-function split(text: string, base: number, seps: string): Token[] {
+export function split(text: string, base: number, seps: string): Token[] {
   const out: Token[] = [];
   const sep = Array.from(seps, (c) => c.charCodeAt(0));
   let depth = 0;
@@ -151,7 +154,8 @@ function split(text: string, base: number, seps: string): Token[] {
   return out;
 }
 
-const SEPARATORS = ", \t";
+/** What separates the items of flow and group text. */
+export const SEPARATORS = ", \t";
 
 /**
  * Open vSwitch's flow-line words other than priority and cookie: the value
@@ -514,7 +518,8 @@ const REWRITABLE = new Set([
   "sctp_dst",
 ]);
 
-function parseAction({ text: t, at }: Token): ActionSpec {
+/** One action, from its token. */
+export function parseAction({ text: t, at }: Token): ActionSpec {
   const fail = (why: string) => new FlowSyntaxError(t, at, why);
   try {
     if (t === "drop") return { type: "drop" };
@@ -756,11 +761,16 @@ function setTunnelFields(
 export function formatFlow(
   f: FlowSpec,
   ports: PortNames,
-  actions = f.actions.map((a) => formatAction(byName(a, ports))).join(",") || "drop",
+  actions = formatActions(f.actions, ports) || "drop",
 ): string {
   const match = formatMatch(f.match, ports);
   const cookie = f.cookie ? `cookie=0x${f.cookie.toString(16)},` : "";
   return `${cookie}priority=${f.priority}${match ? `,${match}` : ""} actions=${actions}`;
+}
+
+/** Actions as text, ports written by number named when `ports` knows them. */
+export function formatActions(actions: readonly ActionSpec[], ports: PortNames): string {
+  return actions.map((a) => formatAction(byName(a, ports))).join(",");
 }
 
 /** `a` with a port written by number named, when `ports` knows it, as dumps name it. */

@@ -11,7 +11,8 @@
  * - `counters.ts`: per-flow counters, summed and cleared;
  * - `queries.ts`, `dump.ts`: filters, lookups, usage, the sorted dump;
  * - `edits.ts`: add, modify, delete in the live table, with undo;
- * - `apply.ts` (with `flow_set.ts`): the whole table replaced atomically.
+ * - `apply.ts` (with `flow_set.ts`): the whole table replaced atomically;
+ * - `group_state.ts`, `groups.ts`: replication groups, read and changed.
  *
  * Everything that walks the whole table works on the kernel's bytes, read
  * in batches, and decodes only what it returns, so a million flows stay a
@@ -21,8 +22,9 @@
  */
 
 import type { FlowKey } from "../maps/layouts.ts";
-import { CompileError, type PortLookup } from "./compile.ts";
+import { CompileError, compileGroup, type PortLookup } from "./compile.ts";
 import type { FlowSpec } from "./flow_syntax.ts";
+import type { GroupSpec } from "./group_syntax.ts";
 import type { DatapathMaps } from "./pins.ts";
 import { apply, type ApplyOptions, type FlowDiff } from "./flows/apply.ts";
 import {
@@ -32,6 +34,15 @@ import {
   flowCounters,
 } from "./flows/counters.ts";
 import { sorted } from "./flows/dump.ts";
+import { groupIds } from "./flows/group_state.ts";
+import {
+  type GroupCounters,
+  type GroupResult,
+  type InstalledGroup,
+  installGroups,
+  listGroups,
+  removeGroups,
+} from "./flows/groups.ts";
 import { add, type AddResult, modify, remove } from "./flows/edits.ts";
 import { Journal, type TableContext } from "./flows/journal.ts";
 import {
@@ -52,7 +63,10 @@ export type {
   FlowCounters,
   FlowDiff,
   FlowFilter,
+  GroupCounters,
+  GroupResult,
   InstalledFlow,
+  InstalledGroup,
   Usage,
 };
 export type { Progress } from "./flows/apply.ts";
@@ -162,5 +176,35 @@ export class FlowTable {
    */
   apply(specs: Iterable<FlowSpec>, options: ApplyOptions = {}): FlowDiff {
     return apply(this.#t, specs, options);
+  }
+
+  /** Every installed group, by id; with `counters`, each one's and its buckets'. */
+  groups(options: { counters?: boolean } = {}): InstalledGroup[] {
+    return listGroups(this.#t, options);
+  }
+
+  /** The id of every installed group, in order. */
+  groupIds(): number[] {
+    return groupIds(this.#t.maps);
+  }
+
+  /**
+   * Installs groups: "add" refuses one that exists, "modify" one that does
+   * not, "any" takes both. A group that changes switches to its new
+   * buckets in one write (a packet walks the old ones or the new ones),
+   * keeping the counters of the buckets it keeps; the flows that send to
+   * it are not touched. All are checked before the first is written.
+   */
+  setGroups(specs: GroupSpec[], mode: "add" | "modify" | "any"): GroupResult {
+    const compiled = specs.map((s) => compileGroup(s, this.#t.ports));
+    return installGroups(this.#t, compiled, mode);
+  }
+
+  /**
+   * Deletes groups. Refuses while flows send to one, unless `force`, which
+   * deletes those flows too. Returns how many went.
+   */
+  deleteGroups(ids: number[], force: boolean): number {
+    return removeGroups(this.#t, ids, force);
   }
 }

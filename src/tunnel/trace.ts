@@ -19,6 +19,7 @@ import { type FlowKey, META_MAGIC, metaCodec, TRACE_MARK, TunFlag } from "../map
 import type { ProgramName } from "../maps/names.ts";
 import { parseAddr } from "./addr.ts";
 import type { Datapath } from "./datapath.ts";
+import type { InstalledFlow } from "./flow_table.ts";
 import { emptyKey, type Match } from "./fields.ts";
 import { device } from "./host.ts";
 import {
@@ -39,6 +40,16 @@ const TC: Record<number, string> = {
   7: "TC_ACT_REDIRECT",
 };
 
+/** A flow as trace reports it. */
+export interface TracedFlow {
+  /** Its priority. */
+  priority: number;
+  /** Its match, as text. */
+  match: string;
+  /** Its actions, as text. */
+  actions: string;
+}
+
 /** One program run in a trace. */
 export interface TraceStep {
   /** The program. */
@@ -55,8 +66,12 @@ export interface TraceResult {
   in_port: string;
   /** The packet as sent in, decoded. */
   packet: Layer[];
+  /** The network the packet was stamped with by its port (a set_field may change it). */
+  net: number;
+  /** The flow that re-stamped its network (set_field:N->net) before the flow below, if one did. */
+  restamp: TracedFlow | null;
   /** The flow that matched, or null for a miss. */
-  flow: { priority: number; match: string; actions: string } | null;
+  flow: TracedFlow | null;
   /** Each program run, in order. */
   steps: TraceStep[];
 }
@@ -170,17 +185,29 @@ async function traceWith(
       });
     }
   }
-  const f = dp.lookupFlow(key);
+  // The network the datapath stamps before its lookup, and the one more
+  // lookup a set_field:N->net flow asks for.
+  key.net = port.net !== "flow" ? port.net : key.tun_id < 2n ** 32n ? Number(key.tun_id) : 0;
+  const net = key.net;
+  let f = dp.lookupFlow(key);
+  let restamp: InstalledFlow | undefined;
+  const setNet = f?.actions[0];
+  if (f && setNet?.type === "set_net") {
+    restamp = f;
+    key.net = setNet.net;
+    f = dp.lookupFlow(key);
+  }
+  const traced = (f: InstalledFlow) => ({
+    priority: f.priority,
+    match: dp.describeMatch(f.match),
+    actions: dp.describeFlow(f).split(" actions=")[1],
+  });
   return {
     in_port: port.name,
     packet: decodePacket(packet),
-    flow: f
-      ? {
-        priority: f.priority,
-        match: dp.describeMatch(f.match),
-        actions: dp.describeFlow(f).split(" actions=")[1],
-      }
-      : null,
+    net,
+    restamp: restamp ? traced(restamp) : null,
+    flow: f ? traced(f) : null,
     steps,
   };
 }

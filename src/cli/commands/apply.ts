@@ -28,16 +28,17 @@ async function readState(file: string): Promise<DesiredState> {
 export function register(cli: Command): void {
   cli.command("apply <file>")
     .description(
-      "make ports, tunnels and flows exactly those of a YAML/JSON state file (- for stdin)",
+      "make ports, tunnels, groups and flows exactly those of a YAML/JSON state file (- for stdin)",
     )
     .option("--dry-run", "print the difference, change nothing")
     .option("--json", "print the difference as JSON")
     .addHelpText(
       "after",
       "\nState file:\n" +
-        "  ports:   [{ name: web1, device: veth-web1, xdp: false }]\n" +
-        "  tunnels: [{ name: vx0, proto: vxlan, options: { remote_ip: flow, key: flow } }]\n" +
-        '  flows:   ["in_port=web1 actions=set_tunnel(id=42,dst=192.0.2.2),output:vx0"]',
+        "  ports:   [{ name: web1, device: veth-web1, xdp: false, net: 42 }]\n" +
+        "  tunnels: [{ name: vx0, proto: vxlan, options: { remote_ip: flow, key: flow, net: flow } }]\n" +
+        '  groups:  ["group_id=42,type=all,bucket=output:web1,bucket=set_tunnel(id=42,dst=192.0.2.2),output:vx0"]\n' +
+        '  flows:   ["net=42 actions=group:42", "net=42,dl_dst=02:00:00:00:00:01 actions=output:web1"]',
     )
     .action(async (file: string, opts, cmd) => {
       const state = await readState(file);
@@ -57,6 +58,9 @@ export function register(cli: Command): void {
       if (opts.json) return printJson(plan);
       for (const [what, names] of Object.entries(plan.ports)) {
         for (const n of names) console.log(`${opts.dryRun ? "would " : ""}${what} port ${n}`);
+      }
+      for (const [what, ids] of Object.entries(plan.groups)) {
+        for (const id of ids) console.log(`${opts.dryRun ? "would " : ""}${what} group ${id}`);
       }
       const f = plan.flows;
       const show = (sign: string, list: string[], total: number) => {

@@ -10,21 +10,24 @@ import { parseFlow, parseFlowAt, parseMatch } from "../../tunnel/flow_syntax.ts"
 import type { FlowFilter, InstalledFlow } from "../../tunnel/flow_table.ts";
 import { tcpFlags } from "../../tunnel/packet.ts";
 import { boottimeNs } from "../../bpf/clock.ts";
-import { needs, openDatapath, toInt } from "../common.ts";
+import { needs, openDatapath, toInt, toNet } from "../common.ts";
 import { BufferedOut, since, toJson } from "../format.ts";
 
-/** A flow's text and, when there are several, where it came from. */
-interface FlowText {
+/** A flow's (or group's) text and, when there are several, where it came from. */
+interface ItemText {
   text: string;
   where?: string;
 }
 
-/** Flows from the command line and/or a file (one per line, # comments). */
-async function flowTexts(args: string[], file?: string): Promise<FlowText[]> {
+/**
+ * Flows (or groups, as `what` says) from the command line and/or a file
+ * (one per line, # comments).
+ */
+export async function textsOf(args: string[], file?: string, what = "flow"): Promise<ItemText[]> {
   const several = args.length > 1 || file !== undefined;
-  const out: FlowText[] = args.map((text, i) => ({
+  const out: ItemText[] = args.map((text, i) => ({
     text,
-    where: several ? `flow ${i + 1} of the command line` : undefined,
+    where: several ? `${what} ${i + 1} of the command line` : undefined,
   }));
   if (file) {
     const text = file === "-"
@@ -89,7 +92,7 @@ export function register(cli: Command): void {
         "  warren flow add 'tun_id=42,in_port=vx0 actions=output:web1'",
     )
     .action(async (args: string[], opts, cmd) => {
-      const texts = await flowTexts(args, opts.file);
+      const texts = await textsOf(args, opts.file);
       if (texts.length === 0) throw new RangeError("no flows given");
       using dp = openDatapath(cmd);
       const names = dp.portNames();
@@ -120,6 +123,8 @@ export function register(cli: Command): void {
     .description("print flows in priority order with packets:, bytes:, used: and TCP flags")
     .option("--port <name>", "only flows coming in on or sending to this port")
     .option("--tun-id <n>", "only flows matching this tunnel id", (v) => BigInt(toInt(v)))
+    .option("--net <n>", "only flows matching this network", toNet)
+    .option("--group <id>", "only flows sending to this group", toInt)
     .option("--no-counters", "skip reading counters")
     .option("--json", "print JSON")
     .action((text: string | undefined, opts, cmd) => {
@@ -131,6 +136,8 @@ export function register(cli: Command): void {
         filter.port = n;
       }
       if (opts.tunId !== undefined) filter.tunId = opts.tunId;
+      if (opts.net !== undefined) filter.net = opts.net;
+      if (opts.group !== undefined) filter.group = opts.group;
       const now = boottimeNs();
       // Streamed: a million flows print without being held all at once.
       const out = new BufferedOut();

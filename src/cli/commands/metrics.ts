@@ -13,7 +13,7 @@ import { needs, openDatapath, toInt } from "../common.ts";
 
 /** One flow's series: its labels and counts. */
 interface FlowSeries {
-  labels: { flow_id: string; priority: string; match: string; cookie: string };
+  labels: { flow_id: string; priority: string; match: string; cookie: string; net: string };
   packets: number;
   bytes: number;
 }
@@ -40,6 +40,8 @@ export async function registry(dp: Datapath, maxFlows = 1000): Promise<Registry>
             priority: String(f.priority),
             match: dp.describeMatch(f.match),
             cookie: `0x${f.cookie.toString(16)}`,
+            // The network a flow is for, when it matches one exactly.
+            net: f.match.mask.net === 0xffffffff ? String(f.match.key.net) : "",
           },
           packets: Number(f.counters!.packets),
           bytes: Number(f.counters!.bytes),
@@ -60,11 +62,13 @@ export async function registry(dp: Datapath, maxFlows = 1000): Promise<Registry>
     new Counter({
       name,
       help,
-      labelNames: ["port"],
+      labelNames: ["port", "net"],
       registers: [reg],
       collect() {
         this.reset();
-        for (const p of fresh().stats.ports) this.inc({ port: p.name }, Number(p[field]));
+        for (const p of fresh().stats.ports) {
+          this.inc({ port: p.name, net: p.net ? String(p.net) : "" }, Number(p[field]));
+        }
       },
     });
   portMetric("warren_port_rx_packets_total", "Packets received on a port", "rx_packets");
@@ -100,7 +104,7 @@ export async function registry(dp: Datapath, maxFlows = 1000): Promise<Registry>
     new Counter({
       name,
       help,
-      labelNames: ["flow_id", "priority", "match", "cookie"],
+      labelNames: ["flow_id", "priority", "match", "cookie", "net"],
       registers: [reg],
       collect() {
         this.reset();
@@ -109,6 +113,27 @@ export async function registry(dp: Datapath, maxFlows = 1000): Promise<Registry>
     });
   flowMetric("warren_flow_packets_total", "Packets that hit a flow", "packets");
   flowMetric("warren_flow_bytes_total", "Bytes that hit a flow", "bytes");
+  const groupMetric = (name: string, help: string, field: "packets" | "bytes", buckets: boolean) =>
+    new Counter({
+      name,
+      help,
+      labelNames: buckets ? ["group", "bucket"] : ["group"],
+      registers: [reg],
+      collect() {
+        this.reset();
+        for (const g of fresh().stats.groups) {
+          const group = String(g.group_id);
+          if (!buckets) this.inc({ group }, Number(g[field]));
+          else {g.buckets.forEach((b, i) =>
+              this.inc({ group, bucket: String(i + 1) }, Number(b[field]))
+            );}
+        }
+      },
+    });
+  groupMetric("warren_group_packets_total", "Packets that hit a group", "packets", false);
+  groupMetric("warren_group_bytes_total", "Bytes that hit a group", "bytes", false);
+  groupMetric("warren_bucket_packets_total", "Copies a group sent to a bucket", "packets", true);
+  groupMetric("warren_bucket_bytes_total", "Bytes a group sent to a bucket", "bytes", true);
   const scrape = reg.metrics.bind(reg);
   reg.metrics = async () => {
     snapshot = undefined;

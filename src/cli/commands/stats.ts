@@ -11,7 +11,7 @@ import { printJson, table } from "../format.ts";
 /** Registers `stats`. */
 export function register(cli: Command): void {
   needs(cli.command("stats"), "read")
-    .description("per-port and per-drop-reason counters")
+    .description("per-port, per-group and per-drop-reason counters")
     .option("--all", "also show counters that are zero")
     .option("--json", "print JSON (always every counter)")
     .action((opts, cmd) => {
@@ -24,6 +24,18 @@ export function register(cli: Command): void {
         ["port", "rx packets", "rx bytes", "tx packets", "tx bytes", "drops"],
         s.ports.map((p) => [p.name, p.rx_packets, p.rx_bytes, p.tx_packets, p.tx_bytes, p.drops]),
       );
+      if (s.groups.length) {
+        console.log();
+        table(
+          ["group", "packets", "bytes", "copies per bucket"],
+          s.groups.map((g) => [
+            g.group_id,
+            g.packets,
+            g.bytes,
+            g.buckets.map((b) => b.packets).join(" ") || "-",
+          ]),
+        );
+      }
       console.log();
       table(["drop reason", "packets"], shown(s.drops));
       console.log();

@@ -37,8 +37,13 @@ export function register(cli: Command): void {
       const { match } = parseMatch(spec, dp.portNames());
       const t = await trace(dp, match, { payload: opts.payload });
       if (opts.json) return printJson(t);
-      console.log(`packet in on ${t.in_port}:`);
+      console.log(`packet in on ${t.in_port}${t.net ? `, network ${t.net}` : ""}:`);
       printLayers(t.packet, "  ");
+      if (t.restamp) {
+        console.log(
+          `\nflow: priority=${t.restamp.priority},${t.restamp.match}\nactions: ${t.restamp.actions}`,
+        );
+      }
       console.log(
         t.flow
           ? `\nflow: priority=${t.flow.priority},${t.flow.match}\nactions: ${t.flow.actions}`

@@ -50,18 +50,20 @@ export function register(cli: Command): void {
             number: t.number,
             proto: t.proto,
             device: t.device,
+            net: t.net,
             options: tunnelOptions(t),
           })),
         );
       }
       table(
-        ["name", "number", "proto", "options"],
+        ["name", "number", "proto", "net", "options"],
         tunnels.map((
           t,
         ) => [
           t.name,
           t.number,
           t.proto,
+          t.net || "-",
           Object.entries(tunnelOptions(t)).map(([k, v]) => `${k}=${v}`).join(" "),
         ]),
       );

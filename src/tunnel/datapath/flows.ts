@@ -1,6 +1,6 @@
 /**
- * Flows as a `Datapath` changes and shows them: each change of the flow
- * table under the lock, with the ports read again first if someone
+ * Flows and groups as a `Datapath` changes and shows them: each change of
+ * the flow table under the lock, with the ports read again first if someone
  * changed them; then the side effects a change of flows has on the rest
  * of the datapath (the Geneve options counted as understood, the next hops
  * of new remotes kept resolved); and flows as text, ports by name.
@@ -15,9 +15,12 @@ import type {
   FlowDiff,
   FlowFilter,
   FlowTable,
+  GroupResult,
   InstalledFlow,
+  InstalledGroup,
 } from "../flow_table.ts";
 import { type ActionSpec, type FlowSpec, formatAction, formatFlow } from "../flow_syntax.ts";
+import { formatGroup, type GroupSpec } from "../group_syntax.ts";
 import type { Changes } from "./changes.ts";
 import type { PortList } from "./port_list.ts";
 import type { PortRegistry } from "./port_registry.ts";
@@ -119,6 +122,28 @@ export class DatapathFlows {
     });
     if (!options.dryRun) await this.#neighbors.keep(diff.remotes);
     return diff;
+  }
+
+  /** A group as `group add` would take it, ports by name. */
+  describeGroup(g: GroupSpec): string {
+    return formatGroup(g, this.#ports.names());
+  }
+
+  /** Every group (see FlowTable.groups). */
+  groups(options: { counters?: boolean }): InstalledGroup[] {
+    return this.#table.groups(options);
+  }
+
+  /** Installs groups (see FlowTable.setGroups), keeping their remotes' next hops resolved. */
+  async setGroups(specs: GroupSpec[], mode: "add" | "modify" | "any"): Promise<GroupResult> {
+    const result = this.#locked(() => this.#table.setGroups(specs, mode));
+    await this.#neighbors.keep(result.remotes);
+    return result;
+  }
+
+  /** Deletes groups (see FlowTable.deleteGroups). */
+  deleteGroups(ids: number[], force: boolean): number {
+    return this.#locked(() => this.#table.deleteGroups(ids, force));
   }
 
   #locked<T>(fn: () => T): T {

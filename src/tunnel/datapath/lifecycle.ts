@@ -11,12 +11,7 @@
 import { ifname } from "../../bpf/netif.ts";
 import { ensurePinDir, isPinned, unpin } from "../../bpf/pin.ts";
 import { shareWithGroup } from "../../bpf/pin_mode.ts";
-import {
-  ConfigFlag,
-  LAYOUT_VERSION,
-  Miss,
-  STT_DEFAULT_TIMEOUT_MS,
-} from "../../maps/layouts.ts";
+import { ConfigFlag, LAYOUT_VERSION, Miss, STT_DEFAULT_TIMEOUT_MS } from "../../maps/layouts.ts";
 import { type Addr, parseAddr } from "../addr.ts";
 import {
   attachTcRecorded,

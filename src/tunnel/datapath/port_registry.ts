@@ -29,6 +29,7 @@ import { formatAddr } from "../addr.ts";
 import { attachTcRecorded, detachDevice } from "../attach.ts";
 import { failpoint } from "../failpoint.ts";
 import type { FlowTable } from "../flow_table.ts";
+import type { ActionSpec } from "../flow_syntax.ts";
 import { device, keepNeighbors } from "../host.ts";
 import type { DatapathMaps } from "../pins.ts";
 import {
@@ -162,18 +163,36 @@ export class PortRegistry {
   }
 
   /**
-   * Deletes port `name`. Refuses while flows use it, unless `force`, which
-   * deletes those flows too.
+   * Deletes port `name`. Refuses while flows or groups use it, unless
+   * `force`, which deletes those flows and drops its buckets from those
+   * groups.
    */
   remove(name: string, options: { force?: boolean } = {}): void {
     using _lock = this.#changes.begin();
     const port = this.#ports.byName(name);
     if (!port) throw new PortError(`there is no port named "${name}"`);
     const users = this.#flows.count({ port: port.number });
-    if (users && !options.force) {
-      throw new PortError(`${users} flow(s) use port ${name}; delete them first, or use --force`);
+    const sendsHere = (b: ActionSpec[]) => b.some((a) => a.type === "output" && a.port === name);
+    const groups = this.#flows.groups().filter((g) => g.buckets.some(sendsHere));
+    if ((users || groups.length) && !options.force) {
+      const who = [
+        ...users ? [`${users} flow(s)`] : [],
+        ...groups.length ? [`group(s) ${groups.map((g) => g.id).join(", ")}`] : [],
+      ];
+      throw new PortError(
+        `${who.join(" and ")} use port ${name}; delete ${
+          groups.length ? "or change " : ""
+        }them first, or use --force`,
+      );
     }
     if (users) this.#flows.delete({ port: port.number }, false);
+    if (groups.length) {
+      const kept = groups.map((g) => ({
+        id: g.id,
+        buckets: g.buckets.filter((b) => !sendsHere(b)),
+      }));
+      this.#flows.setGroups(kept, "modify");
+    }
     this.#unwrite(port);
     const entry = this.#maps.ports.get(port.number)!;
     this.#maps.ports.set(port.number, { ...entry, kind: PortKind.NONE, flags: 0 });

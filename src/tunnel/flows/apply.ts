@@ -14,7 +14,7 @@ import type { Addr } from "../addr.ts";
 import { type ActionMemo, compileFlow, decompileActions } from "../compile.ts";
 import { failpoint } from "../failpoint.ts";
 import type { FlowSpec } from "../flow_syntax.ts";
-import { decodeFlowKey, tunKeyCodec } from "../../maps/layouts.ts";
+import { ActionOp, decodeFlowKey, tunKeyCodec } from "../../maps/layouts.ts";
 import { U32List } from "../ids.ts";
 import { Remotes, type TunKeySlots } from "../tun_keys.ts";
 import { zeroCounters } from "./counters.ts";
@@ -28,6 +28,7 @@ import {
   scan,
 } from "./entry.ts";
 import { type ActionSet, byteString, FlowSet, FlowState, sameBytes } from "./flow_set.ts";
+import { checkGroupsExist, countGroupKeys } from "./group_state.ts";
 import { checkFlowRoom, checkKeyRoom, type TableContext } from "./journal.ts";
 import { checkMaskRoom, type LiveMask, masksById, nextMaskId } from "./masks.ts";
 import { decodeFlow, type InstalledFlow, tunKeyReader } from "./queries.ts";
@@ -70,6 +71,8 @@ export interface ApplyOptions {
   progress?: (p: Progress) => void;
   /** How many flows of each kind the diff lists (default 1000). */
   listLimit?: number;
+  /** Groups that will exist by the time the flows are installed (a dry run's). */
+  comingGroups?: ReadonlySet<number>;
 }
 
 /**
@@ -93,6 +96,7 @@ export function apply(
     if (set.count % 65536 === 0) progress?.({ phase: "compile", done: set.count });
   }
   progress?.({ phase: "compile", done: set.count, total: set.count });
+  checkSetGroups(t, set, options.comingGroups);
   const st = options.dryRun ? t.journal.load() : t.journal.forWrite();
 
   // Old masks by id, as masks of the set (or none).
@@ -146,6 +150,7 @@ export function apply(
     // Room: ids and slots as the old table leaves them, then the new
     // flows' needs.
     st.flowIds.rebuild(oldIds.view());
+    countGroupKeys(t.maps, oldCounts);
     st.slots.recount(oldCounts);
     checkFlowRoom(st, diff.added);
     const missing = new Set<string>();
@@ -198,6 +203,7 @@ export function apply(
       set.actionSets.forEach((a, i) => {
         if (uses[i]) actionSlots(a.resolved!, (s) => newCounts[s] += uses[i]);
       });
+      countGroupKeys(t.maps, newCounts);
       st.slots.recount(newCounts);
     } finally {
       newIndex.close();
@@ -218,6 +224,39 @@ function resolve(a: ActionSet, slots: TunKeySlots, take: boolean): void {
   a.resolved = resolveActions(a.actions, (k) => {
     const key = a.tunKeys[k];
     return slots.find(key) ?? (take ? slots.acquire(key) : undefined);
+  });
+}
+
+/** Flow `j` of `set`, as a spec. */
+function flowSpec(t: TableContext, set: FlowSet, j: number): FlowSpec {
+  const key = new Uint8Array(KEY_SIZE);
+  set.keyInto(j, key, 0);
+  const a = set.actionSets[set.actionSet[j]];
+  return {
+    priority: set.priority[j],
+    cookie: set.cookie[j],
+    match: {
+      key: decodeFlowKey(key),
+      mask: decodeFlowKey(set.masks[set.maskIndex[j]].bytes),
+    },
+    actions: decompileActions(
+      decodeActions(a.actions),
+      (i) => tunKeyCodec.decode(a.tunKeys[i]),
+      t.ports,
+    ),
+  };
+}
+
+/**
+ * Refuses a set whose flows name a group neither installed nor in
+ * `coming`, quoting the first such flow.
+ */
+function checkSetGroups(t: TableContext, set: FlowSet, coming?: ReadonlySet<number>): void {
+  set.actionSets.forEach((a, i) => {
+    const actions = decodeActions(a.actions);
+    if (actions[0]?.op !== ActionOp.GROUP) return;
+    const j = set.actionSet.findIndex((s, k) => k < set.count && s === i);
+    if (j >= 0) checkGroupsExist(t.maps, t.ports, [{ spec: flowSpec(t, set, j), actions }], coming);
   });
 }
 
@@ -242,24 +281,7 @@ function describe(
   const remotes = new Remotes();
   for (const a of set.actionSets) for (const k of a.tunKeys) remotes.add(k);
   diff.remotes = remotes.list();
-  const key = new Uint8Array(KEY_SIZE);
-  const spec = (j: number): FlowSpec => {
-    set.keyInto(j, key, 0);
-    const a = set.actionSets[set.actionSet[j]];
-    return {
-      priority: set.priority[j],
-      cookie: set.cookie[j],
-      match: {
-        key: decodeFlowKey(key),
-        mask: decodeFlowKey(set.masks[set.maskIndex[j]].bytes),
-      },
-      actions: decompileActions(
-        decodeActions(a.actions),
-        (i) => tunKeyCodec.decode(a.tunKeys[i]),
-        t.ports,
-      ),
-    };
-  };
+  const spec = (j: number) => flowSpec(t, set, j);
   for (let j = 0; j < set.count; j++) {
     if (set.state[j] === FlowState.NEW || set.oldId[j] < 0) {
       diff.added++;

@@ -30,6 +30,7 @@ import {
 } from "./entry.ts";
 import { FlowTableError } from "./error.ts";
 import { byteString, maskShape } from "./flow_set.ts";
+import { checkGroupsExist } from "./group_state.ts";
 import { checkFlowRoom, checkKeyRoom, type TableContext, type TableState } from "./journal.ts";
 import { checkMaskRoom, type LiveMask, masksById, nextMaskId } from "./masks.ts";
 import { type FlowFilter, selector } from "./queries.ts";
@@ -70,6 +71,7 @@ export function add(t: TableContext, specs: FlowSpec[]): AddResult {
     byIdentity.set(byteString(c.maskBytes) + byteString(c.keyBytes), c);
   }
   const compiled = [...byIdentity.values()];
+  checkGroupsExist(t.maps, t.ports, compiled);
   const st = t.journal.forWrite();
   const index = t.journal.index(st);
 
@@ -175,6 +177,7 @@ function maskFor(t: TableContext, st: TableState, index: BpfMap, c: CompiledFlow
  */
 export function modify(t: TableContext, spec: FlowSpec): number {
   const c = compileFlow(spec, t.ports);
+  checkGroupsExist(t.maps, t.ports, [c]);
   const st = t.journal.forWrite();
   const index = t.journal.index(st);
   const sig = byteString(c.maskBytes);

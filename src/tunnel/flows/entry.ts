@@ -251,6 +251,13 @@ export class Entry {
     return false;
   }
 
+  /** Whether its action is `group:group`. */
+  sendsToGroup(group: number): boolean {
+    const at = this.eo + E.actions;
+    return this.actionCount > 0 && this.values[at] === ActionOp.GROUP &&
+      this.#vdv.getUint32(at + A.arg, LE) === group;
+  }
+
   /** A copy of its index key. */
   indexKey(): Uint8Array {
     return this.keys.slice(this.ko, this.ko + INDEX_KEY_SIZE);

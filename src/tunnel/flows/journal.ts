@@ -30,6 +30,7 @@ import type { DatapathMaps } from "../pins.ts";
 import { TunKeySlots } from "../tun_keys.ts";
 import { zeroCounters } from "./counters.ts";
 import { checkIndexLayout, scan } from "./entry.ts";
+import { countGroupKeys } from "./group_state.ts";
 import { FlowTableError } from "./error.ts";
 import { checkMaskRoom, type LiveMask, readMasks, searchOrder, writeMasks } from "./masks.ts";
 
@@ -204,6 +205,7 @@ export class Journal {
       e.eachSlot((s) => s < counts.length && counts[s]++);
     }
     for (const ik of orphans) index.delete(ik);
+    countGroupKeys(this.#maps, counts);
     const held = new Uint8Array(st.flowIds.capacity);
     for (const id of ids.view()) held[id] = 1;
     const stale: number[] = [];
@@ -213,6 +215,8 @@ export class Journal {
     st.slots.recount(counts);
     st.masks = st.masks.map((m) => masks.get(m.id)!);
     this.settleMasks(st, index);
+    // A group change that died may have let go of buckets packets walked.
+    this.#maps.waitForPrograms();
     this.commit(st);
   }
 }

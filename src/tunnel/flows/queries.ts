@@ -60,6 +60,10 @@ export interface FlowFilter {
   port?: number;
   /** Flows matching exactly this tunnel id. */
   tunId?: bigint;
+  /** Flows matching exactly this network. */
+  net?: number;
+  /** Flows sending to this group. */
+  group?: number;
 }
 
 /** How full the table is. */
@@ -79,6 +83,8 @@ export function selector(filter: FlowFilter): (mask: LiveMask, e: Entry) => bool
   const fm = filter.match && encodeMatch(filter.match);
   const tunId = filter.tunId !== undefined ? new Uint8Array(8) : undefined;
   if (tunId) new DataView(tunId.buffer).setBigUint64(0, filter.tunId!);
+  const net = filter.net !== undefined ? new Uint8Array(4) : undefined;
+  if (net) new DataView(net.buffer).setUint32(0, filter.net!, true);
   return (mask, e) => {
     if (filter.priority !== undefined && e.priority !== filter.priority) return false;
     const keys = e.keys, k = e.keyAt;
@@ -89,6 +95,12 @@ export function selector(filter: FlowFilter): (mask: LiveMask, e: Entry) => bool
         }
       }
     }
+    if (net) {
+      for (let i = 0; i < 4; i++) {
+        if (mask.bytes[FK.net + i] !== 0xff || keys[k + FK.net + i] !== net[i]) return false;
+      }
+    }
+    if (filter.group !== undefined && !e.sendsToGroup(filter.group)) return false;
     if (filter.port !== undefined) {
       const inMask = mask.bytes[FK.in_port] | mask.bytes[FK.in_port + 1];
       const inPort = keys[k + FK.in_port] | (keys[k + FK.in_port + 1] << 8);
