@@ -48,7 +48,7 @@ import { keyDifference, MEMBERS, memberText } from "./helpers/packet_keys.ts";
 function masked<T extends FlowKey[keyof FlowKey]>(value: T, mask: T): T {
   if (value instanceof Uint8Array) return value.map((b, i) => b & (mask as Uint8Array)[i]) as T;
   if (typeof value === "bigint") return (value & (mask as bigint)) as T;
-  return ((value as number) & (mask as number)) as T;
+  return (((value as number) & (mask as number)) >>> 0) as T;
 }
 
 Deno.test("the generators cover every field of the field table", () => {
@@ -158,7 +158,7 @@ const arbFrameMatch = fc.record({
   for (const f of fields) {
     // Only fields the shorthand allows, and none that would change it.
     // nw_proto could name an IPv6 extension header, which no packet ends on.
-    if (["in_port", "dl_type", "nw_proto"].includes(f.name)) continue;
+    if (["in_port", "net", "dl_type", "nw_proto"].includes(f.name)) continue;
     if (f.name.startsWith("tun_") || f.name.startsWith("geneve_")) continue;
     // Under the shorthand a name may mean another field (tp_src under
     // icmp6 is icmpv6_type), which may refuse the text.
@@ -285,11 +285,12 @@ const tunnel = (name: string, number: number, over: Partial<Port>): Port => ({
   csum: false,
   seq: false,
   mssClamp: false,
+  net: 0,
   ...over,
 } as Port);
 const PORTS: Port[] = [
-  { kind: "local", name: "web", number: 1, device: "wl0", xdp: false },
-  { kind: "local", name: "db", number: 2, device: "wl1", xdp: true },
+  { kind: "local", name: "web", number: 1, device: "wl0", xdp: false, net: 0 },
+  { kind: "local", name: "db", number: 2, device: "wl1", xdp: true, net: 0 },
   tunnel("vx0", 3, {}),
   tunnel("gnv0", 4, { proto: "geneve", dstPort: 6081 }),
   tunnel("gre0", 5, { proto: "gre", remote: v4(9), keyOut: 7n, keyIn: 7n }),

@@ -67,6 +67,7 @@ const geneveBytes = fc.integer({ min: 1, max: 8 }).chain((n) => bytesOf(n)).map(
 /** Text for every field of the field table. */
 export const TEXTS: Readonly<Record<string, fc.Arbitrary<string>>> = {
   in_port: fc.constantFrom(...PORT_NAMES),
+  net: withMask(fc.bigInt(0n, 2n ** 32n - 1n).map(hex)),
   tun_id: withMask(fc.bigInt(0n, 2n ** 64n - 1n).map(hex)),
   tun_src: fc.boolean().chain(addrText),
   tun_dst: fc.boolean().chain(addrText),

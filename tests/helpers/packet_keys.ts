@@ -35,7 +35,9 @@ import { fromHex, scapyJson, toHex } from "./scapy.ts";
 export const FULL: FlowKey = decodeFlowKey(new Uint8Array(flowKeyCodec.size).fill(0xff));
 
 /** The members of a flow key, in struct order. */
-export const MEMBERS = flowKeyCodec.fields.map((f) => f.name as keyof FlowKey);
+export const MEMBERS = flowKeyCodec.fields.filter((f) => !f.pad).map((f) =>
+  f.name as keyof FlowKey
+);
 
 /** EtherTypes of VLAN tags: a frame "of" one of these would be read as tagged. */
 const VLAN_TYPES = [0x8100, 0x88a8];
@@ -169,7 +171,7 @@ function touches(bits: Uint8Array, member: string): boolean {
 
 /** Members the tunnel and the port give, not the frame: parse_frame leaves them. */
 const METADATA = MEMBERS.filter((m) =>
-  m === "in_port" || m.startsWith("tun_") || m.startsWith("gnv_")
+  m === "in_port" || m === "net" || m.startsWith("tun_") || m.startsWith("gnv_")
 );
 
 /**
