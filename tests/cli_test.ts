@@ -141,7 +141,7 @@ privilegedTest(
       "dst_port=4790",
     ]);
     assertEquals(await warrenJson(a, ["port", "list"]), [
-      { kind: "local", name: "web", number: 1, device: "wl0", xdp: false, present: true },
+      { kind: "local", name: "web", number: 1, device: "wl0", xdp: false, net: 0, present: true },
     ]);
     assertEquals(await warrenJson(a, ["tunnel", "list"]), [
       {
@@ -149,6 +149,7 @@ privilegedTest(
         number: 2,
         proto: "gre",
         device: "u0",
+        net: 0,
         options: {
           remote_ip: "192.0.2.2",
           in_key: "5",
@@ -168,6 +169,7 @@ privilegedTest(
         number: 3,
         proto: "vxlan",
         device: "u0",
+        net: 0,
         options: {
           remote_ip: "flow",
           key: "flow",
@@ -264,6 +266,7 @@ privilegedTest(
       {
         name: "web",
         number: 1,
+        net: 0,
         rx_packets: 4,
         rx_bytes: 392,
         tx_packets: 4,
@@ -273,6 +276,7 @@ privilegedTest(
       {
         name: "vx0",
         number: 2,
+        net: 0,
         rx_packets: 4,
         rx_bytes: 392,
         tx_packets: 4,
@@ -351,7 +355,7 @@ privilegedTest("trace says what real traffic then does, and moves no counter", a
     "trace",
     `in_port=web,icmp,nw_src=${a.workload.ip},nw_dst=${b.workload.ip}`,
   ]);
-  assertEquals(Object.keys(out), ["in_port", "packet", "flow", "steps"]);
+  assertEquals(Object.keys(out), ["in_port", "packet", "net", "restamp", "flow", "steps"]);
   assertEquals(out.flow, {
     priority: 100,
     match: "in_port=web,icmp",
@@ -518,6 +522,7 @@ privilegedTest(
     const plan = await warrenJson<Record<string, unknown>>(a, ["apply", "--dry-run", file]);
     assertEquals(plan, {
       ports: { add: [], change: [], remove: [] },
+      groups: { add: [], change: [], remove: [] },
       flows: {
         added: 1,
         modified: 1,

@@ -38,7 +38,7 @@ export function exitCode(err: unknown): number {
   if (err instanceof CommanderError) {
     if (err.code === "commander.helpDisplayed" || err.code === "commander.version") return 0;
     if (err.code === "commander.help") return 0;
-    if (err.code === "warren.badNumber") console.error(`warren: ${err.message}`);
+    if (err.code.startsWith("warren.")) console.error(`warren: ${err.message}`);
     return 2;
   }
   if (EXPECTED.some((cls) => err instanceof cls)) {

@@ -221,6 +221,13 @@ export interface TcpdumpOptions {
   timeout?: number;
   /** The kernel buffer in KiB, for bursts that must not be lost. */
   bufferKiB?: number;
+  /** Print each frame's Ethernet header (its MACs) too. */
+  link?: boolean;
+  /**
+   * Bytes kept of each frame. In immediate mode the buffer holds a slot
+   * this size per frame: a small one keeps a big burst whole.
+   */
+  snaplen?: number;
 }
 
 /**
@@ -242,6 +249,8 @@ export async function tcpdump(ns: string, o: TcpdumpOptions): Promise<Deno.Child
       "-i",
       o.dev,
       ...(o.bufferKiB ? ["-B", String(o.bufferKiB)] : []),
+      ...(o.link ? ["-e"] : []),
+      ...(o.snaplen ? ["-s", String(o.snaplen)] : []),
       ...(o.count ? ["-c", String(o.count)] : []),
       ...(o.file ? ["-w", o.file] : []),
       o.filter,
