@@ -29,16 +29,26 @@ async function table(h: LabHost): Promise<string[]> {
 
 /**
  * Everything a crashed writer could have left wrong, checked against the
- * live table: the flows are exactly `want`, each with its own id; the id
- * bitmap, the tunnel key references and the table size agree with them;
- * no change is marked under way.
+ * live table: the flows are exactly `want` and the groups `groups`, each
+ * flow with its own id; the id bitmap, the tunnel key references (of
+ * flows and groups) and the table size agree with them; no change is
+ * marked under way.
  */
-async function assertExactly(lab: Lab, h: LabHost, want: string[]): Promise<void> {
+async function assertExactly(
+  lab: Lab,
+  h: LabHost,
+  want: string[],
+  groups: string[] = [],
+): Promise<void> {
   const flows = await warrenJson<DumpedFlow[]>(h, ["flow", "dump"]);
   const got = flows.map((f) => `priority=${f.priority},${f.match} actions=${f.actions}`).sort();
   assertSameFlows(got, want);
   assertEquals(new Set(flows.map((f) => f.flow_id)).size, flows.length, "ids are unique");
-  const keys = new Set(flows.flatMap((f) => f.actions.match(/set_tunnel\([^)]*\)/g) ?? []));
+  await assertGroups(h, groups);
+  const keys = new Set(
+    [...flows.map((f) => f.actions), ...groups]
+      .flatMap((a) => a.match(/set_tunnel\([^)]*\)/g) ?? []),
+  );
   const { usage, flags } = await lab.datapath(
     h,
     (dp) => ({ usage: dp.flows.usage(), flags: dp.maps.config.read().flags }),
@@ -61,7 +71,7 @@ async function crash(
   const r = await warren(h, args, stdin, { WARREN_FAILPOINTS: fp });
   assertEquals(r.code, 137, `warren ${args[0]} with ${fp} armed: ${r.stderr}`);
   const flags = await lab.datapath(h, (dp) => dp.maps.config.read().flags);
-  if (fp.startsWith("flow.")) {
+  if (fp.startsWith("flow.") || fp.startsWith("group.")) {
     assert.ok(flags & ConfigFlag.WRITING, `${fp}: the change was cut short`);
   }
 }
@@ -175,6 +185,72 @@ privilegedTest(
   },
 );
 
+privilegedTest(
+  "killed in the middle of group add, mod, del and an apply with groups: the rerun ends exact, pings never stop",
+  async () => {
+    await using lab = await Lab.create({ ipv6: false });
+    await overlay(lab);
+    const [a, b] = lab.hosts;
+    const base = BASE(b.ip);
+    // Three groups, each a local bucket and two tunnel buckets with keys
+    // of their own; flows send UDP to them, which the pings never meet.
+    const groups = (key0: number) =>
+      [1, 2, 3].map((g) =>
+        `group_id=${g},type=all,bucket=output:web,` +
+        `bucket=set_tunnel(id=${key0 + g},dst=${b.ip}),output:vx0,` +
+        `bucket=set_tunnel(id=${key0 + g},dst=192.0.2.${50 + g}),output:vx0`
+      );
+    const groupFlows = [1, 2, 3].map((g) =>
+      `priority=5,in_port=web,udp,tp_dst=${1000 + g} actions=group:${g}`
+    );
+    const file = await Deno.makeTempFile({ suffix: ".json" });
+    const run = await pingDuring(a.workload, b.workload.ip, async () => {
+      // add dies with the second group written but not yet named: only
+      // the first exists, and the rerun adds the others.
+      const first = groups(100);
+      await crash(lab, a, "group.written@2", ["group", "add", ...first]);
+      await assertGroups(a, first.slice(0, 1));
+      assertEquals(await warrenOk(a, ["group", "add", ...first]), "2 added, 1 unchanged\n");
+      await assertExactly(lab, a, base, first);
+      await warrenOk(a, ["flow", "add", ...groupFlows]);
+
+      // mod dies with the new buckets written, before the flip: the old
+      // ones stay live, and the rerun switches.
+      const second = groups(200);
+      await crash(lab, a, "group.written", ["group", "mod", second[1]]);
+      await assertGroups(a, first);
+      await warrenOk(a, ["group", "mod", second[1]]);
+      const modded = [first[0], second[1], first[2]];
+      await assertExactly(lab, a, [...base, ...groupFlows], modded);
+
+      // del --force dies after the first group (its flows went first).
+      await crash(lab, a, "group.deleted", ["group", "del", "1", "2", "3", "--force"]);
+      await assertGroups(a, modded.slice(1));
+      await assertTable(a, base);
+      assertEquals(await warrenOk(a, ["group", "del", "1", "2", "3", "--force"]), "2 deleted\n");
+      await assertExactly(lab, a, base);
+
+      // apply dies between its groups; the rerun makes groups and flows.
+      const third = groups(300);
+      await Deno.writeTextFile(
+        file,
+        JSON.stringify({
+          ...JSON.parse(overlayState([...base, ...groupFlows])),
+          groups: third,
+        }),
+      );
+      await crash(lab, a, "group.written@3", ["apply", file]);
+      await assertGroups(a, third.slice(0, 2));
+      await assertTable(a, base);
+      await warrenOk(a, ["apply", file]);
+      await assertExactly(lab, a, [...base, ...groupFlows], third);
+    });
+    await Deno.remove(file);
+    assert.ok(run.sent > 100, `only ${run.sent} pings sent`);
+    assertEquals(run.lost, [], `pings lost of ${run.sent}`);
+  },
+);
+
 /** `got` and `want` hold the same flows; else the first few that differ. */
 function assertSameFlows(got: string[], want: string[]): void {
   const g = new Set(got), w = new Set(want);
@@ -185,6 +261,12 @@ function assertSameFlows(got: string[], want: string[]): void {
     missing: [],
     count: want.length,
   });
+}
+
+/** The groups are exactly `want` (bookkeeping not judged). */
+async function assertGroups(h: LabHost, want: string[]): Promise<void> {
+  const listed = (await warrenOk(h, ["group", "list", "--no-counters"])).split("\n");
+  assertEquals(listed.filter(Boolean).sort(), [...want].sort(), "groups");
 }
 
 /** The live flows are exactly `want` (bookkeeping not judged). */

@@ -456,7 +456,14 @@ privilegedTest(
     assertEquals(await state(), before);
     // Bad input: each names what is wrong, and nothing changes.
     await warrenFails(a, ["flow", "add", "net=42,ip actions=group:9"], 1, "there is no group 9");
-    await warrenFails(a, ["group", "add", group], 1, "group 42 exists already");
+    await warrenFails(
+      a,
+      ["group", "add", group.replace(",bucket=output:web", "")],
+      1,
+      "group 42 exists already, with other buckets",
+    );
+    // The same group again is no change: a rerun after a crash completes.
+    assertEquals(await warrenOk(a, ["group", "add", group]), "0 added, 1 unchanged\n");
     await warrenFails(a, ["group", "mod", group.replace("=42,", "=43,")], 1, "no group 43");
     const big = Array.from(
       { length: 4097 },

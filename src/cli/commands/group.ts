@@ -59,7 +59,9 @@ export function register(cli: Command): void {
     "replication groups: a copy of a packet to each bucket (flows send with group:ID)",
   );
   group.command("add [groups...]")
-    .description("add groups (one that exists is refused: group mod changes it)")
+    .description(
+      "add groups (one that exists with other buckets is refused: group mod changes it)",
+    )
     .option("--file <path>", "read groups from a file, one per line (- for stdin)")
     .addHelpText(
       "after",
@@ -73,7 +75,7 @@ export function register(cli: Command): void {
       if (texts.length === 0) throw new RangeError("no groups given");
       using dp = openDatapath(cmd);
       const r = await dp.setGroups(texts.map((t) => parseGroupAt(t.text, t.where)), "add");
-      console.log(`${r.added} added`);
+      console.log(`${r.added} added${r.unchanged ? `, ${r.unchanged} unchanged` : ""}`);
     });
   group.command("mod <group>")
     .description(

@@ -254,9 +254,10 @@ export interface GroupResult {
 
 /**
  * Makes each of `groups` installed exactly as compiled: added, or its
- * buckets replaced (a group already so is left alone). `mode` "add"
- * refuses a group that exists, "modify" one that does not. Everything is
- * checked before the first write.
+ * buckets replaced (a group already so is left alone, so that running a
+ * command again after a crash completes it). `mode` "add" refuses a group
+ * that exists with other buckets, "modify" one that does not exist.
+ * Everything is checked before the first write.
  */
 export function installGroups(
   t: TableContext,
@@ -274,12 +275,15 @@ export function installGroups(
     if (ids.has(g.spec.id)) throw new FlowTableError(`group ${g.spec.id} is given twice`);
     ids.add(g.spec.id);
     const old = live.get(g.spec.id);
-    if (old && mode === "add") {
-      throw new FlowTableError(`group ${g.spec.id} exists already (group mod changes it)`);
-    }
     if (!old && mode === "modify") throw new FlowTableError(`there is no group ${g.spec.id}`);
+    const same = old && sameGroup(st, all, g, old);
+    if (old && !same && mode === "add") {
+      throw new FlowTableError(
+        `group ${g.spec.id} exists already, with other buckets (group mod changes it)`,
+      );
+    }
     for (const k of g.tunKeyBytes) remotes.add(k);
-    if (old && sameGroup(st, all, g, old)) result.unchanged++;
+    if (same) result.unchanged++;
     else todo.push({ g, old });
   }
   result.remotes = remotes.list();
@@ -350,14 +354,15 @@ export function deleteGroups(t: TableContext, ids: number[]): number {
 }
 
 /**
- * Deletes groups `ids`. Refuses while flows send to one, unless `force`,
- * which deletes those flows first (as `port del --force` does); refuses
- * an id that is no group. Everything is checked before anything goes.
+ * Deletes groups `ids` (those that exist: a rerun after a crash finishes
+ * the job). Refuses while flows send to one, unless `force`, which deletes
+ * those flows first (as `port del --force` does). Everything is checked
+ * before anything goes.
  */
 export function removeGroups(t: TableContext, ids: number[], force: boolean): number {
   const users = new Map<number, number>();
   for (const id of ids) {
-    if (!hasGroup(t.maps, id)) throw new FlowTableError(`there is no group ${id}`);
+    if (!hasGroup(t.maps, id)) continue;
     const n = count(t, { group: id });
     if (n && !force) {
       throw new FlowTableError(
