@@ -8,12 +8,16 @@
  *
  * ```text
  *  web  local, the workload's veth        in_port=web  -> VXLAN to B
+ *                                         in_port=web,arp -> group 1
  *  vx   vxlan  remote_ip=flow key=flow    in_port=vx   -> web
  *  gnv  geneve remote_ip=flow key=flow    in_port=gnv  -> web (option 0x0102/0x80 known)
- *  gre  gre    remote_ip=flow key=flow    in_port=gre  -> web
+ *  gre  gre    remote_ip=flow key=flow    in_port=gre  -> group 1
  *  stt  stt    remote_ip=flow key=flow    in_port=stt  -> web
  *  vxk  vxlan  remote_ip=192.0.2.3 key=5  in_port=vxk  -> web
  * ```
+ *
+ * Group 1 has a bucket to web and one to B over vx: from gre (a tunnel)
+ * a packet goes to web alone, from web to B alone (split horizon).
  *
  * @module
  */
@@ -29,6 +33,7 @@ import { macOf } from "../../src/lab/netns.ts";
 import { Lab, type LabHost } from "../../src/lab/topology.ts";
 import { type ProgramName, PROGRAMS } from "../../src/maps/names.ts";
 import { mapPin } from "../../src/tunnel/pins.ts";
+import { parseGroup } from "../../src/tunnel/group_syntax.ts";
 import { addFlows, pinNeighbor } from "./lab.ts";
 
 /** What a program did with one packet. */
@@ -137,13 +142,19 @@ export class Harness implements AsyncDisposable {
           await dp.addTunnelPort(name, proto, { remote_ip: "flow", key: "flow" });
         }
         await dp.addTunnelPort("vxk", "vxlan", { remote_ip: "192.0.2.3", key: "5" });
+        await dp.setGroups([
+          parseGroup(
+            `group_id=1,type=all,bucket=output:web,bucket=set_tunnel(id=7,dst=${b.ip}),output:vx`,
+          ),
+        ], "add");
         await addFlows(
           dp,
           `in_port=web actions=set_tunnel(id=7,dst=${b.ip}),output:vx`,
+          "priority=40000,in_port=web,arp actions=group:1",
           "in_port=vx actions=output:web",
           "in_port=gnv actions=output:web",
           "priority=200,in_port=gnv,geneve_class=0x0102,geneve_type=0x80 actions=output:web",
-          "in_port=gre actions=output:web",
+          "in_port=gre actions=group:1",
           "in_port=stt actions=output:web",
           "in_port=vxk actions=output:web",
         );
