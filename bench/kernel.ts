@@ -20,7 +20,6 @@ import {
   ifindex,
   type Link,
   Program,
-  skbContext,
   testRun,
   xdpContext,
 } from "../src/bpf/mod.ts";
@@ -29,7 +28,7 @@ import { Lab, type LabHost } from "../src/lab/topology.ts";
 import type { Datapath } from "../src/tunnel/datapath.ts";
 import { parseFlow } from "../src/tunnel/flow_syntax.ts";
 import { type Protocol, PROTOCOLS } from "../src/tunnel/port.ts";
-import { type Figure, figure, innerFrame, say, sideBySide, tunnelledToA } from "./lib.ts";
+import { type Figure, figure, innerFrame, say, sideBySide, single, tunnelledToA } from "./lib.ts";
 
 /** How much work a run does. */
 export interface KernelOptions {
@@ -54,14 +53,6 @@ function live(prog: Program, pkt: Uint8Array, ifi: number, repeat: number): numb
   });
   // The kernel reports the mean; the wall clock is the fallback.
   return r.durationNs || (performance.now() - t) * 1e6 / repeat;
-}
-
-/** ns per packet of `prog`, one fresh skb per run, as the kernel timed them. */
-function single(prog: Program, pkt: Uint8Array, ifi: number, n: number): number {
-  const ctx = skbContext(ifi);
-  let sum = 0;
-  for (let i = 0; i < n; i++) sum += testRun(prog, { data: pkt, ctx, dataOutSize: 512 }).durationNs;
-  return sum / n;
 }
 
 async function addFlows(dp: Datapath, flows: string[]): Promise<void> {

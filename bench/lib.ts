@@ -10,6 +10,8 @@
  * @module
  */
 
+import type { Program } from "../src/bpf/program.ts";
+import { skbContext, testRun } from "../src/bpf/test_run.ts";
 import { parseAddr } from "../src/tunnel/addr.ts";
 import { emptyMatch } from "../src/tunnel/fields.ts";
 import { buildPacket, encapsulate } from "../src/tunnel/packet.ts";
@@ -132,6 +134,14 @@ export async function timed(fn: () => unknown): Promise<number> {
   const t = performance.now();
   await fn();
   return performance.now() - t;
+}
+
+/** ns per packet of `prog`, one fresh skb per run (on device `ifi`), as the kernel timed them. */
+export function single(prog: Program, pkt: Uint8Array, ifi: number, n: number): number {
+  const ctx = skbContext(ifi);
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += testRun(prog, { data: pkt, ctx, dataOutSize: 512 }).durationNs;
+  return sum / n;
 }
 
 /** Prints a progress line on stderr. */

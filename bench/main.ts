@@ -4,7 +4,8 @@
  *
  * Sections: kernel (per-packet cost through test-run), live (forwarding
  * through veths from a live-frames generator, against the kernel's vxlan
- * device), tcp (iperf3 through the tunnel, against the kernel's vxlan
+ * device), replication (a broadcast to a group's buckets, against the
+ * kernel's vxlan device flooding to an all-zeros FDB list), tcp (iperf3 through the tunnel, against the kernel's vxlan
  * devices), control (installs, a million flows applied and dumped, against
  * bpftool and raw batch writes; peak resident memory and kernel memory per
  * flow), fleet (a thousand simulated hosts in etcd and three real agents:
@@ -23,6 +24,7 @@ import { liveForwarding } from "./live.ts";
 import { tcpThroughput } from "./tcp.ts";
 import { controlPlane } from "./control.ts";
 import { fleetScale } from "./fleet.ts";
+import { replicationCosts } from "./replication.ts";
 import { type Figure, machine, say } from "./lib.ts";
 import { writeReport } from "./report.ts";
 
@@ -36,6 +38,8 @@ const SECTIONS: Record<string, (quick: boolean) => Promise<Figure[]>> = {
       flowCounts: quick ? [1, 1000] : [1, 1000, 100_000],
     }),
   live: (quick) => liveForwarding({ frames: quick ? 500_000 : 2_000_000, runs: quick ? 3 : 5 }),
+  replication: (quick) =>
+    replicationCosts({ single: quick ? 200 : 2000, runs: quick ? 3 : 5, fanouts: [16, 1024] }),
   tcp: (quick) => tcpThroughput({ seconds: quick ? 2 : 5, runs: quick ? 1 : 3 }),
   control: (quick) =>
     controlPlane({

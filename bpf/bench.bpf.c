@@ -8,6 +8,9 @@
  *   bench_tc_floor   the same at TC.
  *   bench_xdp_redirect  redirects every frame to one device: what an XDP
  *                    redirect costs by itself.
+ *   bench_tc_clone   hands a copy of every frame to one device's transmit
+ *                    and drops the frame: feeds a kernel vxlan device from
+ *                    a test-run, its replication timed with it.
  *   bench_xdp_tx     sends every frame back out (XDP_TX): the live-frames
  *                    traffic generator.
  *   bench_xdp_count  counts what arrives and drops it: the receiver.
@@ -72,6 +75,13 @@ SEC("xdp")
 int bench_xdp_redirect(struct xdp_md *ctx)
 {
 	return bpf_redirect(bench_redirect_ifindex, 0);
+}
+
+SEC("tc")
+int bench_tc_clone(struct __sk_buff *skb)
+{
+	bpf_clone_redirect(skb, bench_redirect_ifindex, 0);
+	return TC_ACT_SHOT;
 }
 
 SEC("xdp")
