@@ -39,6 +39,12 @@ export function register(cli: Command): void {
     )
     .option("--max-flows <n>", "flow table capacity, a multiple of 64 (set by the first up)", toInt)
     .option("--max-tun-keys <n>", "capacity for distinct tunnel keys (set by the first up)", toInt)
+    .option("--max-groups <n>", "capacity for replication groups (set by the first up)", toInt)
+    .option(
+      "--max-buckets <n>",
+      "buckets all groups share, at least 8192 (set by the first up; default 65536)",
+      toInt,
+    )
     .addOption(
       new Option("--miss-local <action>", "on a flow miss from a local port").choices([
         "drop",
@@ -69,6 +75,8 @@ export function register(cli: Command): void {
         tc: opts.tc,
         maxFlows: opts.maxFlows,
         maxTunKeys: opts.maxTunKeys,
+        maxGroups: opts.maxGroups,
+        maxBuckets: opts.maxBuckets,
         missLocal: opts.missLocal,
         missTunnel: opts.missTunnel,
         sttTimeoutMs: opts.sttTimeoutMs,
