@@ -58,6 +58,12 @@ async function assertExactly(
     [flows.length, flows.length, keys.size, 0],
     "table size, ids taken, tunnel keys referenced, writing mark",
   );
+  const buckets = groups.reduce((n, g) => n + g.split(",bucket=").length - 1, 0);
+  assertEquals(
+    [usage.groups.used, usage.buckets.used],
+    [groups.length, buckets],
+    "groups, buckets",
+  );
 }
 
 /** Runs `warren args` with failpoint `fp` armed: it must die by SIGKILL. */

@@ -65,6 +65,8 @@ export function readStatus(
       { name: "flows", used: usage.flows, capacity: cfg.max_flows },
       { name: "masks", used: usage.masks, capacity: MAX_MASKS },
       { name: "tunnel_keys", used: usage.tunKeys.used, capacity: usage.tunKeys.capacity },
+      { name: "groups", ...usage.groups },
+      { name: "buckets", ...usage.buckets },
       {
         name: "endpoints",
         used: count(maps.endpoints),

@@ -90,6 +90,20 @@ export function hasGroup(maps: DatapathMaps, id: number): boolean {
   return maps.groupSlots.get(id) !== undefined;
 }
 
+/** How many groups and buckets are in use, of how many. */
+export function groupUsage(
+  maps: DatapathMaps,
+): { groups: { used: number; capacity: number }; buckets: { used: number; capacity: number } } {
+  const live = [...readLive(maps).values()];
+  return {
+    groups: { used: live.length, capacity: maps.groups.raw.info.maxEntries },
+    buckets: {
+      used: live.reduce((n, g) => n + liveList(g).n_buckets, 0),
+      capacity: maps.buckets.raw.info.maxEntries,
+    },
+  };
+}
+
 /** The ids of every installed group. */
 export function groupIds(maps: DatapathMaps): number[] {
   return [...maps.groupSlots.keys()].sort((a, b) => a - b);

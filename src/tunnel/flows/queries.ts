@@ -31,6 +31,7 @@ import {
   KEY_SIZE,
   scan,
 } from "./entry.ts";
+import { groupUsage } from "./group_state.ts";
 import type { TableContext, TableState } from "./journal.ts";
 import { type LiveMask, masksById } from "./masks.ts";
 
@@ -76,6 +77,10 @@ export interface Usage {
   tunKeys: { used: number; capacity: number };
   /** Flow ids taken, of how many. */
   flowIds: { used: number; capacity: number };
+  /** Replication groups, of how many. */
+  groups: { used: number; capacity: number };
+  /** Buckets the groups' live lists hold, of how many all groups share. */
+  buckets: { used: number; capacity: number };
 }
 
 /** A test of an index entry under `mask` against `filter`, on its raw bytes. */
@@ -190,7 +195,7 @@ export function count(t: TableContext, filter: FlowFilter = {}): number {
   return n;
 }
 
-/** How many flows are installed, and how full the id and key tables are. */
+/** How many flows are installed, and how full the id, key, group and bucket tables are. */
 export function usage(t: TableContext): Usage {
   const st = t.journal.load();
   return {
@@ -198,6 +203,7 @@ export function usage(t: TableContext): Usage {
     masks: st.masks.length,
     tunKeys: { used: st.slots.used(), capacity: st.slots.capacity },
     flowIds: { used: st.flowIds.used(), capacity: st.flowIds.capacity },
+    ...groupUsage(t.maps),
   };
 }
 
