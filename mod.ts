@@ -5,8 +5,9 @@
  * A {@link Datapath} loads warren's precompiled programs through libbpf,
  * attaches them at XDP and TC, and keeps its ports, tunnels and flows in
  * pinned BPF maps, so any process can pick up where another left off.
- * Flows are Open vSwitch's: a priority, a match (the tunnel key included)
- * and actions such as `set_tunnel(...)` and `output:PORT`.
+ * Flows are Open vSwitch's: a priority, a match (the tunnel key and the
+ * network a port stamps included) and actions such as `set_tunnel(...)`,
+ * `output:PORT` and `group:ID`, a replication group (`parseGroup`).
  *
  * @example Bring up a datapath, add a tunnel and flows, read counters
  * ```ts ignore
@@ -45,8 +46,12 @@ export {
   type FlowCounters,
   type FlowFilter,
   FlowTableError,
+  type GroupCounters,
+  type GroupResult,
   type InstalledFlow,
+  type InstalledGroup,
 } from "./src/tunnel/flow_table.ts";
+export { formatGroup, type GroupSpec, parseGroup } from "./src/tunnel/group_syntax.ts";
 export { formatMatch, type Match, MatchError } from "./src/tunnel/fields.ts";
 export {
   type LocalPort,

@@ -260,6 +260,12 @@ const MEANING = `## What each figure means
   underlay veth; host A decapsulates and delivers them to the workload's veth, where an XDP program
   counts them. warren's XDP path against the kernel's vxlan device and a bridge doing the same job on
   the same topology. Frames per second delivered.
+- **Replication** (replication section): one broadcast frame per test-run, at TC on a local port,
+  sent to a group of N tunnel buckets (remotes 10.200.x.y, routed through host B), against
+  \`bench_tc_clone\` handing the same frame to a kernel vxlan device whose all-zeros FDB list floods
+  it to the same N remotes. The time the kernel reports for each test-run covers every copy's trip
+  onto the underlay veth (test-run leaves only warren's last redirect undone); the cost per copy is
+  the slope between 16 and 1024 buckets, which cancels what a frame costs once.
 - **TCP throughput** (tcp section): iperf3 between the two workloads, GSO on, through warren's VXLAN
   and STT and through the kernel's vxlan devices at both ends.
 - **Control plane** (control section): flows installed one at a time through the library (each call

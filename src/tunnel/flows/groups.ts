@@ -173,9 +173,9 @@ function eachKeySlot(raw: Uint8Array, fn: (slot: number) => void): void {
 }
 
 /**
- * Writes `raw` buckets and their counters into `n` free buckets at
- * `first`; a bucket `old` (the group's live buckets, at `oldFirst`) also
- * has keeps its counters.
+ * Writes `raw` buckets and their counters into free buckets from `first`
+ * on: a bucket the group had (in `old`, its live buckets and where they
+ * start) keeps its counters, any other starts from zero.
  */
 function writeBuckets(
   maps: DatapathMaps,
@@ -332,7 +332,7 @@ function sameGroup(st: TableState, all: Uint8Array, g: CompiledGroup, old: LiveG
 }
 
 /** Deletes groups `ids` (flows must no longer name them); those not installed are skipped. */
-export function deleteGroups(t: TableContext, ids: number[]): number {
+function deleteGroups(t: TableContext, ids: number[]): number {
   const st = t.journal.forWrite();
   const live = readLive(t.maps);
   const victims = ids.flatMap((id) => live.get(id) ?? []);
