@@ -133,8 +133,13 @@ Deno.test("each applied state names the etcd revision it reflects (onApplied, wa
       await waitFor("h2's first state", () => applied().length > 0, 15_000);
       const m3 = workloadMac(3);
       await f.start(hostConfig(f.opts, 3));
-      const { entries } = await f.admin.list(PREFIX, prefixEnd(PREFIX));
-      const joined = entries.find((e) => e.key === endpointKey("blue", "h3", m3))!.createRevision;
+      // The agent's start registers the host; its endpoints are published just after.
+      let joined = 0;
+      await waitFor("h3's endpoint in etcd", async () => {
+        const { entries } = await f.admin.list(PREFIX, prefixEnd(PREFIX));
+        joined = entries.find((e) => e.key === endpointKey("blue", "h3", m3))?.createRevision ?? 0;
+        return joined > 0;
+      });
       await waitFor(
         "h1 to report h3's endpoint applied",
         () => reported.some((a) => a.revision >= joined),
