@@ -11,10 +11,13 @@
  * - `backoff.ts`, `log.ts`: jittered retries, bounded logs;
  * - `mirror.ts`: list, watch, relist on compaction or silence, resync on a
  *   restored snapshot;
- * - `view.ts`: the validated fleet and its conflict rules;
+ * - `view.ts`: the validated fleet and its conflict rules, kept up to date
+ *   change by change;
  * - `registration.ts`, `publisher.ts`: the host's lease and key, and its
  *   endpoints written only when they change;
- * - `derive.ts`: the pure derivation of a host's flows, groups and ports;
+ * - `derive.ts`: the derivation of a host's flows, groups and ports, kept
+ *   up to date change by change;
+ * - `journal.ts`: what changed since the last apply, kept as it happens;
  * - `applier.ts`: the interface the agent applies through;
  * - `config.ts`, `agent.ts`: the agent's configuration and main loop;
  * - `admin.ts`, `access.ts`: operators' networks, views, users and roles.
@@ -39,6 +42,7 @@ export * from "./backoff.ts";
 export * from "./client.ts";
 export * from "./config.ts";
 export * from "./derive.ts";
+export * from "./journal.ts";
 export * from "./keys.ts";
 export * from "./log.ts";
 export * from "./mirror.ts";

@@ -1,7 +1,8 @@
 /**
- * Fleet test helpers: an applier that records what it is given, agent
- * configurations for test hosts, a log that keeps its lines, and waiting
- * for a condition with a deadline.
+ * Fleet test helpers: an applier that records what it is given, a
+ * difference applied as an applier must, agent configurations for test
+ * hosts, a log that keeps its lines, and waiting for a condition with a
+ * deadline.
  *
  * @module
  */
@@ -9,7 +10,8 @@
 import type { Applier } from "../../src/fleet/applier.ts";
 import type { EtcdOptions } from "../../src/fleet/client.ts";
 import type { AgentConfig } from "../../src/fleet/config.ts";
-import type { FleetDatapathState, LocalPort } from "../../src/fleet/derive.ts";
+import type { FleetDatapathState, FleetDelta, LocalPort } from "../../src/fleet/derive.ts";
+import type { Diff } from "../../src/fleet/journal.ts";
 
 /** RecordingApplier keeps every state it is asked to apply, with the time. */
 export class RecordingApplier implements Applier {
@@ -26,6 +28,37 @@ export class RecordingApplier implements Applier {
   get last(): FleetDatapathState | undefined {
     return this.calls.at(-1)?.state;
   }
+}
+
+/**
+ * `state` with `delta` applied as an applier must (removals first), each
+ * list sorted as the agent sorts it. Throws for a removal of what is not
+ * there or an addition of what already is: a difference that does not
+ * fit the state it is applied to.
+ */
+export function applyDelta(state: FleetDatapathState, delta: FleetDelta): FleetDatapathState {
+  const patch = <T>(list: T[], d: Diff<T>, what: string): T[] => {
+    const items = new Map(list.map((x) => [JSON.stringify(x), x]));
+    for (const x of d.removed) {
+      if (!items.delete(JSON.stringify(x))) {
+        throw new Error(`${what}: removes absent ${JSON.stringify(x)}`);
+      }
+    }
+    for (const x of d.added) {
+      const k = JSON.stringify(x);
+      if (items.has(k)) throw new Error(`${what}: adds present ${k}`);
+      items.set(k, x);
+    }
+    return [...items.values()];
+  };
+  const byName = (a: { name: string }, b: { name: string }) => a.name.localeCompare(b.name);
+  return {
+    ports: patch(state.ports, delta.ports, "ports").sort(byName),
+    tunnels: patch(state.tunnels, delta.tunnels, "tunnels").sort(byName),
+    flows: patch(state.flows, delta.flows, "flows").sort(),
+    groups: patch(state.groups, delta.groups, "groups").sort(),
+    neighbours: patch(state.neighbours, delta.neighbours, "neighbours").sort(),
+  };
 }
 
 /** A log sink that keeps its lines. */

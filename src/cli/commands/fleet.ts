@@ -122,10 +122,8 @@ export function register(cli: Command): void {
       withEtcd(cmd, async (client) => {
         const view = await fleetView(client);
         const count = new Map<string, number>();
-        for (const perNet of view.claims.values()) {
-          for (const list of perNet.values()) {
-            for (const c of list) count.set(c.host, (count.get(c.host) ?? 0) + 1);
-          }
+        for (const perNet of view.members.values()) {
+          for (const [host, n] of perNet) count.set(host, (count.get(host) ?? 0) + n);
         }
         const hosts = [...view.hosts.values()].sort((a, b) => a.name.localeCompare(b.name))
           .map((h) => ({ ...h, endpoints: count.get(h.name) ?? 0 }));
