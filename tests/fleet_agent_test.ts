@@ -21,6 +21,7 @@ import { addNetwork, readFleet } from "../src/fleet/admin.ts";
 import { EtcdClient } from "../src/fleet/client.ts";
 import type { AgentConfig } from "../src/fleet/config.ts";
 import { derive, type FleetDatapathState } from "../src/fleet/derive.ts";
+import type { FleetUpdate } from "../src/fleet/applier.ts";
 import { endpointKey, hostKey, networkKey, PREFIX, prefixEnd } from "../src/fleet/keys.ts";
 
 /** Whether `state` sends or delivers to MAC `mac`. */
@@ -39,6 +40,7 @@ async function fleet(nets = ["blue"]) {
   const admin = await EtcdClient.connect(opts);
   for (const name of nets) await addNetwork(admin, { name });
   const agents: Agent[] = [];
+  const appliers: RecordingApplier[] = [];
   const log = new LineLog();
   const dir = await Deno.makeTempDir({ prefix: "warren-fleet-" });
   return {
@@ -47,8 +49,12 @@ async function fleet(nets = ["blue"]) {
     admin,
     log,
     dir,
-    async start(config: AgentConfig, options: Partial<AgentOptions> = {}) {
-      const applier = new RecordingApplier();
+    async start(
+      config: AgentConfig,
+      { applier = new RecordingApplier(), ...options }:
+        & Partial<Omit<AgentOptions, "applier">>
+        & { applier?: RecordingApplier } = {},
+    ) {
       const agent = await Agent.start({
         config,
         applier,
@@ -57,6 +63,7 @@ async function fleet(nets = ["blue"]) {
         ...options,
       });
       agents.push(agent);
+      appliers.push(applier);
       return { agent, applier };
     },
     async close() {
@@ -64,6 +71,8 @@ async function fleet(nets = ["blue"]) {
       admin.close();
       await etcd.close();
       await Deno.remove(dir, { recursive: true });
+      // Every difference an agent handed on, applied, gave the state it wanted.
+      assertEquals(appliers.flatMap((a) => a.mismatches), []);
     },
   };
 }
@@ -119,8 +128,10 @@ Deno.test("a joining host is applied by every other host within 1 s; a graceful 
 Deno.test("each applied state names the etcd revision it reflects (onApplied, warren agent --verbose)", async () => {
   const f = await fleet();
   try {
-    const reported: Applied[] = [];
-    await f.start(hostConfig(f.opts, 1), { onApplied: (a) => reported.push(a) });
+    const reported: { revision: number; state: FleetDatapathState }[] = [];
+    await f.start(hostConfig(f.opts, 1), {
+      onApplied: (a: Applied) => reported.push({ revision: a.revision, state: a.state() }),
+    });
     const lines: string[] = [];
     const p = new AgentProcess(f.dir, hostConfig(f.opts, 2), {
       verbose: true,
@@ -294,6 +305,44 @@ Deno.test("a MAC that moves is followed within 1 s; a duplicate claim is reporte
     );
     const claims = (await readFleet(f.admin)).claims.get("blue")!.get(m)!;
     assertEquals(claims.map((c) => c.host), ["h1", "h2"]);
+  } finally {
+    await f.close();
+  }
+});
+
+/** A recording applier whose next `failures` calls throw, having applied nothing. */
+class FlakyApplier extends RecordingApplier {
+  failures = 0;
+  /** Every call, failed or not: whether it was a full resync. */
+  readonly attempts: boolean[] = [];
+
+  override apply(update: FleetUpdate): Promise<void> {
+    this.attempts.push(!update.delta);
+    if (this.failures <= 0) return super.apply(update);
+    this.failures--;
+    return Promise.reject(new Error("the datapath is busy"));
+  }
+}
+
+Deno.test("the first apply and every apply after a failed one carry the whole state; the others only what changed", async () => {
+  const f = await fleet();
+  try {
+    const applier = new FlakyApplier();
+    await f.start(hostConfig(f.opts, 1), { applier });
+    assertEquals(applier.attempts[0], true, "the first apply is a full one");
+    const n0 = applier.attempts.length;
+    applier.failures = 2;
+    await f.start(hostConfig(f.opts, 2));
+    await waitFor("h1 to reach h2", () => sendsTo(applier.last, workloadMac(2), 2));
+    // A difference failed, then its full retry failed, then a full one took.
+    assertEquals(applier.attempts.slice(n0, n0 + 3), [false, true, true]);
+    assert(applier.calls.at(-1)!.full);
+    assertEquals(f.log.matching("applying the fleet's state: the datapath is busy").length, 1);
+    assertEquals(f.log.matching("applying the fleet's state: recovered after 2 failed").length, 1);
+    // Healed: back to differences.
+    await f.start(hostConfig(f.opts, 3));
+    await waitFor("h1 to reach h3", () => sendsTo(applier.last, workloadMac(3), 3));
+    assert(!applier.calls.at(-1)!.full);
   } finally {
     await f.close();
   }

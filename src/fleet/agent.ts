@@ -10,11 +10,14 @@
  * 3. **Publish** the host's endpoints once the first list is in, writing
  *    only what etcd does not already hold (`publisher.ts`).
  * 4. **Derive** the host's wanted datapath state from the validated view
- *    and its own configuration (`derive.ts`, a pure function), and
- * 5. **Apply** it through the {@link Applier} when it differs from what was
- *    last applied. Nothing is applied before the first full list: a
- *    half-known world would withdraw flows that are still right (OVN's
- *    rule). Changes arriving together are coalesced into one derivation.
+ *    and its own configuration (`derive.ts`): once in full, then, change
+ *    by change, only what each change touches; and
+ * 5. **Apply** what changed through the {@link Applier} (`applier.ts`): the
+ *    difference since the last apply that succeeded, or the whole state
+ *    for the first apply and after a failed one. Nothing is applied before
+ *    the first full list: a half-known world would withdraw flows that are
+ *    still right (OVN's rule). Changes arriving together are coalesced into
+ *    one derivation.
  *
  * While etcd is away the agent keeps its last state: nothing is withdrawn
  * because of an outage. SIGTERM or SIGINT make it leave gracefully (the
@@ -31,17 +34,24 @@
  * @module
  */
 
-import type { Applier } from "./applier.ts";
+import type { Applier, FleetUpdate } from "./applier.ts";
 import { Backoff, type BackoffOptions } from "./backoff.ts";
 import { EtcdClient } from "./client.ts";
 import type { AgentConfig } from "./config.ts";
-import { derive, type FleetDatapathState, type LocalPort, type SelfConfig } from "./derive.ts";
+import {
+  Deriver,
+  type FleetDatapathState,
+  type FleetDelta,
+  type FleetSize,
+  type LocalPort,
+  type SelfConfig,
+} from "./derive.ts";
 import { parseKey, PREFIX } from "./keys.ts";
 import { type LogSink, OnceLog, stderrSink, Throttle } from "./log.ts";
 import { type Change, Mirror } from "./mirror.ts";
 import { Publisher } from "./publisher.ts";
 import { Registration } from "./registration.ts";
-import { FleetState } from "./view.ts";
+import { FleetState, ViewChange } from "./view.ts";
 import { failpoint } from "../tunnel/failpoint.ts";
 
 /** Options of {@link Agent}. */
@@ -67,9 +77,13 @@ export interface Applied {
    * state, so a watcher of etcd can tell when a change it made is applied.
    */
   revision: number;
-  /** The state. */
-  state: FleetDatapathState;
-  /** How long deriving it took (the view, the derivation, the comparison), ms. */
+  /** How much the state holds. */
+  size: FleetSize;
+  /** What changed, or undefined when the whole state was applied. */
+  delta?: FleetDelta;
+  /** The whole state; valid only during the call that reports it. */
+  state(): FleetDatapathState;
+  /** How long deriving it took (the derivation and its difference), ms. */
   deriveMs: number;
   /** How long the applier took, ms. */
   applyMs: number;
@@ -77,10 +91,18 @@ export interface Applied {
 
 /** A log line for an applied state: what `warren agent --verbose` writes. */
 export function appliedLine(host: string, a: Applied): string {
-  const s = a.state;
-  return `agent ${host}: applied revision ${a.revision}: ${s.flows.length} flows, ` +
-    `${s.groups.length} groups, ${s.neighbours.length} neighbours; derived in ` +
+  const s = a.size;
+  const what = a.delta
+    ? `${Object.values(a.delta).reduce((n, d) => n + d.added.length + d.removed.length, 0)} changes`
+    : "the whole state";
+  return `agent ${host}: applied revision ${a.revision}: ${s.flows} flows, ` +
+    `${s.groups} groups, ${s.neighbours} neighbours (${what}); derived in ` +
     `${a.deriveMs.toFixed(1)} ms, applied in ${a.applyMs.toFixed(1)} ms`;
+}
+
+/** Whether a difference changes nothing. */
+function unchanged(d: FleetDelta): boolean {
+  return Object.values(d).every((x) => !x.added.length && !x.removed.length);
 }
 
 /** Agent follows the fleet and applies this host's part of it. */
@@ -93,8 +115,6 @@ export class Agent {
   readonly publisher: Publisher;
   /** The validated fleet. */
   readonly fleet: FleetState;
-  /** The state last applied, once one was. */
-  applied?: FleetDatapathState;
   /** How many times a state was applied. */
   applies = 0;
   #opts: AgentOptions;
@@ -104,10 +124,16 @@ export class Agent {
   #problems: OnceLog;
   #applyThrottle: Throttle;
   #ready = false;
+  #deriver: Deriver;
+  /** What changed in the view since the last derivation. */
+  #pending = new ViewChange();
+  /** Derive everything: the first time, and after this host's configuration changed. */
+  #rebuild = true;
+  /** Apply the whole state: the first time, and after an apply failed. */
+  #full = true;
   #timer?: ReturnType<typeof setTimeout>;
   #applying?: Promise<void>;
   #again = false;
-  #lastText?: string;
   #applyBackoff: Backoff;
   #stopped = false;
   #stoppedSignal = Promise.withResolvers<void>();
@@ -127,6 +153,7 @@ export class Agent {
       ports: config.ports,
     };
     this.fleet = new FleetState(this.#problems);
+    this.#deriver = new Deriver(this.#self, (p) => this.#problems.once(p, p));
     this.registration = new Registration({
       client,
       record: { name: config.host, underlay: config.underlay.addresses, tunnels: config.tunnels },
@@ -189,6 +216,7 @@ export class Agent {
    */
   updatePorts(ports: LocalPort[]): void {
     this.#self = { ...this.#self, ports };
+    this.#rebuild = true;
     this.publisher.set(ports);
     if (!this.#ready) return;
     void this.publisher.flush();
@@ -201,7 +229,7 @@ export class Agent {
   }
 
   #changed(changes: Change[]): void {
-    this.fleet.apply(changes);
+    this.fleet.apply(changes, this.#pending);
     let ownChanged = false;
     for (const c of changes) {
       if (c.key === this.registration.key && !c.next) this.registration.reassert();
@@ -235,27 +263,34 @@ export class Agent {
       // The view reflects every change the mirror reported, up to here.
       const revision = this.mirror.revision;
       const deriving = performance.now();
-      const { state, problems } = derive(this.fleet.view(), this.#self);
-      for (const p of problems) this.#problems.once(p, p);
-      const text = JSON.stringify(state);
-      if (text === this.#lastText) continue;
+      const view = this.fleet.view();
+      if (this.#rebuild) this.#deriver.rebuild(view, this.#self);
+      else this.#deriver.update(view, this.#pending);
+      this.#rebuild = false;
+      this.#pending.clear();
+      const delta = this.#deriver.delta();
+      if (!this.#full && unchanged(delta)) continue;
       failpoint("fleet.agent.derived");
       const started = performance.now();
       const deriveMs = started - deriving;
+      const state = () => this.#deriver.state();
+      const update: FleetUpdate = { revision, delta: this.#full ? undefined : delta, state };
       try {
-        await this.#opts.applier.apply(state);
+        await this.#opts.applier.apply(update);
       } catch (err) {
+        this.#full = true;
         this.#applyThrottle.failed(err instanceof Error ? err.message : String(err));
         this.#schedule(this.#applyBackoff.next());
         return;
       }
       const applyMs = performance.now() - started;
-      this.#lastText = text;
-      this.applied = state;
+      this.#deriver.commit();
+      this.#full = false;
       this.applies++;
       this.#applyThrottle.recovered();
       this.#applyBackoff.reset();
-      this.#opts.onApplied?.({ revision, state, deriveMs, applyMs });
+      const size = this.#deriver.size();
+      this.#opts.onApplied?.({ revision, size, delta: update.delta, state, deriveMs, applyMs });
     }
   }
 

@@ -1,42 +1,73 @@
 /**
- * The agent's one way into a datapath. The agent derives a complete
- * {@link FleetDatapathState} and hands it over whole; the applier makes the
- * datapath's fleet-owned part exactly that, in one step that packets see
+ * The agent's one way into a datapath. The applier makes the datapath's
+ * fleet-owned part (ports, tunnels, neighbour entries, and the flows and
+ * groups of its owner) what the agent wants, in one step that packets see
  * atomically (`apply --owner`), leaving flows and groups of other owners
- * alone. Because each call carries the whole wanted state, a call that was
- * interrupted (a crash, a failpoint) is healed by the next one, and the
- * agent needs no memory of what it applied before a restart: a restarted
- * agent's first call is a no-op on an unchanged datapath.
+ * alone.
+ *
+ * Each call is an {@link FleetUpdate}: the whole wanted state on demand,
+ * and, when the applier can take one, only what changed since the last
+ * call that succeeded. A join in a fleet of thousands of flows changes a
+ * few of them and one group; a datapath that applies the difference does
+ * work in proportion to the change.
+ *
+ * Healing: an update without a difference is a full resync, and the
+ * applier must make its part exactly `state()`. The agent sends one first
+ * (so a restarted agent, which remembers nothing of what it applied,
+ * heals whatever an interrupted run left; on an unchanged datapath it is
+ * a no-op) and after every call that threw (which may have applied
+ * anything or nothing of its update). A difference is only ever relative
+ * to a call that succeeded.
  *
  * @module
  */
 
-import type { FleetDatapathState } from "./derive.ts";
+import type { FleetDatapathState, FleetDelta } from "./derive.ts";
 
-/** Applier makes a datapath's fleet-owned state exactly what it is given. */
+/** One call of an {@link Applier}: what the agent wants now. */
+export interface FleetUpdate {
+  /** The etcd revision the wanted state reflects. */
+  revision: number;
+  /**
+   * What changed since the last call that succeeded: remove every
+   * `removed` item, then add every `added` one (a flow whose actions
+   * changed, or a group whose buckets did, is in both). Undefined for a
+   * full resync.
+   */
+  delta?: FleetDelta;
+  /**
+   * The whole wanted state, sorted. Built on each call (it costs time in
+   * proportion to the state), and valid only until the call returns.
+   */
+  state(): FleetDatapathState;
+}
+
+/** Applier makes a datapath's fleet-owned state what the agent wants. */
 export interface Applier {
   /**
-   * Makes the ports, tunnels, neighbour entries, and the flows and groups
-   * of this applier's owner exactly `state`; packets see the old set or the
-   * new one, never a mixture. Throws if nothing could be applied; the agent
-   * retries with the next state.
+   * Applies `update`: its difference when it has one, else makes the
+   * ports, tunnels, neighbour entries, and the flows and groups of this
+   * applier's owner exactly `update.state()`. Packets see the old set or
+   * the new one, never a mixture. Throws if it could not; the agent then
+   * retries with a full resync.
    */
-  apply(state: FleetDatapathState): Promise<void>;
+  apply(update: FleetUpdate): Promise<void>;
 }
 
 /**
  * StateFileApplier writes the state to a JSON file (replaced atomically by
  * a rename) instead of a datapath: for looking at what an agent would do,
- * and for agents run where no datapath is wanted.
+ * and for agents run where no datapath is wanted. A file holds the whole
+ * state, so it is written whole whatever changed.
  */
 export class StateFileApplier implements Applier {
   /** Writes to `path`. */
   constructor(readonly path: string) {}
 
-  /** Writes `state` to the file. */
-  async apply(state: FleetDatapathState): Promise<void> {
+  /** Writes the whole wanted state to the file. */
+  async apply(update: FleetUpdate): Promise<void> {
     const tmp = `${this.path}.tmp`;
-    await Deno.writeTextFile(tmp, JSON.stringify(state, null, 2) + "\n");
+    await Deno.writeTextFile(tmp, JSON.stringify(update.state(), null, 2) + "\n");
     await Deno.rename(tmp, this.path);
   }
 }

@@ -18,7 +18,8 @@
  * - `derive.ts`: the derivation of a host's flows, groups and ports, kept
  *   up to date change by change;
  * - `journal.ts`: what changed since the last apply, kept as it happens;
- * - `applier.ts`: the interface the agent applies through;
+ * - `applier.ts`: the interface the agent applies through (differences, or
+ *   the whole state);
  * - `config.ts`, `agent.ts`: the agent's configuration and main loop;
  * - `admin.ts`, `access.ts`: operators' networks, views, users and roles.
  *

@@ -1,26 +1,62 @@
 /**
- * Fleet test helpers: an applier that records what it is given, a
- * difference applied as an applier must, agent configurations for test
- * hosts, a log that keeps its lines, and waiting for a condition with a
- * deadline.
+ * Fleet test helpers: an applier that records what it is given (and
+ * checks every difference against the whole state), agent
+ * configurations for test hosts, a log that keeps its lines, and waiting
+ * for a condition with a deadline.
  *
  * @module
  */
 
-import type { Applier } from "../../src/fleet/applier.ts";
+import type { Applier, FleetUpdate } from "../../src/fleet/applier.ts";
 import type { EtcdOptions } from "../../src/fleet/client.ts";
 import type { AgentConfig } from "../../src/fleet/config.ts";
 import type { FleetDatapathState, FleetDelta, LocalPort } from "../../src/fleet/derive.ts";
 import type { Diff } from "../../src/fleet/journal.ts";
 
-/** RecordingApplier keeps every state it is asked to apply, with the time. */
+/** One call of a {@link RecordingApplier}. */
+export interface AppliedCall {
+  /** When, by performance.now(). */
+  at: number;
+  /** The etcd revision it reflects. */
+  revision: number;
+  /** Whether it was a full resync rather than a difference. */
+  full: boolean;
+  /** The whole state after it. */
+  state: FleetDatapathState;
+}
+
+/**
+ * RecordingApplier keeps every state it is asked to apply, with the time.
+ * It applies each difference to the state it holds, as a datapath would,
+ * and records in `mismatches` every call where that did not give the
+ * whole state the agent wanted.
+ */
 export class RecordingApplier implements Applier {
   /** Every call, in order. */
-  readonly calls: { at: number; state: FleetDatapathState }[] = [];
+  readonly calls: AppliedCall[] = [];
+  /** Calls whose difference, applied, was not the wanted state. */
+  readonly mismatches: string[] = [];
 
-  /** Records `state`. */
-  apply(state: FleetDatapathState): Promise<void> {
-    this.calls.push({ at: performance.now(), state: structuredClone(state) });
+  /** Records `update`. */
+  apply(update: FleetUpdate): Promise<void> {
+    const state = structuredClone(update.state());
+    if (update.delta) {
+      let mine: FleetDatapathState | string;
+      try {
+        mine = applyDelta(this.last!, update.delta);
+      } catch (err) {
+        mine = (err as Error).message;
+      }
+      if (JSON.stringify(mine) !== JSON.stringify(state)) {
+        this.mismatches.push(`revision ${update.revision}: ${JSON.stringify(mine)}`);
+      }
+    }
+    this.calls.push({
+      at: performance.now(),
+      revision: update.revision,
+      full: !update.delta,
+      state,
+    });
     return Promise.resolve();
   }
 
