@@ -310,6 +310,45 @@ Deno.test("a MAC that moves is followed within 1 s; a duplicate claim is reporte
   }
 });
 
+/** A recording applier that takes `ms` over each call, as a busy datapath would. */
+class SlowApplier extends RecordingApplier {
+  constructor(readonly ms: number) {
+    super();
+  }
+
+  override async apply(update: FleetUpdate): Promise<void> {
+    await new Promise((r) => setTimeout(r, this.ms));
+    return super.apply(update);
+  }
+}
+
+Deno.test("a burst of changes is applied in a few batches, not one apply per change", async () => {
+  const f = await fleet();
+  try {
+    const applier = new SlowApplier(150);
+    await f.start(hostConfig(f.opts, 1), { applier });
+    // A host with no agent (which would withdraw endpoints its configuration lacks).
+    const h9 = { underlay: ["192.0.2.9"], tunnels: [{ protocol: "vxlan" }] };
+    await f.admin.raw.put(hostKey("h9")).value(JSON.stringify(h9));
+    const n0 = applier.calls.length;
+    // 30 workloads of h9's, each its own write, so each its own watch event.
+    const macs = Array.from(
+      { length: 30 },
+      (_, i) => `02:00:00:00:99:${i.toString(16).padStart(2, "0")}`,
+    );
+    for (const m of macs) await f.admin.raw.put(endpointKey("blue", "h9", m)).value('{"ips":[]}');
+    await waitFor(
+      "h1 to reach every new workload",
+      () => macs.every((m) => sendsTo(applier.last, m, 9)),
+    );
+    const applies = applier.calls.length - n0;
+    // The first change is applied at once; the rest pile up behind that apply and go together.
+    assert(applies <= 10, `${applies} applies for 30 changes`);
+  } finally {
+    await f.close();
+  }
+});
+
 /** A recording applier whose next `failures` calls throw, having applied nothing. */
 class FlakyApplier extends RecordingApplier {
   failures = 0;

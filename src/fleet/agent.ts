@@ -16,8 +16,13 @@
  *    difference since the last apply that succeeded, or the whole state
  *    for the first apply and after a failed one. Nothing is applied before
  *    the first full list: a half-known world would withdraw flows that are
- *    still right (OVN's rule). Changes arriving together are coalesced into
- *    one derivation.
+ *    still right (OVN's rule).
+ *
+ * Changes are batched without being held back: a change after a quiet
+ * spell is derived at once (in the next turn of the event loop, so the
+ * rest of its watch response comes with it), while in a burst the
+ * derivations start at most once per `settleMs` and whatever arrives
+ * meanwhile, or while an apply is under way, goes into the next one.
  *
  * While etcd is away the agent keeps its last state: nothing is withdrawn
  * because of an outage. SIGTERM or SIGINT make it leave gracefully (the
@@ -64,7 +69,10 @@ export interface AgentOptions {
   log?: LogSink;
   /** Retry pacing for every etcd call (default 50 ms to 1 s, full jitter). */
   backoff?: BackoffOptions;
-  /** How long to let changes accumulate before deriving, ms (default 10). */
+  /**
+   * The least time between the starts of two derivations in a burst of
+   * changes, ms (default 5); a change after a quiet spell is not delayed.
+   */
   settleMs?: number;
   /** Called after each state is applied (`warren agent --verbose` logs it). */
   onApplied?: (applied: Applied) => void;
@@ -134,6 +142,8 @@ export class Agent {
   #timer?: ReturnType<typeof setTimeout>;
   #applying?: Promise<void>;
   #again = false;
+  /** When the last derivation started (performance.now()). */
+  #lastDerive = -Infinity;
   #applyBackoff: Backoff;
   #stopped = false;
   #stoppedSignal = Promise.withResolvers<void>();
@@ -220,7 +230,7 @@ export class Agent {
     this.publisher.set(ports);
     if (!this.#ready) return;
     void this.publisher.flush();
-    this.#schedule(0);
+    this.#schedule();
   }
 
   #ownEndpoint(key: string): boolean {
@@ -239,21 +249,35 @@ export class Agent {
       }
     }
     if (ownChanged) void this.publisher.flush();
-    this.#schedule(this.#opts.settleMs ?? 10);
+    this.#schedule();
   }
 
-  #schedule(ms: number): void {
+  /**
+   * Derives soon: at once after a quiet spell, else `settleMs` after the
+   * last derivation started; after a failed apply, `retryMs` from now.
+   * While one runs, the next is folded into it.
+   */
+  #schedule(retryMs?: number): void {
     if (!this.#ready || this.#stopped || this.#timer !== undefined) return;
+    if (this.#applying && retryMs === undefined) {
+      this.#again = true;
+      return;
+    }
+    const settle = this.#lastDerive + (this.#opts.settleMs ?? 5) - performance.now();
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       void this.#derive();
-    }, ms);
+    }, retryMs ?? Math.max(0, settle));
   }
 
   /** Derives and applies; one at a time, a request during one runs after it. */
   #derive(): Promise<void> {
     this.#again = true;
-    this.#applying ??= this.#deriveLoop().finally(() => this.#applying = undefined);
+    this.#applying ??= this.#deriveLoop().finally(() => {
+      this.#applying = undefined;
+      // A change folded in after the loop's last look is not lost.
+      if (this.#again) this.#schedule();
+    });
     return this.#applying;
   }
 
@@ -262,7 +286,7 @@ export class Agent {
       this.#again = false;
       // The view reflects every change the mirror reported, up to here.
       const revision = this.mirror.revision;
-      const deriving = performance.now();
+      const deriving = this.#lastDerive = performance.now();
       const view = this.fleet.view();
       if (this.#rebuild) this.#deriver.rebuild(view, this.#self);
       else this.#deriver.update(view, this.#pending);
