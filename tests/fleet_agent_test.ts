@@ -21,7 +21,7 @@ import { addNetwork, readFleet } from "../src/fleet/admin.ts";
 import { EtcdClient } from "../src/fleet/client.ts";
 import type { AgentConfig } from "../src/fleet/config.ts";
 import { derive, type FleetDatapathState } from "../src/fleet/derive.ts";
-import type { FleetUpdate } from "../src/fleet/applier.ts";
+import { type FleetUpdate, StateFileApplier } from "../src/fleet/applier.ts";
 import { endpointKey, hostKey, networkKey, PREFIX, prefixEnd } from "../src/fleet/keys.ts";
 
 /** Whether `state` sends or delivers to MAC `mac`. */
@@ -307,6 +307,27 @@ Deno.test("a MAC that moves is followed within 1 s; a duplicate claim is reporte
     assertEquals(claims.map((c) => c.host), ["h1", "h2"]);
   } finally {
     await f.close();
+  }
+});
+
+Deno.test("a state file reads back as the state it was given, whatever its text", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "warren-state-file-" });
+  try {
+    const applier = new StateFileApplier(`${dir}/state.json`);
+    const state: FleetDatapathState = {
+      ports: [{ name: "wé", device: "veth0", net: 7, xdp: true }],
+      tunnels: [],
+      // Escapes, control characters, non-ASCII and a long item past the buffer's first size.
+      flows: ['a "quoted" \\ flow', "tab\tand\nnewline", "ünï€ 😀", "x".repeat(200_000)],
+      groups: ["group_id=7,type=all,bucket=output:wé"],
+      neighbours: [],
+    };
+    for (const s of [state, { ...state, flows: [] }, state]) {
+      await applier.apply({ revision: 1, state: () => s });
+      assertEquals(JSON.parse(await Deno.readTextFile(`${dir}/state.json`)), s);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
 

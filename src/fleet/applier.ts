@@ -58,16 +58,77 @@ export interface Applier {
  * StateFileApplier writes the state to a JSON file (replaced atomically by
  * a rename) instead of a datapath: for looking at what an agent would do,
  * and for agents run where no datapath is wanted. A file holds the whole
- * state, so it is written whole whatever changed.
+ * state, so it is written whole whatever changed, one item a line; the
+ * text is encoded into a buffer kept from one call to the next, so that
+ * writing thousands of flows on every change leaves next to no garbage.
  */
 export class StateFileApplier implements Applier {
+  #out = new ByteText();
+
   /** Writes to `path`. */
   constructor(readonly path: string) {}
 
   /** Writes the whole wanted state to the file. */
   async apply(update: FleetUpdate): Promise<void> {
+    const out = this.#out;
+    out.clear();
+    let first = true;
+    for (const [name, items] of Object.entries(update.state())) {
+      out.add(first ? "{\n  " : ",\n  ").json(name).add(": [");
+      first = false;
+      (items as unknown[]).forEach((item, i) => out.add(i ? ",\n    " : "\n    ").json(item));
+      out.add((items as unknown[]).length ? "\n  ]" : "]");
+    }
+    out.add("\n}\n");
     const tmp = `${this.path}.tmp`;
-    await Deno.writeTextFile(tmp, JSON.stringify(update.state(), null, 2) + "\n");
+    await Deno.writeFile(tmp, out.bytes());
     await Deno.rename(tmp, this.path);
+  }
+}
+
+/** Text encoded as UTF-8 into a buffer that grows as needed and is reused. */
+class ByteText {
+  #buf = new Uint8Array(64 * 1024);
+  #len = 0;
+
+  /** Empties it (keeping the buffer). */
+  clear(): void {
+    this.#len = 0;
+  }
+
+  /** The bytes so far; valid until the next change. */
+  bytes(): Uint8Array {
+    return this.#buf.subarray(0, this.#len);
+  }
+
+  /**
+   * Appends `s`. ASCII (all a state holds but names) goes byte by byte:
+   * an encoder would make a view and a result object for every piece.
+   */
+  add(s: string): this {
+    if (this.#len + 3 * s.length > this.#buf.length) {
+      const grown = new Uint8Array(2 * this.#buf.length + 3 * s.length);
+      grown.set(this.bytes());
+      this.#buf = grown;
+    }
+    const buf = this.#buf;
+    let len = this.#len;
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0x80) {
+        len += new TextEncoder().encodeInto(s.slice(i), buf.subarray(len)).written;
+        break;
+      }
+      buf[len++] = c;
+    }
+    this.#len = len;
+    return this;
+  }
+
+  /** Appends `v` as JSON; a string that needs no escaping is not copied. */
+  json(v: unknown): this {
+    // deno-lint-ignore no-control-regex -- control characters are what JSON must escape
+    if (typeof v !== "string" || /["\\\x00-\x1f]/.test(v)) return this.add(JSON.stringify(v));
+    return this.add('"').add(v).add('"');
   }
 }
