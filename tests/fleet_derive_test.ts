@@ -6,7 +6,7 @@
 
 import { assert, assertEquals, assertThrows } from "./helpers/assert.ts";
 import { Backoff } from "../src/fleet/backoff.ts";
-import type { Entry } from "../src/fleet/client.ts";
+import { type Entry, valueOf } from "../src/fleet/client.ts";
 import { derive, type LocalPort, type SelfConfig } from "../src/fleet/derive.ts";
 import {
   endpointKey,
@@ -312,6 +312,18 @@ Deno.test("hostile values are refused with a reason, never decoded", () => {
     ["name", () => decodeNetwork("k", "a b", '{"vni":1,"protocol":"vxlan","mtu":1450}'), "name"],
     ["flow syntax in a name", () => decodeNetwork("k", "x,actions=drop", "{}"), "not a name"],
     ["not JSON", () => decodeNetwork("k", "n", "{vni:1"), "not JSON"],
+    [
+      // Valid but for one byte that is not UTF-8, in a field no reader knows: still refused.
+      "not UTF-8",
+      () => {
+        const text = new TextEncoder().encode(
+          '{"underlay":["192.0.2.1"],"tunnels":[{"protocol":"vxlan"}],"x":"?"}',
+        );
+        text[text.length - 3] = 0xff;
+        return decodeHost("k", "h", valueOf(text));
+      },
+      "not JSON",
+    ],
     ["not an object", () => decodeNetwork("k", "n", "[1]"), "not a JSON object"],
     [
       "too big",

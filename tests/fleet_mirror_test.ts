@@ -8,7 +8,7 @@ import { assert, assertEquals } from "./helpers/assert.ts";
 import { TestEtcd } from "./helpers/etcd.ts";
 import { LineLog, TEST_BACKOFF, waitFor } from "./helpers/fleet.ts";
 import { TcpProxy } from "./helpers/tcp_proxy.ts";
-import { EtcdClient } from "../src/fleet/client.ts";
+import { EtcdClient, valueText } from "../src/fleet/client.ts";
 import { type Change, Mirror } from "../src/fleet/mirror.ts";
 import { PREFIX, prefixEnd } from "../src/fleet/keys.ts";
 
@@ -37,7 +37,7 @@ function follow(url: string, checkIntervalMs = 300) {
 /** The mirror's contents as key → value text. */
 function contents(m: Mirror): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [k, e] of m.entries) out[k] = new TextDecoder().decode(e.value);
+  for (const [k, e] of m.entries) out[k] = valueText(e.value);
   return out;
 }
 
@@ -45,7 +45,7 @@ function contents(m: Mirror): Record<string, string> {
 async function truth(c: EtcdClient): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
   for (const e of (await c.list(PREFIX, prefixEnd(PREFIX))).entries) {
-    out[e.key] = new TextDecoder().decode(e.value);
+    out[e.key] = valueText(e.value);
   }
   return out;
 }
@@ -53,7 +53,7 @@ async function truth(c: EtcdClient): Promise<Record<string, string>> {
 /** Every change reported after batch `from`, as "put key=value" / "del key" lines, sorted. */
 function reported(changes: Change[][], from: number): string[] {
   return changes.slice(from).flat().map((c) =>
-    c.next ? `put ${c.key}=${new TextDecoder().decode(c.next.value)}` : `del ${c.key}`
+    c.next ? `put ${c.key}=${valueText(c.next.value)}` : `del ${c.key}`
   ).sort();
 }
 

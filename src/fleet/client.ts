@@ -58,8 +58,12 @@ export interface EtcdOptions {
 export interface Entry {
   /** The key. */
   key: string;
-  /** The raw value. */
-  value: Uint8Array;
+  /**
+   * The value: its text, or its raw bytes when they are not UTF-8 (a
+   * value no reader accepts). A mirror holds tens of thousands of values,
+   * and text takes a fraction of the memory of a byte array.
+   */
+  value: string | Uint8Array;
   /** The revision that created the key (a later re-creation is a new one). */
   createRevision: number;
   /** The revision of its last change. */
@@ -86,11 +90,27 @@ export function storeHeader(h: IResponseHeader): StoreHeader {
   return { clusterId: String(h.cluster_id), revision: Number(h.revision) };
 }
 
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** A value as {@link Entry} holds it: text if it is UTF-8, else its bytes. */
+export function valueOf(bytes: Uint8Array): string | Uint8Array {
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    return new Uint8Array(bytes);
+  }
+}
+
+/** An entry's value as text (bytes that are not UTF-8 replaced), to compare or show. */
+export function valueText(value: string | Uint8Array): string {
+  return typeof value === "string" ? value : new TextDecoder().decode(value);
+}
+
 /** A key-value from etcd in our terms. */
 export function entryOf(kv: IKeyValue): Entry {
   return {
     key: kv.key.toString(),
-    value: new Uint8Array(kv.value),
+    value: valueOf(kv.value),
     createRevision: Number(kv.create_revision),
     modRevision: Number(kv.mod_revision),
     lease: String(kv.lease ?? "0"),

@@ -343,6 +343,11 @@ export class Mirror {
 /** Whether two entries of one key are the same value in the same history. */
 function sameEntry(a: Entry, b: Entry): boolean {
   return a.modRevision === b.modRevision && a.createRevision === b.createRevision &&
-    a.lease === b.lease && a.value.length === b.value.length &&
-    a.value.every((x, i) => x === b.value[i]);
+    a.lease === b.lease && sameValue(a.value, b.value);
+}
+
+/** Whether two values are one (text, or bytes that are not UTF-8). */
+function sameValue(a: string | Uint8Array, b: string | Uint8Array): boolean {
+  if (typeof a === "string" || typeof b === "string") return a === b;
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }

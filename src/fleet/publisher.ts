@@ -16,7 +16,7 @@
  */
 
 import { Backoff, type BackoffOptions, sleep } from "./backoff.ts";
-import { bytes, type Entry, type EtcdClient } from "./client.ts";
+import { bytes, type Entry, type EtcdClient, valueText } from "./client.ts";
 import { endpointKey, parseKey } from "./keys.ts";
 import { type LogSink, stderrSink, Throttle } from "./log.ts";
 import type { Registration } from "./registration.ts";
@@ -68,9 +68,8 @@ export class Publisher {
    */
   adopt(entries: Iterable<Entry>): void {
     this.#published.clear();
-    const text = new TextDecoder();
     for (const e of entries) {
-      this.#published.set(e.key, { value: text.decode(e.value), lease: e.lease });
+      this.#published.set(e.key, { value: valueText(e.value), lease: e.lease });
     }
   }
 
@@ -175,10 +174,7 @@ export class Publisher {
    */
   observe(key: string, entry: Entry | undefined): void {
     if (entry) {
-      this.#published.set(key, {
-        value: new TextDecoder().decode(entry.value),
-        lease: entry.lease,
-      });
+      this.#published.set(key, { value: valueText(entry.value), lease: entry.lease });
     } else {
       this.#published.delete(key);
     }

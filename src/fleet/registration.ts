@@ -135,7 +135,7 @@ export class Registration {
         lease = await client.leaseGrant(ttl);
         fresh = true;
       }
-      const unchanged = kv && kv.lease === lease && new TextDecoder().decode(kv.value) === value;
+      const unchanged = kv && kv.lease === lease && kv.value === value;
       if (!unchanged) {
         const ok = await client.txn({
           compare: kv

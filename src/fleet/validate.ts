@@ -178,7 +178,12 @@ function addresses(key: string, field: string, v: unknown, min: number): string[
 
 /** Decodes a value's bytes into a JSON object, refusing oversize or non-objects. */
 export function jsonObject(key: string, value: Uint8Array | string): Record<string, unknown> {
-  const size = typeof value === "string" ? value.length : value.byteLength;
+  // Text's UTF-8 size is at most three bytes a character: counted only when that could be too many.
+  const size = typeof value !== "string"
+    ? value.byteLength
+    : 3 * value.length <= MAX_VALUE_BYTES
+    ? value.length
+    : new TextEncoder().encode(value).length;
   if (size > MAX_VALUE_BYTES) {
     throw new ValueError(key, `value of ${size} bytes is over ${MAX_VALUE_BYTES}`);
   }
