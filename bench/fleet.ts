@@ -29,6 +29,8 @@
  * - **memory**: the agents' peak resident memory against an agent following
  *   an empty fleet; etcd's resident memory against etcd with an empty store;
  *   etcd's database size against the bytes of the live keys and values.
+ *   The agents run with the V8 flags of the systemd unit
+ *   (`scripts/warren-agent.service`), as deployed.
  *
  * The real agents write their state to a file today ({@link stateFileAgents});
  * once the datapath takes networks and groups (issue 14) another
@@ -89,12 +91,21 @@ export interface AgentHosts {
   close(): Promise<void>;
 }
 
-/** Agents that write their state to files in a temporary directory. */
+/** The V8 flags the systemd unit runs the agent with: the bench measures the agent as deployed. */
+export function unitV8Flags(): string {
+  const unit = Deno.readTextFileSync(new URL("../scripts/warren-agent.service", import.meta.url));
+  const flags = /^Environment=DENO_V8_FLAGS=(.*)$/m.exec(unit)?.[1];
+  if (flags === undefined) throw new Error("scripts/warren-agent.service sets no DENO_V8_FLAGS");
+  return flags;
+}
+
+/** Agents that write their state to files in a temporary directory, with the unit's V8 flags. */
 export function stateFileAgents(): AgentHosts {
   const dir = Deno.makeTempDirSync({ prefix: "warren-bench-fleet-" });
+  const env = { DENO_V8_FLAGS: unitV8Flags() };
   return {
     start(config, onLine) {
-      const p = new AgentProcess(dir, config, { verbose: true, onLine });
+      const p = new AgentProcess(dir, config, { verbose: true, onLine, env });
       return {
         pid: p.child.pid,
         stop: async () => {
@@ -630,9 +641,9 @@ export async function fleetScale(o: FleetOptions): Promise<Figure[]> {
       better: "lower",
       target: full ? "≤ 150 MB (absolute)" : undefined,
       check: full ? (_r, v) => v * 1.048576 <= 150 : undefined,
-      note: `${burstPeak.toFixed(0)} MiB while the fleet registered (${keys} keys in ${
-        writeSeconds.toFixed(0)
-      } s), ${
+      note: `V8 flags ${unitV8Flags()}, as the systemd unit sets them; ${
+        burstPeak.toFixed(0)
+      } MiB while the fleet registered (${keys} keys in ${writeSeconds.toFixed(0)} s), ${
         steadyPeak.toFixed(0)
       } MiB over the joins and the idle window after it; resident now ${
         mem.map((m) => m.rss.toFixed(0)).join("/")
