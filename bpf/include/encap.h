@@ -133,7 +133,7 @@ static __always_inline int encap_build(struct __sk_buff *skb, const struct wr_po
 	if (tk && (tk->set & WR_TKSET_TTL))
 		ttl = tk->ttl;
 	else if ((pflags & WR_PORTF_TTL_INHERIT) && fi->ip_version)
-		ttl = fi->ttl;
+		ttl = key->nw_ttl;
 	else
 		ttl = port->ttl;
 	if (tk && (tk->set & WR_TKSET_TOS))

@@ -39,6 +39,7 @@ static __always_inline struct cursor cursor_of(const struct packet *p)
 
 #define MAX_VLAN_TAGS 2
 #define MAX_IPV6_EXT 4
+#define IPV6_FLOWLABEL_MASK 0x000fffff	/* of the IPv6 header's first word */
 
 /* The SCTP common header (RFC 9260, 3.1); linux/sctp.h has none. */
 struct sctphdr {
@@ -67,6 +68,28 @@ _Static_assert(sizeof(struct arp_ipv4) == 28, "ARP for IPv4 over Ethernet is 28 
 struct icmp_type_code {
 	__u8 type;
 	__u8 code;
+};
+
+/* ICMPv6 neighbour solicitation and advertisement (RFC 4861, 4.3 and 4.4):
+ * the target after four reserved (or flag) bytes, then options. */
+#define ND_SOLICIT 135
+#define ND_ADVERT 136
+#define ND_OPT_SLL 1		/* source link-layer address */
+#define ND_OPT_TLL 2		/* target link-layer address */
+#define MAX_ND_OPTS 4
+
+struct nd_msg {
+	struct icmp_type_code tc;
+	__be16 checksum;
+	__be32 flags;
+	__u8 target[16];
+};
+
+/* An ND option; a link-layer address option for Ethernet is 8 bytes. */
+struct nd_opt {
+	__u8 type;
+	__u8 len;		/* in units of 8 bytes */
+	__u8 mac[ETH_ALEN];
 };
 
 /* Ethernet: returns the EtherType (network order) or PARSE_SHORT. */
@@ -250,6 +273,38 @@ static __always_inline int parse_icmp_type_code(struct cursor *c, struct icmp_ty
 	return 0;
 }
 
+/* An ND message up to its target: returns 0 or PARSE_SHORT, with the
+ * cursor past the target, at the options. */
+static __always_inline int parse_nd_msg(struct cursor *c, struct nd_msg **nd)
+{
+	struct nd_msg *h = c->pos;
+
+	if ((void *)(h + 1) > c->end)
+		return PARSE_SHORT;
+	c->pos = h + 1;
+	*nd = h;
+	return 0;
+}
+
+/* One ND option: returns its length in bytes (PARSE_BAD for 0, which
+ * RFC 4861 forbids) or PARSE_SHORT, with the cursor past the option. */
+static __always_inline int parse_nd_opt(struct cursor *c, struct nd_opt **opt)
+{
+	struct nd_opt *h = c->pos;
+	__u32 len;
+
+	if ((void *)(h + 1) > c->end)
+		return PARSE_SHORT;
+	len = h->len * 8;
+	if (!len)
+		return PARSE_BAD;
+	if (c->pos + len > c->end)
+		return PARSE_SHORT;
+	c->pos += len;
+	*opt = h;
+	return len;
+}
+
 /* ARP for IPv4 over Ethernet: returns 0 or PARSE_SHORT. */
 static __always_inline int parse_arp_ipv4(struct cursor *c, struct arp_ipv4 **ah)
 {
@@ -270,7 +325,7 @@ struct frame_info {
 	__u16 l4_off;		/* offset of the L4 header, 0 if none */
 	__u16 tcp_flags;	/* TCP flags of this segment */
 	__u8 ip_version;	/* 4, 6 or 0 */
-	__u8 ttl;		/* IPv4 TTL or IPv6 hop limit */
+	__u8 pad0;
 	__u16 ip_len;		/* IPv4 total length or 40 + IPv6 payload length */
 	__u8 ipv4_df;		/* the IPv4 DF bit is set */
 	__u8 l4_hlen;		/* TCP header length (with options), UDP 8 */
@@ -286,7 +341,7 @@ static __always_inline int key_ipv4(struct cursor *c, struct wr_flow_key *key, s
 	if (parse_iphdr(c, &ip) < 0)
 		return 0;
 	fi->ip_version = 4;
-	fi->ttl = ip->ttl;
+	key->nw_ttl = ip->ttl;
 	fi->ip_len = bpf_ntohs(ip->tot_len);
 	fi->ipv4_df = !!(ip->frag_off & bpf_htons(IP_DF));
 	key->ip_proto = ip->protocol;
@@ -312,16 +367,17 @@ static __always_inline int key_ipv6(struct cursor *c, struct wr_flow_key *key, s
 	if (next < 0)
 		return 0;
 	fi->ip_version = 6;
-	fi->ttl = ip6->hop_limit;
+	key->nw_ttl = ip6->hop_limit;
 	fi->ip_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
 	key->ip_tos = ipv6_tclass(ip6);
+	key->ipv6_label = *(__be32 *)ip6 & bpf_htonl(IPV6_FLOWLABEL_MASK);
 	addr_copy(key->ip_src, ip6->saddr.in6_u.u6_addr8);
 	addr_copy(key->ip_dst, ip6->daddr.in6_u.u6_addr8);
 	/* A later fragment has no L4 header to read. */
 	return parse_ip6_exts(c, next, &key->ip_proto, &key->ip_frag, 0) == 0;
 }
 
-/* ARP's opcode (its low byte) and protocol addresses. */
+/* ARP's opcode (its low byte), hardware and protocol addresses. */
 static __always_inline void key_arp(struct cursor *c, struct wr_flow_key *key)
 {
 	struct arp_ipv4 *arp;
@@ -331,10 +387,49 @@ static __always_inline void key_arp(struct cursor *c, struct wr_flow_key *key)
 	key->ip_proto = bpf_ntohs(arp->op) & 0xff;
 	addr_set4(key->ip_src, *(__be32 *)arp->spa);
 	addr_set4(key->ip_dst, *(__be32 *)arp->tpa);
+	__builtin_memcpy(key->arp_sha, arp->sha, ETH_ALEN);
+	__builtin_memcpy(key->arp_tha, arp->tha, ETH_ALEN);
 }
 
-/* The L4 header's fields: TCP, UDP or SCTP ports (a header cut short
- * gives none, as Open vSwitch does), or ICMP's type and code. */
+/*
+ * A neighbour solicitation's or advertisement's target and link-layer
+ * address options, the cursor at its ICMPv6 header. As in Open vSwitch,
+ * the source address option goes where ARP's sender MAC does and the
+ * target's where ARP's target MAC does, and a message with either option
+ * twice keys none of the three.
+ */
+static __always_inline void key_nd(struct cursor *c, struct wr_flow_key *key)
+{
+	struct nd_msg *nd;
+	struct nd_opt *opt;
+	__u8 seen = 0;
+	int len;
+
+	if (parse_nd_msg(c, &nd) < 0)
+		return;
+	addr_copy(key->nd_target, nd->target);
+#pragma unroll
+	for (int i = 0; i < MAX_ND_OPTS; i++) {
+		len = parse_nd_opt(c, &opt);
+		if (len < 0)
+			return;
+		if (len != sizeof(*opt) || (opt->type != ND_OPT_SLL && opt->type != ND_OPT_TLL))
+			continue;
+		if (seen & opt->type) {
+			__builtin_memset(key->nd_target, 0, sizeof(key->nd_target));
+			__builtin_memset(key->arp_sha, 0, ETH_ALEN);
+			__builtin_memset(key->arp_tha, 0, ETH_ALEN);
+			return;
+		}
+		seen |= opt->type;
+		__builtin_memcpy(opt->type == ND_OPT_SLL ? key->arp_sha : key->arp_tha, opt->mac,
+				 ETH_ALEN);
+	}
+}
+
+/* The L4 header's fields: TCP, UDP or SCTP ports and TCP's flags (a
+ * header cut short gives none, as Open vSwitch does), or ICMP's type and
+ * code and what neighbour discovery says. */
 static __always_inline void key_l4(struct cursor *c, struct wr_flow_key *key, struct frame_info *fi)
 {
 	switch (key->ip_proto) {
@@ -346,6 +441,7 @@ static __always_inline void key_l4(struct cursor *c, struct wr_flow_key *key, st
 		key->tp_src = th->source;
 		key->tp_dst = th->dest;
 		fi->tcp_flags = tcp_flags(th);
+		key->tcp_flags = bpf_htons(fi->tcp_flags);
 		fi->l4_hlen = th->doff * 4;
 		break;
 	}
@@ -376,6 +472,11 @@ static __always_inline void key_l4(struct cursor *c, struct wr_flow_key *key, st
 			return;
 		key->tp_src = bpf_htons(ih->type);
 		key->tp_dst = bpf_htons(ih->code);
+		if (key->ip_proto == IPPROTO_ICMPV6 && !ih->code &&
+		    (ih->type == ND_SOLICIT || ih->type == ND_ADVERT)) {
+			c->pos = ih;
+			key_nd(c, key);
+		}
 		break;
 	}
 	}

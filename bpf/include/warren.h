@@ -211,7 +211,7 @@ struct wr_flow_key {
 	__u8 eth_src[6];
 	__u8 eth_dst[6];
 	__be16 eth_type;	/* after VLAN tags */
-	__be16 vlan_tci;	/* outer tag, with 0x1000 set when tagged */
+	__be16 vlan_tci;	/* first tag, with 0x1000 set when tagged */
 	__u8 ip_src[16];	/* ARP: sender protocol address */
 	__u8 ip_dst[16];	/* ARP: target protocol address */
 	__be16 tp_src;		/* ICMP: type */
@@ -221,7 +221,13 @@ struct wr_flow_key {
 	__u8 gnv_len;		/* ... its data length in bytes */
 	__u8 gnv_data[8];	/* ... its first data bytes */
 	__u32 net;		/* the network, stamped by the ingress port (or set_field) */
-	__u32 pad0;
+	__be32 ipv6_label;	/* IPv6 flow label, 20 bits */
+	__u8 nd_target[16];	/* ICMPv6 ND (type 135/136, code 0): target */
+	__u8 arp_sha[6];	/* ARP: sender MAC; ND: source link-layer option */
+	__u8 arp_tha[6];	/* ARP: target MAC; ND: target link-layer option */
+	__be16 tcp_flags;	/* TCP flags, 12 bits */
+	__u8 nw_ttl;		/* IPv4 TTL or IPv6 hop limit */
+	__u8 pad0;
 };
 
 #define WR_FLOW_KEY_WORDS (sizeof(struct wr_flow_key) / 8)

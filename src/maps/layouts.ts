@@ -20,6 +20,7 @@ import {
   u16,
   u16be,
   u32,
+  u32be,
   u64,
   u64be,
   u8,
@@ -202,7 +203,13 @@ export const flowKeyCodec = struct("wr_flow_key", {
   gnv_len: u8,
   gnv_data: bytes(8),
   net: u32,
-  pad0: pad(4),
+  ipv6_label: u32be,
+  nd_target: bytes(16),
+  arp_sha: bytes(6),
+  arp_tha: bytes(6),
+  tcp_flags: u16be,
+  nw_ttl: u8,
+  pad0: pad(1),
 });
 /** A {@link flowKeyCodec} value. */
 export type FlowKey = ValueOf<typeof flowKeyCodec>;
@@ -242,6 +249,12 @@ export function encodeFlowKey(k: FlowKey, out: Uint8Array, off = 0): void {
   out[off + FK.gnv_len] = k.gnv_len;
   out.set(k.gnv_data, off + FK.gnv_data);
   v.setUint32(FK.net, k.net, true);
+  v.setUint32(FK.ipv6_label, k.ipv6_label);
+  out.set(k.nd_target, off + FK.nd_target);
+  out.set(k.arp_sha, off + FK.arp_sha);
+  out.set(k.arp_tha, off + FK.arp_tha);
+  v.setUint16(FK.tcp_flags, k.tcp_flags);
+  out[off + FK.nw_ttl] = k.nw_ttl;
 }
 
 /**
@@ -276,6 +289,12 @@ export function decodeFlowKey(b: Uint8Array, off = 0): FlowKey {
     gnv_len: c[FK.gnv_len],
     gnv_data: at("gnv_data", 8),
     net: v.getUint32(FK.net, true),
+    ipv6_label: v.getUint32(FK.ipv6_label),
+    nd_target: at("nd_target", 16),
+    arp_sha: at("arp_sha", 6),
+    arp_tha: at("arp_tha", 6),
+    tcp_flags: v.getUint16(FK.tcp_flags),
+    nw_ttl: c[FK.nw_ttl],
   };
 }
 
@@ -307,6 +326,12 @@ export function emptyFlowKey(): FlowKey {
     gnv_len: 0,
     gnv_data: at("gnv_data", 8),
     net: 0,
+    ipv6_label: 0,
+    nd_target: at("nd_target", 16),
+    arp_sha: at("arp_sha", 6),
+    arp_tha: at("arp_tha", 6),
+    tcp_flags: 0,
+    nw_ttl: 0,
   };
 }
 
