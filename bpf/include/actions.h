@@ -170,7 +170,7 @@ __noinline long tunnel_output(struct __sk_buff *skb, const struct frame_info *fi
 	struct encap_out *out;
 	struct wr_port *port;
 	struct scratch *s;
-	__u32 zero = 0, port_no;
+	__u32 zero = 0, port_no, grow;
 	int last, r;
 
 	if (!fi || !key || !st)
@@ -185,13 +185,16 @@ __noinline long tunnel_output(struct __sk_buff *skb, const struct frame_info *fi
 	}
 	out = &s->out;
 	r = build_outer(skb, fi, key, st, out);
+	/* What the frame grows by: the outer headers, and its tag if the
+	 * kernel holds it aside. */
+	grow = out->hdr_len + aside_tag_len(skb, port->proto);
 	if (!r) {
 		__u32 mtu = path_mtu(skb, out);
 
-		if (!st->tk_done && mtu && too_big(skb, fi, out->hdr_len, mtu)) {
+		if (!st->tk_done && mtu && too_big(skb, fi, grow, mtu)) {
 			/* IPv4 without DF could be fragmented, but not here. */
 			if (last && (fi->ip_version == 6 || fi->ipv4_df) &&
-			    !icmp_too_big(skb, fi, mtu - out->hdr_len)) {
+			    !icmp_too_big(skb, fi, mtu - grow)) {
 				drop(WR_DROP_TOO_BIG, st->in_port);
 				stat_inc(WR_STAT_ICMP_SENT);
 				return bpf_redirect(skb->ifindex, 0);
@@ -204,8 +207,8 @@ __noinline long tunnel_output(struct __sk_buff *skb, const struct frame_info *fi
 		__u32 ip = fi->ip_version == 6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
 
 		/* The inner Ethernet header takes the place of the outer one. */
-		if (mtu > out->hdr_len + ip + sizeof(struct tcphdr))
-			clamp_mss(skb, fi, mtu - out->hdr_len - ip - sizeof(struct tcphdr));
+		if (mtu > grow + ip + sizeof(struct tcphdr))
+			clamp_mss(skb, fi, mtu - grow - ip - sizeof(struct tcphdr));
 	}
 	if (!r) {
 		if (!st->tk_done) {

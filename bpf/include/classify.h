@@ -147,6 +147,11 @@ static __always_inline int parse_inner_skb(struct __sk_buff *skb, struct wr_flow
 		bpf_skb_pull_data(skb, skb->len < 128 ? skb->len : 128);
 	p.data = (void *)(long)skb->data;
 	p.end = (void *)(long)skb->data_end;
+	/* The kernel takes a frame's first 802.1Q or 802.1ad tag off into the
+	 * skb before TC runs (with or without VLAN offload on the device), so
+	 * it is read there; test-run leaves it in the bytes. */
+	if (skb->vlan_present)
+		key->vlan_tci = bpf_htons(skb->vlan_tci | VLAN_TAG_PRESENT);
 	if (parse_frame(&p, key, fi) < 0)
 		return WR_DROP_TRUNCATED;
 	if (ecn && ecn_decap(&p, fi->l3_off, fi->ip_version, ecn - 1, key) < 0)

@@ -444,6 +444,10 @@ __noinline int tc_decap(struct __sk_buff *skb, const struct decap *d, __u32 oute
 
 	if (!d)
 		return WR_DROP_DECAP;
+	/* A tag the kernel took off the outer frame goes with the outer
+	 * headers: the skb's tag must be the inner frame's (parse_inner_skb). */
+	if (skb->vlan_present && bpf_skb_vlan_pop(skb))
+		return WR_DROP_DECAP;
 	if (skb->len > d->l3_end && bpf_skb_change_tail(skb, d->l3_end, 0))
 		return WR_DROP_DECAP;
 	if (bpf_skb_load_bytes(skb, d->outer_len, &inner, sizeof(inner)))

@@ -315,45 +315,77 @@ static __always_inline int encap_build(struct __sk_buff *skb, const struct wr_po
 }
 
 /*
- * Puts the outer header built by encap_build in front of the frame.
- * Returns 0 or a WR_DROP_* reason.
+ * The bytes of the VLAN tag the kernel holds aside in skb (see
+ * parse_inner_skb) that an encapsulated frame carries inside: the receiver
+ * finds it nowhere else. STT's header has a field for it instead, and a
+ * frame with a second tag is left as it is.
+ */
+static __always_inline __u32 aside_tag_len(const struct __sk_buff *skb, __u8 proto)
+{
+	return skb->vlan_present && proto != WR_PROTO_STT && !eth_is_vlan(skb->protocol) ?
+		       sizeof(struct vlan_hdr) : 0;
+}
+
+/*
+ * Puts the outer header built by encap_build in front of the frame, and
+ * the tag the kernel holds aside back into the frame. Returns 0 or a
+ * WR_DROP_* reason.
  */
 static __always_inline int encap_push(struct __sk_buff *skb, struct scratch *s,
 				      const struct encap_out *out, __u8 proto, int is_ip)
 {
 	__u32 hlen = out->hdr_len;
+	__u32 tag = aside_tag_len(skb, proto);
 	__u8 *h = s->hdr;
+	__u8 *inner;
 
-	if (hlen < sizeof(struct ethhdr) || hlen > OUTER_MAX - sizeof(struct ethhdr))
+	if (hlen < sizeof(struct ethhdr) ||
+	    hlen > OUTER_MAX - sizeof(struct ethhdr) - sizeof(struct vlan_hdr))
 		return WR_DROP_ENCAP;
 	/* A no-op mask: the verifier needs the bound on this very value. */
 	hlen = sizeof(struct ethhdr) + ((hlen - sizeof(struct ethhdr)) & 0x7f);
+	/* The inner Ethernet header, written after the outer one: the frame's
+	 * MACs, the tag, and (on the IP path, which keeps the frame's own)
+	 * the EtherType. */
+	inner = h + hlen;
+	if (bpf_skb_load_bytes(skb, 0, inner, sizeof(struct ethhdr)))
+		return WR_DROP_ENCAP;
+	if (tag) {
+		__be16 *type = (__be16 *)(inner + 2 * ETH_ALEN);
+
+		type[2] = type[0];
+		type[0] = skb->vlan_proto;
+		type[1] = bpf_htons(skb->vlan_tci);
+	}
 	if (is_ip) {
 		__u64 flags = (out->v6 ? BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 : BPF_F_ADJ_ROOM_ENCAP_L3_IPV4) |
 			      (proto == WR_PROTO_GRE ? BPF_F_ADJ_ROOM_ENCAP_L4_GRE :
 						       BPF_F_ADJ_ROOM_ENCAP_L4_UDP) |
 			      BPF_F_ADJ_ROOM_ENCAP_L2_ETH |
-			      BPF_F_ADJ_ROOM_ENCAP_L2(sizeof(struct ethhdr));
+			      BPF_F_ADJ_ROOM_ENCAP_L2(sizeof(struct ethhdr) + tag);
 
 		/* STT is a TCP segment the kernel has no GSO type for: it only
 		 * ever takes frames that need no segmenting down this path. */
 		if (proto == WR_PROTO_STT)
 			flags = 0;
 
-		/* The room goes after the original Ethernet header, which is
-		 * copied to the end of the room to become the inner one. */
-		if (bpf_skb_load_bytes(skb, 0, h + hlen, sizeof(struct ethhdr)))
+		/* The room goes after the original Ethernet header, which
+		 * becomes the inner one at the end of the room. */
+		if (bpf_skb_adjust_room(skb, hlen + tag, BPF_ADJ_ROOM_MAC, flags))
 			return WR_DROP_ENCAP;
-		if (bpf_skb_adjust_room(skb, hlen, BPF_ADJ_ROOM_MAC, flags))
-			return WR_DROP_ENCAP;
-		if (bpf_skb_store_bytes(skb, 0, h, hlen + sizeof(struct ethhdr), 0))
+		if (bpf_skb_store_bytes(skb, 0, h, hlen + sizeof(struct ethhdr) + tag, 0))
 			return WR_DROP_ENCAP;
 	} else {
-		if (bpf_skb_change_head(skb, hlen, 0))
+		/* The frame's own EtherType stays where it is. */
+		if (bpf_skb_change_head(skb, hlen + tag, 0))
 			return WR_DROP_ENCAP;
-		if (bpf_skb_store_bytes(skb, 0, h, hlen, 0))
+		if (bpf_skb_store_bytes(skb, 0, h, hlen + 2 * ETH_ALEN + tag, 0))
 			return WR_DROP_ENCAP;
 	}
+	/* The tag is in the frame now; skb->protocol, the outer one or not
+	 * a VLAN's, keeps the pop from taking another off the bytes. */
+	if (tag && bpf_skb_vlan_pop(skb))
+		return WR_DROP_ENCAP;
 	return 0;
 }
 
@@ -421,7 +453,8 @@ __noinline int build_outer(struct __sk_buff *skb, const struct frame_info *fi,
 		return WR_DROP_NO_PORT;
 	__builtin_memset(out, 0, sizeof(*out));
 	/* A replica's skb already carries the last remote's outer header. */
-	st->inner_len = skb->len - (st->tk_done ? st->out_hdr_len : 0);
+	st->inner_len = skb->len + aside_tag_len(skb, port->proto) -
+			(st->tk_done ? st->out_hdr_len : 0);
 	if (st->tk_idx != WR_NO_TUN_KEY)
 		tk = bpf_map_lookup_elem(&wr_tun_keys, &st->tk_idx);
 	return encap_build(skb, port, tk, fi, key, s, out, st->inner_len);

@@ -483,7 +483,9 @@ static __always_inline void key_l4(struct cursor *c, struct wr_flow_key *key, st
 }
 
 /* Parses the frame at p into key (which must be zeroed except for the
- * metadata fields) and fi. Returns 0, or -1 when not even Ethernet fits. */
+ * metadata fields: the tunnel's, and the VLAN tag when the kernel holds
+ * the frame's first tag aside) and fi. Returns 0, or -1 when not even
+ * Ethernet fits. */
 static __always_inline int parse_frame(struct packet *p, struct wr_flow_key *key,
 				       struct frame_info *fi)
 {
@@ -505,7 +507,9 @@ static __always_inline int parse_frame(struct packet *p, struct wr_flow_key *key
 		proto = parse_vlanhdr(&c, &vh);
 		if (proto < 0)
 			return 0;
-		if (i == 0)
+		/* The first tag, unless the kernel took it off (then this
+		 * one is the second, which no field matches). */
+		if (i == 0 && !key->vlan_tci)
 			key->vlan_tci = vh->tci | bpf_htons(VLAN_TAG_PRESENT);
 	}
 	key->eth_type = proto;
