@@ -52,7 +52,8 @@ export {
   type InstalledGroup,
 } from "./src/tunnel/flow_table.ts";
 export { formatGroup, type GroupSpec, parseGroup } from "./src/tunnel/group_syntax.ts";
-export { formatMatch, type Match, MatchError } from "./src/tunnel/fields.ts";
+export { type Match, MatchError } from "./src/tunnel/match.ts";
+export { formatMatch } from "./src/tunnel/match_format.ts";
 export {
   type LocalPort,
   type Port,

@@ -13,7 +13,7 @@ import { MapType } from "../src/bpf/info.ts";
 import { Lab, type LabHost } from "../src/lab/topology.ts";
 import { run } from "../src/lab/run.ts";
 import { parseAddr } from "../src/tunnel/addr.ts";
-import { emptyMatch } from "../src/tunnel/fields.ts";
+import { emptyMatch } from "../src/tunnel/match.ts";
 import type { ActionSpec, FlowSpec } from "../src/tunnel/flow_syntax.ts";
 import { flowEntryCodec, flowIndexKeyCodec } from "../src/maps/layouts.ts";
 import { type Figure, figure, median, say, timed } from "./lib.ts";

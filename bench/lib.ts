@@ -13,7 +13,7 @@
 import type { Program } from "../src/bpf/program.ts";
 import { skbContext, testRun } from "../src/bpf/test_run.ts";
 import { parseAddr } from "../src/tunnel/addr.ts";
-import { emptyMatch } from "../src/tunnel/fields.ts";
+import { emptyMatch } from "../src/tunnel/match.ts";
 import { buildPacket, encapsulate } from "../src/tunnel/packet.ts";
 import { DEFAULT_DST_PORT, type Protocol } from "../src/tunnel/port.ts";
 import type { Lab } from "../src/lab/topology.ts";

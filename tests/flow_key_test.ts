@@ -13,7 +13,7 @@ import fc from "fast-check";
 import { assertEquals } from "./helpers/assert.ts";
 import { BpfObject, testRun } from "../src/bpf/mod.ts";
 import { type FlowKey, flowKeyCodec, TypedMap, u32 } from "../src/maps/mod.ts";
-import { emptyKey } from "../src/tunnel/fields.ts";
+import { emptyKey } from "../src/tunnel/match.ts";
 import { buildPacket, frameKey } from "../src/tunnel/packet.ts";
 import { FLOW_KEY_PROBE_OBJECT } from "./helpers/objects.ts";
 import { arbPacket, keyDifference, packetMatch, unexercisedFields } from "./helpers/packet_keys.ts";

@@ -19,7 +19,8 @@ import {
   parseFlow,
   parseMatch,
 } from "../src/tunnel/flow_syntax.ts";
-import { FIELDS, type PortNames } from "../src/tunnel/fields.ts";
+import { FIELDS } from "../src/tunnel/fields.ts";
+import type { PortNames } from "../src/tunnel/match.ts";
 import { CompileError, compileFlow, type PortLookup } from "../src/tunnel/compile.ts";
 import { checkPortName, type Port, PortError, tunnelPort } from "../src/tunnel/port.ts";
 

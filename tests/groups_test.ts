@@ -29,7 +29,7 @@ import { skbContext, testRun } from "../src/bpf/test_run.ts";
 import { ifindex } from "../src/bpf/netif.ts";
 import { buildPacket } from "../src/tunnel/packet.ts";
 import { parseMatch } from "../src/tunnel/flow_syntax.ts";
-import type { PortNames } from "../src/tunnel/fields.ts";
+import type { PortNames } from "../src/tunnel/match.ts";
 
 const NO_PORTS: PortNames = { number: () => undefined, name: () => undefined };
 import { warrenFails, warrenJson, warrenOk } from "./helpers/cli.ts";

@@ -27,17 +27,9 @@ import {
   encodeMatch,
   type PortLookup,
 } from "../src/tunnel/compile.ts";
-import {
-  applyShorthand,
-  emptyKey,
-  emptyMatch,
-  field,
-  FIELDS,
-  MatchError,
-  resolveField,
-  shorthandContext,
-  SHORTHANDS,
-} from "../src/tunnel/fields.ts";
+import { field, FIELDS, resolveField } from "../src/tunnel/fields.ts";
+import { emptyKey, emptyMatch, MatchError } from "../src/tunnel/match.ts";
+import { applyShorthand, shorthandContext, SHORTHANDS } from "../src/tunnel/prereqs.ts";
 import type { ActionSpec, GeneveOption, SetTunnel } from "../src/tunnel/flow_syntax.ts";
 import { buildPacket, frameKey } from "../src/tunnel/packet.ts";
 import type { Port } from "../src/tunnel/port.ts";

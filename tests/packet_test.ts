@@ -6,7 +6,7 @@
  */
 import fc from "fast-check";
 import { assertEquals } from "./helpers/assert.ts";
-import { emptyKey } from "../src/tunnel/fields.ts";
+import { emptyKey } from "../src/tunnel/match.ts";
 import { buildPacket, frameKey } from "../src/tunnel/packet.ts";
 import { arbPacket, keyDifference, packetMatch, scapyKeys } from "./helpers/packet_keys.ts";
 import { toHex } from "./helpers/scapy.ts";

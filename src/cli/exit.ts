@@ -9,7 +9,7 @@ import { CommanderError } from "commander";
 import { BpfError, LayoutError, NotFoundError, VerifierError } from "../bpf/errors.ts";
 import { CapabilityError } from "../bpf/caps.ts";
 import { CompileError } from "../tunnel/compile.ts";
-import { MatchError } from "../tunnel/fields.ts";
+import { MatchError } from "../tunnel/match.ts";
 import { FlowSyntaxError } from "../tunnel/flow_syntax.ts";
 import { FlowTableError } from "../tunnel/flow_table.ts";
 import { PortError } from "../tunnel/port.ts";

@@ -37,7 +37,7 @@ import {
   type PortLookup,
 } from "./compile.ts";
 import type { Datapath, PortSpec } from "./datapath.ts";
-import type { Match, PortNames } from "./fields.ts";
+import type { Match, PortNames } from "./match.ts";
 import { type ActionSpec, type FlowSpec, formatFlow, parseFlowAt } from "./flow_syntax.ts";
 import type { ApplyOptions, FlowDiff } from "./flow_table.ts";
 import { formatGroup, parseGroupAt } from "./group_syntax.ts";

@@ -36,7 +36,7 @@ import {
   type GeneveOption,
   type SetTunnel,
 } from "./flow_syntax.ts";
-import type { Match, PortNames } from "./fields.ts";
+import type { Match, PortNames } from "./match.ts";
 import type { GroupSpec } from "./group_syntax.ts";
 import type { Port, TunnelPort } from "./port.ts";
 

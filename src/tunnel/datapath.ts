@@ -32,7 +32,7 @@
 
 import type { Addr } from "./addr.ts";
 import type { PortLookup } from "./compile.ts";
-import type { Match, PortNames } from "./fields.ts";
+import type { Match, PortNames } from "./match.ts";
 import {
   type AddResult,
   type ApplyOptions,

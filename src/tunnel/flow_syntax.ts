@@ -20,15 +20,9 @@
  */
 
 import { type Addr, addrFromBigint, formatAddr, parseAddr } from "./addr.ts";
+import { absentField, field, isFieldName, resolveField } from "./fields.ts";
 import {
-  absentField,
-  applyShorthand,
-  type Context,
-  contextOf,
   emptyMatch,
-  field,
-  formatMatch,
-  isFieldName,
   type Match,
   MatchError,
   own,
@@ -37,10 +31,15 @@ import {
   type PortNames,
   portNumber,
   reservedPort,
-  resolveField,
+} from "./match.ts";
+import { formatMatch } from "./match_format.ts";
+import {
+  applyShorthand,
+  type Context,
+  contextOf,
   shorthandContext,
   SHORTHANDS,
-} from "./fields.ts";
+} from "./prereqs.ts";
 
 /** The priority a flow gets when none is given (Open vSwitch's default). */
 export const DEFAULT_PRIORITY = 32768;

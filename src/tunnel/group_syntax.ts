@@ -14,7 +14,7 @@
  * @module
  */
 
-import { MatchError, type PortNames } from "./fields.ts";
+import { MatchError, type PortNames } from "./match.ts";
 import {
   type ActionSpec,
   FlowSyntaxError,

@@ -27,7 +27,7 @@ import CRC32C from "crc-32/crc32c.js";
 import { formatMac, parseMac } from "../maps/codec.ts";
 import { Frag, TunFlag } from "../maps/layouts.ts";
 import { formatAddr } from "./addr.ts";
-import type { Match } from "./fields.ts";
+import type { Match } from "./match.ts";
 
 /** One decoded layer: its name, its fields in wire order, its length. */
 export interface Layer {

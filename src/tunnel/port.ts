@@ -10,7 +10,7 @@
 import { formatMac, parseMac } from "../maps/codec.ts";
 import { type PortEntry, PortFlag, type PortInfo, PortKind, Proto } from "../maps/layouts.ts";
 import { type Addr, formatAddr, isZero, parseAddr } from "./addr.ts";
-import { reservedPort } from "./fields.ts";
+import { reservedPort } from "./match.ts";
 
 /** Tunnel protocols. */
 export type Protocol = "vxlan" | "geneve" | "gre" | "stt";

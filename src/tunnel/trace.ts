@@ -20,7 +20,7 @@ import type { ProgramName } from "../maps/names.ts";
 import { parseAddr } from "./addr.ts";
 import type { Datapath } from "./datapath.ts";
 import type { InstalledFlow } from "./flow_table.ts";
-import { emptyKey, type Match } from "./fields.ts";
+import { emptyKey, type Match } from "./match.ts";
 import { device } from "./host.ts";
 import {
   type BuildOptions,

@@ -10,14 +10,8 @@ import fc from "fast-check";
 import { flowKeyCodec } from "../../src/maps/layouts.ts";
 import { formatAddr } from "../../src/tunnel/addr.ts";
 import { encodeMatch } from "../../src/tunnel/compile.ts";
-import {
-  emptyMatch,
-  field,
-  FIELDS,
-  type Match,
-  MatchError,
-  type PortNames,
-} from "../../src/tunnel/fields.ts";
+import { field, FIELDS } from "../../src/tunnel/fields.ts";
+import { emptyMatch, type Match, MatchError, type PortNames } from "../../src/tunnel/match.ts";
 
 /** The ports in_port names. */
 export const PORT_NAMES = ["web", "db", "vx0"];

@@ -21,13 +21,10 @@ import {
   flowKeyCodec,
   Frag,
 } from "../../src/maps/layouts.ts";
-import {
-  emptyMatch,
-  type FieldDef,
-  FIELDS,
-  type Match,
-  SHORTHANDS,
-} from "../../src/tunnel/fields.ts";
+import type { FieldDef } from "../../src/tunnel/field_kinds.ts";
+import { FIELDS } from "../../src/tunnel/fields.ts";
+import { emptyMatch, type Match } from "../../src/tunnel/match.ts";
+import { SHORTHANDS } from "../../src/tunnel/prereqs.ts";
 import { OWN_BITS } from "./field_texts.ts";
 import { fromHex, scapyJson, toHex } from "./scapy.ts";
 

@@ -8,7 +8,8 @@
  * @module
  */
 
-import { formatMatch, type Match } from "../fields.ts";
+import type { Match } from "../match.ts";
+import { formatMatch } from "../match_format.ts";
 import type {
   AddResult,
   ApplyOptions,

@@ -11,7 +11,7 @@ import { fieldOffsets } from "../../maps/codec.ts";
 import { MAX_PORTS, portCodec, PortKind } from "../../maps/layouts.ts";
 import { decodeWith } from "../../maps/typed_map.ts";
 import type { PortLookup } from "../compile.ts";
-import type { PortNames } from "../fields.ts";
+import type { PortNames } from "../match.ts";
 import type { DatapathMaps } from "../pins.ts";
 import { decodePort, type LocalPort, type Port } from "../port.ts";
 

@@ -17,7 +17,7 @@ import {
 } from "../../maps/layouts.ts";
 import { encodeWith } from "../../maps/typed_map.ts";
 import { decompileActions, encodeMatch, type PortLookup } from "../compile.ts";
-import type { Match } from "../fields.ts";
+import type { Match } from "../match.ts";
 import type { ActionSpec } from "../flow_syntax.ts";
 import type { DatapathMaps } from "../pins.ts";
 import type { FlowCounters } from "./counters.ts";

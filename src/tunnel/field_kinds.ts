@@ -1,0 +1,357 @@
+/**
+ * How each kind of match field reads its text into a {@link Match} and
+ * prints it back: integers under a mask (at a shift within a key member),
+ * addresses with a prefix or a mask, MACs, and the fields with a syntax of
+ * their own (flag sets, Geneve option data, the VLAN tag and TOS byte as
+ * Open vSwitch prints them).
+ *
+ * @module
+ */
+
+import { formatMac, parseMac } from "../maps/codec.ts";
+import { TunFlag } from "../maps/layouts.ts";
+import { formatAddr, maskPrefix, parseAddr, prefixMask } from "./addr.ts";
+import {
+  hex,
+  type IntMember,
+  type Match,
+  MatchError,
+  parseUint,
+  type PortNames,
+  setBits,
+  splitMask,
+} from "./match.ts";
+import type { Prereq } from "./prereqs.ts";
+
+/** One match field: how it reads into a {@link Match}, and how it prints. */
+export interface FieldDef {
+  /** Open vSwitch's name, the one dumps print. */
+  name: string;
+  /** Other names for the same field. */
+  aliases?: readonly string[];
+  /** What the value means. */
+  help: string;
+  /** The shorthands the field makes sense under; none for any packet. */
+  prereq?: Prereq;
+  /** The width in bits of an integer field, which makes `name[a..b]=v` work. */
+  bits?: number;
+  /** Sets the field in `m` from its text; throws a MatchError. */
+  parse(m: Match, text: string, ports: PortNames): void;
+  /**
+   * The field's text in `m`, or undefined when it is wildcarded. A field
+   * another one prints for (`dl_vlan`, printed by `vlan_tci`) has none.
+   */
+  format?(m: Match, ports: PortNames): string | undefined;
+}
+
+type AddrMember = "tun_src" | "tun_dst" | "ip_src" | "ip_dst";
+type MacMember = "eth_src" | "eth_dst";
+
+const VLAN_PRESENT = 0x1000;
+
+/** How {@link intField} places and prints an integer field. */
+export interface IntOptions {
+  /** Where the field's bits start in the member. */
+  shift?: number;
+  prereq?: Prereq;
+  aliases?: string[];
+  /** Runs after the field is set: a VLAN field also says "tagged". */
+  implies?: (m: Match) => void;
+  /** The value is written in place (nw_tos's 0xfc bits), not shifted down. */
+  inPlace?: boolean;
+  /** Prints exact values in hex (dl_type). */
+  hex?: boolean;
+  /** No format: another field prints these bits. */
+  printedBy?: string;
+}
+
+/** An integer field: `width` bits at `shift` within a key member. */
+export function intField(
+  name: string,
+  member: IntMember,
+  width: number,
+  help: string,
+  options: IntOptions = {},
+): FieldDef {
+  const shift = options.shift ?? 0;
+  const max = 2 ** width - 1;
+  // In place, a value is the member's bits: nw_tos=0x20 is DSCP 8.
+  const scale = options.inPlace ? 2 ** shift : 1;
+  const read = (t: string) => {
+    const n = parseUint(t, max * scale);
+    if (n % scale) {
+      throw new MatchError(
+        `${t} has bits outside 0x${hex(max * scale)}${
+          name === "nw_tos" ? " (ECN bits: use nw_ecn for those)" : ""
+        }`,
+      );
+    }
+    return n / scale;
+  };
+  const def: FieldDef = {
+    name,
+    aliases: options.aliases,
+    help,
+    prereq: options.prereq,
+    bits: options.inPlace ? undefined : width,
+    parse(m, text) {
+      const [v, mk] = splitMask(text);
+      setBits(m, member, shift, width, read(v), mk === undefined ? max : read(mk));
+      options.implies?.(m);
+    },
+  };
+  if (!options.printedBy) {
+    def.format = (m) => {
+      const mask = ((m.mask[member] / 2 ** shift) & max) >>> 0;
+      if (mask === 0) return undefined;
+      const value = ((m.key[member] / 2 ** shift) & max) >>> 0;
+      if (mask !== max) return `${name}=0x${hex(value * scale)}/0x${hex(mask * scale)}`;
+      return `${name}=${options.hex ? `0x${hex(value * scale).padStart(4, "0")}` : value * scale}`;
+    };
+  }
+  return def;
+}
+
+/**
+ * An address field. `family` says which addresses it takes: a tunnel
+ * address field takes either (the family is the V6 flag's business) and
+ * prints only when the flag says its own family.
+ */
+export function addrField(
+  name: string,
+  member: AddrMember,
+  family: 4 | 6 | "any",
+  help: string,
+  prereq?: Prereq,
+  aliases?: string[],
+): FieldDef {
+  const tunnel = member === "tun_src" || member === "tun_dst";
+  return {
+    name,
+    aliases,
+    help,
+    prereq,
+    parse(m, text) {
+      const [a, p] = splitMask(text);
+      let addr;
+      try {
+        addr = parseAddr(a);
+      } catch {
+        throw new MatchError(`"${a}" is not an IP address`);
+      }
+      if ((family === 4 && addr.v6) || (family === 6 && !addr.v6)) {
+        throw new MatchError(`"${a}" is not an IPv${family} address`);
+      }
+      let mask: Uint8Array;
+      if (p === undefined) {
+        mask = prefixMask(addr.v6 ? 128 : 32);
+      } else if (/^\d+$/.test(p)) {
+        const prefix = Number(p);
+        if (prefix > (addr.v6 ? 128 : 32)) {
+          throw new MatchError(`prefix /${p} is too long for ${a}`);
+        }
+        mask = prefixMask(prefix);
+      } else {
+        try {
+          const mAddr = parseAddr(p);
+          if (mAddr.v6 !== addr.v6) throw new Error();
+          mask = mAddr.bytes;
+        } catch {
+          throw new MatchError(`"${p}" is neither a prefix length nor a mask`);
+        }
+      }
+      const other = member === "tun_src" ? "tun_dst" : "tun_src";
+      const otherSet = tunnel && m.mask[other].some((b) => b !== 0);
+      if (
+        otherSet && mask.some((b) => b !== 0) &&
+        ((m.key.tun_flags & TunFlag.V6) !== 0) !== addr.v6
+      ) {
+        throw new MatchError(
+          `${a} is IPv${addr.v6 ? 6 : 4} and the other tunnel address is not: ` +
+            "a tunnel's outer header has one family",
+        );
+      }
+      for (let i = 0; i < 16; i++) addr.bytes[i] &= mask[i];
+      m.mask[member] = mask;
+      m.key[member] = addr.bytes;
+      if (tunnel) {
+        // One outer header, one family: the V6 flag says which, matched
+        // exactly while either address is.
+        const v6 = otherSet ? (m.key.tun_flags & TunFlag.V6) !== 0 : addr.v6;
+        const matched = otherSet || mask.some((b) => b !== 0);
+        m.mask.tun_flags = matched ? m.mask.tun_flags | TunFlag.V6 : m.mask.tun_flags & ~TunFlag.V6;
+        m.key.tun_flags = matched && v6
+          ? m.key.tun_flags | TunFlag.V6
+          : m.key.tun_flags & ~TunFlag.V6;
+      }
+    },
+    format(m) {
+      const mask = m.mask[member];
+      if (mask.every((b) => b === 0)) return undefined;
+      const v6 = tunnel ? (m.key.tun_flags & TunFlag.V6) !== 0 : family === 6;
+      if (tunnel && v6 !== (family === 6)) return undefined;
+      const value = formatAddr(m.key[member], v6);
+      const prefix = maskPrefix(mask, v6);
+      if (prefix === (v6 ? 128 : 32)) return `${name}=${value}`;
+      return prefix === undefined
+        ? `${name}=${value}/${formatAddr(mask, v6)}`
+        : `${name}=${value}/${prefix}`;
+    },
+  };
+}
+
+/** A MAC address field, with an optional /mask. */
+export function macField(
+  name: string,
+  member: MacMember,
+  help: string,
+  aliases: string[],
+): FieldDef {
+  return {
+    name,
+    aliases,
+    help,
+    parse(m, text) {
+      const [v, mk] = splitMask(text);
+      let value: Uint8Array, mask: Uint8Array;
+      try {
+        value = parseMac(v);
+        mask = mk === undefined ? new Uint8Array(6).fill(0xff) : parseMac(mk);
+      } catch {
+        throw new MatchError(`"${text}" is not a MAC address (with an optional /mask)`);
+      }
+      m.mask[member] = mask;
+      m.key[member] = value.map((b, i) => b & mask[i]);
+    },
+    format(m) {
+      const mask = m.mask[member];
+      if (mask.every((b) => b === 0)) return undefined;
+      const value = formatMac(m.key[member]);
+      return mask.every((b) => b === 0xff)
+        ? `${name}=${value}`
+        : `${name}=${value}/${formatMac(mask)}`;
+    },
+  };
+}
+
+/**
+ * tun_flags as Open vSwitch numbers them: bit 0 is oam, the only flag it
+ * names. warren also matches key, csum and df, by name only.
+ */
+export const TUN_FLAG_NAMES: [string, number][] = [
+  ["oam", TunFlag.OAM],
+  ["df", TunFlag.DF],
+  ["csum", TunFlag.CSUM],
+  ["key", TunFlag.KEY],
+];
+const TUN_FLAGS_HELP = "give +flag or -flag (oam, df, csum, key), or a number (bit 0 is oam)";
+
+/** tun_flags: +name-name, or a number (bit 0 is oam) with an optional mask. */
+export function parseTunFlags(m: Match, text: string): void {
+  if (/^(0x[0-9a-fA-F]+|\d+)(\/(0x[0-9a-fA-F]+|\d+))?$/.test(text)) {
+    const [v, mk] = splitMask(text);
+    const value = parseUint(v, 0xffff);
+    const mask = mk === undefined ? 0xffff : parseUint(mk, 0xffff);
+    if ((value | (mk === undefined ? 0 : mask)) & ~1) {
+      throw new MatchError(`${text}: only bit 0 (oam) has a number; ${TUN_FLAGS_HELP}`);
+    }
+    if (mask & 1) {
+      m.mask.tun_flags |= TunFlag.OAM;
+      m.key.tun_flags = value & 1 ? m.key.tun_flags | TunFlag.OAM : m.key.tun_flags & ~TunFlag.OAM;
+    }
+    return;
+  }
+  // A bare name is +name, as in Open vSwitch.
+  const re = /([+-]?)(oam|df|csum|key)/y;
+  if (!text) throw new MatchError(TUN_FLAGS_HELP);
+  for (let at = 0; at < text.length;) {
+    re.lastIndex = at;
+    const r = re.exec(text);
+    if (!r || (r[1] === "" && at > 0)) {
+      throw new MatchError(`"${text.slice(at)}" is not +flag or -flag; ${TUN_FLAGS_HELP}`);
+    }
+    const bit = TUN_FLAG_NAMES.find(([n]) => n === r[2])![1];
+    m.mask.tun_flags |= bit;
+    m.key.tun_flags = r[1] === "-" ? m.key.tun_flags & ~bit : m.key.tun_flags | bit;
+    at = re.lastIndex;
+  }
+}
+
+/** geneve_data: 1 to 8 bytes of hex, with an optional mask. */
+export function parseGeneveData(m: Match, text: string): void {
+  const [v, mk] = splitMask(text);
+  const bytesOf = (t: string) => {
+    if (!/^0x([0-9a-fA-F]{2}){1,8}$/.test(t)) {
+      throw new MatchError(`"${t}" is not 0x followed by 1 to 8 bytes of hex`);
+    }
+    const out = new Uint8Array(8);
+    out.set(Uint8Array.from(t.slice(2).match(/../g)!, (h) => Number.parseInt(h, 16)));
+    return { out, len: (t.length - 2) / 2 };
+  };
+  const value = bytesOf(v);
+  let mask: Uint8Array;
+  if (mk === undefined) {
+    mask = new Uint8Array(8);
+    mask.fill(0xff, 0, value.len);
+  } else mask = bytesOf(mk).out;
+  m.mask.gnv_data = mask;
+  m.key.gnv_data = value.out.map((b, i) => b & mask[i]);
+}
+
+/** geneve_data as it reads back: as many bytes as its mask covers. */
+export function formatGeneveData(m: Match): string | undefined {
+  const mask = m.mask.gnv_data;
+  if (mask.every((b) => b === 0)) return undefined;
+  const last = mask.findLastIndex((b) => b !== 0) + 1;
+  const h = (b: Uint8Array) =>
+    "0x" + Array.from(b.subarray(0, last), (x) => x.toString(16).padStart(2, "0")).join("");
+  return mask.subarray(0, last).every((b) => b === 0xff)
+    ? `geneve_data=${h(m.key.gnv_data)}`
+    : `geneve_data=${h(m.key.gnv_data)}/${h(mask)}`;
+}
+
+/**
+ * The VLAN tag as Open vSwitch prints it: dl_vlan and dl_vlan_pcp for a
+ * tagged frame matched on whole fields, vlan_tci for anything else (no
+ * tag, "any tag", partial masks).
+ */
+export function formatVlan(m: Match): string | undefined {
+  const mask = m.mask.vlan_tci;
+  if (!mask) return undefined;
+  const key = m.key.vlan_tci;
+  const vid = mask & 0x0fff;
+  const pcp = mask & 0xe000;
+  if (
+    mask & key & VLAN_PRESENT && (vid === 0 || vid === 0x0fff) && (pcp === 0 || pcp === 0xe000) &&
+    (vid || pcp)
+  ) {
+    const parts = [];
+    if (vid) parts.push(`dl_vlan=${key & 0x0fff}`);
+    if (pcp) parts.push(`dl_vlan_pcp=${key >> 13}`);
+    return parts.join(",");
+  }
+  const h4 = (n: number) => `0x${hex(n).padStart(4, "0")}`;
+  return mask === 0xffff ? `vlan_tci=${h4(key)}` : `vlan_tci=${h4(key)}/${h4(mask)}`;
+}
+
+/** Marks `m` as matching tagged frames only: dl_vlan and dl_vlan_pcp imply a tag. */
+export function tagged(m: Match): void {
+  m.mask.vlan_tci |= VLAN_PRESENT;
+  m.key.vlan_tci |= VLAN_PRESENT;
+}
+
+/**
+ * The TOS byte as Open vSwitch prints it: nw_tos for the whole DSCP,
+ * ip_dscp under a partial mask, nw_ecn for the ECN bits.
+ */
+export function formatTos(m: Match): string | undefined {
+  const parts = [];
+  const dscp = m.mask.ip_tos & 0xfc;
+  const key = m.key.ip_tos;
+  if (dscp === 0xfc) parts.push(`nw_tos=${key & 0xfc}`);
+  else if (dscp) parts.push(`ip_dscp=0x${hex((key & 0xfc) >> 2)}/0x${hex(dscp >> 2)}`);
+  const ecn = m.mask.ip_tos & 0x03;
+  if (ecn === 0x03) parts.push(`nw_ecn=${key & 0x03}`);
+  else if (ecn) parts.push(`nw_ecn=0x${hex(key & 0x03)}/0x${hex(ecn)}`);
+  return parts.length ? parts.join(",") : undefined;
+}

@@ -1,0 +1,128 @@
+/**
+ * What a match says the packet is, and what each field needs it to be.
+ *
+ * Shorthands (`ip`, `tcp6` …) and the fields `dl_type` and `nw_proto` pin
+ * down a packet type: its {@link Context}. A field makes sense under some
+ * packet types only (its prerequisite: `nw_dst` needs `ip`), and a name
+ * several fields share means the one whose prerequisite holds. Open
+ * vSwitch drops a field whose prerequisite the match lacks, silently;
+ * warren refuses it, naming what is missing.
+ *
+ * @module
+ */
+
+import { hex, type Match, own } from "./match.ts";
+
+const ETH_IP = 0x0800;
+const ETH_IPV6 = 0x86dd;
+const ETH_ARP = 0x0806;
+
+/** Shorthands: a word that sets dl_type and maybe nw_proto. */
+export const SHORTHANDS: Readonly<Record<string, { eth: number; proto?: number }>> = {
+  ip: { eth: ETH_IP },
+  ipv6: { eth: ETH_IPV6 },
+  arp: { eth: ETH_ARP },
+  tcp: { eth: ETH_IP, proto: 6 },
+  udp: { eth: ETH_IP, proto: 17 },
+  sctp: { eth: ETH_IP, proto: 132 },
+  icmp: { eth: ETH_IP, proto: 1 },
+  tcp6: { eth: ETH_IPV6, proto: 6 },
+  udp6: { eth: ETH_IPV6, proto: 17 },
+  sctp6: { eth: ETH_IPV6, proto: 132 },
+  icmp6: { eth: ETH_IPV6, proto: 58 },
+};
+
+/** What a match pins down about the packet: its EtherType and IP protocol. */
+export interface Context {
+  /** The EtherType, when the match gives it exactly. */
+  eth?: number;
+  /** The IP protocol, when the match gives it exactly (IP and IPv6 only). */
+  proto?: number;
+}
+
+function context(eth: number | undefined, proto: number | undefined): Context {
+  return { eth, proto: eth === ETH_IP || eth === ETH_IPV6 ? proto : undefined };
+}
+
+/** The context of a match. */
+export function contextOf(m: Match): Context {
+  return context(
+    m.mask.eth_type === 0xffff ? m.key.eth_type : undefined,
+    m.mask.ip_proto === 0xff ? m.key.ip_proto : undefined,
+  );
+}
+
+/** The context shorthands give, applied in order as to a match. */
+export function shorthandContext(words: readonly string[]): Context {
+  let eth: number | undefined;
+  let proto: number | undefined;
+  for (const w of words) {
+    eth = SHORTHANDS[w].eth;
+    proto = SHORTHANDS[w].proto ?? proto;
+  }
+  return context(eth, proto);
+}
+
+/** The shorthands a field accepts: it makes sense under any of them. */
+export type Prereq = readonly string[];
+
+/** IPv4. */
+export const IP4: Prereq = ["ip"];
+/** IPv6. */
+export const IP6: Prereq = ["ipv6"];
+/** Either IP. */
+export const IP_ANY: Prereq = ["ip", "ipv6"];
+/** ARP. */
+export const ARP: Prereq = ["arp"];
+/** A protocol with ports, over either IP. */
+export const TP: Prereq = ["tcp", "udp", "sctp", "tcp6", "udp6", "sctp6"];
+/** ICMP. */
+export const ICMP4: Prereq = ["icmp"];
+/** ICMPv6. */
+export const ICMP6: Prereq = ["icmp6"];
+
+/** Whether context `c` meets prerequisite `p` (none always holds). */
+export function holds(p: Prereq | undefined, c: Context): boolean {
+  if (!p) return true;
+  return p.some((word) => {
+    const s = SHORTHANDS[word];
+    return c.eth === s.eth && (s.proto === undefined || c.proto === s.proto);
+  });
+}
+
+/** The shorthand that says `c` exactly, or the EtherType's alone, if any. */
+export function shorthandOf(c: Context): string | undefined {
+  if (c.eth === undefined) return undefined;
+  const list = Object.entries(SHORTHANDS);
+  return (list.find(([, s]) => s.eth === c.eth && s.proto === c.proto) ??
+    list.find(([, s]) => s.eth === c.eth && s.proto === undefined))?.[0];
+}
+
+/** What `c` says, as a match would say it (`tcp`, `dl_type=0x88cc`). */
+export function describe(c: Context): string {
+  const short = shorthandOf(c);
+  const s = short ? SHORTHANDS[short] : undefined;
+  const parts = [short ?? `dl_type=0x${hex(c.eth!).padStart(4, "0")}`];
+  if (c.proto !== undefined && s?.proto !== c.proto) parts.push(`nw_proto=${c.proto}`);
+  return parts.join(",");
+}
+
+/** "a, b or c". */
+export function orList(words: readonly string[]): string {
+  return words.length < 2
+    ? words.join("")
+    : `${words.slice(0, -1).join(", ")} or ${words[words.length - 1]}`;
+}
+
+/** Applies a shorthand such as `tcp` to `m`; false when `word` is none. */
+export function applyShorthand(m: Match, word: string): boolean {
+  const s = own(SHORTHANDS, word);
+  if (!s) return false;
+  m.key.eth_type = s.eth;
+  m.mask.eth_type = 0xffff;
+  if (s.proto !== undefined) {
+    m.key.ip_proto = s.proto;
+    m.mask.ip_proto = 0xff;
+  }
+  return true;
+}
