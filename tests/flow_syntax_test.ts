@@ -48,7 +48,10 @@ function refused(text: string, column: number, includes: string): FlowSyntaxErro
 
 // --- The property: print, parse, print again --------------------------------
 
-/** The shorthands a generated flow starts with ("" for none). */
+/**
+ * What a generated flow starts with ("" for nothing): a shorthand, or one
+ * with the ICMPv6 type neighbour discovery's fields need.
+ */
 const CONTEXTS = [
   "",
   "ip",
@@ -62,11 +65,14 @@ const CONTEXTS = [
   "udp6",
   "sctp6",
   "icmp6",
+  "icmp6,icmp_type=135",
+  "icmp6,icmp_type=136",
 ] as const;
 type Ctx = typeof CONTEXTS[number];
 
 const IP = ["ip", "tcp", "udp", "sctp", "icmp"] as const;
-const IP6 = ["ipv6", "tcp6", "udp6", "sctp6", "icmp6"] as const;
+const ND = ["icmp6,icmp_type=135", "icmp6,icmp_type=136"] as const;
+const IP6 = ["ipv6", "tcp6", "udp6", "sctp6", "icmp6", ...ND] as const;
 const TP = ["tcp", "udp", "sctp", "tcp6", "udp6", "sctp6"] as const;
 const ICMP = ["icmp", "icmp6"] as const;
 
@@ -87,6 +93,7 @@ const mac = fc.uint8Array({ minLength: 6, maxLength: 6 })
   .map((b) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join(":"));
 const ipv4 = fc.ipV4();
 const ipv6 = fc.ipV6();
+const macMasked = fc.tuple(mac, fc.option(mac)).map(joinMask);
 const cidr = (addr: fc.Arbitrary<string>, max: number) =>
   fc.tuple(addr, fc.oneof(fc.constant(""), fc.integer({ min: 0, max }).map(String), addr))
     .map(([a, p]) => p === "" ? a : `${a}/${p}`);
@@ -142,9 +149,9 @@ const GENERATORS: Record<string, Gen> = {
         return fc.tuple(bytes, fc.option(bytes)).map(joinMask);
       }),
   },
-  dl_src: { ctx: ANY, value: () => fc.tuple(mac, fc.option(mac)).map(joinMask) },
+  dl_src: { ctx: ANY, value: () => macMasked },
   eth_src: { ctx: ANY, value: () => mac },
-  dl_dst: { ctx: ANY, value: () => fc.tuple(mac, fc.option(mac)).map(joinMask) },
+  dl_dst: { ctx: ANY, value: () => macMasked },
   eth_dst: { ctx: ANY, value: () => mac },
   // Only where nothing needs the packet type it may change.
   dl_type: int(0xffff, [""], 16),
@@ -167,6 +174,10 @@ const GENERATORS: Record<string, Gen> = {
   arp_spa: { ctx: ["arp"], value: () => cidr(ipv4, 32) },
   arp_tpa: { ctx: ["arp"], value: () => cidr(ipv4, 32) },
   arp_op: int(255, ["arp"], 8),
+  arp_sha: { ctx: ["arp"], value: () => macMasked },
+  arp_tha: { ctx: ["arp"], value: () => macMasked },
+  ipv6_label: int(0xfffff, IP6, 20),
+  nw_ttl: int(255, [...IP, ...IP6], 8),
   // Only where no field needs the protocol it may change.
   nw_proto: int(255, ["ip", "ipv6", "arp"], 8),
   ip_proto: int(255, ["ip", "ipv6", "arp"], 8),
@@ -193,7 +204,30 @@ const GENERATORS: Record<string, Gen> = {
   icmpv4_code: int(255, ["icmp"], 8),
   icmpv6_type: int(255, ICMP, 8),
   icmpv6_code: int(255, ICMP, 8),
+  tcp_flags: {
+    ctx: ["tcp", "tcp6"],
+    value: () =>
+      fc.oneof(
+        fc.uniqueArray(fc.constantFrom(...TCP_FLAGS), { minLength: 1, maxLength: 5 }).chain((
+          list,
+        ) =>
+          fc.array(fc.constantFrom("+", "-"), { minLength: list.length, maxLength: list.length })
+            .map((signs) => list.map((f, i) => signs[i] + f).join(""))
+        ),
+        fc.uniqueArray(fc.constantFrom(...TCP_FLAGS), { maxLength: 4 }).map((l) =>
+          l.join("|") || "0"
+        ),
+        masked(0xfff),
+      ),
+    bits: 12,
+  },
+  nd_target: { ctx: ND, value: () => cidr(ipv6, 128) },
+  nd_sll: { ctx: ["icmp6,icmp_type=135"], value: () => macMasked },
+  nd_tll: { ctx: ["icmp6,icmp_type=136"], value: () => macMasked },
 };
+
+/** Open vSwitch's names of TCP's flags. */
+const TCP_FLAGS = ["fin", "syn", "rst", "psh", "ack", "urg", "ece", "cwr", "ns", "[200]"];
 
 function joinMask([v, m]: [string, string | null]): string {
   return m === null ? v : `${v}/${m}`;
@@ -203,6 +237,10 @@ function joinMask([v, m]: [string, string | null]): string {
 const VIEW_GENERATORS: [string, Gen][] = [
   ["tp_src", int(255, ICMP)],
   ["tp_dst", int(255, ICMP)],
+  ["arp_sha", { ctx: ["icmp6,icmp_type=135"], value: () => macMasked }],
+  ["arp_tha", { ctx: ["icmp6,icmp_type=136"], value: () => macMasked }],
+  ["nd_sll", { ctx: ["arp"], value: () => macMasked }],
+  ["nd_tll", { ctx: ["arp"], value: () => macMasked }],
 ];
 
 /** One match item valid in `ctx`: `name=value` or `name[lo..hi]=value`. */
@@ -338,7 +376,7 @@ Deno.test("an error on a field written by an alias names the user's token and co
   refused("tcp,ip_src=10.0.0.0/40 actions=drop", 5, '"ip_src=10.0.0.0/40": ip_src: prefix /40');
   refused("ip,ip_proto=300 actions=drop", 4, "ip_proto: 300 is larger than 255");
   refused("sctp,sctp_dst=99999 actions=drop", 6, "sctp_dst: 99999 is larger");
-  refused("in_port=web,ip,nw_ttl=5 actions=drop", 16, "nw_ttl:");
+  refused("in_port=web,ip,ip_ttl=5 actions=drop", 16, "ip_ttl is not a match field");
 });
 
 Deno.test("output:LOCAL is pass, and in_port as an action is refused, not read as a port", () => {
@@ -489,11 +527,74 @@ Deno.test("Open vSwitch's aliases read as the field they stand for", () => {
   refused("dl_vlan=8191 actions=drop", 1, "8191 is larger than 4095");
 });
 
-Deno.test("fields the datapath lacks are refused with what they are", () => {
-  refused("ip,nw_ttl=5 actions=drop", 4, "does not match on the IP TTL or hop limit yet");
-  refused("arp,arp_sha=00:00:00:00:00:01 actions=drop", 5, "ARP sender hardware address");
-  refused("ipv6,ipv6_label=5 actions=drop", 6, "IPv6 flow label");
-  refused("icmp6,nd_target=2001:db8::1 actions=drop", 7, "neighbour discovery target");
+Deno.test("tcp_flags in Open vSwitch's syntax: +flag-flag, flag|flag, value/mask", () => {
+  for (
+    const [a, b] of [
+      ["tcp,tcp_flags=+syn-ack", "tcp,tcp_flags=0x002/0x012"],
+      ["tcp,tcp_flags=0x012/0x0ff", "tcp,tcp_flags=-fin+syn-rst-psh+ack-urg-ece-cwr"],
+      ["tcp,tcp_flags=syn|ack", "tcp,tcp_flags=0x012"],
+      ["tcp,tcp_flags=syn|ack", "tcp,tcp_flags=0x12/0xfff"],
+      ["tcp6,tcp_flags[1]=1", "tcp6,tcp_flags=+syn"],
+      ["tcp,tcp_flags=+[800]", "tcp,tcp_flags=0x800/0x800"],
+    ]
+  ) sameMatch(a, b);
+  assertEquals(
+    dump("tcp,tcp_flags=0x012/0x0ff actions=drop").split(",")[2],
+    "tcp_flags=-fin+syn-rst-psh+ack-urg-ece-cwr actions=drop",
+  );
+  assertEquals(
+    dump("tcp,tcp_flags=0x12 actions=drop"),
+    "priority=32768,tcp,tcp_flags=syn|ack actions=drop",
+  );
+  assertEquals(dump("tcp,tcp_flags=0 actions=drop"), "priority=32768,tcp,tcp_flags=0 actions=drop");
+  refused("tcp,tcp_flags=+ack-ack actions=drop", 5, "ack is given twice");
+  refused("tcp,tcp_flags=0x1000 actions=drop", 5, "0x1000 is larger than 4095");
+  refused("tcp,tcp_flags=fin+syn actions=drop", 5, '"fin+syn" is not a TCP flag');
+  refused(
+    "udp,tcp_flags=+syn actions=drop",
+    5,
+    "tcp_flags needs tcp or tcp6, and the match says udp",
+  );
+});
+
+Deno.test("neighbour discovery's fields need the ICMPv6 type, given anywhere in the match", () => {
+  const solicit = "icmp6,icmp_type=135,nd_target=fe80::1,nd_sll=00:00:00:00:00:01";
+  sameMatch(solicit, "nd_sll=00:00:00:00:00:01,nd_target=fe80::1,icmpv6_type=135,icmp6");
+  sameMatch(solicit, "ipv6,nw_proto=58,tp_src=135,nd_target=fe80::1,nd_sll=00:00:00:00:00:01");
+  // Open vSwitch's shared members: arp_sha under a solicitation is nd_sll.
+  sameMatch(solicit, "icmp6,icmp_type=135,nd_target=fe80::1,arp_sha=00:00:00:00:00:01");
+  sameMatch("arp,arp_tha=00:00:00:00:00:02", "arp,nd_tll=00:00:00:00:00:02");
+  assertEquals(
+    dump("icmp6,icmp_type=136,icmp_code=0,nd_tll=00:00:00:00:00:02 actions=drop"),
+    "priority=32768,icmp6,icmpv6_type=136,icmpv6_code=0,nd_tll=00:00:00:00:00:02 actions=drop",
+  );
+  refused(
+    "icmp6,nd_target=::1 actions=drop",
+    7,
+    "needs icmp6,icmp_type=135 or icmp6,icmp_type=136",
+  );
+  refused(
+    "icmp6,icmp_type=136,nd_sll=00:00:00:00:00:01 actions=drop",
+    21,
+    "says icmp6,icmp_type=136",
+  );
+  refused("icmp6,icmp_type=135,icmp_code=1,nd_target=::1 actions=drop", 33, "icmp_code=1");
+  refused("icmp6,icmp_type=135,nd_target=10.0.0.1 actions=drop", 21, "not an IPv6 address");
+});
+
+Deno.test("new frame fields: nw_ttl, ipv6_label, arp_sha, arp_tha, with their prerequisites", () => {
+  assertEquals(
+    dump("ipv6,ipv6_label=5/1 actions=drop"),
+    "priority=32768,ipv6,ipv6_label=0x00001/0x00001 actions=drop",
+  );
+  assertEquals(dump("ipv6,nw_ttl=5 actions=drop"), "priority=32768,ipv6,nw_ttl=5 actions=drop");
+  refused("ipv6,ipv6_label=0x100000 actions=drop", 6, "larger than 1048575");
+  refused("ip,ipv6_label=1 actions=drop", 4, "ipv6_label needs ipv6");
+  refused("arp,nw_ttl=1 actions=drop", 5, "nw_ttl needs ip or ipv6");
+  refused("ip,arp_sha=00:00:00:00:00:01 actions=drop", 4, "arp_sha needs arp");
+});
+
+Deno.test("fields warren lacks are refused with why", () => {
   refused("reg0=1 actions=drop", 1, "warren has one table");
   refused("tun_metadata0=1 actions=drop", 1, "geneve_class");
   refused("ct_state=+trk actions=drop", 1, "does not track connections");

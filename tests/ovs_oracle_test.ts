@@ -39,11 +39,6 @@ const REFUSALS: { reason: string; message: RegExp; stage2?: boolean }[] = [
     stage2: true,
   },
   {
-    reason: "match fields the datapath lacks (nw_ttl, arp_sha, arp_tha, ipv6_label, nd_*)",
-    message: /does not match on .* yet/,
-    stage2: true,
-  },
-  {
     reason: "in_port as an action (or load:0->in_port before an output), and outputs to " +
       "the flow's own in_port (which OVS skips)",
     message: /back out of the port it came in on is not|come in on, where Open vSwitch/,
@@ -256,6 +251,38 @@ function mac(t: string): Uint8Array {
   return Uint8Array.from(t.split(":"), (h) => parseInt(h, 16));
 }
 
+/** Where each of Open vSwitch's MAC fields lives in the flow key (ND shares ARP's). */
+const MAC_MEMBERS: Record<string, "eth_src" | "eth_dst" | "arp_sha" | "arp_tha"> = {
+  dl_src: "eth_src",
+  dl_dst: "eth_dst",
+  arp_sha: "arp_sha",
+  arp_tha: "arp_tha",
+  nd_sll: "arp_sha",
+  nd_tll: "arp_tha",
+};
+
+/**
+ * tcp_flags as Open vSwitch prints them: `syn|ack` or `0` for all twelve
+ * bits, `+syn-ack` for some, as value and mask.
+ */
+function tcpFlags(t: string): [number, number] {
+  const bit = (name: string) => {
+    const i = ["fin", "syn", "rst", "psh", "ack", "urg", "ece", "cwr", "ns"].indexOf(name);
+    const b = i >= 0 ? 1 << i : Number(`0x${/^\[([0-9a-f]+)\]$/.exec(name)?.[1]}`);
+    assert.ok(b > 0 && b < 0x1000, `a TCP flag: ${name}`);
+    return b;
+  };
+  if (!/^[+-]/.test(t)) {
+    return [t === "0" ? 0 : t.split("|").reduce((v, n) => v | bit(n), 0), 0xfff];
+  }
+  let value = 0, mask = 0;
+  for (const [, sign, name] of t.matchAll(/([+-])([^+-]+)/g)) {
+    mask |= bit(name);
+    if (sign === "+") value |= bit(name);
+  }
+  return [value, mask];
+}
+
 /** Open vSwitch's printed match, read into the datapath's flow key. */
 function ovsMatch(items: string[]): { match: Match; priority: number } {
   const m = emptyMatch();
@@ -312,9 +339,13 @@ function ovsMatch(items: string[]): { match: Match; priority: number } {
         int("tun_flags", value[0] === "+" ? TunFlag.OAM : 0, TunFlag.OAM);
         break;
       case "dl_src":
-      case "dl_dst": {
+      case "dl_dst":
+      case "arp_sha":
+      case "arp_tha":
+      case "nd_sll":
+      case "nd_tll": {
         const [v, mk] = value.split("/");
-        const member = name === "dl_src" ? "eth_src" : "eth_dst";
+        const member = MAC_MEMBERS[name];
         m.mask[member] = mk === undefined ? new Uint8Array(6).fill(0xff) : mac(mk);
         m.key[member] = mac(v).map((b, i) => b & m.mask[member][i]);
         break;
@@ -333,13 +364,23 @@ function ovsMatch(items: string[]): { match: Match; priority: number } {
       case "ipv6_src":
       case "ipv6_dst":
       case "arp_spa":
-      case "arp_tpa": {
+      case "arp_tpa":
+      case "nd_target": {
         const a = addrMask(value);
-        const member = /src|spa/.test(name) ? "ip_src" : "ip_dst";
+        const member = name === "nd_target" ? name : /src|spa/.test(name) ? "ip_src" : "ip_dst";
         m.key[member] = a.value;
         m.mask[member] = a.mask;
         break;
       }
+      case "nw_ttl":
+        int("nw_ttl", num(value), 0xff);
+        break;
+      case "ipv6_label":
+        int("ipv6_label", ...valueMask(value, 20));
+        break;
+      case "tcp_flags":
+        int("tcp_flags", ...tcpFlags(value));
+        break;
       case "nw_proto":
       case "arp_op":
         int("ip_proto", num(value), 0xff);

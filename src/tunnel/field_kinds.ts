@@ -44,8 +44,8 @@ export interface FieldDef {
   format?(m: Match, ports: PortNames): string | undefined;
 }
 
-type AddrMember = "tun_src" | "tun_dst" | "ip_src" | "ip_dst";
-type MacMember = "eth_src" | "eth_dst";
+type AddrMember = "tun_src" | "tun_dst" | "ip_src" | "ip_dst" | "nd_target";
+type MacMember = "eth_src" | "eth_dst" | "arp_sha" | "arp_tha";
 
 const VLAN_PRESENT = 0x1000;
 
@@ -59,8 +59,8 @@ export interface IntOptions {
   implies?: (m: Match) => void;
   /** The value is written in place (nw_tos's 0xfc bits), not shifted down. */
   inPlace?: boolean;
-  /** Prints exact values in hex (dl_type). */
-  hex?: boolean;
+  /** Prints values in hex with this many digits (dl_type, ipv6_label). */
+  hexDigits?: number;
   /** No format: another field prints these bits. */
   printedBy?: string;
 }
@@ -105,8 +105,9 @@ export function intField(
       const mask = ((m.mask[member] / 2 ** shift) & max) >>> 0;
       if (mask === 0) return undefined;
       const value = ((m.key[member] / 2 ** shift) & max) >>> 0;
-      if (mask !== max) return `${name}=0x${hex(value * scale)}/0x${hex(mask * scale)}`;
-      return `${name}=${options.hex ? `0x${hex(value * scale).padStart(4, "0")}` : value * scale}`;
+      const h = (n: number) => `0x${hex(n * scale).padStart(options.hexDigits ?? 0, "0")}`;
+      if (mask !== max) return `${name}=${h(value)}/${h(mask)}`;
+      return `${name}=${options.hexDigits ? h(value) : value * scale}`;
     };
   }
   return def;
@@ -205,12 +206,14 @@ export function macField(
   name: string,
   member: MacMember,
   help: string,
-  aliases: string[],
+  aliases?: string[],
+  prereq?: Prereq,
 ): FieldDef {
   return {
     name,
     aliases,
     help,
+    prereq,
     parse(m, text) {
       const [v, mk] = splitMask(text);
       let value: Uint8Array, mask: Uint8Array;
@@ -261,20 +264,101 @@ export function parseTunFlags(m: Match, text: string): void {
     }
     return;
   }
-  // A bare name is +name, as in Open vSwitch.
-  const re = /([+-]?)(oam|df|csum|key)/y;
-  if (!text) throw new MatchError(TUN_FLAGS_HELP);
+  for (const [set, bit] of signedFlags(text, TUN_FLAG_NAMES, TUN_FLAGS_HELP)) {
+    m.mask.tun_flags |= bit;
+    m.key.tun_flags = set ? m.key.tun_flags | bit : m.key.tun_flags & ~bit;
+  }
+}
+
+/**
+ * Flags written `+name-name…`, a bare first name being +name as in Open
+ * vSwitch: each as whether it is set and its bit, in order.
+ */
+function signedFlags(
+  text: string,
+  names: readonly [string, number][],
+  help: string,
+): [boolean, number][] {
+  const re = new RegExp(
+    `([+-]?)(${names.map(([n]) => n.replace(/[[\]]/g, "\\$&")).join("|")})`,
+    "y",
+  );
+  const out: [boolean, number][] = [];
+  if (!text) throw new MatchError(help);
   for (let at = 0; at < text.length;) {
     re.lastIndex = at;
     const r = re.exec(text);
     if (!r || (r[1] === "" && at > 0)) {
-      throw new MatchError(`"${text.slice(at)}" is not +flag or -flag; ${TUN_FLAGS_HELP}`);
+      throw new MatchError(`"${text.slice(at)}" is not +flag or -flag; ${help}`);
     }
-    const bit = TUN_FLAG_NAMES.find(([n]) => n === r[2])![1];
-    m.mask.tun_flags |= bit;
-    m.key.tun_flags = r[1] === "-" ? m.key.tun_flags & ~bit : m.key.tun_flags | bit;
+    out.push([r[1] !== "-", names.find(([n]) => n === r[2])![1]]);
     at = re.lastIndex;
   }
+  return out;
+}
+
+/** TCP's flags by Open vSwitch's names, bit 0 first; the top three have none. */
+const TCP_FLAG_NAMES: [string, number][] = [
+  "fin",
+  "syn",
+  "rst",
+  "psh",
+  "ack",
+  "urg",
+  "ece",
+  "cwr",
+  "ns",
+  "[200]",
+  "[400]",
+  "[800]",
+].map((n, i) => [n, 1 << i]);
+const TCP_FLAGS_ALL = 0x0fff;
+const TCP_FLAGS_HELP =
+  "give +flag-flag (fin, syn, rst, psh, ack, urg, ece, cwr, ns), flag|flag, or a 12-bit number[/mask]";
+
+/**
+ * tcp_flags as Open vSwitch reads them: `+syn-ack` for some flags (each
+ * once), `syn|ack` or a number for all twelve bits, `value/mask`.
+ */
+export function parseTcpFlags(m: Match, text: string): void {
+  let value = 0, mask = TCP_FLAGS_ALL;
+  if (/^[+-]/.test(text)) {
+    mask = 0;
+    for (const [set, bit] of signedFlags(text, TCP_FLAG_NAMES, TCP_FLAGS_HELP)) {
+      if (mask & bit) {
+        const name = TCP_FLAG_NAMES.find(([, b]) => b === bit)![0];
+        throw new MatchError(`${name} is given twice: each TCP flag can be given once`);
+      }
+      mask |= bit;
+      if (set) value |= bit;
+    }
+  } else if (text.includes("/")) {
+    const [v, mk] = splitMask(text);
+    value = parseUint(v, TCP_FLAGS_ALL);
+    mask = parseUint(mk!, TCP_FLAGS_ALL);
+  } else {
+    for (const part of text.split("|")) {
+      const bit = TCP_FLAG_NAMES.find(([n]) => n === part)?.[1] ??
+        (/^(0x[0-9a-fA-F]+|\d+)$/.test(part) ? parseUint(part, TCP_FLAGS_ALL) : undefined);
+      if (bit === undefined) throw new MatchError(`"${part}" is not a TCP flag; ${TCP_FLAGS_HELP}`);
+      value |= bit;
+    }
+  }
+  m.mask.tcp_flags = mask;
+  m.key.tcp_flags = value & mask;
+}
+
+/** tcp_flags as Open vSwitch prints them: `syn|ack` (or 0) for all bits, else `+syn-ack`. */
+export function formatTcpFlags(m: Match): string | undefined {
+  const mask = m.mask.tcp_flags;
+  if (!mask) return undefined;
+  const key = m.key.tcp_flags;
+  if (mask === TCP_FLAGS_ALL) {
+    return `tcp_flags=${TCP_FLAG_NAMES.filter(([, b]) => key & b).map(([n]) => n).join("|") || 0}`;
+  }
+  return `tcp_flags=${
+    TCP_FLAG_NAMES.filter(([, b]) => mask & b).map(([n, b]) => (key & b ? "+" : "-") + n).join("")
+  }`;
 }
 
 /** geneve_data: 1 to 8 bytes of hex, with an optional mask. */

@@ -11,10 +11,9 @@
  * is resolved against that: `nw_src` under `arp` is `arp_spa`, `tp_src`
  * under `icmp` is `icmp_type`.
  *
- * Fields Open vSwitch has and the datapath does not match on yet are in
- * {@link PENDING_FIELDS}: refused with a sentence, each to move into
- * {@link FIELDS} once the flow key carries it. How each kind of field
- * reads and prints is field_kinds.ts's; how a whole match prints,
+ * Open vSwitch fields warren has no counterpart for are refused with a
+ * sentence saying why ({@link absentField}). How each kind of field reads
+ * and prints is field_kinds.ts's; how a whole match prints,
  * match_format.ts's.
  *
  * @module
@@ -25,11 +24,13 @@ import {
   addrField,
   type FieldDef,
   formatGeneveData,
+  formatTcpFlags,
   formatTos,
   formatVlan,
   intField,
   macField,
   parseGeneveData,
+  parseTcpFlags,
   parseTunFlags,
   tagged,
   TUN_FLAG_NAMES,
@@ -55,8 +56,12 @@ import {
   IP4,
   IP6,
   IP_ANY,
+  ND,
+  ND_ADVERT,
+  ND_SOLICIT,
   orList,
   type Prereq,
+  TCP,
   TP,
 } from "./prereqs.ts";
 
@@ -162,7 +167,7 @@ export const FIELDS: readonly FieldDef[] = [
   macField("dl_dst", "eth_dst", "Ethernet destination [/mask]", ["eth_dst"]),
   intField("dl_type", "eth_type", 16, "EtherType (after VLAN tags)", {
     aliases: ["eth_type"],
-    hex: true,
+    hexDigits: 4,
   }),
   {
     ...intField("vlan_tci", "vlan_tci", 16, "the outer VLAN tag's TCI, 0x1000 set when tagged"),
@@ -211,9 +216,15 @@ export const FIELDS: readonly FieldDef[] = [
   addrField("nw_dst", "ip_dst", 4, "IPv4 destination [/prefix]", IP4, ["ip_dst"]),
   addrField("ipv6_src", "ip_src", 6, "IPv6 source [/prefix]", IP6),
   addrField("ipv6_dst", "ip_dst", 6, "IPv6 destination [/prefix]", IP6),
+  intField("ipv6_label", "ipv6_label", 20, "IPv6 flow label [/mask]", {
+    prereq: IP6,
+    hexDigits: 5,
+  }),
   addrField("arp_spa", "ip_src", 4, "ARP sender address [/prefix]", ARP),
   addrField("arp_tpa", "ip_dst", 4, "ARP target address [/prefix]", ARP),
   intField("arp_op", "ip_proto", 8, "ARP opcode", { prereq: ARP }),
+  macField("arp_sha", "arp_sha", "ARP sender hardware address [/mask]", [], ARP),
+  macField("arp_tha", "arp_tha", "ARP target hardware address [/mask]", [], ARP),
   intField("nw_proto", "ip_proto", 8, "IP protocol", { prereq: IP_ANY, aliases: ["ip_proto"] }),
   {
     ...intField("nw_tos", "ip_tos", 6, "the TOS byte's DSCP bits, as the byte (a multiple of 4)", {
@@ -233,6 +244,7 @@ export const FIELDS: readonly FieldDef[] = [
     aliases: ["ip_ecn"],
     printedBy: "nw_tos",
   }),
+  intField("nw_ttl", "nw_ttl", 8, "IPv4 TTL or IPv6 hop limit", { prereq: IP_ANY }),
   {
     name: "nw_frag",
     aliases: ["ip_frag"],
@@ -259,16 +271,40 @@ export const FIELDS: readonly FieldDef[] = [
     prereq: TP,
     aliases: ["tcp_dst", "udp_dst", "sctp_dst"],
   }),
+  {
+    name: "tcp_flags",
+    help: "TCP flags: +syn-ack (some flags), syn|ack (all of them) or value/mask, 12 bits",
+    prereq: TCP,
+    bits: 12,
+    parse: parseTcpFlags,
+    format: formatTcpFlags,
+  },
   intField("icmp_type", "tp_src", 8, "ICMP type", { prereq: ICMP4, aliases: ["icmpv4_type"] }),
   intField("icmp_code", "tp_dst", 8, "ICMP code", { prereq: ICMP4, aliases: ["icmpv4_code"] }),
   intField("icmpv6_type", "tp_src", 8, "ICMPv6 type", { prereq: ICMP6 }),
   intField("icmpv6_code", "tp_dst", 8, "ICMPv6 code", { prereq: ICMP6 }),
+  addrField("nd_target", "nd_target", 6, "neighbour discovery target [/prefix]", ND),
+  macField(
+    "nd_sll",
+    "arp_sha",
+    "neighbour solicitation's source link-layer address",
+    [],
+    ND_SOLICIT,
+  ),
+  macField(
+    "nd_tll",
+    "arp_tha",
+    "neighbour advertisement's target link-layer address",
+    [],
+    ND_ADVERT,
+  ),
 ];
 
 /**
  * Names that mean another field under another packet type, as in Open
  * vSwitch, where they share storage: `arp,nw_src=…` is `arp_spa`,
- * `icmp,tp_src=…` is `icmp_type`, `icmp6,icmp_type=…` is `icmpv6_type`.
+ * `icmp,tp_src=…` is `icmp_type`, `icmp6,icmp_type=…` is `icmpv6_type`,
+ * `icmp6,icmp_type=135,arp_sha=…` is `nd_sll`.
  */
 const VIEWS: readonly [string, string][] = [
   ["nw_src", "arp_spa"],
@@ -285,22 +321,11 @@ const VIEWS: readonly [string, string][] = [
   ["icmp_code", "icmpv6_code"],
   ["icmpv6_type", "icmp_type"],
   ["icmpv6_code", "icmp_code"],
+  ["arp_sha", "nd_sll"],
+  ["nd_sll", "arp_sha"],
+  ["arp_tha", "nd_tll"],
+  ["nd_tll", "arp_tha"],
 ];
-
-/**
- * Open vSwitch fields the datapath does not match on yet: their
- * prerequisites, and what each is. Each moves into {@link FIELDS} once the
- * flow key carries it.
- */
-export const PENDING_FIELDS: Readonly<Record<string, { prereq: Prereq; what: string }>> = {
-  nw_ttl: { prereq: IP_ANY, what: "the IP TTL or hop limit" },
-  arp_sha: { prereq: ARP, what: "the ARP sender hardware address" },
-  arp_tha: { prereq: ARP, what: "the ARP target hardware address" },
-  ipv6_label: { prereq: IP6, what: "the IPv6 flow label" },
-  nd_target: { prereq: ICMP6, what: "the neighbour discovery target" },
-  nd_sll: { prereq: ICMP6, what: "the neighbour discovery source link-layer address" },
-  nd_tll: { prereq: ICMP6, what: "the neighbour discovery target link-layer address" },
-};
 
 /** Open vSwitch fields warren has no counterpart for, and why. */
 const ABSENT_FIELDS: readonly [RegExp, string][] = [
@@ -312,7 +337,6 @@ const ABSENT_FIELDS: readonly [RegExp, string][] = [
   ],
   [/^(mpls_|mpls$)/, "warren does not parse MPLS"],
   [/^(tun_gbp_|tun_erspan_|tun_gtpu_|gtpu_)/, "warren has no VXLAN-GBP, ERSPAN or GTP-U tunnels"],
-  [/^tcp_flags$/, "warren does not match on TCP flags"],
   [
     /^(pkt_mark|skb_priority|recirc_id|dp_hash|conj_id|packet_type|actset_output|in_port_oxm)$/,
     "it is Open vSwitch's internal state, which warren does not have",
@@ -349,28 +373,28 @@ export function field(name: string): FieldDef | undefined {
   return SPELLINGS.get(name)?.[0].field;
 }
 
+/**
+ * Whether what `name` may mean depends on the ICMPv6 type the match gives:
+ * neighbour discovery's fields, and the ARP fields they share members with.
+ */
+export function needsIcmpType(name: string): boolean {
+  return SPELLINGS.get(name)?.some((s) => s.prereq?.some((w) => w.includes(",icmp_type="))) ??
+    false;
+}
+
 /** Whether `name` is a name a match field goes by, known or not to warren. */
 export function isFieldName(name: string): boolean {
-  return SPELLINGS.has(name) || Object.hasOwn(PENDING_FIELDS, name) ||
-    ABSENT_FIELDS.some(([re]) => re.test(name));
+  return SPELLINGS.has(name) || ABSENT_FIELDS.some(([re]) => re.test(name));
 }
 
 /**
  * The field `name` means in context `c`, for the match item `token`
  * (`name=value`). Throws a MatchError saying what is missing: an unknown
- * field, one the datapath lacks, or a prerequisite.
+ * field, one warren lacks, or a prerequisite.
  */
 export function resolveField(name: string, c: Context, token: string): FieldDef {
   const spellings = SPELLINGS.get(name);
   if (!spellings) {
-    const pending = own(PENDING_FIELDS, name);
-    if (pending) {
-      throw new MatchError(
-        `warren's datapath does not match on ${pending.what} yet (it needs ${
-          orList(pending.prereq)
-        })`,
-      );
-    }
     const absent = absentField(name);
     if (absent) throw absent;
     throw new MatchError(`${name} is not a match field`);

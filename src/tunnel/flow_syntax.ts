@@ -20,7 +20,7 @@
  */
 
 import { type Addr, addrFromBigint, formatAddr, parseAddr } from "./addr.ts";
-import { absentField, field, isFieldName, resolveField } from "./fields.ts";
+import { absentField, field, isFieldName, needsIcmpType, resolveField } from "./fields.ts";
 import {
   emptyMatch,
   type Match,
@@ -235,7 +235,7 @@ function matchItems(items: Token[], ports: PortNames) {
         ];
       }
       ops.push(op);
-      typed ||= TYPE_FIELDS.has(base);
+      typed ||= TYPE_FIELDS.has(base) || needsIcmpType(base);
     } catch (err) {
       if (err instanceof MatchError) throw new FlowSyntaxError(text, at, whose(name, err));
       throw err;
@@ -282,13 +282,26 @@ function bareWord({ text, at }: Token): FlowSyntaxError {
 
 /** Fields that say what the packet is, as shorthands do. */
 const TYPE_FIELDS = new Set(["dl_type", "eth_type", "nw_proto", "ip_proto"]);
+/** ICMP's type and code, by every name: what neighbour discovery's fields need. */
+const ICMP_FIELDS = new Set([
+  "icmp_type",
+  "icmp_code",
+  "icmpv6_type",
+  "icmpv6_code",
+  "tp_src",
+  "tp_dst",
+]);
 
-/** The context of shorthands with dl_type and nw_proto among them, values and masks read. */
+/**
+ * The context of shorthands with dl_type, nw_proto or a field that needs
+ * the ICMPv6 type among them, values and masks read (wherever in the match
+ * they are, as Open vSwitch reads them).
+ */
 function typedContext(ops: MatchOp[], ports: PortNames): Context {
   const scratch = emptyMatch();
   for (const op of ops) {
     if ("shorthand" in op) applyShorthand(scratch, op.shorthand);
-    else if (TYPE_FIELDS.has(op.name)) {
+    else if (TYPE_FIELDS.has(op.name) || ICMP_FIELDS.has(op.name)) {
       try {
         setField(scratch, op, field(op.name)!, ports);
       } catch (err) {

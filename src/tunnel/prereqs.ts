@@ -4,9 +4,11 @@
  * Shorthands (`ip`, `tcp6` …) and the fields `dl_type` and `nw_proto` pin
  * down a packet type: its {@link Context}. A field makes sense under some
  * packet types only (its prerequisite: `nw_dst` needs `ip`), and a name
- * several fields share means the one whose prerequisite holds. Open
- * vSwitch drops a field whose prerequisite the match lacks, silently;
- * warren refuses it, naming what is missing.
+ * several fields share means the one whose prerequisite holds. Neighbour
+ * discovery's fields also need the ICMPv6 type (135 or 136, with code 0
+ * or left out, as Open vSwitch has it: the code's value counts). Open vSwitch drops a field whose
+ * prerequisite the match lacks, silently; warren refuses it, naming what
+ * is missing.
  *
  * @module
  */
@@ -16,6 +18,7 @@ import { hex, type Match, own } from "./match.ts";
 const ETH_IP = 0x0800;
 const ETH_IPV6 = 0x86dd;
 const ETH_ARP = 0x0806;
+const IPPROTO_ICMPV6 = 58;
 
 /** Shorthands: a word that sets dl_type and maybe nw_proto. */
 export const SHORTHANDS: Readonly<Record<string, { eth: number; proto?: number }>> = {
@@ -32,12 +35,19 @@ export const SHORTHANDS: Readonly<Record<string, { eth: number; proto?: number }
   icmp6: { eth: ETH_IPV6, proto: 58 },
 };
 
-/** What a match pins down about the packet: its EtherType and IP protocol. */
+/**
+ * What a match pins down about the packet: its EtherType, IP protocol and
+ * ICMPv6 type.
+ */
 export interface Context {
   /** The EtherType, when the match gives it exactly. */
   eth?: number;
   /** The IP protocol, when the match gives it exactly (IP and IPv6 only). */
   proto?: number;
+  /** The ICMPv6 type, when the match gives it exactly. */
+  icmpType?: number;
+  /** The ICMPv6 code's value (0 when wild), beside a type. */
+  icmpCode?: number;
 }
 
 function context(eth: number | undefined, proto: number | undefined): Context {
@@ -46,10 +56,20 @@ function context(eth: number | undefined, proto: number | undefined): Context {
 
 /** The context of a match. */
 export function contextOf(m: Match): Context {
-  return context(
+  const c = context(
     m.mask.eth_type === 0xffff ? m.key.eth_type : undefined,
     m.mask.ip_proto === 0xff ? m.key.ip_proto : undefined,
   );
+  // ICMPv6's type and code are tp_src and tp_dst. The code's value is
+  // what counts, as in Open vSwitch: a code left out is 0.
+  if (
+    c.eth === ETH_IPV6 && c.proto === IPPROTO_ICMPV6 && (m.mask.tp_src & 0xff) === 0xff &&
+    m.key.tp_src <= 0xff
+  ) {
+    c.icmpType = m.key.tp_src;
+    c.icmpCode = m.key.tp_dst;
+  }
+  return c;
 }
 
 /** The context shorthands give, applied in order as to a match. */
@@ -63,7 +83,11 @@ export function shorthandContext(words: readonly string[]): Context {
   return context(eth, proto);
 }
 
-/** The shorthands a field accepts: it makes sense under any of them. */
+/**
+ * The packet types a field accepts, as a match says them: a shorthand,
+ * maybe with an ICMPv6 type (`icmp6,icmp_type=135`). The field makes sense
+ * under any of them.
+ */
 export type Prereq = readonly string[];
 
 /** IPv4. */
@@ -80,13 +104,23 @@ export const TP: Prereq = ["tcp", "udp", "sctp", "tcp6", "udp6", "sctp6"];
 export const ICMP4: Prereq = ["icmp"];
 /** ICMPv6. */
 export const ICMP6: Prereq = ["icmp6"];
+/** TCP over either IP. */
+export const TCP: Prereq = ["tcp", "tcp6"];
+/** A neighbour solicitation. */
+export const ND_SOLICIT: Prereq = ["icmp6,icmp_type=135"];
+/** A neighbour advertisement. */
+export const ND_ADVERT: Prereq = ["icmp6,icmp_type=136"];
+/** Either neighbour discovery message. */
+export const ND: Prereq = [...ND_SOLICIT, ...ND_ADVERT];
 
 /** Whether context `c` meets prerequisite `p` (none always holds). */
 export function holds(p: Prereq | undefined, c: Context): boolean {
   if (!p) return true;
   return p.some((word) => {
-    const s = SHORTHANDS[word];
-    return c.eth === s.eth && (s.proto === undefined || c.proto === s.proto);
+    const [short, type] = word.split(",icmp_type=");
+    const s = SHORTHANDS[short];
+    return c.eth === s.eth && (s.proto === undefined || c.proto === s.proto) &&
+      (type === undefined || (c.icmpType === Number(type) && c.icmpCode === 0));
   });
 }
 
@@ -104,6 +138,8 @@ export function describe(c: Context): string {
   const s = short ? SHORTHANDS[short] : undefined;
   const parts = [short ?? `dl_type=0x${hex(c.eth!).padStart(4, "0")}`];
   if (c.proto !== undefined && s?.proto !== c.proto) parts.push(`nw_proto=${c.proto}`);
+  if (c.icmpType !== undefined) parts.push(`icmp_type=${c.icmpType}`);
+  if (c.icmpCode) parts.push(`icmp_code=${c.icmpCode}`);
   return parts.join(",");
 }
 
