@@ -33,15 +33,9 @@
 
 export { Datapath, DEFAULT_PIN_DIR, type Status, type UpOptions } from "./src/tunnel/datapath.ts";
 export { type ApplyPlan, applyState, type DesiredState, parseState } from "./src/tunnel/apply.ts";
-export {
-  type ActionSpec,
-  type FlowSpec,
-  FlowSyntaxError,
-  formatAction,
-  parseActions,
-  parseFlow,
-  parseMatch,
-} from "./src/tunnel/flow_syntax.ts";
+export { type ActionSpec, formatAction, parseActions } from "./src/tunnel/flow_actions.ts";
+export { type FlowSpec, parseFlow, parseMatch } from "./src/tunnel/flow_syntax.ts";
+export { FlowSyntaxError } from "./src/tunnel/flow_tokens.ts";
 export {
   type FlowCounters,
   type FlowFilter,

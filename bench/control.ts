@@ -14,7 +14,8 @@ import { Lab, type LabHost } from "../src/lab/topology.ts";
 import { run } from "../src/lab/run.ts";
 import { parseAddr } from "../src/tunnel/addr.ts";
 import { emptyMatch } from "../src/tunnel/match.ts";
-import type { ActionSpec, FlowSpec } from "../src/tunnel/flow_syntax.ts";
+import type { ActionSpec } from "../src/tunnel/flow_actions.ts";
+import type { FlowSpec } from "../src/tunnel/flow_syntax.ts";
 import { flowEntryCodec, flowIndexKeyCodec } from "../src/maps/layouts.ts";
 import { type Figure, figure, median, say, timed } from "./lib.ts";
 

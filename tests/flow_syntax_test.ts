@@ -9,16 +9,9 @@
 
 import fc from "fast-check";
 import { assert, assertEquals, assertThrows } from "./helpers/assert.ts";
-import {
-  type ActionSpec,
-  type FlowSpec,
-  FlowSyntaxError,
-  formatAction,
-  formatFlow,
-  parseActions,
-  parseFlow,
-  parseMatch,
-} from "../src/tunnel/flow_syntax.ts";
+import { type ActionSpec, formatAction, parseActions } from "../src/tunnel/flow_actions.ts";
+import { type FlowSpec, formatFlow, parseFlow, parseMatch } from "../src/tunnel/flow_syntax.ts";
+import { FlowSyntaxError } from "../src/tunnel/flow_tokens.ts";
 import { FIELDS } from "../src/tunnel/fields.ts";
 import type { PortNames } from "../src/tunnel/match.ts";
 import { CompileError, compileFlow, type PortLookup } from "../src/tunnel/compile.ts";

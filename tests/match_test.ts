@@ -30,7 +30,7 @@ import {
 import { field, FIELDS, resolveField } from "../src/tunnel/fields.ts";
 import { emptyKey, emptyMatch, MatchError } from "../src/tunnel/match.ts";
 import { applyShorthand, shorthandContext, SHORTHANDS } from "../src/tunnel/prereqs.ts";
-import type { ActionSpec, GeneveOption, SetTunnel } from "../src/tunnel/flow_syntax.ts";
+import type { ActionSpec, GeneveOption, SetTunnel } from "../src/tunnel/flow_actions.ts";
 import { buildPacket, frameKey } from "../src/tunnel/packet.ts";
 import type { Port } from "../src/tunnel/port.ts";
 import { arbField, bytesOf, OWN_BITS, parsed, ports, TEXTS } from "./helpers/field_texts.ts";

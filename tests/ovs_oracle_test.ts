@@ -21,7 +21,8 @@
 
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { runRaw } from "../src/lab/run.ts";
-import { type ActionSpec, type FlowSpec, parseFlow } from "../src/tunnel/flow_syntax.ts";
+import type { ActionSpec } from "../src/tunnel/flow_actions.ts";
+import { type FlowSpec, parseFlow } from "../src/tunnel/flow_syntax.ts";
 import { emptyMatch, type IntMember, type Match, type PortNames } from "../src/tunnel/match.ts";
 import { compileFlow, type PortLookup } from "../src/tunnel/compile.ts";
 import type { Port } from "../src/tunnel/port.ts";

@@ -10,7 +10,7 @@ import { BpfError, LayoutError, NotFoundError, VerifierError } from "../bpf/erro
 import { CapabilityError } from "../bpf/caps.ts";
 import { CompileError } from "../tunnel/compile.ts";
 import { MatchError } from "../tunnel/match.ts";
-import { FlowSyntaxError } from "../tunnel/flow_syntax.ts";
+import { FlowSyntaxError } from "../tunnel/flow_tokens.ts";
 import { FlowTableError } from "../tunnel/flow_table.ts";
 import { PortError } from "../tunnel/port.ts";
 

@@ -38,7 +38,8 @@ import {
 } from "./compile.ts";
 import type { Datapath, PortSpec } from "./datapath.ts";
 import type { Match, PortNames } from "./match.ts";
-import { type ActionSpec, type FlowSpec, formatFlow, parseFlowAt } from "./flow_syntax.ts";
+import type { ActionSpec } from "./flow_actions.ts";
+import { type FlowSpec, formatFlow, parseFlowAt } from "./flow_syntax.ts";
 import type { ApplyOptions, FlowDiff } from "./flow_table.ts";
 import { formatGroup, parseGroupAt } from "./group_syntax.ts";
 import { parseNet, type Port, PortError, tunnelOptions, tunnelPort } from "./port.ts";

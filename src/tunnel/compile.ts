@@ -30,12 +30,11 @@ import {
 import type { Addr } from "./addr.ts";
 import {
   type ActionSpec,
-  type FlowSpec,
   formatActions,
-  formatFlow,
   type GeneveOption,
   type SetTunnel,
-} from "./flow_syntax.ts";
+} from "./flow_actions.ts";
+import { type FlowSpec, formatFlow } from "./flow_syntax.ts";
 import type { Match, PortNames } from "./match.ts";
 import type { GroupSpec } from "./group_syntax.ts";
 import type { Port, TunnelPort } from "./port.ts";

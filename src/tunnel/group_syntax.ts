@@ -15,16 +15,8 @@
  */
 
 import { MatchError, type PortNames } from "./match.ts";
-import {
-  type ActionSpec,
-  FlowSyntaxError,
-  formatActions,
-  parseAction,
-  parseGroupId,
-  SEPARATORS,
-  split,
-  type Token,
-} from "./flow_syntax.ts";
+import { type ActionSpec, formatActions, parseAction, parseGroupId } from "./flow_actions.ts";
+import { FlowSyntaxError, SEPARATORS, split, type Token } from "./flow_tokens.ts";
 
 /** A group: its id and its buckets, each an action list as written. */
 export interface GroupSpec {

@@ -8,8 +8,7 @@
 import type { Command } from "commander";
 import type { Datapath } from "../../tunnel/datapath.ts";
 import type { InstalledGroup } from "../../tunnel/flow_table.ts";
-import { parseGroupId } from "../../tunnel/flow_syntax.ts";
-import { formatActions } from "../../tunnel/flow_syntax.ts";
+import { formatActions, parseGroupId } from "../../tunnel/flow_actions.ts";
 import { parseGroupAt } from "../../tunnel/group_syntax.ts";
 import { needs, openDatapath } from "../common.ts";
 import { BufferedOut, toJson } from "../format.ts";

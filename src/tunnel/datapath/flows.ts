@@ -20,7 +20,8 @@ import type {
   InstalledFlow,
   InstalledGroup,
 } from "../flow_table.ts";
-import { type ActionSpec, type FlowSpec, formatAction, formatFlow } from "../flow_syntax.ts";
+import { type ActionSpec, formatAction } from "../flow_actions.ts";
+import { type FlowSpec, formatFlow } from "../flow_syntax.ts";
 import { formatGroup, type GroupSpec } from "../group_syntax.ts";
 import type { Changes } from "./changes.ts";
 import type { PortList } from "./port_list.ts";

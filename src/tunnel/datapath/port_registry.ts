@@ -29,7 +29,7 @@ import { formatAddr } from "../addr.ts";
 import { attachTcRecorded, detachDevice } from "../attach.ts";
 import { failpoint } from "../failpoint.ts";
 import type { FlowTable } from "../flow_table.ts";
-import type { ActionSpec } from "../flow_syntax.ts";
+import type { ActionSpec } from "../flow_actions.ts";
 import { device, keepNeighbors } from "../host.ts";
 import type { DatapathMaps } from "../pins.ts";
 import {

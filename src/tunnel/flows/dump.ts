@@ -10,7 +10,7 @@
 
 import { decodeFlowKey } from "../../maps/layouts.ts";
 import { decompileActions } from "../compile.ts";
-import type { ActionSpec } from "../flow_syntax.ts";
+import type { ActionSpec } from "../flow_actions.ts";
 import type { CounterArrays } from "./counters.ts";
 import { decodeActions, type Entry, KEY_SIZE, scan } from "./entry.ts";
 import { byteString, KeyArena } from "./flow_set.ts";

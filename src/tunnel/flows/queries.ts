@@ -18,7 +18,7 @@ import {
 import { encodeWith } from "../../maps/typed_map.ts";
 import { decompileActions, encodeMatch, type PortLookup } from "../compile.ts";
 import type { Match } from "../match.ts";
-import type { ActionSpec } from "../flow_syntax.ts";
+import type { ActionSpec } from "../flow_actions.ts";
 import type { DatapathMaps } from "../pins.ts";
 import type { FlowCounters } from "./counters.ts";
 import {

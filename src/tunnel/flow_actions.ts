@@ -1,0 +1,489 @@
+/**
+ * Actions written the way Open vSwitch users write them: outputs to ports
+ * by name or number, `set_tunnel(...)`, `set_tunnel:ID`, `set_field` and
+ * `load` on tunnel fields, `set_field` on `net`, `group:ID`, `drop`, `pass`
+ * (or `LOCAL`). What warren does not do is refused with a sentence saying
+ * why and, where there is one, what to write instead.
+ *
+ * @module
+ */
+
+import { type Addr, addrFromBigint, formatAddr, parseAddr } from "./addr.ts";
+import { absentField } from "./fields.ts";
+import { FlowSyntaxError, SEPARATORS, split, type Token } from "./flow_tokens.ts";
+import {
+  MatchError,
+  own,
+  parseU64,
+  parseUint,
+  type PortNames,
+  portNumber,
+  reservedPort,
+} from "./match.ts";
+
+/** A Geneve option a tunnel key emits: class, type and data. */
+export interface GeneveOption {
+  /** Option class. */
+  class: number;
+  /** Option type; 0x80 set means critical. */
+  type: number;
+  /** Data, a multiple of 4 bytes. */
+  data: Uint8Array;
+}
+
+/** set_tunnel: the tunnel fields an output to a flow-based port uses. */
+export interface SetTunnel {
+  /** Kind marker. */
+  type: "set_tunnel";
+  /** Tunnel key (VNI, GRE key, STT context). */
+  id?: bigint;
+  /** Remote endpoint. */
+  dst?: Addr;
+  /** Local endpoint. */
+  src?: Addr;
+  /** Outer TOS (DSCP bits; ECN follows the inner packet). */
+  tos?: number;
+  /** Outer TTL. */
+  ttl?: number;
+  /** Set DF on the outer header. */
+  df?: boolean;
+  /** Checksum the outer UDP/GRE header. */
+  csum?: boolean;
+  /** Geneve OAM bit. */
+  oam?: boolean;
+  /** Geneve options to emit. */
+  geneve?: GeneveOption[];
+}
+
+/** One action, as written. */
+export type ActionSpec =
+  /** To the port of that name, or number when `port` is digits. */
+  | { type: "output"; port: string }
+  | SetTunnel
+  | { type: "drop" }
+  | { type: "pass" }
+  /** A copy to each bucket of a replication group. */
+  | { type: "group"; group: number }
+  /** `set_field:N->net`: the packet takes network N and is looked up again. */
+  | { type: "set_net"; net: number };
+
+/** The largest group id, as in Open vSwitch (ids above it are reserved). */
+export const MAX_GROUP_ID = 0xfffffeff;
+
+/** A group id written in flow or group text. */
+export function parseGroupId(text: string): number {
+  return parseUint(text, MAX_GROUP_ID);
+}
+
+// Big tables repeat a few action lists a million times: parse each once.
+// The lists handed out are frozen, since flows share them.
+const actionCache = new Map<string, readonly ActionSpec[]>();
+
+/** The actions of `text` (at offset `base` of its flow), each list parsed once. */
+export function cachedActions(text: string, base: number): ActionSpec[] {
+  let actions = actionCache.get(text);
+  if (!actions) {
+    actions = Object.freeze(parseActions(text, base).map((a) => Object.freeze(a)));
+    if (actionCache.size >= 4096) actionCache.clear();
+    actionCache.set(text, actions);
+  }
+  return actions as ActionSpec[];
+}
+
+/**
+ * Reads an action list such as `set_tunnel(id=42,dst=192.0.2.2),output:vx0`.
+ * An empty list is drop, as in Open vSwitch.
+ */
+export function parseActions(text: string, base = 0): ActionSpec[] {
+  const items = split(text, base, SEPARATORS);
+  if (items.length === 0) return [{ type: "drop" }];
+  return items.map(parseAction);
+}
+
+/** What warren does have, for the end of "not an action" errors. */
+const ACTIONS_HELP =
+  "warren's actions are output:PORT (or a port number), set_tunnel(...), set_tunnel:ID, " +
+  "set_field:VALUE->tun_id|tun_src|tun_dst|tun_ipv6_src|tun_ipv6_dst|tun_tos|tun_ttl|net, " +
+  "group:ID, drop and pass";
+
+/** Why warren has no such port to send to, and what to write instead. */
+const RESERVED_OUTPUTS: Readonly<Record<string, string>> = {
+  IN_PORT: "sending a packet back out of the port it came in on is not in warren's datapath yet",
+  NORMAL:
+    "warren has no NORMAL port (it is no learning switch): output to the ports the traffic should reach, for example output:web",
+  FLOOD:
+    "warren has no FLOOD port: list the ports, for example output:web1,output:web2 (several outputs replicate the packet)",
+  ALL:
+    "warren has no ALL port: list the ports, for example output:web1,output:web2 (several outputs replicate the packet)",
+  CONTROLLER:
+    "warren has no controller: pass hands a packet to the host's network stack, drop drops it",
+  TABLE: "warren has one table, so there is none to send a packet through again",
+  ANY: "ANY is no port to send to",
+  NONE: "NONE is no port to send to",
+};
+
+/** Open vSwitch actions warren has no counterpart for, and why. */
+const ABSENT_ACTIONS: readonly [RegExp, string][] = [
+  [
+    /^(mod_dl_src|mod_dl_dst|mod_vlan_vid|mod_vlan_pcp|strip_vlan|pop_vlan|push_vlan|mod_nw_src|mod_nw_dst|mod_nw_tos|mod_nw_ecn|mod_nw_ttl|dec_ttl|mod_tp_src|mod_tp_dst)$/,
+    "rewriting packets is not in warren's datapath yet",
+  ],
+  [
+    /^(push_mpls|pop_mpls|set_mpls_label|set_mpls_tc|set_mpls_ttl|dec_mpls_ttl)$/,
+    "warren does not do MPLS",
+  ],
+  [/^(resubmit|goto_table|write_metadata|clear_actions|write_actions)$/, "warren has one table"],
+  [
+    /^(bundle|bundle_load|select)$/,
+    "warren has no bundles (outputs chosen by a hash): list the outputs, or use a group of type all",
+  ],
+  [/^(ct|ct_clear|nat)$/, "warren does not track connections"],
+  [/^(enqueue|set_queue|pop_queue|meter)$/, "warren has no queues or meters"],
+  [/^controller$/, RESERVED_OUTPUTS.CONTROLLER],
+  [/^(move|push|pop)$/, "warren has no registers to move fields through"],
+];
+
+/** NXM and OXM field names, as `load:` writes them, by Open vSwitch's name. */
+const NXM_NAMES: Readonly<Record<string, string>> = {
+  NXM_NX_TUN_ID: "tun_id",
+  NXM_NX_TUN_IPV4_SRC: "tun_src",
+  NXM_NX_TUN_IPV4_DST: "tun_dst",
+  NXM_NX_TUN_IPV6_SRC: "tun_ipv6_src",
+  NXM_NX_TUN_IPV6_DST: "tun_ipv6_dst",
+  NXM_NX_TUN_FLAGS: "tun_flags",
+  NXM_OF_IN_PORT: "in_port",
+  NXM_OF_ETH_SRC: "eth_src",
+  NXM_OF_ETH_DST: "eth_dst",
+  NXM_OF_VLAN_TCI: "vlan_tci",
+  NXM_OF_IP_TOS: "nw_tos",
+  NXM_OF_IP_SRC: "nw_src",
+  NXM_OF_IP_DST: "nw_dst",
+  NXM_NX_PKT_MARK: "pkt_mark",
+};
+
+/** Tunnel fields an action can set, and their widths in bits. */
+const SETTABLE: Readonly<Record<string, number>> = {
+  tun_id: 64,
+  tunnel_id: 64,
+  tun_src: 32,
+  tun_dst: 32,
+  tun_ipv6_src: 128,
+  tun_ipv6_dst: 128,
+  tun_tos: 8,
+  tun_ttl: 8,
+};
+
+/** Fields whose rewrite comes with the datapath's rewrite actions. */
+const REWRITABLE = new Set([
+  "eth_src",
+  "eth_dst",
+  "dl_src",
+  "dl_dst",
+  "vlan_vid",
+  "vlan_pcp",
+  "dl_vlan",
+  "dl_vlan_pcp",
+  "vlan_tci",
+  "ip_src",
+  "ip_dst",
+  "nw_src",
+  "nw_dst",
+  "ipv6_src",
+  "ipv6_dst",
+  "ip_dscp",
+  "nw_tos",
+  "nw_ecn",
+  "ip_ecn",
+  "nw_ttl",
+  "tp_src",
+  "tp_dst",
+  "tcp_src",
+  "tcp_dst",
+  "udp_src",
+  "udp_dst",
+  "sctp_src",
+  "sctp_dst",
+]);
+
+/** One action, from its token. */
+export function parseAction({ text: t, at }: Token): ActionSpec {
+  const fail = (why: string) => new FlowSyntaxError(t, at, why);
+  try {
+    if (t === "drop") return { type: "drop" };
+    if (t === "pass") return { type: "pass" };
+    let m = /^output:(.+)$/.exec(t) ?? /^output\(port=([^,)]+)\)$/.exec(t);
+    if (m) return outputTo(m[1]);
+    if (/^output\(/.test(t)) {
+      throw new MatchError("output with max_len: warren does not truncate copies");
+    }
+    if (/^[A-Za-z_]+$/.test(t) && reservedPort(t)) return outputTo(t);
+    if (/^(0x[0-9a-fA-F]+|\d+)$/.test(t)) return outputTo(t);
+    m = /^group:(.+)$/.exec(t);
+    if (m) return { type: "group", group: parseGroupId(m[1]) };
+    m = /^set_field:(.+)->(net|metadata)$/.exec(t);
+    if (m) return setNet(m[1]);
+    m = /^set_tunnel(?:64)?:(.+)$/.exec(t);
+    if (m) return { type: "set_tunnel", id: parseU64(m[1]) };
+    m = /^set_field:(.+)->([A-Za-z0-9_]+)$/.exec(t);
+    if (m) return setTunnelField(m[2], m[1]);
+    m = /^load:(.+)->([A-Za-z0-9_]+)(?:\[(?:(\d+)(?:\.\.(\d+))?)?\])?$/.exec(t);
+    if (m) return loadTunnelField(m[2], m[1], m[3], m[4]);
+    m = /^set_tunnel\((.*)\)$/.exec(t);
+    if (m) {
+      const args = split(m[1], at + "set_tunnel(".length, ",").map(({ text: kv, at: kat }) => {
+        const eq = kv.indexOf("=");
+        if (eq < 0) throw new FlowSyntaxError(kv, kat, "set_tunnel takes key=value arguments");
+        return [kv.slice(0, eq), kv.slice(eq + 1), kat] as [string, string, number | undefined];
+      });
+      return setTunnelFields(args, t, at);
+    }
+    const word = /^[A-Za-z_0-9]+/.exec(t)?.[0] ?? t;
+    const absent = ABSENT_ACTIONS.find(([re]) => re.test(word));
+    if (absent) throw new MatchError(`${word}: ${absent[1]}`);
+    throw new MatchError(`not an action warren has; ${ACTIONS_HELP}`);
+  } catch (err) {
+    if (err instanceof MatchError) throw fail(err.message);
+    throw err;
+  }
+}
+
+/** An output to `port`: a name, a number, or a reserved port. */
+function outputTo(port: string): ActionSpec {
+  const reserved = reservedPort(port);
+  if (reserved === "LOCAL") return { type: "pass" };
+  if (reserved) throw new MatchError(`${reserved}: ${RESERVED_OUTPUTS[reserved]}`);
+  const n = portNumber(port);
+  if (n !== undefined) return { type: "output", port: String(n) };
+  if (!/^[A-Za-z0-9_.-]+$/.test(port)) {
+    throw new MatchError(
+      /^[A-Za-z0-9_]+\[/.test(port)
+        ? "an output port read from a field needs registers, which warren has not"
+        : "not a port name",
+    );
+  }
+  return { type: "output", port };
+}
+
+/** Why `target` cannot be set, when it is no tunnel field. */
+function unsettable(target: string): MatchError {
+  if (REWRITABLE.has(target)) {
+    return new MatchError(`rewriting ${target} is not in warren's datapath yet`);
+  }
+  if (target === "tun_flags") {
+    return new MatchError("set the oam flag with set_tunnel(flags=oam)");
+  }
+  if (target === "in_port") {
+    // Open vSwitch's way to send a packet back out of its input port.
+    return new MatchError(`setting in_port: ${RESERVED_OUTPUTS.IN_PORT}`);
+  }
+  return absentField(target) ?? new MatchError(`warren cannot set ${target}; ${ACTIONS_HELP}`);
+}
+
+const MASKED_SET = "a masked set keeps the packet's other bits of the field, " +
+  "which warren's datapath cannot do yet; set the whole field";
+
+/** `set_field:VALUE->TARGET` for a tunnel field. */
+function setTunnelField(target: string, text: string): SetTunnel {
+  if (own(SETTABLE, target) === undefined) throw unsettable(target);
+  const slash = text.indexOf("/");
+  let value = text;
+  if (slash >= 0) {
+    value = text.slice(0, slash);
+    const full = 2n ** BigInt(SETTABLE[target]) - 1n;
+    const mask = text.slice(slash + 1);
+    if (!/^(0x[0-9a-fA-F]+|\d+)$/.test(mask) || BigInt(mask) !== full) {
+      throw new MatchError(MASKED_SET);
+    }
+  }
+  return setTunnelFields([[target, value, undefined]], text, 0);
+}
+
+/** `set_field:N->net` (or `->metadata`): the whole field, 32 bits. */
+function setNet(text: string): ActionSpec {
+  const [value, mask] = text.split("/");
+  if (mask !== undefined) {
+    if (!/^(0x[0-9a-fA-F]+|\d+)$/.test(mask) || BigInt(mask) !== 0xffffffffn) {
+      throw new MatchError(MASKED_SET);
+    }
+  }
+  return { type: "set_net", net: Number(parseU64Wide(value, 32)) };
+}
+
+/** `load:VALUE->FIELD[lo..hi]` for a tunnel field: a number into it, whole. */
+function loadTunnelField(
+  name: string,
+  text: string,
+  lo: string | undefined,
+  hi: string | undefined,
+): SetTunnel {
+  const target = own(NXM_NAMES, name) ?? name;
+  const width = own(SETTABLE, target);
+  if (width === undefined) throw unsettable(target);
+  if (lo !== undefined && (Number(lo) !== 0 || Number(hi ?? lo) !== width - 1)) {
+    throw new MatchError(MASKED_SET);
+  }
+  const n = parseU64Wide(text, width);
+  const st: SetTunnel = { type: "set_tunnel" };
+  switch (target) {
+    case "tun_id":
+    case "tunnel_id":
+      st.id = n;
+      break;
+    case "tun_src":
+    case "tun_dst":
+      st[target === "tun_src" ? "src" : "dst"] = addrFromBigint(n, false);
+      break;
+    case "tun_ipv6_src":
+    case "tun_ipv6_dst":
+      st[target === "tun_ipv6_src" ? "src" : "dst"] = addrFromBigint(n, true);
+      break;
+    default:
+      st[target === "tun_tos" ? "tos" : "ttl"] = Number(n);
+  }
+  return checkedTos(st);
+}
+
+/** A number of up to `width` bits, in decimal or 0x hex. */
+function parseU64Wide(text: string, width: number): bigint {
+  if (!/^(0x[0-9a-fA-F]+|\d+)$/.test(text)) throw new MatchError(`"${text}" is not a number`);
+  const n = BigInt(text);
+  if (n >= 2n ** BigInt(width)) throw new MatchError(`${text} does not fit ${width} bits`);
+  return n;
+}
+
+function checkedTos(st: SetTunnel): SetTunnel {
+  if (st.tos !== undefined && st.tos & 3) {
+    throw new MatchError("tos takes DSCP bits only; ECN follows the inner packet");
+  }
+  return st;
+}
+
+/**
+ * set_tunnel's fields from key=value arguments; an argument with an offset
+ * is pointed at on error, else the whole action is.
+ */
+function setTunnelFields(
+  args: [string, string, number | undefined][],
+  token: string,
+  at: number,
+): SetTunnel {
+  const st: SetTunnel = { type: "set_tunnel" };
+  for (const [k, v, kat] of args) {
+    try {
+      switch (k) {
+        case "id":
+        case "key":
+        case "tun_id":
+        case "tunnel_id":
+          st.id = parseU64(v);
+          break;
+        case "dst":
+        case "src":
+        case "tun_src":
+        case "tun_dst":
+        case "tun_ipv6_src":
+        case "tun_ipv6_dst": {
+          let a: Addr;
+          try {
+            a = parseAddr(v);
+          } catch {
+            throw new MatchError(`"${v}" is not an IP address`);
+          }
+          // An IPv6 address under tun_dst is warren's older spelling, and unambiguous.
+          if (k.startsWith("tun_ipv6") && !a.v6) {
+            throw new MatchError(`"${v}" is not an IPv6 address`);
+          }
+          st[k.endsWith("src") ? "src" : "dst"] = a;
+          break;
+        }
+        case "tos":
+        case "ttl":
+        case "tun_tos":
+        case "tun_ttl":
+          st[k.endsWith("tos") ? "tos" : "ttl"] = parseUint(v, 255);
+          checkedTos(st);
+          break;
+        case "flags":
+          for (const f of v.split("|")) {
+            if (f !== "df" && f !== "csum" && f !== "oam") {
+              throw new MatchError(`"${f}" is not a flag (df, csum, oam)`);
+            }
+            st[f] = true;
+          }
+          break;
+        case "geneve": {
+          const g = /^(0x[0-9a-fA-F]{1,4}|\d+):(0x[0-9a-fA-F]{1,2}|\d+):0x((?:[0-9a-fA-F]{8})*)$/
+            .exec(v);
+          if (!g || Number(g[1]) > 0xffff || Number(g[2]) > 0xff) {
+            throw new MatchError("geneve=CLASS:TYPE:0xDATA with data a multiple of 4 bytes");
+          }
+          (st.geneve ??= []).push({
+            class: Number(g[1]),
+            type: Number(g[2]),
+            data: Uint8Array.from(g[3].match(/../g) ?? [], (h) => Number.parseInt(h, 16)),
+          });
+          break;
+        }
+        default:
+          throw new MatchError("set_tunnel takes id, dst, src, tos, ttl, flags and geneve");
+      }
+    } catch (err) {
+      if (err instanceof MatchError && kat !== undefined) {
+        throw new FlowSyntaxError(`${k}=${v}`, kat, err.message);
+      }
+      throw err;
+    }
+  }
+  if (args.length === 0) {
+    throw new FlowSyntaxError(token, at, "set_tunnel needs at least one field");
+  }
+  return st;
+}
+
+/** Actions as text, ports written by number named when `ports` knows them. */
+export function formatActions(actions: readonly ActionSpec[], ports: PortNames): string {
+  return actions.map((a) => formatAction(byName(a, ports))).join(",");
+}
+
+/** `a` with a port written by number named, when `ports` knows it, as dumps name it. */
+function byName(a: ActionSpec, ports: PortNames): ActionSpec {
+  const name = a.type === "output" && /^\d+$/.test(a.port) ? ports.name(Number(a.port)) : undefined;
+  return name === undefined ? a : { type: "output", port: name };
+}
+
+/** An action as text, the inverse of parsing. */
+export function formatAction(a: ActionSpec): string {
+  switch (a.type) {
+    case "drop":
+    case "pass":
+      return a.type;
+    case "output":
+      return `output:${a.port}`;
+    case "group":
+      return `group:${a.group}`;
+    case "set_net":
+      return `set_field:${a.net}->net`;
+    case "set_tunnel": {
+      const parts: string[] = [];
+      if (a.id !== undefined) parts.push(`id=${a.id}`);
+      if (a.dst) parts.push(`dst=${addrText(a.dst)}`);
+      if (a.src) parts.push(`src=${addrText(a.src)}`);
+      if (a.tos !== undefined) parts.push(`tos=${a.tos}`);
+      if (a.ttl !== undefined) parts.push(`ttl=${a.ttl}`);
+      const flags = (["df", "csum", "oam"] as const).filter((f) => a[f]);
+      if (flags.length) parts.push(`flags=${flags.join("|")}`);
+      for (const g of a.geneve ?? []) {
+        parts.push(
+          `geneve=0x${g.class.toString(16).padStart(4, "0")}:0x${
+            g.type.toString(16).padStart(2, "0")
+          }:0x${Array.from(g.data, (b) => b.toString(16).padStart(2, "0")).join("")}`,
+        );
+      }
+      return `set_tunnel(${parts.join(",")})`;
+    }
+  }
+}
+
+function addrText(a: Addr): string {
+  return formatAddr(a.bytes, a.v6);
+}
