@@ -21,7 +21,14 @@ import { Stat, statName } from "../src/maps/layouts.ts";
 import type { Datapath } from "../src/tunnel/datapath.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
 import { fromHex, scapyMany, toHex } from "./helpers/scapy.ts";
-import { drops, Harness, MALFORMED, type Outcome, skbTestable } from "./helpers/hostile.ts";
+import {
+  drops,
+  GENEVE_OPTION_FLOW,
+  Harness,
+  MALFORMED,
+  type Outcome,
+  skbTestable,
+} from "./helpers/hostile.ts";
 import { type ProgramName, PROGRAMS } from "../src/maps/names.ts";
 
 const CORPUS = new URL("./fuzz-corpus/", import.meta.url);
@@ -295,7 +302,8 @@ privilegedTest(
   "fuzzing: mutated and random packets keep every invariant on every program",
   async () => {
     await using h = await Harness.create();
-    const seeds = await scapyMany(seedExprs(h.mac), "import struct");
+    const exprs = seedExprs(h.mac);
+    const seeds = await scapyMany(exprs, "import struct");
     const packet = fc.oneof(
       {
         weight: 4,
@@ -312,6 +320,13 @@ privilegedTest(
     try {
       const good = seeds[0];
       const before = PROGRAMS.map((p) => h.run(p, good));
+      // The Geneve seeds carry the option a flow of its own matches: the
+      // mutations start from packets that reach it.
+      exprs.forEach((e, i) => {
+        if (!e.includes("GENEVE(")) return;
+        const o = h.run("wr_tc_underlay", seeds[i]);
+        assertEquals([...o.flows], [[GENEVE_OPTION_FLOW, 1]], `seed ${i} takes the option's flow`);
+      });
       const tables = await h.lab.datapath(h.host, tableText);
       const result = fc.check(
         fc.property(packet, (p) => {

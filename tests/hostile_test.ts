@@ -9,7 +9,8 @@
  *     documented one, by one, and comes back exactly as it went in;
  *   - a packet passed as not ours, or as a fragment, comes back untouched
  *     and bumps no drop counter;
- *   - a decapsulated packet is exactly the inner frame Scapy built.
+ *   - a decapsulated packet is exactly the inner frame Scapy built, and
+ *     takes one flow, the documented one where a case names it.
  * No read past the packet is possible at all: the verifier proves every
  * access is within bounds before the programs load.
  */
@@ -17,7 +18,14 @@ import { assert, assertEquals } from "./helpers/assert.ts";
 import { Stat, statName } from "../src/maps/layouts.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
 import { scapyMany, toHex } from "./helpers/scapy.ts";
-import { drops, Harness, MALFORMED, type Outcome, skbTestable } from "./helpers/hostile.ts";
+import {
+  drops,
+  GENEVE_OPTION_FLOW,
+  Harness,
+  MALFORMED,
+  type Outcome,
+  skbTestable,
+} from "./helpers/hostile.ts";
 import { TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_DROP, XDP_PASS } from "./helpers/lab.ts";
 
 /** A drop reason's name in `Stat`. */
@@ -29,8 +37,8 @@ type Expect =
   | { drop: Reason; afterDecap?: boolean }
   /** Left to the kernel, untouched, counted under this counter. */
   | { pass: "NOT_OURS" | "FRAGMENT" }
-  /** Decapsulated, and this inner frame (a Scapy expression) delivered. */
-  | { decap: string }
+  /** Decapsulated, and this inner frame (a Scapy expression) delivered by `flow`, if given. */
+  | { decap: string; flow?: string }
   /** XDP cannot tell a bad checksum from one the NIC left to fill: TC drops it. */
   | { recheck: true }
   /** An STT segment, kept for reassembly. */
@@ -378,12 +386,12 @@ function cases(): Case[] {
   add(
     "geneve with a critical option a flow matches",
     `${E}/${V4()}/${UDP_GN()}/${GN(",critical=1,options=[opt(0x0102,0x80)]")}/${INNER}`,
-    { decap: INNER },
+    { decap: INNER, flow: GENEVE_OPTION_FLOW },
   );
   add(
     "geneve with an unknown option that is not critical",
     `${E}/${V4()}/${UDP_GN()}/${GN(",options=[opt(0x0103,0x01)]")}/${INNER}`,
-    { decap: INNER },
+    { decap: INNER, flow: "priority=100,in_port=gnv actions=output:web" },
   );
   add(
     "geneve with more options than warren walks and the C bit",
@@ -517,7 +525,12 @@ function movedText(o: Outcome): string {
 /** What TC does with a packet test-run cannot hand it (see checkUnderlay). */
 function expectedAtTc(c: Case, packet: Uint8Array): Outcome {
   assert.ok("pass" in c.expect, `${c.name}: only a packet passed as not ours can be this short`);
-  return { retval: TC_ACT_OK, data: packet, moved: new Map([[Stat[c.expect.pass], 1]]) };
+  return {
+    retval: TC_ACT_OK,
+    data: packet,
+    moved: new Map([[Stat[c.expect.pass], 1]]),
+    flows: new Map(),
+  };
 }
 
 function checkUnderlay(
@@ -559,6 +572,11 @@ function checkUnderlay(
     assertEquals(drops(tc.moved), [], at("TC", tc));
     assertEquals(tc.moved.get(Stat.TC_DECAP), 1, at("TC", tc));
     assertEquals(toHex(tc.data), toHex(inner!), `${c.name}: TC's inner frame`);
+    // XDP hands the packet on to TC, which counts its flow.
+    assertEquals([...xdp.flows], [], at("XDP", xdp));
+    const [flow] = [...tc.flows];
+    assertEquals([tc.flows.size, flow?.[1]], [1, 1], `${at("TC", tc)}: one flow, once`);
+    if (e.flow) assertEquals(flow[0], e.flow, at("TC", tc));
   } else if ("recheck" in e) {
     assertEquals(xdp.retval, XDP_PASS, at("XDP", xdp));
     assertEquals([...xdp.moved], [], at("XDP", xdp));

@@ -10,7 +10,8 @@
  *  web  local, the workload's veth        in_port=web  -> VXLAN to B
  *                                         in_port=web,arp -> group 1
  *  vx   vxlan  remote_ip=flow key=flow    in_port=vx   -> web
- *  gnv  geneve remote_ip=flow key=flow    in_port=gnv  -> web (option 0x0102/0x80 known)
+ *  gnv  geneve remote_ip=flow key=flow    in_port=gnv  -> web, and a flow of its own for
+ *                                         the option 0x0102/0x80 (which makes it known)
  *  gre  gre    remote_ip=flow key=flow    in_port=gre  -> group 1
  *  stt  stt    remote_ip=flow key=flow    in_port=stt  -> web
  *  vxk  vxlan  remote_ip=192.0.2.3 key=5  in_port=vxk  -> web
@@ -26,7 +27,7 @@ import { BpfMap } from "../../src/bpf/map.ts";
 import { Program } from "../../src/bpf/program.ts";
 import { ifindex } from "../../src/bpf/netif.ts";
 import { skbContext, testRun, xdpContext } from "../../src/bpf/test_run.ts";
-import { metaCodec, Stat, TRACE_MARK } from "../../src/maps/layouts.ts";
+import { flowStatsCodec, metaCodec, Stat, TRACE_MARK } from "../../src/maps/layouts.ts";
 import { u32, u64 } from "../../src/maps/codec.ts";
 import { PerCpuMap } from "../../src/maps/typed_map.ts";
 import { macOf } from "../../src/lab/netns.ts";
@@ -44,7 +45,17 @@ export interface Outcome {
   data: Uint8Array;
   /** Counters of wr_stats that moved, by index, and by how much. */
   moved: Map<number, number>;
+  /** Flows whose packet counters moved, by their text, and by how much. */
+  flows: Map<string, number>;
 }
+
+/**
+ * The flow a Geneve packet with option 0x0102/0x80 takes: above the port's
+ * catch-all, so that a packet carrying the option reaches it. Written as
+ * dumps print it (0x0102 is 258, 0x80 128), to compare with them.
+ */
+export const GENEVE_OPTION_FLOW =
+  "priority=200,in_port=gnv,geneve_class=258,geneve_type=128 actions=output:web";
 
 /** Drop reasons: wr_stats indexes below this one. */
 export const DROP_LIMIT = 32;
@@ -103,22 +114,32 @@ export class Harness implements AsyncDisposable {
   readonly ports: Record<string, number>;
   readonly #programs: Record<ProgramName, Program>;
   readonly #stats: PerCpuMap<number, bigint>;
+  readonly #flowStats: PerCpuMap<number, { packets: bigint }>;
+  /** The flows' texts by flow id. */
+  readonly #flows: Map<number, string>;
 
   private constructor(
     lab: Lab,
     mac: string,
     ports: Record<string, number>,
     programs: Record<ProgramName, Program>,
+    flows: Map<number, string>,
   ) {
     this.lab = lab;
     this.host = lab.hosts[0];
     this.mac = mac;
     this.ports = ports;
     this.#programs = programs;
+    this.#flows = flows;
     this.#stats = new PerCpuMap(
       BpfMap.fromPin(mapPin(this.host.pinDir, "wr_stats")),
       u32,
       u64,
+    );
+    this.#flowStats = new PerCpuMap(
+      BpfMap.fromPin(mapPin(this.host.pinDir, "wr_flow_stats")),
+      u32,
+      flowStatsCodec,
     );
   }
 
@@ -131,7 +152,7 @@ export class Harness implements AsyncDisposable {
     try {
       const [a, b] = lab.hosts;
       await lab.up(a, { xdp: "native", localIps: [a.ip, a.ip6] });
-      const ports = await lab.datapath(a, async (dp) => {
+      const { ports, flows } = await lab.datapath(a, async (dp) => {
         await dp.addLocalPort("web", a.workload.port);
         for (
           const [name, proto] of [["vx", "vxlan"], ["gnv", "geneve"], ["gre", "gre"], [
@@ -152,19 +173,22 @@ export class Harness implements AsyncDisposable {
           `in_port=web actions=set_tunnel(id=7,dst=${b.ip}),output:vx`,
           "priority=40000,in_port=web,arp actions=group:1",
           "in_port=vx actions=output:web",
-          "in_port=gnv actions=output:web",
-          "priority=200,in_port=gnv,geneve_class=0x0102,geneve_type=0x80 actions=output:web",
+          "priority=100,in_port=gnv actions=output:web",
+          GENEVE_OPTION_FLOW,
           "in_port=gre actions=group:1",
           "in_port=stt actions=output:web",
           "in_port=vxk actions=output:web",
         );
-        return Object.fromEntries(dp.ports().map((p) => [p.name, p.number]));
+        return {
+          ports: Object.fromEntries(dp.ports().map((p) => [p.name, p.number])),
+          flows: new Map(dp.dumpFlows().map((f) => [f.flowId, dp.describeFlow(f)])),
+        };
       });
       await pinNeighbor(lab, a);
       const programs = Object.fromEntries(
         PROGRAMS.map((n) => [n, Program.fromPin(`${a.pinDir}/progs/${n}`)]),
       ) as Record<ProgramName, Program>;
-      return new Harness(lab, await macOf(a.ns, a.underlay), ports, programs);
+      return new Harness(lab, await macOf(a.ns, a.underlay), ports, programs, flows);
     } catch (err) {
       await lab[Symbol.asyncDispose]();
       throw err;
@@ -183,6 +207,7 @@ export class Harness implements AsyncDisposable {
    */
   run(program: ProgramName, data: Uint8Array): Outcome {
     const before = this.#counters();
+    const flowsBefore = this.#flowCounters();
     const ctx = program === "wr_xdp_underlay"
       ? xdpContext(ifindex(this.host.underlay), data.length)
       : program === "wr_tc_local"
@@ -194,7 +219,20 @@ export class Harness implements AsyncDisposable {
     after.forEach((v, i) => {
       if (v !== before[i]) moved.set(i, Number(v - before[i]));
     });
-    return { retval: out.retval, data: out.data, moved };
+    const flows = new Map<string, number>();
+    for (const [text, n] of this.#flowCounters()) {
+      if (n !== flowsBefore.get(text)) flows.set(text, Number(n - flowsBefore.get(text)!));
+    }
+    return { retval: out.retval, data: out.data, moved, flows };
+  }
+
+  /** Each flow's packets, summed over CPUs, by its text. */
+  #flowCounters(): Map<string, bigint> {
+    return new Map(
+      [...this.#flows].map((
+        [id, text],
+      ) => [text, (this.#flowStats.get(id) ?? []).reduce((a, s) => a + s.packets, 0n)]),
+    );
   }
 
   /** Every wr_stats counter, summed over CPUs. */
@@ -214,6 +252,7 @@ export class Harness implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     for (const p of Object.values(this.#programs)) p.close();
     this.#stats.raw.close();
+    this.#flowStats.raw.close();
     await this.lab[Symbol.asyncDispose]();
   }
 }
