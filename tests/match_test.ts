@@ -29,7 +29,7 @@ import {
 } from "../src/tunnel/compile.ts";
 import { field, FIELDS, resolveField } from "../src/tunnel/fields.ts";
 import { emptyKey, emptyMatch, MatchError } from "../src/tunnel/match.ts";
-import { applyShorthand, shorthandContext, SHORTHANDS } from "../src/tunnel/prereqs.ts";
+import { applyShorthand, contextOf, holds, packetType } from "../src/tunnel/prereqs.ts";
 import type { ActionSpec, GeneveOption, SetTunnel } from "../src/tunnel/flow_actions.ts";
 import { buildPacket, frameKey } from "../src/tunnel/packet.ts";
 import type { Port } from "../src/tunnel/port.ts";
@@ -40,6 +40,7 @@ import { keyDifference, MEMBERS, memberText } from "./helpers/packet_keys.ts";
 function masked<T extends FlowKey[keyof FlowKey]>(value: T, mask: T): T {
   if (value instanceof Uint8Array) return value.map((b, i) => b & (mask as Uint8Array)[i]) as T;
   if (typeof value === "bigint") return (value & (mask as bigint)) as T;
+  // Unsigned: a u32 member (net, ipv6_label) may have its top bit set.
   return (((value as number) & (mask as number)) >>> 0) as T;
 }
 
@@ -57,14 +58,14 @@ Deno.test("after any fields, a match's key has no bit its mask lacks", () => {
   }));
 });
 
-/** Whether some match can hold both fields: some shorthand each allows says the same packet. */
+/** Whether some match can hold both fields: some packet type each allows is the same packet. */
 function together(f: string, g: string): boolean {
   const words = (name: string) => field(name)!.prereq ?? [undefined];
   const meet = (a?: string, b?: string) => {
     if (a === undefined || b === undefined) return true;
-    const [x, y] = [SHORTHANDS[a], SHORTHANDS[b]];
-    return x.eth === y.eth &&
-      (x.proto === undefined || y.proto === undefined || x.proto === y.proto);
+    const [x, y] = [packetType(a), packetType(b)];
+    const agree = (p?: number, q?: number) => p === undefined || q === undefined || p === q;
+    return x.eth === y.eth && agree(x.proto, y.proto) && agree(x.icmpType, y.icmpType);
   };
   return words(f).some((a) => words(g).some((b) => meet(a, b)));
 }
@@ -141,12 +142,17 @@ const arbFrameMatch = fc.record({
     "udp6",
     "sctp6",
     "icmp6",
+    "icmp6,icmp_type=135",
+    "icmp6,icmp_type=136",
   ),
   fields: fc.array(arbField, { maxLength: 8 }),
 }).map(({ short, fields }) => {
   const m = emptyMatch();
-  applyShorthand(m, short);
+  const [shorthand, type] = short.split(",icmp_type=");
+  applyShorthand(m, shorthand);
+  if (type) field("icmpv6_type")!.parse(m, type, ports);
   const used = [];
+  const defs = [];
   for (const f of fields) {
     // Only fields the shorthand allows, and none that would change it.
     // nw_proto could name an IPv6 extension header, which no packet ends on.
@@ -155,16 +161,24 @@ const arbFrameMatch = fc.record({
     // Under the shorthand a name may mean another field (tp_src under
     // icmp6 is icmpv6_type), which may refuse the text.
     try {
-      resolveField(f.name, shorthandContext([short]), `${f.name}=${f.text}`)
-        .parse(m, f.text, ports);
+      const def = resolveField(f.name, contextOf(m), `${f.name}=${f.text}`);
+      def.parse(m, f.text, ports);
+      defs.push(def);
     } catch (err) {
       if (err instanceof MatchError) continue;
       throw err;
     }
     used.push(f);
   }
-  return { m, text: [short, ...used.map((f) => `${f.name}=${f.text}`)].join(",") };
-}).filter(({ m }) =>
+  return {
+    m,
+    text: [short, ...used.map((f) => `${f.name}=${f.text}`)].join(","),
+    // A later field may have changed what an earlier one needs (the ICMPv6
+    // type or code under neighbour discovery's fields).
+    met: defs.every((d) => holds(d.prereq, contextOf(m))),
+  };
+}).filter(({ m, met }) =>
+  met &&
   // Matches no packet can meet: ports of a later fragment (it carries none),
   // TCI bits of an untagged packet.
   !((m.key.ip_frag & m.mask.ip_frag) === 3 && (m.mask.tp_src | m.mask.tp_dst)) &&

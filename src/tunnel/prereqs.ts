@@ -113,14 +113,19 @@ export const ND_ADVERT: Prereq = ["icmp6,icmp_type=136"];
 /** Either neighbour discovery message. */
 export const ND: Prereq = [...ND_SOLICIT, ...ND_ADVERT];
 
+/** The packet type a word of a {@link Prereq} names. */
+export function packetType(word: string): { eth: number; proto?: number; icmpType?: number } {
+  const [short, type] = word.split(",icmp_type=");
+  return { ...SHORTHANDS[short], icmpType: type === undefined ? undefined : Number(type) };
+}
+
 /** Whether context `c` meets prerequisite `p` (none always holds). */
 export function holds(p: Prereq | undefined, c: Context): boolean {
   if (!p) return true;
   return p.some((word) => {
-    const [short, type] = word.split(",icmp_type=");
-    const s = SHORTHANDS[short];
-    return c.eth === s.eth && (s.proto === undefined || c.proto === s.proto) &&
-      (type === undefined || (c.icmpType === Number(type) && c.icmpCode === 0));
+    const t = packetType(word);
+    return c.eth === t.eth && (t.proto === undefined || c.proto === t.proto) &&
+      (t.icmpType === undefined || (c.icmpType === t.icmpType && c.icmpCode === 0));
   });
 }
 

@@ -58,6 +58,9 @@ const geneveBytes = fc.integer({ min: 1, max: 8 }).chain((n) => bytesOf(n)).map(
   "0x" + Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("")
 );
 
+/** Open vSwitch's names of TCP's flags. */
+const TCP_FLAGS = ["fin", "syn", "rst", "psh", "ack", "urg", "ece", "cwr", "ns", "[200]", "[400]"];
+
 /** Text for every field of the field table. */
 export const TEXTS: Readonly<Record<string, fc.Arbitrary<string>>> = {
   in_port: fc.constantFrom(...PORT_NAMES),
@@ -101,6 +104,23 @@ export const TEXTS: Readonly<Record<string, fc.Arbitrary<string>>> = {
   icmp_code: intText(8),
   icmpv6_type: intText(8),
   icmpv6_code: intText(8),
+  nw_ttl: intText(8),
+  ipv6_label: intText(20),
+  arp_sha: withMask(macText),
+  arp_tha: withMask(macText),
+  tcp_flags: fc.oneof(
+    fc.uniqueArray(fc.constantFrom(...TCP_FLAGS), { minLength: 1, maxLength: 6 }).chain((fs) =>
+      fc.array(fc.constantFrom("+", "-"), { minLength: fs.length, maxLength: fs.length })
+        .map((signs) => fs.map((f, i) => signs[i] + f).join(""))
+    ),
+    fc.uniqueArray(fc.constantFrom(...TCP_FLAGS), { maxLength: 4 }).map((fs) =>
+      fs.join("|") || "0"
+    ),
+    intText(12),
+  ),
+  nd_target: addrText(true),
+  nd_sll: withMask(macText),
+  nd_tll: withMask(macText),
 };
 
 /** A field of the table and a text it takes. */

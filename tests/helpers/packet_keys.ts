@@ -7,8 +7,9 @@
  *
  * The combinations follow what a frame can be: IPv4, IPv6 (with or without
  * a fragment header), ARP, or any other EtherType, optionally under one
- * VLAN tag; transport ports for TCP, UDP and SCTP, type and code for ICMP
- * and ICMPv6, nothing for other protocols or later fragments.
+ * VLAN tag; transport ports for TCP, UDP and SCTP (and TCP's flags), type
+ * and code for ICMP and ICMPv6 (and neighbour discovery's target and
+ * link-layer addresses), nothing for other protocols or later fragments.
  *
  * @module
  */
@@ -24,7 +25,7 @@ import {
 import type { FieldDef } from "../../src/tunnel/field_kinds.ts";
 import { FIELDS } from "../../src/tunnel/fields.ts";
 import { emptyMatch, type Match } from "../../src/tunnel/match.ts";
-import { SHORTHANDS } from "../../src/tunnel/prereqs.ts";
+import { contextOf, holds } from "../../src/tunnel/prereqs.ts";
 import { OWN_BITS } from "./field_texts.ts";
 import { fromHex, scapyJson, toHex } from "./scapy.ts";
 
@@ -63,20 +64,56 @@ export interface PacketSpec {
       src: Uint8Array;
       dst: Uint8Array;
       tos: number;
+      ttl: number;
+      /** The flow label (IPv6). */
+      label: number;
       frag: number;
       proto: number;
       /** Ports, or ICMP type and code; undefined for protocols without. */
       tp?: [number, number];
+      /** TCP's flags. */
+      tcpFlags?: number;
+      /** Neighbour discovery's target and link-layer address options. */
+      nd?: { target: Uint8Array; sll?: Uint8Array; tll?: Uint8Array };
     }
-    | { kind: "arp"; op: number; spa: Uint8Array; tpa: Uint8Array }
+    | {
+      kind: "arp";
+      op: number;
+      spa: Uint8Array;
+      tpa: Uint8Array;
+      sha: Uint8Array;
+      tha: Uint8Array;
+    }
     | { kind: "other"; ethType: number };
 }
+
+const mac = bytes(6);
+/** Neighbour discovery: a solicitation or an advertisement, each option there or not. */
+const nd = fc.record({
+  proto: fc.constant(58),
+  tp: fc.tuple(fc.constantFrom(135, 136), fc.constant(0)),
+  nd: fc.record({
+    target: bytes(16),
+    sll: fc.option(mac, { nil: undefined }),
+    tll: fc.option(mac, { nil: undefined }),
+  }),
+});
 
 function ip(v6: boolean): fc.Arbitrary<PacketSpec["l3"]> {
   const icmp = v6 ? 58 : 1;
   const transport = fc.oneof(
-    fc.record({ proto: fc.constantFrom(6, 17, 132), tp: fc.tuple(port, port) }),
-    fc.record({ proto: fc.constant(icmp), tp: fc.tuple(byte, byte) }),
+    fc.record({ proto: fc.constantFrom(17, 132), tp: fc.tuple(port, port) }),
+    fc.record({
+      proto: fc.constant(6),
+      tp: fc.tuple(port, port),
+      tcpFlags: fc.integer({ min: 0, max: 0xfff }),
+    }),
+    fc.record({
+      proto: fc.constant(icmp),
+      // Neighbour discovery has its own generator, with what it carries.
+      tp: fc.tuple(byte, byte).filter(([t, c]) => !(v6 && c === 0 && (t === 135 || t === 136))),
+    }),
+    ...(v6 ? [nd] : []),
     fc.record({
       proto: byte.filter((p) => !PARSED.includes(p) && !(v6 && IPV6_EXT.includes(p))),
     }),
@@ -86,18 +123,22 @@ function ip(v6: boolean): fc.Arbitrary<PacketSpec["l3"]> {
     src: bytes(n),
     dst: bytes(n),
     tos: byte,
+    ttl: byte,
+    label: v6 ? fc.integer({ min: 0, max: 0xfffff }) : fc.constant(0),
     frag: fc.constantFrom(Frag.NONE, Frag.FIRST, Frag.LATER),
     transport,
-  }).map(({ src, dst, tos, frag, transport }) => ({
+  }).map(({ src, dst, tos, ttl, label, frag, transport }) => ({
     kind: "ip" as const,
     v6,
     src,
     dst,
     tos,
+    ttl,
+    label,
     frag,
     proto: transport.proto,
     // A later fragment carries no transport header.
-    tp: frag === Frag.LATER ? undefined : "tp" in transport ? transport.tp : undefined,
+    ...(frag === Frag.LATER ? {} : transport),
   }));
 }
 
@@ -109,7 +150,14 @@ export const arbPacket: fc.Arbitrary<PacketSpec> = fc.record({
   l3: fc.oneof(
     ip(false),
     ip(true),
-    fc.record({ kind: fc.constant("arp" as const), op: byte, spa: bytes(4), tpa: bytes(4) }),
+    fc.record({
+      kind: fc.constant("arp" as const),
+      op: byte,
+      spa: bytes(4),
+      tpa: bytes(4),
+      sha: mac,
+      tha: mac,
+    }),
     fc.record({
       kind: fc.constant("other" as const),
       // Below 0x0600 the field is an 802.3 length, not an EtherType.
@@ -142,16 +190,26 @@ export function packetMatch(p: PacketSpec): Match {
     give("ip_proto", l3.op);
     give("ip_src", l3.spa);
     give("ip_dst", l3.tpa);
+    give("arp_sha", l3.sha);
+    give("arp_tha", l3.tha);
   } else {
     give("eth_type", l3.v6 ? 0x86dd : 0x0800);
     give("ip_src", l3.src);
     give("ip_dst", l3.dst);
     give("ip_tos", l3.tos);
+    give("nw_ttl", l3.ttl);
+    if (l3.v6) give("ipv6_label", l3.label);
     give("ip_frag", l3.frag);
     give("ip_proto", l3.proto);
     if (l3.tp) {
       give("tp_src", l3.tp[0]);
       give("tp_dst", l3.tp[1]);
+    }
+    if (l3.tcpFlags !== undefined) give("tcp_flags", l3.tcpFlags);
+    if (l3.nd) {
+      give("nd_target", l3.nd.target);
+      if (l3.nd.sll) give("arp_sha", l3.nd.sll);
+      if (l3.nd.tll) give("arp_tha", l3.nd.tll);
     }
   }
   return m;
@@ -215,7 +273,7 @@ export function keyDifference(expected: FlowKey, actual: FlowKey): string | unde
 
 /**
  * Fields of {@link FRAME_FIELDS} that `keys` did not exercise, each with
- * the prerequisite it was not exercised under: under every shorthand a
+ * the prerequisite it was not exercised under: under every packet type a
  * field's prerequisites allow, keys must give the field's bits at least
  * two values, or nothing proves the field is extracted there.
  */
@@ -229,12 +287,9 @@ export function unexercisedFields(keys: FlowKey[]): string[] {
   for (const f of FRAME_FIELDS) {
     const own = OWN_BITS.get(f.name)!;
     for (const word of f.prereq ?? [undefined]) {
-      const s = word === undefined ? undefined : SHORTHANDS[word];
       const seen = new Set<string>();
       keys.forEach((key, i) => {
-        if (s && (key.eth_type !== s.eth || (s.proto !== undefined && key.ip_proto !== s.proto))) {
-          return;
-        }
+        if (word && !holds([word], contextOf({ key, mask: FULL }))) return;
         seen.add(bytes[i].map((b, j) => b & own[j]).join());
       });
       if (seen.size < 2) out.push(word ? `${f.name} under ${word}` : f.name);
@@ -318,22 +373,33 @@ def read(frame):
     ip = l3.underlayer if isinstance(l3, IPv6ExtHdrFragment) else l3
     if isinstance(ip, IP):
         key.update(ip_src=addr(socket.AF_INET, ip.src), ip_dst=addr(socket.AF_INET, ip.dst),
-                   ip_tos=ip.tos, ip_frag=3 if ip.frag else 1 if ip.flags.MF else 0)
+                   ip_tos=ip.tos, ip_frag=3 if ip.frag else 1 if ip.flags.MF else 0,
+                   nw_ttl=ip.ttl)
     elif isinstance(ip, IPv6):
         key.update(ip_src=addr(socket.AF_INET6, ip.src), ip_dst=addr(socket.AF_INET6, ip.dst),
-                   ip_tos=ip.tc, ip_frag=0)
+                   ip_tos=ip.tc, ip_frag=0, nw_ttl=ip.hlim, ipv6_label=ip.fl)
         if isinstance(l3, IPv6ExtHdrFragment):
             key.update(ip_frag=3 if l3.offset else 1)
     elif isinstance(ip, ARP):
         key.update(ip_proto=ip.op, ip_src=addr(socket.AF_INET, ip.psrc),
-                   ip_dst=addr(socket.AF_INET, ip.pdst))
+                   ip_dst=addr(socket.AF_INET, ip.pdst), arp_sha=mac2str(ip.hwsrc).hex(),
+                   arp_tha=mac2str(ip.hwdst).hex())
     if proto is not None:
         key["ip_proto"] = proto
     if l4 is not None and proto in (1, 58):
         # Type and code by position: some ICMPv6 classes name them otherwise.
         key.update(tp_src=raw(l4)[0], tp_dst=raw(l4)[1])
+        if proto == 58 and raw(l4)[:2] in (bytes([135, 0]), bytes([136, 0])):
+            nd = (ICMPv6ND_NS if raw(l4)[0] == 135 else ICMPv6ND_NA)(raw(l4))
+            key.update(nd_target=addr(socket.AF_INET6, nd.tgt))
+            if ICMPv6NDOptSrcLLAddr in nd:
+                key.update(arp_sha=mac2str(nd[ICMPv6NDOptSrcLLAddr].lladdr).hex())
+            if ICMPv6NDOptDstLLAddr in nd:
+                key.update(arp_tha=mac2str(nd[ICMPv6NDOptDstLLAddr].lladdr).hex())
     elif l4 is not None:
         key.update(tp_src=l4.sport, tp_dst=l4.dport)
+        if proto == 6:
+            key.update(tcp_flags=(l4.reserved << 9) | int(l4.flags))
     q, q3, _, q4 = dissect(frame)
     if isinstance(q3, IPv6ExtHdrFragment):
         q3 = q3.underlayer

@@ -13,7 +13,8 @@ import { IPV6_FRAGMENT } from "./ip.ts";
 /** One decoded layer: its name, its fields in wire order, its length. */
 export interface Layer {
   /**
-   * Ethernet, 802.1Q, IPv4, IPv6, IPv6 fragment, ARP, UDP, TCP, SCTP, ICMP, ICMPv6, VXLAN,
+   * Ethernet, 802.1Q, IPv4, IPv6, IPv6 fragment, ARP, UDP, TCP, SCTP, ICMP, ICMPv6 (with
+   * neighbour discovery's target and option types), VXLAN,
    * Geneve, GRE, STT, Payload.
    */
   name: string;
@@ -255,6 +256,24 @@ export function decodePacket(
       });
       at += 12;
       return void payload();
+    }
+    const nd = proto === 58 && (b[at] === 135 || b[at] === 136) && b[at + 1] === 0;
+    if (nd && b.length - at >= 24) {
+      // Neighbour discovery: the target, then options, shown as their types.
+      const options: number[] = [];
+      for (let o = at + 24; o + 2 <= b.length && b[o + 1]; o += b[o + 1] * 8) options.push(b[o]);
+      layers.push({
+        name: "ICMPv6",
+        fields: {
+          type: b[at],
+          code: 0,
+          target: formatAddr(b.subarray(at + 8, at + 24), true),
+          options: options.join(","),
+        },
+        length: b.length - at,
+      });
+      at = b.length;
+      return;
     }
     if ((proto === 1 || proto === 58) && b.length - at >= 4) {
       layers.push({
