@@ -23,5 +23,12 @@
 
 export { type BuildOptions, buildPacket } from "./packet/frame.ts";
 export { decodePacket, type Layer, tcpFlags } from "./packet/decode.ts";
-export { encapsulate, type Outer, outerFromMatch } from "./packet/tunnel.ts";
+export {
+  encapsulate,
+  type GeneveOptionBytes,
+  type Outer,
+  type OuterFields,
+  outerFromMatch,
+  tunnelKey,
+} from "./packet/tunnel.ts";
 export { frameKey } from "./packet/key.ts";

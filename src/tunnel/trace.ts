@@ -15,7 +15,7 @@
 import { ifindex } from "../bpf/netif.ts";
 import type { Program } from "../bpf/program.ts";
 import { skbContext, testRun, xdpContext } from "../bpf/test_run.ts";
-import { type FlowKey, META_MAGIC, metaCodec, TRACE_MARK, TunFlag } from "../maps/layouts.ts";
+import { type FlowKey, META_MAGIC, metaCodec, TRACE_MARK } from "../maps/layouts.ts";
 import type { ProgramName } from "../maps/names.ts";
 import { parseAddr } from "./addr.ts";
 import type { Datapath } from "./datapath.ts";
@@ -29,7 +29,9 @@ import {
   encapsulate,
   frameKey,
   type Layer,
+  type Outer,
   outerFromMatch,
+  tunnelKey,
 } from "./packet.ts";
 import type { Port } from "./port.ts";
 
@@ -103,17 +105,38 @@ export async function trace(
   match: Match,
   options: BuildOptions = {},
 ): Promise<TraceResult> {
-  if (!match.mask.in_port) throw new RangeError("trace needs in_port=PORT");
-  const port = dp.portLookup().byNumber(match.key.in_port)!;
-  const frame = buildPacket(match, options);
-  const key = emptyKey();
-  frameKey(frame, key);
-  key.in_port = port.number;
-  const programs = dp.dryRunPrograms();
-  try {
-    return await traceWith(dp, programs, port, match, frame, key);
-  } finally {
-    for (const p of Object.values(programs)) p.close();
+  using tracer = new Tracer(dp);
+  return await tracer.trace(match, options);
+}
+
+/**
+ * Tracer traces many packets through one datapath with one dry-run copy
+ * of its programs, loaded once: loading is most of what a trace costs.
+ */
+export class Tracer implements Disposable {
+  readonly #dp: Datapath;
+  readonly #programs: Record<ProgramName, Program>;
+
+  /** Loads `dp`'s dry-run programs. */
+  constructor(dp: Datapath) {
+    this.#dp = dp;
+    this.#programs = dp.dryRunPrograms();
+  }
+
+  /** As {@link trace}. */
+  async trace(match: Match, options: BuildOptions = {}): Promise<TraceResult> {
+    if (!match.mask.in_port) throw new RangeError("trace needs in_port=PORT");
+    const port = this.#dp.portLookup().byNumber(match.key.in_port)!;
+    const frame = buildPacket(match, options);
+    const key = emptyKey();
+    frameKey(frame, key);
+    key.in_port = port.number;
+    return await traceWith(this.#dp, this.#programs, port, match, frame, key);
+  }
+
+  /** Closes the programs. */
+  [Symbol.dispose](): void {
+    for (const p of Object.values(this.#programs)) p.close();
   }
 }
 
@@ -139,30 +162,27 @@ async function traceWith(
       output: decodePacket(r.data),
     });
   } else {
-    const outer = outerFromMatch(match);
-    const local = dp.localIps().find((a) => a.v6 === outer.v6);
-    if (!local) throw new RangeError(`no local endpoint of the family of tun_src`);
+    const fields = outerFromMatch(match);
+    const locals = dp.localIps().filter((a) => a.v6 === fields.v6);
+    const dst = fields.dst ?? locals[0]?.bytes;
+    if (!dst || !locals.some((a) => a.bytes.every((b, i) => b === dst[i]))) {
+      throw new RangeError(
+        fields.dst
+          ? "tun_dst is not one of the datapath's local endpoints"
+          : `no local endpoint of the family of tun_src`,
+      );
+    }
     const under = await device(port.device);
-    const src = outer.src ?? parseAddr(outer.v6 ? "2001:db8::99" : "192.0.2.99").bytes;
-    packet = encapsulate(frame, {
+    const outer: Outer = {
+      ...fields,
       proto: port.proto,
       dstPort: port.dstPort,
-      src,
-      dst: local.bytes,
-      v6: outer.v6,
-      tunId: outer.tunId,
-      tos: outer.tos,
-      ttl: outer.ttl,
+      src: fields.src ?? parseAddr(fields.v6 ? "2001:db8::99" : "192.0.2.99").bytes,
+      dst,
       dstMac: under.mac,
-    });
-    Object.assign(key, {
-      tun_id: outer.tunId,
-      tun_src: src,
-      tun_dst: local.bytes,
-      tun_tos: outer.tos,
-      tun_ttl: outer.ttl,
-      tun_flags: TunFlag.PRESENT | TunFlag.KEY | (outer.v6 ? TunFlag.V6 : TunFlag.DF),
-    });
+    };
+    packet = encapsulate(frame, outer);
+    tunnelKey(outer, key);
     const r = testRun(programs.wr_xdp_underlay, {
       data: packet,
       ctx: runContext("wr_xdp_underlay", packet, under.ifindex),
