@@ -262,3 +262,60 @@ export async function tcpdump(ns: string, o: TcpdumpOptions): Promise<Deno.Child
   await new Promise((r) => setTimeout(r, 500));
   return child;
 }
+
+/**
+ * Frames sent exactly as given from a device of a namespace, through an
+ * AF_PACKET socket: down the kernel's transmit path and up the receive
+ * path of the veth's other end, as a workload's own traffic goes (so a
+ * VLAN tag is taken off into the skb there, as for any tagged frame). One
+ * Python process serves every frame.
+ */
+export class RawSender implements AsyncDisposable {
+  readonly #child: Deno.ChildProcess;
+  readonly #in: WritableStreamDefaultWriter<Uint8Array>;
+  readonly #out: ReadableStreamDefaultReader<string>;
+  #pending = "";
+
+  private constructor(child: Deno.ChildProcess) {
+    this.#child = child;
+    this.#in = child.stdin.getWriter();
+    this.#out = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  }
+
+  /** Starts a sender on `dev` in `ns`. */
+  static start(ns: Netns, dev: string): RawSender {
+    const script = `
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((sys.argv[1], 0))
+for line in sys.stdin:
+    s.send(bytes.fromhex(line.strip()))
+    print("sent", flush=True)`;
+    return new RawSender(
+      new Deno.Command("ip", {
+        args: ["netns", "exec", ns.name, "/usr/bin/python3", "-c", script, dev],
+        stdin: "piped",
+        stdout: "piped",
+      }).spawn(),
+    );
+  }
+
+  /** Sends `frame`; resolves once the kernel has taken it. */
+  async send(frame: Uint8Array): Promise<void> {
+    const hex = Array.from(frame, (b) => b.toString(16).padStart(2, "0")).join("");
+    await this.#in.write(new TextEncoder().encode(hex + "\n"));
+    while (!this.#pending.includes("\n")) {
+      const { value, done } = await this.#out.read();
+      if (done) throw new Error("the frame sender exited");
+      this.#pending += value;
+    }
+    this.#pending = this.#pending.slice(this.#pending.indexOf("\n") + 1);
+  }
+
+  /** Stops the sender. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.#in.close();
+    await this.#out.cancel();
+    await this.#child.status;
+  }
+}
