@@ -12,7 +12,8 @@
  * warren as it delivers any workload's traffic (a VLAN tag, for one, is
  * taken off into the skb before TC runs). One lab serves every case: host
  * B holds each case's flow in turn, above a catch-all, and its counters
- * say which flow each packet took.
+ * say which flow each packet took. Tunnelled packets are decapsulated at
+ * XDP, then, with XDP off, at TC.
  *
  * @module
  */
@@ -23,7 +24,6 @@ import { scapyMany } from "./helpers/scapy.ts";
 import { RawSender } from "./helpers/traffic.ts";
 import { pinNeighbor, upWithPorts } from "./helpers/lab.ts";
 import { Lab, type LabHost } from "../src/lab/topology.ts";
-import { macOf } from "../src/lab/netns.ts";
 import { Datapath } from "../src/tunnel/datapath.ts";
 import { FIELDS } from "../src/tunnel/fields.ts";
 import { parseFlow, parseMatch } from "../src/tunnel/flow_syntax.ts";
@@ -82,6 +82,9 @@ function tunnel(
     miss: { from: "tunnel", frame: f, tunnel: miss },
   };
 }
+
+/** set_tunnel's arguments for B's IPv6 endpoint. */
+const V6_TUNNEL = { dst: "2001:db8::2" };
 
 const NS = (tgt: string, opts = "") => `${V6}/ICMPv6ND_NS(tgt='${tgt}')${opts}`;
 const NA = (tgt: string, opts = "") => `${V6}/ICMPv6ND_NA(tgt='${tgt}')${opts}`;
@@ -158,6 +161,13 @@ const CASES: Case[] = [
     match: "dl_vlan=10",
     hit: { from: "tunnel", frame: `${E}/Dot1Q(vlan=10)/${UDP4}` },
     miss: { from: "tunnel", frame: `${E}/Dot1Q(vlan=11)/${UDP4}` },
+  },
+  {
+    // A frame shorter than an IPv6 header, out of an IPv6 tunnel.
+    field: "arp_op",
+    match: "arp,arp_op=2",
+    hit: { from: "tunnel", frame: `${E}/ARP(op=2,pdst='10.1.0.9')`, tunnel: V6_TUNNEL },
+    miss: { from: "tunnel", frame: `${E}/ARP(op=1,pdst='10.1.0.9')`, tunnel: V6_TUNNEL },
   },
   frame("vlan_vid", "vlan_vid=0x100a", `Dot1Q(vlan=10)/${UDP4}`, `Dot1Q(vlan=11)/${UDP4}`),
   frame(
@@ -365,6 +375,9 @@ async function oneMore(dp: Datapath, before: Map<number, bigint>): Promise<Map<n
   }
 }
 
+/** B's tunnel endpoints: its first and second address of each family. */
+const B_ENDPOINTS = ["192.0.2.2", "192.0.2.12", "2001:db8::2", "2001:db8::12"];
+
 /** Two hosts with Geneve between them, and second addresses on each underlay. */
 async function twoHosts(): Promise<Lab> {
   const lab = await Lab.create({ ipv6: false });
@@ -383,24 +396,9 @@ async function twoHosts(): Promise<Lab> {
       }
     }
     await upWithPorts(lab, a, "geneve");
-    await upWithPorts(lab, b, "geneve", {}, {
-      localIps: ["192.0.2.2", "192.0.2.12", "2001:db8::2", "2001:db8::12"],
-    });
-    await pinNeighbor(lab, a);
-    const bMac = await macOf(b.ns, b.underlay);
-    for (const ip of ["192.0.2.12", "2001:db8::2", "2001:db8::12"]) {
-      await a.ns.run([
-        "ip",
-        "neigh",
-        "replace",
-        ip,
-        "lladdr",
-        bMac,
-        "dev",
-        a.underlay,
-        "nud",
-        "permanent",
-      ]);
+    await upWithPorts(lab, b, "geneve", {}, { localIps: B_ENDPOINTS });
+    for (const ip of B_ENDPOINTS) {
+      await pinNeighbor(lab, a, false, ip);
     }
     return lab;
   } catch (err) {
@@ -429,45 +427,54 @@ privilegedTest(
     await using fromA = RawSender.start(a.workload.ns, a.workload.dev);
     await using fromB = RawSender.start(b.workload.ns, b.workload.dev);
     const failures: string[] = [];
-    // One datapath of B's, and one copy of its programs for every trace,
-    // with this thread in B's namespace; A's flows are changed in A's.
-    await b.ns.within(async () => {
-      using dp = Datapath.open(b.pinDir);
-      using tracer = new Tracer(dp);
-      for (const [i, c] of CASES.entries()) {
-        const name = `${c.field} (${c.match})`;
-        await replaceFlows(dp, [`priority=100,${c.match} actions=drop`, "priority=1 actions=drop"]);
-        const send = async (s: Send, bytes: Uint8Array) => {
-          if (s.from === "local") return await fromB.send(bytes);
-          await lab.datapath(a, (dpA) => replaceFlows(dpA, [aFlow(b, s.tunnel)]));
-          await fromA.send(bytes);
-        };
-        // Each packet moves one counter by one: the case's flow (priority
-        // 100) for the packet it matches, the catch-all (1) for the other.
-        const sends = [[c.hit, frames[2 * i], 100], [c.miss, frames[2 * i + 1], 1]] as const;
-        for (const [s, bytes, want] of sends) {
-          const before = packetsByPriority(dp);
-          await send(s, bytes);
-          const since = await oneMore(dp, before);
-          if (since.get(want) !== 1n || since.get(101 - want) !== 0n) {
-            const took = [...since].filter(([, n]) => n).map(([p, n]) => `${n} at priority ${p}`);
-            failures.push(
-              `${name}: the packet it ${want === 100 ? "matches" : "does not match"} counted ${
-                took.join(", ") || "nothing"
-              }`,
-            );
+    // With XDP on B's underlay a tunnelled packet is decapsulated there;
+    // without, at TC. The tunnelled cases run both ways.
+    for (const xdp of ["native", "off"] as const) {
+      if (xdp === "off") await lab.up(b, { xdp, localIps: B_ENDPOINTS });
+      // One datapath of B's, and one copy of its programs for every trace,
+      // with this thread in B's namespace; A's flows are changed in A's.
+      await b.ns.within(async () => {
+        using dp = Datapath.open(b.pinDir);
+        using tracer = new Tracer(dp);
+        for (const [i, c] of CASES.entries()) {
+          if (xdp === "off" && c.hit.from === "local" && c.miss.from === "local") continue;
+          const name = `${c.field} (${c.match}, XDP ${xdp})`;
+          await replaceFlows(dp, [
+            `priority=100,${c.match} actions=drop`,
+            "priority=1 actions=drop",
+          ]);
+          const send = async (s: Send, bytes: Uint8Array) => {
+            if (s.from === "local") return await fromB.send(bytes);
+            await lab.datapath(a, (dpA) => replaceFlows(dpA, [aFlow(b, s.tunnel)]));
+            await fromA.send(bytes);
+          };
+          // Each packet moves one counter by one: the case's flow (priority
+          // 100) for the packet it matches, the catch-all (1) for the other.
+          const sends = [[c.hit, frames[2 * i], 100], [c.miss, frames[2 * i + 1], 1]] as const;
+          for (const [s, bytes, want] of sends) {
+            const before = packetsByPriority(dp);
+            await send(s, bytes);
+            const since = await oneMore(dp, before);
+            if (since.get(want) !== 1n || since.get(101 - want) !== 0n) {
+              const took = [...since].filter(([, n]) => n).map(([p, n]) => `${n} at priority ${p}`);
+              failures.push(
+                `${name}: the packet it ${want === 100 ? "matches" : "does not match"} counted ${
+                  took.join(", ") || "nothing"
+                }`,
+              );
+            }
+          }
+          const inPort = c.hit.from === "local" ? "web" : "t0";
+          const t = await tracer.trace(
+            parseMatch(`in_port=${inPort},${c.match}`, dp.portNames()).match,
+          );
+          const want = dp.describeMatch(dp.dumpFlows().find((f) => f.priority === 100)!.match);
+          if (t.flow?.match !== want) {
+            failures.push(`${name}: trace names ${t.flow?.match ?? "no flow"}, not ${want}`);
           }
         }
-        const inPort = c.hit.from === "local" ? "web" : "t0";
-        const t = await tracer.trace(
-          parseMatch(`in_port=${inPort},${c.match}`, dp.portNames()).match,
-        );
-        const want = dp.describeMatch(dp.dumpFlows().find((f) => f.priority === 100)!.match);
-        if (t.flow?.match !== want) {
-          failures.push(`${name}: trace names ${t.flow?.match ?? "no flow"}, not ${want}`);
-        }
-      }
-    });
+      });
+    }
     assertEquals(failures, []);
   },
 );

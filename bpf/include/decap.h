@@ -457,10 +457,16 @@ __noinline int tc_decap(struct __sk_buff *skb, const struct decap *d, __u32 oute
 		flags |= WR_ADJ_ROOM_DECAP_L3_IPV6;
 	else if (inner.h_proto == bpf_htons(ETH_P_IP) && outer_v6)
 		flags |= WR_ADJ_ROOM_DECAP_L3_IPV4;
-	/* The kernel will not shrink below one header of the outer family
-	 * (40 bytes for IPv6): pad a shorter frame (ARP) for the shrink and
-	 * trim it back after. */
-	pad = sizeof(struct ethhdr) + (outer_v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr));
+	/* The kernel will not shrink the packet below one network header:
+	 * of the inner family when the flags name it, else of the outer one
+	 * (40 bytes for IPv6). Pad a shorter frame (ARP) for the shrink and
+	 * trim it back after. Only then: bpf_skb_change_tail refuses an skb
+	 * the sender's encapsulation left marked (a veth keeps the mark), so
+	 * a short IP frame padded needlessly was dropped. */
+	pad = sizeof(struct ethhdr) +
+	      ((flags & WR_ADJ_ROOM_DECAP_L3_IPV4) ? sizeof(struct iphdr) :
+	       (flags & WR_ADJ_ROOM_DECAP_L3_IPV6) || outer_v6 ? sizeof(struct ipv6hdr) :
+								   sizeof(struct iphdr));
 	pad = skb->len - d->outer_len < pad ? pad - (skb->len - d->outer_len) : 0;
 	if (pad && bpf_skb_change_tail(skb, skb->len + pad, 0))
 		return WR_DROP_DECAP;

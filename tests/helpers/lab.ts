@@ -59,15 +59,23 @@ function statLabel(i: number): string {
   return (i < 32 ? "drop_" : "") + (statName(i) ?? String(i));
 }
 
-/** Makes `peer`'s underlay MAC known to `host` for good (byte-exact tests). */
-export async function pinNeighbor(lab: Lab, host: LabHost, v6 = false): Promise<string> {
+/**
+ * Makes `peer`'s underlay MAC known to `host` for good (byte-exact tests),
+ * as the neighbour of its address of the family `v6` says, or of `ip`.
+ */
+export async function pinNeighbor(
+  lab: Lab,
+  host: LabHost,
+  v6 = false,
+  ip?: string,
+): Promise<string> {
   const peer = lab.peer(host);
   const mac = (await peer.ns.run(["cat", `/sys/class/net/${peer.underlay}/address`])).trim();
   await host.ns.run([
     "ip",
     "neigh",
     "replace",
-    v6 ? peer.ip6 : peer.ip,
+    ip ?? (v6 ? peer.ip6 : peer.ip),
     "lladdr",
     mac,
     "dev",
