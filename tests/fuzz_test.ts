@@ -72,6 +72,7 @@ function seedExprs(mac: string): string[] {
     inner,
     "Ether(src='02:00:00:00:00:0a')/Dot1Q(vlan=5)/IPv6(dst='fd00:1::2')/IPv6ExtHdrHopByHop()/UDP(dport=53)/Raw(b'q'*20)",
     "Ether(src='02:00:00:00:00:0a',dst='ff:ff:ff:ff:ff:ff')/ARP(pdst='10.1.0.2')",
+    "Ether(src='02:00:00:00:00:0a')/IPv6(dst='fd00:1::2')/ICMPv6ND_NS(tgt='fd00:1::2')/ICMPv6NDOptSrcLLAddr(lladdr='02:00:00:00:00:0a')/ICMPv6NDOptDstLLAddr(lladdr='02:00:00:00:00:0b')",
   );
   return out;
 }

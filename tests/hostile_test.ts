@@ -511,6 +511,24 @@ const LOCAL_FRAMES: [string, string][] = [
     "Ether(src='02:00:00:00:00:0a')/Dot1AD(vlan=1)/Dot1Q(vlan=2)/Dot1Q(vlan=3)/IP()/UDP()",
   ],
   ["a truncated ARP", "cut(Ether(src='02:00:00:00:00:0a')/ARP(), 20)"],
+  [
+    "a neighbour solicitation cut inside its target",
+    "cut(Ether(src='02:00:00:00:00:0a')/IPv6()/ICMPv6ND_NS(tgt='fd00::1'), 70)",
+  ],
+  [
+    "a neighbour solicitation with an option of length 0",
+    "Ether(src='02:00:00:00:00:0a')/IPv6()/ICMPv6ND_NS(tgt='fd00::1')/Raw(b'\\x01\\x00'+b'\\x00'*6)",
+  ],
+  [
+    "a neighbour advertisement whose option runs past the frame",
+    "Ether(src='02:00:00:00:00:0a')/IPv6()/ICMPv6ND_NA(tgt='fd00::1')/Raw(b'\\x02\\x09'+b'\\x00'*6)",
+  ],
+  [
+    "a neighbour solicitation with its source address option twice, and more options than read",
+    `Ether(src='02:00:00:00:00:0a')/IPv6()/ICMPv6ND_NS(tgt='fd00::1')/ICMPv6NDOptSrcLLAddr()/ICMPv6NDOptSrcLLAddr()${
+      "/ICMPv6NDOptMTU()".repeat(4)
+    }`,
+  ],
 ];
 
 function reasonName(i: number): string {
