@@ -17,8 +17,12 @@ let counter = 0;
 
 /** A fresh name for a namespace or device, unique to this process. */
 export function uniqueName(prefix: string): string {
-  // Device names are at most 15 bytes.
-  return `${prefix}${(Deno.pid % 10000).toString(36)}${(counter++).toString(36)}`.slice(0, 15);
+  // The process id and counter keep names of live processes apart; the
+  // random tail keeps them apart from what a killed process left behind
+  // under the same id. Device names are at most 15 bytes, so the tail is
+  // what gives way.
+  const tail = crypto.getRandomValues(new Uint32Array(1))[0].toString(36);
+  return `${prefix}${Deno.pid.toString(36)}${(counter++).toString(36)}${tail}`.slice(0, 15);
 }
 
 /** Netns is a network namespace made by `ip netns add`. */
