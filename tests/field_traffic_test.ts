@@ -86,6 +86,9 @@ function tunnel(
 /** set_tunnel's arguments for B's IPv6 endpoint. */
 const V6_TUNNEL = { dst: "2001:db8::2" };
 
+/** The network of B's web port. */
+const B_NET = 7;
+
 const NS = (tgt: string, opts = "") => `${V6}/ICMPv6ND_NS(tgt='${tgt}')${opts}`;
 const NA = (tgt: string, opts = "") => `${V6}/ICMPv6ND_NA(tgt='${tgt}')${opts}`;
 
@@ -93,6 +96,13 @@ const CASES: Case[] = [
   {
     field: "in_port",
     match: "in_port=web",
+    hit: { from: "local", frame: `${E}/${UDP4}` },
+    miss: { from: "tunnel", frame: `${E}/${UDP4}` },
+  },
+  {
+    // The network B's web port stamps; tunnelled packets come in on t0, of no network.
+    field: "net",
+    match: `net=${B_NET}`,
     hit: { from: "local", frame: `${E}/${UDP4}` },
     miss: { from: "tunnel", frame: `${E}/${UDP4}` },
   },
@@ -378,7 +388,7 @@ async function oneMore(dp: Datapath, before: Map<number, bigint>): Promise<Map<n
 /** B's tunnel endpoints: its first and second address of each family. */
 const B_ENDPOINTS = ["192.0.2.2", "192.0.2.12", "2001:db8::2", "2001:db8::12"];
 
-/** Two hosts with Geneve between them, and second addresses on each underlay. */
+/** Two hosts with Geneve between them, second addresses on each underlay, B's web in network {@link B_NET}. */
 async function twoHosts(): Promise<Lab> {
   const lab = await Lab.create({ ipv6: false });
   try {
@@ -396,7 +406,11 @@ async function twoHosts(): Promise<Lab> {
       }
     }
     await upWithPorts(lab, a, "geneve");
-    await upWithPorts(lab, b, "geneve", {}, { localIps: B_ENDPOINTS });
+    await lab.up(b, { localIps: B_ENDPOINTS });
+    await lab.datapath(b, async (dp) => {
+      await dp.addLocalPort("web", b.workload.port, { net: B_NET });
+      await dp.addTunnelPort("t0", "geneve", { remote_ip: "flow", key: "flow" });
+    });
     for (const ip of B_ENDPOINTS) {
       await pinNeighbor(lab, a, false, ip);
     }
