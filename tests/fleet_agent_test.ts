@@ -195,7 +195,10 @@ Deno.test("a restarted agent adopts its live lease: no key vanishes or is rewrit
   const f = await fleet();
   try {
     const a = await f.start(hostConfig(f.opts, 1));
-    const config = hostConfig(f.opts, 2, ["blue"], { leaseTtl: 3 });
+    // Renewed every TTL/3, the lease has 2/3 of its TTL left at the kill: time
+    // for a new process to start and adopt it, even on a loaded machine.
+    const ttl = 10;
+    const config = hostConfig(f.opts, 2, ["blue"], { leaseTtl: ttl });
     let p = new AgentProcess(f.dir, config);
     try {
       await waitFor("h2's first state", () => p.state() !== undefined, 15_000);
@@ -207,7 +210,7 @@ Deno.test("a restarted agent adopts its live lease: no key vanishes or is rewrit
       p = new AgentProcess(f.dir, config);
       await waitFor("the restarted h2's first state", () => p.state() !== undefined, 15_000);
       // Live longer than the TTL: the new process keeps the adopted lease alive.
-      await new Promise((r) => setTimeout(r, 3500));
+      await new Promise((r) => setTimeout(r, ttl * 1000 + 500));
       const keysAfter = await f.admin.list(`${PREFIX}`, prefixEnd(PREFIX));
       const own = (l: typeof keysBefore) =>
         l.entries.filter((e) => e.key.includes("/h2")).map((e) => [e.key, e.lease, e.modRevision]);
