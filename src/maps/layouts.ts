@@ -8,6 +8,10 @@
  * Addresses are `u8[16]` here (IPv4 in the first 4 bytes); the family lives
  * in a flag beside them, so src/tunnel turns them into text.
  *
+ * It is longer than the project's ~500 lines on purpose: it mirrors
+ * warren.h one struct for one struct, so a reader (and the BTF check)
+ * compares the two files side by side; split, the order would be lost.
+ *
  * @module
  */
 
