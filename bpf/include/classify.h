@@ -5,6 +5,13 @@
  * flow under them, so the search stops as soon as no later mask can hold a
  * better match. The cost per packet is bounded by the number of masks
  * (at most WR_MAX_MASKS), not by the number of flows.
+ *
+ * The generation (wr_config.gen & 1), read once per packet, picks the mask
+ * set and the flow index, and an entry counts only if it is part of that
+ * generation (wr_flow_entry.vis). An owner's apply uses this to change many
+ * entries of one index at once: it writes the next generation's entries
+ * beside the live ones, then switches generations with one write (see
+ * src/tunnel/flows/commit.ts).
  */
 #ifndef WR_CLASSIFY_H
 #define WR_CLASSIFY_H
@@ -67,6 +74,18 @@ static __always_inline int restamps(const struct wr_flow_entry *e)
 	return e->n_actions == 1 && e->actions[0].op == WR_ACT_SET_NET;
 }
 
+/* The replacement staged under l->ik (alt 1) for an entry that is not part
+ * of generation vis, if it is part of it; else NULL. */
+static __always_inline struct wr_flow_entry *stand_in(void *table, struct lookup *l, __u8 vis)
+{
+	struct wr_flow_entry *e;
+
+	l->ik.alt = 1;
+	e = bpf_map_lookup_elem(table, &l->ik);
+	l->ik.alt = 0;
+	return e && (e->vis & vis) ? e : NULL;
+}
+
 /* The highest-priority flow matching key, or NULL. */
 static __always_inline struct wr_flow_entry *classify(const struct wr_flow_key *key,
 						      struct lookup *l)
@@ -77,16 +96,18 @@ static __always_inline struct wr_flow_entry *classify(const struct wr_flow_key *
 	__u32 gen, count;
 	void *table;
 	__u32 best_prio = 0;
+	__u8 vis;
 
 	if (!cfg)
 		return NULL;
 	gen = cfg->gen & 1;
+	vis = 1 << gen;
 	set = bpf_map_lookup_elem(&wr_masks, &gen);
 	table = bpf_map_lookup_elem(&wr_flow_tables, &gen);
 	if (!set || !table)
 		return NULL;
 	count = set->count;
-	l->ik.pad0 = 0;
+	l->ik.alt = 0;
 
 	for (__u32 i = 0; i < WR_MAX_MASKS; i++) {
 		const struct wr_mask *m;
@@ -107,6 +128,8 @@ static __always_inline struct wr_flow_entry *classify(const struct wr_flow_key *
 			out[w] = k[w] & mk[w];
 		l->ik.mask_id = m->id;
 		e = bpf_map_lookup_elem(table, &l->ik);
+		if (e && !(e->vis & vis))
+			e = stand_in(table, l, vis);
 		if (e && (!best || e->priority > best_prio)) {
 			best = e;
 			best_prio = e->priority;

@@ -184,6 +184,17 @@ struct {
 	__type(value, __u32);
 } wr_tun_key_slots SEC(".maps");
 
+/* Control plane only: the names of owners of flows, by owner id. Each
+ * named owner's flows are also listed (their index keys) in a hash map of
+ * its own, pinned as maps/owned/<owner id>, so that replacing them costs
+ * what they are, not what the table is. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, WR_MAX_OWNERS);
+	__type(key, __u32);
+	__type(value, struct wr_owner);
+} wr_owners SEC(".maps");
+
 static __always_inline void stat_inc(__u32 stat)
 {
 	__u64 *v;

@@ -23,7 +23,7 @@
 /* Bumped whenever a pinned map's layout changes meaning. warren refuses to
  * reuse pins written under another version (see src/tunnel/pins.ts). */
 enum wr_layout_version {
-	WR_LAYOUT_VERSION = 4,
+	WR_LAYOUT_VERSION = 5,
 };
 
 /* ---- Demo and test counters (counter.bpf.c) ---------------------------- */
@@ -51,6 +51,7 @@ enum wr_size {
 	WR_GENEVE_OPT_MAX = 32,	/* bytes of Geneve options a tunnel key emits */
 	WR_DEFAULT_MAX_FLOWS = 65536,
 	WR_DEFAULT_MAX_TUN_KEYS = 65536,
+	WR_MAX_OWNERS = 1024,	/* owners of flows, the operator's (0) included */
 };
 
 /* STT: the header before the inner frame, and reassembly's bounds. A
@@ -249,10 +250,13 @@ struct wr_mask_set {
 	struct wr_mask masks[WR_MAX_MASKS];
 };
 
-/* Key of the flow index: a packet's key under one mask. */
+/* Key of the flow index: a packet's key under one mask. An entry that is
+ * not part of the live generation may have a stand-in under the same key
+ * with alt 1: the replacement an owner's apply staged (see
+ * src/tunnel/flows/commit.ts). */
 struct wr_flow_index_key {
 	__u32 mask_id;
-	__u32 pad0;
+	__u32 alt;		/* 0; 1: a staged replacement */
 	struct wr_flow_key key;
 };
 
@@ -293,6 +297,15 @@ enum wr_flow_flag {
 	WR_FLOWF_LOCAL_XDP	= 0x01,	/* only output is an XDP-capable local port */
 };
 
+/* wr_flow_entry.vis: the table generations (wr_config.gen & 1) whose
+ * packets see the entry. Every entry is in both but while an owner's apply
+ * makes its next generation, and after a writer died doing so. */
+enum wr_flow_vis {
+	WR_VIS_GEN0 = 0x01,
+	WR_VIS_GEN1 = 0x02,
+	WR_VIS_BOTH = 0x03,
+};
+
 /* What a flow does; the value of the flow index. */
 struct wr_flow_entry {
 	__u32 flow_id;		/* index of its counters and of its slot in wr_flow_ids */
@@ -300,6 +313,10 @@ struct wr_flow_entry {
 	__u8 n_actions;
 	__u8 flags;		/* WR_FLOWF_* */
 	__u64 cookie;		/* the user's, opaque */
+	__u16 owner;		/* wr_owners index; 0: the operator's */
+	__u8 vis;		/* WR_VIS_* */
+	__u8 pad0;
+	__u32 pad1;
 	struct wr_action actions[WR_MAX_ACTIONS];
 };
 
@@ -335,6 +352,12 @@ struct wr_group {
 struct wr_group_stats {
 	__u64 packets;
 	__u64 bytes;
+};
+
+/* Who owns flows, by owner id (1..WR_MAX_OWNERS-1; 0 is the operator and
+ * has no entry). Control plane only. */
+struct wr_owner {
+	__u8 name[64];		/* NUL-padded; all zero: the id is free */
 };
 
 /* Per flow, per CPU. */
@@ -510,6 +533,7 @@ struct wr_constants {
 	enum wr_no_tun_key no_tun_key;
 	enum wr_flow_flag flow_flag;
 	enum wr_group_size group_size;
+	enum wr_flow_vis flow_vis;
 	enum wr_stat stat;
 	enum wr_config_flag config_flag;
 	enum wr_fwd fwd;

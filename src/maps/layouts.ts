@@ -32,7 +32,7 @@ import {
 } from "./codec.ts";
 
 /** `WR_LAYOUT_VERSION`: bumped when a pinned map changes meaning. */
-export const LAYOUT_VERSION = 4;
+export const LAYOUT_VERSION = 5;
 
 /** Sizes fixed at compile time. */
 export const MAX_PORTS = 256;
@@ -46,6 +46,8 @@ export const GENEVE_OPT_MAX = 32;
 export const DEFAULT_MAX_FLOWS = 65536;
 /** Default capacity of the tunnel key table. */
 export const DEFAULT_MAX_TUN_KEYS = 65536;
+/** Owners of flows, the operator's (id 0) included. */
+export const MAX_OWNERS = 1024;
 
 /** `struct wr_counter`: packets and bytes seen by one hook on one CPU. */
 export const counterCodec = struct("wr_counter", {
@@ -363,7 +365,7 @@ export type MaskSet = ValueOf<typeof maskSetCodec>;
 /** `struct wr_flow_index_key`. */
 export const flowIndexKeyCodec = struct("wr_flow_index_key", {
   mask_id: u32,
-  pad0: pad(4),
+  alt: u32,
   key: flowKeyCodec,
 });
 /** A {@link flowIndexKeyCodec} value. */
@@ -397,6 +399,9 @@ export type ActionEntry = ValueOf<typeof actionCodec>;
 /** `WR_FLOWF_*`. */
 export const FlowFlag = { LOCAL_XDP: 0x01 } as const;
 
+/** `enum wr_flow_vis`: the table generations whose packets see an entry. */
+export const FlowVis = { GEN0: 0x01, GEN1: 0x02, BOTH: 0x03 } as const;
+
 /** `struct wr_flow_entry`: what a flow does. */
 export const flowEntryCodec = struct("wr_flow_entry", {
   flow_id: u32,
@@ -404,6 +409,10 @@ export const flowEntryCodec = struct("wr_flow_entry", {
   n_actions: u8,
   flags: u8,
   cookie: u64,
+  owner: u16,
+  vis: u8,
+  pad0: pad(1),
+  pad1: pad(4),
   actions: array(actionCodec, MAX_ACTIONS),
 });
 /** A {@link flowEntryCodec} value. */
@@ -441,6 +450,13 @@ export const groupStatsCodec = struct("wr_group_stats", {
 });
 /** A {@link groupStatsCodec} value. */
 export type GroupStats = ValueOf<typeof groupStatsCodec>;
+
+/** `struct wr_owner`: an owner's name, by owner id (all zero: free). */
+export const ownerCodec = struct("wr_owner", {
+  name: bytes(64),
+});
+/** A {@link ownerCodec} value. */
+export type OwnerEntry = ValueOf<typeof ownerCodec>;
 
 /** `struct wr_flow_stats`: per flow, per CPU. */
 export const flowStatsCodec = struct("wr_flow_stats", {

@@ -47,6 +47,7 @@ export const PINNED_MAPS = [
   "wr_buckets",
   "wr_group_stats",
   "wr_bucket_stats",
+  "wr_owners",
 ] as const;
 
 /** A pinned map's name. */

@@ -37,8 +37,7 @@ import {
   type PortLookup,
 } from "./compile.ts";
 import type { Datapath, PortSpec } from "./datapath.ts";
-import type { Match, PortNames } from "./match.ts";
-import type { ActionSpec } from "./flow_actions.ts";
+import type { PortNames } from "./match.ts";
 import { type FlowSpec, formatFlow, parseFlowAt } from "./flow_syntax.ts";
 import type { ApplyOptions, FlowDiff } from "./flow_table.ts";
 import { formatGroup, parseGroupAt } from "./group_syntax.ts";
@@ -344,8 +343,7 @@ function checkFlowGroups(texts: string[], names: PortNames, groups: ReadonlySet<
 }
 
 function describeDiff(dp: Datapath, diff: FlowDiff): ApplyPlan["flows"] {
-  const text = (f: { priority: number; cookie: bigint; match: Match; actions: ActionSpec[] }) =>
-    dp.describeFlow({ flowId: 0, ...f });
+  const text = (f: FlowSpec) => dp.describeFlow(f);
   return {
     added: diff.added,
     modified: diff.modified,

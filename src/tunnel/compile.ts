@@ -234,13 +234,7 @@ export function compileFlow(spec: FlowSpec, ports: PortLookup, memo?: ActionMemo
     const { keyBytes, maskBytes } = encodeMatch(spec.match);
     return { spec, keyBytes, maskBytes, ...compiled };
   } catch (err) {
-    if (err instanceof CompileError) {
-      const names = {
-        number: (name: string) => ports.byName(name)?.number,
-        name: (n: number) => ports.byNumber(n)?.name,
-      };
-      err.message = `${formatFlow(spec, names)}: ${err.message}`;
-    }
+    if (err instanceof CompileError) err.message = `${flowText(spec, ports)}: ${err.message}`;
     throw err;
   }
 }
@@ -338,6 +332,14 @@ export function compileGroup(spec: GroupSpec, ports: PortLookup): CompiledGroup 
     if (err instanceof CompileError) err.message = `group ${spec.id}: ${err.message}`;
     throw err;
   }
+}
+
+/** A flow as text, ports by name: how an error about one flow among many names it. */
+export function flowText(spec: FlowSpec, ports: PortLookup): string {
+  return formatFlow(spec, {
+    number: (name: string) => ports.byName(name)?.number,
+    name: (n: number) => ports.byNumber(n)?.name,
+  });
 }
 
 /** Compiles an action list against the ports that exist. */

@@ -42,6 +42,7 @@ import {
   type GroupResult,
   type InstalledFlow,
   type InstalledGroup,
+  type OwnerName,
 } from "./flow_table.ts";
 import type { FlowSpec } from "./flow_syntax.ts";
 import type { GroupSpec } from "./group_syntax.ts";
@@ -149,18 +150,21 @@ export class Datapath implements Disposable {
   }
 
   /** A flow as `flow add` would take it: priority, match and actions. */
-  describeFlow(f: InstalledFlow): string {
+  describeFlow(f: FlowSpec): string {
     return this.#flows.describeFlow(f);
   }
 
-  /** Adds flows (see FlowTable.add), keeping their remotes' next hops resolved. */
-  addFlows(specs: FlowSpec[]): Promise<AddResult> {
-    return this.#flows.add(specs);
+  /**
+   * Adds flows of `options.owner` (the operator's by default; see
+   * FlowTable.add), keeping their remotes' next hops resolved.
+   */
+  addFlows(specs: FlowSpec[], options: { owner?: OwnerName } = {}): Promise<AddResult> {
+    return this.#flows.add(specs, options.owner);
   }
 
-  /** Changes the actions of flows (see FlowTable.modify). */
-  modifyFlow(spec: FlowSpec): Promise<number> {
-    return this.#flows.modify(spec);
+  /** Changes the actions of a flow of `options.owner` (see FlowTable.modify). */
+  modifyFlow(spec: FlowSpec, options: { owner?: OwnerName } = {}): Promise<number> {
+    return this.#flows.modify(spec, options.owner);
   }
 
   /** Deletes flows (see FlowTable.delete). */
@@ -174,8 +178,14 @@ export class Datapath implements Disposable {
   }
 
   /**
-   * Makes the flows exactly `specs`, atomically (see FlowTable.apply);
-   * `specs` may be a generator, read once.
+   * Makes the flows of `options.owner` (the operator's by default) exactly
+   * `specs`, atomically for packets, leaving other owners' flows alone
+   * (see FlowTable.apply); `specs` may be a generator, read once.
+   *
+   * @example Replace the fleet agent's flows, and only those
+   * ```ts ignore
+   * await dp.applyFlows(texts.map((f) => parseFlow(f, dp.portNames())), { owner: "fleet" });
+   * ```
    */
   applyFlows(specs: Iterable<FlowSpec>, options: ApplyOptions = {}): Promise<FlowDiff> {
     return this.#flows.apply(specs, options);

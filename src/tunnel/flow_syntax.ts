@@ -89,11 +89,16 @@ type MatchOp = { shorthand: string } | {
 /** `name` or `name[lo..hi]` (OVS subfield syntax: `udp_dst[12]=1`). */
 const SUBFIELD = /^([A-Za-z0-9_]+)\[(?:(\d+)(?:\.\.(\d+))?)?\]$/;
 
-function matchItems(items: Token[], ports: PortNames) {
+/**
+ * The items of a match. `cookie=V/MASK` selects flows by their cookie's
+ * bits, as ovs-ofctl's does: a match that `selects` takes it (`cookie=V`
+ * selecting one cookie exactly), a flow's match refuses it.
+ */
+function matchItems(items: Token[], ports: PortNames, selects = false) {
   const ops: MatchOp[] = [];
   const shorthands: string[] = [];
   let priority: number | undefined;
-  let cookie: bigint | undefined;
+  let cookie: { value: bigint; mask: bigint } | undefined;
   // Shorthands, dl_type and nw_proto say what the packet is, which decides
   // what the other names mean: read ahead, then the fields in order.
   let typed = false;
@@ -114,8 +119,14 @@ function matchItems(items: Token[], ports: PortNames) {
         continue;
       }
       if (name === "cookie") {
-        if (value.includes("/")) throw new MatchError("a mask selects flows; a flow has none");
-        cookie = parseU64(value);
+        const slash = value.indexOf("/");
+        const v = slash < 0 ? value : value.slice(0, slash);
+        const m = slash < 0 ? undefined : value.slice(slash + 1);
+        if (m !== undefined && !selects) {
+          throw new MatchError("a mask selects flows; a flow has none");
+        }
+        const mask = m === undefined || m === "-1" ? 2n ** 64n - 1n : parseU64(m);
+        cookie = { value: parseU64(v) & mask, mask };
         continue;
       }
       const word = FLOW_WORDS.get(name);
@@ -253,18 +264,18 @@ function halves(text: string): { match: Token[]; actions?: Token } {
 }
 
 /**
- * Reads a match (with optional priority= and cookie=), as `flow del` and
- * `flow dump` take them.
+ * Reads a match (with optional priority= and cookie=V[/MASK], a mask of
+ * -1 for all bits), as `flow del` and `flow dump` take them.
  */
 export function parseMatch(
   text: string,
   ports: PortNames,
-): { match: Match; priority?: number; cookie?: bigint } {
+): { match: Match; priority?: number; cookie?: { value: bigint; mask: bigint } } {
   const h = halves(text);
   if (h.actions) {
     throw new FlowSyntaxError("actions=", h.actions.at - 8, "a match takes no actions");
   }
-  return matchItems(h.match, ports);
+  return matchItems(h.match, ports, true);
 }
 
 /**
@@ -295,7 +306,7 @@ export function parseFlow(text: string, ports: PortNames): FlowSpec {
   const { match, priority, cookie } = matchItems(h.match, ports);
   return {
     priority: priority ?? DEFAULT_PRIORITY,
-    cookie: cookie ?? 0n,
+    cookie: cookie?.value ?? 0n,
     match,
     actions: cachedActions(h.actions.text, h.actions.at),
   };

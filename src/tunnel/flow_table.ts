@@ -8,10 +8,14 @@
  * - `masks.ts`: the mask set, its two generations, the mask limit;
  * - `journal.ts`: what is known of the kernel between calls, and every
  *   change's writing mark, commit, and the repair after a writer died;
+ * - `owners.ts`: who owns each flow, and each named owner's set of flows;
  * - `counters.ts`: per-flow counters, summed and cleared;
  * - `queries.ts`, `dump.ts`: filters, lookups, usage, the sorted dump;
  * - `edits.ts`: add, modify, delete in the live table, with undo;
- * - `apply.ts` (with `flow_set.ts`): the whole table replaced atomically;
+ * - `apply.ts` (with `flow_set.ts`): the operator's flows replaced
+ *   atomically, the table rebuilt aside;
+ * - `owned.ts` (with `commit.ts`): a named owner's flows replaced
+ *   atomically, in place, at the cost of the change;
  * - `group_state.ts`, `groups.ts`: replication groups, read and changed.
  *
  * Everything that walks the whole table works on the kernel's bytes, read
@@ -45,6 +49,8 @@ import {
 } from "./flows/groups.ts";
 import { add, type AddResult, modify, remove } from "./flows/edits.ts";
 import { Journal, type TableContext } from "./flows/journal.ts";
+import { applyOwned } from "./flows/owned.ts";
+import type { OwnerName } from "./flows/owners.ts";
 import {
   count,
   type FlowFilter,
@@ -67,6 +73,7 @@ export type {
   GroupResult,
   InstalledFlow,
   InstalledGroup,
+  OwnerName,
   Usage,
 };
 export type { Progress } from "./flows/apply.ts";
@@ -144,21 +151,23 @@ export class FlowTable {
   }
 
   /**
-   * Adds flows. A flow with the same match and priority as an installed
-   * one replaces its actions and restarts its counters, as Open vSwitch's
-   * add-flow does; within `specs` the last of equal flows wins. All or
-   * nothing.
+   * Adds flows of `owner` ("" for the operator). A flow with the same match
+   * and priority as an installed one of the same owner replaces its
+   * actions and restarts its counters, as Open vSwitch's add-flow does;
+   * within `specs` the last of equal flows wins; another owner's flow with
+   * the same match is refused. All or nothing.
    */
-  add(specs: FlowSpec[]): AddResult {
-    return add(this.#t, specs);
+  add(specs: FlowSpec[], owner: OwnerName = ""): AddResult {
+    return add(this.#t, specs, owner);
   }
 
   /**
-   * Changes the actions (and cookie) of the flow with exactly this match
-   * and priority, keeping its counters. Returns how many changed (0 or 1).
+   * Changes the actions (and cookie) of `owner`'s flow with exactly this
+   * match and priority, keeping its counters. Returns how many changed (0
+   * or 1).
    */
-  modify(spec: FlowSpec): number {
-    return modify(this.#t, spec);
+  modify(spec: FlowSpec, owner: OwnerName = ""): number {
+    return modify(this.#t, spec, owner);
   }
 
   /**
@@ -170,12 +179,17 @@ export class FlowTable {
   }
 
   /**
-   * Makes the installed flows exactly `specs`, switching to the new table
-   * atomically; unchanged and modified flows keep their ids and counters.
-   * With `dryRun`, only says what would change. `specs` is read once.
+   * Makes the flows of `options.owner` (default the operator's) exactly
+   * `specs`, atomically for packets, leaving other owners' flows as they
+   * are; unchanged and modified flows keep their ids and counters. The
+   * operator's table is rebuilt aside and switched to; a named owner's
+   * flows are changed in place, at the cost of the change. With `dryRun`,
+   * only says what would change. `specs` is read once.
    */
   apply(specs: Iterable<FlowSpec>, options: ApplyOptions = {}): FlowDiff {
-    return apply(this.#t, specs, options);
+    return options.owner
+      ? applyOwned(this.#t, options.owner, specs, options)
+      : apply(this.#t, specs, options);
   }
 
   /** Every installed group, by id; with `counters`, each one's and its buckets'. */

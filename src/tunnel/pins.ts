@@ -34,6 +34,8 @@ import {
   LAYOUT_VERSION,
   type MaskSet,
   maskSetCodec,
+  ownerCodec,
+  type OwnerEntry,
   portCodec,
   type PortEntry,
   type PortInfo,
@@ -56,6 +58,11 @@ function flowIndexDir(dir: string): string {
 
 function flowIndexPin(dir: string, id: number): string {
   return `${flowIndexDir(dir)}/${id}`;
+}
+
+/** Where each named owner's set of flows is pinned, under its owner id. */
+function ownedDir(dir: string): string {
+  return `${dir}/maps/owned`;
 }
 
 /** The pin path of map `name` under `dir`. */
@@ -110,6 +117,8 @@ export class DatapathMaps implements Disposable {
   readonly groupStats: PerCpuMap<number, GroupStats>;
   /** `wr_bucket_stats`, by bucket, per CPU. */
   readonly bucketStats: PerCpuMap<number, GroupStats>;
+  /** `wr_owners`: owners' names, by owner id. */
+  readonly owners: TypedMap<number, OwnerEntry>;
 
   /** Where the maps are pinned, once they are. */
   #dir?: string;
@@ -143,6 +152,7 @@ export class DatapathMaps implements Disposable {
       this.buckets = new TypedMap(take("wr_buckets"), u32, actionCodec);
       this.groupStats = new PerCpuMap(take("wr_group_stats"), u32, groupStatsCodec);
       this.bucketStats = new PerCpuMap(take("wr_bucket_stats"), u32, groupStatsCodec);
+      this.owners = new TypedMap(take("wr_owners"), u32, ownerCodec);
     } catch (err) {
       for (const m of opened) m.close();
       throw err;
@@ -257,6 +267,28 @@ export class DatapathMaps implements Disposable {
     yield ["wr_buckets", this.buckets.raw];
     yield ["wr_group_stats", this.groupStats.raw];
     yield ["wr_bucket_stats", this.bucketStats.raw];
+    yield ["wr_owners", this.owners.raw];
+  }
+
+  /**
+   * The pinned set of owner `id`'s flows, opened; undefined when it has
+   * none, unless `create` makes an empty one (pinned before it is used).
+   */
+  ownedSet(id: number, create?: () => BpfMap): BpfMap | undefined {
+    const dir = this.#dir;
+    if (!dir) throw new NotFoundError("flows have owners only in a pinned datapath");
+    const pin = `${ownedDir(dir)}/${id}`;
+    if (isPinned(pin)) return BpfMap.fromPin(pin);
+    if (!create) return undefined;
+    ensurePinDir(ownedDir(dir));
+    const map = create();
+    map.pin(pin);
+    return map;
+  }
+
+  /** Removes owner `id`'s set, once no flow of it is left. */
+  dropOwnedSet(id: number): void {
+    if (this.#dir) unpin(`${ownedDir(this.#dir)}/${id}`);
   }
 
   /** Releases every map's descriptor. */

@@ -19,6 +19,7 @@ import type {
   GroupResult,
   InstalledFlow,
   InstalledGroup,
+  OwnerName,
 } from "../flow_table.ts";
 import { type ActionSpec, formatAction } from "../flow_actions.ts";
 import { type FlowSpec, formatFlow } from "../flow_syntax.ts";
@@ -59,7 +60,7 @@ export class DatapathFlows {
   }
 
   /** A flow as `flow add` would take it: priority, match and actions. */
-  describeFlow(f: InstalledFlow): string {
+  describeFlow(f: FlowSpec): string {
     return formatFlow(f, this.#ports.names(), this.#describeActions(f.actions));
   }
 
@@ -73,9 +74,9 @@ export class DatapathFlows {
   }
 
   /** Adds flows (see FlowTable.add), keeping their remotes' next hops resolved. */
-  async add(specs: FlowSpec[]): Promise<AddResult> {
+  async add(specs: FlowSpec[], owner: OwnerName = ""): Promise<AddResult> {
     const result = this.#locked(() => {
-      const r = this.#table.add(specs);
+      const r = this.#table.add(specs, owner);
       this.#registry.learnGeneve(
         specs.some((s) => s.match.mask.gnv_class || s.match.mask.gnv_type),
       );
@@ -86,8 +87,8 @@ export class DatapathFlows {
   }
 
   /** Changes the actions of flows (see FlowTable.modify). */
-  async modify(spec: FlowSpec): Promise<number> {
-    const n = this.#locked(() => this.#table.modify(spec));
+  async modify(spec: FlowSpec, owner: OwnerName = ""): Promise<number> {
+    const n = this.#locked(() => this.#table.modify(spec, owner));
     const remotes = spec.actions.flatMap((a) => a.type === "set_tunnel" && a.dst ? [a.dst] : []);
     await this.#neighbors.keep(remotes);
     return n;
@@ -113,8 +114,9 @@ export class DatapathFlows {
   }
 
   /**
-   * Makes the flows exactly `specs`, atomically (see FlowTable.apply);
-   * `specs` may be a generator, read once.
+   * Makes the flows of `options.owner` (the operator's by default) exactly
+   * `specs`, atomically (see FlowTable.apply); `specs` may be a generator,
+   * read once.
    */
   async apply(specs: Iterable<FlowSpec>, options: ApplyOptions = {}): Promise<FlowDiff> {
     const diff = this.#locked(() => {

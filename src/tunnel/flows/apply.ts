@@ -1,17 +1,20 @@
 /**
- * Replacing the whole table: `apply` compiles the wanted flows into a
+ * Replacing the operator's flows: `apply` compiles the wanted flows into a
  * compact {@link FlowSet}, compares it with the installed table in one raw
  * pass (a flow's identity is its mask and masked key; unchanged and
- * modified flows keep their ids and so their counters), builds the new
- * index aside in batches and makes it live with the journal's one write,
+ * modified flows keep their ids and so their counters; flows of named
+ * owners stay as they are, and a wanted flow with the match of one is
+ * refused), builds the new index aside in batches (the other owners'
+ * entries copied over) and makes it live with the journal's one write,
  * then frees what the old table alone used. A dry run stops after the
- * comparison and says what would change.
+ * comparison and says what would change. A named owner's flows are
+ * replaced in place instead (`owned.ts`).
  *
  * @module
  */
 
 import type { Addr } from "../addr.ts";
-import { type ActionMemo, compileFlow, decompileActions } from "../compile.ts";
+import { type ActionMemo, compileFlow, decompileActions, flowText } from "../compile.ts";
 import { failpoint } from "../failpoint.ts";
 import type { FlowSpec } from "../flow_syntax.ts";
 import { ActionOp, decodeFlowKey, tunKeyCodec } from "../../maps/layouts.ts";
@@ -25,12 +28,14 @@ import {
   EntryBatch,
   KEY_SIZE,
   resolveActions,
-  scan,
+  visible,
 } from "./entry.ts";
+import { FlowTableError } from "./error.ts";
 import { type ActionSet, byteString, FlowSet, FlowState, sameBytes } from "./flow_set.ts";
 import { checkGroupsExist, countGroupKeys } from "./group_state.ts";
 import { checkFlowRoom, checkKeyRoom, type TableContext } from "./journal.ts";
 import { checkMaskRoom, type LiveMask, masksById, nextMaskId } from "./masks.ts";
+import { OPERATOR, type OwnerName } from "./owners.ts";
 import { decodeFlow, type InstalledFlow, tunKeyReader } from "./queries.ts";
 
 /** What `apply` changes (or, in a dry run, would change). */
@@ -73,14 +78,20 @@ export interface ApplyOptions {
   listLimit?: number;
   /** Groups that will exist by the time the flows are installed (a dry run's). */
   comingGroups?: ReadonlySet<number>;
+  /**
+   * Whose flows `specs` are: "" (the default) for the operator's, or a
+   * named owner's (1 to 63 letters, digits, `_`, `.`, `-`). Either way the
+   * other owners' flows are left as they are.
+   */
+  owner?: OwnerName;
 }
 
 /**
- * Makes the installed flows exactly `specs`. The new table is built
- * aside and switched to atomically; unchanged and modified flows keep
- * their ids and counters. With `dryRun`, only says what would change.
- * `specs` is read once, so a generator can stream a million flows
- * without holding them.
+ * Makes the operator's installed flows exactly `specs`, leaving other
+ * owners' flows as they are. The new table is built aside and switched to
+ * atomically; unchanged and modified flows keep their ids and counters.
+ * With `dryRun`, only says what would change. `specs` is read once, so a
+ * generator can stream a million flows without holding them.
  */
 export function apply(
   t: TableContext,
@@ -112,6 +123,10 @@ export function apply(
   const oldIds = new U32List();
   const oldCounts = new Uint32Array(st.slots.capacity);
   const removedIds = new U32List();
+  // Other owners' flows, kept: how many under each mask, their top priority.
+  const kept = new Map<number, { flows: number; maxPriority: number }>();
+  const keptCounts = new Uint32Array(st.slots.capacity);
+  let keptCount = 0;
   const removeSample: InstalledFlow[] = [];
   const tunKey = tunKeyReader(t.maps, st);
   const masks = masksById(st.masks);
@@ -120,17 +135,34 @@ export function apply(
     seen += n;
     progress?.({ phase: "compare", done: seen });
   };
-  for (const e of scan(t.journal.index(st), compared)) {
+  const oldIndex = t.journal.index(st);
+  for (const e of visible(oldIndex, st.gen, compared)) {
     const flowId = e.flowId;
     oldIds.push(flowId);
     e.eachSlot((s) => s < oldCounts.length && oldCounts[s]++);
     const mi = setMaskOf.get(e.maskId);
     const j = mi === undefined ? -1 : set.find(mi, e.keys, e.keyAt);
+    if (e.owner !== OPERATOR) {
+      if (j >= 0) {
+        throw new FlowTableError(
+          `${flowText(flowSpec(t, set, j), t.ports)}: the flow with this match is owner "${
+            st.owners.name(e.owner)
+          }"'s, and one owner never changes another's`,
+        );
+      }
+      const k = kept.get(e.maskId) ?? { flows: 0, maxPriority: 0 };
+      k.flows++;
+      k.maxPriority = Math.max(k.maxPriority, e.priority);
+      kept.set(e.maskId, k);
+      e.eachSlot((s) => s < keptCounts.length && keptCounts[s]++);
+      keptCount++;
+      continue;
+    }
     if (j < 0 || set.priority[j] !== e.priority) {
       removedIds.push(flowId);
       const mask = masks.get(e.maskId);
       if (removeSample.length < limit && mask) {
-        removeSample.push(decodeFlow(mask, e, tunKey, t.ports));
+        removeSample.push(decodeFlow(mask, e, tunKey, t.ports, st.owners));
       }
       continue;
     }
@@ -159,17 +191,30 @@ export function apply(
       for (const k of a.tunKeys) if (st.slots.find(k) === undefined) missing.add(byteString(k));
     }
     checkKeyRoom(st, missing.size);
-    checkMaskRoom(set.masks.length);
-    // New keys get slots (free ones: no packet can be reading them).
-    for (const a of set.actionSets) if (!a.resolved) resolve(a, st.slots, true);
 
-    // Masks keep their ids; new ones take free ids.
+    // Masks keep their ids, with the kept flows under them; new ones take
+    // free ids.
     const live: LiveMask[] = [];
     for (const m of set.masks) {
       const old = st.masks.find((o) => o.sig === m.sig);
-      live.push({ ...m, id: old?.id ?? 0, decoded: undefined });
+      const k = old && kept.get(old.id);
+      live.push({
+        ...m,
+        id: old?.id ?? 0,
+        flows: m.flows + (k?.flows ?? 0),
+        maxPriority: Math.max(m.maxPriority, k?.maxPriority ?? 0),
+        decoded: undefined,
+      });
+    }
+    for (const [id, k] of kept) {
+      if (!live.some((m) => m.id === id)) {
+        live.push({ ...masks.get(id)!, ...k, decoded: undefined });
+      }
     }
     for (const m of live) if (!m.id) m.id = nextMaskId(live);
+    checkMaskRoom(live.length);
+    // New keys get slots (free ones: no packet can be reading them).
+    for (const a of set.actionSets) if (!a.resolved) resolve(a, st.slots, true);
 
     // The new index, written in batches.
     const newIndex = createIndex(st.cfg.max_flows);
@@ -186,6 +231,7 @@ export function apply(
           priority: set.priority[j],
           cookie: set.cookie[j],
           flags: a.flags,
+          owner: OPERATOR,
           actions: a.resolved!,
         });
         if (full || j === set.count - 1) {
@@ -194,12 +240,18 @@ export function apply(
           failpoint("flow.apply.installing");
         }
       }
+      if (keptCount > 0) {
+        for (const e of visible(oldIndex, st.gen)) {
+          if (e.owner !== OPERATOR && batch.put(e.indexKey(), e.entry())) batch.flush();
+        }
+        batch.flush();
+      }
       t.journal.publish(st, live, newIndex);
       failpoint("flow.apply.published");
       // The old generation's slot still names the old index; point it at
       // the new one too, so the old index is freed once no packet uses it.
       t.maps.setFlowIndex(st.gen ^ 1, newIndex);
-      const newCounts = new Uint32Array(st.slots.capacity);
+      const newCounts = keptCounts;
       set.actionSets.forEach((a, i) => {
         if (uses[i]) actionSlots(a.resolved!, (s) => newCounts[s] += uses[i]);
       });
@@ -217,14 +269,6 @@ export function apply(
     throw err;
   }
   return diff;
-}
-
-/** Gives action list `a` its kernel form, with slots; `take` allocates missing keys. */
-function resolve(a: ActionSet, slots: TunKeySlots, take: boolean): void {
-  a.resolved = resolveActions(a.actions, (k) => {
-    const key = a.tunKeys[k];
-    return slots.find(key) ?? (take ? slots.acquire(key) : undefined);
-  });
 }
 
 /** Flow `j` of `set`, as a spec. */
@@ -245,6 +289,14 @@ function flowSpec(t: TableContext, set: FlowSet, j: number): FlowSpec {
       t.ports,
     ),
   };
+}
+
+/** Gives action list `a` its kernel form, with slots; `take` allocates missing keys. */
+function resolve(a: ActionSet, slots: TunKeySlots, take: boolean): void {
+  a.resolved = resolveActions(a.actions, (k) => {
+    const key = a.tunKeys[k];
+    return slots.find(key) ?? (take ? slots.acquire(key) : undefined);
+  });
 }
 
 /**

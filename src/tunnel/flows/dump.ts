@@ -12,7 +12,7 @@ import { decodeFlowKey } from "../../maps/layouts.ts";
 import { decompileActions } from "../compile.ts";
 import type { ActionSpec } from "../flow_actions.ts";
 import type { CounterArrays } from "./counters.ts";
-import { decodeActions, type Entry, KEY_SIZE, scan } from "./entry.ts";
+import { decodeActions, type Entry, KEY_SIZE, visible } from "./entry.ts";
 import { byteString, KeyArena } from "./flow_set.ts";
 import type { TableContext } from "./journal.ts";
 import { type LiveMask, masksById } from "./masks.ts";
@@ -26,6 +26,7 @@ class DumpRows {
   flowId = new Uint32Array(1024);
   priority = new Uint16Array(1024);
   cookie = new BigUint64Array(1024);
+  owner = new Uint16Array(1024);
   actions = new Uint32Array(1024);
   /** Each distinct action list's raw `struct wr_action`s. */
   actionLists: Uint8Array[] = [];
@@ -45,6 +46,7 @@ class DumpRows {
     this.flowId[n] = e.flowId;
     this.priority[n] = e.priority;
     this.cookie[n] = e.cookie;
+    this.owner[n] = e.owner;
     const raw = e.actionBytes();
     const sig = byteString(raw);
     let list = this.#listOf.get(sig);
@@ -85,6 +87,7 @@ class DumpRows {
     this.flowId = grow(this.flowId, new Uint32Array(size));
     this.priority = grow(this.priority, new Uint16Array(size));
     this.cookie = grow(this.cookie, new BigUint64Array(size));
+    this.owner = grow(this.owner, new Uint16Array(size));
     this.actions = grow(this.actions, new Uint32Array(size));
   }
 }
@@ -100,9 +103,9 @@ export function* sorted(
 ): Generator<InstalledFlow> {
   const st = t.journal.load();
   const masks = masksById(st.masks);
-  const select = selector(filter);
+  const select = selector(filter, st.owners);
   const rows = new DumpRows(st.cfg.max_flows);
-  for (const e of scan(t.journal.index(st))) {
+  for (const e of visible(t.journal.index(st), st.gen)) {
     const mask = masks.get(e.maskId);
     if (mask && select(mask, e)) rows.add(mask, e);
   }
@@ -122,6 +125,7 @@ export function* sorted(
       flowId,
       priority: rows.priority[r],
       cookie: rows.cookie[r],
+      owner: st.owners.name(rows.owner[r]),
       match: { key: decodeFlowKey(key), mask: mask.decoded },
       actions: actionLists[rows.actions[r]] as ActionSpec[],
     };

@@ -13,26 +13,32 @@
 import type { BpfMap } from "../../bpf/map.ts";
 import { NO_TUN_KEY } from "../../maps/layouts.ts";
 import type { Addr } from "../addr.ts";
-import { type ActionMemo, type CompiledFlow, compileFlow, encodeMatch } from "../compile.ts";
+import {
+  type ActionMemo,
+  type CompiledFlow,
+  compileFlow,
+  encodeMatch,
+  flowText,
+} from "../compile.ts";
 import { failpoint } from "../failpoint.ts";
 import type { FlowSpec } from "../flow_syntax.ts";
 import { Remotes } from "../tun_keys.ts";
 import { zeroCounters } from "./counters.ts";
 import {
   actionBytes,
-  CHUNK,
+  deleteKeys,
   Entry,
   entryBytes,
-  INDEX_KEY_SIZE,
   indexKey,
   resolveActions,
-  scan,
+  visible,
 } from "./entry.ts";
 import { FlowTableError } from "./error.ts";
 import { byteString, maskShape } from "./flow_set.ts";
 import { checkGroupsExist } from "./group_state.ts";
 import { checkFlowRoom, checkKeyRoom, type TableContext, type TableState } from "./journal.ts";
 import { checkMaskRoom, type LiveMask, masksById, nextMaskId } from "./masks.ts";
+import { checkOwnerName, OPERATOR, type OwnerName, type Owners } from "./owners.ts";
 import { type FlowFilter, selector } from "./queries.ts";
 
 /** What `add` did. */
@@ -45,25 +51,55 @@ export interface AddResult {
   remotes: Addr[];
 }
 
-/** The entry of compiled flow `c` with id `flowId`, its tunnel keys in `slots`. */
-function entryOf(c: CompiledFlow, flowId: number, slots: number[]): Uint8Array {
+/** The entry of compiled flow `c` of `owner` with id `flowId`, its tunnel keys in `slots`. */
+export function entryOf(
+  c: CompiledFlow,
+  flowId: number,
+  slots: number[],
+  owner: number,
+): Uint8Array {
   return entryBytes({
     flowId,
     priority: c.spec.priority,
     cookie: c.spec.cookie,
     flags: c.flags,
+    owner,
     actions: resolveActions(actionBytes(c.actions), (k) => slots[k] ?? NO_TUN_KEY)!,
   });
 }
 
 /**
- * Adds flows. A flow with the same match and priority as an installed
- * one replaces its actions and restarts its counters, as Open vSwitch's
- * add-flow does; within `specs` the last of equal flows wins. Every flow
- * is checked before any is written, and a failure midway undoes what
- * was written.
+ * Refuses to let owner `owner` (an id, or undefined for a name not yet
+ * registered) change `c`, whose match is that of installed entry `e`,
+ * when `e` is another owner's.
  */
-export function add(t: TableContext, specs: FlowSpec[]): AddResult {
+export function checkOwner(
+  t: TableContext,
+  owners: Owners,
+  owner: number | undefined,
+  c: CompiledFlow,
+  e: Entry,
+): void {
+  if (e.owner === owner) return;
+  const whose = e.owner === OPERATOR
+    ? "the operator's (added without an owner)"
+    : `owner "${owners.name(e.owner)}"'s`;
+  throw new FlowTableError(
+    `${
+      flowText(c.spec, t.ports)
+    }: the flow with this match is ${whose}, and one owner never changes another's`,
+  );
+}
+
+/**
+ * Adds flows of `owner` ("" for the operator). A flow with the same match
+ * and priority as an installed one of the same owner replaces its actions
+ * and restarts its counters, as Open vSwitch's add-flow does; within
+ * `specs` the last of equal flows wins. Every flow is checked before any
+ * is written, and a failure midway undoes what was written.
+ */
+export function add(t: TableContext, specs: FlowSpec[], owner: OwnerName = ""): AddResult {
+  if (owner) checkOwnerName(owner);
   const byIdentity = new Map<string, CompiledFlow>();
   const memo: ActionMemo = new Map();
   for (const s of specs) {
@@ -74,8 +110,9 @@ export function add(t: TableContext, specs: FlowSpec[]): AddResult {
   checkGroupsExist(t.maps, t.ports, compiled);
   const st = t.journal.forWrite();
   const index = t.journal.index(st);
+  const known = st.owners.id(owner);
 
-  // Check everything first: masks, conflicts, room.
+  // Check everything first: owners, masks, conflicts, room.
   const bySig = new Map(st.masks.map((m) => [m.sig, m]));
   const newMasks = new Set<string>();
   const olds: (Uint8Array | undefined)[] = [];
@@ -87,6 +124,7 @@ export function add(t: TableContext, specs: FlowSpec[]): AddResult {
     const ik = mask && indexKey(mask.id, c.keyBytes);
     const old = ik && index.lookup(ik);
     if (old) {
+      checkOwner(t, st.owners, known, c, new Entry(ik, old));
       const p = new Entry(ik, old).priority;
       if (p !== c.spec.priority) {
         throw new FlowTableError(
@@ -110,6 +148,8 @@ export function add(t: TableContext, specs: FlowSpec[]): AddResult {
   const remotes = new Remotes();
   t.journal.begin(st);
   try {
+    const id = st.owners.ensure(owner);
+    if (known === undefined) undo.push(() => st.owners.release(id));
     compiled.forEach((c, i) => {
       const mask = maskFor(t, st, index, c);
       const ik = indexKey(mask.id, c.keyBytes);
@@ -118,7 +158,11 @@ export function add(t: TableContext, specs: FlowSpec[]): AddResult {
       undo.push(() => slots.forEach((s) => st.slots.release(s)));
       const flowId = old ? new Entry(ik, old).flowId : st.flowIds.allocate();
       if (!old) undo.push(() => st.flowIds.release([flowId]));
-      index.update(ik, entryOf(c, flowId, slots));
+      if (id !== OPERATOR && !old) {
+        st.owners.addKeys(id, [ik]);
+        undo.push(() => st.owners.removeKeys(id, [ik]));
+      }
+      index.update(ik, entryOf(c, flowId, slots, id));
       if (old) {
         undo.push(() => index.update(ik, old));
         new Entry(ik, old).eachSlot((s) => st.slots.release(s));
@@ -172,10 +216,12 @@ function maskFor(t: TableContext, st: TableState, index: BpfMap, c: CompiledFlow
 }
 
 /**
- * Changes the actions (and cookie) of the flow with exactly this match
- * and priority, keeping its counters. Returns how many changed (0 or 1).
+ * Changes the actions (and cookie) of `owner`'s flow with exactly this
+ * match and priority, keeping its counters. Returns how many changed (0
+ * or 1); another owner's flow with this match is refused.
  */
-export function modify(t: TableContext, spec: FlowSpec): number {
+export function modify(t: TableContext, spec: FlowSpec, owner: OwnerName = ""): number {
+  if (owner) checkOwnerName(owner);
   const c = compileFlow(spec, t.ports);
   checkGroupsExist(t.maps, t.ports, [c]);
   const st = t.journal.forWrite();
@@ -188,10 +234,11 @@ export function modify(t: TableContext, spec: FlowSpec): number {
   if (!raw) return 0;
   const old = new Entry(ik, raw);
   if (old.priority !== spec.priority) return 0;
+  checkOwner(t, st.owners, st.owners.id(owner), c, old);
   t.journal.begin(st);
   const slots = c.tunKeyBytes.map((k) => st.slots.acquire(k));
   try {
-    index.update(ik, entryOf(c, old.flowId, slots), "exist");
+    index.update(ik, entryOf(c, old.flowId, slots, old.owner), "exist");
   } catch (err) {
     slots.forEach((s) => st.slots.release(s));
     t.journal.commit(st);
@@ -204,11 +251,13 @@ export function modify(t: TableContext, spec: FlowSpec): number {
 
 /**
  * Deletes flows: exactly this match (and priority, if given) with
- * `strict`, else every flow the filter covers. Returns how many went.
+ * `strict`, else every flow the filter covers; of any owner unless the
+ * filter names one. Returns how many went.
  */
 export function remove(t: TableContext, filter: FlowFilter, strict: boolean): number {
   const st = t.journal.forWrite();
   const index = t.journal.index(st);
+  const select = selector(filter, st.owners);
   const victims: { ik: Uint8Array; entry: Uint8Array; mask: LiveMask }[] = [];
   if (strict) {
     if (!filter.match) throw new FlowTableError("a strict delete needs a match");
@@ -217,33 +266,33 @@ export function remove(t: TableContext, filter: FlowFilter, strict: boolean): nu
     const mask = st.masks.find((m) => m.sig === sig);
     const ik = mask && indexKey(mask.id, keyBytes);
     const entry = ik && index.lookup(ik);
-    if (
-      mask && ik && entry &&
-      (filter.priority === undefined || new Entry(ik, entry).priority === filter.priority)
-    ) victims.push({ ik, entry, mask });
+    if (mask && ik && entry && select(mask, new Entry(ik, entry))) {
+      victims.push({ ik, entry, mask });
+    }
   } else {
     const masks = masksById(st.masks);
-    const select = selector(filter);
-    for (const e of scan(index)) {
+    for (const e of visible(index, st.gen)) {
       const mask = masks.get(e.maskId);
       if (mask && select(mask, e)) victims.push({ ik: e.indexKey(), entry: e.entry(), mask });
     }
   }
   if (victims.length === 0) return 0;
   t.journal.begin(st);
-  for (let i = 0; i < victims.length; i += CHUNK) {
-    const part = victims.slice(i, i + CHUNK);
-    const keys = new Uint8Array(part.length * INDEX_KEY_SIZE);
-    part.forEach((v, j) => keys.set(v.ik, j * INDEX_KEY_SIZE));
-    index.deleteBatch(keys, part.length);
-    failpoint("flow.delete.deleted");
-  }
+  deleteKeys(index, victims.map((v) => v.ik), () => failpoint("flow.delete.deleted"));
   const ids: number[] = [];
+  const owned = new Map<number, Uint8Array[]>();
   for (const v of victims) {
     const e = new Entry(v.ik, v.entry);
     e.eachSlot((s) => st.slots.release(s));
     ids.push(e.flowId);
     v.mask.flows--;
+    if (e.owner === OPERATOR) continue;
+    if (!owned.has(e.owner)) owned.set(e.owner, []);
+    owned.get(e.owner)!.push(v.ik);
+  }
+  for (const [id, keys] of owned) {
+    st.owners.removeKeys(id, keys);
+    if (st.owners.isEmpty(id)) st.owners.release(id);
   }
   zeroCounters(t.maps, ids);
   st.flowIds.release(ids);

@@ -1,11 +1,13 @@
 /**
- * The flow index's entry layout: a `struct wr_flow_index_key` (a mask id
- * and a key masked by it) names a `struct wr_flow_entry` (flow id,
- * priority, flags, cookie, actions). Everything that walks the table works
+ * The flow index's entry layout: a `struct wr_flow_index_key` (a mask id,
+ * a key masked by it, and whether it is a staged replacement) names a
+ * `struct wr_flow_entry` (flow id, priority, flags, cookie, owner, the
+ * generations that see it, actions). Everything that walks the table works
  * on these bytes as the kernel's batch reads leave them and decodes only
  * what it returns, so this module is the one place that knows where a
  * field sits: {@link Entry} reads an entry in place, {@link scan} walks a
- * whole index with one cursor, {@link entryBytes} and {@link EntryBatch}
+ * whole index with one cursor ({@link visible} only what one generation
+ * sees), {@link entryBytes} and {@link EntryBatch}
  * write new ones. A new field of the entry is one accessor and one writer
  * here.
  *
@@ -22,6 +24,7 @@ import {
   flowEntryCodec,
   flowIndexKeyCodec,
   flowKeyCodec,
+  FlowVis,
   NO_TUN_KEY,
 } from "../../maps/layouts.ts";
 import { FlowTableError } from "./error.ts";
@@ -72,6 +75,25 @@ export function indexKey(maskId: number, keyBytes: Uint8Array): Uint8Array {
   return ik;
 }
 
+/** A copy of index key `ik` naming its staged replacement (alt 1), or the flow itself (alt 0). */
+export function altKey(ik: Uint8Array, alt: 0 | 1 = 1): Uint8Array {
+  const out = ik.slice();
+  new DataView(out.buffer).setUint32(IK.alt, alt, LE);
+  return out;
+}
+
+/** The `WR_VIS_*` bit of table generation `gen` (0 or 1). */
+export function visBit(gen: number): number {
+  return gen ? FlowVis.GEN1 : FlowVis.GEN0;
+}
+
+/** A copy of entry bytes `entry` seen by the generations of `vis`. */
+export function withVis(entry: Uint8Array, vis: number): Uint8Array {
+  const out = entry.slice();
+  out[E.vis] = vis;
+  return out;
+}
+
 /** What a new entry holds. */
 export interface EntryFields {
   /** Its counters' index. */
@@ -82,6 +104,10 @@ export interface EntryFields {
   cookie: bigint;
   /** WR_FLOWF_* flags. */
   flags: number;
+  /** Its owner's id (0: the operator's). */
+  owner: number;
+  /** The generations that see it (`WR_VIS_*`; default both). */
+  vis?: number;
   /** `struct wr_action` × n, tunnel keys named by slot (see {@link resolveActions}). */
   actions: Uint8Array;
 }
@@ -93,6 +119,8 @@ function writeEntry(out: Uint8Array, dv: DataView, eo: number, f: EntryFields): 
   out[eo + E.n_actions] = f.actions.length / ACTION_SIZE;
   out[eo + E.flags] = f.flags;
   dv.setBigUint64(eo + E.cookie, f.cookie, LE);
+  dv.setUint16(eo + E.owner, f.owner, LE);
+  out[eo + E.vis] = f.vis ?? FlowVis.BOTH;
   out.set(f.actions, eo + E.actions);
 }
 
@@ -197,6 +225,11 @@ export class Entry {
     return this.#kdv.getUint32(this.ko + IK.mask_id, LE);
   }
 
+  /** 1 when it is a staged replacement, else 0. */
+  get alt(): number {
+    return this.#kdv.getUint32(this.ko + IK.alt, LE);
+  }
+
   /** Where its masked flow key starts in `keys`. */
   get keyAt(): number {
     return this.ko + IK.key;
@@ -220,6 +253,16 @@ export class Entry {
   /** WR_FLOWF_* flags. */
   get flags(): number {
     return this.values[this.eo + E.flags];
+  }
+
+  /** Its owner's id (0: the operator's). */
+  get owner(): number {
+    return this.#vdv.getUint16(this.eo + E.owner, LE);
+  }
+
+  /** The generations that see it (`WR_VIS_*`). */
+  get vis(): number {
+    return this.values[this.eo + E.vis];
   }
 
   /** How many actions it has. */
@@ -282,14 +325,41 @@ export function* scan(index: BpfMap, batchDone?: (count: number) => void): Gener
   }
 }
 
-/** How many entries `index` holds, counted a batch at a time (none decoded or visited). */
-export function countEntries(index: BpfMap): number {
+/**
+ * The entries of `index` that packets of generation `gen` see, as
+ * {@link scan} gives them: outside an owner's apply, every entry.
+ */
+export function* visible(
+  index: BpfMap,
+  gen: number,
+  batchDone?: (count: number) => void,
+): Generator<Entry> {
+  const bit = visBit(gen);
+  for (const e of scan(index, batchDone)) if (e.vis & bit) yield e;
+}
+
+/** How many entries of `index` packets of generation `gen` see, read a batch at a time. */
+export function countEntries(index: BpfMap, gen: number): number {
+  const bit = visBit(gen);
   let n = 0;
-  for (const c of index.lookupBatch(CHUNK)) n += c.count;
+  for (const c of index.lookupBatch(CHUNK)) {
+    for (let i = 0; i < c.count; i++) if (c.values[i * ENTRY_SIZE + E.vis] & bit) n++;
+  }
   return n;
 }
 
-/** EntryBatch fills a fresh index with batches of {@link CHUNK} entries. */
+/** Deletes `keys` (each an index key that is there) from `index`, a batch at a time. */
+export function deleteKeys(index: BpfMap, keys: Uint8Array[], batchDone?: () => void): void {
+  for (let i = 0; i < keys.length; i += CHUNK) {
+    const part = keys.slice(i, i + CHUNK);
+    const buf = new Uint8Array(part.length * INDEX_KEY_SIZE);
+    part.forEach((k, j) => buf.set(k, j * INDEX_KEY_SIZE));
+    index.deleteBatch(buf, part.length);
+    batchDone?.();
+  }
+}
+
+/** EntryBatch writes entries into an index in batches of {@link CHUNK}. */
 export class EntryBatch {
   readonly #index: BpfMap;
   readonly #keys = new Uint8Array(CHUNK * INDEX_KEY_SIZE);
@@ -310,9 +380,16 @@ export class EntryBatch {
   add(maskId: number, key: Uint8Array, f: EntryFields): boolean {
     const ko = this.#count * INDEX_KEY_SIZE;
     this.#kdv.setUint32(ko + IK.mask_id, maskId, LE);
-    this.#kdv.setUint32(ko + IK.pad0, 0, LE);
+    this.#kdv.setUint32(ko + IK.alt, 0, LE);
     this.#keys.set(key, ko + IK.key);
     writeEntry(this.#values, this.#vdv, this.#count * ENTRY_SIZE, f);
+    return ++this.#count === CHUNK;
+  }
+
+  /** Adds entry bytes `entry` under index key `ik`. Returns whether the batch is full. */
+  put(ik: Uint8Array, entry: Uint8Array): boolean {
+    this.#keys.set(ik, this.#count * INDEX_KEY_SIZE);
+    this.#values.set(entry, this.#count * ENTRY_SIZE);
     return ++this.#count === CHUNK;
   }
 

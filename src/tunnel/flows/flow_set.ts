@@ -93,6 +93,13 @@ export class KeyArena {
   }
 }
 
+/** The error for a second flow with a match already given (the second at `priority`). */
+export function sameMatch(priority: number): CompileError {
+  return new CompileError(
+    `two flows have the same match (the second at priority ${priority}): one would hide the other`,
+  );
+}
+
 /** Where a flow of the set stands against the installed table. */
 export const FlowState = { NEW: 0, UNCHANGED: 1, MODIFIED: 2 } as const;
 
@@ -151,11 +158,7 @@ export class FlowSet {
     }
     this.#lastMask = mi;
     const mask = this.masks[mi];
-    if (this.find(mi, c.keyBytes, 0) >= 0) {
-      throw new CompileError(
-        `two flows have the same match (the second at priority ${c.spec.priority}): one would hide the other`,
-      );
-    }
+    if (this.find(mi, c.keyBytes, 0) >= 0) throw sameMatch(c.spec.priority);
     if (this.count === this.priority.length) this.#grow();
     if ((this.count + 1) * 2 > this.#table.length) this.#rehash(this.#table.length * 2);
     const n = this.count++;

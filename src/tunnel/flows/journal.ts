@@ -14,10 +14,13 @@
  * `WR_CFG_WRITING` in the configuration, and {@link Journal.commit} after
  * its last, which writes the bookkeeping back and clears it; the next
  * writer that finds the mark set repairs the bookkeeping from the live
- * table before doing anything ({@link Journal.forWrite}). Every write the
- * flow table makes to the configuration is made here: the mark, its
- * clearing, and the generation switch that makes a new table live
- * ({@link Journal.publish}).
+ * table before doing anything ({@link Journal.forWrite}). An owner's apply
+ * (`commit.ts`) may also have died with entries staged for a generation
+ * that never went live, or with a generation live whose entries were not
+ * yet settled: the repair finishes what the live generation sees and
+ * drops the rest. Every write the flow table makes to the configuration
+ * is made here: the mark, its clearing, and the generation switch that
+ * makes a new table live ({@link Journal.publish}).
  *
  * @module
  */
@@ -28,11 +31,14 @@ import { IdBitmap, U32List } from "../ids.ts";
 import type { PortLookup } from "../compile.ts";
 import type { DatapathMaps } from "../pins.ts";
 import { TunKeySlots } from "../tun_keys.ts";
+import { FlowVis } from "../../maps/layouts.ts";
 import { zeroCounters } from "./counters.ts";
-import { checkIndexLayout, scan } from "./entry.ts";
+import { altKey, checkIndexLayout, scan, visBit, withVis } from "./entry.ts";
 import { countGroupKeys } from "./group_state.ts";
 import { FlowTableError } from "./error.ts";
+import { byteString } from "./flow_set.ts";
 import { checkMaskRoom, type LiveMask, readMasks, searchOrder, writeMasks } from "./masks.ts";
+import { OPERATOR, Owners } from "./owners.ts";
 
 /** What the table knows of the kernel, valid while the change counter is `cfg.seq`. */
 export interface TableState {
@@ -48,6 +54,8 @@ export interface TableState {
   flowIds: IdBitmap;
   /** The tunnel key slots and their references. */
   slots: TunKeySlots;
+  /** Owners' names and their sets of flows. */
+  owners: Owners;
 }
 
 /** What every part of the flow table works with. */
@@ -103,12 +111,14 @@ export class Journal {
       return st;
     }
     st?.index?.close();
+    st?.owners.close();
     this.#state = {
       cfg,
       gen,
       masks: readMasks(this.#maps, gen),
       flowIds: new IdBitmap(this.#maps.flowIds.raw),
       slots: new TunKeySlots(this.#maps),
+      owners: new Owners(this.#maps, cfg.max_flows),
     };
     return this.#state;
   }
@@ -147,7 +157,7 @@ export class Journal {
     const next = st.gen ^ 1;
     const sorted = searchOrder(masks);
     writeMasks(this.#maps, next, sorted);
-    this.#maps.setFlowIndex(next, index);
+    if (this.#maps.flowIndexId(next) !== index.info.id) this.#maps.setFlowIndex(next, index);
     st.cfg = this.#maps.config.bump(() => ({ gen: next }));
     st.gen = next;
     st.masks = sorted;
@@ -155,6 +165,18 @@ export class Journal {
       st.index.close();
       st.index = undefined;
     }
+  }
+
+  /**
+   * Returns once every packet that was being classified when it was called
+   * is done, and has both generations name the live index. An update of a
+   * map of maps returns only after an RCU grace period (the kernel's
+   * `maybe_wait_bpf_programs()`), and programs run under RCU; the kernel's
+   * own tests wait for programs this way (`kern_sync_rcu()` in
+   * tools/testing/selftests/bpf). Some 10 ms.
+   */
+  waitForReaders(st: TableState): void {
+    this.#maps.setFlowIndex(st.gen ^ 1, this.index(st));
   }
 
   /**
@@ -174,37 +196,70 @@ export class Journal {
     st.cfg = this.#maps.config.bump((c) => ({ flags: c.flags & ~ConfigFlag.WRITING }));
   }
 
-  /** Forgets what was read from the kernel and closes the index it opened. */
+  /** Forgets what was read from the kernel and closes the maps it opened. */
   close(): void {
     this.#state?.index?.close();
+    this.#state?.owners.close();
     this.#state = undefined;
   }
 
   /**
-   * Makes the bookkeeping agree with the live table again after a writer
-   * died midway: the id bitmap and the key references are recomputed from
-   * the flows; counters of ids that no flow holds are cleared (a delete
-   * may have died before clearing them); mask flow counts are recounted,
-   * and masks left without flows are dropped; index entries under no live
-   * mask, which no packet can reach, are deleted.
+   * Repairs the table after a change failed midway, whatever it had
+   * written, and forgets what was read; the caller then rethrows.
+   */
+  recover(): void {
+    this.close();
+    this.#repair(this.load());
+  }
+
+  /**
+   * Makes the table agree with its live generation again after a writer
+   * died midway. The flows are what the live generation sees: entries it
+   * sees become seen by both generations (a staged replacement is copied
+   * over its flow's entry); entries it does not see, staged replacements
+   * and entries under no live mask (which no packet can reach) are deleted
+   * once no packet reads them. The bookkeeping is then recomputed from the
+   * flows: the id bitmap and the key references; counters of ids that no
+   * flow holds are cleared (a delete may have died before clearing them);
+   * mask flow counts, masks left without flows dropped; each named
+   * owner's set of flows, an owner left without flows forgotten.
    */
   #repair(st: TableState): void {
     const index = this.index(st);
+    const bit = visBit(st.gen);
     const masks = new Map(st.masks.map((m) => [m.id, { ...m, flows: 0 }]));
     const ids = new U32List();
     const counts = new Uint32Array(st.slots.capacity);
-    const orphans: Uint8Array[] = [];
+    const owned = new Map<number, Uint8Array[]>();
+    const settle: [Uint8Array, Uint8Array][] = [];
+    const doomed = new Map<string, Uint8Array>();
     for (const e of scan(index)) {
       const mask = masks.get(e.maskId);
-      if (!mask) {
-        orphans.push(e.indexKey());
+      const ik = e.indexKey();
+      if (!mask || !(e.vis & bit)) {
+        doomed.set(byteString(ik), ik);
         continue;
       }
+      const flow = altKey(ik, 0);
+      if (e.alt) {
+        settle.push([flow, withVis(e.entry(), FlowVis.BOTH)]);
+        doomed.set(byteString(ik), ik);
+      } else if (e.vis !== FlowVis.BOTH) settle.push([flow, withVis(e.entry(), FlowVis.BOTH)]);
       mask.flows++;
       ids.push(e.flowId);
       e.eachSlot((s) => s < counts.length && counts[s]++);
+      if (e.owner !== OPERATOR) {
+        if (!owned.has(e.owner)) owned.set(e.owner, []);
+        owned.get(e.owner)!.push(flow);
+      }
     }
-    for (const ik of orphans) index.delete(ik);
+    for (const [ik, entry] of settle) {
+      index.update(ik, entry);
+      doomed.delete(byteString(ik));
+    }
+    if (doomed.size > 0) this.waitForReaders(st);
+    for (const ik of doomed.values()) index.delete(ik);
+    this.#repairOwners(st.owners, owned);
     countGroupKeys(this.#maps, counts);
     const held = new Uint8Array(st.flowIds.capacity);
     for (const id of ids.view()) held[id] = 1;
@@ -218,5 +273,21 @@ export class Journal {
     // A group change that died may have let go of buckets packets walked.
     this.#maps.waitForPrograms();
     this.commit(st);
+  }
+
+  /** Makes each named owner's set exactly `owned` (its flows' index keys). */
+  #repairOwners(owners: Owners, owned: Map<number, Uint8Array[]>): void {
+    for (const id of new Set([...owners.named(), ...owned.keys()])) {
+      const want = owned.get(id) ?? [];
+      if (want.length === 0) {
+        owners.release(id);
+        continue;
+      }
+      const have = owners.keys(id);
+      const haveSet = new Set(have.map(byteString));
+      const wanted = new Set(want.map(byteString));
+      owners.addKeys(id, want.filter((k) => !haveSet.has(byteString(k))));
+      owners.removeKeys(id, have.filter((k) => !wanted.has(byteString(k))));
+    }
   }
 }

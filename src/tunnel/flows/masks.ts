@@ -93,6 +93,34 @@ export function nextMaskId(masks: { id: number }[]): number {
   return id;
 }
 
+/** How one flow's change moves a mask: its flow's priority before and after (none: absent). */
+export interface MaskMove {
+  /** The mask's id. */
+  maskId: number;
+  /** The priority of the flow as installed, if it is. */
+  was?: number;
+  /** Its priority as it will be, if it stays or comes. */
+  will?: number;
+}
+
+/**
+ * The mask set after `moves`: `masks` and the `fresh` ones they need, flow
+ * counts moved, priority bounds raised (never lowered: a bound may only be
+ * too high), masks left without flows dropped.
+ */
+export function nextMasks(masks: LiveMask[], fresh: LiveMask[], moves: MaskMove[]): LiveMask[] {
+  const byId = new Map([...masks, ...fresh].map((m) => [m.id, { ...m }]));
+  for (const mv of moves) {
+    const m = byId.get(mv.maskId)!;
+    if (mv.was !== undefined) m.flows--;
+    if (mv.will !== undefined) {
+      m.flows++;
+      m.maxPriority = Math.max(m.maxPriority, mv.will);
+    }
+  }
+  return [...byId.values()].filter((m) => m.flows > 0);
+}
+
 /** `masks` by id, for resolving index keys. */
 export function masksById(masks: LiveMask[]): Map<number, LiveMask> {
   return new Map(masks.map((m) => [m.id, m]));

@@ -22,6 +22,7 @@ import type { ActionSpec } from "../flow_actions.ts";
 import type { DatapathMaps } from "../pins.ts";
 import type { FlowCounters } from "./counters.ts";
 import {
+  altKey,
   CHUNK,
   countEntries,
   decodeActions,
@@ -29,11 +30,13 @@ import {
   indexKey,
   KEY_FIELD as FK,
   KEY_SIZE,
-  scan,
+  visBit,
+  visible,
 } from "./entry.ts";
 import { groupUsage } from "./group_state.ts";
 import type { TableContext, TableState } from "./journal.ts";
 import { type LiveMask, masksById } from "./masks.ts";
+import type { OwnerName, Owners } from "./owners.ts";
 
 /** A flow as installed. */
 export interface InstalledFlow {
@@ -43,6 +46,8 @@ export interface InstalledFlow {
   priority: number;
   /** The user's cookie. */
   cookie: bigint;
+  /** Its owner's name ("" for the operator). */
+  owner: OwnerName;
   /** The match (in_port as a number). */
   match: Match;
   /** The actions, as they run (locals, tunnels, pass). */
@@ -65,6 +70,10 @@ export interface FlowFilter {
   net?: number;
   /** Flows sending to this group. */
   group?: number;
+  /** Only this owner's flows ("" for the operator's). */
+  owner?: OwnerName;
+  /** Flows whose cookie has these bits (`cookie=V/MASK`, as ovs-ofctl selects). */
+  cookie?: { value: bigint; mask: bigint };
 }
 
 /** How full the table is. */
@@ -83,15 +92,25 @@ export interface Usage {
   buckets: { used: number; capacity: number };
 }
 
-/** A test of an index entry under `mask` against `filter`, on its raw bytes. */
-export function selector(filter: FlowFilter): (mask: LiveMask, e: Entry) => boolean {
+/**
+ * A test of an index entry under `mask` against `filter`, on its raw
+ * bytes; owners are named as `owners` knows them.
+ */
+export function selector(
+  filter: FlowFilter,
+  owners: Owners,
+): (mask: LiveMask, e: Entry) => boolean {
   const fm = filter.match && encodeMatch(filter.match);
   const tunId = filter.tunId !== undefined ? new Uint8Array(8) : undefined;
   if (tunId) new DataView(tunId.buffer).setBigUint64(0, filter.tunId!);
   const net = filter.net !== undefined ? new Uint8Array(4) : undefined;
   if (net) new DataView(net.buffer).setUint32(0, filter.net!, true);
+  const owner = filter.owner === undefined ? undefined : owners.id(filter.owner) ?? -1;
+  const cookie = filter.cookie;
   return (mask, e) => {
     if (filter.priority !== undefined && e.priority !== filter.priority) return false;
+    if (owner !== undefined && e.owner !== owner) return false;
+    if (cookie && ((e.cookie ^ cookie.value) & cookie.mask) !== 0n) return false;
     const keys = e.keys, k = e.keyAt;
     if (tunId) {
       for (let i = 0; i < 8; i++) {
@@ -158,12 +177,14 @@ export function decodeFlow(
   e: Entry,
   tunKey: (slot: number) => TunKeyEntry | undefined,
   ports: PortLookup,
+  owners: Owners,
 ): InstalledFlow {
   mask.decoded ??= decodeFlowKey(mask.bytes);
   return {
     flowId: e.flowId,
     priority: e.priority,
     cookie: e.cookie,
+    owner: owners.name(e.owner),
     match: { key: decodeFlowKey(e.keys, e.keyAt), mask: mask.decoded },
     actions: decompileActions(decodeActions(e.actionBytes()), tunKey, ports),
   };
@@ -174,11 +195,11 @@ export function* installed(t: TableContext, filter: FlowFilter = {}): Generator<
   const st = t.journal.load();
   const index = t.journal.index(st);
   const masks = masksById(st.masks);
-  const select = selector(filter);
+  const select = selector(filter, st.owners);
   const tunKey = tunKeyReader(t.maps, st);
-  for (const e of scan(index)) {
+  for (const e of visible(index, st.gen)) {
     const mask = masks.get(e.maskId);
-    if (mask && select(mask, e)) yield decodeFlow(mask, e, tunKey, t.ports);
+    if (mask && select(mask, e)) yield decodeFlow(mask, e, tunKey, t.ports, st.owners);
   }
 }
 
@@ -186,9 +207,9 @@ export function* installed(t: TableContext, filter: FlowFilter = {}): Generator<
 export function count(t: TableContext, filter: FlowFilter = {}): number {
   const st = t.journal.load();
   const masks = masksById(st.masks);
-  const select = selector(filter);
+  const select = selector(filter, st.owners);
   let n = 0;
-  for (const e of scan(t.journal.index(st))) {
+  for (const e of visible(t.journal.index(st), st.gen)) {
     const mask = masks.get(e.maskId);
     if (mask && select(mask, e)) n++;
   }
@@ -199,7 +220,7 @@ export function count(t: TableContext, filter: FlowFilter = {}): number {
 export function usage(t: TableContext): Usage {
   const st = t.journal.load();
   return {
-    flows: countEntries(t.journal.index(st)),
+    flows: countEntries(t.journal.index(st), st.gen),
     masks: st.masks.length,
     tunKeys: { used: st.slots.used(), capacity: st.slots.capacity },
     flowIds: { used: st.flowIds.used(), capacity: st.flowIds.capacity },
@@ -216,7 +237,7 @@ export function geneveOptions(t: TableContext): Set<number> {
   );
   if (gnv.length === 0) return out;
   const ids = new Set(gnv.map((m) => m.id));
-  for (const e of scan(t.journal.index(st))) {
+  for (const e of visible(t.journal.index(st), st.gen)) {
     if (!ids.has(e.maskId)) continue;
     const at = e.keyAt;
     const cls = (e.keys[at + FK.gnv_class] << 8) | e.keys[at + FK.gnv_class + 1];
@@ -227,21 +248,27 @@ export function geneveOptions(t: TableContext): Set<number> {
 
 /**
  * The flow the datapath picks for `key`: the same search over the same
- * kernel tables (masks in order, one index lookup each, early exit).
+ * kernel tables (masks in order, one index lookup each, only entries the
+ * live generation sees or their stand-ins, early exit).
  */
 export function lookup(t: TableContext, key: FlowKey): InstalledFlow | undefined {
   const st = t.journal.load();
   const index = t.journal.index(st);
+  const bit = visBit(st.gen);
   const whole = new Uint8Array(KEY_SIZE);
   encodeFlowKey(key, whole);
+  const found = (ik: Uint8Array) => {
+    const entry = index.lookup(ik);
+    return entry && new Entry(ik, entry);
+  };
   let best: { mask: LiveMask; e: Entry } | undefined;
   for (const mask of st.masks) {
     if (best && best.e.priority >= mask.maxPriority) break;
     const ik = indexKey(mask.id, whole.map((b, i) => b & mask.bytes[i]));
-    const entry = index.lookup(ik);
-    if (!entry) continue;
-    const e = new Entry(ik, entry);
+    let e = found(ik);
+    if (e && !(e.vis & bit)) e = found(altKey(ik));
+    if (!e || !(e.vis & bit)) continue;
     if (!best || e.priority > best.e.priority) best = { mask, e };
   }
-  return best && decodeFlow(best.mask, best.e, tunKeyReader(t.maps, st), t.ports);
+  return best && decodeFlow(best.mask, best.e, tunKeyReader(t.maps, st), t.ports, st.owners);
 }
