@@ -3,9 +3,14 @@
  * should have, made so in one step. Ports are added or changed in place
  * first (a port keeps its number, so flows naming it stay valid), then
  * groups (each switching to its new buckets in one write), the flow table
- * is then built aside and switched to atomically, and groups and ports no
- * longer wanted go last, when no flow uses them any more. Running it again
- * after a crash finishes the job: every step is idempotent.
+ * is then replaced atomically, and groups and ports no longer wanted go
+ * last, when no flow uses them any more. Running it again after a crash
+ * finishes the job: every step is idempotent.
+ *
+ * The flows are one owner's: the operator's by default, or a named
+ * owner's (`owner`), and other owners' flows stay as they are. Under a
+ * named owner, the file's ports and tunnels are added or changed but no
+ * other port is removed: ports belong to nobody in particular.
  *
  * @example
  * ```ts ignore
@@ -39,7 +44,7 @@ import {
 import type { Datapath, PortSpec } from "./datapath.ts";
 import type { PortNames } from "./match.ts";
 import { type FlowSpec, formatFlow, parseFlowAt } from "./flow_syntax.ts";
-import type { ApplyOptions, FlowDiff } from "./flow_table.ts";
+import type { ApplyOptions, FlowDiff, OwnerName } from "./flow_table.ts";
 import { formatGroup, parseGroupAt } from "./group_syntax.ts";
 import { parseNet, type Port, PortError, tunnelOptions, tunnelPort } from "./port.ts";
 
@@ -106,6 +111,8 @@ export interface ApplyStateOptions {
   progress?: ApplyOptions["progress"];
   /** How many flows of each kind the plan lists (default 1000). */
   listLimit?: number;
+  /** Whose flows the state's are ("" or unset: the operator's). */
+  owner?: OwnerName;
 }
 
 /** Reads a state file: YAML or JSON (JSON is YAML; an object in JSON is read as JSON). */
@@ -180,7 +187,19 @@ export async function applyState(
     if (!old) plan.ports.add.push(name);
     else if (!sameDesired(old, want)) plan.ports.change.push(name);
   }
-  for (const name of have.keys()) if (!wantPorts.has(name)) plan.ports.remove.push(name);
+  if (!opts.owner) {
+    for (const [name, port] of have) {
+      if (wantPorts.has(name)) continue;
+      // The operator's flows go with the port; another owner's would not.
+      const other = dp.flows.installed({ port: port.number }).find((f) => f.owner !== "");
+      if (other) {
+        throw new PortError(
+          `port ${name} is not in the state, but owner "${other.owner}"'s flows use it: keep it in the state`,
+        );
+      }
+      plan.ports.remove.push(name);
+    }
+  }
 
   // Groups and flows name ports: check them against the ports the state
   // will have, numbering new ports as they will be numbered, before
@@ -206,6 +225,7 @@ export async function applyState(
       progress: opts.progress,
       listLimit: limit,
       comingGroups: new Set(groups.map((g) => g.spec.id)),
+      owner: opts.owner,
     });
     plan.flows = describeDiff(dp, diff);
     if (!opts.dryRun) removeUnwanted(dp, plan);
@@ -219,7 +239,9 @@ export async function applyState(
     const want = new Map<string, string>();
     for (const f of parsed(names)) want.set(canon(f, ""), canon(f));
     const installed = new Map<string, string>();
-    for (const f of dp.flows.installed()) installed.set(canon(f, ""), canon(f));
+    for (const f of dp.flows.installed({ owner: opts.owner ?? "" })) {
+      installed.set(canon(f, ""), canon(f));
+    }
     const list = (l: string[], t: string) => l.length < limit && l.push(t);
     for (const [id, text] of want) {
       const old = installed.get(id);
@@ -240,6 +262,7 @@ export async function applyState(
   const diff = await dp.applyFlows(parsed(dp.portNames()), {
     progress: opts.progress,
     listLimit: limit,
+    owner: opts.owner,
   });
   plan.flows = describeDiff(dp, diff);
   removeUnwanted(dp, plan);

@@ -43,13 +43,17 @@ export async function textsOf(args: string[], file?: string, what = "flow"): Pro
   return out;
 }
 
-/** A flow's line in `flow dump`: the flow, then its counters. */
+/**
+ * A flow's line in `flow dump`: the flow, then its owner (a named one)
+ * and its counters; without counters, the flow alone, as `flow add` takes
+ * it.
+ */
 export function dumpLine(dp: Datapath, f: InstalledFlow, nowNs: bigint): string {
   const c = f.counters;
   const counters = c
-    ? ` packets:${c.packets} bytes:${c.bytes} used:${since(c.usedNs, nowNs)} flags:${
-      c.tcpFlags ? tcpFlags(c.tcpFlags) : "none"
-    }`
+    ? `${f.owner ? ` owner:${f.owner}` : ""} packets:${c.packets} bytes:${c.bytes} used:${
+      since(c.usedNs, nowNs)
+    } flags:${c.tcpFlags ? tcpFlags(c.tcpFlags) : "none"}`
     : "";
   return dp.describeFlow(f) + counters;
 }
@@ -61,6 +65,7 @@ export function dumpJson(dp: Datapath, f: InstalledFlow, nowNs: bigint) {
     flow_id: f.flowId,
     priority: f.priority,
     cookie: f.cookie,
+    owner: f.owner,
     match: dp.describeMatch(f.match),
     actions: dp.describeFlow(f).split(" actions=")[1],
     packets: c?.packets ?? 0n,
@@ -70,12 +75,18 @@ export function dumpJson(dp: Datapath, f: InstalledFlow, nowNs: bigint) {
   };
 }
 
-/** The filter of a `flow del` or `flow dump` match (every flow without one). */
-function matchFilter(dp: Datapath, text: string | undefined): FlowFilter {
-  if (!text) return {};
-  const { match, priority } = parseMatch(text, dp.portNames());
-  return { match, priority };
+/**
+ * The filter of a `flow del` or `flow dump` match (every flow without
+ * one) and `--owner`.
+ */
+function matchFilter(dp: Datapath, text: string | undefined, owner?: string): FlowFilter {
+  if (!text) return { owner };
+  const { match, priority, cookie } = parseMatch(text, dp.portNames());
+  return { match, priority, cookie, owner };
 }
+
+const OWNER_HELP = "the flows' owner (default: the operator, who has no name)";
+const OWNER_FILTER = "only this owner's flows (\"\" for the operator's)";
 
 /** Registers `flow` and its subcommands. */
 export function register(cli: Command): void {
@@ -85,11 +96,13 @@ export function register(cli: Command): void {
   flow.command("add [flows...]")
     .description("add flows (a flow with the same match and priority is replaced)")
     .option("--file <path>", "read flows from a file, one per line (- for stdin)")
+    .option("--owner <name>", OWNER_HELP)
     .addHelpText(
       "after",
       "\nExamples:\n" +
         "  warren flow add 'in_port=web1,ip,nw_dst=10.1.0.0/16 actions=set_tunnel(id=42,dst=192.0.2.2),output:vx0'\n" +
-        "  warren flow add 'tun_id=42,in_port=vx0 actions=output:web1'",
+        "  warren flow add 'tun_id=42,in_port=vx0 actions=output:web1'\n" +
+        "  warren flow add --owner fleet 'priority=10,in_port=web1 actions=drop'",
     )
     .action(async (args: string[], opts, cmd) => {
       const texts = await textsOf(args, opts.file);
@@ -97,31 +110,38 @@ export function register(cli: Command): void {
       using dp = openDatapath(cmd);
       const names = dp.portNames();
       const specs = texts.map((t) => parseFlowAt(t.text, names, t.where));
-      const r = await dp.addFlows(specs);
+      const r = await dp.addFlows(specs, { owner: opts.owner });
       console.log(`${r.added} added, ${r.replaced} replaced`);
     });
   flow.command("mod <flow>")
     .description(
       "change the actions of the flow with exactly this match and priority (counters kept)",
     )
-    .action(async (text: string, _opts, cmd) => {
+    .option("--owner <name>", OWNER_HELP)
+    .action(async (text: string, opts, cmd) => {
       using dp = openDatapath(cmd);
-      const n = await dp.modifyFlow(parseFlow(text, dp.portNames()));
+      const n = await dp.modifyFlow(parseFlow(text, dp.portNames()), { owner: opts.owner });
       if (n === 0) throw new RangeError("no flow has exactly that match and priority");
       console.log(`${n} modified`);
     });
   flow.command("del [match]")
-    .description("delete the flows the match covers (all flows without one)")
+    .description(
+      "delete the flows the match covers (all flows without one; cookie=V/MASK selects by cookie)",
+    )
     .option("--strict", "only the flow with exactly this match (and priority=, if given)")
+    .option("--owner <name>", OWNER_FILTER)
     .action((text: string | undefined, opts, cmd) => {
       if (!text && opts.strict) throw new RangeError("--strict needs a match");
       using dp = openDatapath(cmd);
-      const filter = matchFilter(dp, text);
+      const filter = matchFilter(dp, text, opts.owner);
       console.log(`${dp.deleteFlows(filter, opts.strict ?? false)} deleted`);
     });
   needs(flow.command("dump [match]"), "read")
-    .description("print flows in priority order with packets:, bytes:, used: and TCP flags")
+    .description(
+      "print flows in priority order with owner:, packets:, bytes:, used: and TCP flags",
+    )
     .option("--port <name>", "only flows coming in on or sending to this port")
+    .option("--owner <name>", OWNER_FILTER)
     .option("--tun-id <n>", "only flows matching this tunnel id", (v) => BigInt(toInt(v)))
     .option("--net <n>", "only flows matching this network", toNet)
     .option("--group <id>", "only flows sending to this group", toInt)
@@ -129,7 +149,7 @@ export function register(cli: Command): void {
     .option("--json", "print JSON")
     .action((text: string | undefined, opts, cmd) => {
       using dp = openDatapath(cmd);
-      const filter = matchFilter(dp, text);
+      const filter = matchFilter(dp, text, opts.owner);
       if (opts.port) {
         const n = dp.portNames().number(opts.port);
         if (n === undefined) throw new RangeError(`there is no port named "${opts.port}"`);

@@ -326,8 +326,10 @@ export function* scan(index: BpfMap, batchDone?: (count: number) => void): Gener
 }
 
 /**
- * The entries of `index` that packets of generation `gen` see, as
- * {@link scan} gives them: outside an owner's apply, every entry.
+ * The flows of `index` that packets of generation `gen` see, as
+ * {@link scan} gives them (outside an owner's apply, every entry): an
+ * entry the generation sees, or for one it does not, its stand-in if the
+ * generation sees that, as the kernel's lookup takes them.
  */
 export function* visible(
   index: BpfMap,
@@ -335,16 +337,22 @@ export function* visible(
   batchDone?: (count: number) => void,
 ): Generator<Entry> {
   const bit = visBit(gen);
-  for (const e of scan(index, batchDone)) if (e.vis & bit) yield e;
+  for (const e of scan(index, batchDone)) {
+    if (e.alt) continue;
+    if (e.vis & bit) {
+      yield e;
+      continue;
+    }
+    const ik = altKey(e.indexKey());
+    const standIn = index.lookup(ik);
+    if (standIn && standIn[E.vis] & bit) yield new Entry(ik, standIn);
+  }
 }
 
-/** How many entries of `index` packets of generation `gen` see, read a batch at a time. */
+/** How many flows of `index` packets of generation `gen` see. */
 export function countEntries(index: BpfMap, gen: number): number {
-  const bit = visBit(gen);
   let n = 0;
-  for (const c of index.lookupBatch(CHUNK)) {
-    for (let i = 0; i < c.count; i++) if (c.values[i * ENTRY_SIZE + E.vis] & bit) n++;
-  }
+  for (const _ of visible(index, gen)) n++;
   return n;
 }
 

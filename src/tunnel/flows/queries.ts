@@ -36,7 +36,7 @@ import {
 import { groupUsage } from "./group_state.ts";
 import type { TableContext, TableState } from "./journal.ts";
 import { type LiveMask, masksById } from "./masks.ts";
-import type { OwnerName, Owners } from "./owners.ts";
+import { checkOwnerName, type OwnerName, type Owners } from "./owners.ts";
 
 /** A flow as installed. */
 export interface InstalledFlow {
@@ -105,6 +105,7 @@ export function selector(
   if (tunId) new DataView(tunId.buffer).setBigUint64(0, filter.tunId!);
   const net = filter.net !== undefined ? new Uint8Array(4) : undefined;
   if (net) new DataView(net.buffer).setUint32(0, filter.net!, true);
+  if (filter.owner) checkOwnerName(filter.owner);
   const owner = filter.owner === undefined ? undefined : owners.id(filter.owner) ?? -1;
   const cookie = filter.cookie;
   return (mask, e) => {

@@ -1,0 +1,194 @@
+/**
+ * Owned flow sets: an owner's `apply` replaces its flows and no other's,
+ * atomically for packets, in place; `flow add|mod|del|dump` by owner and by
+ * cookie; two owners applying at once; bad input refused whole.
+ */
+import { assert, assertEquals } from "./helpers/assert.ts";
+import { privilegedTest } from "./helpers/privileged.ts";
+import { oneHost } from "./helpers/lab.ts";
+import {
+  mixtures,
+  OPERATOR_FLOW,
+  PACKETS,
+  role,
+  type Seen,
+  versionFlows,
+  whileChecking,
+} from "./helpers/versions.ts";
+import { warren, warrenOk } from "./helpers/cli.ts";
+import { trace } from "../src/tunnel/trace.ts";
+import type { Datapath } from "../src/tunnel/datapath.ts";
+import { parseFlow, parseMatch } from "../src/tunnel/flow_syntax.ts";
+
+/** `flows` as specs of `dp`. */
+function specs(dp: Datapath, flows: string[]) {
+  return flows.map((f) => parseFlow(f, dp.portNames()));
+}
+
+/** Every flow as `owner text`, sorted. */
+function table(dp: Datapath): string[] {
+  return dp.dumpFlows().map((f) => `${f.owner || "-"} ${dp.describeFlow(f)}`).sort();
+}
+
+const tunnel = (id: number, m: string, p = 100) =>
+  `priority=${p},in_port=web,${m} actions=set_tunnel(id=${id},dst=192.0.2.2),output:t0`;
+
+privilegedTest("an owner's apply replaces its flows and leaves the operator's", async () => {
+  await using lab = await oneHost();
+  await lab.datapath(lab.hosts[0], async (dp) => {
+    await dp.addFlows(specs(dp, [tunnel(1, "udp"), "in_port=t0 actions=output:web"]));
+    const d1 = await dp.applyFlows(specs(dp, [tunnel(2, "tcp"), tunnel(3, "icmp")]), {
+      owner: "fleet",
+    });
+    assertEquals([d1.added, d1.modified, d1.removed, d1.unchanged], [2, 0, 0, 0]);
+    const ids = new Map(dp.dumpFlows().map((f) => [dp.describeMatch(f.match), f.flowId]));
+    // The next set: one the same, one other actions, one new, one gone.
+    const d2 = await dp.applyFlows(
+      specs(dp, [tunnel(2, "tcp"), tunnel(4, "icmp"), tunnel(5, "sctp")]),
+      { owner: "fleet" },
+    );
+    assertEquals([d2.added, d2.modified, d2.removed, d2.unchanged], [1, 1, 0, 1]);
+    assertEquals(table(dp), [
+      "- priority=100,in_port=web,udp actions=set_tunnel(id=1,dst=192.0.2.2),output:t0",
+      "- priority=32768,in_port=t0 actions=output:web",
+      "fleet priority=100,in_port=web,icmp actions=set_tunnel(id=4,dst=192.0.2.2),output:t0",
+      "fleet priority=100,in_port=web,sctp actions=set_tunnel(id=5,dst=192.0.2.2),output:t0",
+      "fleet priority=100,in_port=web,tcp actions=set_tunnel(id=2,dst=192.0.2.2),output:t0",
+    ]);
+    const after = new Map(dp.dumpFlows().map((f) => [dp.describeMatch(f.match), f.flowId]));
+    assertEquals(
+      after.get("in_port=web,icmp"),
+      ids.get("in_port=web,icmp"),
+      "modified keeps its id",
+    );
+    // The operator's apply leaves the owner's flows.
+    const d3 = await dp.applyFlows(specs(dp, [tunnel(1, "udp")]));
+    assertEquals([d3.added, d3.modified, d3.removed, d3.unchanged], [0, 0, 1, 1]);
+    assertEquals(dp.dumpFlows({ owner: "fleet" }).length, 3);
+    assertEquals(dp.dumpFlows({ owner: "" }).length, 1);
+    // An empty set removes the owner's flows and the owner.
+    const d4 = await dp.applyFlows([], { owner: "fleet" });
+    assertEquals(d4.removed, 3);
+    assertEquals(table(dp), [
+      "- priority=100,in_port=web,udp actions=set_tunnel(id=1,dst=192.0.2.2),output:t0",
+    ]);
+    assertEquals([...dp.maps.owners.entries()].filter(([, o]) => o.name[0]).length, 0);
+    assertEquals(dp.flows.usage().flowIds.used, 1);
+  });
+});
+
+/** How many versions `seen` holds, over every packet. */
+function versionsSeen(seen: Seen): number {
+  return new Set(seen.ids.flat().map(([id]) => id >> 4)).size;
+}
+
+privilegedTest(
+  "an owner's apply is atomic for packets: test-runs throughout never see a mixture; flow by flow they do",
+  async () => {
+    await using lab = await oneHost();
+    const [a] = lab.hosts;
+    const N = 40;
+    await lab.datapath(a, async (dp) => {
+      await dp.addFlows(specs(dp, [OPERATOR_FLOW]));
+      await dp.applyFlows(specs(dp, versionFlows(1)), { owner: "fleet" });
+    });
+    const operator = await lab.datapath(a, (dp) => dp.dumpFlows({ owner: "" })[0]);
+
+    const atomic = await whileChecking(a.ns.name, a.pinDir, a.workload.port, async () => {
+      await lab.datapath(a, async (dp) => {
+        for (let v = 2; v <= N + 1; v++) {
+          await dp.applyFlows(specs(dp, versionFlows(v)), { owner: "fleet" });
+        }
+      });
+    });
+    assertEquals(mixtures(atomic), [], `${atomic.runs} test-runs`);
+    // The checker ran throughout: it saw most versions go by.
+    assert.ok(versionsSeen(atomic) >= N / 2, `${versionsSeen(atomic)} versions seen`);
+    await lab.datapath(a, (dp) => {
+      assertEquals(
+        table(dp),
+        [
+          `- ${OPERATOR_FLOW}`,
+          ...versionFlows(N + 1).map((f) => `fleet ${f}`),
+        ].sort(),
+      );
+      assertEquals(dp.dumpFlows({ owner: "" }), [operator], "the operator's flow, untouched");
+    });
+
+    // The same changes made flow by flow: the checker sees the mixtures.
+    const byFlow = await whileChecking(a.ns.name, a.pinDir, a.workload.port, async () => {
+      await lab.datapath(a, async (dp) => {
+        for (let v = N + 2; v <= N + 11; v++) {
+          for (const f of versionFlows(v - 1)) {
+            dp.deleteFlows({
+              ...parseMatch(f.split(" actions=")[0], dp.portNames()),
+              owner: "fleet",
+            }, true);
+          }
+          for (const f of versionFlows(v)) await dp.addFlows(specs(dp, [f]), { owner: "fleet" });
+        }
+      });
+    });
+    assert.ok(mixtures(byFlow).length > 0, `no mixture in ${byFlow.runs} test-runs`);
+  },
+);
+
+/** Tunnel ids packets 1 to 3 get from `trace`: the TypeScript lookup's and test-run's. */
+async function traced(dp: Datapath): Promise<{ lookup: number[]; kernel: number[] }> {
+  const out = { lookup: [] as number[], kernel: [] as number[] };
+  for (const m of PACKETS) {
+    const r = await trace(dp, parseMatch(m, dp.portNames()).match);
+    out.lookup.push(Number(/set_tunnel\(id=(\d+)/.exec(r.flow?.actions ?? "")?.[1] ?? -1));
+    const vxlan = r.steps[0].output.find((l) => l.name === "VXLAN");
+    out.kernel.push(Number(vxlan?.fields.vni ?? -1));
+  }
+  return out;
+}
+
+/** The tunnel ids version `v` gives packets 1 to 3. */
+const idsOf = (v: number) => [0, 1, 2].map((p) => v * 16 + role(p, v));
+
+privilegedTest(
+  "trace's lookup and the datapath agree halfway through a commit, and the rerun ends exact",
+  async () => {
+    await using lab = await oneHost();
+    const [a] = lab.hosts;
+    const dir = await Deno.makeTempDir();
+    const file = async (v: number) => {
+      const path = `${dir}/v${v}.json`;
+      await Deno.writeTextFile(path, JSON.stringify({ flows: versionFlows(v) }));
+      return path;
+    };
+    await warrenOk(a, ["flow", "add", OPERATOR_FLOW]);
+    await warrenOk(a, ["apply", "--owner", "fleet", await file(1)]);
+    // Staged, not committed: everything still says the old version;
+    // committed, not settled: the new one, stand-ins and all.
+    for (
+      const [fp, v, want] of [
+        ["flow.owner.staged", 2, 1],
+        ["flow.owner.committed", 2, 2],
+        ["flow.owner.settled", 3, 3],
+      ] as const
+    ) {
+      const r = await warren(a, ["apply", "--owner", "fleet", await file(v)], undefined, {
+        WARREN_FAILPOINTS: fp,
+      });
+      assertEquals(r.code, 137, `${fp}: ${r.stderr}`);
+      await lab.datapath(a, async (dp) => {
+        assertEquals(await traced(dp), { lookup: idsOf(want), kernel: idsOf(want) }, fp);
+        assertEquals(
+          table(dp),
+          [`- ${OPERATOR_FLOW}`, ...versionFlows(want).map((f) => `fleet ${f}`)].sort(),
+          fp,
+        );
+      });
+    }
+    const rerun = await warrenOk(a, ["apply", "--owner", "fleet", await file(3)]);
+    assert.match(rerun, /flows: 0 added, 0 modified, 0 removed, 3 unchanged/);
+    await lab.datapath(a, (dp) => {
+      assertEquals(dp.flows.usage().flowIds.used, 4);
+      assertEquals(dp.flows.usage().flows, 4);
+    });
+    await Deno.remove(dir, { recursive: true });
+  },
+);
