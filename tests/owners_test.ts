@@ -15,7 +15,16 @@ import {
   versionFlows,
   whileChecking,
 } from "./helpers/versions.ts";
-import { warren, warrenOk } from "./helpers/cli.ts";
+import {
+  overlay,
+  overlayState,
+  warren,
+  warrenCommand,
+  warrenFails,
+  warrenJson,
+  warrenOk,
+} from "./helpers/cli.ts";
+import { Lab, type LabHost } from "../src/lab/topology.ts";
 import { trace } from "../src/tunnel/trace.ts";
 import type { Datapath } from "../src/tunnel/datapath.ts";
 import { parseFlow, parseMatch } from "../src/tunnel/flow_syntax.ts";
@@ -189,6 +198,204 @@ privilegedTest(
       assertEquals(dp.flows.usage().flowIds.used, 4);
       assertEquals(dp.flows.usage().flows, 4);
     });
+    await Deno.remove(dir, { recursive: true });
+  },
+);
+
+interface Dumped {
+  owner: string;
+  cookie: number;
+  priority: number;
+  match: string;
+  actions: string;
+}
+
+/** `h`'s flows as `owner priority,match`, sorted. */
+async function owned(h: LabHost, ...args: string[]): Promise<string[]> {
+  const flows = await warrenJson<Dumped[]>(h, ["flow", "dump", ...args]);
+  return flows.map((f) => `${f.owner || "-"} priority=${f.priority},${f.match}`).sort();
+}
+
+privilegedTest(
+  "flow add, mod, del and dump by owner and by cookie; one owner never changes another's flow",
+  async () => {
+    await using lab = await Lab.create({ ipv6: false });
+    await overlay(lab);
+    const [a] = lab.hosts;
+    const base = await owned(a);
+    await warrenOk(a, [
+      "flow",
+      "add",
+      "--owner",
+      "fleet",
+      "cookie=0x12,in_port=web,udp actions=drop",
+    ]);
+    await warrenOk(a, [
+      "flow",
+      "add",
+      "--owner",
+      "fleet",
+      "cookie=0x13,in_port=web,tcp actions=drop",
+    ]);
+    await warrenOk(a, ["flow", "add", "cookie=0x22,in_port=web,sctp actions=drop"]);
+    assertEquals(await owned(a, "--owner", "fleet"), [
+      "fleet priority=32768,in_port=web,tcp",
+      "fleet priority=32768,in_port=web,udp",
+    ]);
+    assertEquals((await owned(a, "--owner", "")).length, base.length + 1);
+    assertEquals(await owned(a, "cookie=0x10/0xf0"), await owned(a, "--owner", "fleet"));
+    assertEquals(await owned(a, "cookie=0x22"), ["- priority=32768,in_port=web,sctp"]);
+    assertEquals(await owned(a, "cookie=0x12/-1"), ["fleet priority=32768,in_port=web,udp"]);
+    // The text dump names a named owner after the flow, before its counters.
+    assert.match(
+      await warrenOk(a, ["flow", "dump", "--owner", "fleet", "udp"]),
+      /^cookie=0x12,priority=32768,in_port=web,udp actions=drop owner:fleet packets:0 /,
+    );
+    assert.match(
+      await warrenOk(a, ["flow", "dump", "--owner", "fleet", "udp", "--no-counters"]),
+      /^cookie=0x12,priority=32768,in_port=web,udp actions=drop\n$/,
+    );
+
+    // One owner's flow is not another's to replace, change or apply over.
+    await warrenFails(
+      a,
+      ["flow", "add", "in_port=web,udp actions=pass"],
+      1,
+      `the flow with this match is owner "fleet"'s`,
+    );
+    await warrenFails(
+      a,
+      ["flow", "mod", "in_port=web,tcp actions=pass"],
+      1,
+      `owner "fleet"'s`,
+    );
+    await warrenFails(
+      a,
+      ["flow", "mod", "--owner", "fleet", "in_port=web,sctp actions=pass"],
+      1,
+      "the operator's",
+    );
+    assertEquals(
+      (await warrenOk(a, [
+        "flow",
+        "mod",
+        "--owner",
+        "fleet",
+        "cookie=0x14,in_port=web,tcp actions=pass",
+      ])).trim(),
+      "1 modified",
+    );
+    const before = await owned(a);
+    const dir = await Deno.makeTempDir();
+    const file = `${dir}/fleet.json`;
+    await Deno.writeTextFile(
+      file,
+      JSON.stringify({ flows: ["in_port=web,udp actions=drop", "in_port=web,sctp actions=drop"] }),
+    );
+    await warrenFails(
+      a,
+      ["apply", "--owner", "fleet", file],
+      1,
+      "priority=32768,in_port=web,sctp actions=drop: the flow with this match is the operator's",
+    );
+    await Deno.writeTextFile(file, JSON.stringify({ flows: ["in_port=web,tcp actions=drop"] }));
+    await warrenFails(a, ["apply", "--owner", "other", file], 1, `owner "fleet"'s`);
+    // The operator's apply keeps fleet's flows, and refuses a match of one.
+    await Deno.writeTextFile(file, overlayState(["in_port=web,tcp actions=drop"]));
+    await warrenFails(a, ["apply", file], 1, `owner "fleet"'s`);
+    // Odd owner names, two flows with one match: named, nothing applied.
+    for (const name of ["a b", "x/y", "é", "n".repeat(64)]) {
+      await warrenFails(a, ["apply", "--owner", name, file], 1, `owner ${JSON.stringify(name)}:`);
+      await warrenFails(
+        a,
+        ["flow", "add", "--owner", name, "in_port=web,arp actions=drop"],
+        1,
+        `owner ${JSON.stringify(name)}: an owner's name is 1 to 63 letters`,
+      );
+    }
+    await Deno.writeTextFile(
+      file,
+      JSON.stringify({
+        flows: ["in_port=web,arp actions=drop", "priority=9,in_port=web,arp actions=drop"],
+      }),
+    );
+    await warrenFails(
+      a,
+      ["apply", "--owner", "fleet", file],
+      1,
+      "priority=9,in_port=web,arp actions=drop: two flows have the same match",
+    );
+    assertEquals(await owned(a), before, "nothing applied");
+
+    // Deletes: by owner, by cookie; the rest stays.
+    assertEquals(
+      (await warrenOk(a, ["flow", "del", "--owner", "fleet", "udp"])).trim(),
+      "1 deleted",
+    );
+    assertEquals((await warrenOk(a, ["flow", "del", "cookie=0x22/0xff"])).trim(), "1 deleted");
+    assertEquals(await owned(a), [...base, "fleet priority=32768,in_port=web,tcp"].sort());
+    assertEquals((await warrenOk(a, ["flow", "del", "--owner", "fleet"])).trim(), "1 deleted");
+    assertEquals(await owned(a), base);
+    await Deno.remove(dir, { recursive: true });
+  },
+);
+
+privilegedTest(
+  "two owners applying at once in two processes never lose each other's flows: the lock serializes them",
+  async () => {
+    await using lab = await Lab.create({ ipv6: false });
+    await overlay(lab);
+    const [a, b] = lab.hosts;
+    const base = await owned(a);
+    const dir = await Deno.makeTempDir();
+    const flows = (owner: number, round: number) =>
+      Array.from(
+        { length: 500 },
+        (_, i) =>
+          `priority=10,in_port=web,ip,nw_dst=10.${owner}.${round}.${i % 250},nw_tos=${
+            (i / 250 | 0) * 4
+          } ` +
+          `actions=set_tunnel(id=${owner * 100 + round},dst=${b.ip}),output:vx0`,
+      );
+    const file = async (owner: number, round: number) => {
+      const path = `${dir}/${owner}-${round}.json`;
+      await Deno.writeTextFile(path, JSON.stringify({ flows: flows(owner, round) }));
+      return path;
+    };
+    const want = (round: number) =>
+      [
+        ...base,
+        ...[1, 2].flatMap((o) =>
+          flows(o, round).map((f) => `owner${o} ${f.split(" actions=")[0]}`)
+        ),
+      ].sort();
+    for (let round = 1; round <= 4; round++) {
+      const runs = await Promise.all(
+        [1, 2].map(async (o) => warren(a, ["apply", "--owner", `owner${o}`, await file(o, round)])),
+      );
+      for (const r of runs) assertEquals(r.code, 0, r.stderr);
+      assertEquals(await owned(a), want(round), `round ${round}`);
+    }
+    // While another process holds the lock, both wait; then both land.
+    const started = await lab.datapath(a, async (dp) => {
+      using _lock = dp.lock();
+      const children = await Promise.all(
+        [1, 2].map(async (o) =>
+          warrenCommand(a, ["apply", "--owner", `owner${o}`, await file(o, 5)]).spawn()
+        ),
+      );
+      const early = await Promise.race([
+        Promise.all(children.map((c) => c.status)).then(() => "done"),
+        new Promise((r) => setTimeout(() => r("waiting"), 3000)),
+      ]);
+      assertEquals(early, "waiting", "both applies wait for the lock");
+      assertEquals(await dp.flows.count({ owner: "owner1" }), 500, "round 4 still");
+      return children;
+    });
+    for (const c of started) assertEquals((await c.output()).code, 0);
+    assertEquals(await owned(a), want(5));
+    const usage = await lab.datapath(a, (dp) => dp.flows.usage());
+    assertEquals([usage.flows, usage.flowIds.used], [base.length + 1000, base.length + 1000]);
     await Deno.remove(dir, { recursive: true });
   },
 );
