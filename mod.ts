@@ -37,13 +37,16 @@ export { type ActionSpec, formatAction, parseActions } from "./src/tunnel/flow_a
 export { type FlowSpec, parseFlow, parseMatch } from "./src/tunnel/flow_syntax.ts";
 export { FlowSyntaxError } from "./src/tunnel/flow_tokens.ts";
 export {
+  type ApplyOptions,
   type FlowCounters,
+  type FlowDiff,
   type FlowFilter,
   FlowTableError,
   type GroupCounters,
   type GroupResult,
   type InstalledFlow,
   type InstalledGroup,
+  type OwnerName,
 } from "./src/tunnel/flow_table.ts";
 export { formatGroup, type GroupSpec, parseGroup } from "./src/tunnel/group_syntax.ts";
 export { type Match, MatchError } from "./src/tunnel/match.ts";

@@ -138,7 +138,7 @@ export function register(cli: Command): void {
     });
   needs(flow.command("dump [match]"), "read")
     .description(
-      "print flows in priority order with owner:, packets:, bytes:, used: and TCP flags",
+      "print flows in priority order with owner:, packets:, bytes:, used: and TCP flags (cookie=V/MASK selects by cookie)",
     )
     .option("--port <name>", "only flows coming in on or sending to this port")
     .option("--owner <name>", OWNER_FILTER)
