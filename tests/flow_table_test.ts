@@ -9,6 +9,8 @@ import { addFlows, oneHost } from "./helpers/lab.ts";
 import type { Datapath } from "../src/tunnel/datapath.ts";
 import { parseFlow, parseMatch } from "../src/tunnel/flow_syntax.ts";
 import { FlowTableError } from "../src/tunnel/flow_table.ts";
+import { compileFlow } from "../src/tunnel/compile.ts";
+import { ConfigFlag } from "../src/maps/layouts.ts";
 
 function table(dp: Datapath, name: string) {
   return dp.status().tables.find((t) => t.name === name)!;
@@ -199,6 +201,33 @@ privilegedTest(
       const m = parseMatch("in_port=web,ip", dp.portNames()).match;
       assertEquals(text(dp.dumpFlows({ match: m })), [50, 50]);
       assertEquals(dp.flows.count({ priority: 50 }), 2);
+    });
+  },
+);
+
+privilegedTest(
+  "a tunnel key slot a crashed writer took and never used is not handed to another key",
+  async () => {
+    await using lab = await oneHost();
+    const [a] = lab.hosts;
+    await lab.datapath(a, async (dp) => {
+      const f1 = "in_port=web,udp actions=set_tunnel(id=5,dst=192.0.2.2),output:t0";
+      const f2 = "in_port=web,tcp actions=set_tunnel(id=6,dst=192.0.2.2),output:t0";
+      await addFlows(dp, f1);
+      const [slot] = [...refs(dp).keys()];
+      // A writer took this slot for f2's key and died before writing f2;
+      // f1's key then took the free slot. The content index still names
+      // it for f2's key.
+      const key2 = compileFlow(parseFlow(f2, dp.portNames()), dp.portLookup()).tunKeyBytes[0];
+      dp.maps.tunKeySlots.raw.update(key2, new Uint8Array(new Uint32Array([slot]).buffer));
+      dp.maps.config.bump((c) => ({ flags: c.flags | ConfigFlag.WRITING }));
+      dp.flows.invalidate();
+      await addFlows(dp, f2);
+      assertEquals(
+        dp.dumpFlows().map((f) => dp.describeFlow(f)).sort(),
+        [`priority=32768,${f1}`, `priority=32768,${f2}`].sort(),
+      );
+      assertEquals([...refs(dp).values()], [1, 1]);
     });
   },
 );

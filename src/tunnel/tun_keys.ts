@@ -24,6 +24,8 @@ import type { Addr } from "./addr.ts";
 import type { DatapathMaps } from "./pins.ts";
 
 const SIZE = tunKeyCodec.size;
+/** Entries per batch read or written. */
+const BATCH = 65536;
 const TK = fieldOffsets(tunKeyCodec);
 
 /** A key's bytes as a string, for JavaScript maps. */
@@ -47,7 +49,7 @@ export class TunKeySlots {
     this.#maps = maps;
     const raw = maps.tunKeyRefs.raw;
     this.refs = new Uint32Array(raw.info.maxEntries);
-    for (const c of raw.lookupBatch(65536)) {
+    for (const c of raw.lookupBatch(BATCH)) {
       const keys = new Uint32Array(c.keys.buffer, c.keys.byteOffset, c.count);
       const vals = new Uint32Array(c.values.buffer, c.values.byteOffset, c.count);
       for (let i = 0; i < c.count; i++) this.refs[keys[i]] = vals[i];
@@ -117,6 +119,38 @@ export class TunKeySlots {
     }
   }
 
+  /**
+   * Drops every entry of the content index that names a free slot, or a
+   * slot holding other content: what a writer that died between taking a
+   * slot and using it leaves behind. Left there, it would hand its content
+   * the slot once another key fills it.
+   */
+  prune(): void {
+    const keys = this.#maps.tunKeys.raw;
+    const held = new Map<number, string>();
+    for (const c of keys.lookupBatch(BATCH)) {
+      const slots = new Uint32Array(c.keys.buffer, c.keys.byteOffset, c.count);
+      for (let i = 0; i < c.count; i++) {
+        if (this.refs[slots[i]]) {
+          held.set(slots[i], sig(c.values.subarray(i * SIZE, (i + 1) * SIZE)));
+        }
+      }
+    }
+    const index = this.#maps.tunKeySlots.raw;
+    const stale: Uint8Array[] = [];
+    for (const c of index.lookupBatch(BATCH)) {
+      const slots = new Uint32Array(c.values.buffer, c.values.byteOffset, c.count);
+      for (let i = 0; i < c.count; i++) {
+        const content = c.keys.subarray(i * SIZE, (i + 1) * SIZE);
+        if (held.get(slots[i]) !== sig(content)) stale.push(content.slice());
+      }
+    }
+    for (const k of stale) {
+      index.delete(k);
+      this.#known.delete(sig(k));
+    }
+  }
+
   /** How many free slots remain. */
   free(): number {
     return this.refs.length - this.#used;
@@ -126,9 +160,8 @@ export class TunKeySlots {
   flush(): void {
     if (this.#dirty.size === 0) return;
     const slots = [...this.#dirty].sort((a, b) => a - b);
-    const chunk = 65536;
-    for (let i = 0; i < slots.length; i += chunk) {
-      const part = slots.slice(i, i + chunk);
+    for (let i = 0; i < slots.length; i += BATCH) {
+      const part = slots.slice(i, i + BATCH);
       const vals = Uint32Array.from(part, (s) => this.refs[s]);
       this.#maps.tunKeyRefs.raw.updateBatch(
         new Uint8Array(new Uint32Array(part).buffer),

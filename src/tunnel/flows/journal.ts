@@ -221,6 +221,7 @@ export class Journal {
    * once no packet reads them. The bookkeeping is then recomputed from the
    * flows: the id bitmap and the key references; counters of ids that no
    * flow holds are cleared (a delete may have died before clearing them);
+   * the tunnel key content index forgets slots no flow uses;
    * mask flow counts, masks left without flows dropped; each named
    * owner's set of flows, an owner left without flows forgotten.
    */
@@ -268,6 +269,7 @@ export class Journal {
     zeroCounters(this.#maps, stale);
     st.flowIds.rebuild(ids.view());
     st.slots.recount(counts);
+    st.slots.prune();
     st.masks = st.masks.map((m) => masks.get(m.id)!);
     this.settleMasks(st, index);
     // A group change that died may have let go of buckets packets walked.
