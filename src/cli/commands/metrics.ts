@@ -13,7 +13,14 @@ import { needs, openDatapath, toInt } from "../common.ts";
 
 /** One flow's series: its labels and counts. */
 interface FlowSeries {
-  labels: { flow_id: string; priority: string; match: string; cookie: string; net: string };
+  labels: {
+    flow_id: string;
+    priority: string;
+    match: string;
+    cookie: string;
+    net: string;
+    owner: string;
+  };
   packets: number;
   bytes: number;
 }
@@ -42,6 +49,7 @@ export async function registry(dp: Datapath, maxFlows = 1000): Promise<Registry>
             cookie: `0x${f.cookie.toString(16)}`,
             // The network a flow is for, when it matches one exactly.
             net: f.match.mask.net === 0xffffffff ? String(f.match.key.net) : "",
+            owner: f.owner,
           },
           packets: Number(f.counters!.packets),
           bytes: Number(f.counters!.bytes),
@@ -104,7 +112,7 @@ export async function registry(dp: Datapath, maxFlows = 1000): Promise<Registry>
     new Counter({
       name,
       help,
-      labelNames: ["flow_id", "priority", "match", "cookie", "net"],
+      labelNames: ["flow_id", "priority", "match", "cookie", "net", "owner"],
       registers: [reg],
       collect() {
         this.reset();
