@@ -184,7 +184,20 @@ export class Datapath implements Disposable {
    *
    * @example Replace the fleet agent's flows, and only those
    * ```ts ignore
-   * await dp.applyFlows(texts.map((f) => parseFlow(f, dp.portNames())), { owner: "fleet" });
+   * // Needs root: tests/docs_test.ts runs this example in a network namespace.
+   * import assert from "node:assert";
+   * import { Datapath } from "./datapath.ts";
+   * import { parseFlow } from "./flow_syntax.ts";
+   *
+   * using dp = await Datapath.up({ underlay: "eth0" });
+   * await dp.addLocalPort("web1", "veth-web1");
+   * const flows = (...texts: string[]) => texts.map((t) => parseFlow(t, dp.portNames()));
+   * await dp.addFlows(flows("priority=1,in_port=web1 actions=drop"));
+   * await dp.applyFlows(flows("in_port=web1,arp actions=pass"), { owner: "fleet" });
+   * const diff = await dp.applyFlows(flows("in_port=web1,ip actions=pass"), { owner: "fleet" });
+   * assert.deepEqual([diff.added, diff.removed], [1, 1]);
+   * // The operator's flow is still there.
+   * assert.deepEqual(dp.dumpFlows().map((f) => f.owner), ["fleet", ""]);
    * ```
    */
   applyFlows(specs: Iterable<FlowSpec>, options: ApplyOptions = {}): Promise<FlowDiff> {
