@@ -28,6 +28,9 @@ struct lookup {
 	struct wr_flow_key key;
 	struct wr_flow_index_key ik;
 	struct frame_info fi;
+	/* The generation's wr_flow_entry.vis bit: kept here, not on the
+	 * stack, as the group walk's call chain uses all 512 bytes. */
+	__u8 vis;
 };
 
 struct {
@@ -75,15 +78,15 @@ static __always_inline int restamps(const struct wr_flow_entry *e)
 }
 
 /* The replacement staged under l->ik (alt 1) for an entry that is not part
- * of generation vis, if it is part of it; else NULL. */
-static __always_inline struct wr_flow_entry *stand_in(void *table, struct lookup *l, __u8 vis)
+ * of generation l->vis, if it is part of it; else NULL. */
+static __always_inline struct wr_flow_entry *stand_in(void *table, struct lookup *l)
 {
 	struct wr_flow_entry *e;
 
 	l->ik.alt = 1;
 	e = bpf_map_lookup_elem(table, &l->ik);
 	l->ik.alt = 0;
-	return e && (e->vis & vis) ? e : NULL;
+	return e && (e->vis & l->vis) ? e : NULL;
 }
 
 /* The highest-priority flow matching key, or NULL. */
@@ -96,12 +99,11 @@ static __always_inline struct wr_flow_entry *classify(const struct wr_flow_key *
 	__u32 gen, count;
 	void *table;
 	__u32 best_prio = 0;
-	__u8 vis;
 
 	if (!cfg)
 		return NULL;
 	gen = cfg->gen & 1;
-	vis = 1 << gen;
+	l->vis = 1 << gen;
 	set = bpf_map_lookup_elem(&wr_masks, &gen);
 	table = bpf_map_lookup_elem(&wr_flow_tables, &gen);
 	if (!set || !table)
@@ -128,8 +130,8 @@ static __always_inline struct wr_flow_entry *classify(const struct wr_flow_key *
 			out[w] = k[w] & mk[w];
 		l->ik.mask_id = m->id;
 		e = bpf_map_lookup_elem(table, &l->ik);
-		if (e && !(e->vis & vis))
-			e = stand_in(table, l, vis);
+		if (e && !(e->vis & l->vis))
+			e = stand_in(table, l);
 		if (e && (!best || e->priority > best_prio)) {
 			best = e;
 			best_prio = e->priority;
