@@ -428,6 +428,7 @@ privilegedTest(
     assertEquals(await warrenJson(a, ["group", "list"]), [{
       group_id: 42,
       type: "all",
+      owner: "",
       packets: 0,
       bytes: 0,
       buckets: [

@@ -184,7 +184,7 @@ struct {
 	__type(value, __u32);
 } wr_tun_key_slots SEC(".maps");
 
-/* Control plane only: the names of owners of flows, by owner id. Each
+/* Control plane only: the names of owners of flows and groups, by owner id. Each
  * named owner's flows are also listed (their index keys) in a hash map of
  * its own, pinned as maps/owned/<owner id>, so that replacing them costs
  * what they are, not what the table is. */

@@ -344,7 +344,8 @@ struct wr_bucket_list {
 /* A group, by its slot. */
 struct wr_group {
 	__u32 live;		/* which list packets walk: 0 or 1 */
-	__u32 pad0;
+	__u16 owner;		/* wr_owners index; 0: the operator's (control plane only) */
+	__u16 pad0;
 	struct wr_bucket_list lists[2];
 };
 
@@ -354,8 +355,8 @@ struct wr_group_stats {
 	__u64 bytes;
 };
 
-/* Who owns flows, by owner id (1..WR_MAX_OWNERS-1; 0 is the operator and
- * has no entry). Control plane only. */
+/* Who owns flows and groups, by owner id (1..WR_MAX_OWNERS-1; 0 is the
+ * operator and has no entry). Control plane only. */
 struct wr_owner {
 	__u8 name[64];		/* NUL-padded; all zero: the id is free */
 };

@@ -437,7 +437,8 @@ export type BucketList = ValueOf<typeof bucketListCodec>;
 /** `struct wr_group`: a group slot's two bucket lists, one live. */
 export const groupCodec = struct("wr_group", {
   live: u32,
-  pad0: pad(4),
+  owner: u16,
+  pad0: pad(2),
   lists: array(bucketListCodec, 2),
 });
 /** A {@link groupCodec} value. */

@@ -44,7 +44,8 @@ import {
 import type { Datapath, PortSpec } from "./datapath.ts";
 import type { PortNames } from "./match.ts";
 import { type FlowSpec, formatFlow, parseFlowAt } from "./flow_syntax.ts";
-import type { ApplyOptions, FlowDiff, OwnerName } from "./flow_table.ts";
+import type { ApplyOptions, FlowDiff, InstalledGroup, OwnerName } from "./flow_table.ts";
+import { whose } from "./flows/owners.ts";
 import { formatGroup, parseGroupAt } from "./group_syntax.ts";
 import { parseNet, type Port, PortError, tunnelOptions, tunnelPort } from "./port.ts";
 
@@ -187,14 +188,23 @@ export async function applyState(
     if (!old) plan.ports.add.push(name);
     else if (!sameDesired(old, want)) plan.ports.change.push(name);
   }
-  if (!opts.owner) {
+  const owner = opts.owner ?? "";
+  const installedGroups = dp.groups();
+  if (!owner) {
     for (const [name, port] of have) {
       if (wantPorts.has(name)) continue;
-      // The operator's flows go with the port; another owner's would not.
-      const other = dp.flows.installed({ port: port.number }).find((f) => f.owner !== "");
+      // The operator's flows and groups go with the port; another owner's would not.
+      const flow = dp.flows.installed({ port: port.number }).find((f) => f.owner !== "");
+      const group = installedGroups.find((g) =>
+        g.owner !== "" &&
+        g.buckets.some((b) => b.some((a) => a.type === "output" && a.port === name))
+      );
+      const other = flow
+        ? `${whose(flow.owner)} flows use`
+        : group && `${whose(group.owner)} group ${group.id} sends to`;
       if (other) {
         throw new PortError(
-          `port ${name} is not in the state, but owner "${other.owner}"'s flows use it: keep it in the state`,
+          `port ${name} is not in the state, but ${other} it: keep it in the state`,
         );
       }
       plan.ports.remove.push(name);
@@ -203,12 +213,18 @@ export async function applyState(
 
   // Groups and flows name ports: check them against the ports the state
   // will have, numbering new ports as they will be numbered, before
-  // touching any.
-  const future = futurePorts(dp, wantPorts, plan.ports.add);
+  // touching any. A named owner's state keeps the ports it does not name.
+  const kept = owner ? [...have.values()].filter((p) => !wantPorts.has(p.name)) : [];
+  const future = futurePorts(dp, wantPorts, plan.ports.add, kept);
   const names = namesOf(future);
-  const groups = planGroups(dp, state.groups ?? [], future, plan);
+  const groups = planGroups(dp, state.groups ?? [], future, plan, owner, installedGroups);
   const flowTexts = state.flows ?? [];
-  checkFlowGroups(flowTexts, names, new Set(groups.map((g) => g.spec.id)));
+  // Flows may send to the state's groups, and to other owners' groups, which stay.
+  const reachable = new Set([
+    ...groups.map((g) => g.spec.id),
+    ...installedGroups.filter((g) => g.owner !== owner).map((g) => g.id),
+  ]);
+  checkFlowGroups(flowTexts, names, reachable);
   // Parsed as they are read: a million flows are never all held as objects.
   const parsed = (names: PortNames) =>
     (function* () {
@@ -219,7 +235,7 @@ export async function applyState(
 
   if (plan.ports.add.length === 0 && plan.ports.change.length === 0) {
     // The ports stay: the flow table's own diff says it all.
-    if (!opts.dryRun) await dp.setGroups(groups.map((g) => g.spec), "any");
+    if (!opts.dryRun) await dp.setGroups(groups.map((g) => g.spec), "any", { owner });
     const diff = await dp.applyFlows(parsed(dp.portNames()), {
       dryRun: opts.dryRun,
       progress: opts.progress,
@@ -228,7 +244,7 @@ export async function applyState(
       owner: opts.owner,
     });
     plan.flows = describeDiff(dp, diff);
-    if (!opts.dryRun) removeUnwanted(dp, plan);
+    if (!opts.dryRun) removeUnwanted(dp, plan, owner);
     return plan;
   }
   if (opts.dryRun) {
@@ -258,29 +274,37 @@ export async function applyState(
   for (const name of [...plan.ports.add, ...plan.ports.change]) {
     await dp.upsertPort(wantPorts.get(name)!);
   }
-  await dp.setGroups(groups.map((g) => g.spec), "any");
+  await dp.setGroups(groups.map((g) => g.spec), "any", { owner });
   const diff = await dp.applyFlows(parsed(dp.portNames()), {
     progress: opts.progress,
     listLimit: limit,
     owner: opts.owner,
   });
   plan.flows = describeDiff(dp, diff);
-  removeUnwanted(dp, plan);
+  removeUnwanted(dp, plan, owner);
   return plan;
 }
 
-/** Deletes the groups, then the ports, the plan no longer wants (no flow uses them now). */
-function removeUnwanted(dp: Datapath, plan: ApplyPlan): void {
-  if (plan.groups.remove.length) dp.deleteGroups(plan.groups.remove);
+/**
+ * Deletes the groups (`owner`'s), then the ports, the plan no longer wants
+ * (no flow uses them now).
+ */
+function removeUnwanted(dp: Datapath, plan: ApplyPlan, owner: OwnerName): void {
+  if (plan.groups.remove.length) dp.deleteGroups(plan.groups.remove, { owner });
   for (const name of plan.ports.remove) dp.deletePort(name);
 }
 
 /**
  * The ports `dp` will have once the wanted ones are made: those kept, as
- * wanted, and new ones numbered as they will be. A tunnel's options are
- * checked here.
+ * wanted, new ones numbered as they will be, and `kept` as they are. A
+ * tunnel's options are checked here.
  */
-function futurePorts(dp: Datapath, want: Map<string, PortSpec>, added: string[]): PortLookup {
+function futurePorts(
+  dp: Datapath,
+  want: Map<string, PortSpec>,
+  added: string[],
+  kept: Port[],
+): PortLookup {
   const numbers = new Map(
     dp.ports().filter((p) => want.has(p.name)).map((p) => [p.name, p.number]),
   );
@@ -291,21 +315,24 @@ function futurePorts(dp: Datapath, want: Map<string, PortSpec>, added: string[])
     numbers.set(name, next);
     taken.add(next);
   }
-  const ports: Port[] = [...want.values()].map((w) => {
-    const number = numbers.get(w.name)!;
-    if (w.kind === "local") {
-      return {
-        kind: "local",
-        name: w.name,
-        number,
-        device: w.device,
-        xdp: !!w.xdp,
-        net: w.net ?? 0,
-      };
-    }
-    // The underlay device does not change what a flow or group means.
-    return { ...tunnelPort(w.name, w.proto, "", w.options), number };
-  });
+  const ports: Port[] = [
+    ...kept,
+    ...want.values().map((w): Port => {
+      const number = numbers.get(w.name)!;
+      if (w.kind === "local") {
+        return {
+          kind: "local",
+          name: w.name,
+          number,
+          device: w.device,
+          xdp: !!w.xdp,
+          net: w.net ?? 0,
+        };
+      }
+      // The underlay device does not change what a flow or group means.
+      return { ...tunnelPort(w.name, w.proto, "", w.options), number };
+    }),
+  ];
   return {
     byName: (name) => ports.find((p) => p.name === name),
     byNumber: (n) => ports.find((p) => p.number === n),
@@ -313,15 +340,19 @@ function futurePorts(dp: Datapath, want: Map<string, PortSpec>, added: string[])
 }
 
 /**
- * The state's groups, compiled against `ports` (the ports the state will
- * have), with what changes in `plan`: each compared with the installed
- * group as canonical text.
+ * The state's groups, `owner`'s, compiled against `ports` (the ports the
+ * state will have), with what changes in `plan`: each compared with the
+ * installed group (of `installed`) as canonical text. Only `owner`'s
+ * groups are changed or removed: a group of another owner in the state,
+ * or one to remove that another owner's flows send to, is refused.
  */
 function planGroups(
   dp: Datapath,
   texts: string[],
   ports: PortLookup,
   plan: ApplyPlan,
+  owner: OwnerName,
+  installed: InstalledGroup[],
 ): CompiledGroup[] {
   const groups = texts.map((t, i) => {
     const spec = parseGroupAt(t, `groups[${i}]`);
@@ -332,20 +363,39 @@ function planGroups(
       throw err;
     }
   });
-  const installed = new Map(dp.groups().map((g) => [g.id, dp.describeGroup(g)]));
+  const byId = new Map(installed.map((g) => [g.id, g]));
   const seen = new Set<number>();
-  for (const g of groups) {
+  groups.forEach((g, i) => {
     const id = g.spec.id;
     if (seen.has(id)) throw new PortError(`groups: group ${id} is given twice`);
     seen.add(id);
     const buckets = g.buckets.map((a) =>
       decompileActions([a], (k) => tunKeyCodec.decode(g.tunKeyBytes[k]), ports)
     );
-    const old = installed.get(id);
+    const old = byId.get(id);
+    if (old && old.owner !== owner) {
+      throw new PortError(
+        `groups[${i}]: group ${id} is ${whose(old.owner)}, and one owner never changes another's`,
+      );
+    }
     if (old === undefined) plan.groups.add.push(id);
-    else if (old !== formatGroup({ id, buckets }, namesOf(ports))) plan.groups.change.push(id);
+    else if (dp.describeGroup(old) !== formatGroup({ id, buckets }, namesOf(ports))) {
+      plan.groups.change.push(id);
+    }
+  });
+  for (const g of installed) {
+    if (g.owner !== owner || seen.has(g.id)) continue;
+    // Scans the flows: only when a group goes.
+    const user = dp.flows.installed({ group: g.id }).find((f) => f.owner !== owner);
+    if (user) {
+      throw new PortError(
+        `group ${g.id} is not in the state, but ${
+          whose(user.owner)
+        } flows send to it: keep it in the state`,
+      );
+    }
+    plan.groups.remove.push(g.id);
   }
-  for (const id of installed.keys()) if (!seen.has(id)) plan.groups.remove.push(id);
   return groups;
 }
 

@@ -209,25 +209,35 @@ export class Datapath implements Disposable {
     return this.#flows.describeGroup(g);
   }
 
-  /** Every replication group, by id; with `counters`, each one's and its buckets'. */
-  groups(options: { counters?: boolean } = {}): InstalledGroup[] {
+  /**
+   * Every replication group, by id (only `owner`'s when given, "" for the
+   * operator's); with `counters`, each one's and its buckets'.
+   */
+  groups(options: { counters?: boolean; owner?: OwnerName } = {}): InstalledGroup[] {
     return this.#flows.groups(options);
   }
 
   /**
-   * Installs replication groups: "add" refuses one that exists, "modify"
-   * one that does not, "any" takes both (see FlowTable.setGroups).
+   * Installs replication groups of `options.owner` (the operator's by
+   * default): "add" refuses one that exists, "modify" one that does not,
+   * "any" takes both; another owner's group is refused (see
+   * FlowTable.setGroups).
    */
-  setGroups(specs: GroupSpec[], mode: "add" | "modify" | "any"): Promise<GroupResult> {
-    return this.#flows.setGroups(specs, mode);
+  setGroups(
+    specs: GroupSpec[],
+    mode: "add" | "modify" | "any",
+    options: { owner?: OwnerName } = {},
+  ): Promise<GroupResult> {
+    return this.#flows.setGroups(specs, mode, options.owner);
   }
 
   /**
    * Deletes replication groups. Refuses while flows send to one, unless
-   * `force`, which deletes those flows too.
+   * `force`, which deletes those flows too; with `owner`, refuses a group
+   * of another owner.
    */
-  deleteGroups(ids: number[], options: { force?: boolean } = {}): number {
-    return this.#flows.deleteGroups(ids, options.force ?? false);
+  deleteGroups(ids: number[], options: { force?: boolean; owner?: OwnerName } = {}): number {
+    return this.#flows.deleteGroups(ids, options.force ?? false, options.owner);
   }
 
   /** Local endpoint addresses. */

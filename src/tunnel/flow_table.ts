@@ -192,8 +192,11 @@ export class FlowTable {
       : apply(this.#t, specs, options);
   }
 
-  /** Every installed group, by id; with `counters`, each one's and its buckets'. */
-  groups(options: { counters?: boolean } = {}): InstalledGroup[] {
+  /**
+   * Every installed group, by id (only `owner`'s when given); with
+   * `counters`, each one's and its buckets'.
+   */
+  groups(options: { counters?: boolean; owner?: OwnerName } = {}): InstalledGroup[] {
     return listGroups(this.#t, options);
   }
 
@@ -207,18 +210,21 @@ export class FlowTable {
    * not, "any" takes both. A group that changes switches to its new
    * buckets in one write (a packet walks the old ones or the new ones),
    * keeping the counters of the buckets it keeps; the flows that send to
-   * it are not touched. All are checked before the first is written.
+   * it are not touched. The groups are `owner`'s (default the operator's),
+   * and another owner's group is refused. All are checked before the first
+   * is written.
    */
-  setGroups(specs: GroupSpec[], mode: "add" | "modify" | "any"): GroupResult {
+  setGroups(specs: GroupSpec[], mode: "add" | "modify" | "any", owner?: OwnerName): GroupResult {
     const compiled = specs.map((s) => compileGroup(s, this.#t.ports));
-    return installGroups(this.#t, compiled, mode);
+    return installGroups(this.#t, compiled, mode, owner);
   }
 
   /**
    * Deletes groups. Refuses while flows send to one, unless `force`, which
-   * deletes those flows too. Returns how many went.
+   * deletes those flows too; with `owner`, refuses a group of another
+   * owner. Returns how many went.
    */
-  deleteGroups(ids: number[], force: boolean): number {
-    return removeGroups(this.#t, ids, force);
+  deleteGroups(ids: number[], force: boolean, owner?: OwnerName): number {
+    return removeGroups(this.#t, ids, force, owner);
   }
 }

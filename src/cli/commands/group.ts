@@ -23,6 +23,7 @@ export function groupJson(dp: Datapath, g: InstalledGroup) {
   return {
     group_id: g.id,
     type: "all",
+    owner: g.owner,
     packets: g.counters?.packets ?? 0n,
     bytes: g.counters?.bytes ?? 0n,
     buckets: g.buckets.map((b, i) => ({
@@ -33,11 +34,16 @@ export function groupJson(dp: Datapath, g: InstalledGroup) {
   };
 }
 
-/** A group's lines in `group list`: the group, its counters, then each bucket's. */
+/**
+ * A group's lines in `group list`: the group, its owner (a named one) and
+ * its counters, then each bucket's; without counters, the group alone, as
+ * `group add` takes it.
+ */
 function listLines(dp: Datapath, g: InstalledGroup): string {
   const c = g.counters;
   if (!c) return dp.describeGroup(g) + "\n";
-  return `${dp.describeGroup(g)} packets:${c.packets} bytes:${c.bytes}\n` +
+  const owner = g.owner ? ` owner:${g.owner}` : "";
+  return `${dp.describeGroup(g)}${owner} packets:${c.packets} bytes:${c.bytes}\n` +
     c.buckets.map((b, i) => `  bucket ${i + 1} packets:${b.packets} bytes:${b.bytes}\n`).join("");
 }
 
@@ -52,6 +58,8 @@ function ids(args: string[]): number[] {
   });
 }
 
+const OWNER_HELP = "the groups' owner (default: the operator, who has no name)";
+
 /** Registers `group` and its subcommands. */
 export function register(cli: Command): void {
   const group = cli.command("group").description(
@@ -62,6 +70,7 @@ export function register(cli: Command): void {
       "add groups (one that exists with other buckets is refused: group mod changes it)",
     )
     .option("--file <path>", "read groups from a file, one per line (- for stdin)")
+    .option("--owner <name>", OWNER_HELP)
     .addHelpText(
       "after",
       "\nA group is group_id=ID,type=all and its buckets, each bucket=ACTIONS: an output to a\n" +
@@ -73,33 +82,38 @@ export function register(cli: Command): void {
       const texts = await textsOf(args, opts.file, "group");
       if (texts.length === 0) throw new RangeError("no groups given");
       using dp = openDatapath(cmd);
-      const r = await dp.setGroups(texts.map((t) => parseGroupAt(t.text, t.where)), "add");
+      const specs = texts.map((t) => parseGroupAt(t.text, t.where));
+      const r = await dp.setGroups(specs, "add", { owner: opts.owner });
       console.log(`${r.added} added${r.unchanged ? `, ${r.unchanged} unchanged` : ""}`);
     });
   group.command("mod <group>")
     .description(
       "change a group's buckets; packets see the old buckets or the new ones, never a mixture",
     )
-    .action(async (text: string, _opts, cmd) => {
+    .option("--owner <name>", OWNER_HELP)
+    .action(async (text: string, opts, cmd) => {
       using dp = openDatapath(cmd);
-      const r = await dp.setGroups([parseGroupAt(text)], "modify");
+      const r = await dp.setGroups([parseGroupAt(text)], "modify", { owner: opts.owner });
       console.log(r.modified ? "1 modified" : "0 modified (already so)");
     });
   group.command("del <ids...>")
     .description("delete groups (refused while flows send to them, unless --force)")
     .option("--force", "also delete the flows that send to them")
+    .option("--owner <name>", 'refuse a group of another owner ("" for the operator)')
     .action((args: string[], opts, cmd) => {
       using dp = openDatapath(cmd);
-      console.log(`${dp.deleteGroups(ids(args), { force: opts.force })} deleted`);
+      const n = dp.deleteGroups(ids(args), { force: opts.force, owner: opts.owner });
+      console.log(`${n} deleted`);
     });
   needs(group.command("list [ids...]"), "read")
-    .description("print groups with packets: and bytes:, and each bucket's")
+    .description("print groups with owner:, packets: and bytes:, and each bucket's")
     .option("--no-counters", "skip reading counters")
+    .option("--owner <name>", "only this owner's groups (\"\" for the operator's)")
     .option("--json", "print JSON")
     .action((args: string[], opts, cmd) => {
       using dp = openDatapath(cmd);
       const only = new Set(ids(args));
-      const groups = dp.groups({ counters: opts.counters })
+      const groups = dp.groups({ counters: opts.counters, owner: opts.owner })
         .filter((g) => only.size === 0 || only.has(g.id));
       if (opts.json) return console.log(toJson(groups.map((g) => groupJson(dp, g))));
       const out = new BufferedOut();

@@ -134,20 +134,24 @@ export class DatapathFlows {
   }
 
   /** Every group (see FlowTable.groups). */
-  groups(options: { counters?: boolean }): InstalledGroup[] {
+  groups(options: { counters?: boolean; owner?: OwnerName }): InstalledGroup[] {
     return this.#table.groups(options);
   }
 
   /** Installs groups (see FlowTable.setGroups), keeping their remotes' next hops resolved. */
-  async setGroups(specs: GroupSpec[], mode: "add" | "modify" | "any"): Promise<GroupResult> {
-    const result = this.#locked(() => this.#table.setGroups(specs, mode));
+  async setGroups(
+    specs: GroupSpec[],
+    mode: "add" | "modify" | "any",
+    owner?: OwnerName,
+  ): Promise<GroupResult> {
+    const result = this.#locked(() => this.#table.setGroups(specs, mode, owner));
     await this.#neighbors.keep(result.remotes);
     return result;
   }
 
   /** Deletes groups (see FlowTable.deleteGroups). */
-  deleteGroups(ids: number[], force: boolean): number {
-    return this.#locked(() => this.#table.deleteGroups(ids, force));
+  deleteGroups(ids: number[], force: boolean, owner?: OwnerName): number {
+    return this.#locked(() => this.#table.deleteGroups(ids, force, owner));
   }
 
   #locked<T>(fn: () => T): T {

@@ -81,13 +81,10 @@ export function checkOwner(
   e: Entry,
 ): void {
   if (e.owner === owner) return;
-  const whose = e.owner === OPERATOR
-    ? "the operator's (added without an owner)"
-    : `owner "${owners.name(e.owner)}"'s`;
   throw new FlowTableError(
-    `${
-      flowText(c.spec, t.ports)
-    }: the flow with this match is ${whose}, and one owner never changes another's`,
+    `${flowText(c.spec, t.ports)}: the flow with this match is ${
+      owners.whose(e.owner)
+    }, and one owner never changes another's`,
   );
 }
 
@@ -292,7 +289,7 @@ export function remove(t: TableContext, filter: FlowFilter, strict: boolean): nu
   }
   for (const [id, keys] of owned) {
     st.owners.removeKeys(id, keys);
-    if (st.owners.isEmpty(id)) st.owners.release(id);
+    st.owners.releaseIfIdle(id);
   }
   zeroCounters(t.maps, ids);
   st.flowIds.release(ids);

@@ -15,6 +15,9 @@
  *    until no program that started before still runs
  *    (`DatapathMaps.waitForPrograms`): only then are the old buckets free.
  *
+ * Each group has an owner (`owners.ts`), in its slot entry: a change of
+ * groups is one owner's, and refuses to touch another owner's group.
+ *
  * A new group's slot entry is written before its id names the slot, and a
  * deleted group's id goes first: a writer that dies midway leaves unused
  * buckets and slots, which are free by definition (free space is what no
@@ -38,7 +41,6 @@ import { actionBytes, decodeActions, resolveActions } from "./entry.ts";
 import { FlowTableError } from "./error.ts";
 import {
   BUCKET_SIZE,
-  hasGroup,
   listBytes,
   type LiveGroup,
   liveList,
@@ -46,6 +48,7 @@ import {
   readLive,
 } from "./group_state.ts";
 import { checkKeyRoom, type TableContext, type TableState } from "./journal.ts";
+import { checkOwnerName, type OwnerName } from "./owners.ts";
 import { byteString, sameBytes } from "./flow_set.ts";
 import { count, tunKeyReader } from "./queries.ts";
 import { remove } from "./edits.ts";
@@ -64,23 +67,32 @@ export interface GroupCounters {
 
 /** A group as installed. */
 export interface InstalledGroup extends GroupSpec {
+  /** Its owner: "" for the operator. */
+  owner: OwnerName;
   /** Counters, when asked for. */
   counters?: GroupCounters;
 }
 
-/** Every installed group, by id, with its counters when asked. */
+/**
+ * Every installed group, by id (only `owner`'s when given, "" for the
+ * operator's), with its counters when asked.
+ */
 export function listGroups(
   t: TableContext,
-  options: { counters?: boolean } = {},
+  options: { counters?: boolean; owner?: OwnerName } = {},
 ): InstalledGroup[] {
   const st = t.journal.load();
   const tunKey = tunKeyReader(t.maps, st);
   const all = readBuckets(t.maps);
-  return [...readLive(t.maps).values()].sort((a, b) => a.id - b.id).map((g) => {
+  const owner = options.owner === undefined ? undefined : st.owners.id(options.owner) ?? -1;
+  const live = [...readLive(t.maps).values()]
+    .filter((g) => owner === undefined || g.entry.owner === owner);
+  return live.sort((a, b) => a.id - b.id).map((g) => {
     const list = liveList(g);
     const actions = decodeActions(listBytes(all, list));
     const group: InstalledGroup = {
       id: g.id,
+      owner: st.owners.name(g.entry.owner),
       buckets: actions.map((a) => decompileActions([a], tunKey, t.ports)),
     };
     if (options.counters) {
@@ -205,8 +217,8 @@ function writeBuckets(
 }
 
 /**
- * Makes group `g` live: into a new slot (`old` undefined), or replacing
- * the live list of `old`'s slot with one flip.
+ * Makes group `g` live: into a new slot of owner `owner` (`old`
+ * undefined), or replacing the live list of `old`'s slot with one flip.
  */
 function writeGroup(
   t: TableContext,
@@ -215,6 +227,7 @@ function writeGroup(
   all: Uint8Array,
   g: CompiledGroup,
   old: LiveGroup | undefined,
+  owner: number,
 ): void {
   const raw = resolveBuckets(st, g);
   const n = g.buckets.length;
@@ -224,7 +237,7 @@ function writeGroup(
     writeBuckets(t.maps, first, raw);
     const slot = space.takeSlot();
     t.maps.groupStats.set(slot, { packets: 0n, bytes: 0n });
-    t.maps.groups.set(slot, { live: 0, lists: [list, EMPTY_LIST] });
+    t.maps.groups.set(slot, { live: 0, owner, lists: [list, EMPTY_LIST] });
     failpoint("group.written");
     t.maps.groupSlots.set(g.spec.id, slot);
     return;
@@ -234,9 +247,9 @@ function writeGroup(
   writeBuckets(t.maps, first, raw, { raw: oldRaw, first: was.first });
   const live = old.entry.live & 1;
   const lists: BucketList[] = live ? [list, was] : [was, list];
-  t.maps.groups.set(old.slot, { live, lists });
+  t.maps.groups.set(old.slot, { live, owner, lists });
   failpoint("group.written");
-  t.maps.groups.set(old.slot, { live: live ^ 1, lists });
+  t.maps.groups.set(old.slot, { live: live ^ 1, owner, lists });
   eachKeySlot(oldRaw, (s) => st.slots.release(s));
 }
 
@@ -253,18 +266,22 @@ export interface GroupResult {
 }
 
 /**
- * Makes each of `groups` installed exactly as compiled: added, or its
- * buckets replaced (a group already so is left alone, so that running a
- * command again after a crash completes it). `mode` "add" refuses a group
- * that exists with other buckets, "modify" one that does not exist.
- * Everything is checked before the first write.
+ * Makes each of `groups` installed exactly as compiled, as owner `owner`'s
+ * ("" for the operator): added, or its buckets replaced (a group already
+ * so is left alone, so that running a command again after a crash
+ * completes it). `mode` "add" refuses a group that exists with other
+ * buckets, "modify" one that does not exist; another owner's group is
+ * refused. Everything is checked before the first write.
  */
 export function installGroups(
   t: TableContext,
   groups: CompiledGroup[],
   mode: "add" | "modify" | "any",
+  owner: OwnerName = "",
 ): GroupResult {
+  if (owner) checkOwnerName(owner);
   const st = t.journal.forWrite();
+  const known = st.owners.id(owner);
   const live = readLive(t.maps);
   const all = readBuckets(t.maps);
   const result: GroupResult = { added: 0, modified: 0, unchanged: 0, remotes: [] };
@@ -276,6 +293,7 @@ export function installGroups(
     ids.add(g.spec.id);
     const old = live.get(g.spec.id);
     if (!old && mode === "modify") throw new FlowTableError(`there is no group ${g.spec.id}`);
+    checkGroupOwner(st, old, known);
     const same = old && sameGroup(st, all, g, old);
     if (old && !same && mode === "add") {
       throw new FlowTableError(
@@ -310,8 +328,9 @@ export function installGroups(
   }
   t.journal.begin(st);
   try {
+    const id = st.owners.ensure(owner);
     for (const { g, old } of todo) {
-      writeGroup(t, st, space, all, g, old);
+      writeGroup(t, st, space, all, g, old, id);
       if (old) result.modified++;
       else result.added++;
     }
@@ -323,6 +342,21 @@ export function installGroups(
   return result;
 }
 
+/**
+ * Refuses to let owner `owner` (an id, or undefined for a name not yet
+ * registered) change installed group `g` when it is another owner's.
+ */
+function checkGroupOwner(
+  st: TableState,
+  g: LiveGroup | undefined,
+  owner: number | undefined,
+): void {
+  if (!g || g.entry.owner === owner) return;
+  throw new FlowTableError(
+    `group ${g.id} is ${st.owners.whose(g.entry.owner)}, and one owner never changes another's`,
+  );
+}
+
 /** Whether installed group `old` already has exactly the buckets of `g`. */
 function sameGroup(st: TableState, all: Uint8Array, g: CompiledGroup, old: LiveGroup): boolean {
   const list = liveList(old);
@@ -331,7 +365,10 @@ function sameGroup(st: TableState, all: Uint8Array, g: CompiledGroup, old: LiveG
   return raw !== undefined && sameBytes(raw, listBytes(all, list), raw.length);
 }
 
-/** Deletes groups `ids` (flows must no longer name them); those not installed are skipped. */
+/**
+ * Deletes groups `ids` (flows must no longer name them); those not
+ * installed are skipped. Their owners, left with nothing, are forgotten.
+ */
 function deleteGroups(t: TableContext, ids: number[]): number {
   const st = t.journal.forWrite();
   const live = readLive(t.maps);
@@ -345,6 +382,7 @@ function deleteGroups(t: TableContext, ids: number[]): number {
       failpoint("group.deleted");
       eachKeySlot(listBytes(all, liveList(g)), (s) => st.slots.release(s));
     }
+    for (const id of new Set(victims.map((g) => g.entry.owner))) st.owners.releaseIfIdle(id);
   } finally {
     // Their slots and buckets are free once no packet can be using them.
     t.maps.waitForPrograms();
@@ -356,13 +394,22 @@ function deleteGroups(t: TableContext, ids: number[]): number {
 /**
  * Deletes groups `ids` (those that exist: a rerun after a crash finishes
  * the job). Refuses while flows send to one, unless `force`, which deletes
- * those flows first (as `port del --force` does). Everything is checked
- * before anything goes.
+ * those flows first (as `port del --force` does); with `owner`, refuses a
+ * group of another owner. Everything is checked before anything goes.
  */
-export function removeGroups(t: TableContext, ids: number[], force: boolean): number {
+export function removeGroups(
+  t: TableContext,
+  ids: number[],
+  force: boolean,
+  owner?: OwnerName,
+): number {
   const users = new Map<number, number>();
+  const st = t.journal.load();
+  const live = readLive(t.maps);
   for (const id of ids) {
-    if (!hasGroup(t.maps, id)) continue;
+    const g = live.get(id);
+    if (!g) continue;
+    if (owner !== undefined) checkGroupOwner(st, g, st.owners.id(owner));
     const n = count(t, { group: id });
     if (n && !force) {
       throw new FlowTableError(

@@ -34,7 +34,7 @@ import { TunKeySlots } from "../tun_keys.ts";
 import { FlowVis } from "../../maps/layouts.ts";
 import { zeroCounters } from "./counters.ts";
 import { altKey, checkIndexLayout, scan, visBit, withVis } from "./entry.ts";
-import { countGroupKeys } from "./group_state.ts";
+import { countGroupKeys, readLive } from "./group_state.ts";
 import { FlowTableError } from "./error.ts";
 import { byteString } from "./flow_set.ts";
 import { checkMaskRoom, type LiveMask, readMasks, searchOrder, writeMasks } from "./masks.ts";
@@ -277,12 +277,17 @@ export class Journal {
     this.commit(st);
   }
 
-  /** Makes each named owner's set exactly `owned` (its flows' index keys). */
+  /**
+   * Makes each named owner's set exactly `owned` (its flows' index keys);
+   * an owner with neither flows nor groups is forgotten.
+   */
   #repairOwners(owners: Owners, owned: Map<number, Uint8Array[]>): void {
+    const groupOwners = new Set([...readLive(this.#maps).values()].map((g) => g.entry.owner));
     for (const id of new Set([...owners.named(), ...owned.keys()])) {
       const want = owned.get(id) ?? [];
       if (want.length === 0) {
-        owners.release(id);
+        if (groupOwners.has(id)) owners.removeKeys(id, owners.keys(id));
+        else owners.release(id);
         continue;
       }
       const have = owners.keys(id);

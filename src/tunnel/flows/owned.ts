@@ -24,6 +24,7 @@ import { type Change, commit } from "./commit.ts";
 import { zeroCounters } from "./counters.ts";
 import { actionBytes, Entry, indexKey, resolveActions } from "./entry.ts";
 import { checkOwner, entryOf } from "./edits.ts";
+import { checkGroupsExist } from "./group_state.ts";
 import { byteString, maskShape, sameBytes, sameMatch } from "./flow_set.ts";
 import { checkFlowRoom, checkKeyRoom, type TableContext, type TableState } from "./journal.ts";
 import {
@@ -83,6 +84,7 @@ export function applyOwned(
     }
     compiled.set(identity, c);
   }
+  checkGroupsExist(t.maps, t.ports, compiled.values(), options.comingGroups);
   const st = options.dryRun ? t.journal.load() : t.journal.forWrite();
   const index = t.journal.index(st);
   const id = st.owners.id(owner);
@@ -195,7 +197,7 @@ export function applyOwned(
 
     // What the old entries alone used goes now: nothing reads them.
     st.owners.removeKeys(owned, [...gone.map((g) => g.ik), ...stale]);
-    if (wanted.length === 0) st.owners.release(owned);
+    if (wanted.length === 0) st.owners.releaseIfIdle(owned);
     for (const c of changes) if (c.old) new Entry(c.ik, c.old).eachSlot((s) => st.slots.release(s));
     zeroCounters(t.maps, dropped);
     st.flowIds.release(dropped);

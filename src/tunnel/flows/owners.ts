@@ -1,10 +1,11 @@
 /**
- * Owners of flows. Every flow has one, in its entry: the operator (owner
- * id 0, unnamed), which is what `flow add` and `apply` give a flow unless
- * told otherwise, or a named owner (ids 1 to `MAX_OWNERS - 1`), such as
- * the fleet agent. An owner's `apply` replaces its own flows and no
- * other's, and a flow with the match of another owner's flow is refused,
- * so an agent and an operator never undo each other's work.
+ * Owners of flows and groups. Every flow and group has one, in its entry:
+ * the operator (owner id 0, unnamed), which is what `flow add`, `group
+ * add` and `apply` give unless told otherwise, or a named owner (ids 1 to
+ * `MAX_OWNERS - 1`), such as the fleet agent. An owner's `apply` replaces
+ * its own flows and groups and no other's, and a flow with the match of
+ * another owner's flow, or a group with the id of another owner's group,
+ * is refused, so an agent and an operator never undo each other's work.
  *
  * Names live in `wr_owners`, by id. Each named owner's flows are also
  * listed in a set of its own, a hash map of their index keys pinned as
@@ -12,11 +13,9 @@
  * whole table. A set may hold more keys than its owner has flows (a key
  * goes in before its flow is written and comes out after it is deleted),
  * never fewer; after a crash the journal's repair makes every set exact,
- * and an owner left without flows gives its id back. The operator's flows
- * have no set: its `apply` walks the table anyway.
- *
- * Groups join the model as flows do: an owner id in each group's entry,
- * the same registry, and an owner's `apply` replaces its groups too.
+ * and an owner left without flows and groups gives its id back. The
+ * operator's flows have no set: its `apply` walks the table anyway.
+ * Groups need none: there are a few thousand at most, read in one pass.
  *
  * @module
  */
@@ -29,6 +28,7 @@ import { encodeWith } from "../../maps/typed_map.ts";
 import type { DatapathMaps } from "../pins.ts";
 import { CHUNK, INDEX_KEY_SIZE } from "./entry.ts";
 import { FlowTableError } from "./error.ts";
+import { readLive } from "./group_state.ts";
 
 /** The operator's owner id: flows added without an owner. */
 export const OPERATOR = 0;
@@ -48,6 +48,11 @@ export function checkOwnerName(name: string): void {
 
 /** Who owns a flow, as people read it: the name, or "" for the operator. */
 export type OwnerName = string;
+
+/** Whose a flow or group of owner `name` is, as an error names it. */
+export function whose(name: OwnerName): string {
+  return name === "" ? "the operator's (added without an owner)" : `owner "${name}"'s`;
+}
 
 /** Owners reads and changes the owner registry and each named owner's set of flows. */
 export class Owners {
@@ -83,6 +88,11 @@ export class Owners {
   name(id: number): OwnerName {
     if (id === OPERATOR) return "";
     return this.#all()[id] || `#${id}`;
+  }
+
+  /** Whose a flow or group of owner `id` is, as an error names it. */
+  whose(id: number): string {
+    return whose(this.name(id));
   }
 
   /** The id of the owner named `name` ("" is the operator), or undefined. */
@@ -187,6 +197,13 @@ export class Owners {
     this.#maps.dropOwnedSet(id);
     this.#maps.owners.raw.update(encodeWith(u32, id), new Uint8Array(NAME_SIZE));
     if (this.#names) this.#names[id] = "";
+  }
+
+  /** Forgets owner `id` if it has neither flows nor groups left. */
+  releaseIfIdle(id: number): void {
+    if (id === OPERATOR || !this.isEmpty(id)) return;
+    for (const g of readLive(this.#maps).values()) if (g.entry.owner === id) return;
+    this.release(id);
   }
 
   /** Closes the sets it opened. */
