@@ -399,3 +399,160 @@ privilegedTest(
     await Deno.remove(dir, { recursive: true });
   },
 );
+
+interface ListedGroup {
+  group_id: number;
+  owner: string;
+  buckets: { actions: string }[];
+}
+
+/** `h`'s groups as `owner group_id=G:bucket|bucket`, sorted. */
+async function groupsOf(h: LabHost, ...args: string[]): Promise<string[]> {
+  const groups = await warrenJson<ListedGroup[]>(h, ["group", "list", ...args]);
+  return groups.map((g) =>
+    `${g.owner || "-"} ${g.group_id}:${g.buckets.map((b) => b.actions).join("|")}`
+  ).sort();
+}
+
+privilegedTest(
+  "an owner's apply replaces its groups with its flows and leaves the operator's; one owner never changes another's group",
+  async () => {
+    await using lab = await Lab.create({ ipv6: false });
+    await overlay(lab);
+    const [a, b] = lab.hosts;
+    const group = (id: number, key: number) =>
+      `group_id=${id},type=all,bucket=output:web,bucket=set_tunnel(id=${key},dst=${b.ip}),output:vx0`;
+    const sends = (id: number) =>
+      `priority=5,in_port=web,udp,tp_dst=${1000 + id} actions=group:${id}`;
+    // The operator's group 1 and a flow to it.
+    await warrenOk(a, ["group", "add", group(1, 11)]);
+    await warrenOk(a, ["flow", "add", sends(1)]);
+    const operatorFlows = await owned(a, "--owner", "");
+    const dir = await Deno.makeTempDir();
+    const file = `${dir}/fleet.json`;
+    const fleet = async (groups: string[], flows: string[], owner = "fleet") => {
+      await Deno.writeTextFile(file, JSON.stringify({ groups, flows }));
+      return await warren(a, ["apply", "--json", "--owner", owner, file]);
+    };
+    const groupPlan = (stdout: string) => JSON.parse(stdout).groups;
+
+    // fleet's groups 2 and 3, its flows to them and to the operator's group 1.
+    let r = await fleet([group(2, 21), group(3, 31)], [
+      sends(2),
+      sends(3),
+      sends(4).replace("group:4", "group:1"),
+    ]);
+    assertEquals(r.code, 0, r.stderr);
+    assertEquals(groupPlan(r.stdout), { add: [2, 3], change: [], remove: [] });
+    assertEquals(await groupsOf(a), [
+      `- 1:output:web|set_tunnel(id=11,dst=${b.ip}),output:vx0`,
+      `fleet 2:output:web|set_tunnel(id=21,dst=${b.ip}),output:vx0`,
+      `fleet 3:output:web|set_tunnel(id=31,dst=${b.ip}),output:vx0`,
+    ]);
+    assertEquals((await groupsOf(a, "--owner", "fleet")).length, 2);
+    assertEquals(await groupsOf(a, "--owner", ""), [
+      `- 1:output:web|set_tunnel(id=11,dst=${b.ip}),output:vx0`,
+    ]);
+    assert.match(
+      await warrenOk(a, ["group", "list", "2"]),
+      /^group_id=2,type=all,bucket=output:web,bucket=set_tunnel\(id=21,dst=[\d.]+\),output:vx0 owner:fleet packets:0 bytes:0\n/,
+    );
+
+    // The next set: group 2 changed, 3 gone, 4 new; the operator's stay.
+    r = await fleet([group(2, 22), group(4, 41)], [sends(2), sends(4)]);
+    assertEquals(r.code, 0, r.stderr);
+    assertEquals(groupPlan(r.stdout), { add: [4], change: [2], remove: [3] });
+    assertEquals(await groupsOf(a), [
+      `- 1:output:web|set_tunnel(id=11,dst=${b.ip}),output:vx0`,
+      `fleet 2:output:web|set_tunnel(id=22,dst=${b.ip}),output:vx0`,
+      `fleet 4:output:web|set_tunnel(id=41,dst=${b.ip}),output:vx0`,
+    ]);
+    assertEquals(await owned(a, "--owner", ""), operatorFlows);
+    assertEquals(await owned(a, "--owner", "fleet"), [
+      "fleet priority=5,in_port=web,udp,tp_dst=1002",
+      "fleet priority=5,in_port=web,udp,tp_dst=1004",
+    ]);
+    // The operator's apply keeps fleet's groups and the flows to them.
+    const opFlows = (await warrenOk(a, ["flow", "dump", "--owner", "", "--no-counters"]))
+      .split("\n").filter(Boolean);
+    const operatorState = (groups: string[]) =>
+      JSON.stringify({ ...JSON.parse(overlayState(opFlows)), groups });
+    await Deno.writeTextFile(`${dir}/op.json`, operatorState([group(1, 12)]));
+    await warrenOk(a, ["apply", `${dir}/op.json`]);
+    assertEquals(await groupsOf(a), [
+      `- 1:output:web|set_tunnel(id=12,dst=${b.ip}),output:vx0`,
+      `fleet 2:output:web|set_tunnel(id=22,dst=${b.ip}),output:vx0`,
+      `fleet 4:output:web|set_tunnel(id=41,dst=${b.ip}),output:vx0`,
+    ]);
+    assertEquals((await owned(a, "--owner", "fleet")).length, 2);
+    // The operator's flow to fleet's group 4.
+    await warrenOk(a, ["flow", "add", "priority=5,in_port=web,udp,tp_dst=1104 actions=group:4"]);
+    const before = { groups: await groupsOf(a), flows: await owned(a) };
+
+    // Refusals, each naming the group, nothing applied.
+    r = await fleet([group(1, 13)], []);
+    assertEquals(r.code, 1);
+    assert.match(
+      r.stderr,
+      /groups\[0\]: group 1 is the operator's .*one owner never changes another's/,
+    );
+    r = await fleet([group(2, 22)], [sends(2)]);
+    assertEquals(r.code, 1);
+    assert.match(
+      r.stderr,
+      /group 4 is not in the state, but the operator's .* flows send to it: keep it in the state/,
+    );
+    r = await fleet([group(2, 22), group(4, 41)], [sends(2), sends(5)]);
+    assertEquals(r.code, 1);
+    assert.match(r.stderr, /flows\[1\]: .*there is no group 5/);
+    await Deno.writeTextFile(`${dir}/op.json`, operatorState([group(1, 12), group(2, 23)]));
+    await warrenFails(a, ["apply", `${dir}/op.json`], 1, `groups[1]: group 2 is owner "fleet"'s`);
+    await warrenFails(a, ["group", "mod", group(2, 24)], 1, `group 2 is owner "fleet"'s`);
+    await warrenFails(
+      a,
+      ["group", "add", "--owner", "fleet", group(1, 14)],
+      1,
+      "group 1 is the operator's",
+    );
+    await warrenFails(
+      a,
+      ["group", "del", "--owner", "other", "2"],
+      1,
+      `group 2 is owner "fleet"'s`,
+    );
+    await warrenFails(
+      a,
+      ["group", "add", "--owner", "a b", group(9, 91)],
+      1,
+      `owner "a b": an owner's name is 1 to 63 letters`,
+    );
+    assertEquals({ groups: await groupsOf(a), flows: await owned(a) }, before, "nothing applied");
+
+    // group mod and del as the owner; then an empty set: the owner is gone.
+    assertEquals(
+      await warrenOk(a, ["group", "mod", "--owner", "fleet", group(2, 25)]),
+      "1 modified\n",
+    );
+    await warrenOk(a, ["flow", "del", "--strict", "priority=5,in_port=web,udp,tp_dst=1104"]);
+    r = await fleet([], []);
+    assertEquals(r.code, 0, r.stderr);
+    assertEquals(groupPlan(r.stdout), { add: [], change: [], remove: [2, 4] });
+    assertEquals(await groupsOf(a), [`- 1:output:web|set_tunnel(id=12,dst=${b.ip}),output:vx0`]);
+    assertEquals(await owned(a, "--owner", ""), operatorFlows);
+    await lab.datapath(a, (dp) => {
+      assertEquals([...dp.maps.owners.entries()].filter(([, o]) => o.name[0]).length, 0, "owners");
+      assertEquals(dp.flows.usage().tunKeys.used, 2, "keys of the base flows and group 1");
+    });
+    // An owner with groups and no flows stays registered until its last group goes.
+    await warrenOk(a, ["group", "add", "--owner", "solo", group(7, 71)]);
+    assertEquals(await owned(a, "--owner", "solo"), []);
+    assertEquals(await groupsOf(a, "--owner", "solo"), [
+      `solo 7:output:web|set_tunnel(id=71,dst=${b.ip}),output:vx0`,
+    ]);
+    assertEquals(await warrenOk(a, ["group", "del", "--owner", "solo", "7"]), "1 deleted\n");
+    await lab.datapath(a, (dp) => {
+      assertEquals([...dp.maps.owners.entries()].filter(([, o]) => o.name[0]).length, 0, "owners");
+    });
+    await Deno.remove(dir, { recursive: true });
+  },
+);
