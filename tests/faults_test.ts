@@ -284,20 +284,29 @@ privilegedTest(
 );
 
 privilegedTest(
-  "killed in the middle of an owner's apply, staged, committed or settled: the rerun ends exact, the rest untouched, pings never stop",
+  "killed in the middle of an owner's apply, staged, committed or settled, or at its groups: the rerun ends exact, the rest untouched, pings never stop",
   async () => {
     await using lab = await Lab.create({ ipv6: false });
     await overlay(lab);
     const [a, b] = lab.hosts;
     // Owner "fleet" goes from old to new and back: of 4 000 flows, 1 000
     // stay, 1 000 change actions, 1 000 change priority, 1 000 go and
-    // 1 000 come. Owner "other" and the operator's flows stay throughout.
-    const old = extra(0, 4000, 1000, b.ip);
+    // 1 000 come; of its groups, 1 changes, 2 goes and 3 comes. Owner
+    // "other" (its group 9 too) and the operator's flows stay throughout.
+    const group = (g: number, key: number) =>
+      `group_id=${g},type=all,bucket=output:web,bucket=set_tunnel(id=${key},dst=${b.ip}),output:vx0`;
+    const sends = (g: number) => `priority=5,in_port=web,udp,tp_dst=${1000 + g} actions=group:${g}`;
+    const groupsOld = [group(1, 501), group(2, 502)];
+    const groupsNew = [group(1, 511), group(3, 513)];
+    const otherGroups = [group(9, 509)];
+    const old = [...extra(0, 4000, 1000, b.ip), sends(1), sends(2)];
     const changed = [
       ...old.slice(0, 1000),
       ...extra(1000, 1000, 2000, b.ip),
       ...old.slice(2000, 3000).map((f) => f.replace("priority=10,", "priority=11,")),
       ...extra(4000, 1000, 1000, b.ip),
+      sends(1),
+      sends(3),
     ];
     const dir = await Deno.makeTempDir();
     const files = {
@@ -307,11 +316,11 @@ privilegedTest(
       none: `${dir}/none.json`,
     };
     await Deno.writeTextFile(files.none, JSON.stringify({ flows: [] }));
-    await Deno.writeTextFile(files.old, JSON.stringify({ flows: old }));
-    await Deno.writeTextFile(files.changed, JSON.stringify({ flows: changed }));
+    await Deno.writeTextFile(files.old, JSON.stringify({ groups: groupsOld, flows: old }));
+    await Deno.writeTextFile(files.changed, JSON.stringify({ groups: groupsNew, flows: changed }));
     await Deno.writeTextFile(
       files.other,
-      JSON.stringify({ flows: extra(6000, 100, 3000, b.ip) }),
+      JSON.stringify({ groups: otherGroups, flows: [...extra(6000, 100, 3000, b.ip), sends(9)] }),
     );
     const apply = (file: string, owner = "fleet") => ["apply", "--owner", owner, file];
 
@@ -322,20 +331,32 @@ privilegedTest(
       const wantOld = await table(a);
       await warrenOk(a, apply(files.changed));
       const wantNew = await table(a);
-      assertEquals([wantOld.length, wantNew.length], [4104, 4104]);
-      await assertExactly(lab, a, wantNew);
-      for (const fp of ["flow.owner.staged", "flow.owner.committed", "flow.owner.settled"]) {
+      assertEquals([wantOld.length, wantNew.length], [4107, 4107]);
+      const groupsThen = [...otherGroups, ...groupsNew];
+      await assertExactly(lab, a, wantNew, groupsThen);
+      // Dead before the flows' switch: the old flows; after it, the new
+      // ones. Groups change before the flows, and go after them.
+      const cases: [string, string[], string[]][] = [
+        ["group.written", wantOld, groupsOld],
+        ["group.written@2", wantOld, [groupsNew[0], groupsOld[1]]],
+        ["flow.owner.staged", wantOld, [...groupsNew, groupsOld[1]]],
+        ["flow.owner.committed", wantNew, [...groupsNew, groupsOld[1]]],
+        ["flow.owner.settled", wantNew, [...groupsNew, groupsOld[1]]],
+        ["group.deleted", wantNew, groupsNew],
+      ];
+      for (const [fp, flows, groups] of cases) {
         await warrenOk(a, apply(files.old));
         await crash(lab, a, fp, apply(files.changed));
-        // Dead before the switch: the old set; after it, the new one.
-        await assertTable(a, fp === "flow.owner.staged" ? wantOld : wantNew);
+        await assertTable(a, flows);
+        await assertGroups(a, [...otherGroups, ...groups]);
         await warrenOk(a, apply(files.changed));
-        await assertExactly(lab, a, wantNew);
+        await assertExactly(lab, a, wantNew, groupsThen);
       }
-      // Dead while removing every flow of an owner: the rerun forgets it.
+      // Dead while removing every flow of an owner: the rerun forgets it,
+      // and its groups.
       await crash(lab, a, "flow.owner.committed", apply(files.none));
       await warrenOk(a, apply(files.none));
-      await assertExactly(lab, a, without);
+      await assertExactly(lab, a, without, otherGroups);
     });
     assert.ok(run.sent > 200, `only ${run.sent} pings sent`);
     assertEquals(run.lost, [], `pings lost of ${run.sent}`);
