@@ -226,6 +226,7 @@ privilegedTest(
         "flow_id",
         "priority",
         "cookie",
+        "owner",
         "match",
         "actions",
         "packets",
