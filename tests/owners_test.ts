@@ -553,6 +553,13 @@ privilegedTest(
     await lab.datapath(a, (dp) => {
       assertEquals([...dp.maps.owners.entries()].filter(([, o]) => o.name[0]).length, 0, "owners");
     });
+    // port del --force drops the port's buckets from every owner's groups, each kept its owner's.
+    await warrenOk(a, ["group", "add", "--owner", "solo", group(8, 81)]);
+    await warrenOk(a, ["port", "del", "--force", "web"]);
+    assertEquals(await groupsOf(a), [
+      `- 1:set_tunnel(id=12,dst=${b.ip}),output:vx0`,
+      `solo 8:set_tunnel(id=81,dst=${b.ip}),output:vx0`,
+    ]);
     await Deno.remove(dir, { recursive: true });
   },
 );

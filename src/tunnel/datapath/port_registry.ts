@@ -186,12 +186,13 @@ export class PortRegistry {
       );
     }
     if (users) this.#flows.delete({ port: port.number }, false);
-    if (groups.length) {
-      const kept = groups.map((g) => ({
+    // Each owner's groups change as that owner's.
+    for (const owner of new Set(groups.map((g) => g.owner))) {
+      const kept = groups.filter((g) => g.owner === owner).map((g) => ({
         id: g.id,
         buckets: g.buckets.filter((b) => !sendsHere(b)),
       }));
-      this.#flows.setGroups(kept, "modify");
+      this.#flows.setGroups(kept, "modify", owner);
     }
     this.#unwrite(port);
     const entry = this.#maps.ports.get(port.number)!;
