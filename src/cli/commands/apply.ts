@@ -34,7 +34,7 @@ export function register(cli: Command): void {
     .option("--json", "print the difference as JSON")
     .option(
       "--owner <name>",
-      "the file's flows are this owner's: replace only its flows, in place, and remove no port",
+      "the file's groups and flows are this owner's: replace only its own, and remove no port",
     )
     .addHelpText(
       "after",
@@ -43,7 +43,7 @@ export function register(cli: Command): void {
         "  tunnels: [{ name: vx0, proto: vxlan, options: { remote_ip: flow, key: flow, net: flow } }]\n" +
         '  groups:  ["group_id=42,type=all,bucket=output:web1,bucket=set_tunnel(id=42,dst=192.0.2.2),output:vx0"]\n' +
         '  flows:   ["net=42 actions=group:42", "net=42,dl_dst=02:00:00:00:00:01 actions=output:web1"]\n\n' +
-        "Without --owner the flows are the operator's: flows of named owners stay as they are.",
+        "Without --owner the groups and flows are the operator's: those of named owners stay as they are.",
     )
     .action(async (file: string, opts, cmd) => {
       const state = await readState(file);
