@@ -33,7 +33,7 @@ import { ifindex } from "../../src/bpf/netif.ts";
 import { skbContext, testRun } from "../../src/bpf/test_run.ts";
 import { enterNetns } from "../../src/lab/netns.ts";
 import { Datapath } from "../../src/tunnel/datapath.ts";
-import type { PortNames } from "../../src/tunnel/fields.ts";
+import type { PortNames } from "../../src/tunnel/match.ts";
 import { parseMatch } from "../../src/tunnel/flow_syntax.ts";
 import { buildPacket } from "../../src/tunnel/packet.ts";
 
