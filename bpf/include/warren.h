@@ -23,7 +23,7 @@
 /* Bumped whenever a pinned map's layout changes meaning. warren refuses to
  * reuse pins written under another version (see src/tunnel/pins.ts). */
 enum wr_layout_version {
-	WR_LAYOUT_VERSION = 5,
+	WR_LAYOUT_VERSION = 4,
 };
 
 /* ---- Demo and test counters (counter.bpf.c) ---------------------------- */

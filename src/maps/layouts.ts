@@ -32,7 +32,7 @@ import {
 } from "./codec.ts";
 
 /** `WR_LAYOUT_VERSION`: bumped when a pinned map changes meaning. */
-export const LAYOUT_VERSION = 5;
+export const LAYOUT_VERSION = 4;
 
 /** Sizes fixed at compile time. */
 export const MAX_PORTS = 256;
