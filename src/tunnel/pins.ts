@@ -48,6 +48,7 @@ import {
   type TunKeyEntry,
 } from "../maps/layouts.ts";
 import type { PinnedMap, WarrenNames } from "../maps/names.ts";
+import { PAST_LAYOUTS } from "../maps/past/mod.ts";
 import { encodeWith, PerCpuMap, TypedMap } from "../maps/typed_map.ts";
 import { ConfigMap } from "./config.ts";
 
@@ -308,13 +309,23 @@ export class DatapathMaps implements Disposable {
  * otherwise be misread silently.
  */
 export function checkLayoutVersion(dir: string): void {
+  const version = pinnedLayoutVersion(dir);
+  if (version === LAYOUT_VERSION) return;
+  const head =
+    `the datapath pinned under ${dir} uses layout version ${version}, this warren uses ${LAYOUT_VERSION}`;
+  throw new LayoutError(
+    PAST_LAYOUTS.has(version)
+      ? `${head}: "warren up" migrates it in place, and "warren export" prints its configuration`
+      : `${head}: run "warren down" with the warren that made it (or remove ${dir}) and "warren up" again`,
+  );
+}
+
+/**
+ * The layout version recorded in the `wr_config` pinned under `dir`, read
+ * without a codec: it is the first field in every version.
+ */
+export function pinnedLayoutVersion(dir: string): number {
   using raw = BpfMap.fromPin(mapPin(dir, "wr_config"));
   const bytes = raw.lookup(new Uint8Array(4));
-  const version = bytes ? new DataView(bytes.buffer).getUint32(0, true) : 0;
-  if (version !== LAYOUT_VERSION) {
-    throw new LayoutError(
-      `the datapath pinned under ${dir} uses layout version ${version}, this warren uses ${LAYOUT_VERSION}: ` +
-        `run "warren down" with the warren that made it (or remove ${dir}) and "warren up" again`,
-    );
-  }
+  return bytes ? new DataView(bytes.buffer).getUint32(0, true) : 0;
 }
