@@ -18,6 +18,7 @@ import { DEFAULT_PIN_DIR } from "../tunnel/datapath.ts";
 import * as agent from "./commands/agent.ts";
 import * as apply from "./commands/apply.ts";
 import * as down from "./commands/down.ts";
+import * as exportCommand from "./commands/export.ts";
 import * as fleet from "./commands/fleet.ts";
 import * as flow from "./commands/flow.ts";
 import * as group from "./commands/group.ts";
@@ -42,6 +43,7 @@ const COMMANDS: { register(cli: Command): void }[] = [
   flow,
   group,
   apply,
+  exportCommand,
   stats,
   trace,
   watch,

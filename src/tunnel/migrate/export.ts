@@ -1,0 +1,76 @@
+/**
+ * A datapath's whole configuration as a state file `apply` accepts: the
+ * escape hatch when a datapath cannot be migrated, and the description a
+ * migration builds the new datapath from. Reads the current layout through
+ * {@link Datapath} and every past one warren knows through its layout
+ * module; a layout from a newer warren is refused by name.
+ *
+ * @module
+ */
+
+import { LAYOUT_VERSION } from "../../maps/layouts.ts";
+import { PAST_LAYOUTS } from "../../maps/past/mod.ts";
+import type { DesiredState } from "../apply.ts";
+import { namesOf, type PortLookup } from "../compile.ts";
+import { Datapath } from "../datapath.ts";
+import { formatFlow } from "../flow_syntax.ts";
+import { formatGroup } from "../group_syntax.ts";
+import { pinnedLayoutVersion } from "../pins.ts";
+import { type Port, tunnelOptions } from "../port.ts";
+import { type Configuration, readPast } from "./read_past.ts";
+
+/** The configuration of the datapath `dp` (the current layout). */
+export function configurationOf(dp: Datapath): Configuration {
+  return {
+    version: LAYOUT_VERSION,
+    config: dp.maps.config.read(),
+    localIps: dp.localIps(),
+    ports: dp.ports(),
+    groups: dp.groups().map(({ id, buckets }) => ({ id, buckets })),
+    flows: dp.dumpFlows(),
+  };
+}
+
+/**
+ * The configuration of the datapath pinned under `pinDir`, whichever
+ * layout version this warren knows it was pinned with.
+ */
+export function readConfiguration(pinDir: string): Configuration {
+  const version = Datapath.exists(pinDir) ? pinnedLayoutVersion(pinDir) : LAYOUT_VERSION;
+  const layout = PAST_LAYOUTS.get(version);
+  if (layout) return readPast(pinDir, layout);
+  // No datapath, or one of a newer warren: the same error as every other command's.
+  using dp = Datapath.open(pinDir);
+  return configurationOf(dp);
+}
+
+/** Ports by name and number. */
+export function portLookup(ports: Port[]): PortLookup {
+  return {
+    byName: (name) => ports.find((p) => p.name === name),
+    byNumber: (n) => ports.find((p) => p.number === n),
+  };
+}
+
+/**
+ * `c` as a state file: ports, tunnels, groups and flows, each as `apply`
+ * takes it. A section with nothing in it is left out, which says the same
+ * to `apply` and lets a warren that predates the section read the file.
+ */
+export function stateOf(c: Configuration): DesiredState {
+  const names = namesOf(portLookup(c.ports));
+  const state: Required<DesiredState> = { ports: [], tunnels: [], groups: [], flows: [] };
+  for (const p of c.ports) {
+    if (p.kind === "local") {
+      state.ports.push({
+        name: p.name,
+        device: p.device,
+        ...p.xdp ? { xdp: true } : {},
+        ...p.net ? { net: p.net } : {},
+      });
+    } else state.tunnels.push({ name: p.name, proto: p.proto, options: tunnelOptions(p) });
+  }
+  state.groups = c.groups.map((g) => formatGroup(g, names));
+  state.flows = c.flows.map((f) => formatFlow(f, names));
+  return Object.fromEntries(Object.entries(state).filter(([, list]) => list.length));
+}
