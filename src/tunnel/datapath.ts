@@ -76,14 +76,14 @@ export class Datapath implements Disposable {
   readonly #registry: PortRegistry;
   readonly #flows: DatapathFlows;
 
-  private constructor(pinDir: string, maps: DatapathMaps) {
+  private constructor(pinDir: string, maps: DatapathMaps, attach: boolean) {
     this.pinDir = pinDir;
     this.maps = maps;
     const ports = new PortList(maps);
     this.#ports = ports;
     this.#changes = new Changes(pinDir, maps.config, () => ports.reload());
     this.flows = new FlowTable(maps, ports.lookup());
-    this.#registry = new PortRegistry(pinDir, maps, ports, this.#changes, this.flows);
+    this.#registry = new PortRegistry(pinDir, maps, ports, this.#changes, this.flows, attach);
     this.#flows = new DatapathFlows(
       this.flows,
       ports,
@@ -99,6 +99,16 @@ export class Datapath implements Disposable {
    */
   static open(pinDir = DEFAULT_PIN_DIR): Datapath {
     return Datapath.#over(pinDir, DatapathMaps.fromPins(pinDir));
+  }
+
+  /**
+   * Opens a datapath built aside at `pinDir` (by a migration): its local
+   * ports are written but never attached to their devices, because its
+   * programs are swapped into the live datapath's attachments once it is
+   * complete.
+   */
+  static openAside(pinDir: string): Datapath {
+    return Datapath.#over(pinDir, DatapathMaps.fromPins(pinDir), false);
   }
 
   /** Whether a datapath is pinned at `pinDir`. */
@@ -125,9 +135,9 @@ export class Datapath implements Disposable {
     return down(pinDir);
   }
 
-  static #over(pinDir: string, maps: DatapathMaps): Datapath {
+  static #over(pinDir: string, maps: DatapathMaps, attach = true): Datapath {
     try {
-      return new Datapath(pinDir, maps);
+      return new Datapath(pinDir, maps, attach);
     } catch (err) {
       maps.close();
       throw err;

@@ -6,6 +6,7 @@
 
 import { type Command, Option } from "commander";
 import { Datapath } from "../../tunnel/datapath.ts";
+import { migrate } from "../../tunnel/migrate/migrate.ts";
 import { globals, needs, toInt } from "../common.ts";
 
 /** The id of group `name` (or a number), from /etc/group. */
@@ -66,9 +67,23 @@ export function register(cli: Command): void {
       "--no-forwarding",
       "leave the underlay's forwarding setting alone (ARP then needs a port neighbor)",
     )
+    .option("--dry-run", "say what up would migrate from an older layout; change nothing")
     .action(async (opts, cmd) => {
+      const pinDir = globals(cmd).pinDir;
+      const m = await migrate(pinDir, { dryRun: opts.dryRun });
+      if (m) {
+        const what = `${m.ports} ports, ${m.tunnels} tunnels, ${m.groups} groups, ${m.flows} flows`;
+        console.log(
+          m.resumed
+            ? `${opts.dryRun ? "would finish" : "finished"} a migration to layout ${m.to} (${what})`
+            : `${
+              opts.dryRun ? "would migrate" : "migrated"
+            } layout ${m.from} to ${m.to}: ${what}, with their counters`,
+        );
+      } else if (opts.dryRun) console.log("nothing to migrate");
+      if (opts.dryRun) return;
       using dp = await Datapath.up({
-        pinDir: globals(cmd).pinDir,
+        pinDir,
         underlay: opts.underlay,
         localIps: opts.localIp,
         xdp: opts.xdp,

@@ -239,7 +239,11 @@ function checkReuse(pinDir: string, old: DatapathMaps, options: UpOptions, under
 }
 
 /** A new datapath's first settings, empty mask sets and an empty flow index. */
-function initialize(maps: DatapathMaps, underlayIfindex: number, options: UpOptions): void {
+export function initialize(
+  maps: DatapathMaps,
+  underlayIfindex: number,
+  options: Pick<UpOptions, "missLocal" | "missTunnel" | "sttTimeoutMs">,
+): void {
   const maxFlows = maps.flowStats.raw.info.maxEntries;
   maps.config.create({
     layout_version: LAYOUT_VERSION,

@@ -71,20 +71,28 @@ export class PortRegistry {
   readonly #ports: PortList;
   readonly #changes: Changes;
   readonly #flows: FlowTable;
+  readonly #attach: boolean;
 
-  /** Writes the ports of the datapath at `pinDir`, known through `ports`. */
+  /**
+   * Writes the ports of the datapath at `pinDir`, known through `ports`.
+   * Without `attach` (a datapath built aside, whose programs are swapped
+   * into the live attachments later) local ports are written but not
+   * attached.
+   */
   constructor(
     pinDir: string,
     maps: DatapathMaps,
     ports: PortList,
     changes: Changes,
     flows: FlowTable,
+    attach = true,
   ) {
     this.#pinDir = pinDir;
     this.#maps = maps;
     this.#ports = ports;
     this.#changes = changes;
     this.#flows = flows;
+    this.#attach = attach;
   }
 
   /**
@@ -248,13 +256,15 @@ export class PortRegistry {
     // port no flow names.
     const { entry, info } = encodePort(port, { ifindex });
     this.#maps.portInfo.set(port.number, info);
-    using program = pinnedProgram(this.#pinDir, "wr_tc_local");
-    attachTcRecorded(
-      this.#pinDir,
-      ifindex,
-      program,
-      cfg.flags & ConfigFlag.CLSACT ? "clsact" : "tcx",
-    );
+    if (this.#attach) {
+      using program = pinnedProgram(this.#pinDir, "wr_tc_local");
+      attachTcRecorded(
+        this.#pinDir,
+        ifindex,
+        program,
+        cfg.flags & ConfigFlag.CLSACT ? "clsact" : "tcx",
+      );
+    }
     try {
       this.#maps.ifindexPorts.set(ifindex, port.number);
       failpoint("port.written");
