@@ -50,18 +50,24 @@ import { pinnedProgram } from "./object.ts";
 import type { PortList } from "./port_list.ts";
 import { underlayName } from "./underlay.ts";
 
-/** A port as `upsert` takes it: a local device, or a tunnel's protocol and options. */
+/**
+ * A port as `upsert` takes it: a local device, or a tunnel's protocol and
+ * options. `number` is the number a new port takes if it is free (a
+ * migration keeps every port's); the lowest free one otherwise.
+ */
 export type PortSpec = {
   kind: "local";
   name: string;
   device: string;
   xdp?: boolean;
   net?: number;
+  number?: number;
 } | {
   kind: "tunnel";
   name: string;
   proto: string;
   options: Record<string, string>;
+  number?: number;
 };
 
 /** PortRegistry writes ports. */
@@ -159,7 +165,7 @@ export class PortRegistry {
     const old = this.#ports.byName(port.name);
     if (old && samePort(old, wanted)) return "unchanged";
     if (!old) this.#checkNewName(port.name);
-    const full = { ...wanted, number: old?.number ?? this.#freeNumber() } as Port;
+    const full = { ...wanted, number: old?.number ?? this.#freeNumber(port.number) } as Port;
     if (old) this.#unwrite(old);
     if (full.kind === "local") this.#writeLocal(full, dev.ifindex);
     else this.#writeTunnel(full, dev.ifindex, dev.mac);
@@ -230,7 +236,10 @@ export class PortRegistry {
     this.#changes.bump();
   }
 
-  #freeNumber(): number {
+  #freeNumber(wanted?: number): number {
+    if (wanted !== undefined && wanted > 0 && wanted < MAX_PORTS && !this.#ports.byNumber(wanted)) {
+      return wanted;
+    }
     for (let n = 1; n < MAX_PORTS; n++) if (!this.#ports.byNumber(n)) return n;
     throw new PortError(`all ${MAX_PORTS - 1} port numbers are taken`);
   }

@@ -10,9 +10,9 @@
 
 import { LAYOUT_VERSION } from "../../maps/layouts.ts";
 import { PAST_LAYOUTS } from "../../maps/past/mod.ts";
-import type { DesiredState } from "../apply.ts";
+import type { DesiredPort, DesiredState, DesiredTunnel } from "../apply.ts";
 import { namesOf, type PortLookup } from "../compile.ts";
-import { Datapath } from "../datapath.ts";
+import { Datapath, type PortSpec } from "../datapath.ts";
 import { formatFlow } from "../flow_syntax.ts";
 import { formatGroup } from "../group_syntax.ts";
 import { pinnedLayoutVersion } from "../pins.ts";
@@ -44,6 +44,27 @@ export function readConfiguration(pinDir: string): Configuration {
   return configurationOf(dp);
 }
 
+/** Port `p` as `upsertPort` takes it, number included; what was left at its default left out. */
+export function portSpecOf(p: Port): PortSpec {
+  if (p.kind === "tunnel") {
+    return {
+      kind: "tunnel",
+      name: p.name,
+      proto: p.proto,
+      options: tunnelOptions(p),
+      number: p.number,
+    };
+  }
+  return {
+    kind: "local",
+    name: p.name,
+    device: p.device,
+    ...p.xdp ? { xdp: true } : {},
+    ...p.net ? { net: p.net } : {},
+    number: p.number,
+  };
+}
+
 /** Ports by name and number. */
 export function portLookup(ports: Port[]): PortLookup {
   return {
@@ -61,14 +82,10 @@ export function stateOf(c: Configuration): DesiredState {
   const names = namesOf(portLookup(c.ports));
   const state: Required<DesiredState> = { ports: [], tunnels: [], groups: [], flows: [] };
   for (const p of c.ports) {
-    if (p.kind === "local") {
-      state.ports.push({
-        name: p.name,
-        device: p.device,
-        ...p.xdp ? { xdp: true } : {},
-        ...p.net ? { net: p.net } : {},
-      });
-    } else state.tunnels.push({ name: p.name, proto: p.proto, options: tunnelOptions(p) });
+    const spec = portSpecOf(p);
+    const { kind: _, number: __, ...desired } = spec;
+    if (spec.kind === "local") state.ports.push(desired as DesiredPort);
+    else state.tunnels.push(desired as DesiredTunnel);
   }
   state.groups = c.groups.map((g) => formatGroup(g, names));
   state.flows = c.flows.map((f) => formatFlow(f, names));

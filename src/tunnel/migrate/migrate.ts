@@ -48,7 +48,7 @@ import type { PortNames } from "../fields.ts";
 import { DatapathLock, lockPath } from "../lock.ts";
 import { DatapathMaps, mapPin, pinnedLayoutVersion } from "../pins.ts";
 import { namesOf } from "../compile.ts";
-import { configurationOf, portLookup, stateOf } from "./export.ts";
+import { configurationOf, portLookup, portSpecOf, stateOf } from "./export.ts";
 import { type Configuration, type Counters, readPast, readPastCounters } from "./read_past.ts";
 
 /** What a migration does (or, in a dry run, would do). */
@@ -166,7 +166,10 @@ async function build(pinDir: string, old: Configuration, counters: () => Counter
   failpoint("migrate.loaded");
   {
     using dp = Datapath.openAside(dir);
-    await applyState(dp, stateOf(old));
+    // Ports first, each with its number: apply would number them afresh.
+    const state = stateOf(old);
+    for (const p of old.ports) await dp.upsertPort(portSpecOf(p));
+    await applyState(dp, state);
     failpoint("migrate.applied");
     carryCounters(dp, old, counters());
   }
