@@ -70,7 +70,10 @@ export function register(cli: Command): void {
     .option("--dry-run", "say what up would migrate from an older layout; change nothing")
     .action(async (opts, cmd) => {
       const pinDir = globals(cmd).pinDir;
-      const m = await migrate(pinDir, { dryRun: opts.dryRun });
+      const m = await migrate(pinDir, {
+        dryRun: opts.dryRun,
+        capacities: { maxGroups: opts.maxGroups, maxBuckets: opts.maxBuckets },
+      });
       if (m) {
         const what = `${m.ports} ports, ${m.tunnels} tunnels, ${m.groups} groups, ${m.flows} flows`;
         console.log(

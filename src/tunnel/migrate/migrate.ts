@@ -34,6 +34,7 @@ import { Datapath } from "../datapath.ts";
 import { setLocalIps } from "../datapath/endpoints.ts";
 import { initialize } from "../datapath/lifecycle.ts";
 import {
+  type Capacities,
   openDatapathObject,
   pinnedProgram,
   pinPrograms,
@@ -69,6 +70,17 @@ export interface Migration {
   resumed: boolean;
 }
 
+/** Options of {@link migrate}. */
+export interface MigrateOptions {
+  /** Change nothing; say what would be done. */
+  dryRun?: boolean;
+  /**
+   * Capacities of tables the old layout did not have (its own are kept):
+   * the groups and buckets of layout 4.
+   */
+  capacities?: Pick<Capacities, "maxGroups" | "maxBuckets">;
+}
+
 function building(pinDir: string): string {
   return `${pinDir}/migrate-building`;
 }
@@ -89,7 +101,7 @@ function retired(pinDir: string): string {
  */
 export async function migrate(
   pinDir: string,
-  options: { dryRun?: boolean } = {},
+  options: MigrateOptions = {},
 ): Promise<Migration | undefined> {
   try {
     Deno.statSync(pinDir);
@@ -112,7 +124,7 @@ export async function migrate(
   const old = readPast(pinDir, layout);
   const plan = describe(old, false);
   if (options.dryRun) return plan;
-  await build(pinDir, old, () => readPastCounters(pinDir, layout));
+  await build(pinDir, old, options.capacities ?? {}, () => readPastCounters(pinDir, layout));
   switchOver(pinDir);
   return plan;
 }
@@ -136,12 +148,21 @@ function readyConfiguration(pinDir: string): Configuration {
 }
 
 /** Builds the new datapath for `old` under `migrate-building`, then names it `migrate-ready`. */
-async function build(pinDir: string, old: Configuration, counters: () => Counters): Promise<void> {
+async function build(
+  pinDir: string,
+  old: Configuration,
+  capacities: Capacities,
+  counters: () => Counters,
+): Promise<void> {
   const dir = building(pinDir);
   remove(dir);
   {
     using obj = openDatapathObject();
-    sizeTables(obj, { maxFlows: old.config.max_flows, maxTunKeys: old.config.max_tun_keys });
+    sizeTables(obj, {
+      ...capacities,
+      maxFlows: old.config.max_flows,
+      maxTunKeys: old.config.max_tun_keys,
+    });
     obj.load();
     using maps = DatapathMaps.fromObject(obj);
     ensurePinDir(`${dir}/maps`);
