@@ -33,6 +33,9 @@
 
 export { Datapath, DEFAULT_PIN_DIR, type Status, type UpOptions } from "./src/tunnel/datapath.ts";
 export { type ApplyPlan, applyState, type DesiredState, parseState } from "./src/tunnel/apply.ts";
+export { migrate, type MigrateOptions, type Migration } from "./src/tunnel/migrate/migrate.ts";
+export { readConfiguration, stateOf } from "./src/tunnel/migrate/export.ts";
+export type { Configuration } from "./src/tunnel/migrate/read_past.ts";
 export { type ActionSpec, formatAction, parseActions } from "./src/tunnel/flow_actions.ts";
 export { type FlowSpec, parseFlow, parseMatch } from "./src/tunnel/flow_syntax.ts";
 export { FlowSyntaxError } from "./src/tunnel/flow_tokens.ts";

@@ -119,7 +119,9 @@ export class Datapath implements Disposable {
   /**
    * Loads, pins and attaches the datapath. Idempotent: when it is already
    * up, the programs are replaced in place (the links swap them
-   * atomically, so traffic never stops) and the maps are kept.
+   * atomically, so traffic never stops) and the maps are kept. Pins of a
+   * past layout version are refused: `migrate` them first, as `warren up`
+   * does.
    */
   static async up(options: UpOptions): Promise<Datapath> {
     const { pinDir, maps } = await up(options);
