@@ -45,7 +45,7 @@ import {
 import { failpoint } from "../failpoint.ts";
 import { formatFlow } from "../flow_syntax.ts";
 import type { FlowSpec } from "../flow_syntax.ts";
-import type { PortNames } from "../fields.ts";
+import type { PortNames } from "../match.ts";
 import { DatapathLock, lockPath } from "../lock.ts";
 import { DatapathMaps, mapPin, pinnedLayoutVersion } from "../pins.ts";
 import { namesOf } from "../compile.ts";
