@@ -15,10 +15,14 @@ export function register(cli: Command): void {
     .description(
       "print ports, tunnels, groups and flows as a state file for apply (any layout this warren reads)",
     )
+    .option(
+      "--owner <name>",
+      "that owner's groups and flows, for apply --owner (default the operator's)",
+    )
     .option("--json", "print JSON (default)")
     .option("--yaml", "print YAML")
     .action(async (opts, cmd) => {
-      const state = stateOf(readConfiguration(globals(cmd).pinDir));
+      const state = stateOf(readConfiguration(globals(cmd).pinDir), opts.owner ?? "");
       const text = opts.yaml
         ? (await import("yaml")).stringify(state)
         : JSON.stringify(state, null, 2) + "\n";

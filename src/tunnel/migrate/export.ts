@@ -14,6 +14,7 @@ import type { DesiredPort, DesiredState, DesiredTunnel } from "../apply.ts";
 import { namesOf, type PortLookup } from "../compile.ts";
 import { Datapath, type PortSpec } from "../datapath.ts";
 import { formatFlow } from "../flow_syntax.ts";
+import type { OwnerName } from "../flows/owners.ts";
 import { formatGroup } from "../group_syntax.ts";
 import { pinnedLayoutVersion } from "../pins.ts";
 import { type Port, tunnelOptions } from "../port.ts";
@@ -26,7 +27,7 @@ export function configurationOf(dp: Datapath): Configuration {
     config: dp.maps.config.read(),
     localIps: dp.localIps(),
     ports: dp.ports(),
-    groups: dp.groups().map(({ id, buckets }) => ({ id, buckets })),
+    groups: dp.groups().map(({ id, buckets, owner }) => ({ id, buckets, owner })),
     flows: dp.dumpFlows(),
   };
 }
@@ -74,11 +75,13 @@ export function portLookup(ports: Port[]): PortLookup {
 }
 
 /**
- * `c` as a state file: ports, tunnels, groups and flows, each as `apply`
- * takes it. A section with nothing in it is left out, which says the same
- * to `apply` and lets a warren that predates the section read the file.
+ * `c` as a state file: ports, tunnels, and the groups and flows of `owner`
+ * (default the operator's, ""), each as `apply` takes it (`apply --owner`
+ * for a named owner's). A section with nothing in it is left out, which
+ * says the same to `apply` and lets a warren that predates the section
+ * read the file.
  */
-export function stateOf(c: Configuration): DesiredState {
+export function stateOf(c: Configuration, owner: OwnerName = ""): DesiredState {
   const names = namesOf(portLookup(c.ports));
   const state: Required<DesiredState> = { ports: [], tunnels: [], groups: [], flows: [] };
   for (const p of c.ports) {
@@ -87,7 +90,7 @@ export function stateOf(c: Configuration): DesiredState {
     if (spec.kind === "local") state.ports.push(desired as DesiredPort);
     else state.tunnels.push(desired as DesiredTunnel);
   }
-  state.groups = c.groups.map((g) => formatGroup(g, names));
-  state.flows = c.flows.map((f) => formatFlow(f, names));
+  state.groups = c.groups.filter((g) => g.owner === owner).map((g) => formatGroup(g, names));
+  state.flows = c.flows.filter((f) => f.owner === owner).map((f) => formatFlow(f, names));
   return Object.fromEntries(Object.entries(state).filter(([, list]) => list.length));
 }

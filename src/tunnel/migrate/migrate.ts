@@ -188,9 +188,14 @@ async function build(
   {
     using dp = Datapath.openAside(dir);
     // Ports first, each with its number: apply would number them afresh.
-    const state = stateOf(old);
     for (const p of old.ports) await dp.upsertPort(portSpecOf(p));
-    await applyState(dp, state);
+    // The operator's groups and flows, then each named owner's.
+    const owners = new Set([
+      "",
+      ...old.groups.map((g) => g.owner),
+      ...old.flows.map((f) => f.owner),
+    ]);
+    for (const owner of owners) await applyState(dp, stateOf(old, owner), { owner });
     failpoint("migrate.applied");
     carryCounters(dp, old, counters());
   }

@@ -32,6 +32,7 @@ import { encodeWith, PerCpuMap, TypedMap } from "../../maps/typed_map.ts";
 import type { Addr } from "../addr.ts";
 import { decompileActions, type PortLookup } from "../compile.ts";
 import type { InstalledFlow } from "../flow_table.ts";
+import type { OwnerName } from "../flows/owners.ts";
 import type { GroupSpec } from "../group_syntax.ts";
 import { mapPin } from "../pins.ts";
 import { decodePort, type Port } from "../port.ts";
@@ -46,9 +47,9 @@ export interface Configuration {
   localIps: Addr[];
   /** Its ports, by number. */
   ports: Port[];
-  /** Its replication groups. */
-  groups: GroupSpec[];
-  /** Its flows; `flowId` is the id they have there. */
+  /** Its replication groups, each with its owner ("" for the operator). */
+  groups: (GroupSpec & { owner: OwnerName })[];
+  /** Its flows, each with its owner; `flowId` is the id they have there. */
   flows: InstalledFlow[];
 }
 
@@ -174,6 +175,7 @@ function readFlows(
         cookie: e.cookie as bigint,
         match: { key: upgrade(flowKeyCodec, k.key as Record<string, unknown>), mask },
         actions: decompileActions(actions, tunKey, ports),
+        owner: "",
       });
     }
   }
