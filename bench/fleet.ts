@@ -41,7 +41,7 @@
  * @module
  */
 
-import { TestEtcd } from "../tests/helpers/etcd.ts";
+import { TestEtcd } from "../src/lab/etcd.ts";
 import { AgentProcess, hostConfig, workloadMac } from "../tests/helpers/fleet.ts";
 import { addNetwork } from "../src/fleet/admin.ts";
 import { bytes, EtcdClient, type EtcdOptions, type WatchStream } from "../src/fleet/client.ts";

@@ -10,7 +10,7 @@
  */
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { Netns } from "../src/lab/netns.ts";
-import { TestEtcd } from "./helpers/etcd.ts";
+import { TestEtcd } from "../src/lab/etcd.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;

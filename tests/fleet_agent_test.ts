@@ -6,7 +6,7 @@
  */
 
 import { assert, assertEquals } from "./helpers/assert.ts";
-import { TestEtcd } from "./helpers/etcd.ts";
+import { TestEtcd } from "../src/lab/etcd.ts";
 import {
   AgentProcess,
   hostConfig,

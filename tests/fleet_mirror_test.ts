@@ -5,9 +5,9 @@
  */
 
 import { assert, assertEquals } from "./helpers/assert.ts";
-import { TestEtcd } from "./helpers/etcd.ts";
+import { TestEtcd } from "../src/lab/etcd.ts";
 import { LineLog, TEST_BACKOFF, waitFor } from "./helpers/fleet.ts";
-import { TcpProxy } from "./helpers/tcp_proxy.ts";
+import { TcpProxy } from "../src/lab/tcp_proxy.ts";
 import { EtcdClient, valueText } from "../src/fleet/client.ts";
 import { type Change, Mirror } from "../src/fleet/mirror.ts";
 import { PREFIX, prefixEnd } from "../src/fleet/keys.ts";

@@ -7,7 +7,7 @@
  */
 
 import { assert, assertEquals, assertRejects } from "./helpers/assert.ts";
-import { TestEtcd } from "./helpers/etcd.ts";
+import { TestEtcd } from "../src/lab/etcd.ts";
 import {
   hostConfig,
   LineLog,

@@ -10,8 +10,8 @@
  * @module
  */
 
-import { run } from "../../src/lab/run.ts";
-import type { EtcdOptions } from "../../src/fleet/client.ts";
+import { run } from "./run.ts";
+import type { EtcdOptions } from "../fleet/client.ts";
 
 /** A port nobody listens on right now. */
 export function freePort(): number {

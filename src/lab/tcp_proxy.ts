@@ -1,6 +1,8 @@
 /**
- * A TCP forwarder on loopback between a client and a server, for the
- * network faults a real etcd cannot stage by itself:
+ * A TCP forwarder on loopback between a client and a server: from another
+ * network namespace's loopback to this one's (how a namespace host of the
+ * fleet lab reaches etcd, as a real host reaches it over its network), and
+ * for the network faults a real etcd cannot stage by itself:
  *
  * - `freeze()`: every open connection stops carrying bytes but stays open,
  *   as behind a broken middlebox or a half-dead peer (the silent watch of
@@ -12,6 +14,15 @@
  */
 
 import { freePort } from "./etcd.ts";
+import type { Netns } from "./netns.ts";
+
+/** Options of {@link TcpProxy.start}. */
+export interface TcpProxyOptions {
+  /** Listen on this namespace's loopback (default: this process's namespace). */
+  netns?: Netns;
+  /** Listen on this port (default: a free one). */
+  port?: number;
+}
 
 interface Pair {
   a: Deno.TcpConn;
@@ -19,24 +30,31 @@ interface Pair {
   frozen: boolean;
 }
 
-/** TcpProxy forwards 127.0.0.1:port to a target port. */
+/**
+ * TcpProxy forwards 127.0.0.1:port, in its namespace, to a target port on
+ * this process's 127.0.0.1.
+ */
 export class TcpProxy {
   /** The port clients connect to. */
   readonly port: number;
+  /** When each connection a client opened was accepted (ms since the epoch). */
+  readonly accepted: number[] = [];
   #listener?: Deno.TcpListener;
   #target: number;
+  #netns?: Netns;
   #pairs = new Set<Pair>();
   #accepting?: Promise<void>;
   #pumps = new Set<Promise<void>>();
 
-  private constructor(port: number, target: number) {
+  private constructor(port: number, target: number, netns?: Netns) {
     this.port = port;
     this.#target = target;
+    this.#netns = netns;
   }
 
   /** Starts forwarding to `target` (a port on 127.0.0.1). */
-  static start(target: number): TcpProxy {
-    const p = new TcpProxy(freePort(), target);
+  static start(target: number, options: TcpProxyOptions = {}): TcpProxy {
+    const p = new TcpProxy(options.port ?? freePort(), target, options.netns);
     p.restore();
     return p;
   }
@@ -49,10 +67,19 @@ export class TcpProxy {
   /** Listens again after `cut`. */
   restore(): void {
     if (this.#listener) return;
-    const l = Deno.listen({ hostname: "127.0.0.1", port: this.port });
+    // Only the listening socket is made in the namespace, and synchronously:
+    // nothing else this process does can run meanwhile and land there.
+    const leave = this.#netns?.enter();
+    let l: Deno.TcpListener;
+    try {
+      l = Deno.listen({ hostname: "127.0.0.1", port: this.port });
+    } finally {
+      leave?.();
+    }
     this.#listener = l;
     this.#accepting = (async () => {
       for await (const a of l) {
+        this.accepted.push(Date.now());
         let b: Deno.TcpConn;
         try {
           b = await Deno.connect({ hostname: "127.0.0.1", port: this.#target });
