@@ -24,7 +24,7 @@
  */
 
 import type { EtcdOptions } from "./client.ts";
-import type { LocalPort } from "./derive.ts";
+import { FLEET_PORT_PREFIX, type LocalPort } from "./derive.ts";
 import {
   checkAddress,
   checkMac,
@@ -141,6 +141,9 @@ export async function parseAgentConfig(
       checkPortName(name);
     } catch (err) {
       throw new ValueError(f("name"), (err as Error).message);
+    }
+    if (name.startsWith(FLEET_PORT_PREFIX)) {
+      throw new ValueError(f("name"), `${FLEET_PORT_PREFIX}… names the fleet's tunnel ports`);
     }
     if (names.has(name)) throw new ValueError(f("name"), `port ${name} is named twice`);
     names.add(name);

@@ -125,9 +125,16 @@ export interface Derived {
 /** Flow priorities: steering beats unicast beats flooding. */
 export const PRIORITY = { arp: 200, unicast: 100, flood: 10 } as const;
 
+/**
+ * The prefix of the tunnel ports' names: the agent owns every port so
+ * named, and a configuration may not give it to a local port.
+ */
+export const FLEET_PORT_PREFIX = "fl-";
+
 /** The name of the tunnel port for `protocol` to destination `port`. */
 export function tunnelName(t: TunnelEndpoint): string {
-  return t.protocol === "gre" ? "fl-gre" : `fl-${t.protocol}-${t.port}`;
+  const name = t.protocol === "gre" ? "gre" : `${t.protocol}-${t.port}`;
+  return FLEET_PORT_PREFIX + name;
 }
 
 /** The tunnel port that sends with `t`'s protocol to `t`'s port, taking everything from the flow. */

@@ -428,7 +428,11 @@ function describeDiff(dp: Datapath, diff: FlowDiff): ApplyPlan["flows"] {
   };
 }
 
-function sameDesired(have: Port, want: PortSpec): boolean {
+/**
+ * Whether port `have` already is `want` (a tunnel's options compared as
+ * `tunnel add` stores them, defaults filled in): what `apply` leaves alone.
+ */
+export function sameDesired(have: Port, want: PortSpec): boolean {
   if (have.kind === "local" || want.kind === "local") {
     return have.kind === "local" && want.kind === "local" && have.device === want.device &&
       have.xdp === (want.xdp ?? false) && have.net === (want.net ?? 0);
