@@ -4,19 +4,21 @@
  *
  * The main loop:
  *
- * 1. **Register** the host under one lease (adopting a still-live lease
- *    after a restart, so the fleet notices nothing).
- * 2. **Mirror** every fleet key: list, then watch (`mirror.ts`).
- * 3. **Publish** the host's endpoints once the first list is in, writing
- *    only what etcd does not already hold (`publisher.ts`).
- * 4. **Derive** the host's wanted datapath state from the validated view
+ * 1. **Mirror** every fleet key: list, then watch (`mirror.ts`).
+ * 2. **Derive** the host's wanted datapath state from the validated view
  *    and its own configuration (`derive.ts`): once in full, then, change
  *    by change, only what each change touches; and
- * 5. **Apply** what changed through the {@link Applier} (`applier.ts`): the
+ * 3. **Apply** what changed through the {@link Applier} (`applier.ts`): the
  *    difference since the last apply that succeeded, or the whole state
  *    for the first apply and after a failed one. Nothing is applied before
  *    the first full list: a half-known world would withdraw flows that are
  *    still right (OVN's rule).
+ * 4. **Register** the host under one lease (adopting a still-live lease
+ *    after a restart, so the fleet notices nothing), once the first state
+ *    is applied: the other hosts send to a host as soon as they hear of
+ *    it, so it announces itself only when its datapath takes the traffic.
+ * 5. **Publish** the host's endpoints, writing only what etcd does not
+ *    already hold (`publisher.ts`).
  *
  * Changes are batched without being held back: a change after a quiet
  * spell is derived at once (in the next turn of the event loop, so the
@@ -131,7 +133,10 @@ export class Agent {
   #log: LogSink;
   #problems: OnceLog;
   #applyThrottle: Throttle;
+  /** The first list is in: derivations may run. */
   #ready = false;
+  /** Registered: the publisher may write. */
+  #publishing = false;
   #deriver: Deriver;
   /** What changed in the view since the last derivation. */
   #pending = new ViewChange();
@@ -172,7 +177,7 @@ export class Agent {
       log: this.#log,
       onNewLease: () => {
         this.publisher.forgetLease();
-        if (this.#ready) void this.publisher.flush();
+        if (this.#publishing) void this.publisher.flush();
       },
     });
     this.publisher = new Publisher({
@@ -204,20 +209,22 @@ export class Agent {
   }
 
   /**
-   * Registers, mirrors, publishes and applies the first state; resolves
-   * once it is applied, or when `stop` interrupts it.
+   * Mirrors, applies the first state, then registers and publishes;
+   * resolves once registered, or when `stop` interrupts it.
    */
   async run(): Promise<void> {
-    await this.registration.start();
     this.mirror.start();
     await Promise.race([this.mirror.synced, this.#stoppedSignal.promise]);
     if (this.#stopped) return;
+    this.#ready = true;
+    await this.#derive();
+    if (this.#stopped) return;
+    await this.registration.start();
     const own = [...this.mirror.entries.values()].filter((e) => this.#ownEndpoint(e.key));
     this.publisher.adopt(own);
     this.publisher.set(this.#self.ports);
+    this.#publishing = true;
     void this.publisher.flush();
-    this.#ready = true;
-    await this.#derive();
   }
 
   /**
@@ -228,8 +235,7 @@ export class Agent {
     this.#self = { ...this.#self, ports };
     this.#rebuild = true;
     this.publisher.set(ports);
-    if (!this.#ready) return;
-    void this.publisher.flush();
+    if (this.#publishing) void this.publisher.flush();
     this.#schedule();
   }
 
@@ -243,7 +249,7 @@ export class Agent {
     let ownChanged = false;
     for (const c of changes) {
       if (c.key === this.registration.key && !c.next) this.registration.reassert();
-      if (this.#ready && this.#ownEndpoint(c.key)) {
+      if (this.#publishing && this.#ownEndpoint(c.key)) {
         this.publisher.observe(c.key, c.next);
         ownChanged = true;
       }
@@ -336,20 +342,45 @@ export class Agent {
   }
 }
 
+/** Options of {@link runAgent}. */
+export interface RunAgentOptions extends AgentOptions {
+  /** On SIGTERM or SIGINT keep the registration (it lives out its TTL). */
+  stay?: boolean;
+  /**
+   * Reads this host's workload ports again, on SIGHUP (the configuration
+   * file edited: a workload came, went or moved). A failure keeps the
+   * ports as they were.
+   */
+  reload?: () => Promise<LocalPort[]>;
+}
+
 /**
  * Runs an agent until SIGTERM or SIGINT, then stops it (leaving the fleet
- * unless `stay`). For the `warren agent` command.
+ * unless `stay`); SIGHUP reloads its ports. For the `warren agent` command.
  */
-export async function runAgent(options: AgentOptions & { stay?: boolean }): Promise<void> {
+export async function runAgent(options: RunAgentOptions): Promise<void> {
   const log = options.log ?? stderrSink;
+  const host = options.config.host;
   const stop = Promise.withResolvers<Deno.Signal>();
-  const signals: Deno.Signal[] = ["SIGTERM", "SIGINT"];
-  const handlers = signals.map((s) => [s, () => stop.resolve(s)] as const);
+  let agent: Agent | undefined;
+  const reload = () => {
+    options.reload?.().then((ports) => {
+      agent?.updatePorts(ports);
+      log(`agent ${host}: SIGHUP, configuration read again: ${ports.length} port(s)`);
+    }, (err) => {
+      log(`agent ${host}: SIGHUP, keeping the ports as they were: ${errorText(err)}`);
+    });
+  };
+  const handlers: [Deno.Signal, () => void][] = [
+    ["SIGTERM", () => stop.resolve("SIGTERM")],
+    ["SIGINT", () => stop.resolve("SIGINT")],
+    ["SIGHUP", reload],
+  ];
   for (const [s, h] of handlers) Deno.addSignalListener(s, h);
   try {
-    const agent = await Agent.create(options);
+    agent = await Agent.create(options);
     const running = agent.run().then(() => {
-      log(`agent ${options.config.host}: following the fleet (lease ${agent.registration.lease})`);
+      log(`agent ${host}: following the fleet (lease ${agent!.registration.lease})`);
     }, (err) => stop.reject(err));
     let signal: Deno.Signal;
     try {
@@ -358,12 +389,14 @@ export async function runAgent(options: AgentOptions & { stay?: boolean }): Prom
       await agent.stop({ leave: false });
       throw err;
     }
-    log(
-      `agent ${options.config.host}: ${signal}, ${options.stay ? "stopping" : "leaving the fleet"}`,
-    );
+    log(`agent ${host}: ${signal}, ${options.stay ? "stopping" : "leaving the fleet"}`);
     await agent.stop({ leave: !options.stay });
     await running;
   } finally {
     for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
   }
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }
