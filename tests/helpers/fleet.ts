@@ -1,8 +1,8 @@
 /**
  * Fleet test helpers: an applier that records what it is given (and
  * checks every difference against the whole state), agent
- * configurations for test hosts, a log that keeps its lines, and waiting
- * for a condition with a deadline.
+ * configurations for test hosts, a log that keeps its lines, waiting for
+ * a condition with a deadline, and (from the lab) `warren agent` processes.
  *
  * @module
  */
@@ -162,100 +162,4 @@ export async function waitFor(
   }
 }
 
-/** The agent's YAML for `config` (JSON is YAML), as `warren agent --config` reads it. */
-export function configYaml(config: AgentConfig): string {
-  return JSON.stringify({
-    host: config.host,
-    etcd: {
-      endpoints: config.etcd.endpoints,
-      ...(config.etcd.tls ?? {}),
-      ...(config.etcd.auth ? { username: config.etcd.auth.username } : {}),
-    },
-    lease_ttl: config.leaseTtl,
-    check_interval_ms: config.checkIntervalMs,
-    underlay: config.underlay,
-    tunnels: config.tunnels,
-    ports: config.ports,
-  });
-}
-
-const CLI = new URL("../../src/cli/main.ts", import.meta.url).pathname;
-
-/** Options of {@link AgentProcess}. */
-export interface AgentProcessOptions {
-  /** Extra environment (failpoints, say). */
-  env?: Record<string, string>;
-  /** Run with `--verbose`: a log line per state applied. */
-  verbose?: boolean;
-  /** Called with each line the agent logs, as it comes. */
-  onLine?: (line: string) => void;
-}
-
-/** A `warren agent` process writing its state to a file. */
-export class AgentProcess {
-  /** The process. */
-  readonly child: Deno.ChildProcess;
-  /** Where it writes its derived state. */
-  readonly stateFile: string;
-  #stderr: Promise<string>;
-
-  /** Starts `warren agent` for `config` in `dir`. */
-  constructor(dir: string, config: AgentConfig, options: AgentProcessOptions = {}) {
-    const file = `${dir}/${config.host}.yaml`;
-    Deno.writeTextFileSync(file, configYaml(config));
-    this.stateFile = `${dir}/${config.host}.state.json`;
-    const args = ["run", "-A", CLI, "agent", "--config", file, "--state-file", this.stateFile];
-    if (options.verbose) args.push("--verbose");
-    this.child = new Deno.Command("deno", {
-      args,
-      env: options.env,
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
-    this.#stderr = readLines(this.child.stderr, options.onLine ?? (() => {}));
-  }
-
-  /** The state it last wrote, if any. */
-  state(): FleetDatapathState | undefined {
-    try {
-      return JSON.parse(Deno.readTextFileSync(this.stateFile));
-    } catch {
-      return undefined;
-    }
-  }
-
-  /** Sends `signal` and waits for the end; returns the status and what it logged. */
-  stop(
-    signal: Deno.Signal = "SIGTERM",
-  ): Promise<{ status: Deno.CommandStatus; log: string }> {
-    try {
-      this.child.kill(signal);
-    } catch {
-      // Already gone.
-    }
-    return this.ended();
-  }
-
-  /** Waits for the process to end by itself. */
-  async ended(): Promise<{ status: Deno.CommandStatus; log: string }> {
-    const status = await this.child.status;
-    return { status, log: await this.#stderr };
-  }
-}
-
-/** Reads `stream` to its end, calling `onLine` with each line; returns the whole text. */
-async function readLines(
-  stream: ReadableStream<Uint8Array>,
-  onLine: (line: string) => void,
-): Promise<string> {
-  let text = "";
-  let partial = "";
-  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-    text += chunk;
-    const lines = (partial + chunk).split("\n");
-    partial = lines.pop()!;
-    for (const line of lines) onLine(line);
-  }
-  if (partial) onLine(partial);
-  return text;
-}
+export { AgentProcess, type AgentProcessOptions, configYaml } from "../../src/lab/fleet.ts";
