@@ -71,6 +71,7 @@ export class FleetHost {
   agent?: AgentProcess;
   /** How its agent reaches etcd (TLS material and credentials, if any). */
   etcdOptions: EtcdOptions;
+  #dp?: Datapath;
 
   /** Host `n` (1-based) in `ns`, its datapath pinned at `pinDir`. */
   constructor(
@@ -152,17 +153,25 @@ export class FleetHost {
   }
 
   /**
-   * Runs `fn` with this host's datapath open, synchronously inside its
-   * namespace (nothing else of this process runs meanwhile).
+   * Runs `fn` with this host's datapath, synchronously inside its
+   * namespace (nothing else of this process runs meanwhile). The datapath
+   * is opened once and kept: tests poll it, and opening costs more than
+   * reading.
    */
   read<T>(fn: (dp: Datapath) => T): T {
     const leave = this.ns.enter();
     try {
-      using dp = Datapath.open(this.pinDir);
-      return fn(dp);
+      this.#dp ??= Datapath.open(this.pinDir);
+      return fn(this.#dp);
     } finally {
       leave();
     }
+  }
+
+  /** Closes the datapath `read` keeps open. */
+  close(): void {
+    this.#dp?.close();
+    this.#dp = undefined;
   }
 
   /** Starts `warren agent` for this host (its datapath unless `stateFile`). */
@@ -244,6 +253,7 @@ export class FleetLab implements AsyncDisposable {
     const step = (p: Promise<unknown>) => p.catch((e) => failures.push(e));
     for (const h of this.hosts) if (h.agent) await step(h.agent.stop("SIGKILL"));
     for (const h of this.hosts) await step(h.proxy.close());
+    for (const h of this.hosts) h.close();
     for (const h of this.hosts) await step(h.ns.within(() => Datapath.down(h.pinDir)));
     for (const ns of this.namespaces) await step(ns[Symbol.asyncDispose]());
     await step(this.etcd.close());
@@ -290,6 +300,11 @@ export interface AgentProcessOptions {
    * with other suites, the latencies measured are then the agent's own.
    */
   nice?: number;
+  /**
+   * Run holding only these capabilities (setpriv's names, such as "bpf"),
+   * as the systemd unit runs the agent; with a datapath only.
+   */
+  capabilities?: string[];
 }
 
 /** A `warren agent` process. */
@@ -310,16 +325,33 @@ export class AgentProcess {
     this.#configFile = `${dir}/${config.host}.yaml`;
     this.#writeConfig(config);
     this.stateFile = `${dir}/${config.host}.state.json`;
-    const global = options.datapath
-      ? ["--netns", options.datapath.netns, "--pin-dir", options.datapath.pinDir]
-      : [];
+    const dp = options.datapath;
+    // With only some capabilities, the namespace is entered first (entering
+    // one is not among the capabilities kept), as systemd would start it.
+    const global = !dp
+      ? []
+      : options.capabilities
+      ? ["--pin-dir", dp.pinDir]
+      : ["--netns", dp.netns, "--pin-dir", dp.pinDir];
     const args = ["run", "-A", CLI, ...global, "agent", "--config", this.#configFile];
-    if (!options.datapath) args.push("--state-file", this.stateFile);
+    if (!dp) args.push("--state-file", this.stateFile);
     if (options.verbose) args.push("--verbose");
     args.push(...options.args ?? []);
-    const command = options.nice === undefined
-      ? [Deno.execPath(), ...args]
-      : ["nice", "-n", String(options.nice), Deno.execPath(), ...args];
+    let command = [Deno.execPath(), ...args];
+    if (dp && options.capabilities) {
+      const set = ["-all", ...options.capabilities.map((c) => `+${c}`)].join(",");
+      command = [
+        "nsenter",
+        `--net=/run/netns/${dp.netns}`,
+        "setpriv",
+        `--inh-caps=${set}`,
+        `--ambient-caps=${set}`,
+        `--bounding-set=${set}`,
+        "--",
+        ...command,
+      ];
+    }
+    if (options.nice !== undefined) command = ["nice", "-n", String(options.nice), ...command];
     this.child = new Deno.Command(command[0], {
       args: command.slice(1),
       env: options.env,
