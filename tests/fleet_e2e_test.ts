@@ -218,7 +218,7 @@ class Pinger {
 }
 
 privilegedTest(
-  "fleet e2e: a host that joins is reachable within 1 s of registering; a leave is withdrawn within 1 s",
+  "fleet e2e: a host that joins is reachable within 1 s of registering; a leave is withdrawn within 1 s, a kill within the TTL + 1.5 s",
   async () => {
     await withFleet(3, ["blue"], async (lab, events) => {
       const [h1, h2, h3] = lab.hosts;
@@ -269,6 +269,35 @@ privilegedTest(
       // What stays works: h1 and h2 still reach each other.
       const still = await pingDuring(w1, w2.ip, () => new Promise((r) => setTimeout(r, 300)));
       assertEquals(still.lost, []);
+
+      // h3 comes back (reachable as fast as the first time), then dies without leaving: its
+      // lease (TTL 3 s) runs out.
+      const back = new Pinger(w1, w3.ip);
+      try {
+        const restarted = Date.now();
+        agentOf(h3);
+        const registered = await events.put(hostKey("h3"), restarted);
+        const ms = await back.answerAfter(registered) - registered;
+        console.log(`rejoin: answered ${ms.toFixed(0)} ms after h3 registered again`);
+        assert(ms <= 1000, `h3's workload answered ${ms} ms after it registered again`);
+      } finally {
+        await back.stop();
+      }
+      await converged(lab);
+      const killed = Date.now();
+      await h3.agent!.stop("SIGKILL");
+      await events.deleted(hostKey("h3"), killed);
+      for (const h of [h1, h2]) {
+        await waitFor(
+          `${h.name} withdrawing h3`,
+          () => !h.read((dp) => sendsTo(dp, h3.ip)),
+          10_000,
+        );
+        const ms = Date.now() - killed;
+        console.log(`kill: ${h.name} withdrew h3 ${ms} ms after it was killed`);
+        // The README's bound: the TTL and 1.5 s (etcd's expiry check, the watch, the apply).
+        assert(ms <= 4500, `${h.name} withdrew a killed h3 after ${ms} ms`);
+      }
     });
   },
 );
