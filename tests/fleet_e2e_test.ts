@@ -383,19 +383,25 @@ privilegedTest(
       await converged(lab);
       const others = () => [h2, h3].map((h) => h.agent!.lines.length);
       const quiet = others();
-      const run = await pingDuring(w1, w2.ip, async () => {
-        const before = snapshot(h1);
-        await h1.agent!.stop("SIGKILL");
-        await new Promise((r) => setTimeout(r, 300));
-        const again = agentOf(h1);
-        await waitFor(
-          "h1's first apply",
-          () => again.matching("applied revision").length > 0,
-          15_000,
-        );
-        await converged(lab);
-        return { before, after: snapshot(h1), first: again.matching("applied revision")[0] };
-      }, 0.005);
+      const run = await pingDuring(
+        w1,
+        w2.ip,
+        async () => {
+          const before = snapshot(h1);
+          await h1.agent!.stop("SIGKILL");
+          await new Promise((r) => setTimeout(r, 300));
+          const again = agentOf(h1);
+          await waitFor(
+            "h1's first apply",
+            () => again.matching("applied revision").length > 0,
+            15_000,
+          );
+          await converged(lab);
+          return { before, after: snapshot(h1), first: again.matching("applied revision")[0] };
+        },
+        0.005,
+        500,
+      );
       assertEquals(run.lost, [], `probes lost of ${run.sent}`);
       assert(run.sent > 200, `only ${run.sent} probes sent`);
       const counted = assertSameDatapath(run.result.before, run.result.after, "h1 after a restart");
@@ -460,39 +466,45 @@ privilegedTest(
       for (const h of lab.hosts) await startAgent(h);
       await converged(lab);
       const late = { ip: "10.0.0.33", mac: "02:00:00:00:00:33" };
-      const run = await pingDuring(w1, w2.ip, async () => {
-        const before = lab.hosts.map(snapshot);
-        await lab.etcd.stop();
-        // Longer than the agents' lease TTL (3 s): etcd renews leases when it returns.
-        await new Promise((r) => setTimeout(r, 2000));
-        // A workload starts on h3 while etcd is away.
-        const w = await h3.addWorkload("w33", "blue", late.ip, late.mac);
-        h3.agent!.reconfigure(h3.config());
-        await new Promise((r) => setTimeout(r, 2500));
-        const during = lab.hosts.map(snapshot);
-        for (const i of [0, 1]) {
-          assertSameDatapath(before[i], during[i], `${lab.hosts[i].name} with etcd down`);
-        }
-        await lab.etcd.startProcess();
-        const back = Date.now();
-        for (const h of [h1, h2]) {
-          await waitFor(
-            `${h.name} sending ${late.mac} to h3`,
-            () =>
-              h.read((dp) =>
-                dp.dumpFlows().some((f) => {
-                  const text = dp.describeFlow(f);
-                  return text.includes(`dl_dst=${late.mac}`) && text.includes(`dst=${h3.ip})`);
-                })
-              ),
-            10_000,
-          );
-          const ms = Date.now() - back;
-          console.log(`outage: ${h.name} applied the change ${ms} ms after etcd returned`);
-          assert(ms <= 2000, `${h.name} applied a change ${ms} ms after etcd's return`);
-        }
-        return w;
-      }, 0.01);
+      const run = await pingDuring(
+        w1,
+        w2.ip,
+        async () => {
+          const before = lab.hosts.map(snapshot);
+          await lab.etcd.stop();
+          // Longer than the agents' lease TTL (3 s): etcd renews leases when it returns.
+          await new Promise((r) => setTimeout(r, 2000));
+          // A workload starts on h3 while etcd is away.
+          const w = await h3.addWorkload("w33", "blue", late.ip, late.mac);
+          h3.agent!.reconfigure(h3.config());
+          await new Promise((r) => setTimeout(r, 2500));
+          const during = lab.hosts.map(snapshot);
+          for (const i of [0, 1]) {
+            assertSameDatapath(before[i], during[i], `${lab.hosts[i].name} with etcd down`);
+          }
+          await lab.etcd.startProcess();
+          const back = Date.now();
+          for (const h of [h1, h2]) {
+            await waitFor(
+              `${h.name} sending ${late.mac} to h3`,
+              () =>
+                h.read((dp) =>
+                  dp.dumpFlows().some((f) => {
+                    const text = dp.describeFlow(f);
+                    return text.includes(`dl_dst=${late.mac}`) && text.includes(`dst=${h3.ip})`);
+                  })
+                ),
+              10_000,
+            );
+            const ms = Date.now() - back;
+            console.log(`outage: ${h.name} applied the change ${ms} ms after etcd returned`);
+            assert(ms <= 2000, `${h.name} applied a change ${ms} ms after etcd's return`);
+          }
+          return w;
+        },
+        0.01,
+        500,
+      );
       assertEquals(run.lost, [], `probes lost of ${run.sent} during the outage`);
       assertEquals((await ping(w1, run.result.ip, { count: 3 })).received, 3);
       // Nothing of the outage is left: every host holds exactly what it should.

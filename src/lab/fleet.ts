@@ -71,7 +71,6 @@ export class FleetHost {
   agent?: AgentProcess;
   /** How its agent reaches etcd (TLS material and credentials, if any). */
   etcdOptions: EtcdOptions;
-  #dp?: Datapath;
 
   /** Host `n` (1-based) in `ns`, its datapath pinned at `pinDir`. */
   constructor(
@@ -153,25 +152,19 @@ export class FleetHost {
   }
 
   /**
-   * Runs `fn` with this host's datapath, synchronously inside its
-   * namespace (nothing else of this process runs meanwhile). The datapath
-   * is opened once and kept: tests poll it, and opening costs more than
-   * reading.
+   * Runs `fn` with this host's datapath open, synchronously inside its
+   * namespace (nothing else of this process runs meanwhile). It is opened
+   * anew each time: a handle reads the ports once, and the agent changes
+   * them.
    */
   read<T>(fn: (dp: Datapath) => T): T {
     const leave = this.ns.enter();
     try {
-      this.#dp ??= Datapath.open(this.pinDir);
-      return fn(this.#dp);
+      using dp = Datapath.open(this.pinDir);
+      return fn(dp);
     } finally {
       leave();
     }
-  }
-
-  /** Closes the datapath `read` keeps open. */
-  close(): void {
-    this.#dp?.close();
-    this.#dp = undefined;
   }
 
   /** Starts `warren agent` for this host (its datapath unless `stateFile`). */
@@ -253,7 +246,6 @@ export class FleetLab implements AsyncDisposable {
     const step = (p: Promise<unknown>) => p.catch((e) => failures.push(e));
     for (const h of this.hosts) if (h.agent) await step(h.agent.stop("SIGKILL"));
     for (const h of this.hosts) await step(h.proxy.close());
-    for (const h of this.hosts) h.close();
     for (const h of this.hosts) await step(h.ns.within(() => Datapath.down(h.pinDir)));
     for (const ns of this.namespaces) await step(ns[Symbol.asyncDispose]());
     await step(this.etcd.close());

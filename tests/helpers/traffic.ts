@@ -172,15 +172,18 @@ export interface PingDuring<T> {
 
 /**
  * Pings `to` from `from` every `interval` seconds for as long as `fn`
- * runs, and 300 ms more; then reports every probe that got no answer,
- * leaving out only those sent in the last 100 ms (still in flight when
- * ping was stopped), so every probe sent while `fn` ran is judged.
+ * runs, and `tailMs` + 200 ms more (300 ms at least); then reports every
+ * probe that got no answer, leaving out only those sent in the last
+ * `tailMs` (still in flight when ping was stopped), so every probe sent
+ * while `fn` ran is judged. A loaded machine may delay answers by more
+ * than the default 100 ms.
  */
 export async function pingDuring<T>(
   from: Workload,
   to: string,
   fn: () => Promise<T>,
   interval = 0.01,
+  tailMs = 100,
 ): Promise<PingDuring<T>> {
   const child = new Deno.Command("ip", {
     args: ["netns", "exec", from.ns.name, "ping", "-n", "-i", String(interval), "-W", "1", to],
@@ -193,7 +196,7 @@ export async function pingDuring<T>(
     // ping's first probe goes out at once; the first answer says the path is up.
     await new Promise((r) => setTimeout(r, 200));
     result = await fn();
-    await new Promise((r) => setTimeout(r, 300));
+    await new Promise((r) => setTimeout(r, Math.max(300, tailMs + 200)));
   } finally {
     // `ip netns exec` execs ping: the signal reaches it, and it prints its summary.
     child.kill("SIGINT");
@@ -201,7 +204,7 @@ export async function pingDuring<T>(
   const text = new TextDecoder().decode((await output).stdout);
   const sent = Number(/(\d+) packets transmitted/.exec(text)?.[1] ?? 0);
   const answered = new Set([...text.matchAll(/icmp_seq=(\d+)/g)].map((m) => Number(m[1])));
-  const judged = sent - Math.ceil(0.1 / interval);
+  const judged = sent - Math.ceil(tailMs / 1000 / interval);
   const lost: number[] = [];
   for (let seq = 1; seq <= judged; seq++) if (!answered.has(seq)) lost.push(seq);
   return { result, sent, lost };

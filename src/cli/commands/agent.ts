@@ -47,7 +47,7 @@ export function register(cli: Command): void {
         const { appliedText, DatapathApplier, openFleetDatapath } = await import(
           "../../fleet/datapath_applier.ts"
         );
-        // Opened before registering, so that applying a join loads nothing.
+        // Opened first: a datapath that is not up is an error before the fleet hears of this host.
         const dp = openFleetDatapath(globals(cmd).pinDir, config.underlay.device);
         const a = new DatapathApplier(dp, {
           ownPorts: config.ports.map((p) => p.name),
