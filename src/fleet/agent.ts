@@ -13,10 +13,11 @@
  *    for the first apply and after a failed one. Nothing is applied before
  *    the first full list: a half-known world would withdraw flows that are
  *    still right (OVN's rule).
- * 4. **Register** the host under one lease (adopting a still-live lease
- *    after a restart, so the fleet notices nothing), once the first state
- *    is applied: the other hosts send to a host as soon as they hear of
- *    it, so it announces itself only when its datapath takes the traffic.
+ * 4. **Register** the host under one lease once the first state is
+ *    applied: the other hosts send to a host as soon as they hear of it,
+ *    so it announces itself only when its datapath takes the traffic. A
+ *    restarted agent whose host key is still there adopts its lease before
+ *    applying instead, so the fleet notices nothing.
  * 5. **Publish** the host's endpoints, writing only what etcd does not
  *    already hold (`publisher.ts`).
  *
@@ -216,10 +217,14 @@ export class Agent {
     this.mirror.start();
     await Promise.race([this.mirror.synced, this.#stoppedSignal.promise]);
     if (this.#stopped) return;
+    // A restart finds its host key under a live lease: adopted at once, so
+    // that the lease cannot run out while the first state is applied.
+    const restarted = this.mirror.entries.has(this.registration.key);
+    if (restarted) await this.registration.start();
     this.#ready = true;
     await this.#derive();
     if (this.#stopped) return;
-    await this.registration.start();
+    if (!restarted) await this.registration.start();
     const own = [...this.mirror.entries.values()].filter((e) => this.#ownEndpoint(e.key));
     this.publisher.adopt(own);
     this.publisher.set(this.#self.ports);
