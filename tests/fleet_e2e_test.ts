@@ -21,6 +21,7 @@ import {
   type AgentProcessOptions,
   type FleetHost,
   FleetLab,
+  type FleetLabOptions,
   type FleetWorkload,
 } from "../src/lab/fleet.ts";
 import { addNetwork, readFleet } from "../src/fleet/admin.ts";
@@ -77,8 +78,9 @@ async function withFleet(
   hosts: number,
   nets: string[],
   run: (lab: FleetLab, events: KeyEvents, vnis: Map<string, number>) => Promise<void>,
+  options: Partial<FleetLabOptions> = {},
 ): Promise<void> {
-  await using lab = await FleetLab.create({ hosts });
+  await using lab = await FleetLab.create({ hosts, ...options });
   const admin = await EtcdClient.connect(await lab.etcd.clientOptions());
   const vnis = new Map<string, number>();
   try {
@@ -113,20 +115,21 @@ function agentOf(h: FleetHost, options: AgentProcessOptions = {}): AgentProcess 
   return h.startAgent({ verbose: true, nice: -10, ...options });
 }
 
-/** Starts host `h`'s agent and waits for its first apply. */
+/** Starts host `h`'s agent and waits until it applied its first state and registered. */
 async function startAgent(h: FleetHost): Promise<void> {
   const agent = agentOf(h);
   await waitFor(
-    `${h.name}'s first apply`,
-    () => agent.matching("applied revision").length > 0,
+    `${h.name}'s agent following the fleet`,
+    () => agent.matching("following the fleet").length > 0,
     15_000,
   );
 }
 
 /**
- * Waits until every host whose agent runs holds exactly what a derivation
- * in this process wants from etcd's contents, and no agent logged anything
- * for 300 ms; after 20 s, fails showing the difference.
+ * Waits until every host whose agent runs is registered with all its
+ * endpoints and holds exactly what a derivation in this process wants
+ * from etcd's contents, and no agent logged anything for 300 ms; after
+ * 20 s, fails showing the difference.
  */
 async function converged(lab: FleetLab): Promise<void> {
   const admin = await EtcdClient.connect(await lab.etcd.clientOptions());
@@ -137,7 +140,9 @@ async function converged(lab: FleetLab): Promise<void> {
     let quiet = { lines: -1, since: 0 };
     for (;;) {
       const view = await readFleet(admin);
-      const apart = running().filter((h) => !sameHeld(held(h), wanted(view, h)));
+      const apart = running().filter((h) =>
+        !published(view, h) || !sameHeld(held(h), wanted(view, h))
+      );
       if (apart.length || lines() !== quiet.lines) {
         quiet = { lines: lines(), since: performance.now() };
       } else if (performance.now() - quiet.since >= 300) return;
@@ -353,6 +358,12 @@ function wanted(view: FleetView, h: FleetHost): Held {
   }));
 }
 
+/** Whether etcd holds host `h` and every one of its workloads' claims. */
+function published(view: FleetView, h: FleetHost): boolean {
+  return view.hosts.has(h.name) &&
+    h.ports().every((p) => view.claims.get(p.net)?.get(p.mac)?.some((c) => c.host === h.name));
+}
+
 /** Flows and groups, in the datapath's words, sorted. */
 interface Held {
   flows: string[];
@@ -415,7 +426,7 @@ privilegedTest(
       );
       // No other host saw anything happen (the lease was adopted).
       assertEquals([h2, h3].flatMap((h, i) => h.agent!.lines.slice(quiet[i])), []);
-    });
+    }, { leaseTtl: 15 }); // A restart within the TTL, also when starting Deno takes seconds.
   },
 );
 
