@@ -34,6 +34,7 @@ import { Mirror } from "../src/fleet/mirror.ts";
 import type { Datapath } from "../src/tunnel/datapath.ts";
 import { parseFlow } from "../src/tunnel/flow_syntax.ts";
 import { parseGroup } from "../src/tunnel/group_syntax.ts";
+import { run } from "../src/lab/run.ts";
 
 /** When each key was last put and last deleted, as a mirror of etcd in this process saw it. */
 class KeyEvents {
@@ -72,12 +73,12 @@ class KeyEvents {
 
 /**
  * A lab of `hosts` hosts with networks `nets` defined, a mirror timing
- * etcd's events, and `run` given both; everything is removed afterwards.
+ * etcd's events, and `body` given both; everything is removed afterwards.
  */
 async function withFleet(
   hosts: number,
   nets: string[],
-  run: (lab: FleetLab, events: KeyEvents, vnis: Map<string, number>) => Promise<void>,
+  body: (lab: FleetLab, events: KeyEvents, vnis: Map<string, number>) => Promise<void>,
   options: Partial<FleetLabOptions> = {},
 ): Promise<void> {
   await using lab = await FleetLab.create({ hosts, ...options });
@@ -91,7 +92,7 @@ async function withFleet(
   const events = new KeyEvents(lab);
   try {
     await events.mirror.synced;
-    await run(lab, events, vnis);
+    await body(lab, events, vnis);
   } catch (err) {
     // What the agents said is what explains a failure.
     for (const h of lab.hosts) console.log(h.agent?.lines.join("\n") ?? `${h.name}: no agent`);
@@ -364,6 +365,18 @@ function published(view: FleetView, h: FleetHost): boolean {
     h.ports().every((p) => view.claims.get(p.net)?.get(p.mac)?.some((c) => c.host === h.name));
 }
 
+/** Waits until something listens at `url`'s port; returns when, ms since the epoch. */
+async function accepting(url: URL): Promise<number> {
+  for (;;) {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port: Number(url.port) })).close();
+      return Date.now();
+    } catch {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+}
+
 /** Flows and groups, in the datapath's words, sorted. */
 interface Held {
   flows: string[];
@@ -377,7 +390,8 @@ function sameHeld(a: Held, b: Held): boolean {
 /** Host `h`'s flows and groups, in the datapath's words. */
 function held(h: FleetHost): Held {
   return h.read((dp) => ({
-    flows: dp.dumpFlows().map((f) => dp.describeFlow(f)).sort(),
+    flows: dp.dumpFlows().filter((f) => f.cookie === FLEET_COOKIE).map((f) => dp.describeFlow(f))
+      .sort(),
     groups: dp.groups().map((g) => dp.describeGroup(g)).sort(),
   }));
 }
@@ -493,8 +507,10 @@ privilegedTest(
           for (const i of [0, 1]) {
             assertSameDatapath(before[i], during[i], `${lab.hosts[i].name} with etcd down`);
           }
-          await lab.etcd.startProcess();
-          const back = Date.now();
+          // etcd is back when it accepts connections: before startProcess sees it healthy.
+          const starting = lab.etcd.startProcess();
+          const back = await accepting(new URL(lab.etcd.url));
+          await starting;
           for (const h of [h1, h2]) {
             await waitFor(
               `${h.name} sending ${late.mac} to h3`,
@@ -525,7 +541,7 @@ privilegedTest(
 );
 
 privilegedTest(
-  "fleet e2e: a workload that moves from h2 to h3 is followed by every host within 1 s",
+  "fleet e2e: a workload that moves from h2 to h3 is followed by every host within 1 s; an operator's flow stays",
   async () => {
     await withFleet(3, ["blue"], async (lab, events, vnis) => {
       const [h1, h2, h3] = lab.hosts;
@@ -537,6 +553,27 @@ privilegedTest(
       for (const h of lab.hosts) await startAgent(h);
       await converged(lab);
       assertEquals((await ping(w1, mover.ip, { count: 3 })).received, 3);
+      // An operator's flow, which the fleet's applies leave alone.
+      const cli = new URL("../src/cli/main.ts", import.meta.url).pathname;
+      const mine = "priority=1,in_port=w10,dl_type=0x88cc actions=drop";
+      await run([
+        Deno.execPath(),
+        "run",
+        "-A",
+        cli,
+        "--netns",
+        h1.ns.name,
+        "--pin-dir",
+        h1.pinDir,
+        "flow",
+        "add",
+        mine,
+      ]);
+      const operators = () =>
+        h1.read((dp) =>
+          dp.dumpFlows().filter((f) => f.cookie !== FLEET_COOKIE).map((f) => dp.describeFlow(f))
+        );
+      assertEquals(operators().length, 1);
 
       // The workload starts on h3 (its claim is the newest), then stops on h2.
       const since = Date.now();
@@ -564,6 +601,7 @@ privilegedTest(
       await events.deleted(endpointKey("blue", "h2", mover.mac), since);
       await converged(lab);
       assertEquals((await ping(w1, mover.ip, { count: 3 })).received, 3);
+      assertEquals(operators().length, 1, "the operator's flow is gone");
     });
   },
 );
