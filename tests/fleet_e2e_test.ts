@@ -28,7 +28,7 @@ import { addNetwork, readFleet } from "../src/fleet/admin.ts";
 import type { FleetView } from "../src/fleet/view.ts";
 import { EtcdClient } from "../src/fleet/client.ts";
 import { derive } from "../src/fleet/derive.ts";
-import { FLEET_COOKIE } from "../src/fleet/datapath_applier.ts";
+import { FLEET_OWNER } from "../src/fleet/datapath_applier.ts";
 import { endpointKey, hostKey, PREFIX } from "../src/fleet/keys.ts";
 import { Mirror } from "../src/fleet/mirror.ts";
 import type { Datapath } from "../src/tunnel/datapath.ts";
@@ -352,9 +352,7 @@ function assertSameDatapath(before: Snapshot, after: Snapshot, what: string): bi
 function wanted(view: FleetView, h: FleetHost): Held {
   const { state } = derive(view, h.self());
   return h.read((dp) => ({
-    flows: state.flows.map((f) =>
-      dp.describeFlow({ ...parseFlow(f, dp.portNames()), cookie: FLEET_COOKIE, flowId: 0 })
-    ).sort(),
+    flows: state.flows.map((f) => dp.describeFlow(parseFlow(f, dp.portNames()))).sort(),
     groups: state.groups.map((g) => dp.describeGroup(parseGroup(g))).sort(),
   }));
 }
@@ -390,7 +388,7 @@ function sameHeld(a: Held, b: Held): boolean {
 /** Host `h`'s flows and groups, in the datapath's words. */
 function held(h: FleetHost): Held {
   return h.read((dp) => ({
-    flows: dp.dumpFlows().filter((f) => f.cookie === FLEET_COOKIE).map((f) => dp.describeFlow(f))
+    flows: dp.dumpFlows().filter((f) => f.owner === FLEET_OWNER).map((f) => dp.describeFlow(f))
       .sort(),
     groups: dp.groups().map((g) => dp.describeGroup(g)).sort(),
   }));
@@ -571,7 +569,7 @@ privilegedTest(
       ]);
       const operators = () =>
         h1.read((dp) =>
-          dp.dumpFlows().filter((f) => f.cookie !== FLEET_COOKIE).map((f) => dp.describeFlow(f))
+          dp.dumpFlows().filter((f) => f.owner !== FLEET_OWNER).map((f) => dp.describeFlow(f))
         );
       assertEquals(operators().length, 1);
 

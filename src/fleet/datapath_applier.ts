@@ -29,8 +29,9 @@
  * own business: it keeps the next hop of every remote a flow or group
  * sends to resolved (managed entries), as for flows added by hand.
  *
- * The fleet's flows are told apart from an operator's by their cookie,
- * {@link FLEET_COOKIE}, and its groups are those its flows send to.
+ * The fleet's flows and groups are those of the datapath's owner
+ * {@link FLEET_OWNER} (`apply --owner fleet`): an operator's, and any
+ * other owner's, are left as they are.
  *
  * Every step is idempotent, so a crash anywhere (failpoints
  * `fleet.apply.ports`, after step 1, and `fleet.apply.flows`, after step 2,
@@ -54,11 +55,12 @@ import { ifindex, ifname } from "../bpf/netif.ts";
 import { sameDesired } from "../tunnel/apply.ts";
 import { Datapath, type PortSpec } from "../tunnel/datapath.ts";
 import { failpoint } from "../tunnel/failpoint.ts";
-import { type ActionSpec, type FlowSpec, parseFlow } from "../tunnel/flow_syntax.ts";
+import type { ActionSpec } from "../tunnel/flow_actions.ts";
+import { type FlowSpec, parseFlow } from "../tunnel/flow_syntax.ts";
 import { type GroupSpec, parseGroup } from "../tunnel/group_syntax.ts";
 
-/** The cookie of every flow the fleet agent installs ("fleet" in ASCII). */
-export const FLEET_COOKIE = 0x666c656574n;
+/** The owner of every flow and group the fleet agent installs. */
+export const FLEET_OWNER = "fleet";
 
 /** What one apply changed, for logs and tests. */
 export interface DatapathApplied {
@@ -162,7 +164,7 @@ export class DatapathApplier implements Applier {
     const sendsToMissing = (actions: ActionSpec[]) =>
       actions.some((a) => a.type === "output" && missing.has(a.port));
     const names = dp.portNames();
-    const flows = state.flows.map((f) => ({ ...parseFlow(f, names), cookie: FLEET_COOKIE }))
+    const flows = state.flows.map((f) => parseFlow(f, names))
       .filter((f) => !sendsToMissing(f.actions));
     const groups = state.groups.map(parseGroup).map((g) => ({
       id: g.id,
@@ -203,11 +205,10 @@ export class DatapathApplier implements Applier {
 
   /**
    * Makes the fleet's groups exactly `groups` and its flows exactly
-   * `flows`, writing only what `write` says changed, and leaving everyone
-   * else's alone: the one place that knows how the fleet's own set is
-   * told apart. The whole table is installed in one switch, the
-   * operator's flows as they are and the fleet's new; groups are set
-   * before the flows that send to them, and deleted after.
+   * `flows`, writing only what `write` says changed, as the datapath's
+   * owner {@link FLEET_OWNER}: the one place that knows how the fleet's
+   * own set is told apart. Groups are set before the flows that send to
+   * them, and deleted after; the flow table switches in one step.
    */
   async #replaceOwned(
     groups: GroupSpec[],
@@ -217,24 +218,21 @@ export class DatapathApplier implements Applier {
     lap: (step: "groups" | "flows") => void,
   ): Promise<void> {
     const dp = this.#dp;
+    const owner = FLEET_OWNER;
     if (write.groups) {
-      const g = await dp.setGroups(groups, "any");
+      const g = await dp.setGroups(groups, "any", { owner });
       done.groups.changed = g.added + g.modified;
     }
     lap("groups");
-    if (!write.flows) return;
-    const installed = [...dp.flows.installed()];
-    const fleet = installed.filter((f) => f.cookie === FLEET_COOKIE);
-    const others = installed.filter((f) => f.cookie !== FLEET_COOKIE);
-    const diff = await dp.applyFlows([...others, ...flows]);
-    done.flows = { added: diff.added, modified: diff.modified, removed: diff.removed };
+    if (write.flows) {
+      const diff = await dp.applyFlows(flows, { owner });
+      done.flows = { added: diff.added, modified: diff.modified, removed: diff.removed };
+    }
     lap("flows");
+    if (!write.groups) return;
     const wanted = new Set(groups.map((g) => g.id));
-    const existing = new Set(dp.groups().map((g) => g.id));
-    const stale = [...new Set(fleet.flatMap((f) => f.actions))].flatMap((a) =>
-      a.type === "group" && !wanted.has(a.group) && existing.has(a.group) ? [a.group] : []
-    );
-    if (stale.length) done.groups.removed = dp.deleteGroups([...new Set(stale)]);
+    const stale = dp.groups({ owner }).map((g) => g.id).filter((id) => !wanted.has(id));
+    if (stale.length) done.groups.removed = dp.deleteGroups(stale, { owner });
   }
 }
 
