@@ -263,44 +263,73 @@ export function encodeFlowKey(k: FlowKey, out: Uint8Array, off = 0): void {
   out[off + FK.nw_ttl] = k.nw_ttl;
 }
 
+// Field offsets as plain constants: read once per decoded key, a dump's
+// million lookups in a record built at run time were a large share of it.
+const O_TUN_SRC = FK.tun_src;
+const O_TUN_DST = FK.tun_dst;
+const O_ETH_SRC = FK.eth_src;
+const O_ETH_DST = FK.eth_dst;
+const O_IP_SRC = FK.ip_src;
+const O_IP_DST = FK.ip_dst;
+const O_GNV_DATA = FK.gnv_data;
+const O_ND_TARGET = FK.nd_target;
+const O_ARP_SHA = FK.arp_sha;
+const O_ARP_THA = FK.arp_tha;
+// Keys decoded one after another are copied into shared slabs: one
+// allocation per hundred-odd keys instead of one each (a dump decodes a
+// million). A kept key keeps its slab, 16 KiB, alive.
+const SLAB_SIZE = 16 * 1024;
+const KEY_STRIDE = Math.ceil(FLOW_KEY_SIZE / 8) * 8;
+let slab = new Uint8Array(0);
+let slabView = new DataView(slab.buffer);
+let slabUsed = 0;
+
 /**
  * The flow key at `off` of `b`, as `flowKeyCodec` would decode it; its
- * byte fields are views of one private copy.
+ * byte fields are views of a private copy.
  */
 export function decodeFlowKey(b: Uint8Array, off = 0): FlowKey {
-  const c = b.slice(off, off + FLOW_KEY_SIZE);
-  const v = new DataView(c.buffer);
-  const at = (field: keyof FlowKey, n: number) => new Uint8Array(c.buffer, FK[field], n);
+  if (slabUsed + KEY_STRIDE > slab.length) {
+    slab = new Uint8Array(SLAB_SIZE);
+    slabView = new DataView(slab.buffer);
+    slabUsed = 0;
+  }
+  const o = slabUsed;
+  slabUsed += KEY_STRIDE;
+  const c = slab;
+  for (let i = 0; i < FLOW_KEY_SIZE; i++) c[o + i] = b[off + i];
+  const v = slabView;
+  const buf = c.buffer;
   return {
-    in_port: v.getUint16(FK.in_port, true),
-    tun_flags: c[FK.tun_flags],
-    tun_tos: c[FK.tun_tos],
-    tun_ttl: c[FK.tun_ttl],
-    ip_proto: c[FK.ip_proto],
-    ip_tos: c[FK.ip_tos],
-    ip_frag: c[FK.ip_frag],
-    tun_id: v.getBigUint64(FK.tun_id),
-    tun_src: at("tun_src", 16),
-    tun_dst: at("tun_dst", 16),
-    eth_src: at("eth_src", 6),
-    eth_dst: at("eth_dst", 6),
-    eth_type: v.getUint16(FK.eth_type),
-    vlan_tci: v.getUint16(FK.vlan_tci),
-    ip_src: at("ip_src", 16),
-    ip_dst: at("ip_dst", 16),
-    tp_src: v.getUint16(FK.tp_src),
-    tp_dst: v.getUint16(FK.tp_dst),
-    gnv_class: v.getUint16(FK.gnv_class),
-    gnv_type: c[FK.gnv_type],
-    gnv_len: c[FK.gnv_len],
-    gnv_data: at("gnv_data", 8),
-    net: v.getUint32(FK.net, true),
-    ipv6_label: v.getUint32(FK.ipv6_label),
-    nd_target: at("nd_target", 16),
-    arp_sha: at("arp_sha", 6),
-    arp_tha: at("arp_tha", 6),
-    tcp_flags: v.getUint16(FK.tcp_flags),
-    nw_ttl: c[FK.nw_ttl],
+    in_port: v.getUint16(o + FK.in_port, true),
+    tun_flags: c[o + FK.tun_flags],
+    tun_tos: c[o + FK.tun_tos],
+    tun_ttl: c[o + FK.tun_ttl],
+    ip_proto: c[o + FK.ip_proto],
+    ip_tos: c[o + FK.ip_tos],
+    ip_frag: c[o + FK.ip_frag],
+    tun_id: v.getBigUint64(o + FK.tun_id),
+    tun_src: new Uint8Array(buf, o + O_TUN_SRC, 16),
+    tun_dst: new Uint8Array(buf, o + O_TUN_DST, 16),
+    eth_src: new Uint8Array(buf, o + O_ETH_SRC, 6),
+    eth_dst: new Uint8Array(buf, o + O_ETH_DST, 6),
+    eth_type: v.getUint16(o + FK.eth_type),
+    vlan_tci: v.getUint16(o + FK.vlan_tci),
+    ip_src: new Uint8Array(buf, o + O_IP_SRC, 16),
+    ip_dst: new Uint8Array(buf, o + O_IP_DST, 16),
+    tp_src: v.getUint16(o + FK.tp_src),
+    tp_dst: v.getUint16(o + FK.tp_dst),
+    gnv_class: v.getUint16(o + FK.gnv_class),
+    gnv_type: c[o + FK.gnv_type],
+    gnv_len: c[o + FK.gnv_len],
+    gnv_data: new Uint8Array(buf, o + O_GNV_DATA, 8),
+    net: v.getUint32(o + FK.net, true),
+    ipv6_label: v.getUint32(o + FK.ipv6_label),
+    nd_target: new Uint8Array(buf, o + O_ND_TARGET, 16),
+    arp_sha: new Uint8Array(buf, o + O_ARP_SHA, 6),
+    arp_tha: new Uint8Array(buf, o + O_ARP_THA, 6),
+    tcp_flags: v.getUint16(o + FK.tcp_flags),
+    nw_ttl: c[o + FK.nw_ttl],
   };
 }
 

@@ -129,12 +129,20 @@ export function holds(p: Prereq | undefined, c: Context): boolean {
   });
 }
 
+const SHORTHAND_LIST = Object.entries(SHORTHANDS);
+// A dump asks once per flow, about a handful of contexts: answers by
+// EtherType and protocol.
+const shorthandMemo = new Map<number, string | undefined>();
+
 /** The shorthand that says `c` exactly, or the EtherType's alone, if any. */
 export function shorthandOf(c: Context): string | undefined {
   if (c.eth === undefined) return undefined;
-  const list = Object.entries(SHORTHANDS);
-  return (list.find(([, s]) => s.eth === c.eth && s.proto === c.proto) ??
-    list.find(([, s]) => s.eth === c.eth && s.proto === undefined))?.[0];
+  const memo = c.eth * 512 + (c.proto ?? 256);
+  if (shorthandMemo.has(memo)) return shorthandMemo.get(memo);
+  const short = (SHORTHAND_LIST.find(([, s]) => s.eth === c.eth && s.proto === c.proto) ??
+    SHORTHAND_LIST.find(([, s]) => s.eth === c.eth && s.proto === undefined))?.[0];
+  shorthandMemo.set(memo, short);
+  return short;
 }
 
 /** What `c` says, as a match would say it (`tcp`, `dl_type=0x88cc`). */
