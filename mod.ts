@@ -32,7 +32,15 @@
  */
 
 export { Datapath, DEFAULT_PIN_DIR, type Status, type UpOptions } from "./src/tunnel/datapath.ts";
-export { type ApplyPlan, applyState, type DesiredState, parseState } from "./src/tunnel/apply.ts";
+export {
+  type ApplyPlan,
+  applyState,
+  type DesiredState,
+  type FlowSource,
+  type FlowText,
+  parseState,
+} from "./src/tunnel/apply.ts";
+export { readStateFile, type StateFormat } from "./src/tunnel/state_file.ts";
 export { migrate, type MigrateOptions, type Migration } from "./src/tunnel/migrate/migrate.ts";
 export { readConfiguration, stateOf } from "./src/tunnel/migrate/export.ts";
 export type { Configuration } from "./src/tunnel/migrate/read_past.ts";

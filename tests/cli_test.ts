@@ -543,13 +543,13 @@ privilegedTest(
     await Deno.writeTextFile(file, STATE(["in_port=web2 actions=drop"]));
     await warrenFails(a, ["apply", file], 1, "web2");
     await Deno.writeTextFile(file, "ports: []\nfloes: []\n");
-    await warrenFails(a, ["apply", file], 1, `${file}: "floes" is not part of a state file`);
-    // Errors point at the flow: its place in the file, or its text.
+    await warrenFails(a, ["apply", file], 1, `${file}:2: "floes" is not part of a state file`);
+    // Errors point at the flow: its line in the file, or its text.
     await Deno.writeTextFile(
       file,
       STATE(["in_port=web actions=drop", "ip,nw_dst=10.0.0.0/40 actions=drop"]),
     );
-    await warrenFails(a, ["apply", file], 1, "flows[3]: at column 4");
+    await warrenFails(a, ["apply", file], 1, `${file}:10: at column 4`);
     await Deno.writeTextFile(file, STATE(["in_port=web actions=output:vx0"]));
     await warrenFails(
       a,
@@ -558,7 +558,7 @@ privilegedTest(
       "priority=32768,in_port=web actions=output:vx0: output:vx0 has remote_ip=flow",
     );
     await Deno.writeTextFile(file, '{"flows": [');
-    await warrenFails(a, ["apply", file], 1, `${file}: not valid JSON`);
+    await warrenFails(a, ["apply", file], 1, `${file}:1: not valid JSON`);
     assertEquals(await dump(a), before);
     // JSON is YAML: the same state as JSON, from stdin.
     const json = JSON.stringify({

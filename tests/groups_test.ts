@@ -526,7 +526,7 @@ privilegedTest(
       );
       await apply(
         { ports, tunnels, groups: [group], flows: ["net=42 actions=group:43"] },
-        "flows[0]: priority=32768,net=42 actions=group:43: there is no group 43 in the state",
+        `${file}:1: priority=32768,net=42 actions=group:43: there is no group 43 in the state`,
       );
       await apply(
         { ports, tunnels, groups: [`group_id=7,type=all,${big}`] },

@@ -71,6 +71,23 @@ export interface DesiredTunnel {
   options?: Record<string, string | number | boolean>;
 }
 
+/** A flow's text and where it was read (a file's line, a list's index), for errors. */
+export interface FlowText {
+  /** The flow, in flow syntax. */
+  text: string;
+  /** Where it comes from. */
+  where: string;
+}
+
+/**
+ * Flows read as they are wanted (from a file, say), so a million are never
+ * held at once; each call of `texts` reads them afresh.
+ */
+export interface FlowSource {
+  /** The flows, in order. */
+  texts(): Iterable<FlowText>;
+}
+
 /** Everything a datapath should have. */
 export interface DesiredState {
   /** Local ports. */
@@ -79,8 +96,8 @@ export interface DesiredState {
   tunnels?: DesiredTunnel[];
   /** Replication groups, in group syntax (`group_id=ID,type=all,bucket=…`). */
   groups?: string[];
-  /** Flows, in flow syntax. */
-  flows?: string[];
+  /** Flows, in flow syntax, or a source reading them as they are wanted. */
+  flows?: string[] | FlowSource;
 }
 
 /** What applying changes (or, in a dry run, would change). */
@@ -141,7 +158,7 @@ export async function parseState(text: string): Promise<DesiredState> {
     if (!Array.isArray(list)) throw new PortError(`${key} must be a list`);
   }
   for (const key of ["flows", "groups"] as const) {
-    for (const f of state[key] ?? []) {
+    for (const f of (state[key] ?? []) as unknown[]) {
       if (typeof f !== "string") {
         throw new PortError(
           `${key} are strings in ${key.slice(0, -1)} syntax, not ${JSON.stringify(f)}`,
@@ -218,20 +235,28 @@ export async function applyState(
   const future = futurePorts(dp, wantPorts, plan.ports.add, kept);
   const names = namesOf(future);
   const groups = planGroups(dp, state.groups ?? [], future, plan, owner, installedGroups);
-  const flowTexts = state.flows ?? [];
   // Flows may send to the state's groups, and to other owners' groups, which stay.
-  const reachable = new Set([
+  const groupIds = new Set([
     ...groups.map((g) => g.spec.id),
     ...installedGroups.filter((g) => g.owner !== owner).map((g) => g.id),
   ]);
-  checkFlowGroups(flowTexts, names, reachable);
+  const texts = flowTexts(state.flows);
   // Parsed as they are read: a million flows are never all held as objects.
   const parsed = (names: PortNames) =>
     (function* () {
-      for (let i = 0; i < flowTexts.length; i++) {
-        yield parseFlowAt(flowTexts[i], names, `flows[${i}]`);
+      for (const { text, where } of texts()) {
+        const f = parseFlowAt(text, names, where);
+        checkFlowGroups(f, where, names, groupIds);
+        yield f;
       }
     })();
+  // Flows must all be good before ports or groups change: a read of its
+  // own first when any will (the flow table itself is all or nothing).
+  const changes = plan.ports.add.length + plan.ports.change.length + plan.groups.add.length +
+    plan.groups.change.length;
+  if (changes > 0 && !opts.dryRun) {
+    for (const _ of parsed(names)) { /* check only */ }
+  }
 
   if (plan.ports.add.length === 0 && plan.ports.change.length === 0) {
     // The ports stay: the flow table's own diff says it all.
@@ -270,7 +295,6 @@ export async function applyState(
     }
     return plan;
   }
-  for (const _ of parsed(names)) { /* every flow must parse before any port changes */ }
   for (const name of [...plan.ports.add, ...plan.ports.change]) {
     await dp.upsertPort(wantPorts.get(name)!);
   }
@@ -400,19 +424,27 @@ function planGroups(
 }
 
 /** Refuses a flow that sends to a group the state does not have, naming it. */
-function checkFlowGroups(texts: string[], names: PortNames, groups: ReadonlySet<number>): void {
-  texts.forEach((t, i) => {
-    // Only flows that send to a group are read here.
-    if (!t.includes("group:")) return;
-    const f = parseFlowAt(t, names, `flows[${i}]`);
-    for (const a of f.actions) {
-      if (a.type === "group" && !groups.has(a.group)) {
-        throw new PortError(
-          `flows[${i}]: ${formatFlow(f, names)}: there is no group ${a.group} in the state`,
-        );
-      }
+function checkFlowGroups(
+  f: FlowSpec,
+  where: string,
+  names: PortNames,
+  groups: ReadonlySet<number>,
+): void {
+  for (const a of f.actions) {
+    if (a.type === "group" && !groups.has(a.group)) {
+      throw new PortError(
+        `${where}: ${formatFlow(f, names)}: there is no group ${a.group} in the state`,
+      );
     }
-  });
+  }
+}
+
+/** A state's flows as a source: a list's flows are named by their index. */
+function flowTexts(flows: DesiredState["flows"] = []): () => Iterable<FlowText> {
+  if (!Array.isArray(flows)) return () => flows.texts();
+  return function* () {
+    for (let i = 0; i < flows.length; i++) yield { text: flows[i], where: `flows[${i}]` };
+  };
 }
 
 function describeDiff(dp: Datapath, diff: FlowDiff): ApplyPlan["flows"] {

@@ -6,29 +6,39 @@
  */
 
 import type { Command } from "commander";
-import { applyState, type DesiredState, parseState } from "../../tunnel/apply.ts";
+import { applyState } from "../../tunnel/apply.ts";
+import { readStateFile, type StateFormat } from "../../tunnel/state_file.ts";
 import { openDatapath } from "../common.ts";
 import { printJson } from "../format.ts";
 
-/** The state file `file` (- for stdin), parsed; an error names the file. */
-async function readState(file: string): Promise<DesiredState> {
-  const text = file === "-"
-    ? await new Response(Deno.stdin.readable).text()
-    : await Deno.readTextFile(file);
+/**
+ * Runs `fn` with the path of the state file `file`: stdin (-) is first
+ * copied to a temporary file, as a stream, since flows are read from the
+ * file more than once.
+ */
+async function withStateFile<T>(file: string, fn: (path: string) => Promise<T>): Promise<T> {
+  if (file !== "-") return await fn(file);
+  const path = await Deno.makeTempFile({ prefix: "warren-apply-" });
   try {
-    return await parseState(text);
-  } catch (err) {
-    // Name the file: the error is about its content.
-    if (err instanceof Error) err.message = `${file === "-" ? "stdin" : file}: ${err.message}`;
-    throw err;
+    await using out = await Deno.open(path, { write: true });
+    await Deno.stdin.readable.pipeTo(out.writable, { preventClose: true });
+    return await fn(path);
+  } finally {
+    await Deno.remove(path);
   }
 }
+
+const FORMATS = ["json", "yaml", "lines"];
 
 /** Registers `apply`. */
 export function register(cli: Command): void {
   cli.command("apply <file>")
     .description(
-      "make ports, tunnels, groups and flows exactly those of a YAML/JSON state file (- for stdin)",
+      "make ports, tunnels, groups and flows exactly those of a state file (- for stdin)",
+    )
+    .option(
+      "--format <kind>",
+      "json, yaml, or lines (one flow per line; ports, tunnels and groups stay); guessed when not given",
     )
     .option("--dry-run", "print the difference, change nothing")
     .option("--json", "print the difference as JSON")
@@ -42,25 +52,36 @@ export function register(cli: Command): void {
         "  ports:   [{ name: web1, device: veth-web1, xdp: false, net: 42 }]\n" +
         "  tunnels: [{ name: vx0, proto: vxlan, options: { remote_ip: flow, key: flow, net: flow } }]\n" +
         '  groups:  ["group_id=42,type=all,bucket=output:web1,bucket=set_tunnel(id=42,dst=192.0.2.2),output:vx0"]\n' +
-        '  flows:   ["net=42 actions=group:42", "net=42,dl_dst=02:00:00:00:00:01 actions=output:web1"]\n\n' +
+        '  flows:   ["net=42 actions=group:42", "net=42,dl_dst=02:00:00:00:00:01 actions=output:web1"]\n' +
+        "\nIn JSON or YAML; or in the line form, one flow per line with # comments, as\n" +
+        "ovs-ofctl add-flows reads them. Flows are read from the file as they are\n" +
+        "wanted: a million take little memory. An error names the file and line.\n\n" +
         "Without --owner the groups and flows are the operator's: those of named owners stay as they are.",
     )
     .action(async (file: string, opts, cmd) => {
-      const state = await readState(file);
-      using dp = openDatapath(cmd);
-      const big = (state.flows?.length ?? 0) > 100000;
-      const enc = new TextEncoder();
-      const plan = await applyState(dp, state, {
-        dryRun: opts.dryRun,
-        owner: opts.owner,
-        progress: big && !opts.json
-          ? (p) =>
+      if (opts.format !== undefined && !FORMATS.includes(opts.format)) {
+        throw new RangeError(`--format is one of ${FORMATS.join(", ")}, not "${opts.format}"`);
+      }
+      const plan = await withStateFile(file, async (path) => {
+        const state = readStateFile(path, opts.format as StateFormat | undefined);
+        using dp = openDatapath(cmd);
+        const enc = new TextEncoder();
+        // Long work says how far it got (a big table's first 100 000 flows say it's big).
+        let shown = false;
+        const plan = await applyState(dp, state, {
+          dryRun: opts.dryRun,
+          owner: opts.owner,
+          progress: opts.json ? undefined : (p) => {
+            shown ||= p.done >= 100000;
+            if (!shown) return;
             Deno.stderr.writeSync(
               enc.encode(`\r${p.phase}: ${p.done}${p.total ? `/${p.total}` : ""} flows   `),
-            )
-          : undefined,
+            );
+          },
+        });
+        if (shown) Deno.stderr.writeSync(enc.encode("\n"));
+        return plan;
       });
-      if (big && !opts.json) Deno.stderr.writeSync(enc.encode("\n"));
       if (opts.json) return printJson(plan);
       for (const [what, names] of Object.entries(plan.ports)) {
         for (const n of names) console.log(`${opts.dryRun ? "would " : ""}${what} port ${n}`);

@@ -1,0 +1,278 @@
+/**
+ * State files read as streams: JSON, YAML, or the line form (one flow per
+ * line, `#` comments, as `ovs-ofctl add-flows` reads). Ports, tunnels and
+ * groups are few and read whole; flows are read from the file as they
+ * are wanted, one at a time, each with its file and line, so a table of a
+ * million flows is never held as text or objects. JSON goes through
+ * `@streamparser/json`; YAML through the `yaml` parser, a few hundred
+ * flow items at a time (the file is split only where a top-level key or a
+ * flow item starts).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert";
+ * import { readStateFile } from "./state_file.ts";
+ *
+ * const file = Deno.makeTempFileSync({ suffix: ".flows" });
+ * Deno.writeTextFileSync(file, "# web\nin_port=1 actions=drop\n");
+ * const state = readStateFile(file);
+ * assert.deepEqual([...state.flows!.texts()], [{ text: "in_port=1 actions=drop", where: `${file}:2` }]);
+ * Deno.removeSync(file);
+ * ```
+ *
+ * @module
+ */
+
+import { JSONParser } from "@streamparser/json";
+import { parse as parseYaml } from "yaml";
+import type { DesiredState, FlowSource, FlowText } from "./apply.ts";
+import { PortError } from "./port.ts";
+
+/** The kinds of state file. */
+export type StateFormat = "json" | "yaml" | "lines";
+
+const SECTIONS = ["ports", "tunnels", "groups", "flows"];
+const CHUNK = 1 << 16;
+// YAML flow items parsed per call of the YAML parser.
+const YAML_BATCH = 512;
+
+/**
+ * The state file at `path`: its ports, tunnels and groups, and its flows
+ * as a source that reads the file again each time it is iterated. The
+ * format is `format`, else guessed from the first thing in the file (`{`
+ * is JSON, a `key:` or `---` is YAML, anything else the line form). A line
+ * form file holds only flows: ports, tunnels and groups are left as they
+ * are.
+ */
+export function readStateFile(path: string, format?: StateFormat): DesiredState {
+  const kind = format ?? sniff(path);
+  if (kind === "lines") return { flows: source(() => lineFlows(path)) };
+  const state: DesiredState = {};
+  const skip = (_: FlowText) => {};
+  if (kind === "json") { for (const _ of jsonItems(path, state)) skip(_); }
+  else for (const _ of yamlItems(path, state)) skip(_);
+  for (const key of ["flows", "groups"] as const) {
+    for (const f of state[key] as unknown[] ?? []) {
+      if (typeof f !== "string") {
+        throw new PortError(
+          `${key} are strings in ${key.slice(0, -1)} syntax, not ${JSON.stringify(f)}`,
+        );
+      }
+    }
+  }
+  state.flows = source(() => kind === "json" ? jsonItems(path) : yamlItems(path));
+  return state;
+}
+
+function source(texts: () => Iterable<FlowText>): FlowSource {
+  return { texts };
+}
+
+/** The format of the file at `path`, from its first line that says something. */
+function sniff(path: string): StateFormat {
+  for (const { text } of lines(path)) {
+    const t = text.trim();
+    if (t === "" || t.startsWith("#")) continue;
+    if (t.startsWith("{")) return "json";
+    return /^(---|[A-Za-z_]+\s*:)/.test(t) ? "yaml" : "lines";
+  }
+  return "lines";
+}
+
+/** The file's lines, numbered from 1, read a chunk at a time. */
+function* lines(path: string): Generator<{ text: string; line: number }> {
+  using f = Deno.openSync(path);
+  const dec = new TextDecoder("utf-8", { fatal: true });
+  const buf = new Uint8Array(CHUNK);
+  let rest = "";
+  let line = 1;
+  for (let n; (n = f.readSync(buf)) !== null;) {
+    const parts = (rest + dec.decode(buf.subarray(0, n), { stream: true })).split("\n");
+    rest = parts.pop()!;
+    for (const text of parts) yield { text, line: line++ };
+  }
+  rest += dec.decode();
+  if (rest) yield { text: rest, line };
+}
+
+function* lineFlows(path: string): Generator<FlowText> {
+  for (const { text, line } of lines(path)) {
+    const t = text.trim();
+    if (t && !t.startsWith("#")) yield { text: t, where: `${path}:${line}` };
+  }
+}
+
+/**
+ * A JSON state file's flows, each with its line. With `into`, its other
+ * sections are gathered there and the top level is checked.
+ */
+function* jsonItems(path: string, into?: DesiredState): Generator<FlowText> {
+  const parser = new JSONParser({ paths: ["$", "$.*", "$.*.*"], keepStack: false });
+  const found: FlowText[] = [];
+  let line = 1;
+  parser.onValue = ({ value, key, stack }) => {
+    const depth = stack.length;
+    if (depth === 0) {
+      if (typeof value !== "object" || value === null || Array.isArray(value)) {
+        throw new PortError(`${path}: a state file holds ports, tunnels, groups and flows`);
+      }
+    } else if (depth === 1) {
+      if (!SECTIONS.includes(key as string)) {
+        throw new PortError(
+          `${path}:${line}: "${key}" is not part of a state file (ports, tunnels, groups, flows)`,
+        );
+      }
+      if (!Array.isArray(value)) throw new PortError(`${path}:${line}: ${key} must be a list`);
+    } else {
+      const section = stack[1].key as keyof DesiredState;
+      if (section === "flows") {
+        if (typeof value !== "string") {
+          throw new PortError(
+            `${path}:${line}: flows are strings in flow syntax, not ${JSON.stringify(value)}`,
+          );
+        }
+        found.push({ text: value, where: `${path}:${line}` });
+      } else if (into) {
+        ((into[section] ??= []) as unknown[]).push(value);
+      }
+    }
+  };
+  const enc = new TextEncoder();
+  try {
+    for (const l of lines(path)) {
+      line = l.line;
+      // The parser stops at the document's end: only blank lines may follow.
+      if (parser.isEnded) {
+        if (l.text.trim() === "") continue;
+        throw new PortError(`${path}:${line}: not valid JSON: text after the end of the document`);
+      }
+      parser.write(enc.encode(line === 1 ? l.text : "\n" + l.text));
+      if (found.length) {
+        if (!into) yield* found;
+        found.length = 0;
+      }
+    }
+    if (!parser.isEnded) parser.end();
+  } catch (err) {
+    if (err instanceof PortError) throw err;
+    throw new PortError(`${path}:${line}: not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+/** A YAML mapping key at the start of a line: a section of the state file. */
+const TOP_KEY = /^([A-Za-z_][\w-]*)\s*:(.*)$/;
+/** A block sequence item: its indentation, then the rest. */
+const ITEM = /^(\s*)-(\s|$)/;
+
+/**
+ * A YAML state file's flows, each with its line. With `into`, its other
+ * sections are gathered there and the top level is checked. The file is
+ * cut where a top-level key starts; under `flows:`, where a block item
+ * starts, so the YAML parser reads a few hundred flows at once.
+ */
+function* yamlItems(path: string, into?: DesiredState): Generator<FlowText> {
+  let section: string | undefined;
+  let head = "";
+  let headLine = 0;
+  let body: string[] = [];
+  let indent: string | undefined;
+  // Flow items: text and first line, parsed a batch at a time.
+  let items: { text: string; line: number }[] = [];
+  let item: { text: string; line: number } | undefined;
+
+  const parse = (text: string, line: number): unknown => {
+    try {
+      return parseYaml(text);
+    } catch (err) {
+      const at = (err as { linePos?: { line: number }[] }).linePos?.[0]?.line;
+      const where = at === undefined ? line : line + at - 1;
+      // The parser's own position counts from the part it was given.
+      const why = (err as Error).message.split(" at line ")[0];
+      throw new PortError(`${path}:${where}: not valid YAML: ${why}`);
+    }
+  };
+  const flushItems = function* (): Generator<FlowText> {
+    if (items.length === 0) return;
+    const first = items[0].line;
+    const values = parse(items.map((i) => i.text).join("\n"), first);
+    if (!Array.isArray(values) || values.length !== items.length) {
+      throw new PortError(`${path}:${first}: flows must be a list of strings`);
+    }
+    for (let i = 0; i < items.length; i++) {
+      const v = values[i];
+      const where = `${path}:${items[i].line}`;
+      if (typeof v !== "string") {
+        throw new PortError(`${where}: flows are strings in flow syntax, not ${JSON.stringify(v)}`);
+      }
+      yield { text: v, where };
+    }
+    items = [];
+  };
+  const endSection = function* (): Generator<FlowText> {
+    if (section === undefined) return;
+    if (section === "flows" && indent !== undefined) {
+      if (item) items.push(item), item = undefined;
+      yield* flushItems();
+    } else {
+      const value = parse([head, ...body].join("\n"), headLine);
+      const list = (value as Record<string, unknown> | null)?.[section] ?? [];
+      if (!Array.isArray(list)) {
+        throw new PortError(`${path}:${headLine}: ${section} must be a list`);
+      }
+      if (section === "flows") {
+        for (const v of list) {
+          if (typeof v !== "string") {
+            throw new PortError(
+              `${path}:${headLine}: flows are strings in flow syntax, not ${JSON.stringify(v)}`,
+            );
+          }
+          yield { text: v, where: `${path}:${headLine}` };
+        }
+      } else if (into) {
+        ((into[section as keyof DesiredState] ??= []) as unknown[]).push(...list);
+      }
+    }
+    section = undefined;
+    body = [];
+    indent = undefined;
+  };
+
+  for (const { text, line } of lines(path)) {
+    const top = text.length > 0 && !/^[\s#]/.test(text);
+    if (top && (text === "---" || text === "...")) continue;
+    if (top && !ITEM.test(text)) {
+      yield* endSection();
+      const m = TOP_KEY.exec(text);
+      if (!m) throw new PortError(`${path}: a state file holds ports, tunnels, groups and flows`);
+      if (!SECTIONS.includes(m[1])) {
+        throw new PortError(
+          `${path}:${line}: "${m[1]}" is not part of a state file (ports, tunnels, groups, flows)`,
+        );
+      }
+      section = m[1];
+      head = text;
+      headLine = line;
+      continue;
+    }
+    if (section === undefined) {
+      if (text.trim() === "" || text.trim().startsWith("#")) continue;
+      throw new PortError(`${path}: a state file holds ports, tunnels, groups and flows`);
+    }
+    if (section === "flows" && TOP_KEY.exec(head)![2].trim() === "") {
+      const m = ITEM.exec(text);
+      if (m && (indent === undefined || m[1] === indent)) {
+        indent = m[1];
+        if (item) items.push(item);
+        if (items.length >= YAML_BATCH) yield* flushItems();
+        item = { text, line };
+        continue;
+      }
+      if (item) {
+        item.text += "\n" + text;
+        continue;
+      }
+    }
+    body.push(text);
+  }
+  yield* endSection();
+}
