@@ -54,6 +54,7 @@ import { readStats, type Stats } from "./stats.ts";
 import { Changes } from "./datapath/changes.ts";
 import { localIps } from "./datapath/endpoints.ts";
 import { DatapathFlows } from "./datapath/flows.ts";
+import { FlowSession } from "./datapath/session.ts";
 import { DEFAULT_PIN_DIR, down, exists, up, type UpOptions } from "./datapath/lifecycle.ts";
 import { dryRunPrograms, type Programs } from "./datapath/object.ts";
 import { devicePresent, PortList } from "./datapath/port_list.ts";
@@ -177,6 +178,21 @@ export class Datapath implements Disposable {
   /** Changes the actions of a flow of `options.owner` (see FlowTable.modify). */
   modifyFlow(spec: FlowSpec, options: { owner?: OwnerName } = {}): Promise<number> {
     return this.#flows.modify(spec, options.owner);
+  }
+
+  /**
+   * A session: the lock taken once for many changes, one call at a time,
+   * for scripts. Each change keeps its own guarantees (all or nothing,
+   * repaired after a crash); other writers wait until it is disposed.
+   *
+   * @example
+   * ```ts ignore
+   * using s = await dp.session();
+   * for (const f of flows) await s.addFlows([f]);
+   * ```
+   */
+  session(): Promise<FlowSession> {
+    return Promise.resolve(new FlowSession(this, this.#flows.hold()));
   }
 
   /** Deletes flows (see FlowTable.delete). */

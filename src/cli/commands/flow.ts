@@ -5,7 +5,10 @@
  */
 
 import type { Command } from "commander";
+import process from "node:process";
+import { createInterface } from "node:readline";
 import type { Datapath } from "../../tunnel/datapath.ts";
+import type { FlowSession } from "../../tunnel/datapath/session.ts";
 import { parseFlow, parseFlowAt, parseMatch } from "../../tunnel/flow_syntax.ts";
 import type { FlowFilter, InstalledFlow } from "../../tunnel/flow_table.ts";
 import { tcpFlags } from "../../tunnel/packet.ts";
@@ -41,6 +44,25 @@ export async function textsOf(args: string[], file?: string, what = "flow"): Pro
     });
   }
   return out;
+}
+
+/**
+ * Edits from stdin, one per line as they come (# comments), each applied
+ * by `edit` before the next is read, under one session: a script feeds
+ * changes without a process each. A bad line stops there, naming it;
+ * what came before it stays (each line is its own change).
+ */
+async function streamEdits(
+  dp: Datapath,
+  edit: (s: FlowSession, text: string, where: string) => Promise<void> | void,
+): Promise<void> {
+  using s = await dp.session();
+  let n = 0;
+  for await (const line of createInterface({ input: process.stdin, crlfDelay: Infinity })) {
+    n++;
+    const t = line.trim();
+    if (t && !t.startsWith("#")) await edit(s, t, `stdin:${n}`);
+  }
 }
 
 /**
@@ -85,6 +107,16 @@ function matchFilter(dp: Datapath, text: string | undefined, owner?: string): Fl
   return { match, priority, cookie, owner };
 }
 
+/** matchFilter for a match read from `where`: an error starts with it. */
+function filterAt(dp: Datapath, text: string, where: string, owner?: string): FlowFilter {
+  try {
+    return matchFilter(dp, text, owner);
+  } catch (err) {
+    if (err instanceof Error) err.message = `${where}: ${err.message}`;
+    throw err;
+  }
+}
+
 const OWNER_HELP = "the flows' owner (default: the operator, who has no name)";
 const OWNER_FILTER = "only this owner's flows (\"\" for the operator's)";
 
@@ -95,7 +127,10 @@ export function register(cli: Command): void {
   );
   flow.command("add [flows...]")
     .description("add flows (a flow with the same match and priority is replaced)")
-    .option("--file <path>", "read flows from a file, one per line (- for stdin)")
+    .option(
+      "--file <path>",
+      "read flows from a file, one per line, all or nothing; - streams stdin, a line at a time",
+    )
     .option("--owner <name>", OWNER_HELP)
     .addHelpText(
       "after",
@@ -105,6 +140,18 @@ export function register(cli: Command): void {
         "  warren flow add --owner fleet 'priority=10,in_port=web1 actions=drop'",
     )
     .action(async (args: string[], opts, cmd) => {
+      if (opts.file === "-" && args.length === 0) {
+        using dp = openDatapath(cmd);
+        const names = dp.portNames();
+        let added = 0, replaced = 0;
+        await streamEdits(dp, async (s, text, where) => {
+          const r = await s.addFlows([parseFlowAt(text, names, where)], { owner: opts.owner });
+          added += r.added;
+          replaced += r.replaced;
+        });
+        console.log(`${added} added, ${replaced} replaced`);
+        return;
+      }
       const texts = await textsOf(args, opts.file);
       if (texts.length === 0) throw new RangeError("no flows given");
       using dp = openDatapath(cmd);
@@ -130,7 +177,18 @@ export function register(cli: Command): void {
     )
     .option("--strict", "only the flow with exactly this match (and priority=, if given)")
     .option("--owner <name>", OWNER_FILTER)
-    .action((text: string | undefined, opts, cmd) => {
+    .option("--file <path>", "- streams matches from stdin, one per line, a line at a time")
+    .action(async (text: string | undefined, opts, cmd) => {
+      if (opts.file !== undefined) {
+        if (opts.file !== "-" || text) throw new RangeError("--file takes - (stdin) alone");
+        using dp = openDatapath(cmd);
+        let deleted = 0;
+        await streamEdits(dp, (s, line, where) => {
+          deleted += s.deleteFlows(filterAt(dp, line, where, opts.owner), opts.strict ?? false);
+        });
+        console.log(`${deleted} deleted`);
+        return;
+      }
       if (!text && opts.strict) throw new RangeError("--strict needs a match");
       using dp = openDatapath(cmd);
       const filter = matchFilter(dp, text, opts.owner);

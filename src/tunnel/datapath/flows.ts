@@ -38,6 +38,7 @@ export class DatapathFlows {
   readonly #neighbors: Neighbors;
   // Dumps share one frozen action list among every flow that has it.
   readonly #actionText = new WeakMap<ActionSpec[], string>();
+  #held?: Disposable;
 
   /** Changes `table`, whose flows name the ports of `ports`. */
   constructor(
@@ -154,7 +155,30 @@ export class DatapathFlows {
     return this.#locked(() => this.#table.deleteGroups(ids, force, owner));
   }
 
+  /**
+   * Takes the lock until the result is disposed: changes meanwhile take
+   * it no more, and read nothing again (no one else can change a thing).
+   * Each change is still its own all-or-nothing, journaled step.
+   */
+  hold(): Disposable {
+    if (this.#held) throw new RangeError("this datapath already holds a session");
+    const lock = this.#changes.begin();
+    this.#held = lock;
+    return {
+      [Symbol.dispose]: () => {
+        if (this.#held !== lock) return;
+        this.#held = undefined;
+        lock.release();
+      },
+    };
+  }
+
   #locked<T>(fn: () => T): T {
+    if (this.#held) {
+      const result = fn();
+      this.#changes.seen(this.#table.lastSeq);
+      return result;
+    }
     using _lock = this.#changes.begin();
     const result = fn();
     // The flow table counted its change; the ports are as they were.
