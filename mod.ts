@@ -40,7 +40,7 @@ export {
   type FlowText,
   parseState,
 } from "./src/tunnel/apply.ts";
-export { readStateFile, type StateFormat } from "./src/tunnel/state_file.ts";
+export { readStateFile, type StateFormat, stateFormat } from "./src/tunnel/state_file.ts";
 export { migrate, type MigrateOptions, type Migration } from "./src/tunnel/migrate/migrate.ts";
 export { readConfiguration, stateOf } from "./src/tunnel/migrate/export.ts";
 export type { Configuration } from "./src/tunnel/migrate/read_past.ts";

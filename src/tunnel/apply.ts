@@ -131,6 +131,11 @@ export interface ApplyStateOptions {
   listLimit?: number;
   /** Whose flows the state's are ("" or unset: the operator's). */
   owner?: OwnerName;
+  /**
+   * The state gives flows alone (a line form file): ports and groups stay
+   * as they are, and the state's ports, tunnels and groups are ignored.
+   */
+  flowsOnly?: boolean;
 }
 
 /** Reads a state file: YAML or JSON (JSON is YAML; an object in JSON is read as JSON). */
@@ -185,6 +190,7 @@ export async function applyState(
   opts: ApplyStateOptions = {},
 ): Promise<ApplyPlan> {
   const limit = opts.listLimit ?? 1000;
+  if (opts.flowsOnly) return await applyFlowsOnly(dp, state, opts, limit);
   const wantPorts = new Map<string, PortSpec>();
   (state.ports ?? []).forEach((p, i) => {
     const net = p.net === undefined ? undefined : parseNet(p.net, `ports[${i}] (${p.name}): net`);
@@ -307,6 +313,33 @@ export async function applyState(
   plan.flows = describeDiff(dp, diff);
   removeUnwanted(dp, plan, owner);
   return plan;
+}
+
+/** applyState for flows alone: the ports and groups the datapath has stay. */
+async function applyFlowsOnly(
+  dp: Datapath,
+  state: DesiredState,
+  opts: ApplyStateOptions,
+  limit: number,
+): Promise<ApplyPlan> {
+  const names = dp.portNames();
+  const groupIds = new Set(dp.groups().map((g) => g.id));
+  const texts = flowTexts(state.flows);
+  const diff = await dp.applyFlows(
+    (function* () {
+      for (const { text, where } of texts()) {
+        const f = parseFlowAt(text, names, where);
+        checkFlowGroups(f, where, names, groupIds);
+        yield f;
+      }
+    })(),
+    { dryRun: opts.dryRun, progress: opts.progress, listLimit: limit, owner: opts.owner },
+  );
+  return {
+    ports: { add: [], change: [], remove: [] },
+    groups: { add: [], change: [], remove: [] },
+    flows: describeDiff(dp, diff),
+  };
 }
 
 /**

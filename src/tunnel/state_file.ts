@@ -45,7 +45,7 @@ const YAML_BATCH = 512;
  * are.
  */
 export function readStateFile(path: string, format?: StateFormat): DesiredState {
-  const kind = format ?? sniff(path);
+  const kind = format ?? stateFormat(path);
   if (kind === "lines") return { flows: source(() => lineFlows(path)) };
   const state: DesiredState = {};
   const skip = (_: FlowText) => {};
@@ -68,8 +68,8 @@ function source(texts: () => Iterable<FlowText>): FlowSource {
   return { texts };
 }
 
-/** The format of the file at `path`, from its first line that says something. */
-function sniff(path: string): StateFormat {
+/** The format of the state file at `path`, from its first line that says something. */
+export function stateFormat(path: string): StateFormat {
   for (const { text } of lines(path)) {
     const t = text.trim();
     if (t === "" || t.startsWith("#")) continue;

@@ -7,7 +7,7 @@
 
 import type { Command } from "commander";
 import { applyState } from "../../tunnel/apply.ts";
-import { readStateFile, type StateFormat } from "../../tunnel/state_file.ts";
+import { readStateFile, type StateFormat, stateFormat } from "../../tunnel/state_file.ts";
 import { openDatapath } from "../common.ts";
 import { printJson } from "../format.ts";
 
@@ -63,7 +63,8 @@ export function register(cli: Command): void {
         throw new RangeError(`--format is one of ${FORMATS.join(", ")}, not "${opts.format}"`);
       }
       const plan = await withStateFile(file, async (path) => {
-        const state = readStateFile(path, opts.format as StateFormat | undefined);
+        const format = (opts.format as StateFormat | undefined) ?? stateFormat(path);
+        const state = readStateFile(path, format);
         using dp = openDatapath(cmd);
         const enc = new TextEncoder();
         // Long work says how far it got (a big table's first 100 000 flows say it's big).
@@ -71,6 +72,7 @@ export function register(cli: Command): void {
         const plan = await applyState(dp, state, {
           dryRun: opts.dryRun,
           owner: opts.owner,
+          flowsOnly: format === "lines",
           progress: opts.json ? undefined : (p) => {
             shown ||= p.done >= 100000;
             if (!shown) return;
