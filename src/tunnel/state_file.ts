@@ -11,12 +11,13 @@
  * @example
  * ```ts
  * import assert from "node:assert";
+ * import type { FlowSource } from "./apply.ts";
  * import { readStateFile } from "./state_file.ts";
  *
  * const file = Deno.makeTempFileSync({ suffix: ".flows" });
  * Deno.writeTextFileSync(file, "# web\nin_port=1 actions=drop\n");
- * const state = readStateFile(file);
- * assert.deepEqual([...state.flows!.texts()], [{ text: "in_port=1 actions=drop", where: `${file}:2` }]);
+ * const flows = readStateFile(file).flows as FlowSource;
+ * assert.deepEqual([...flows.texts()], [{ text: "in_port=1 actions=drop", where: `${file}:2` }]);
  * Deno.removeSync(file);
  * ```
  *
