@@ -183,13 +183,9 @@ export class Datapath implements Disposable {
   /**
    * A session: the lock taken once for many changes, one call at a time,
    * for scripts. Each change keeps its own guarantees (all or nothing,
-   * repaired after a crash); other writers wait until it is disposed.
-   *
-   * @example
-   * ```ts ignore
-   * using s = await dp.session();
-   * for (const f of flows) await s.addFlows([f]);
-   * ```
+   * repaired after a crash); other writers wait until it is disposed:
+   * `using s = await dp.session()`, then `await s.addFlows([f])` per flow
+   * (tests/session_test.ts).
    */
   session(): Promise<FlowSession> {
     return Promise.resolve(new FlowSession(this, this.#flows.hold()));
