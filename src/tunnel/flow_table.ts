@@ -26,7 +26,7 @@
  */
 
 import type { FlowKey } from "../maps/layouts.ts";
-import { CompileError, compileGroup, type PortLookup } from "./compile.ts";
+import { type ActionMemo, CompileError, compileGroup, type PortLookup } from "./compile.ts";
 import type { FlowSpec } from "./flow_syntax.ts";
 import type { GroupSpec } from "./group_syntax.ts";
 import type { DatapathMaps } from "./pins.ts";
@@ -94,6 +94,19 @@ export class FlowTable {
     return this.#t.journal.lastSeq;
   }
 
+  /**
+   * Holds changes open until {@link release} (the caller holds the lock):
+   * each stays all or nothing, and the bookkeeping is written back once.
+   */
+  hold(): void {
+    this.#t.journal.hold();
+  }
+
+  /** Writes back what changes held open left. */
+  release(): void {
+    this.#t.journal.release();
+  }
+
   /** Forgets what was read from the kernel (after a failure midway, or another writer). */
   invalidate(): void {
     this.#t.journal.close();
@@ -155,10 +168,11 @@ export class FlowTable {
    * and priority as an installed one of the same owner replaces its
    * actions and restarts its counters, as Open vSwitch's add-flow does;
    * within `specs` the last of equal flows wins; another owner's flow with
-   * the same match is refused. All or nothing.
+   * the same match is refused. All or nothing. `memo` may carry compiled
+   * action lists over from earlier adds against the same ports.
    */
-  add(specs: FlowSpec[], owner: OwnerName = ""): AddResult {
-    return add(this.#t, specs, owner);
+  add(specs: FlowSpec[], owner: OwnerName = "", memo?: ActionMemo): AddResult {
+    return add(this.#t, specs, owner, memo);
   }
 
   /**

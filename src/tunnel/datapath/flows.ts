@@ -8,6 +8,7 @@
  * @module
  */
 
+import type { ActionMemo } from "../compile.ts";
 import type { Match } from "../match.ts";
 import { formatMatch } from "../match_format.ts";
 import type {
@@ -39,6 +40,8 @@ export class DatapathFlows {
   // Dumps share one frozen action list among every flow that has it.
   readonly #actionText = new WeakMap<ActionSpec[], string>();
   #held?: Disposable;
+  // A session's adds share compiled action lists: its ports stay.
+  #memo?: ActionMemo;
 
   /** Changes `table`, whose flows name the ports of `ports`. */
   constructor(
@@ -77,7 +80,7 @@ export class DatapathFlows {
   /** Adds flows (see FlowTable.add), keeping their remotes' next hops resolved. */
   async add(specs: FlowSpec[], owner: OwnerName = ""): Promise<AddResult> {
     const result = this.#locked(() => {
-      const r = this.#table.add(specs, owner);
+      const r = this.#table.add(specs, owner, this.#memo);
       this.#registry.learnGeneve(
         specs.some((s) => s.match.mask.gnv_class || s.match.mask.gnv_type),
       );
@@ -157,20 +160,31 @@ export class DatapathFlows {
 
   /**
    * Takes the lock until the result is disposed: changes meanwhile take
-   * it no more, and read nothing again (no one else can change a thing).
-   * Each change is still its own all-or-nothing, journaled step.
+   * it no more, read nothing again (no one else can change a thing), and
+   * leave the journal's bookkeeping to be written once, at the end. Each
+   * change is still all or nothing; a crash meanwhile is repaired by the
+   * next writer.
    */
   hold(): Disposable {
     if (this.#held) throw new RangeError("this datapath already holds a session");
     const lock = this.#changes.begin();
-    this.#held = lock;
-    return {
+    this.#table.hold();
+    this.#memo = new Map();
+    const held: Disposable = {
       [Symbol.dispose]: () => {
-        if (this.#held !== lock) return;
+        if (this.#held !== held) return;
         this.#held = undefined;
-        lock.release();
+        this.#memo = undefined;
+        try {
+          this.#table.release();
+          this.#changes.seen(this.#table.lastSeq);
+        } finally {
+          lock.release();
+        }
       },
     };
+    this.#held = held;
+    return held;
   }
 
   #locked<T>(fn: () => T): T {

@@ -93,12 +93,18 @@ export function checkOwner(
  * and priority as an installed one of the same owner replaces its actions
  * and restarts its counters, as Open vSwitch's add-flow does; within
  * `specs` the last of equal flows wins. Every flow is checked before any
- * is written, and a failure midway undoes what was written.
+ * is written, and a failure midway undoes what was written. `memo` may
+ * carry compiled action lists over from earlier adds against the same
+ * ports.
  */
-export function add(t: TableContext, specs: FlowSpec[], owner: OwnerName = ""): AddResult {
+export function add(
+  t: TableContext,
+  specs: FlowSpec[],
+  owner: OwnerName = "",
+  memo: ActionMemo = new Map(),
+): AddResult {
   if (owner) checkOwnerName(owner);
   const byIdentity = new Map<string, CompiledFlow>();
-  const memo: ActionMemo = new Map();
   for (const s of specs) {
     const c = compileFlow(s, t.ports, memo);
     byIdentity.set(byteString(c.maskBytes) + byteString(c.keyBytes), c);

@@ -90,6 +90,11 @@ export function checkKeyRoom(st: TableState, count: number): void {
 export class Journal {
   readonly #maps: DatapathMaps;
   #state?: TableState;
+  // Under a session (the lock held across changes), the mark of the first
+  // change stays set and the bookkeeping is written back once, at the
+  // end: a change costs its own entry's writes, not the journal's.
+  #holding = false;
+  #marked = false;
 
   /** Works on `maps`. */
   constructor(maps: DatapathMaps) {
@@ -103,6 +108,8 @@ export class Journal {
 
   /** The state for reading: kept while nobody else wrote, else read again. */
   load(): TableState {
+    // Nobody else writes while a session holds the lock.
+    if (this.#holding && this.#state) return this.#state;
     const cfg = this.#maps.config.read();
     const gen = cfg.gen & 1;
     const st = this.#state;
@@ -129,8 +136,29 @@ export class Journal {
    */
   forWrite(): TableState {
     const st = this.load();
-    if (st.cfg.flags & ConfigFlag.WRITING) this.#repair(st);
+    // A session's own mark is no dead writer's.
+    if (st.cfg.flags & ConfigFlag.WRITING && !this.#marked) this.#repair(st);
     return st;
+  }
+
+  /**
+   * Holds changes open until {@link release}: the caller holds the lock.
+   * A crash meanwhile leaves the mark set, and the next writer repairs the
+   * bookkeeping from the table, as after any change cut short.
+   */
+  hold(): void {
+    this.#holding = true;
+  }
+
+  /** Writes back what the changes held open left, and marks them done. */
+  release(): void {
+    if (!this.#holding) return;
+    this.#holding = false;
+    const st = this.#state;
+    if (!this.#marked || !st) return;
+    this.#marked = false;
+    this.settleMasks(st, this.index(st));
+    this.commit(st);
   }
 
   /** The live flow index, opened once per state (callers do not close it). */
@@ -144,6 +172,8 @@ export class Journal {
 
   /** Marks a change under way, before its first write. */
   begin(st: TableState): void {
+    if (this.#marked) return;
+    this.#marked = this.#holding;
     st.cfg = this.#maps.config.bump((c) => ({ flags: c.flags | ConfigFlag.WRITING }));
   }
 
@@ -184,6 +214,7 @@ export class Journal {
    * would cost every packet a lookup for nothing, goes (a new generation).
    */
   settleMasks(st: TableState, index: BpfMap): void {
+    if (this.#marked) return;
     const left = st.masks.filter((m) => m.flows > 0);
     if (left.length < st.masks.length) this.publish(st, left, index);
     else writeMasks(this.#maps, st.gen, st.masks);
@@ -191,6 +222,7 @@ export class Journal {
 
   /** Writes back ids and reference counts and marks the change done. */
   commit(st: TableState): void {
+    if (this.#marked) return;
     st.flowIds.flush();
     st.slots.flush();
     st.cfg = this.#maps.config.bump((c) => ({ flags: c.flags & ~ConfigFlag.WRITING }));
@@ -201,6 +233,8 @@ export class Journal {
     this.#state?.index?.close();
     this.#state?.owners.close();
     this.#state = undefined;
+    // What a session held open is repaired by the next change.
+    this.#marked = false;
   }
 
   /**
