@@ -108,6 +108,13 @@ privilegedTest(
       );
       assertEquals([again.added, again.modified, again.removed, again.unchanged], [0, 0, 0, 3]);
       assertEquals(dp.status().generation, gen);
+      // Not a dry run either: nothing to change, nothing written.
+      const seq = dp.maps.config.read().seq;
+      const same = await dp.applyFlows(
+        [flow("udp", 1), flow("tcp", 9), flow("arp", 4)].map((f) => parseFlow(f, dp.portNames())),
+      );
+      assertEquals([same.added, same.modified, same.removed, same.unchanged], [0, 0, 0, 3]);
+      assertEquals([dp.status().generation, dp.maps.config.read().seq], [gen, seq]);
     });
   },
 );
