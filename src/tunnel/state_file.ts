@@ -24,7 +24,7 @@
  * @module
  */
 
-import { JSONParser } from "@streamparser/json";
+import { JSONParser, TokenType } from "@streamparser/json";
 import { parse as parseYaml } from "yaml";
 import type { DesiredState, FlowSource, FlowText } from "./apply.ts";
 import { PortError } from "./port.ts";
@@ -74,7 +74,7 @@ export function stateFormat(path: string): StateFormat {
   for (const { text } of lines(path)) {
     const t = text.trim();
     if (t === "" || t.startsWith("#")) continue;
-    if (t.startsWith("{")) return "json";
+    if (t.startsWith("{") || t.startsWith("[")) return "json";
     return /^(---|[A-Za-z_]+\s*:)/.test(t) ? "yaml" : "lines";
   }
   return "lines";
@@ -108,34 +108,47 @@ function* lineFlows(path: string): Generator<FlowText> {
  * sections are gathered there and the top level is checked.
  */
 function* jsonItems(path: string, into?: DesiredState): Generator<FlowText> {
-  const parser = new JSONParser({ paths: ["$", "$.*", "$.*.*"], keepStack: false });
+  // Only the sections' items are built and emitted: a path that emits a
+  // section (or the whole document) would keep every flow of it. The top
+  // level is checked from the tokens instead.
+  const parser = new JSONParser({ paths: ["$.*.*"], keepStack: false });
   const found: FlowText[] = [];
   let line = 1;
-  parser.onValue = ({ value, key, stack }) => {
-    const depth = stack.length;
-    if (depth === 0) {
-      if (typeof value !== "object" || value === null || Array.isArray(value)) {
-        throw new PortError(`${path}: a state file holds ports, tunnels, groups and flows`);
-      }
-    } else if (depth === 1) {
-      if (!SECTIONS.includes(key as string)) {
-        throw new PortError(
-          `${path}:${line}: "${key}" is not part of a state file (ports, tunnels, groups, flows)`,
-        );
-      }
-      if (!Array.isArray(value)) throw new PortError(`${path}:${line}: ${key} must be a list`);
-    } else {
-      const section = stack[1].key as keyof DesiredState;
-      if (section === "flows") {
-        if (typeof value !== "string") {
+  let depth = 0;
+  let key: string | undefined;
+  let afterColon = false;
+  parser.onToken = ({ token, value }) => {
+    if (depth === 0 && token !== TokenType.LEFT_BRACE) {
+      throw new PortError(`${path}: a state file holds ports, tunnels, groups and flows`);
+    }
+    if (depth === 1) {
+      if (afterColon) {
+        if (!SECTIONS.includes(key!)) {
           throw new PortError(
-            `${path}:${line}: flows are strings in flow syntax, not ${JSON.stringify(value)}`,
+            `${path}:${line}: "${key}" is not part of a state file (ports, tunnels, groups, flows)`,
           );
         }
-        found.push({ text: value, where: `${path}:${line}` });
-      } else if (into) {
-        ((into[section] ??= []) as unknown[]).push(value);
+        if (token !== TokenType.LEFT_BRACKET) {
+          throw new PortError(`${path}:${line}: ${key} must be a list`);
+        }
+        afterColon = false;
+      } else if (token === TokenType.STRING) key = value as string;
+      else if (token === TokenType.COLON) afterColon = true;
+    }
+    if (token === TokenType.LEFT_BRACE || token === TokenType.LEFT_BRACKET) depth++;
+    else if (token === TokenType.RIGHT_BRACE || token === TokenType.RIGHT_BRACKET) depth--;
+  };
+  parser.onValue = ({ value, stack }) => {
+    const section = stack[1].key as keyof DesiredState;
+    if (section === "flows") {
+      if (typeof value !== "string") {
+        throw new PortError(
+          `${path}:${line}: flows are strings in flow syntax, not ${JSON.stringify(value)}`,
+        );
       }
+      found.push({ text: value, where: `${path}:${line}` });
+    } else if (into) {
+      ((into[section] ??= []) as unknown[]).push(value);
     }
   };
   const enc = new TextEncoder();
