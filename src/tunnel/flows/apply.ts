@@ -33,7 +33,7 @@ import {
 import { FlowTableError } from "./error.ts";
 import { type ActionSet, byteString, FlowSet, FlowState, sameBytes } from "./flow_set.ts";
 import { checkGroupsExist, countGroupKeys } from "./group_state.ts";
-import { checkFlowRoom, checkKeyRoom, type TableContext } from "./journal.ts";
+import { checkFlowRoom, checkKeyRoom, type TableContext, type TableState } from "./journal.ts";
 import { checkMaskRoom, type LiveMask, masksById, nextMaskId } from "./masks.ts";
 import { OPERATOR, type OwnerName } from "./owners.ts";
 import { decodeFlow, type InstalledFlow, tunKeyReader } from "./queries.ts";
@@ -177,8 +177,10 @@ export function apply(
   const diff = describe(t, set, removedIds.length, removeSample, limit);
   if (options.dryRun) return diff;
   // Every flow is as installed and none goes: the live table is the
-  // wanted one already, and writing it again would only cost time.
-  if (diff.added + diff.modified + diff.removed === 0) return diff;
+  // wanted one already, and writing it again would only cost time, unless
+  // a crashed writer left ids or key references for an apply to heal.
+  const unchanged = diff.added + diff.modified + diff.removed === 0;
+  if (unchanged && bookkeepingAgrees(t, st, oldIds, oldCounts)) return diff;
 
   t.journal.begin(st);
   try {
@@ -292,6 +294,23 @@ function flowSpec(t: TableContext, set: FlowSet, j: number): FlowSpec {
       t.ports,
     ),
   };
+}
+
+/**
+ * Whether the id bitmap and the key references are what the scanned
+ * table (its flow ids `ids`, its key references `counts`) makes them.
+ */
+function bookkeepingAgrees(
+  t: TableContext,
+  st: TableState,
+  ids: U32List,
+  counts: Uint32Array,
+): boolean {
+  if (st.flowIds.used() !== ids.length) return false;
+  for (const id of ids.view()) if (!st.flowIds.has(id)) return false;
+  const refs = counts.slice();
+  countGroupKeys(t.maps, refs);
+  return refs.every((n, slot) => st.slots.refs[slot] === n);
 }
 
 /** Gives action list `a` its kernel form, with slots; `take` allocates missing keys. */
