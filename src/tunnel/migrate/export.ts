@@ -83,7 +83,12 @@ export function portLookup(ports: Port[]): PortLookup {
  */
 export function stateOf(c: Configuration, owner: OwnerName = ""): DesiredState {
   const names = namesOf(portLookup(c.ports));
-  const state: Required<DesiredState> = { ports: [], tunnels: [], groups: [], flows: [] };
+  const state: Required<DesiredState> & { flows: string[] } = {
+    ports: [],
+    tunnels: [],
+    groups: [],
+    flows: [],
+  };
   for (const p of c.ports) {
     const spec = portSpecOf(p);
     const { kind: _, number: __, ...desired } = spec;
