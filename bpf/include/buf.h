@@ -13,7 +13,7 @@
 #ifndef WR_BUF_H
 #define WR_BUF_H
 
-#include "common.h"
+#include "csum.h"
 
 #define BUF_CHUNK 2048		/* bytes moved per helper call */
 #define BUF_FRAME_MAX 0xffff	/* the longest frame a buffer holds */
@@ -32,28 +32,6 @@ struct msum {
 	__u32 end;
 	__u64 sum;
 };
-
-/* One's complement sum of the n <= 512 bytes at p, unfolded: whole words
- * through bpf_csum_diff, the last 1-3 bytes zero-padded to a word. */
-static __always_inline __u64 chunk_sum(__u8 *p, __u32 n)
-{
-	__u32 n4 = n & 0x3fc, w = 0;
-	__u64 sum = 0;
-
-	if (n4)
-		sum = (__u32)bpf_csum_diff(0, 0, (__be32 *)p, n4, 0);
-	if (n & 3) {
-		__u8 *q = (__u8 *)&w, *t = p + n4;
-
-		q[0] = t[0];
-		if ((n & 3) > 1)
-			q[1] = t[1];
-		if ((n & 3) > 2)
-			q[2] = t[2];
-		sum += w;
-	}
-	return sum;
-}
 
 /* 512 bytes per step: bpf_csum_diff's limit. Chunks start at even offsets
  * from the start, so 16-bit words never straddle two. */
