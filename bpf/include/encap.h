@@ -25,8 +25,10 @@
 #include "tunnel.h"
 
 #define OUTER_MAX 128
+/* The source port range, as `ip link add … type vxlan srcport 49152 65535`
+ * gives the kernel's vxlan device. */
 #define UDP_SPORT_MIN 49152
-#define UDP_SPORT_RANGE 16384
+#define UDP_SPORT_MAX 65535
 
 /* encap_out.neigh: how the MACs get filled in. */
 #define NEIGH_NONE 0	/* the FIB gave them: bpf_redirect */
@@ -58,6 +60,20 @@ struct {
 	__type(key, __u32);
 	__type(value, struct scratch);
 } wr_scratch SEC(".maps");
+
+/*
+ * The outer source port of the frame in skb: a hash of its flow, spread
+ * over the range exactly as the kernel's udp_flow_src_port does, so that
+ * a flow keeps one source port (one ECMP path, no reordering) whether
+ * warren or the kernel's vxlan device encapsulates its frames.
+ */
+static __always_inline __be16 tunnel_sport(struct __sk_buff *skb)
+{
+	__u32 hash = bpf_get_hash_recalc(skb);
+
+	hash ^= hash << 16;
+	return bpf_htons(UDP_SPORT_MIN + (((__u64)hash * (UDP_SPORT_MAX - UDP_SPORT_MIN)) >> 32));
+}
 
 /* Bytes of Geneve options tk emits: a multiple of 4, at most the maximum. */
 static __always_inline __u32 gnv_optlen(const struct wr_tun_key *tk)
@@ -286,9 +302,8 @@ static __always_inline int encap_build(struct __sk_buff *skb, const struct wr_po
 	} else if (port->proto != WR_PROTO_STT) {
 		/* VXLAN or Geneve. */
 		struct udphdr *uh = (void *)t;
-		__u32 hash = bpf_get_hash_recalc(skb);
 
-		uh->source = bpf_htons(UDP_SPORT_MIN + (((__u64)hash * UDP_SPORT_RANGE) >> 32));
+		uh->source = tunnel_sport(skb);
 		uh->dest = port->dst_port;
 		uh->len = bpf_htons(total - sizeof(struct ethhdr) - l3len);
 		uh->check = 0;

@@ -83,7 +83,6 @@ __noinline int stt_fill_hdr(struct __sk_buff *skb, const struct frame_info *fi,
 	struct wr_port *port;
 	struct tcphdr *th;
 	struct stt_hdr *sh;
-	__u32 hash;
 
 	if (!fi || !st || !s)
 		return WR_DROP_ENCAP;
@@ -93,9 +92,8 @@ __noinline int stt_fill_hdr(struct __sk_buff *skb, const struct frame_info *fi,
 	th = (void *)(s->hdr + sizeof(struct ethhdr) +
 		      (s->out.v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr)));
 	sh = (void *)(th + 1);
-	hash = bpf_get_hash_recalc(skb);
 	__builtin_memset(th, 0, sizeof(*th));
-	th->source = bpf_htons(UDP_SPORT_MIN + (((__u64)hash * UDP_SPORT_RANGE) >> 32));
+	th->source = tunnel_sport(skb);
 	th->dest = port->dst_port;
 	th->seq = bpf_htonl((WR_STT_HDR_LEN + st->inner_len) << 16);
 	th->ack_seq = bpf_get_prandom_u32();
