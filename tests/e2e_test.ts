@@ -93,16 +93,26 @@ for (const proto of ["vxlan", "geneve", "gre"] as const) {
   });
 }
 
-privilegedTest("vxlan: UDP datagrams arrive and the udp flow counts each one", async () => {
-  await using lab = await overlay("vxlan", { workloadMtu: 1400, ipv6: false });
-  const [a, b] = lab.hosts;
-  const arrived = await udpBurst(a.workload, b.workload, 200, 1000);
-  assertEquals(arrived, 200);
-  assertEquals(await flowCounters(lab, a, "udp"), {
-    packets: 200,
-    bytes: 200 * (14 + 20 + 8 + 1000),
-  });
-});
+privilegedTest(
+  "vxlan: UDP datagrams arrive, one by one and as a UDP GSO packet; the udp flow counts each packet",
+  async () => {
+    await using lab = await overlay("vxlan", { workloadMtu: 1400, ipv6: false });
+    const [a, b] = lab.hosts;
+    const arrived = await udpBurst(a.workload, b.workload, 200, 1000);
+    assertEquals(arrived, 200);
+    assertEquals(await flowCounters(lab, a, "udp"), {
+      packets: 200,
+      bytes: 200 * (14 + 20 + 8 + 1000),
+    });
+    // Ten datagrams in one send (UDP_SEGMENT): one GSO packet that keeps
+    // its datagram size through the tunnel.
+    assertEquals(await udpBurst(a.workload, b.workload, 10, 1000, { gso: true }), 10);
+    assertEquals(await flowCounters(lab, a, "udp"), {
+      packets: 201,
+      bytes: 200 * (14 + 20 + 8 + 1000) + 14 + 20 + 8 + 10 * 1000,
+    });
+  },
+);
 
 privilegedTest("vxlan over an IPv6 underlay: ping and TCP, IPv4 and IPv6 workloads", async () => {
   await using lab = await overlay("vxlan", { workloadMtu: 1380, v6Underlay: true });

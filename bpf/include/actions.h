@@ -212,7 +212,7 @@ __noinline long tunnel_output(struct __sk_buff *skb, const struct frame_info *fi
 	}
 	if (!r) {
 		if (!st->tk_done) {
-			r = encap_push(skb, s, out, port->proto, fi->ip_version != 0);
+			r = encap_push(skb, s, out, port->proto, fi);
 		} else if (out->hdr_len != st->out_hdr_len) {
 			/* A replica with a longer or shorter outer header cannot be
 			 * made from the same encapsulated packet. */

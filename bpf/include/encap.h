@@ -342,13 +342,15 @@ static __always_inline __u32 aside_tag_len(const struct __sk_buff *skb, __u8 pro
 }
 
 /*
- * Puts the outer header built by encap_build in front of the frame, and
- * the tag the kernel holds aside back into the frame. Returns 0 or a
- * WR_DROP_* reason.
+ * Puts the outer header built by encap_build in front of the frame fi
+ * describes, and the tag the kernel holds aside back into the frame.
+ * Returns 0 or a WR_DROP_* reason.
  */
 static __always_inline int encap_push(struct __sk_buff *skb, struct scratch *s,
-				      const struct encap_out *out, __u8 proto, int is_ip)
+				      const struct encap_out *out, __u8 proto,
+				      const struct frame_info *fi)
 {
+	int is_ip = fi->ip_version != 0;
 	__u32 hlen = out->hdr_len;
 	__u32 tag = aside_tag_len(skb, proto);
 	__u8 *h = s->hdr;
@@ -379,6 +381,11 @@ static __always_inline int encap_push(struct __sk_buff *skb, struct scratch *s,
 			      BPF_F_ADJ_ROOM_ENCAP_L2_ETH |
 			      BPF_F_ADJ_ROOM_ENCAP_L2(sizeof(struct ethhdr) + tag);
 
+		/* A UDP GSO packet's gso_size is the size of its datagrams,
+		 * which the room must not change (the kernel refuses to grow
+		 * one otherwise); tunnel_output checked that they fit. */
+		if (skb->gso_size && fi->ip_proto_l4 == IPPROTO_UDP)
+			flags |= BPF_F_ADJ_ROOM_FIXED_GSO;
 		/* STT is a TCP segment the kernel has no GSO type for: it only
 		 * ever takes frames that need no segmenting down this path. */
 		if (proto == WR_PROTO_STT)

@@ -320,7 +320,7 @@ __noinline long stt_output(struct __sk_buff *skb, const struct frame_info *fi,
 		/* One segment. The VLAN tag travels in the STT header. */
 		if (skb->vlan_present)
 			bpf_skb_vlan_pop(skb);
-		r = encap_push(skb, s, out, WR_PROTO_STT, fi->ip_version != 0);
+		r = encap_push(skb, s, out, WR_PROTO_STT, fi);
 		if (!r && stt_tcp_csum(skb, hlen - WR_STT_HDR_LEN, out->v6))
 			r = WR_DROP_ENCAP;
 	} else if (!last) {

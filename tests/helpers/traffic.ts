@@ -101,17 +101,23 @@ export async function tcpTransfer(
 
 /**
  * Sends `count` UDP datagrams of `size` bytes from `from` to `to` (port
- * 5002) and returns how many arrived.
+ * 5002) and returns how many arrived. With `gso`, they leave in one send
+ * that the kernel keeps whole as one UDP GSO packet (`UDP_SEGMENT`) until
+ * something segments it, so `count * size` is at most 64 KB.
  */
 export async function udpBurst(
   from: Workload,
   to: Workload,
   count: number,
   size: number,
+  options: { gso?: boolean } = {},
 ): Promise<number> {
+  // A roomy buffer: datagrams warren cut from a GSO packet each carry
+  // its buffer, and count for more than their length at the receiver.
   const recv = `
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
 s.bind(("0.0.0.0", 5002))
 s.settimeout(2)
 n = 0
@@ -127,7 +133,13 @@ print(n)`;
     stdout: "piped",
   }).spawn();
   await waitForListener(to.ns, 5002, "u");
-  const send = `
+  const send = options.gso
+    ? `
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_UDP, 103, ${size})  # UDP_SEGMENT
+s.sendto(b"".join(bytes([i % 256]) * ${size} for i in range(${count})), ("${to.ip}", 5002))`
+    : `
 import socket, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for i in range(${count}):
