@@ -163,6 +163,7 @@ privilegedTest(
           mtu: "1400",
           neighbor: "02:aa:bb:cc:dd:ee",
         },
+        notes: [],
       },
       {
         name: "vx0",
@@ -177,9 +178,9 @@ privilegedTest(
           ttl: "64",
           tos: "0",
           df: "true",
-          csum: "false",
           mss_clamp: "false",
         },
+        notes: [],
       },
     ]);
     // Wrong options are refused whole.
@@ -207,6 +208,23 @@ privilegedTest(
     await warrenOk(a, ["tunnel", "del", "g0"]);
     await warrenFails(a, ["tunnel", "del", "g0"], 1, 'no port named "g0"');
     assertEquals((await warrenJson<unknown[]>(a, ["tunnel", "list"])).length, 1);
+
+    // A UDP tunnel that may send over IPv6 without checksums needs its
+    // peers to accept them, and says so when added and listed.
+    const added = await warrenOk(a, [
+      ...["tunnel", "add", "vz0", "vxlan", "remote_ip=flow", "key=flow", "csum=false"],
+    ]);
+    const note = /note: vz0 sends a zero UDP checksum over IPv6 \(csum=false\): .*udp6zerocsumrx/;
+    assert.match(added, note);
+    assert.match(await warrenOk(a, ["tunnel", "list"]), note);
+    const listed = await warrenJson<
+      { name: string; options: { csum?: string }; notes: string[] }[]
+    >(
+      a,
+      ["tunnel", "list"],
+    );
+    const vz0 = listed.find((t) => t.name === "vz0")!;
+    assertEquals([vz0.options.csum, vz0.notes.length], ["false", 1]);
   },
 );
 

@@ -75,6 +75,25 @@ static __always_inline __be16 tunnel_sport(struct __sk_buff *skb)
 	return bpf_htons(UDP_SPORT_MIN + (((__u64)hash * (UDP_SPORT_MAX - UDP_SPORT_MIN)) >> 32));
 }
 
+/* Whether the output to `port` with the flow's tunnel key tk (may be
+ * NULL) leaves over IPv6. */
+static __always_inline int tunnel_v6(const struct wr_port *port, const struct wr_tun_key *tk)
+{
+	if (port->flags & WR_PORTF_REMOTE_FLOW)
+		return tk && (tk->flags & WR_TUNF_V6);
+	return !!(port->flags & WR_PORTF_V6);
+}
+
+/* Whether that output gets an outer checksum: the port's setting for the
+ * outer family (a UDP tunnel's default is on over IPv6 only), or the
+ * flow's set_tunnel(flags=csum). */
+static __always_inline int tunnel_csum(const struct wr_port *port, const struct wr_tun_key *tk,
+				       int v6)
+{
+	return (port->flags & (v6 ? WR_PORTF_CSUM6 : WR_PORTF_CSUM)) ||
+	       (tk && (tk->flags & WR_TUNF_CSUM));
+}
+
 /* Bytes of Geneve options tk emits: a multiple of 4, at most the maximum. */
 static __always_inline __u32 gnv_optlen(const struct wr_tun_key *tk)
 {
@@ -138,10 +157,10 @@ static __always_inline int encap_build(struct __sk_buff *skb, const struct wr_po
 	tun_id = (pflags & WR_PORTF_KEY_OUT_FLOW) ? (tk ? tk->tun_id : 0) : port->key_out;
 	if (pflags & WR_PORTF_DF)
 		flags |= WR_TUNF_DF;
-	if (pflags & WR_PORTF_CSUM)
+	if (tunnel_csum(port, tk, v6))
 		flags |= WR_TUNF_CSUM;
 	if (tk)
-		flags |= tk->flags & (WR_TUNF_DF | WR_TUNF_OAM | WR_TUNF_CSUM);
+		flags |= tk->flags & (WR_TUNF_DF | WR_TUNF_OAM);
 	/* Segments of a GSO packet cannot get a checksum (see outer_csum). */
 	if (skb->gso_segs > 1 || skb->gso_size)
 		flags &= ~WR_TUNF_CSUM;

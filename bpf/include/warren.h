@@ -89,13 +89,14 @@ enum wr_port_flag {
 	WR_PORTF_TTL_INHERIT	= 0x0010,
 	WR_PORTF_TOS_INHERIT	= 0x0020,
 	WR_PORTF_DF		= 0x0040,	/* set DF on the outer header */
-	WR_PORTF_CSUM		= 0x0080,	/* UDP/GRE checksum on transmit */
+	WR_PORTF_CSUM		= 0x0080,	/* UDP/GRE checksum on transmit over IPv4 */
 	WR_PORTF_SEQ		= 0x0100,	/* GRE sequence numbers */
 	WR_PORTF_V6		= 0x0200,	/* remote and local are IPv6 */
 	WR_PORTF_NO_KEY		= 0x0400,	/* GRE: no key field at all */
 	WR_PORTF_NH_MAC		= 0x0800,	/* nh_mac is a configured neighbour */
 	WR_PORTF_MSS_CLAMP	= 0x1000,	/* clamp TCP MSS of encapsulated SYNs */
 	WR_PORTF_NET_FLOW	= 0x2000,	/* tunnel: net=flow, the packet's tun_id is its net */
+	WR_PORTF_CSUM6		= 0x4000,	/* UDP/GRE checksum on transmit over IPv6 */
 };
 
 /* A port, indexed by port number (1..WR_MAX_PORTS-1; 0 means none). */

@@ -82,6 +82,7 @@ export const PortFlag = {
   NH_MAC: 0x0800,
   MSS_CLAMP: 0x1000,
   NET_FLOW: 0x2000,
+  CSUM6: 0x4000,
 } as const;
 
 /** `struct wr_port`. */

@@ -530,5 +530,8 @@ function isDefault(k: string, v: string, proto: string): boolean {
   if (k === "dst_port") {
     return v === String({ vxlan: 4789, geneve: 6081, stt: 7471, gre: 0 }[proto]);
   }
+  // A UDP tunnel's default checksum depends on each packet's family, so
+  // its csum is shown only when given, and false is not its default.
+  if (k === "csum" && (proto === "vxlan" || proto === "geneve")) return false;
   return DEFAULTS[k] === v;
 }

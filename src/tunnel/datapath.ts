@@ -49,7 +49,7 @@ import type { GroupSpec } from "./group_syntax.ts";
 import type { FlowKey } from "../maps/layouts.ts";
 import type { DatapathLock } from "./lock.ts";
 import { DatapathMaps } from "./pins.ts";
-import type { LocalPort, Port, TunnelPort } from "./port.ts";
+import { type LocalPort, type Port, tunnelNotes, type TunnelPort } from "./port.ts";
 import { readStats, type Stats } from "./stats.ts";
 import { Changes } from "./datapath/changes.ts";
 import { localIps } from "./datapath/endpoints.ts";
@@ -272,6 +272,11 @@ export class Datapath implements Disposable {
   /** Every port, by number. */
   ports(): Port[] {
     return this.#ports.all();
+  }
+
+  /** What a user must know about tunnel port `t` (see {@link tunnelNotes}). */
+  tunnelNotes(t: TunnelPort): string[] {
+    return tunnelNotes(t);
   }
 
   /**

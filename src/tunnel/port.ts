@@ -18,6 +18,9 @@ export type Protocol = "vxlan" | "geneve" | "gre" | "stt";
 /** Every protocol, in order. */
 export const PROTOCOLS: readonly Protocol[] = ["vxlan", "geneve", "gre", "stt"];
 
+/** The protocols carried in UDP, whose checksum RFC 8200 requires over IPv6. */
+const UDP_PROTOCOLS: readonly Protocol[] = ["vxlan", "geneve"];
+
 /** The IANA destination port of each protocol (GRE has none). */
 export const DEFAULT_DST_PORT: Readonly<Record<Protocol, number>> = {
   vxlan: 4789,
@@ -77,8 +80,13 @@ export interface TunnelPort {
   tos: number | "inherit";
   /** Set DF on the outer header. */
   df: boolean;
-  /** Checksum the outer UDP or GRE header. */
-  csum: boolean;
+  /**
+   * Checksum the outer UDP or GRE header; undefined (VXLAN and Geneve only)
+   * chooses by each packet's outer family, as Open vSwitch does: a checksum
+   * over IPv6, where RFC 8200 requires one, none over IPv4. See
+   * {@link csumOver}.
+   */
+  csum?: boolean;
   /** GRE sequence numbers. */
   seq: boolean;
   /** Clamp the MSS of TCP SYNs to what fits the tunnel. */
@@ -154,7 +162,8 @@ export const TUNNEL_OPTIONS: Readonly<Record<string, string>> = {
   tos: "outer DSCP as a TOS byte (multiple of 4), or inherit (default 0)",
   df: "set DF on the outer header: true or false (default true)",
   df_default: "Open vSwitch's name for df",
-  csum: "checksum the outer UDP or GRE header: true or false (default false)",
+  csum:
+    "checksum the outer UDP or GRE header: true or false (default: VXLAN and Geneve over IPv6 true, else false)",
   seq: "GRE sequence numbers: true or false (default false)",
   mss_clamp: "clamp TCP MSS to fit the tunnel: true or false (default false)",
   mtu: "path MTU to assume instead of the device's",
@@ -287,7 +296,11 @@ export function tunnelPort(
     ttl,
     tos,
     df: bool("df", options.df ?? options.df_default ?? "true"),
-    csum: bool("csum", options.csum ?? "false"),
+    csum: options.csum !== undefined
+      ? bool("csum", options.csum)
+      : UDP_PROTOCOLS.includes(p)
+      ? undefined
+      : false,
     seq,
     mssClamp: bool("mss_clamp", options.mss_clamp ?? "false"),
     mtu,
@@ -310,7 +323,7 @@ export function tunnelOptions(t: TunnelPort): Record<string, string> {
   out.ttl = String(t.ttl);
   out.tos = String(t.tos);
   out.df = String(t.df);
-  out.csum = String(t.csum);
+  if (t.csum !== undefined) out.csum = String(t.csum);
   if (t.proto === "gre") out.seq = String(t.seq);
   out.mss_clamp = String(t.mssClamp);
   if (t.mtu !== undefined) out.mtu = String(t.mtu);
@@ -377,7 +390,8 @@ export function encodePort(port: Port, host: PortHost): { entry: PortEntry; info
   if (port.ttl === "inherit") flags |= PortFlag.TTL_INHERIT;
   if (port.tos === "inherit") flags |= PortFlag.TOS_INHERIT;
   if (port.df) flags |= PortFlag.DF;
-  if (port.csum) flags |= PortFlag.CSUM;
+  if (csumOver(port, false)) flags |= PortFlag.CSUM;
+  if (csumOver(port, true)) flags |= PortFlag.CSUM6;
   if (port.seq) flags |= PortFlag.SEQ;
   if (v6) flags |= PortFlag.V6;
   if (port.neighbor) flags |= PortFlag.NH_MAC;
@@ -432,13 +446,40 @@ export function decodePort(number: number, entry: PortEntry, info: PortInfo): Po
     ttl: f & PortFlag.TTL_INHERIT ? "inherit" : entry.ttl,
     tos: f & PortFlag.TOS_INHERIT ? "inherit" : entry.tos,
     df: (f & PortFlag.DF) !== 0,
-    csum: (f & PortFlag.CSUM) !== 0,
+    csum: f & PortFlag.CSUM ? true : f & PortFlag.CSUM6 ? undefined : false,
     seq: (f & PortFlag.SEQ) !== 0,
     mssClamp: (f & PortFlag.MSS_CLAMP) !== 0,
     mtu: entry.mtu || undefined,
     neighbor: f & PortFlag.NH_MAC ? entry.nh_mac : undefined,
     net: f & PortFlag.NET_FLOW ? "flow" : entry.net,
   };
+}
+
+/**
+ * Whether tunnel `t` checksums the outer UDP or GRE header of the packets
+ * it sends over an IPv6 (`v6`) or IPv4 underlay: `csum` when given, else
+ * (VXLAN and Geneve) over IPv6 only. A flow's `set_tunnel(flags=csum)`
+ * adds a checksum to its own packets besides.
+ */
+export function csumOver(t: Pick<TunnelPort, "proto" | "csum">, v6: boolean): boolean {
+  return t.csum ?? (v6 && UDP_PROTOCOLS.includes(t.proto));
+}
+
+/**
+ * What a user must know about tunnel `t`, one sentence each: a UDP tunnel
+ * that may send over IPv6 with `csum=false` sends zero checksums there,
+ * which peers drop unless told to take them.
+ */
+export function tunnelNotes(t: TunnelPort): string[] {
+  const notes: string[] = [];
+  const v6 = t.remote === "flow" ? t.local?.v6 ?? true : t.remote.v6;
+  if (UDP_PROTOCOLS.includes(t.proto) && v6 && !csumOver(t, true)) {
+    notes.push(
+      `${t.name} sends a zero UDP checksum over IPv6 (csum=false): its peers must accept it ` +
+        `(Linux vxlan or geneve: udp6zerocsumrx; Open vSwitch: csum=false) or they drop every packet`,
+    );
+  }
+  return notes;
 }
 
 /** The IP protocol number of a tunnel protocol's outer header. */

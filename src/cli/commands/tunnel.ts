@@ -35,6 +35,7 @@ export function register(cli: Command): void {
       using dp = openDatapath(cmd);
       const t = await dp.addTunnelPort(name, proto, parseOptions(options));
       console.log(`tunnel ${t.name} is port ${t.number} (${t.proto})`);
+      for (const note of dp.tunnelNotes(t)) console.log(`note: ${note}`);
     });
   deleteCommand(tunnel, "a tunnel port");
   needs(tunnel.command("list"), "read")
@@ -52,6 +53,7 @@ export function register(cli: Command): void {
             device: t.device,
             net: t.net,
             options: tunnelOptions(t),
+            notes: dp.tunnelNotes(t),
           })),
         );
       }
@@ -67,5 +69,6 @@ export function register(cli: Command): void {
           Object.entries(tunnelOptions(t)).map(([k, v]) => `${k}=${v}`).join(" "),
         ]),
       );
+      for (const note of tunnels.flatMap((t) => dp.tunnelNotes(t))) console.log(`note: ${note}`);
     });
 }
