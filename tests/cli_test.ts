@@ -19,6 +19,7 @@ import {
 } from "./helpers/cli.ts";
 import { ping } from "./helpers/traffic.ts";
 import { runRaw } from "../src/lab/run.ts";
+import { lockPath } from "../src/tunnel/lock.ts";
 
 interface DumpedFlow {
   flow_id: number;
@@ -82,8 +83,10 @@ privilegedTest(
 
     await warrenOk(a, ["down"]);
     await warrenOk(a, ["down"]);
-    // Nothing of warren is left: pins, programs, hooks, forwarding.
+    // Nothing of warren is left: pins, lock file, programs, hooks,
+    // forwarding.
     assert.ok(!(await exists(a.pinDir)));
+    assert.ok(!(await exists(lockPath(a.pinDir))));
     for (const p of programs) {
       assertEquals(
         (await runRaw(["bpftool", "prog", "show", "id", String(p.id)])).code !== 0,

@@ -13,6 +13,7 @@ import { ping, pingDuring } from "./helpers/traffic.ts";
 import { ConfigFlag, FlowVis } from "../src/maps/layouts.ts";
 import { runRaw } from "../src/lab/run.ts";
 import { BpfMap } from "../src/bpf/map.ts";
+import { lockPath } from "../src/tunnel/lock.ts";
 
 interface DumpedFlow {
   flow_id: number;
@@ -420,6 +421,8 @@ async function hooksOn(h: LabHost, ifindex: number): Promise<string[]> {
 /** No pin, hook or qdisc of warren left in `h`'s namespace; `ids` unloaded. */
 async function assertNothingLeft(h: LabHost, ids: number[]): Promise<void> {
   assertEquals((await runRaw(["test", "-e", h.pinDir])).code, 1, `${h.pinDir} is gone`);
+  const lock = lockPath(h.pinDir);
+  assertEquals((await runRaw(["test", "-e", lock])).code, 1, `${lock} is gone`);
   assertEquals((await h.ns.run(["bpftool", "net", "show"])).includes("wr_"), false);
   assert.doesNotMatch(await h.ns.run(["ip", "-d", "link", "show"]), /prog\/xdp/);
   for (const dev of ["u0", "wl0"]) {

@@ -3,6 +3,12 @@
  * `flock` on a file under /run/warren named after the pin directory. The
  * kernel drops the lock when its holder exits, even by SIGKILL.
  *
+ * `down` removes the file while it holds the lock, so that nothing of the
+ * datapath is left behind. A process that was waiting for the lock then
+ * holds it on a file no longer there, which a newcomer would not see: so
+ * taking the lock checks that the file locked is still the one at its
+ * path, and starts again on the new one when it is not.
+ *
  * @module
  */
 
@@ -16,9 +22,43 @@ export function lockPath(pinDir: string): string {
 
 /** Opens the lock file of the datapath at `pinDir`, for locking it many times. */
 export function openLockFile(pinDir: string): Deno.FsFile {
-  // Others may pass through, to the lock of a datapath shared with them.
-  Deno.mkdirSync(LOCK_DIR, { recursive: true, mode: 0o711 });
-  return Deno.openSync(lockPath(pinDir), { create: true, write: true, mode: 0o600 });
+  for (;;) {
+    // Others may pass through, to the lock of a datapath shared with them.
+    Deno.mkdirSync(LOCK_DIR, { recursive: true, mode: 0o711 });
+    try {
+      return Deno.openSync(lockPath(pinDir), { create: true, write: true, mode: 0o600 });
+    } catch (err) {
+      // Another datapath's `down` removed the directory in between.
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+  }
+}
+
+/** Whether `file` is the lock file at its path, not one `down` removed. */
+function isCurrent(pinDir: string, file: Deno.FsFile): boolean {
+  try {
+    return Deno.statSync(lockPath(pinDir)).ino === file.statSync().ino;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
+  }
+}
+
+/**
+ * Removes the lock file of the datapath at `pinDir` (call it holding the
+ * lock), and the lock directory if no other datapath has one there.
+ */
+export function removeLockFile(pinDir: string): void {
+  for (const [path, ignore] of [[lockPath(pinDir), []], [LOCK_DIR, ["ENOTEMPTY"]]] as const) {
+    try {
+      Deno.removeSync(path);
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? "";
+      if (!(err instanceof Deno.errors.NotFound) && !(ignore as readonly string[]).includes(code)) {
+        throw err;
+      }
+    }
+  }
 }
 
 /** Lets group `gid` take the lock of the datapath at `pinDir`. */
@@ -45,14 +85,18 @@ export class DatapathLock implements Disposable {
    * of five), else through a file opened for this lock alone.
    */
   static acquire(pinDir: string, file?: Deno.FsFile): DatapathLock {
-    const f = file ?? openLockFile(pinDir);
-    try {
-      f.lockSync(true);
-    } catch (err) {
-      if (!file) f.close();
-      throw err;
+    for (let given = file;; given = undefined) {
+      const f = given ?? openLockFile(pinDir);
+      try {
+        f.lockSync(true);
+        if (isCurrent(pinDir, f)) return new DatapathLock(f, !given);
+        f.unlockSync();
+      } catch (err) {
+        if (!given) f.close();
+        throw err;
+      }
+      if (!given) f.close();
     }
-    return new DatapathLock(f, !file);
   }
 
   /** Releases the lock; later calls do nothing. */

@@ -26,7 +26,7 @@ import { failpoint } from "../failpoint.ts";
 import { createIndex } from "../flows/entry.ts";
 import { writeMasks } from "../flows/masks.ts";
 import { type Device, device, deviceAddrs } from "../host.ts";
-import { DatapathLock, shareLockFile } from "../lock.ts";
+import { DatapathLock, removeLockFile, shareLockFile } from "../lock.ts";
 import { PINNED_MAPS } from "../../maps/names.ts";
 import { DatapathMaps, mapPin } from "../pins.ts";
 import { PortError } from "../port.ts";
@@ -179,17 +179,18 @@ export async function up(options: UpOptions): Promise<{ pinDir: string; maps: Da
 
 /**
  * Detaches everything and removes every pin: afterwards no program,
- * link, pin or qdisc of this datapath remains. Safe to run twice, and
- * after a crash.
+ * link, pin, qdisc or lock file of this datapath remains. Safe
+ * to run twice, and after a crash.
  */
 export async function down(pinDir: string): Promise<void> {
+  using _lock = DatapathLock.acquire(pinDir);
   try {
     Deno.statSync(pinDir);
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return;
-    throw err;
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+    removeLockFile(pinDir);
+    return;
   }
-  using _lock = DatapathLock.acquire(pinDir);
   if (exists(pinDir)) {
     try {
       using maps = DatapathMaps.fromPins(pinDir);
@@ -201,6 +202,7 @@ export async function down(pinDir: string): Promise<void> {
   }
   detachAll(pinDir);
   removePins(pinDir);
+  removeLockFile(pinDir);
 }
 
 function localIp(ip: string): Addr {
