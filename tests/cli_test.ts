@@ -50,6 +50,9 @@ privilegedTest(
     );
     await warrenOk(a, ["up", "--underlay", "u0"]);
     assert.match(await warrenOk(a, ["port", "add", "web", "wl0"]), /port web is number 1 on wl0/);
+    // A VXLAN tunnel: its kernel device for GSO packets with a checksum.
+    await warrenOk(a, ["tunnel", "add", "vx0", "vxlan", "remote_ip=flow", "key=flow"]);
+    assert.match(await a.ns.run(["ip", "-d", "link", "show", "type", "vxlan"]), /external/);
     const s = await warrenJson<Record<string, unknown>>(a, ["status"]);
     assertEquals(
       Object.keys(s).sort(),
@@ -76,17 +79,18 @@ privilegedTest(
     const programs = s.programs as { name: string; id: number }[];
     assertEquals(programs.map((p) => p.name).sort(), [...PROGRAMS].sort());
     const tables = s.tables as { name: string; used: number; capacity: number }[];
-    assertEquals(tables.find((t) => t.name === "ports")!.used, 1);
+    assertEquals(tables.find((t) => t.name === "ports")!.used, 2);
     const text = await warrenOk(a, ["status"]);
     assert.match(text, /wr_xdp_underlay/);
     assert.match(text, /flows\s+0\s+65536\s+0\.0%/);
 
     await warrenOk(a, ["down"]);
     await warrenOk(a, ["down"]);
-    // Nothing of warren is left: pins, lock file, programs, hooks,
+    // Nothing of warren is left: pins, lock, programs, hooks, devices,
     // forwarding.
     assert.ok(!(await exists(a.pinDir)));
     assert.ok(!(await exists(lockPath(a.pinDir))));
+    assertEquals(await a.ns.run(["ip", "link", "show", "type", "vxlan"]), "");
     for (const p of programs) {
       assertEquals(
         (await runRaw(["bpftool", "prog", "show", "id", String(p.id)])).code !== 0,
@@ -228,6 +232,15 @@ privilegedTest(
     );
     const vz0 = listed.find((t) => t.name === "vz0")!;
     assertEquals([vz0.options.csum, vz0.notes.length], ["false", 1]);
+    // Each VXLAN destination port in use has its kernel device, gone with
+    // the last tunnel on it.
+    const devices = async () =>
+      (await a.ns.run(["ip", "-d", "link", "show", "type", "vxlan"])).match(/dstport \d+/g);
+    assertEquals((await devices())?.sort(), ["dstport 4789", "dstport 4790"]);
+    await warrenOk(a, ["tunnel", "del", "vx0"]);
+    assertEquals(await devices(), ["dstport 4789"]);
+    await warrenOk(a, ["tunnel", "del", "vz0"]);
+    assertEquals(await devices(), null);
   },
 );
 

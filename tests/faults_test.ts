@@ -423,6 +423,7 @@ async function assertNothingLeft(h: LabHost, ids: number[]): Promise<void> {
   assertEquals((await runRaw(["test", "-e", h.pinDir])).code, 1, `${h.pinDir} is gone`);
   const lock = lockPath(h.pinDir);
   assertEquals((await runRaw(["test", "-e", lock])).code, 1, `${lock} is gone`);
+  assertEquals(await h.ns.run(["ip", "link", "show", "type", "vxlan"]), "", "no vxlan device");
   assertEquals((await h.ns.run(["bpftool", "net", "show"])).includes("wr_"), false);
   assert.doesNotMatch(await h.ns.run(["ip", "-d", "link", "show"]), /prog\/xdp/);
   for (const dev of ["u0", "wl0"]) {

@@ -14,6 +14,7 @@
 
 #include "classify.h"
 #include "encap.h"
+#include "gso.h"
 #include "icmp.h"
 #include "stt_tx.h"
 
@@ -162,7 +163,8 @@ static __always_inline int too_big(struct __sk_buff *skb, const struct frame_inf
 
 /*
  * One tunnel output. Returns a TC verdict when the packet is finished with
- * (its last output, or turned into ICMP), or -1 to go on.
+ * (its last output, or turned into ICMP), -1 to go on, or OUTPUT_SEGMENT
+ * for a GSO packet the caller must segment (gso.h).
  */
 __noinline long tunnel_output(struct __sk_buff *skb, const struct frame_info *fi,
 			      const struct wr_flow_key *key, struct exec_state *st)
@@ -211,6 +213,12 @@ __noinline long tunnel_output(struct __sk_buff *skb, const struct frame_info *fi
 			clamp_mss(skb, fi, mtu - grow - ip - sizeof(struct tcphdr));
 	}
 	if (!r) {
+		switch (gso_path(st, port, out)) {
+		case GSO_DEVICE:
+			return device_output(skb, st, port->gso_ifindex);
+		case GSO_SEGMENT:
+			return OUTPUT_SEGMENT;
+		}
 		if (!st->tk_done) {
 			r = encap_push(skb, s, out, port->proto, fi);
 		} else if (out->hdr_len != st->out_hdr_len) {
@@ -234,7 +242,8 @@ __noinline long tunnel_output(struct __sk_buff *skb, const struct frame_info *fi
 }
 
 /* Carries out action a, the last output when st->last says so. Returns a
- * TC verdict when the packet is finished with, or -1 to go on. */
+ * TC verdict when the packet is finished with, -1 to go on, or
+ * OUTPUT_SEGMENT (tunnel_output). */
 static __always_inline long output_one(struct __sk_buff *skb, const struct wr_action *a,
 				       const struct wr_flow_key *key, const struct frame_info *fi,
 				       struct exec_state *st)
@@ -301,7 +310,7 @@ struct group_walk {
 	__u32 first;		/* the group's first bucket in wr_buckets */
 	__u32 last;		/* the packet's last bucket, from first */
 	__u32 len;		/* the frame's length, for the counters */
-	__u32 pad;
+	__u32 segment;		/* a GSO packet some bucket must segment (gso_scan_step) */
 	long verdict;		/* once the last bucket is done, or -1 */
 };
 
@@ -311,6 +320,39 @@ struct {
 	__type(key, __u32);
 	__type(value, struct group_walk);
 } wr_scratch_group SEC(".maps");
+
+/* Bucket i, for a GSO packet: the walk must segment it when this bucket
+ * has to (stops the scan then). */
+static long gso_scan_step(__u32 i, void *arg)
+{
+	__u32 zero = 0, b;
+	struct group_walk *w = bpf_map_lookup_elem(&wr_scratch_group, &zero);
+	const struct wr_action *a;
+	__u8 rank;
+
+	if (!w)
+		return 1;
+	b = w->first + i;
+	a = bpf_map_lookup_elem(&wr_buckets, &b);
+	if (!a)
+		return 1;
+	rank = gso_rank(a);
+	if (rank == 1 || rank == 2)
+		w->segment = 1;
+	return w->segment ? 1 : 0;
+}
+
+/* segment_output for a group's walk, with the state it keeps per CPU. */
+static __noinline long group_segment(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct exec_state *st = bpf_map_lookup_elem(&wr_scratch_exec, &zero);
+	struct lookup *l = bpf_map_lookup_elem(&wr_scratch_lookup, &zero);
+
+	if (!st || !l)
+		return TC_ACT_SHOT;
+	return segment_output(skb, &l->fi, st);
+}
 
 /* Bucket i of the walk: skipped when it is the packet's own port (split
  * horizon), else counted and carried out like a flow's output (inline:
@@ -336,9 +378,15 @@ static long group_step(__u32 i, void *arg)
 	group_count(bpf_map_lookup_elem(&wr_bucket_stats, &b), w->len);
 	st->last = i == w->last;
 	verdict = output_one(skb, a, &l->key, &l->fi, st);
+	if (verdict == OUTPUT_SEGMENT)
+		verdict = group_segment(skb);
 	if (verdict < 0)
 		return 0;
-	w->verdict = verdict;
+	/* Looked up again, not kept across the output: the verifier's stack
+	 * limit leaves this callback's frame no room for another spill. */
+	w = bpf_map_lookup_elem(&wr_scratch_group, &zero);
+	if (w)
+		w->verdict = verdict;
 	return 1;
 }
 
@@ -365,8 +413,7 @@ __noinline long exec_group(struct __sk_buff *skb, __u32 gid, struct lookup *l)
 
 	if (!w || !st || !l)
 		return TC_ACT_SHOT;
-	__builtin_memset(st, 0, sizeof(*st));
-	st->in_port = l->key.in_port;
+	exec_begin(st, skb, l->key.in_port);
 	s = slot ? *slot : 0;
 	g = slot ? bpf_map_lookup_elem(&wr_groups, &s) : NULL;
 	if (!g) {
@@ -395,6 +442,13 @@ __noinline long exec_group(struct __sk_buff *skb, __u32 gid, struct lookup *l)
 	w->last = n - 1;
 	w->len = skb->len;
 	w->verdict = -1;
+	/* A GSO packet: the buckets run in their order, not gso_order's, so
+	 * if one tunnel must segment it, all do (gso_path). */
+	if (st->gso_size) {
+		w->segment = 0;
+		bpf_loop(n, gso_scan_step, &arg, 0);
+		st->segment = w->segment;
+	}
 	bpf_loop(n, group_step, &arg, 0);
 	if (w->verdict >= 0)
 		return w->verdict;
@@ -411,16 +465,16 @@ __noinline long exec_actions(struct __sk_buff *skb, const struct wr_flow_entry *
 
 	if (!e || !key || !fi || !st)
 		return TC_ACT_SHOT;
-	__builtin_memset(st, 0, sizeof(*st));
-	st->in_port = key->in_port;
+	exec_begin(st, skb, key->in_port);
 	n = e->n_actions;
+	if (st->gso_size && n > 1 && gso_order(e, st))
+		return TC_ACT_SHOT;
 	for (__u32 i = 0; i < WR_MAX_ACTIONS && i < n; i++) {
-		const struct wr_action *a = &e->actions[i];
 		long verdict;
 
-		st->index = i;
-		st->last = a->flags & WR_ACTF_LAST;
-		verdict = exec_one(skb, a, key, fi, st);
+		verdict = exec_one(skb, exec_pick(e, st, i), key, fi, st);
+		if (verdict == OUTPUT_SEGMENT)
+			verdict = segment_output(skb, fi, st);
 		if (verdict >= 0)
 			return verdict;
 	}

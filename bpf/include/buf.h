@@ -7,8 +7,8 @@
  * verifier can prove every access in bounds.
  *
  * STT reassembles received segments and cuts frames into segments to send
- * through these (stt_rx.h, stt_tx.h); software segmentation of other
- * tunnels would use them the same way.
+ * through these (stt_rx.h, stt_tx.h); other tunnels cut GSO packets whose
+ * every segment needs its own checksum or sequence number (gso.h).
  */
 #ifndef WR_BUF_H
 #define WR_BUF_H
@@ -22,6 +22,39 @@
  * one segment's payload, jumbo frames included. They serve callers that
  * already run inside a bpf_loop. */
 #define BUF_SEG_MAX 9216
+
+/* The skb a bpf_loop callback works on: walks over a frame's segments. */
+struct skb_arg {
+	struct __sk_buff *skb;
+};
+
+/* ---- The frame being sent in segments ------------------------------------ */
+
+/* Where a frame being sent in segments waits in wr_tx_buf: after room for
+ * STT's header, which STT's segments carry in front of it (stt_tx.h);
+ * other tunnels cut it as GSO would (gso.h). */
+#define TX_FRAME_AT WR_STT_HDR_LEN
+
+struct tx_buf {
+	__u8 data[BUF_SIZE];
+};
+
+/* One per CPU, sized at load (too big for a per-CPU map): a program runs
+ * once at a time per CPU, and a frame is sent before the next one comes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tx_buf);
+} wr_tx_buf SEC(".maps");
+
+/* This CPU's send buffer, or NULL. */
+static __always_inline struct tx_buf *tx_buf(void)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+
+	return bpf_map_lookup_elem(&wr_tx_buf, &cpu);
+}
 
 /* ---- Sums ---------------------------------------------------------------- */
 

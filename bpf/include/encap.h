@@ -94,6 +94,14 @@ static __always_inline int tunnel_csum(const struct wr_port *port, const struct 
 	       (tk && (tk->flags & WR_TUNF_CSUM));
 }
 
+/* The next GRE sequence number of `port`, in network order. Sequence
+ * numbers are per tunnel port, shared by CPUs: the one atomic on the
+ * packet path, only with seq on. */
+static __always_inline __be32 gre_next_seq(struct wr_port *port)
+{
+	return bpf_htonl(wr_dry_run ? port->gre_seq : __sync_fetch_and_add(&port->gre_seq, 1));
+}
+
 /* Bytes of Geneve options tk emits: a multiple of 4, at most the maximum. */
 static __always_inline __u32 gnv_optlen(const struct wr_tun_key *tk)
 {
@@ -126,7 +134,7 @@ static __always_inline __u32 tunnel_hdr_len(__u8 proto, __u16 flags, const struc
  * any outer header (a replica's skb already carries one). Returns 0 or a
  * WR_DROP_* reason.
  */
-static __always_inline int encap_build(struct __sk_buff *skb, const struct wr_port *port,
+static __always_inline int encap_build(struct __sk_buff *skb, struct wr_port *port,
 				       const struct wr_tun_key *tk, const struct frame_info *fi,
 				       const struct wr_flow_key *key, struct scratch *s,
 				       struct encap_out *out, __u32 inner_len)
@@ -161,9 +169,6 @@ static __always_inline int encap_build(struct __sk_buff *skb, const struct wr_po
 		flags |= WR_TUNF_CSUM;
 	if (tk)
 		flags |= tk->flags & (WR_TUNF_DF | WR_TUNF_OAM);
-	/* Segments of a GSO packet cannot get a checksum (see outer_csum). */
-	if (skb->gso_segs > 1 || skb->gso_size)
-		flags &= ~WR_TUNF_CSUM;
 
 	if (tk && (tk->set & WR_TKSET_TTL))
 		ttl = tk->ttl;
@@ -314,10 +319,7 @@ static __always_inline int encap_build(struct __sk_buff *skb, const struct wr_po
 			f += 4;
 		}
 		if (gflags & GRE_S)
-			/* Sequence numbers are per tunnel port, shared by CPUs:
-			 * the one atomic on the packet path, only with seq on. */
-			*(__be32 *)f = bpf_htonl(wr_dry_run ? port->gre_seq :
-							 __sync_fetch_and_add((__u32 *)&port->gre_seq, 1));
+			*(__be32 *)f = gre_next_seq(port);
 	} else if (port->proto != WR_PROTO_STT) {
 		/* VXLAN or Geneve. */
 		struct udphdr *uh = (void *)t;
@@ -465,15 +467,27 @@ static __always_inline __u32 path_mtu(struct __sk_buff *skb, const struct encap_
  * what a tunnel output needs to know of those before it. */
 struct exec_state {
 	__u16 in_port;
-	__u16 tk_done;		/* encapsulated already */
+	__u8 tk_done;		/* the skb carries an outer header already */
+	__u8 counted;		/* the packet counted as encapsulated */
 	__u32 out_hdr_len;	/* outer header length in place */
 	__u32 port_no;		/* the output being done */
 	__u32 tk_idx;		/* its set_tunnel's key, or WR_NO_TUN_KEY */
 	__u32 last;		/* it is the last output */
-	__u32 index;		/* the action being done */
+	__u32 segment;		/* a GSO packet: every tunnel output segments it (a group's, gso.h) */
 	__u32 inner_len;	/* the frame's length without outer headers */
+	__u32 gso_size;		/* the frame's GSO size as it came, 0 if it is no GSO packet */
+	__u32 held;		/* the frame waits whole in wr_tx_buf; the skb is a segment (gso.h) */
+	__u8 order[WR_MAX_ACTIONS];	/* a GSO packet's actions, in the order they run (gso.h) */
 	__u32 pad;
 };
+
+/* Starts the actions on skb, a frame as it came: nothing done yet. */
+static __always_inline void exec_begin(struct exec_state *st, struct __sk_buff *skb, __u16 in_port)
+{
+	__builtin_memset(st, 0, sizeof(*st));
+	st->in_port = in_port;
+	st->gso_size = skb->gso_size;
+}
 
 /* encap_build for the output st describes, as a global function: its frame
  * sits beside the ICMP path's, not under it. Returns 0 or a WR_DROP_*. */
@@ -493,19 +507,21 @@ __noinline int build_outer(struct __sk_buff *skb, const struct frame_info *fi,
 	if (!port || !s)
 		return WR_DROP_NO_PORT;
 	__builtin_memset(out, 0, sizeof(*out));
-	/* A replica's skb already carries the last remote's outer header. */
-	st->inner_len = skb->len + aside_tag_len(skb, port->proto) -
-			(st->tk_done ? st->out_hdr_len : 0);
+	/* A replica's skb already carries the last remote's outer header; a
+	 * held frame waits whole in the send buffer (gso.h). */
+	if (!st->held)
+		st->inner_len = skb->len + aside_tag_len(skb, port->proto) -
+				(st->tk_done ? st->out_hdr_len : 0);
 	if (st->tk_idx != WR_NO_TUN_KEY)
 		tk = bpf_map_lookup_elem(&wr_tun_keys, &st->tk_idx);
 	return encap_build(skb, port, tk, fi, key, s, out, st->inner_len);
 }
 
 /*
- * Finishes a tunnel output whose outer header (hlen bytes) is in place, or
- * which failed with drop reason r: counts it, then sends the packet (the
- * flow's last output) or a clone of it. Returns a TC verdict, or -1 to go
- * on.
+ * Finishes a tunnel output whose outer header (hlen bytes) is in place
+ * (hlen 0: a device puts it on, gso.h), or which failed with drop reason
+ * r: counts it, then sends the packet (the flow's last output) or a clone
+ * of it. Returns a TC verdict, or -1 to go on.
  */
 static __always_inline long output_done(struct __sk_buff *skb, struct exec_state *st,
 					const struct encap_out *out, __u32 hlen, int r)
@@ -514,10 +530,13 @@ static __always_inline long output_done(struct __sk_buff *skb, struct exec_state
 		drop(r, st->in_port);
 		return st->last ? TC_ACT_SHOT : -1;
 	}
-	if (!st->tk_done)
+	if (!st->counted)
 		stat_inc(WR_STAT_ENCAP);
-	st->tk_done = 1;
-	st->out_hdr_len = hlen;
+	st->counted = 1;
+	if (hlen) {
+		st->tk_done = 1;
+		st->out_hdr_len = hlen;
+	}
 	port_tx(st->port_no, st->inner_len);
 	if (st->last)
 		return encap_redirect(out);

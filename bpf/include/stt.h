@@ -40,10 +40,4 @@ struct stt_hdr {
 #define STT_F_RESERVED 0xf0
 #define STT_VLAN_V 0x1000
 
-/* The skb a bpf_loop callback works on: STT walks segments with bpf_loop
- * both ways. */
-struct skb_arg {
-	struct __sk_buff *skb;
-};
-
 #endif /* WR_STT_H */

@@ -21,18 +21,6 @@
 #include "encap.h"
 #include "stt.h"
 
-/* A frame being sent in segments, per CPU (too big for a per-CPU map). */
-struct wr_stt_buf {
-	__u8 data[BUF_SIZE];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct wr_stt_buf);
-} wr_stt_tx SEC(".maps");
-
 /* The kernel's sk_buff fields STT's header describes. */
 struct sk_buff___stt {
 	__u8 ip_summed:2;
@@ -137,10 +125,10 @@ struct {
  * Returns 0 or -1. */
 static __always_inline int stt_send_build(struct __sk_buff *skb, __u32 j)
 {
-	__u32 zero = 0, cpu = bpf_get_smp_processor_id(), off, plen, l4, hl;
+	__u32 zero = 0, off, plen, l4, hl;
 	struct stt_send *s = bpf_map_lookup_elem(&wr_stt_send, &zero);
 	struct scratch *sc = bpf_map_lookup_elem(&wr_scratch, &zero);
-	struct wr_stt_buf *tx = bpf_map_lookup_elem(&wr_stt_tx, &cpu);
+	struct tx_buf *tx = tx_buf();
 	struct tcphdr *th;
 	__u8 *h;
 	__u64 sum;
@@ -205,28 +193,32 @@ static long stt_send_step(__u32 j, void *arg)
 }
 
 /*
- * Sends the frame in skb as an STT frame of several segments to ifindex.
- * The scratch header holds the STT packet header encap_build made
- * (Ethernet, IP, TCP, STT header), hdr_len bytes. Every segment but the
+ * Sends the frame of the output st is doing (in skb, or held already in
+ * the send buffer) as an STT frame of several segments, along the path
+ * build_outer chose. The scratch header holds the STT packet header
+ * encap_build made (Ethernet, IP, TCP, STT header). Every segment but the
  * last leaves as a clone; the skb becomes the last. Returns 0 or a
  * WR_DROP_* reason.
  */
-__noinline int stt_segment(struct __sk_buff *skb, __u32 hdr_len, __u32 ifindex, __u32 mtu, __u32 v6)
+__noinline int stt_segment(struct __sk_buff *skb, const struct exec_state *st, __u32 mtu)
 {
-	__u32 zero = 0, cpu = bpf_get_smp_processor_id(), len = skb->len, at;
-	struct wr_stt_buf *tx = bpf_map_lookup_elem(&wr_stt_tx, &cpu);
+	__u32 zero = 0, at, hdr_len, l3;
+	struct tx_buf *tx = tx_buf();
 	struct scratch *sc = bpf_map_lookup_elem(&wr_scratch, &zero);
 	struct stt_send *s = bpf_map_lookup_elem(&wr_stt_send, &zero);
-	__u32 l3 = v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
 	struct skb_arg a = { skb };
 
-	if (!tx || !sc || !s || hdr_len > OUTER_MAX || hdr_len < sizeof(struct ethhdr) + l3 + 38)
+	if (!tx || !sc || !s || !st)
 		return WR_DROP_ENCAP;
-	s->ifindex = ifindex;
-	s->v6 = v6;
+	hdr_len = sc->out.hdr_len;
+	l3 = sc->out.v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
+	if (hdr_len > OUTER_MAX || hdr_len < sizeof(struct ethhdr) + l3 + 38)
+		return WR_DROP_ENCAP;
+	s->ifindex = sc->out.ifindex;
+	s->v6 = sc->out.v6;
 	s->failed = 0;
 	s->hlen = hdr_len - WR_STT_HDR_LEN;
-	s->total = WR_STT_HDR_LEN + len;
+	s->total = WR_STT_HDR_LEN + st->inner_len;
 	if (s->total > WR_STT_FRAME_MAX || mtu < l3 + sizeof(struct tcphdr) + 64)
 		return WR_DROP_ENCAP;
 	s->seg = (mtu - l3 - sizeof(struct tcphdr)) & ~7U;
@@ -237,8 +229,8 @@ __noinline int stt_segment(struct __sk_buff *skb, __u32 hdr_len, __u32 ifindex, 
 	at = s->hlen;
 	if (at > OUTER_MAX - WR_STT_HDR_LEN)
 		return WR_DROP_ENCAP;
-	__builtin_memcpy(tx->data, sc->hdr + at, WR_STT_HDR_LEN);
-	if (pkt_to_buf(skb, 0, 0, tx->data, WR_STT_HDR_LEN, len))
+	__builtin_memcpy(tx->data + TX_FRAME_AT - WR_STT_HDR_LEN, sc->hdr + at, WR_STT_HDR_LEN);
+	if (!st->held && pkt_to_buf(skb, 0, 0, tx->data, TX_FRAME_AT, st->inner_len))
 		return WR_DROP_ENCAP;
 	bpf_loop(s->nseg, stt_send_step, &a, 0);
 	if (s->failed || stt_send_build(skb, s->nseg - 1))
@@ -274,7 +266,8 @@ __noinline int stt_tcp_csum(struct __sk_buff *skb, __u32 hlen, __u32 v6)
  * in; a bigger one (a GSO packet) is sent as several segments, which only
  * the last output of a flow can do (the skb becomes the segments) and only
  * towards a next hop whose MAC the FIB knows (clones cannot wait for
- * neighbour resolution). Returns a TC verdict, or -1 to go on.
+ * neighbour resolution). A frame an earlier output left in the send
+ * buffer (held) is sent from there. Returns a TC verdict, or -1 to go on.
  */
 __noinline long stt_output(struct __sk_buff *skb, const struct frame_info *fi,
 			   const struct wr_flow_key *key, struct exec_state *st)
@@ -309,14 +302,14 @@ __noinline long stt_output(struct __sk_buff *skb, const struct frame_info *fi,
 		mtu = 1500;
 	if (WR_STT_HDR_LEN + inner_len > WR_STT_FRAME_MAX) {
 		r = WR_DROP_ENCAP;
-	} else if (st->tk_done) {
+	} else if (st->tk_done && !st->held) {
 		/* A replica: the same frame, another remote. */
 		if (hlen != st->out_hdr_len ||
 		    bpf_skb_store_bytes(skb, 0, s->hdr,
 					sizeof(struct ethhdr) + ((hlen - sizeof(struct ethhdr)) & 0x7f), 0) ||
 		    stt_tcp_csum(skb, hlen - WR_STT_HDR_LEN, out->v6))
 			r = WR_DROP_ENCAP;
-	} else if (!skb->gso_size && inner_len + hlen - sizeof(struct ethhdr) <= mtu) {
+	} else if (!st->gso_size && inner_len + hlen - sizeof(struct ethhdr) <= mtu) {
 		/* One segment. The VLAN tag travels in the STT header. */
 		if (skb->vlan_present)
 			bpf_skb_vlan_pop(skb);
@@ -330,12 +323,8 @@ __noinline long stt_output(struct __sk_buff *skb, const struct frame_info *fi,
 	} else {
 		if (skb->vlan_present)
 			bpf_skb_vlan_pop(skb);
-		r = stt_segment(skb, hlen, out->ifindex, mtu, out->v6);
-		if (!r) {
-			stat_inc(WR_STAT_ENCAP);
-			port_tx(st->port_no, inner_len);
-			return bpf_redirect(out->ifindex, 0);
-		}
+		r = stt_segment(skb, st, mtu);
+		st->held = 1;
 	}
 	return output_done(skb, st, out, hlen, r);
 }

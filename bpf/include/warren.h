@@ -118,7 +118,7 @@ struct wr_port {
 	__u8 local_mac[6];	/* the underlay device's MAC, for NH_MAC */
 	__u32 gre_seq;		/* next GRE sequence number (datapath-owned) */
 	__u32 net;		/* the network it stamps on what it receives, 0 = none */
-	__u32 pad1;
+	__u32 gso_ifindex;	/* VXLAN: the kernel device for GSO packets with a checksum, 0 = none */
 };
 
 /* Names of a port, for people; the datapath never reads them. */
@@ -264,7 +264,8 @@ struct wr_flow_index_key {
 /* Actions, as the control plane compiles them: run in order. Outputs to
  * local ports come first, then tunnel outputs (each with its set_tunnel),
  * and exactly one output or pass is marked last; every output before it
- * works on a clone. A drop stands alone. */
+ * works on a clone. A drop stands alone. (A GSO packet's tunnel outputs
+ * run in an order of their own, the last of it on the packet: gso.h.) */
 enum wr_action_op {
 	WR_ACT_NONE = 0,
 	WR_ACT_OUTPUT = 1,	/* to local port `port` */
@@ -429,6 +430,8 @@ enum wr_stat {
 	WR_STAT_STT_EXPIRED,	/* STT frames that never completed */
 	WR_STAT_STT_EVICTED,	/* STT frames evicted for memory */
 	WR_STAT_STT_DUPLICATE,	/* STT segments already seen */
+	WR_STAT_GSO_DEVICE,	/* GSO packets sent through a kernel vxlan device (gso.h) */
+	WR_STAT_GSO_SEGMENTED,	/* GSO packets segmented in BPF (gso.h) */
 	WR_STAT_MAX = 64,
 };
 

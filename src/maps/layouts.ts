@@ -104,7 +104,7 @@ export const portCodec = struct("wr_port", {
   local_mac: mac,
   gre_seq: u32,
   net: u32,
-  pad1: pad(4),
+  gso_ifindex: u32,
 });
 /** A {@link portCodec} value. */
 export type PortEntry = ValueOf<typeof portCodec>;
@@ -621,6 +621,8 @@ export const Stat = {
   STT_EXPIRED: 44,
   STT_EVICTED: 45,
   STT_DUPLICATE: 46,
+  GSO_DEVICE: 47,
+  GSO_SEGMENTED: 48,
 } as const;
 
 /** Number of slots in the stats map (`WR_STAT_MAX`). */

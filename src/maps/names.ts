@@ -54,8 +54,8 @@ export const PINNED_MAPS = [
 export type PinnedMap = typeof PINNED_MAPS[number];
 
 /**
- * The maps only the programs of one load use: per-CPU scratch space and
- * STT's reassembly and send buffers. Never pinned; an upgrade starts them
+ * The maps only the programs of one load use: per-CPU scratch space, STT's
+ * reassembly buffers and the buffer of frames sent in segments. Never pinned; an upgrade starts them
  * afresh.
  */
 export const PRIVATE_MAPS = [
@@ -67,7 +67,8 @@ export const PRIVATE_MAPS = [
   "wr_scratch_group",
   "wr_stt_frames",
   "wr_stt_hdr",
-  "wr_stt_tx",
+  "wr_tx_buf",
+  "wr_seg",
   "wr_stt_send",
   "wr_stt_emit",
 ] as const;

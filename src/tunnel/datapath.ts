@@ -276,7 +276,7 @@ export class Datapath implements Disposable {
 
   /** What a user must know about tunnel port `t` (see {@link tunnelNotes}). */
   tunnelNotes(t: TunnelPort): string[] {
-    return tunnelNotes(t);
+    return tunnelNotes(t, this.maps.ports.get(t.number)?.gso_ifindex !== 0);
   }
 
   /**

@@ -338,6 +338,8 @@ export interface PortHost {
   ifindex: number;
   /** The underlay device's MAC, for the neighbour fallback. */
   deviceMac?: string;
+  /** VXLAN: the kernel device that sends its GSO packets with a checksum (gso_devices.ts). */
+  gsoIfindex?: number;
 }
 
 const ZERO16 = new Uint8Array(16);
@@ -378,6 +380,7 @@ export function encodePort(port: Port, host: PortHost): { entry: PortEntry; info
         local_mac: "00:00:00:00:00:00",
         gre_seq: 0,
         net: port.net,
+        gso_ifindex: 0,
       },
     };
   }
@@ -416,6 +419,7 @@ export function encodePort(port: Port, host: PortHost): { entry: PortEntry; info
       local_mac: host.deviceMac ?? "00:00:00:00:00:00",
       gre_seq: 0,
       net: port.net === "flow" ? 0 : port.net,
+      gso_ifindex: host.gsoIfindex ?? 0,
     },
   };
 }
@@ -468,15 +472,23 @@ export function csumOver(t: Pick<TunnelPort, "proto" | "csum">, v6: boolean): bo
 /**
  * What a user must know about tunnel `t`, one sentence each: a UDP tunnel
  * that may send over IPv6 with `csum=false` sends zero checksums there,
- * which peers drop unless told to take them.
+ * which peers drop unless told to take them; a VXLAN tunnel without the
+ * kernel device that sends its GSO packets with a checksum (`gsoDevice`
+ * false) segments them in BPF instead, much slower.
  */
-export function tunnelNotes(t: TunnelPort): string[] {
+export function tunnelNotes(t: TunnelPort, gsoDevice = true): string[] {
   const notes: string[] = [];
   const v6 = t.remote === "flow" ? t.local?.v6 ?? true : t.remote.v6;
   if (UDP_PROTOCOLS.includes(t.proto) && v6 && !csumOver(t, true)) {
     notes.push(
       `${t.name} sends a zero UDP checksum over IPv6 (csum=false): its peers must accept it ` +
         `(Linux vxlan or geneve: udp6zerocsumrx; Open vSwitch: csum=false) or they drop every packet`,
+    );
+  }
+  if (t.proto === "vxlan" && !gsoDevice) {
+    notes.push(
+      `${t.name} has no kernel vxlan device for UDP port ${t.dstPort}: GSO packets that need ` +
+        `a checksum are segmented in BPF, at a fraction of the throughput (warren up makes it again)`,
     );
   }
   return notes;

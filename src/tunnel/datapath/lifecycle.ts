@@ -31,6 +31,7 @@ import { PINNED_MAPS } from "../../maps/names.ts";
 import { DatapathMaps, mapPin } from "../pins.ts";
 import { PortError } from "../port.ts";
 import { setLocalIps } from "./endpoints.ts";
+import { dropGsoDevices, syncGsoDevices } from "./gso_devices.ts";
 import { openDatapathObject, pinPrograms, programsOf, sizeTables } from "./object.ts";
 import { devicePresent, readPorts } from "./port_list.ts";
 import { enableForwarding, releaseUnderlay } from "./underlay.ts";
@@ -159,6 +160,7 @@ export async function up(options: UpOptions): Promise<{ pinDir: string; maps: Da
         for (const p of Object.values(programs)) p.close();
       }
       setLocalIps(maps, ips, ports.some((p) => p.kind === "tunnel"));
+      syncGsoDevices(pinDir, maps, ports);
       if (options.forwarding ?? true) enableForwarding(maps.config, underlay.name, ips);
       if (options.group !== undefined) {
         shareWithGroup(pinDir, options.group);
@@ -179,7 +181,7 @@ export async function up(options: UpOptions): Promise<{ pinDir: string; maps: Da
 
 /**
  * Detaches everything and removes every pin: afterwards no program,
- * link, pin, qdisc or lock file of this datapath remains. Safe
+ * link, pin, qdisc, GSO device or lock file of this datapath remains. Safe
  * to run twice, and after a crash.
  */
 export async function down(pinDir: string): Promise<void> {
@@ -188,6 +190,7 @@ export async function down(pinDir: string): Promise<void> {
     Deno.statSync(pinDir);
   } catch (err) {
     if (!(err instanceof Deno.errors.NotFound)) throw err;
+    dropGsoDevices(pinDir);
     removeLockFile(pinDir);
     return;
   }
@@ -201,6 +204,7 @@ export async function down(pinDir: string): Promise<void> {
     }
   }
   detachAll(pinDir);
+  dropGsoDevices(pinDir);
   removePins(pinDir);
   removeLockFile(pinDir);
 }

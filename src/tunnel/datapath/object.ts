@@ -41,7 +41,7 @@ export function openDatapathObject(): BpfObject<WarrenNames> {
     obj.setProgramFlags("wr_xdp_underlay", F_XDP_HAS_FRAGS);
     const cpus = numPossibleCpus();
     obj.setMaxEntries("wr_stt_frames", STT_SLOTS_PER_CPU * cpus);
-    obj.setMaxEntries("wr_stt_tx", cpus);
+    obj.setMaxEntries("wr_tx_buf", cpus);
     return obj;
   } catch (err) {
     obj.close();

@@ -45,6 +45,7 @@ import {
   tunnelPort,
 } from "../port.ts";
 import type { Changes } from "./changes.ts";
+import { dropGsoDevices, ensureGsoDevice } from "./gso_devices.ts";
 import { localIps } from "./endpoints.ts";
 import { pinnedProgram } from "./object.ts";
 import type { PortList } from "./port_list.ts";
@@ -230,10 +231,21 @@ export class PortRegistry {
     for (const k of known) map.set(k, 1);
   }
 
-  /** After writing ports: marks the change for everyone and re-reads them. */
+  /**
+   * After writing ports: marks the change for everyone, re-reads them and
+   * deletes the GSO devices no VXLAN port uses any more.
+   */
   #changed(): void {
     this.#flows.invalidate();
     this.#changes.bump();
+    dropGsoDevices(
+      this.#pinDir,
+      new Set(
+        this.#ports.all().flatMap((p) =>
+          p.kind === "tunnel" && p.proto === "vxlan" ? [p.dstPort] : []
+        ),
+      ),
+    );
   }
 
   #freeNumber(wanted?: number): number {
@@ -312,7 +324,12 @@ export class PortRegistry {
     }
     // A packet steered to a port without an entry is dropped as no_port
     // until the entry is written.
-    const { entry, info } = encodePort(port, { ifindex, deviceMac: mac });
+    const gso = port.proto === "vxlan" ? ensureGsoDevice(this.#pinDir, port.dstPort) : undefined;
+    const { entry, info } = encodePort(port, {
+      ifindex,
+      deviceMac: mac,
+      gsoIfindex: gso && "ifindex" in gso ? gso.ifindex : 0,
+    });
     maps.portInfo.set(port.number, info);
     for (const key of endpoints) {
       const ep: Endpoint = maps.endpoints.get(key) ??
