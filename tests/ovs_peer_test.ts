@@ -1,18 +1,23 @@
 /**
- * The Open vSwitch peer (tests/helpers/ovs.ts) proven against the peers this
- * kernel has: OVS's userspace datapath against the kernel's vxlan device at
- * its defaults, and OVS against OVS for Geneve (an option set by each side
- * and matched by the other through `tun_metadata0`) and GRE (key, csum,
- * seq), over IPv4 and IPv6 underlays. Each test starts OVS once and changes
- * tunnels and flows between steps.
+ * Open vSwitch's userspace datapath as a peer (tests/helpers/ovs.ts): first
+ * proven against the peers this kernel has (the kernel's vxlan device at its
+ * defaults; OVS against OVS for Geneve, an option set by each side and
+ * matched by the other through `tun_metadata0`, and GRE with key, csum,
+ * seq), then the independent peer of warren for the protocols this kernel
+ * cannot peer with: VXLAN, Geneve with options both ways and GRE with key,
+ * csum and seq, over IPv4 and IPv6 underlays, OVS validating every
+ * checksum warren sends. Each test starts OVS once and changes tunnels and
+ * flows between steps.
  */
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { Lab } from "../src/lab/topology.ts";
-import { macOf, type Netns } from "../src/lab/netns.ts";
+import { macOf } from "../src/lab/netns.ts";
 import type { Workload } from "../src/lab/topology.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
 import { OvsHost, type OvsTunnelOptions, withOvsDiagnostics } from "./helpers/ovs.ts";
-import { ping, tcpTransfer } from "./helpers/traffic.ts";
+import { bothWays, udpCsumErrors } from "./helpers/traffic.ts";
+import { nonZeroStats, pinNeighbor } from "./helpers/lab.ts";
+import { parseFlow } from "../src/tunnel/flow_syntax.ts";
 
 /**
  * The workloads' MTU: with 1500 on the underlay it leaves room for the
@@ -23,23 +28,8 @@ import { ping, tcpTransfer } from "./helpers/traffic.ts";
 const MTU = 1400;
 
 /** Pings both ways at 56, 1600 and 3000 bytes, then 20 MiB over TCP each way. */
-async function traffic(a: Workload, b: Workload): Promise<void> {
-  for (const size of [56, 1600, 3000]) {
-    for (const [from, to] of [[a, b], [b, a]]) {
-      const r = await ping(from, to.ip, { count: 3, size });
-      assertEquals([r.sent, r.received, r.duplicates], [3, 3, 0], r.output);
-    }
-  }
-  for (const [from, to] of [[a, b], [b, a]]) {
-    const t = await tcpTransfer(from, to, 20 << 20);
-    assertEquals(t.received, t.sent);
-  }
-}
-
-/** The UDP checksum errors `ns`'s kernel counted, IPv4 and IPv6. */
-async function udpCsumErrors(ns: Netns): Promise<Record<string, number>> {
-  const out = await ns.run(["nstat", "-asz", "UdpInCsumErrors", "Udp6InCsumErrors"]);
-  return Object.fromEntries([...out.matchAll(/^(\w+)\s+(\d+)/gm)].map((m) => [m[1], Number(m[2])]));
+function traffic(a: Workload, b: Workload): Promise<void> {
+  return bothWays(a, b, [56, 1600, 3000], 20 << 20);
 }
 
 privilegedTest(
@@ -173,6 +163,144 @@ privilegedTest(
                 const from = (await ovs.flows()).find((f) => f.match.includes("in_port=t0"));
                 assert.ok(from && from.packets >= (20 << 20) / MTU, JSON.stringify(from));
               }
+            }),
+        );
+      }
+    }
+  },
+);
+
+/** One warren-to-OVS case: the tunnel on each side, what warren's GSO packets take. */
+interface WarrenCase {
+  name: string;
+  type: "vxlan" | "geneve" | "gre";
+  /** warren's tunnel options (remote and key come from the flows). */
+  warren: Record<string, string>;
+  /** OVS's (remote_ip and key are added). */
+  ovs: OvsTunnelOptions;
+  /** The warren counter that shows how its GSO packets left, over IPv4 and IPv6. */
+  gso: [string | undefined, string | undefined];
+}
+
+const WARREN_CASES: WarrenCase[] = [
+  // Both sides at their defaults: no checksum over IPv4, one over IPv6.
+  { name: "VXLAN", type: "vxlan", warren: {}, ovs: {}, gso: [undefined, "gso_device"] },
+  {
+    name: "Geneve with an option each way",
+    type: "geneve",
+    warren: {},
+    ovs: {},
+    gso: [undefined, "gso_segmented"],
+  },
+  {
+    name: "GRE with a key and csum",
+    type: "gre",
+    warren: { csum: "true" },
+    ovs: { csum: true },
+    gso: ["gso_segmented", "gso_segmented"],
+  },
+  {
+    name: "GRE with a key and seq",
+    type: "gre",
+    warren: { seq: "true" },
+    ovs: { seq: true },
+    gso: ["gso_segmented", "gso_segmented"],
+  },
+  // OVS cannot send both (see OvsHost.addTunnel), but takes them.
+  {
+    name: "GRE with a key, csum and seq from warren, csum from OVS",
+    type: "gre",
+    warren: { csum: "true", seq: "true" },
+    ovs: { csum: true },
+    gso: ["gso_segmented", "gso_segmented"],
+  },
+];
+
+privilegedTest(
+  "warren and OVS's userspace datapath: VXLAN, Geneve options set and matched both ways, GRE key, csum, seq; IPv4 and IPv6",
+  async (t) => {
+    await using lab = await Lab.create({ workloadMtu: MTU });
+    const [a, b] = lab.hosts;
+    await lab.up(a);
+    await lab.datapath(a, (dp) => dp.addLocalPort("web", a.workload.port));
+    await using ovs = await OvsHost.start(b.ns, { underlay: b.underlay, ports: [b.workload.port] });
+    const aMac = await macOf(a.ns, a.underlay);
+    for (const ip of [a.ip, a.ip6]) await ovs.setNeighbor(ip, aMac);
+    for (const v6 of [false, true]) await pinNeighbor(lab, a, v6);
+    await ovs.addTlvMap("{class=0xffff,type=0,len=4}->tun_metadata0");
+    // warren's workload hands it GSO packets: the harness turned TSO off
+    // at A's underlay, which still takes them and segments them in
+    // software, as a NIC without tunnel offloads would.
+    assert.match(
+      await a.workload.ns.run(["ethtool", "-k", a.workload.dev]),
+      /^tcp-segmentation-offload: on/m,
+    );
+    for (const v6 of [false, true]) {
+      for (const c of WARREN_CASES) {
+        await t.step(
+          `${c.name} over IPv${v6 ? 6 : 4}`,
+          () =>
+            withOvsDiagnostics([ovs], async () => {
+              const [here, there] = v6 ? [a.ip6, b.ip6] : [a.ip, b.ip];
+              const geneve = c.type === "geneve";
+              await lab.datapath(a, async (dp) => {
+                await dp.upsertPort({
+                  kind: "tunnel",
+                  name: "t0",
+                  proto: c.type,
+                  options: { remote_ip: "flow", key: "flow", ...c.warren },
+                });
+                await dp.applyFlows(
+                  [
+                    `in_port=web actions=set_tunnel(id=42,dst=${there}${
+                      geneve ? `,geneve=0xffff:0:${OPTION.A}` : ""
+                    }),output:t0`,
+                    `tun_id=42,in_port=t0${
+                      geneve ? `,geneve_class=0xffff,geneve_type=0,geneve_data=${OPTION.B}` : ""
+                    } actions=output:web`,
+                  ].map((f) => parseFlow(f, dp.portNames())),
+                );
+              });
+              await ovs.addTunnel("t0", c.type, { remote_ip: here, key: 42, ...c.ovs });
+              await ovs.delFlows();
+              await ovs.addFlows(
+                ...geneve
+                  ? [
+                    `in_port=wl0 actions=set_field:${OPTION.B}->tun_metadata0,output:t0`,
+                    `in_port=t0,tun_metadata0=${OPTION.A} actions=output:wl0`,
+                  ]
+                  : ["in_port=wl0 actions=output:t0", "in_port=t0 actions=output:wl0"],
+              );
+              const before = await lab.datapath(a, nonZeroStats);
+              await traffic(a.workload, b.workload);
+              const after = await lab.datapath(a, nonZeroStats);
+              // warren's GSO packets left the way the tunnel needs.
+              const gso = c.gso[v6 ? 1 : 0];
+              if (gso) {
+                assert.ok(
+                  (after[gso] ?? 0) > (before[gso] ?? 0),
+                  `${gso}: ${JSON.stringify(after)}`,
+                );
+              }
+              const drops = Object.keys(after).filter((k) =>
+                k.startsWith("drop_") && after[k] !== (before[k] ?? 0)
+              );
+              assertEquals(drops, []);
+              // Each side's flow from the tunnel took every data segment
+              // towards it: OVS matched warren's option, warren OVS's.
+              const fromWarren = (await ovs.flows()).find((f) => f.match.includes("in_port=t0"));
+              assert.ok(
+                fromWarren && fromWarren.packets >= (20 << 20) / MTU,
+                JSON.stringify(fromWarren),
+              );
+              const fromOvs = await lab.datapath(a, (dp) =>
+                dp.dumpFlows({}, { counters: true }).find((f) =>
+                  dp.describeMatch(f.match).includes("in_port=t0")
+                ));
+              assert.ok(
+                Number(fromOvs!.counters!.packets) >= (20 << 20) / MTU / 4,
+                "warren's flow",
+              );
             }),
         );
       }

@@ -50,6 +50,35 @@ export async function ping(
   };
 }
 
+/**
+ * Pings both ways at each of `sizes` bytes (three of each, all answered),
+ * then sends `bytes` over TCP each way, the hashes of each transfer equal.
+ */
+export async function bothWays(
+  a: Workload,
+  b: Workload,
+  sizes: number[],
+  bytes: number,
+): Promise<void> {
+  for (const size of sizes) {
+    for (const [from, to] of [[a, b], [b, a]]) {
+      const r = await ping(from, to.ip, { count: 3, size });
+      const got = [r.sent, r.received, r.duplicates];
+      if (got.join() !== "3,3,0") throw new Error(`ping -s ${size} ${to.ip}: ${r.output}`);
+    }
+  }
+  for (const [from, to] of [[a, b], [b, a]]) {
+    const t = await tcpTransfer(from, to, bytes);
+    if (t.received !== t.sent) throw new Error(`${bytes} bytes to ${to.ip} arrived changed`);
+  }
+}
+
+/** The UDP checksum errors `ns`'s kernel counted, IPv4 and IPv6. */
+export async function udpCsumErrors(ns: Netns): Promise<Record<string, number>> {
+  const out = await ns.run(["nstat", "-asz", "UdpInCsumErrors", "Udp6InCsumErrors"]);
+  return Object.fromEntries([...out.matchAll(/^(\w+)\s+(\d+)/gm)].map((m) => [m[1], Number(m[2])]));
+}
+
 /** The frames an IPv4 packet of `ipLen` bytes becomes at MTU `mtu`. */
 export function ipv4Fragments(ipLen: number, mtu: number): number[] {
   const per = Math.floor((mtu - 20) / 8) * 8;
