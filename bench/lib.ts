@@ -151,10 +151,10 @@ export function say(text: string): void {
 
 /**
  * The inner frame every measurement carries: Ethernet, IPv4 and UDP to
- * `dport`, 64 bytes of payload, every checksum right (a bridge with
- * netfilter checks them).
+ * `dport`, `payload` bytes of payload (64 by default), every checksum
+ * right (a bridge with netfilter checks them).
  */
-export function innerFrame(dstMac: string, dport = 9): Uint8Array {
+export function innerFrame(dstMac: string, dport = 9, payload = 64): Uint8Array {
   const m = emptyMatch();
   m.key.eth_type = 0x0800;
   m.mask.eth_type = 0xffff;
@@ -168,7 +168,7 @@ export function innerFrame(dstMac: string, dport = 9): Uint8Array {
   m.mask.tp_dst = 0xffff;
   m.key.eth_dst = Uint8Array.from(dstMac.split(":"), (h) => parseInt(h, 16));
   m.mask.eth_dst.fill(0xff);
-  return buildPacket(m, { payload: 64 });
+  return buildPacket(m, { payload });
 }
 
 /**
