@@ -7,12 +7,14 @@
  * it: whole through the kernel's vxlan device, segmented in BPF, or as it
  * came; GRE with seq numbers every frame; a UDP tunnel over IPv6 checksums
  * by default; UDP GSO packets arrive; a GSO packet replicated to tunnels
- * of every kind comes out right in any order. Each test builds its lab
- * once and changes tunnels and flows between steps.
+ * of every kind comes out right in any order, from a flow's outputs or a
+ * group's buckets. Each test builds its lab once and changes tunnels and
+ * flows between steps.
  */
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { Lab, type LabHost } from "../src/lab/topology.ts";
 import { parseFlow } from "../src/tunnel/flow_syntax.ts";
+import { parseGroup } from "../src/tunnel/group_syntax.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
 import { nonZeroStats } from "./helpers/lab.ts";
 import { onCpu } from "./helpers/cpu.ts";
@@ -385,5 +387,30 @@ privilegedTest(
         assertEquals(drops(delta), {});
       });
     }
+    // A group's buckets run in their own order: once one tunnel must
+    // segment, every tunnel does, the first in place included.
+    await t.step("the same outputs as a group's buckets, in place first", async () => {
+      await lab.datapath(a, async (dp) => {
+        const buckets = ["whole", "seq", "device"].map((o) =>
+          `bucket=set_tunnel(id=42,dst=${b.ip}),output:${o}`
+        );
+        await dp.setGroups([parseGroup(`group_id=1,type=all,${buckets.join(",")}`)], "add");
+      });
+      await configure(lab, a, tunnels, [
+        "in_port=web actions=group:1",
+        ...tunnels.map((x) => `tun_id=42,in_port=${x.name} actions=output:web`),
+      ]);
+      const before = await counters(lab);
+      const rows = sentBy(await frames(await bulk(lab, 3)), a, false);
+      for (const [name, want] of Object.entries(tunnelWant)) {
+        const copies = rows.filter((r) =>
+          want.dport ? r["udp.dstport"] === String(want.dport) : r["gre.sequence_number"]
+        );
+        checkSent(copies, want, name, BULK / MTU);
+      }
+      const delta = changes(before, await counters(lab));
+      assert.ok(delta.gso_segmented > 0 && delta.gso_device === 0, JSON.stringify(delta));
+      assertEquals(drops(delta), {});
+    });
   },
 );
