@@ -17,7 +17,7 @@ import {
   warrenJson,
   warrenOk,
 } from "./helpers/cli.ts";
-import { ping } from "./helpers/traffic.ts";
+import { ping, pingDuring } from "./helpers/traffic.ts";
 import { runRaw } from "../src/lab/run.ts";
 import { lockPath } from "../src/tunnel/lock.ts";
 
@@ -740,9 +740,14 @@ privilegedTest("watch shows the busiest flows with their rates", async () => {
   await using lab = await Lab.create({ ipv6: false });
   await overlay(lab);
   const [a, b] = lab.hosts;
-  const pinger = ping(a.workload, b.workload.ip, { count: 60, interval: 0.05 });
-  const out = await warrenOk(a, ["watch", "--interval", "1", "--count", "2", "--top", "2"]);
-  await pinger;
+  // Pings for as long as watch runs: under load, its start alone can
+  // outlast a fixed count of pings.
+  const { result: out } = await pingDuring(
+    a.workload,
+    b.workload.ip,
+    () => warrenOk(a, ["watch", "--interval", "1", "--count", "2", "--top", "2"]),
+    0.05,
+  );
   const frames = out.split(/\n(?=warren watch)/);
   assertEquals(frames.length, 2);
   for (const f of frames) {
