@@ -312,6 +312,9 @@ privilegedTest(
         file: pcap,
         bufferKiB: 16384,
         snaplen: 512,
+        // Killed once the copies are out: under load, Scapy and the
+        // test-run alone can outlast tcpdump's default 10 s.
+        timeout: 120,
       });
       const inner =
         "Ether(src='02:00:00:00:00:0a',dst='02:00:00:00:00:0b')/IP(src='10.1.0.1',dst='10.1.0.2')/UDP(sport=1000,dport=2000)/Raw(b'warren'*10)";
