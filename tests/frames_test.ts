@@ -8,11 +8,15 @@
  * came; GRE with seq numbers every frame; a UDP tunnel over IPv6 checksums
  * by default; UDP GSO packets arrive; a GSO packet replicated to tunnels
  * of every kind comes out right in any order, from a flow's outputs or a
- * group's buckets. Each test builds its lab once and changes tunnels and
+ * group's buckets; a tagged workload's GSO packets, the tag in the skb's
+ * metadata, carry it inside every frame. Each test builds its lab once and changes tunnels and
  * flows between steps.
  */
 import { assert, assertEquals } from "./helpers/assert.ts";
-import { Lab, type LabHost } from "../src/lab/topology.ts";
+import { Lab, type LabHost, type Workload } from "../src/lab/topology.ts";
+import type { Netns } from "../src/lab/netns.ts";
+import { attachTc, BpfObject, detachTc, ifindex, type TcAttachment } from "../src/bpf/mod.ts";
+import { VLAN_TAGGER_OBJECT } from "./helpers/objects.ts";
 import { parseFlow } from "../src/tunnel/flow_syntax.ts";
 import { parseGroup } from "../src/tunnel/group_syntax.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
@@ -104,9 +108,9 @@ function drops(delta: Record<string, number>): Record<string, number> {
 }
 
 /**
- * Captures every tunnel frame on B's underlay while A's workload sends
- * BULK bytes of TCP and a UDP GSO packet of ten datagrams to B's, sent
- * `copies` times each; returns the pcap's path. The transfer's hashes
+ * Captures every tunnel frame on B's underlay while A's workload (`from`)
+ * sends BULK bytes of TCP and a UDP GSO packet of ten datagrams to B's
+ * (`to`), sent `copies` times each; returns the pcap's path. The transfer's hashes
  * match and every datagram arrives.
  *
  * Both workloads' programs run on CPU 0, and with them (veths hand packets
@@ -115,8 +119,12 @@ function drops(delta: Record<string, number>): Record<string, number> {
  * it, then reach the wire in the order they were taken. Senders on two
  * CPUs would interleave them, for warren as for Linux's own GRE.
  */
-async function bulk(lab: Lab, copies = 1): Promise<string> {
-  const [a, b] = lab.hosts;
+async function bulk(
+  lab: Lab,
+  copies = 1,
+  [from, to]: Workload[] = lab.hosts.map((h) => h.workload),
+): Promise<string> {
+  const b = lab.hosts[1];
   const pcap = await Deno.makeTempFile({ suffix: ".pcap" });
   const dump = await tcpdump(b.ns.name, {
     dev: "u0",
@@ -132,12 +140,12 @@ async function bulk(lab: Lab, copies = 1): Promise<string> {
     // tunnel until a frame is in the file.
     for (let i = 0; (await Deno.stat(pcap)).size <= 24; i++) {
       if (i === 50) throw new Error("tcpdump captures nothing");
-      await ping(a.workload, b.workload.ip, { count: 1 });
+      await ping(from, to.ip, { count: 1 });
     }
     await onCpu(0, async () => {
-      const t = await tcpTransfer(a.workload, b.workload, BULK);
+      const t = await tcpTransfer(from, to, BULK);
       assertEquals(t.received, t.sent);
-      const datagrams = await udpBurst(a.workload, b.workload, 10, 1000, { gso: true });
+      const datagrams = await udpBurst(from, to, 10, 1000, { gso: true });
       assertEquals(datagrams, 10 * copies);
     });
     // On a busy machine tcpdump lags behind; what it has not written when
@@ -172,6 +180,7 @@ const FIELDS = [
   "gre.checksum.status",
   "gre.sequence_number",
   "tcp.checksum.status",
+  "vlan.id",
   "frame.len",
 ] as const;
 type Row = Record<typeof FIELDS[number], string>;
@@ -412,5 +421,91 @@ privilegedTest(
       assert.ok(delta.gso_segmented > 0 && delta.gso_device === 0, JSON.stringify(delta));
       assertEquals(drops(delta), {});
     });
+  },
+);
+
+/**
+ * Runs `fn` with each workload's device tagging what it sends with VLAN 10
+ * (in the skb's metadata, where warren finds the tag) and taking only
+ * frames of VLAN 10 in; returns how many frames the workloads took in and
+ * how many they dropped for arriving without the tag.
+ */
+async function withVlan(lab: Lab, fn: () => Promise<void>): Promise<[number, number]> {
+  using obj = BpfObject.openMemory(VLAN_TAGGER_OBJECT, "vlan_tagger");
+  obj.load();
+  using tag = obj.program("tag_egress");
+  using untag = obj.program("untag_ingress");
+  using counts = obj.map("vlan_counts");
+  const attached: { ns: Netns; at: TcAttachment }[] = [];
+  try {
+    for (const h of lab.hosts) {
+      const w = h.workload;
+      await w.ns.within(() => {
+        attached.push({ ns: w.ns, at: attachTc(tag, ifindex(w.dev), "egress") });
+        attached.push({ ns: w.ns, at: attachTc(untag, ifindex(w.dev), "ingress") });
+      });
+    }
+    await fn();
+  } finally {
+    for (const { ns, at } of attached) {
+      await ns.within(() => at.kind === "tcx" ? at.link.close() : detachTc(at));
+    }
+  }
+  const count = (i: number) =>
+    Number(new DataView(counts.lookup(new Uint8Array([i, 0, 0, 0]))!.buffer).getBigUint64(0, true));
+  return [count(0), count(1)];
+}
+
+privilegedTest(
+  "a tagged workload's GSO packets, the tag in the skb's metadata: every frame carries it inside, whichever way it left",
+  async (t) => {
+    await using lab = await rig();
+    const [a] = lab.hosts;
+    const cases: Omit<Case, "name">[] = [
+      {
+        tunnel: { name: "t0", proto: "vxlan", options: { csum: "true" } },
+        v6: false,
+        want: { dport: 4789, csum: true },
+        path: "device",
+      },
+      {
+        tunnel: { name: "t0", proto: "geneve", options: { csum: "true" } },
+        v6: false,
+        want: { dport: 6081, csum: true },
+        path: "segmented",
+      },
+      {
+        tunnel: { name: "t0", proto: "gre", options: { csum: "true", seq: "true" } },
+        v6: true,
+        want: { dport: 0, csum: true, seq: true },
+        path: "segmented",
+      },
+    ];
+    for (const c of cases) {
+      await t.step(`${c.tunnel.proto} csum=true over IPv${c.v6 ? 6 : 4}, ${c.path}`, async () => {
+        for (const h of lab.hosts) {
+          const peer = lab.peer(h);
+          await configure(lab, h, [c.tunnel], [
+            `in_port=web actions=set_tunnel(id=42,dst=${c.v6 ? peer.ip6 : peer.ip}),output:t0`,
+            "tun_id=42,in_port=t0 actions=output:web",
+          ]);
+        }
+        const before = await counters(lab);
+        let pcap = "";
+        const [tagged, untagged] = await withVlan(lab, async () => {
+          pcap = await bulk(lab);
+        });
+        assertEquals(untagged, 0, "frames that arrived without their tag");
+        assert.ok(tagged >= BULK / MTU, `only ${tagged} tagged frames arrived`);
+        const rows = await frames(pcap);
+        check(lab, rows, c.v6, c.want);
+        const sent = sentBy(rows, a, c.v6);
+        assertEquals(tally(sent.map((r) => r["vlan.id"])), { "10": sent.length });
+        const delta = changes(before, await counters(lab));
+        const took = { device: delta.gso_device > 0, segmented: delta.gso_segmented > 0 };
+        assertEquals(took, { device: c.path === "device", segmented: c.path === "segmented" });
+        assertEquals(drops(delta), {});
+      });
+    }
   },
 );

@@ -91,16 +91,17 @@ __noinline int clamp_mss(struct __sk_buff *skb, const struct frame_info *fi, __u
 
 /*
  * Fills in the outer UDP or GRE checksum of a freshly encapsulated packet
- * whose outer header is hdr_len bytes (the inner frame follows). A global
- * function; returns 0, or -1 when the checksum is left out.
+ * whose frame, as fi describes it, starts hdr_len bytes in: after the outer
+ * header and the tag the kernel held aside, if the frame now carries it. A
+ * global function; returns 0, or -1 when the checksum is left out.
  *
  * An inner TCP/UDP checksum still to be filled in (CHECKSUM_PARTIAL) holds
  * only the inner pseudo-header sum; once filled in, the inner L4 segment
  * sums to the complement of that, so the outer sum is the bytes up to the
  * inner L4 header plus that complement (local checksum offload, as the
  * kernel computes it). Otherwise the outer sum covers the bytes as they are.
- * GSO packets are left out: the kernel cannot checksum BPF-built tunnels
- * per segment, so their segments go without.
+ * GSO packets never come here: the kernel cannot checksum BPF-built tunnels
+ * per segment, so they leave another way (gso.h).
  */
 __noinline int outer_csum(struct __sk_buff *skb, const struct frame_info *fi, __u32 hdr_len, __u32 v6,
 			  __u32 proto)
@@ -189,7 +190,7 @@ __noinline long tunnel_output(struct __sk_buff *skb, const struct frame_info *fi
 	r = build_outer(skb, fi, key, st, out);
 	/* What the frame grows by: the outer headers, and its tag if the
 	 * kernel holds it aside. */
-	grow = out->hdr_len + aside_tag_len(skb, port->proto);
+	grow = out->hdr_len + st->tag;
 	if (!r) {
 		__u32 mtu = path_mtu(skb, out);
 
@@ -221,6 +222,7 @@ __noinline long tunnel_output(struct __sk_buff *skb, const struct frame_info *fi
 		}
 		if (!st->tk_done) {
 			r = encap_push(skb, s, out, port->proto, fi);
+			st->inner_tag |= st->tag;
 		} else if (out->hdr_len != st->out_hdr_len) {
 			/* A replica with a longer or shorter outer header cannot be
 			 * made from the same encapsulated packet. */
@@ -237,7 +239,7 @@ __noinline long tunnel_output(struct __sk_buff *skb, const struct frame_info *fi
 		}
 	}
 	if (!r && out->csum)
-		outer_csum(skb, fi, out->hdr_len, out->v6, port->proto);
+		outer_csum(skb, fi, out->hdr_len + st->inner_tag, out->v6, port->proto);
 	return output_done(skb, st, out, out->hdr_len, r);
 }
 

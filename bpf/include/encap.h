@@ -478,6 +478,8 @@ struct exec_state {
 	__u32 gso_size;		/* the frame's GSO size as it came, 0 if it is no GSO packet */
 	__u32 held;		/* the frame waits whole in wr_tx_buf; the skb is a segment (gso.h) */
 	__u8 order[WR_MAX_ACTIONS];	/* a GSO packet's actions, in the order they run (gso.h) */
+	__u32 tag;		/* bytes of the tag the kernel holds aside that the output puts in the frame */
+	__u32 inner_tag;	/* bytes of that tag the frame carries already, which fi leaves out */
 	__u32 pad;
 };
 
@@ -507,11 +509,11 @@ __noinline int build_outer(struct __sk_buff *skb, const struct frame_info *fi,
 	if (!port || !s)
 		return WR_DROP_NO_PORT;
 	__builtin_memset(out, 0, sizeof(*out));
+	st->tag = aside_tag_len(skb, port->proto);
 	/* A replica's skb already carries the last remote's outer header; a
 	 * held frame waits whole in the send buffer (gso.h). */
 	if (!st->held)
-		st->inner_len = skb->len + aside_tag_len(skb, port->proto) -
-				(st->tk_done ? st->out_hdr_len : 0);
+		st->inner_len = skb->len + st->tag - (st->tk_done ? st->out_hdr_len : 0);
 	if (st->tk_idx != WR_NO_TUN_KEY)
 		tk = bpf_map_lookup_elem(&wr_tun_keys, &st->tk_idx);
 	return encap_build(skb, port, tk, fi, key, s, out, st->inner_len);

@@ -412,28 +412,56 @@ static long seg_step(__u32 j, void *arg)
 	return 0;
 }
 
+/* Writes into eth the frame's MACs (at `at` in skb) and then the tag the
+ * kernel holds aside, as encap_push puts it in the frame. Returns 0 or -1. */
+static __always_inline int seg_tag(struct __sk_buff *skb, __u32 at, __u8 *eth)
+{
+	__be16 *type = (__be16 *)(eth + 2 * ETH_ALEN);
+
+	if (bpf_skb_load_bytes(skb, at, eth, 2 * ETH_ALEN))
+		return -1;
+	type[0] = skb->vlan_proto;
+	type[1] = bpf_htons(skb->vlan_tci);
+	return 0;
+}
+
 /*
  * Takes the frame (st->inner_len bytes after st's outer header, if any)
- * into the send buffer and learns what its segments repeat. Returns 0 or a
- * WR_DROP_* reason. Not inline: its frame sits beside seg_step's, not
- * above it (the verifier's stack limit, under a group's walk).
+ * into the send buffer and learns what its segments repeat. The tag the
+ * kernel holds aside for it (st->tag) goes into the frame there, since
+ * segments are built from the buffer alone, and leaves the skb, whose
+ * segments would carry it outside. Returns 0 or a WR_DROP_* reason. Not
+ * inline: its frame sits beside seg_step's, not above it (the verifier's
+ * stack limit, under a group's walk).
  */
 static __noinline int seg_hold(struct __sk_buff *skb, const struct frame_info *fi,
 			       struct exec_state *st, struct seg_state *g, struct tx_buf *tx)
 {
-	__u32 room = st->tk_done ? st->out_hdr_len : 0, hl = fi->l4_off + fi->l4_hlen;
+	/* No-op masks: the verifier needs the bounds on these very values. */
+	__u32 add = st->tag & sizeof(struct vlan_hdr);
+	__u32 tag = add | (st->inner_tag & sizeof(struct vlan_hdr));
+	__u32 room = st->tk_done ? st->out_hdr_len : 0, hl = fi->l4_off + fi->l4_hlen + tag;
 	__u8 th[14];
 
 	if ((fi->ip_proto_l4 != IPPROTO_TCP && fi->ip_proto_l4 != IPPROTO_UDP) || !fi->l4_off ||
-	    hl > SEG_HDRS_MAX || hl >= st->inner_len || !st->gso_size || room > OUTER_MAX)
+	    hl > SEG_HDRS_MAX || hl < sizeof(struct ethhdr) + 28 || hl >= st->inner_len ||
+	    !st->gso_size || room > OUTER_MAX)
 		return WR_DROP_ENCAP;
-	if (pkt_to_buf(skb, 0, room, tx->data, TX_FRAME_AT, st->inner_len))
+	if (pkt_to_buf(skb, 0, room, tx->data, TX_FRAME_AT + add, st->inner_len - add))
 		return WR_DROP_ENCAP;
-	if (bpf_skb_load_bytes(skb, room, g->hdrs, hl))
+	if (add) {
+		if (bpf_skb_load_bytes(skb, room, g->hdrs + sizeof(struct vlan_hdr),
+				       hl - sizeof(struct vlan_hdr)) ||
+		    seg_tag(skb, room, tx->data + TX_FRAME_AT) || seg_tag(skb, room, g->hdrs) ||
+		    bpf_skb_vlan_pop(skb))
+			return WR_DROP_ENCAP;
+	} else if (bpf_skb_load_bytes(skb, room, g->hdrs, hl)) {
 		return WR_DROP_ENCAP;
+	}
+	st->inner_tag = tag;
 	g->hdrs_len = hl;
-	g->l3 = fi->l3_off;
-	g->l4 = fi->l4_off;
+	g->l3 = fi->l3_off + tag;
+	g->l4 = fi->l4_off + tag;
 	g->payload = st->inner_len - hl;
 	g->mss = st->gso_size;
 	g->nseg = (g->payload + g->mss - 1) / g->mss;
@@ -441,13 +469,13 @@ static __noinline int seg_hold(struct __sk_buff *skb, const struct frame_info *f
 	g->tcp = fi->ip_proto_l4 == IPPROTO_TCP;
 	g->partial = skb_ip_summed(skb) == CHECKSUM_PARTIAL;
 	if (g->tcp) {
-		if (bpf_skb_load_bytes(skb, room + fi->l4_off, th, sizeof(th)))
+		if (bpf_skb_load_bytes(skb, room + fi->l4_off + tag - add, th, sizeof(th)))
 			return WR_DROP_ENCAP;
 		g->tcp_seq = bpf_ntohl(*(__be32 *)(th + 4));
 		g->tcp_flags = th[13];
 	}
 	if (!g->ipv6) {
-		struct iphdr *ip = (void *)(g->hdrs + (fi->l3_off & 0x7f));
+		struct iphdr *ip = (void *)(g->hdrs + (g->l3 & 0x7f));
 
 		if ((void *)(ip + 1) > (void *)(g->hdrs + SEG_HDRS_MAX))
 			return WR_DROP_ENCAP;

@@ -132,14 +132,18 @@ export function innerFrameAt(f: Uint8Array): number | undefined {
 }
 
 /**
- * Finishes the inner TCP or UDP checksum of tunnel frame `f` in place when
- * the sender left it partial, as the NIC would have: a partial checksum
+ * Finishes the inner TCP or UDP checksum of tunnel frame `f` (tagged or
+ * not) in place when the sender left it partial, as the NIC would have: a partial checksum
  * holds exactly the folded pseudo-header sum. Returns whether it did.
  */
 export function finishPartial(f: Uint8Array): boolean {
   const inner = innerFrameAt(f);
-  if (inner === undefined || ![0x0800, 0x86dd].includes(u16(f, inner + 12))) return false;
-  const ip = ipPayload(f, inner + 14);
+  if (inner === undefined) return false;
+  // Past the EtherType and any VLAN tags (802.1Q, 802.1ad) before it.
+  let type = inner + 12;
+  while ([0x8100, 0x88a8].includes(u16(f, type))) type += 4;
+  if (![0x0800, 0x86dd].includes(u16(f, type))) return false;
+  const ip = ipPayload(f, type + 2);
   if (!ip || (ip.proto !== 6 && ip.proto !== 17)) return false;
   const field = ip.at + (ip.proto === 6 ? 16 : 6);
   const pseudo = ip.pseudo(ip.proto);

@@ -7,6 +7,7 @@
 import counter from "../../bpf/build/counter.bpf.o" with { type: "bytes" };
 import flowKeyProbe from "../../bpf/build/flow_key_probe.bpf.o" with { type: "bytes" };
 import kernelPeer from "../../bpf/build/kernel_peer.bpf.o" with { type: "bytes" };
+import vlanTagger from "../../bpf/build/vlan_tagger.bpf.o" with { type: "bytes" };
 import verifierReject from "../../bpf/build/verifier_reject.bpf.o" with { type: "bytes" };
 import warren from "../../bpf/build/warren.bpf.o" with { type: "bytes" };
 
@@ -27,3 +28,6 @@ export const KERNEL_PEER_OBJECT: Uint8Array = kernelPeer;
 
 /** flow_key_probe.bpf.o: the datapath's frame parser, its flow key left in a map. */
 export const FLOW_KEY_PROBE_OBJECT: Uint8Array = flowKeyProbe;
+
+/** vlan_tagger.bpf.o: a VLAN device for a workload, at its device's TC hooks. */
+export const VLAN_TAGGER_OBJECT: Uint8Array = vlanTagger;
