@@ -378,24 +378,35 @@ privilegedTest("groups: a group changed under a 5 ms ping flood loses nothing", 
   }
   const [a, b] = lab.hosts;
   let changes = 0;
-  const r = await pingDuring(a.workload, b.workload.ip, async () => {
-    for (let i = 1; i <= 30; i++) {
-      for (const h of lab.hosts) {
-        // Buckets to a remote that is not there come and go, before and
-        // after the ones the pings need.
-        const extra = tunnelTo(`192.0.2.${100 + i}`);
-        const peer = tunnelTo(lab.peer(h).ip);
-        const buckets = i % 2 ? `${extra},bucket=output:web,${peer}` : `bucket=output:web,${peer}`;
-        await lab.datapath(h, async (dp) => {
-          const result = await dp.setGroups(
-            [parseGroup(`group_id=42,type=all,${buckets}`)],
-            "modify",
-          );
-          changes += result.modified;
-        });
+  const r = await pingDuring(
+    a.workload,
+    b.workload.ip,
+    async () => {
+      for (let i = 1; i <= 30; i++) {
+        for (const h of lab.hosts) {
+          // Buckets to a remote that is not there come and go, before and
+          // after the ones the pings need.
+          const extra = tunnelTo(`192.0.2.${100 + i}`);
+          const peer = tunnelTo(lab.peer(h).ip);
+          const buckets = i % 2
+            ? `${extra},bucket=output:web,${peer}`
+            : `bucket=output:web,${peer}`;
+          await lab.datapath(h, async (dp) => {
+            const result = await dp.setGroups(
+              [parseGroup(`group_id=42,type=all,${buckets}`)],
+              "modify",
+            );
+            changes += result.modified;
+          });
+        }
       }
-    }
-  }, 0.005);
+      // Under load the 60 changes take a minute, and an answer can take more
+      // than pingDuring's default 100 ms; every probe sent while the groups
+      // changed is still judged.
+    },
+    0.005,
+    500,
+  );
   assertEquals(changes, 60);
   assert.ok(r.sent > 100, `only ${r.sent} probes`);
   assertEquals(r.lost, []);
