@@ -504,7 +504,7 @@ privilegedTest(
     );
     r = await fleet([group(2, 22), group(4, 41)], [sends(2), sends(5)]);
     assertEquals(r.code, 1);
-    assert.match(r.stderr, /flows\[1\]: .*there is no group 5/);
+    assert.match(r.stderr, /fleet\.json:\d+: .*actions=group:5: there is no group 5/);
     await Deno.writeTextFile(`${dir}/op.json`, operatorState([group(1, 12), group(2, 23)]));
     await warrenFails(a, ["apply", `${dir}/op.json`], 1, `groups[1]: group 2 is owner "fleet"'s`);
     await warrenFails(a, ["group", "mod", group(2, 24)], 1, `group 2 is owner "fleet"'s`);
