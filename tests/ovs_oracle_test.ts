@@ -34,16 +34,20 @@ const CORPUS = new URL("./ovs-corpus/flows.txt", import.meta.url);
 /** Why warren refuses flows Open vSwitch accepts; `stage2` ones are to go. */
 const REFUSALS: { reason: string; message: RegExp; stage2?: boolean }[] = [
   {
-    reason: "rewrite actions (mod_dl_*, mod_nw_*, mod_tp_*, VLAN push/pop/set, dec_ttl, " +
-      "set_field on packet fields)",
-    message: /rewriting .* is not in warren's datapath yet/,
+    reason: "VLAN rewrites (push_vlan, pop_vlan, strip_vlan, mod_vlan_*, set_field on vlan fields)",
+    message: /rewriting VLAN tags is not in warren's datapath yet/,
     stage2: true,
   },
   {
-    reason: "in_port as an action (or load:0->in_port before an output), and outputs to " +
-      "the flow's own in_port (which OVS skips)",
-    message: /back out of the port it came in on is not|come in on, where Open vSwitch/,
+    reason: "IPv6 address rewrites",
+    message: /rewriting IPv6 addresses is not in warren's datapath yet/,
     stage2: true,
+  },
+  { reason: "SCTP port rewrites (CRC32c)", message: /does not recompute SCTP's CRC32c/ },
+  {
+    reason: "load:0->in_port before an output (write in_port), and outputs to the flow's " +
+      "own in_port (which OVS skips)",
+    message: /setting in_port:|come in on, where Open vSwitch/,
   },
   {
     reason: "a field without its prerequisite (OVS drops such a field silently)",
@@ -187,7 +191,10 @@ interface Meaning {
   priority: number;
   cookie: bigint;
   match: Match;
-  /** Outputs in order, each with the tunnel fields in force; "pass" for LOCAL. */
+  /**
+   * Outputs in order, each with the tunnel fields in force; "pass" for
+   * LOCAL; rewrites in order among them, as `set FIELD=VALUE`.
+   */
   outputs: string[];
 }
 
@@ -449,7 +456,19 @@ function ovsOutputs(actions: string[]): string[] {
     if (a === "drop") continue;
     if (a === "LOCAL") out.push("pass");
     else if ((m = /^group:(\d+)$/.exec(a))) out.push(`group ${m[1]}`);
-    else if ((m = /^output:(\d+)$/.exec(a))) out.push(outputLabel(m[1], st));
+    else if (a === "IN_PORT" || a === "dec_ttl") out.push(a.toLowerCase());
+    else if ((m = /^mod_(dl_src|dl_dst|nw_src|nw_dst|tp_src|tp_dst):(.+)$/.exec(a))) {
+      out.push(`set ${m[1]}=${m[2]}`);
+    } else if ((m = /^mod_nw_tos:(\d+)$/.exec(a))) out.push(`set ip_dscp=${Number(m[1]) >> 2}`);
+    else if ((m = /^load:(0x[0-9a-f]+)->NXM_NX_IP_(ECN|TTL)\[\]$/.exec(a))) {
+      out.push(`set nw_${m[2].toLowerCase()}=${Number(m[1])}`);
+    } else if ((m = /^mod_nw_ttl:(\d+)$/.exec(a))) out.push(`set nw_ttl=${m[1]}`);
+    else if ((m = /^set_field:([^-]+)->(eth|ip|tcp|udp)_(src|dst)$/.exec(a))) {
+      const layer = { eth: "dl", ip: "nw", tcp: "tp", udp: "tp" }[m[2]];
+      out.push(`set ${layer}_${m[3]}=${m[1]}`);
+    } else if ((m = /^set_field:(\d+)->(ip_dscp|nw_ecn|nw_ttl)$/.exec(a))) {
+      out.push(`set ${m[2]}=${m[1]}`);
+    } else if ((m = /^output:(\d+)$/.exec(a))) out.push(outputLabel(m[1], st));
     else if ((m = /^(?:set_field:|set_tunnel(?:64)?:)(0x[0-9a-f]+)(?:->tun_id)?$/.exec(a))) {
       st.id = BigInt(m[1]);
     } else if ((m = /^load:(0x[0-9a-f]+)->NXM_NX_TUN_ID\[\]$/.exec(a))) st.id = BigInt(m[1]);
@@ -502,7 +521,8 @@ function warrenMeaning(f: FlowSpec): Meaning {
   const st: TunnelState = {};
   const addr = (a: { v6: boolean; bytes: Uint8Array }) => formatAddr(a.bytes, a.v6);
   for (const a of f.actions as ActionSpec[]) {
-    if (a.type === "pass") outputs.push("pass");
+    if (a.type === "pass" || a.type === "in_port" || a.type === "dec_ttl") outputs.push(a.type);
+    else if (a.type === "set_field") outputs.push(rewriteLabel(a.field, a.value));
     else if (a.type === "group") outputs.push(`group ${a.group}`);
     else if (a.type === "output") outputs.push(outputLabel(a.port, st));
     else if (a.type === "set_tunnel") {
@@ -517,6 +537,18 @@ function warrenMeaning(f: FlowSpec): Meaning {
   const match = structuredClone(f.match);
   if (match.mask.vlan_tci & 0x1000 && match.key.vlan_tci === 0) match.mask.vlan_tci = 0xffff;
   return { priority: f.priority, cookie: f.cookie, match, outputs };
+}
+
+/** A rewrite as the interpreter of Open vSwitch's actions labels it. */
+function rewriteLabel(field: string, value: bigint): string {
+  const bytes = (n: number) =>
+    Array.from({ length: n }, (_, i) => Number((value >> BigInt(8 * (n - 1 - i))) & 0xffn));
+  if (field.startsWith("eth")) {
+    const text = bytes(6).map((b) => b.toString(16).padStart(2, "0")).join(":");
+    return `set dl_${field.slice(4)}=${text}`;
+  }
+  if (field === "nw_src" || field === "nw_dst") return `set ${field}=${bytes(4).join(".")}`;
+  return `set ${field}=${value}`;
 }
 
 /** Open vSwitch prints IPv6 addresses its own way; compare them as warren prints them. */

@@ -16,6 +16,7 @@
 #include "encap.h"
 #include "gso.h"
 #include "icmp.h"
+#include "rewrite.h"
 #include "stt_tx.h"
 
 #define TCP_MSS_OPT_MAX 40
@@ -287,13 +288,25 @@ static __always_inline long output_one(struct __sk_buff *skb, const struct wr_ac
 	return -1;
 }
 
-/* output_one as a global function, for a flow's actions: the verifier
- * checks one action once instead of every sequence of eight. */
-__noinline long exec_one(struct __sk_buff *skb, const struct wr_action *a,
-			 const struct wr_flow_key *key, const struct frame_info *fi,
-			 struct exec_state *st)
+/* One of a flow's actions, as a global function: the verifier checks one
+ * action once instead of every sequence of eight. in_port is an output to
+ * the port the packet came in on, which is dropped unless that is local.
+ * key is the lookup's own (see exec_actions), so rewrites update it. */
+__noinline long exec_one(struct __sk_buff *skb, const struct wr_action *a, struct wr_flow_key *key,
+			 const struct frame_info *fi, struct exec_state *st)
 {
-	return output_one(skb, a, key, fi, st);
+	struct wr_action out;
+
+	if (!a || !st)
+		return TC_ACT_SHOT;
+	if (a->op >= WR_ACT_SET_ETH_SRC)
+		return rewrite(skb, a, key, fi, st->in_port);
+	out = *a;
+	if (out.op == WR_ACT_IN_PORT) {
+		out.op = WR_ACT_OUTPUT;
+		out.port = st->in_port;
+	}
+	return output_one(skb, &out, key, fi, st);
 }
 
 /* The state of the actions being carried out: in a map, off the stack,
@@ -458,9 +471,10 @@ __noinline long exec_group(struct __sk_buff *skb, __u32 gid, struct lookup *l)
 	return TC_ACT_SHOT;
 }
 
-/* Carries out e's actions on skb. Returns the TC verdict. */
+/* Carries out e's actions on skb. Returns the TC verdict. key is the
+ * lookup's, which rewrites change as they change the packet. */
 __noinline long exec_actions(struct __sk_buff *skb, const struct wr_flow_entry *e,
-			     const struct wr_flow_key *key, const struct frame_info *fi)
+			     struct wr_flow_key *key, const struct frame_info *fi)
 {
 	__u32 zero = 0, n;
 	struct exec_state *st = bpf_map_lookup_elem(&wr_scratch_exec, &zero);

@@ -261,11 +261,13 @@ struct wr_flow_index_key {
 	struct wr_flow_key key;
 };
 
-/* Actions, as the control plane compiles them: run in order. Outputs to
- * local ports come first, then tunnel outputs (each with its set_tunnel),
- * and exactly one output or pass is marked last; every output before it
- * works on a clone. A drop stands alone. (A GSO packet's tunnel outputs
- * run in an order of their own, the last of it on the packet: gso.h.) */
+/* Actions, as the control plane compiles them: run in order. Rewrites and
+ * outputs to local ports come first, in the order written, then tunnel
+ * outputs (each with its set_tunnel), and exactly one output or pass is
+ * marked last; every output before it works on a clone. A drop stands
+ * alone. A rewrite of a layer the packet has not is skipped. (A GSO
+ * packet's tunnel outputs run in an order of their own, the last of it on
+ * the packet: gso.h.) */
 enum wr_action_op {
 	WR_ACT_NONE = 0,
 	WR_ACT_OUTPUT = 1,	/* to local port `port` */
@@ -274,6 +276,16 @@ enum wr_action_op {
 	WR_ACT_PASS = 4,	/* hand the packet to the kernel stack */
 	WR_ACT_GROUP = 5,	/* a copy to each bucket of group `arg` (alone in a flow) */
 	WR_ACT_SET_NET = 6,	/* net = `arg`, then look the packet up again (alone in a flow) */
+	WR_ACT_IN_PORT = 7,	/* to the local port the packet came in on */
+	WR_ACT_SET_ETH_SRC = 8,	/* the 6 bytes of `port` and `arg` */
+	WR_ACT_SET_ETH_DST = 9,
+	WR_ACT_SET_IP4_SRC = 10,/* `arg`, in network order */
+	WR_ACT_SET_IP4_DST = 11,
+	WR_ACT_SET_TOS = 12,	/* the IPv4 TOS or IPv6 traffic class bits in `port` to `arg` */
+	WR_ACT_SET_TTL = 13,	/* IPv4 TTL or IPv6 hop limit = `arg` */
+	WR_ACT_DEC_TTL = 14,	/* one less; a packet it would take to 0 is dropped */
+	WR_ACT_SET_TP_SRC = 15,	/* TCP or UDP port = `arg` */
+	WR_ACT_SET_TP_DST = 16,
 };
 
 /* wr_action.flags */
@@ -413,6 +425,7 @@ enum wr_stat {
 	WR_DROP_NO_NEIGH,	/* next hop unresolved and the frame is not IP */
 	WR_DROP_NO_GROUP,	/* a flow's group does not exist */
 	WR_DROP_GROUP_EMPTY,	/* a group left no bucket for the packet (split horizon) */
+	WR_DROP_TTL,		/* dec_ttl on a TTL or hop limit of 0 or 1 */
 	WR_DROP_MAX_,
 	/* other events */
 	WR_STAT_DECAP = 32,	/* tunnel packets decapsulated */

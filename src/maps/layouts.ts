@@ -410,6 +410,16 @@ export const ActionOp = {
   PASS: 4,
   GROUP: 5,
   SET_NET: 6,
+  IN_PORT: 7,
+  SET_ETH_SRC: 8,
+  SET_ETH_DST: 9,
+  SET_IP4_SRC: 10,
+  SET_IP4_DST: 11,
+  SET_TOS: 12,
+  SET_TTL: 13,
+  DEC_TTL: 14,
+  SET_TP_SRC: 15,
+  SET_TP_DST: 16,
 } as const;
 /** `WR_ACTF_LAST`. */
 export const ACTF_LAST = 0x01;
@@ -606,6 +616,7 @@ export const Stat = {
   DROP_NO_NEIGH: 24,
   DROP_NO_GROUP: 25,
   DROP_GROUP_EMPTY: 26,
+  DROP_TTL: 27,
   DECAP: 32,
   ENCAP: 33,
   XDP_REDIRECT: 34,

@@ -2,10 +2,11 @@
  * Compiling flows into what the datapath runs, and back.
  *
  * The datapath does no sorting or counting (see bpf/include/actions.h), so
- * the compiler puts local outputs first, then tunnel outputs each with the
- * tunnel key in force when it was written (set_tunnel fields accumulate, as
- * in Open vSwitch), then `pass`; and it flags the action the packet itself
- * takes. Combinations the datapath cannot carry out are refused here, with
+ * the compiler puts rewrites and local outputs first, in the order written
+ * (each output a copy of the packet as rewritten so far), then tunnel
+ * outputs each with the tunnel key in force when it was written
+ * (set_tunnel fields accumulate, as in Open vSwitch), then `pass`; and it
+ * flags the action the packet itself takes. Combinations the datapath cannot carry out are refused here, with
  * a sentence saying why.
  *
  * @module
@@ -32,6 +33,8 @@ import {
   type ActionSpec,
   formatActions,
   type GeneveOption,
+  type RewriteField,
+  type SetField,
   type SetTunnel,
 } from "./flow_actions.ts";
 import { type FlowSpec, formatFlow } from "./flow_syntax.ts";
@@ -226,8 +229,7 @@ export function compileFlow(spec: FlowSpec, ports: PortLookup, memo?: ActionMemo
         // Open vSwitch silently skips such an output; warren says so.
         throw new CompileError(
           `output:${ports.byNumber(back.port)?.name} is the port the flow's packets come in on, ` +
-            "where Open vSwitch never sends them; the in_port action, which does, " +
-            "is not in warren's datapath yet",
+            "where Open vSwitch never sends them; write in_port to send them back there",
         );
       }
     }
@@ -344,6 +346,7 @@ export function flowText(spec: FlowSpec, ports: PortLookup): string {
 
 /** Compiles an action list against the ports that exist. */
 export function compileActions(list: readonly ActionSpec[], ports: PortLookup): CompiledActions {
+  // Rewrites and local outputs, in the order written.
   const locals: ActionEntry[] = [];
   const tunnels: ActionEntry[] = [];
   const tunKeyBytes: Uint8Array[] = [];
@@ -367,6 +370,22 @@ export function compileActions(list: readonly ActionSpec[], ports: PortLookup): 
         break;
       case "set_tunnel":
         state = merge(state, a);
+        break;
+      case "in_port":
+        locals.push({ op: ActionOp.IN_PORT, flags: 0, port: 0, arg: 0 });
+        break;
+      case "set_field":
+      case "dec_ttl":
+        if (tunnels.length || pass) {
+          throw new CompileError(
+            `${formatActions([a], NO_NAMES)} after ${
+              tunnels.length ? "a tunnel output" : "pass"
+            }: ` +
+              "warren rewrites a packet before it is encapsulated or handed to the stack; " +
+              "put the rewrite first",
+          );
+        }
+        locals.push(rewriteEntry(a));
         break;
       case "output": {
         const number = /^\d+$/.test(a.port) ? Number(a.port) : undefined;
@@ -412,19 +431,104 @@ export function compileActions(list: readonly ActionSpec[], ports: PortLookup): 
       "pass cannot be combined with tunnel outputs (the stack would get the encapsulated packet)",
     );
   }
-  const actions: ActionEntry[] = dropped
+  const outputs = [...locals, ...tunnels].filter((a) => !isRewrite(a.op)).length + (pass ? 1 : 0);
+  // Rewrites that no output follows change nothing anyone sees: a drop.
+  const actions: ActionEntry[] = dropped || (outputs === 0 && locals.length)
     ? [{ op: ActionOp.DROP, flags: ACTF_LAST, port: 0, arg: 0 }]
     : [...locals, ...tunnels, ...(pass ? [{ op: ActionOp.PASS, flags: 0, port: 0, arg: 0 }] : [])];
   if (actions.length > MAX_ACTIONS) {
-    throw new CompileError(`a flow has at most ${MAX_ACTIONS} outputs, this one ${actions.length}`);
+    throw new CompileError(
+      `a flow has at most ${MAX_ACTIONS} outputs and rewrites, this one ${actions.length}`,
+    );
   }
-  if (actions.length) actions[actions.length - 1].flags |= ACTF_LAST;
+  const last = actions.findLastIndex((a) => !isRewrite(a.op));
+  if (last >= 0) actions[last].flags |= ACTF_LAST;
   let flags = 0;
   if (actions.length === 1 && actions[0].op === ActionOp.OUTPUT) {
     const out = ports.byNumber(actions[0].port);
     if (out?.kind === "local" && out.xdp) flags |= FlowFlag.LOCAL_XDP;
   }
   return { actions, tunKeyBytes, flags };
+}
+
+const NO_NAMES: PortNames = { number: () => undefined, name: () => undefined };
+
+/** Whether op rewrites the packet (no output). */
+function isRewrite(op: number): boolean {
+  return op >= ActionOp.SET_ETH_SRC;
+}
+
+/** The datapath's op for setting each field. */
+const REWRITE_OPS: Readonly<Record<RewriteField, number>> = {
+  eth_src: ActionOp.SET_ETH_SRC,
+  eth_dst: ActionOp.SET_ETH_DST,
+  nw_src: ActionOp.SET_IP4_SRC,
+  nw_dst: ActionOp.SET_IP4_DST,
+  ip_dscp: ActionOp.SET_TOS,
+  nw_ecn: ActionOp.SET_TOS,
+  nw_ttl: ActionOp.SET_TTL,
+  tp_src: ActionOp.SET_TP_SRC,
+  tp_dst: ActionOp.SET_TP_DST,
+};
+
+/** The TOS bits ip_dscp and nw_ecn are, in the datapath's SET_TOS `port`. */
+const DSCP_BITS = 0xfc;
+const ECN_BITS = 0x03;
+
+/**
+ * A rewrite as the datapath runs it (see enum wr_action_op): addresses as
+ * bytes in network order across `port` and `arg` (which sit back to back),
+ * TOS as the bits to set and their value, numbers as they are.
+ */
+function rewriteEntry(a: SetField | { type: "dec_ttl" }): ActionEntry {
+  if (a.type === "dec_ttl") return { op: ActionOp.DEC_TTL, flags: 0, port: 0, arg: 0 };
+  const op = REWRITE_OPS[a.field];
+  const v = Number(a.value);
+  switch (a.field) {
+    case "eth_src":
+    case "eth_dst": {
+      const b = bigBytes(a.value, 6);
+      return { op, flags: 0, port: b[0] | (b[1] << 8), arg: le32(b.subarray(2)) };
+    }
+    case "nw_src":
+    case "nw_dst":
+      return { op, flags: 0, port: 0, arg: le32(bigBytes(a.value, 4)) };
+    case "ip_dscp":
+      return { op, flags: 0, port: DSCP_BITS, arg: v << 2 };
+    case "nw_ecn":
+      return { op, flags: 0, port: ECN_BITS, arg: v };
+    default:
+      return { op, flags: 0, port: 0, arg: v };
+  }
+}
+
+/** The inverse of {@link rewriteEntry}. */
+function decompileRewrite(a: ActionEntry): ActionSpec {
+  const field = (Object.keys(REWRITE_OPS) as RewriteField[]).find((f) =>
+    REWRITE_OPS[f] === a.op &&
+    (a.op !== ActionOp.SET_TOS || (f === "ip_dscp") === (a.port === DSCP_BITS))
+  );
+  const wire = new Uint8Array(6);
+  new DataView(wire.buffer).setUint16(0, a.port, true);
+  new DataView(wire.buffer).setUint32(2, a.arg, true);
+  const number = (b: Uint8Array) => b.reduce((n, x) => (n << 8n) | BigInt(x), 0n);
+  if (!field) return { type: "dec_ttl" };
+  const value = field.startsWith("eth")
+    ? number(wire)
+    : field === "nw_src" || field === "nw_dst"
+    ? number(wire.subarray(2))
+    : BigInt(field === "ip_dscp" ? a.arg >> 2 : a.arg);
+  return { type: "set_field", field, value };
+}
+
+/** The `n` bytes of `v`, most significant first. */
+function bigBytes(v: bigint, n: number): Uint8Array {
+  return Uint8Array.from({ length: n }, (_, i) => Number((v >> BigInt(8 * (n - 1 - i))) & 0xffn));
+}
+
+/** Four bytes as the little-endian u32 that lays them out in that order. */
+function le32(b: Uint8Array): number {
+  return (b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)) >>> 0;
 }
 
 function addr(bytes: Uint8Array, v6: boolean): Addr {
@@ -456,6 +560,9 @@ export function decompileActions(
       case ActionOp.OUTPUT:
         out.push({ type: "output", port: name });
         break;
+      case ActionOp.IN_PORT:
+        out.push({ type: "in_port" });
+        break;
       case ActionOp.TUNNEL: {
         const tk = a.arg === NO_TUN_KEY ? undefined : tunKey(a.arg);
         if (tk && tk.set | tk.flags) {
@@ -475,6 +582,8 @@ export function decompileActions(
         out.push({ type: "output", port: name });
         break;
       }
+      default:
+        if (isRewrite(a.op)) out.push(decompileRewrite(a));
     }
   }
   return out;

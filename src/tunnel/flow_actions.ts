@@ -1,14 +1,17 @@
 /**
  * Actions written the way Open vSwitch users write them: outputs to ports
- * by name or number, `set_tunnel(...)`, `set_tunnel:ID`, `set_field` and
- * `load` on tunnel fields, `set_field` on `net`, `group:ID`, `drop`, `pass`
- * (or `LOCAL`). What warren does not do is refused with a sentence saying
- * why and, where there is one, what to write instead.
+ * by name or number, `in_port`, `set_tunnel(...)`, `set_tunnel:ID`,
+ * `set_field` and `load` on tunnel fields, `set_field` on `net`,
+ * `group:ID`, `drop`, `pass` (or `LOCAL`), and the rewrites `mod_dl_*`,
+ * `mod_nw_*`, `mod_tp_*` and `dec_ttl` (or `set_field` and `load` on those
+ * fields). What warren does not do is refused with a sentence saying why
+ * and, where there is one, what to write instead.
  *
  * @module
  */
 
 import { type Addr, addrFromBigint, formatAddr, parseAddr } from "./addr.ts";
+import { parseMac } from "../maps/codec.ts";
 import { absentField } from "./fields.ts";
 import { FlowSyntaxError, SEPARATORS, split, type Token } from "./flow_tokens.ts";
 import {
@@ -55,10 +58,37 @@ export interface SetTunnel {
   geneve?: GeneveOption[];
 }
 
+/** A packet field a rewrite action sets, by the name warren prints it under. */
+export type RewriteField =
+  | "eth_src"
+  | "eth_dst"
+  | "nw_src"
+  | "nw_dst"
+  | "ip_dscp"
+  | "nw_ecn"
+  | "nw_ttl"
+  | "tp_src"
+  | "tp_dst";
+
+/** A rewrite: `field` of the packet takes `value` (a MAC or IPv4 address as a number). */
+export interface SetField {
+  /** Kind marker. */
+  type: "set_field";
+  /** The field. */
+  field: RewriteField;
+  /** Its new value, within the field's width. */
+  value: bigint;
+}
+
 /** One action, as written. */
 export type ActionSpec =
   /** To the port of that name, or number when `port` is digits. */
   | { type: "output"; port: string }
+  /** Back out of the (local) port the packet came in on. */
+  | { type: "in_port" }
+  | SetField
+  /** One off the IP TTL or hop limit; the packet is dropped when it runs out. */
+  | { type: "dec_ttl" }
   | SetTunnel
   | { type: "drop" }
   | { type: "pass" }
@@ -102,13 +132,13 @@ export function parseActions(text: string, base = 0): ActionSpec[] {
 
 /** What warren does have, for the end of "not an action" errors. */
 const ACTIONS_HELP =
-  "warren's actions are output:PORT (or a port number), set_tunnel(...), set_tunnel:ID, " +
-  "set_field:VALUE->tun_id|tun_src|tun_dst|tun_ipv6_src|tun_ipv6_dst|tun_tos|tun_ttl|net, " +
-  "group:ID, drop and pass";
+  "warren's actions are output:PORT (or a port number), in_port, set_tunnel(...), " +
+  "set_tunnel:ID, set_field:VALUE->tun_id|tun_src|tun_dst|tun_ipv6_src|tun_ipv6_dst|tun_tos|" +
+  "tun_ttl|net, mod_dl_src|mod_dl_dst:MAC, mod_nw_src|mod_nw_dst:IPv4, mod_nw_tos:TOS, " +
+  "mod_nw_ecn:ECN, mod_nw_ttl:TTL, mod_tp_src|mod_tp_dst:PORT, dec_ttl, group:ID, drop and pass";
 
 /** Why warren has no such port to send to, and what to write instead. */
 const RESERVED_OUTPUTS: Readonly<Record<string, string>> = {
-  IN_PORT: "sending a packet back out of the port it came in on is not in warren's datapath yet",
   NORMAL:
     "warren has no NORMAL port (it is no learning switch): output to the ports the traffic should reach, for example output:web",
   FLOOD:
@@ -125,8 +155,13 @@ const RESERVED_OUTPUTS: Readonly<Record<string, string>> = {
 /** Open vSwitch actions warren has no counterpart for, and why. */
 const ABSENT_ACTIONS: readonly [RegExp, string][] = [
   [
-    /^(mod_dl_src|mod_dl_dst|mod_vlan_vid|mod_vlan_pcp|strip_vlan|pop_vlan|push_vlan|mod_nw_src|mod_nw_dst|mod_nw_tos|mod_nw_ecn|mod_nw_ttl|dec_ttl|mod_tp_src|mod_tp_dst)$/,
-    "rewriting packets is not in warren's datapath yet",
+    /^(mod_vlan_vid|mod_vlan_pcp|strip_vlan|pop_vlan|push_vlan)$/,
+    "rewriting VLAN tags is not in warren's datapath yet",
+  ],
+  [
+    /^dec_ttl$/,
+    "dec_ttl(ID,...) names controllers, and warren has no controller: write dec_ttl, " +
+    "which drops (and counts) a packet whose TTL runs out",
   ],
   [
     /^(push_mpls|pop_mpls|set_mpls_label|set_mpls_tc|set_mpls_ttl|dec_mpls_ttl)$/,
@@ -158,6 +193,12 @@ const NXM_NAMES: Readonly<Record<string, string>> = {
   NXM_OF_IP_TOS: "nw_tos",
   NXM_OF_IP_SRC: "nw_src",
   NXM_OF_IP_DST: "nw_dst",
+  NXM_NX_IP_ECN: "nw_ecn",
+  NXM_NX_IP_TTL: "nw_ttl",
+  NXM_OF_TCP_SRC: "tcp_src",
+  NXM_OF_TCP_DST: "tcp_dst",
+  NXM_OF_UDP_SRC: "udp_src",
+  NXM_OF_UDP_DST: "udp_dst",
   NXM_NX_PKT_MARK: "pkt_mark",
 };
 
@@ -173,37 +214,102 @@ const SETTABLE: Readonly<Record<string, number>> = {
   tun_ttl: 8,
 };
 
-/** Fields whose rewrite comes with the datapath's rewrite actions. */
-const REWRITABLE = new Set([
-  "eth_src",
-  "eth_dst",
-  "dl_src",
-  "dl_dst",
-  "vlan_vid",
-  "vlan_pcp",
-  "dl_vlan",
-  "dl_vlan_pcp",
-  "vlan_tci",
-  "ip_src",
-  "ip_dst",
-  "nw_src",
-  "nw_dst",
-  "ipv6_src",
-  "ipv6_dst",
-  "ip_dscp",
-  "nw_tos",
-  "nw_ecn",
-  "ip_ecn",
-  "nw_ttl",
-  "tp_src",
-  "tp_dst",
-  "tcp_src",
-  "tcp_dst",
-  "udp_src",
-  "udp_dst",
-  "sctp_src",
-  "sctp_dst",
-]);
+/** Packet fields the datapath rewrites, by every name `set_field` and `load` take. */
+const REWRITES: Readonly<Record<string, RewriteField>> = {
+  eth_src: "eth_src",
+  dl_src: "eth_src",
+  eth_dst: "eth_dst",
+  dl_dst: "eth_dst",
+  ip_src: "nw_src",
+  nw_src: "nw_src",
+  ip_dst: "nw_dst",
+  nw_dst: "nw_dst",
+  ip_dscp: "ip_dscp",
+  nw_tos: "ip_dscp",
+  nw_ecn: "nw_ecn",
+  ip_ecn: "nw_ecn",
+  nw_ttl: "nw_ttl",
+  tp_src: "tp_src",
+  tcp_src: "tp_src",
+  udp_src: "tp_src",
+  tp_dst: "tp_dst",
+  tcp_dst: "tp_dst",
+  udp_dst: "tp_dst",
+};
+
+/** Each rewritten field's width in bits. */
+const REWRITE_WIDTH: Readonly<Record<RewriteField, number>> = {
+  eth_src: 48,
+  eth_dst: 48,
+  nw_src: 32,
+  nw_dst: 32,
+  ip_dscp: 6,
+  nw_ecn: 2,
+  nw_ttl: 8,
+  tp_src: 16,
+  tp_dst: 16,
+};
+
+/** Fields warren's datapath does not rewrite, and why. */
+const NOT_REWRITTEN: readonly [RegExp, string][] = [
+  [
+    /^(vlan_vid|vlan_pcp|dl_vlan|dl_vlan_pcp|vlan_tci)$/,
+    "rewriting VLAN tags is not in warren's datapath yet",
+  ],
+  [/^(ipv6_src|ipv6_dst)$/, "rewriting IPv6 addresses is not in warren's datapath yet"],
+  [
+    /^(sctp_src|sctp_dst)$/,
+    "warren does not recompute SCTP's CRC32c, so it rewrites TCP and UDP ports only",
+  ],
+];
+
+/** `set_field:VALUE->FIELD` (or `load`'s value) for a packet field, as a rewrite. */
+function setPacketField(name: string, text: string, numeric = false): SetField {
+  const field = REWRITES[name];
+  const width = REWRITE_WIDTH[field];
+  const [v, mask] = text.split("/");
+  if (mask !== undefined) throw new MatchError(MASKED_SET);
+  let value: bigint;
+  if (!numeric && field.startsWith("eth")) {
+    try {
+      value = parseMac(v).reduce((n, byte) => (n << 8n) | BigInt(byte), 0n);
+    } catch {
+      throw new MatchError(`"${v}" is not a MAC address`);
+    }
+  } else if (!numeric && (field === "nw_src" || field === "nw_dst")) {
+    value = ipv4(v);
+  } else if (name === "nw_tos") {
+    const tos = parseUint(v, 255);
+    if (tos & 3) throw new MatchError(`${v} is not a TOS: its two ECN bits must be 0`);
+    value = BigInt(tos >> 2);
+  } else value = parseU64Wide(v, width);
+  return { type: "set_field", field, value };
+}
+
+/** An IPv4 address as a number. */
+function ipv4(text: string): bigint {
+  let a: Addr | undefined;
+  try {
+    a = parseAddr(text);
+  } catch {
+    // said below
+  }
+  if (!a || a.v6) throw new MatchError(`"${text}" is not an IPv4 address`);
+  return a.bytes.subarray(0, 4).reduce((n, b) => (n << 8n) | BigInt(b), 0n);
+}
+
+/** `mod_*:VALUE`: Open vSwitch's OpenFlow 1.0 rewrites, by the field each sets. */
+const MOD_ACTIONS: Readonly<Record<string, string>> = {
+  mod_dl_src: "eth_src",
+  mod_dl_dst: "eth_dst",
+  mod_nw_src: "nw_src",
+  mod_nw_dst: "nw_dst",
+  mod_nw_tos: "nw_tos",
+  mod_nw_ecn: "nw_ecn",
+  mod_nw_ttl: "nw_ttl",
+  mod_tp_src: "tp_src",
+  mod_tp_dst: "tp_dst",
+};
 
 /** One action, from its token. */
 export function parseAction({ text: t, at }: Token): ActionSpec {
@@ -217,6 +323,9 @@ export function parseAction({ text: t, at }: Token): ActionSpec {
       throw new MatchError("output with max_len: warren does not truncate copies");
     }
     if (/^[A-Za-z_]+$/.test(t) && reservedPort(t)) return outputTo(t);
+    if (t === "dec_ttl" || t === "dec_ttl()") return { type: "dec_ttl" };
+    m = /^(mod_[a-z_]+):(.+)$/.exec(t);
+    if (m && own(MOD_ACTIONS, m[1])) return setPacketField(MOD_ACTIONS[m[1]], m[2]);
     if (/^(0x[0-9a-fA-F]+|\d+)$/.test(t)) return outputTo(t);
     m = /^group:(.+)$/.exec(t);
     if (m) return { type: "group", group: parseGroupId(m[1]) };
@@ -251,6 +360,7 @@ export function parseAction({ text: t, at }: Token): ActionSpec {
 function outputTo(port: string): ActionSpec {
   const reserved = reservedPort(port);
   if (reserved === "LOCAL") return { type: "pass" };
+  if (reserved === "IN_PORT") return { type: "in_port" };
   if (reserved) throw new MatchError(`${reserved}: ${RESERVED_OUTPUTS[reserved]}`);
   const n = portNumber(port);
   if (n !== undefined) return { type: "output", port: String(n) };
@@ -264,17 +374,18 @@ function outputTo(port: string): ActionSpec {
   return { type: "output", port };
 }
 
-/** Why `target` cannot be set, when it is no tunnel field. */
+/** Why `target` cannot be set, when it is neither a tunnel field nor a rewritten one. */
 function unsettable(target: string): MatchError {
-  if (REWRITABLE.has(target)) {
-    return new MatchError(`rewriting ${target} is not in warren's datapath yet`);
-  }
+  const not = NOT_REWRITTEN.find(([re]) => re.test(target));
+  if (not) return new MatchError(`${target}: ${not[1]}`);
   if (target === "tun_flags") {
     return new MatchError("set the oam flag with set_tunnel(flags=oam)");
   }
   if (target === "in_port") {
     // Open vSwitch's way to send a packet back out of its input port.
-    return new MatchError(`setting in_port: ${RESERVED_OUTPUTS.IN_PORT}`);
+    return new MatchError(
+      "setting in_port: to send a packet back where it came from, write in_port",
+    );
   }
   return absentField(target) ?? new MatchError(`warren cannot set ${target}; ${ACTIONS_HELP}`);
 }
@@ -283,7 +394,8 @@ const MASKED_SET = "a masked set keeps the packet's other bits of the field, " +
   "which warren's datapath cannot do yet; set the whole field";
 
 /** `set_field:VALUE->TARGET` for a tunnel field. */
-function setTunnelField(target: string, text: string): SetTunnel {
+function setTunnelField(target: string, text: string): SetTunnel | SetField {
+  if (own(REWRITES, target)) return setPacketField(target, text);
   if (own(SETTABLE, target) === undefined) throw unsettable(target);
   const slash = text.indexOf("/");
   let value = text;
@@ -315,8 +427,15 @@ function loadTunnelField(
   text: string,
   lo: string | undefined,
   hi: string | undefined,
-): SetTunnel {
+): SetTunnel | SetField {
   const target = own(NXM_NAMES, name) ?? name;
+  const rewrite = own(REWRITES, target);
+  if (rewrite) {
+    if (lo !== undefined && (Number(lo) !== 0 || Number(hi ?? lo) !== REWRITE_WIDTH[rewrite] - 1)) {
+      throw new MatchError(MASKED_SET);
+    }
+    return setPacketField(target, text, true);
+  }
   const width = own(SETTABLE, target);
   if (width === undefined) throw unsettable(target);
   if (lo !== undefined && (Number(lo) !== 0 || Number(hi ?? lo) !== width - 1)) {
@@ -456,7 +575,11 @@ export function formatAction(a: ActionSpec): string {
   switch (a.type) {
     case "drop":
     case "pass":
+    case "in_port":
+    case "dec_ttl":
       return a.type;
+    case "set_field":
+      return formatRewrite(a);
     case "output":
       return `output:${a.port}`;
     case "group":
@@ -481,6 +604,24 @@ export function formatAction(a: ActionSpec): string {
       }
       return `set_tunnel(${parts.join(",")})`;
     }
+  }
+}
+
+/** A rewrite as Open vSwitch prints it (`mod_*`), each value in its field's own notation. */
+function formatRewrite({ field, value }: SetField): string {
+  switch (field) {
+    case "eth_src":
+    case "eth_dst": {
+      const hex = value.toString(16).padStart(12, "0");
+      return `mod_dl_${field.slice(4)}:${hex.match(/../g)!.join(":")}`;
+    }
+    case "nw_src":
+    case "nw_dst":
+      return `mod_${field}:${addrText(addrFromBigint(value, false))}`;
+    case "ip_dscp":
+      return `mod_nw_tos:${Number(value) << 2}`;
+    default:
+      return `mod_${field}:${value}`;
   }
 }
 

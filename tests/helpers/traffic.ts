@@ -89,14 +89,16 @@ export function ipv4Fragments(ipLen: number, mtu: number): number[] {
 }
 
 /**
- * Sends `bytes` random bytes over TCP from `from` to `to` (port 5001) and
- * returns both ends' SHA-256.
+ * Sends `bytes` random bytes over TCP from `from` to `to` (which listens on
+ * port 5001; the client connects to `address` and `port`, which a rewrite
+ * on the way may turn into those) and returns both ends' SHA-256.
  */
 export async function tcpTransfer(
   from: Workload,
   to: Workload,
   bytes: number,
   address = to.ip,
+  port = 5001,
 ): Promise<{ sent: string; received: string }> {
   const dir = await Deno.makeTempDir({ prefix: "warren-tcp-" });
   try {
@@ -112,7 +114,7 @@ export async function tcpTransfer(
       stderr: "piped",
     }).spawn();
     await waitForListener(to.ns, 5001);
-    const target = address.includes(":") ? `TCP6:[${address}]:5001` : `TCP:${address}:5001`;
+    const target = address.includes(":") ? `TCP6:[${address}]:${port}` : `TCP:${address}:${port}`;
     const client = await from.ns.runRaw(["timeout", "60", "socat", "-u", `OPEN:${file}`, target]);
     const done = await server.output();
     if (client.code !== 0 || done.code !== 0) {

@@ -1,0 +1,194 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * A flow's rewrite actions, at TC: Ethernet addresses, IPv4 addresses,
+ * TOS/traffic class, TTL/hop limit, TCP and UDP ports. Checksums are fixed
+ * incrementally by the kernel's helpers, which also keep a checksum still
+ * to be filled in (CHECKSUM_PARTIAL) and the receive checksum
+ * (CHECKSUM_COMPLETE) right. A rewrite of a layer the packet has not (an
+ * IPv4 address of an IPv6 or ARP packet, a port of a later fragment or of
+ * ICMP) is skipped, as Open vSwitch skips it. Flows that rewrite never
+ * finish at XDP (see the compiler), so nothing here runs there.
+ */
+#ifndef WR_REWRITE_H
+#define WR_REWRITE_H
+
+#include "parse.h"
+
+/* Where an IPv4 field's 16-bit checksum word starts, for one-byte fields. */
+#define IP4_TOS_WORD 0
+#define IP4_TTL_WORD 8
+
+/* Replaces the 16-bit word at `off` with `new`, fixing the IPv4 header
+ * checksum at l3. */
+static __always_inline int ip4_word(struct __sk_buff *skb, __u32 l3, __u32 off, __u16 new)
+{
+	__u16 old;
+
+	if (bpf_skb_load_bytes(skb, l3 + off, &old, 2) || old == new)
+		return 0;
+	if (bpf_skb_store_bytes(skb, l3 + off, &new, 2, 0))
+		return -1;
+	return bpf_l3_csum_replace(skb, l3 + offsetof(struct iphdr, check), old, new, 2);
+}
+
+/* Where the L4 checksum of the packet is, or 0 when it has none warren
+ * fixes (not TCP or UDP, or no L4 header in this fragment). `flags` gets
+ * BPF_F_MARK_MANGLED_0 for UDP: a zero there means "no checksum". */
+static __always_inline __u32 l4_csum_off(const struct frame_info *fi, __u64 *flags)
+{
+	if (!fi->l4_off)
+		return 0;
+	if (fi->ip_proto_l4 == IPPROTO_TCP)
+		return fi->l4_off + offsetof(struct tcphdr, check);
+	if (fi->ip_proto_l4 == IPPROTO_UDP) {
+		*flags |= BPF_F_MARK_MANGLED_0;
+		return fi->l4_off + offsetof(struct udphdr, check);
+	}
+	return 0;
+}
+
+/* The IPv4 source or destination: the header checksum and the TCP/UDP
+ * pseudo-header's share of the L4 checksum. */
+static __always_inline int set_ip4(struct __sk_buff *skb, const struct frame_info *fi, __u32 off,
+				   __be32 new)
+{
+	__u32 l3 = fi->l3_off, csum;
+	__u64 flags = BPF_F_PSEUDO_HDR | sizeof(new);
+	__be32 old;
+
+	if (fi->ip_version != 4 || bpf_skb_load_bytes(skb, l3 + off, &old, 4) || old == new)
+		return 0;
+	if (bpf_skb_store_bytes(skb, l3 + off, &new, 4, 0) ||
+	    bpf_l3_csum_replace(skb, l3 + offsetof(struct iphdr, check), old, new, 4))
+		return -1;
+	csum = l4_csum_off(fi, &flags);
+	return csum ? bpf_l4_csum_replace(skb, csum, old, new, flags) : 0;
+}
+
+/* A TCP or UDP port, at `off` in the L4 header. */
+static __always_inline int set_port(struct __sk_buff *skb, const struct frame_info *fi, __u32 off,
+				    __be16 new)
+{
+	__u64 flags = sizeof(new);
+	__u32 csum = l4_csum_off(fi, &flags);
+	__be16 old;
+
+	if (!csum || bpf_skb_load_bytes(skb, fi->l4_off + off, &old, 2) || old == new)
+		return 0;
+	if (bpf_skb_store_bytes(skb, fi->l4_off + off, &new, 2, 0))
+		return -1;
+	return bpf_l4_csum_replace(skb, csum, old, new, flags);
+}
+
+/* The IPv6 header's first two bytes hold the traffic class between the
+ * version and the flow label; no checksum covers them, but the receive
+ * checksum does (BPF_F_RECOMPUTE_CSUM). */
+static __always_inline int set_tclass6(struct __sk_buff *skb, __u32 l3, __u8 mask, __u8 bits)
+{
+	__u8 b[2], tc;
+
+	if (bpf_skb_load_bytes(skb, l3, b, 2))
+		return 0;
+	tc = (__u8)((b[0] << 4) | (b[1] >> 4));
+	tc = (tc & ~mask) | (bits & mask);
+	b[0] = (b[0] & 0xf0) | (tc >> 4);
+	b[1] = (b[1] & 0x0f) | (__u8)(tc << 4);
+	return bpf_skb_store_bytes(skb, l3, b, 2, BPF_F_RECOMPUTE_CSUM);
+}
+
+/* The IPv4 TOS bits in `mask` to `bits`, or the IPv6 traffic class's. */
+static __always_inline int set_tos(struct __sk_buff *skb, const struct frame_info *fi,
+				   struct wr_flow_key *key, __u8 mask, __u8 bits)
+{
+	__u32 l3 = fi->l3_off;
+	__u8 b[2];
+
+	key->ip_tos = (key->ip_tos & ~mask) | (bits & mask);
+	if (fi->ip_version == 6)
+		return set_tclass6(skb, l3, mask, bits);
+	if (fi->ip_version != 4 || bpf_skb_load_bytes(skb, l3 + IP4_TOS_WORD, b, 2))
+		return 0;
+	b[1] = (b[1] & ~mask) | (bits & mask);
+	return ip4_word(skb, l3, IP4_TOS_WORD, *(__u16 *)b);
+}
+
+/* The TTL or hop limit to `ttl`; with `dec`, to one less than it was,
+ * except that a packet whose TTL is 0 or 1 is dropped (returns 1): it
+ * must not be forwarded, and warren sends no ICMP time exceeded. */
+static __always_inline int set_ttl(struct __sk_buff *skb, const struct frame_info *fi,
+				   struct wr_flow_key *key, __u8 ttl, int dec)
+{
+	__u32 l3 = fi->l3_off;
+	__u8 b[2];
+
+	if (fi->ip_version == 6) {
+		if (bpf_skb_load_bytes(skb, l3 + offsetof(struct ipv6hdr, hop_limit), b, 1))
+			return 0;
+		if (dec && b[0] <= 1)
+			return 1;
+		b[0] = dec ? b[0] - 1 : ttl;
+		key->nw_ttl = b[0];
+		return bpf_skb_store_bytes(skb, l3 + offsetof(struct ipv6hdr, hop_limit), b, 1,
+					   BPF_F_RECOMPUTE_CSUM) ? -1 : 0;
+	}
+	if (fi->ip_version != 4 || bpf_skb_load_bytes(skb, l3 + IP4_TTL_WORD, b, 2))
+		return 0;
+	if (dec && b[0] <= 1)
+		return 1;
+	b[0] = dec ? b[0] - 1 : ttl;
+	key->nw_ttl = b[0];
+	return ip4_word(skb, l3, IP4_TTL_WORD, *(__u16 *)b);
+}
+
+/*
+ * Carries out rewrite action a on skb. Returns -1 to go on with the next
+ * action, or TC_ACT_SHOT when the packet was dropped (dec_ttl on an expired
+ * TTL, or a helper that failed half way, which leaves a packet no one
+ * should get). key's TOS and TTL follow, for a tunnel that inherits them.
+ * A global function: the verifier checks it once.
+ */
+__noinline long rewrite(struct __sk_buff *skb, const struct wr_action *a, struct wr_flow_key *key,
+			const struct frame_info *fi, __u32 in_port)
+{
+	int r = 0;
+
+	if (!a || !key || !fi)
+		return TC_ACT_SHOT;
+	switch (a->op) {
+	case WR_ACT_SET_ETH_SRC:
+	case WR_ACT_SET_ETH_DST:
+		r = bpf_skb_store_bytes(skb, a->op == WR_ACT_SET_ETH_SRC ? ETH_ALEN : 0, &a->port,
+					ETH_ALEN, 0);
+		break;
+	case WR_ACT_SET_IP4_SRC:
+		r = set_ip4(skb, fi, offsetof(struct iphdr, saddr), a->arg);
+		break;
+	case WR_ACT_SET_IP4_DST:
+		r = set_ip4(skb, fi, offsetof(struct iphdr, daddr), a->arg);
+		break;
+	case WR_ACT_SET_TOS:
+		r = set_tos(skb, fi, key, a->port, a->arg);
+		break;
+	case WR_ACT_SET_TTL:
+	case WR_ACT_DEC_TTL:
+		r = set_ttl(skb, fi, key, a->arg, a->op == WR_ACT_DEC_TTL);
+		if (r > 0) {
+			drop(WR_DROP_TTL, in_port);
+			return TC_ACT_SHOT;
+		}
+		break;
+	case WR_ACT_SET_TP_SRC:
+		r = set_port(skb, fi, 0, bpf_htons(a->arg));
+		break;
+	case WR_ACT_SET_TP_DST:
+		r = set_port(skb, fi, 2, bpf_htons(a->arg));
+		break;
+	}
+	if (r) {
+		drop(WR_DROP_ACTION, in_port);
+		return TC_ACT_SHOT;
+	}
+	return -1;
+}
+
+#endif /* WR_REWRITE_H */
