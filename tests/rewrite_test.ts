@@ -12,6 +12,66 @@ import { scapyMany, toHex } from "./helpers/scapy.ts";
 import { addFlows, nonZeroStats, runPinned, TC_ACT_REDIRECT, TC_ACT_SHOT } from "./helpers/lab.ts";
 import { Workloads } from "./helpers/workloads.ts";
 import { ping, tcpTransfer } from "./helpers/traffic.ts";
+import { formatActions, parseActions } from "../src/tunnel/flow_actions.ts";
+import { compileActions, decompileActions, type PortLookup } from "../src/tunnel/compile.ts";
+import { ActionOp } from "../src/maps/layouts.ts";
+import type { Port } from "../src/tunnel/port.ts";
+
+const web: Port = { kind: "local", name: "web", number: 1, device: "d1", xdp: true, net: 0 };
+const PORTS: PortLookup = {
+  byName: (n) => n === "web" ? web : undefined,
+  byNumber: (n) => n === 1 ? web : undefined,
+};
+const NAMES = { number: () => undefined, name: (n: number) => n === 1 ? "web" : undefined };
+
+Deno.test("rewrites compile in the order written and read back as written", () => {
+  for (
+    const text of [
+      "mod_dl_src:02:00:00:00:00:aa,output:web,mod_dl_dst:0a:0b:0c:0d:0e:0f," +
+      "mod_nw_src:192.0.2.7,mod_nw_dst:198.51.100.9,mod_nw_tos:184,in_port",
+      "mod_nw_ecn:3,mod_nw_ttl:9,dec_ttl,mod_tp_src:1,mod_tp_dst:65535,in_port",
+    ]
+  ) {
+    const c = compileActions(parseActions(text), PORTS);
+    assertEquals(formatActions(decompileActions(c.actions, () => undefined, PORTS), NAMES), text);
+    // The last output takes the packet; no XDP shortcut past the rewrites.
+    assertEquals(c.actions.map((a) => a.flags), [...new Array(c.actions.length - 1).fill(0), 1]);
+    assertEquals(c.flags, 0);
+  }
+  // Rewrites with no output after them change nothing anyone sees.
+  assertEquals(compileActions(parseActions("output:web,dec_ttl"), PORTS).actions.length, 2);
+  assertEquals(compileActions(parseActions("mod_tp_dst:5"), PORTS).actions.map((a) => a.op), [
+    ActionOp.DROP,
+  ]);
+});
+
+Deno.test("rewrites OVS spells otherwise mean the same, or are refused with the reason", () => {
+  const same = (a: string, b: string) =>
+    assertEquals(formatActions(parseActions(a), NAMES), formatActions(parseActions(b), NAMES));
+  same("set_field:02:00:00:00:00:aa->dl_src", "mod_dl_src:02:00:00:00:00:aa");
+  same("set_field:10.0.0.1->ip_dst", "mod_nw_dst:10.0.0.1");
+  same("set_field:46->ip_dscp", "mod_nw_tos:184");
+  same("set_field:184->nw_tos", "mod_nw_tos:184");
+  same("load:0x2->NXM_NX_IP_ECN[]", "mod_nw_ecn:2");
+  same("load:5->NXM_NX_IP_TTL[]", "mod_nw_ttl:5");
+  same("set_field:80->udp_src", "mod_tp_src:80");
+  same("output:in_port", "IN_PORT");
+  for (
+    const [bad, why] of [
+      ["mod_nw_tos:5", /ECN bits must be 0/],
+      ["mod_nw_ecn:4", /does not fit 2 bits/],
+      ["mod_nw_dst:2001:db8::1", /not an IPv4 address/],
+      ["set_field:10.0.0.1/8->ip_dst", /masked set/],
+      ["set_field:1->sctp_dst", /CRC32c/],
+      ["mod_vlan_vid:5", /VLAN tags/],
+      ["dec_ttl(1,2)", /no controller/],
+    ] as const
+  ) assert.throws(() => parseActions(bad), why);
+  assert.throws(
+    () => compileActions(parseActions("output:web,pass,mod_dl_src:02:00:00:00:00:01"), PORTS),
+    /after pass/,
+  );
+});
 
 const ETH = "Ether(src='02:00:00:00:00:0a',dst='02:00:00:00:00:0b')";
 const DATA = "Raw(b'warren'*10)";

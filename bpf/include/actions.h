@@ -2,8 +2,9 @@
 /*
  * Carrying out a flow's actions at TC.
  *
- * The control plane has already ordered them (see warren.h): outputs to
- * local ports first, as clones of the untouched packet; then tunnel outputs:
+ * The control plane has already ordered them (see warren.h): rewrites
+ * (rewrite.h) and outputs to local ports first, in the order written, each
+ * output a clone of the packet as rewritten so far; then tunnel outputs:
  * the packet is encapsulated once and, for each further remote (head-end
  * replication), its outer header is rewritten in place. The action marked
  * last takes the packet itself. Nothing is counted or sorted here, which
