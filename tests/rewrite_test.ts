@@ -210,7 +210,7 @@ privilegedTest(
         dp,
         `in_port=cli,ip,nw_dst=${service} actions=mod_nw_dst:${server.ip},output:srv`,
         `priority=40000,in_port=cli,tcp,nw_dst=${service},tp_dst=80 actions=mod_nw_dst:${server.ip},mod_tp_dst:5001,output:srv`,
-        `in_port=srv,ip,nw_src=${server.ip} actions=mod_nw_src:${service},output:cli`,
+        `in_port=srv,ip,nw_src=${server.ip} actions=mod_nw_src:${service},dec_ttl,output:cli`,
         `priority=40000,in_port=srv,tcp,nw_src=${server.ip},tp_src=5001 actions=mod_nw_src:${service},mod_tp_src:80,output:cli`,
         "in_port=cli,arp actions=output:srv",
         "in_port=srv,arp actions=output:cli",
@@ -218,6 +218,8 @@ privilegedTest(
     });
     const p = await ping(client, service, { count: 3 });
     assertEquals(p.received, 3, JSON.stringify(p));
+    // The replies come from the service address, one hop older.
+    assertEquals(p.output.match(/from 10\.50\.0\.100: icmp_seq=\d+ ttl=63 /g)?.length, 3, p.output);
     const t = await tcpTransfer(client, server, 1 << 20, service, 80);
     assertEquals(t.received, t.sent);
     const stats = await lab.datapath(a, (dp) => nonZeroStats(dp));

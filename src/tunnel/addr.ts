@@ -106,7 +106,18 @@ export function isZero(bytes: Uint8Array): boolean {
 /** The address whose bits are the number `n`, as `load:` writes one. */
 export function addrFromBigint(n: bigint, v6: boolean): Addr {
   const bytes = new Uint8Array(16);
-  const len = v6 ? 16 : 4;
-  for (let i = len - 1; i >= 0; i--, n >>= 8n) bytes[i] = Number(n & 0xffn);
+  bytes.set(bigintBytes(n, v6 ? 16 : 4));
   return { v6, bytes };
+}
+
+/** The low `len` bytes of `n`, most significant first (network order). */
+export function bigintBytes(n: bigint, len: number): Uint8Array {
+  const bytes = new Uint8Array(len);
+  for (let i = len - 1; i >= 0; i--, n >>= 8n) bytes[i] = Number(n & 0xffn);
+  return bytes;
+}
+
+/** The number whose bytes, most significant first, are `bytes`. */
+export function bigintOfBytes(bytes: Uint8Array): bigint {
+  return bytes.reduce((n, b) => (n << 8n) | BigInt(b), 0n);
 }

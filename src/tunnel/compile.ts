@@ -28,7 +28,7 @@ import {
   type TunKeyEntry,
   TunKeySet,
 } from "../maps/layouts.ts";
-import type { Addr } from "./addr.ts";
+import { type Addr, bigintBytes, bigintOfBytes } from "./addr.ts";
 import {
   type ActionSpec,
   formatActions,
@@ -487,12 +487,12 @@ function rewriteEntry(a: SetField | { type: "dec_ttl" }): ActionEntry {
   switch (a.field) {
     case "eth_src":
     case "eth_dst": {
-      const b = bigBytes(a.value, 6);
+      const b = bigintBytes(a.value, 6);
       return { op, flags: 0, port: b[0] | (b[1] << 8), arg: le32(b.subarray(2)) };
     }
     case "nw_src":
     case "nw_dst":
-      return { op, flags: 0, port: 0, arg: le32(bigBytes(a.value, 4)) };
+      return { op, flags: 0, port: 0, arg: le32(bigintBytes(a.value, 4)) };
     case "ip_dscp":
       return { op, flags: 0, port: DSCP_BITS, arg: v << 2 };
     case "nw_ecn":
@@ -508,22 +508,16 @@ function decompileRewrite(a: ActionEntry): ActionSpec {
     REWRITE_OPS[f] === a.op &&
     (a.op !== ActionOp.SET_TOS || (f === "ip_dscp") === (a.port === DSCP_BITS))
   );
+  if (!field) return { type: "dec_ttl" };
   const wire = new Uint8Array(6);
   new DataView(wire.buffer).setUint16(0, a.port, true);
   new DataView(wire.buffer).setUint32(2, a.arg, true);
-  const number = (b: Uint8Array) => b.reduce((n, x) => (n << 8n) | BigInt(x), 0n);
-  if (!field) return { type: "dec_ttl" };
   const value = field.startsWith("eth")
-    ? number(wire)
+    ? bigintOfBytes(wire)
     : field === "nw_src" || field === "nw_dst"
-    ? number(wire.subarray(2))
+    ? bigintOfBytes(wire.subarray(2))
     : BigInt(field === "ip_dscp" ? a.arg >> 2 : a.arg);
   return { type: "set_field", field, value };
-}
-
-/** The `n` bytes of `v`, most significant first. */
-function bigBytes(v: bigint, n: number): Uint8Array {
-  return Uint8Array.from({ length: n }, (_, i) => Number((v >> BigInt(8 * (n - 1 - i))) & 0xffn));
 }
 
 /** Four bytes as the little-endian u32 that lays them out in that order. */

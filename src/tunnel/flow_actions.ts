@@ -10,8 +10,15 @@
  * @module
  */
 
-import { type Addr, addrFromBigint, formatAddr, parseAddr } from "./addr.ts";
-import { parseMac } from "../maps/codec.ts";
+import {
+  type Addr,
+  addrFromBigint,
+  bigintBytes,
+  bigintOfBytes,
+  formatAddr,
+  parseAddr,
+} from "./addr.ts";
+import { formatMac, parseMac } from "../maps/codec.ts";
 import { absentField } from "./fields.ts";
 import { FlowSyntaxError, SEPARATORS, split, type Token } from "./flow_tokens.ts";
 import {
@@ -272,7 +279,7 @@ function setPacketField(name: string, text: string, numeric = false): SetField {
   let value: bigint;
   if (!numeric && field.startsWith("eth")) {
     try {
-      value = parseMac(v).reduce((n, byte) => (n << 8n) | BigInt(byte), 0n);
+      value = bigintOfBytes(parseMac(v));
     } catch {
       throw new MatchError(`"${v}" is not a MAC address`);
     }
@@ -295,7 +302,7 @@ function ipv4(text: string): bigint {
     // said below
   }
   if (!a || a.v6) throw new MatchError(`"${text}" is not an IPv4 address`);
-  return a.bytes.subarray(0, 4).reduce((n, b) => (n << 8n) | BigInt(b), 0n);
+  return bigintOfBytes(a.bytes.subarray(0, 4));
 }
 
 /** `mod_*:VALUE`: Open vSwitch's OpenFlow 1.0 rewrites, by the field each sets. */
@@ -611,10 +618,8 @@ export function formatAction(a: ActionSpec): string {
 function formatRewrite({ field, value }: SetField): string {
   switch (field) {
     case "eth_src":
-    case "eth_dst": {
-      const hex = value.toString(16).padStart(12, "0");
-      return `mod_dl_${field.slice(4)}:${hex.match(/../g)!.join(":")}`;
-    }
+    case "eth_dst":
+      return `mod_dl_${field.slice(4)}:${formatMac(bigintBytes(value, 6))}`;
     case "nw_src":
     case "nw_dst":
       return `mod_${field}:${addrText(addrFromBigint(value, false))}`;
