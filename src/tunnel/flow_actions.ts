@@ -400,6 +400,20 @@ function unsettable(target: string): MatchError {
 const MASKED_SET = "a masked set keeps the packet's other bits of the field, " +
   "which warren's datapath cannot do yet; set the whole field";
 
+/**
+ * Why a masked write to a tunnel field is refused. For tun_id the bits to
+ * keep do not exist: an output's id is what its set_tunnel gives, never the
+ * id the packet came in with.
+ */
+function maskedTunnelSet(target: string): MatchError {
+  if (target !== "tun_id" && target !== "tunnel_id") return new MatchError(MASKED_SET);
+  return new MatchError(
+    "a masked set of tun_id keeps the other bits of the packet's id, and warren's tunnel " +
+      "outputs start from no id (the received one is not carried); set the whole id: " +
+      "set_field:ID->tun_id or set_tunnel:ID",
+  );
+}
+
 /** `set_field:VALUE->TARGET` for a tunnel field. */
 function setTunnelField(target: string, text: string): SetTunnel | SetField {
   if (own(REWRITES, target)) return setPacketField(target, text);
@@ -411,7 +425,7 @@ function setTunnelField(target: string, text: string): SetTunnel | SetField {
     const full = 2n ** BigInt(SETTABLE[target]) - 1n;
     const mask = text.slice(slash + 1);
     if (!/^(0x[0-9a-fA-F]+|\d+)$/.test(mask) || BigInt(mask) !== full) {
-      throw new MatchError(MASKED_SET);
+      throw maskedTunnelSet(target);
     }
   }
   return setTunnelFields([[target, value, undefined]], text, 0);
@@ -446,7 +460,7 @@ function loadTunnelField(
   const width = own(SETTABLE, target);
   if (width === undefined) throw unsettable(target);
   if (lo !== undefined && (Number(lo) !== 0 || Number(hi ?? lo) !== width - 1)) {
-    throw new MatchError(MASKED_SET);
+    throw maskedTunnelSet(target);
   }
   const n = parseU64Wide(text, width);
   const st: SetTunnel = { type: "set_tunnel" };
