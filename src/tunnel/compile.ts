@@ -232,6 +232,14 @@ export function compileFlow(spec: FlowSpec, ports: PortLookup, memo?: ActionMemo
             "where Open vSwitch never sends them; write in_port to send them back there",
         );
       }
+      const inPort = ports.byNumber(spec.match.key.in_port);
+      if (inPort?.kind === "tunnel" && compiled.actions.some((a) => a.op === ActionOp.IN_PORT)) {
+        // The datapath would drop every such packet: it sends back to local ports only.
+        throw new CompileError(
+          `in_port would send packets back to ${inPort.name}, a tunnel port, and warren sends ` +
+            "packets back only to local ports: its datapath would drop them all",
+        );
+      }
     }
     const { keyBytes, maskBytes } = encodeMatch(spec.match);
     return { spec, keyBytes, maskBytes, ...compiled };
