@@ -478,9 +478,25 @@ Deno.test("set_field and load on tun_id and tunnel addresses, whole fields only"
   assertEquals(parseActions("load:0xc0000201->NXM_NX_TUN_IPV4_DST[]"), [
     { type: "set_tunnel", dst: { v6: false, bytes: addr4(192, 0, 2, 1) } },
   ]);
-  for (const a of ["set_field:0x5/0xff->tun_id", "load:5->NXM_NX_TUN_ID[0..7]"]) {
-    assertThrows(() => parseActions(a), FlowSyntaxError, "a masked set keeps the packet's other");
+  for (
+    const a of [
+      "set_field:0x5/0xff->tun_id",
+      "set_field:5/0xff->tun_id",
+      "load:5->NXM_NX_TUN_ID[0..7]",
+      "set_tunnel:5,set_field:5/0xff->tun_id",
+    ]
+  ) {
+    assertThrows(
+      () => parseActions(a),
+      FlowSyntaxError,
+      "set the whole id: set_field:ID->tun_id or set_tunnel:ID",
+    );
   }
+  assertThrows(
+    () => parseActions("set_field:0x5/0xf->tun_ttl"),
+    FlowSyntaxError,
+    "a masked set keeps the packet's other",
+  );
   assertThrows(
     () => parseActions("set_field:5->vlan_vid"),
     FlowSyntaxError,
@@ -497,6 +513,8 @@ Deno.test("Open vSwitch's aliases read as the field they stand for", () => {
   for (
     const [a, b] of [
       ["vlan_vid=0x1005", "dl_vlan=5"],
+      // As ovs-ofctl -O OpenFlow15 reads it: without 0x1000 a VID no frame has.
+      ["vlan_vid=5", "vlan_tci=0x0005/0x1fff"],
       ["vlan_vid=0x1000/0x1000", "vlan_tci=0x1000/0x1000"],
       ["vlan_pcp=5", "dl_vlan_pcp=5"],
       ["dl_vlan=0xffff", "vlan_tci=0"],
@@ -638,4 +656,10 @@ Deno.test("compiling: outputs by number, and no output to the flow's own in_port
     "where Open vSwitch never sends them",
   );
   assertThrows(() => compileFlow(flow("actions=9"), lookup), CompileError, "there is no port 9");
+  assertThrows(
+    () => compileFlow(flow("in_port=vx0 actions=in_port"), lookup),
+    CompileError,
+    "in_port would send packets back to vx0, a tunnel port",
+  );
+  assertEquals(compileFlow(flow("in_port=web actions=in_port"), lookup).actions.length, 1);
 });
