@@ -2,7 +2,8 @@
  * `deno task bench [--quick] [--only SECTION,…]`: warren measured against
  * baselines in the same run, every figure a ratio of medians.
  *
- * Sections: kernel (per-packet cost through test-run), live (forwarding
+ * Sections: kernel (per-packet cost through test-run), ablation (the same
+ * with one cost item left out of warren's build at a time), live (forwarding
  * through veths from a live-frames generator, against the kernel's vxlan
  * device), replication (a broadcast to a group's buckets, against the
  * kernel's vxlan device flooding to an all-zeros FDB list), tcp (iperf3 through the tunnel, against the kernel's vxlan
@@ -19,7 +20,7 @@
 
 import { parseArgs } from "node:util";
 import { libbpf } from "../src/bpf/ffi.ts";
-import { kernelCosts } from "./kernel.ts";
+import { ablationCosts, kernelCosts } from "./kernel.ts";
 import { liveForwarding } from "./live.ts";
 import { tcpThroughput } from "./tcp.ts";
 import { controlPlane } from "./control.ts";
@@ -36,6 +37,12 @@ const SECTIONS: Record<string, (quick: boolean) => Promise<Figure[]>> = {
       single: quick ? 20_000 : 200_000,
       runs: quick ? 3 : 5,
       flowCounts: quick ? [1, 1000] : [1, 1000, 100_000],
+    }),
+  ablation: (quick) =>
+    ablationCosts({
+      repeat: quick ? 200_000 : 1_000_000,
+      single: quick ? 20_000 : 200_000,
+      runs: quick ? 3 : 5,
     }),
   live: (quick) => liveForwarding({ frames: quick ? 500_000 : 2_000_000, runs: quick ? 3 : 5 }),
   replication: (quick) =>

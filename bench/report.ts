@@ -152,10 +152,9 @@ export function markdown(r: Results): string {
     "latencies are percentiles over many joins. A target marked (absolute) is on the value, not on",
     "the ratio. The machine is shared and noisy: read ratios, not absolute times.",
     "",
-    "| " + HEADER.join(" | ") + " |",
-    "| " + HEADER.map(() => "---").join(" | ") + " |",
-    ...rows(r.results).map((row) => "| " + row.join(" | ") + " |"),
+    ...table(HEADER, rows(r.results.filter((f) => f.section !== ABLATION))),
     "",
+    ...ablationTable(r.results.filter((f) => f.section === ABLATION)),
     "## Notes",
     "",
     ...r.results.filter((f) => f.note).map((f) => `- **${f.name}**: ${f.note}`),
@@ -165,22 +164,60 @@ export function markdown(r: Results): string {
   ].join("\n");
 }
 
+/** The section whose figures are the ablation builds' (bench/kernel.ts). */
+const ABLATION = "ablation";
+
+/** A markdown table. */
+function table(header: string[], body: string[][]): string[] {
+  return [
+    "| " + header.join(" | ") + " |",
+    "| " + header.map(() => "---").join(" | ") + " |",
+    ...body.map((row) => "| " + row.join(" | ") + " |"),
+  ];
+}
+
+/**
+ * Where the time goes: each ablation build (one cost item left out)
+ * against the full build, and the time the item takes (the difference).
+ */
+function ablationTable(figures: Figure[]): string[] {
+  if (!figures.length) return [];
+  return [
+    "## Where the time goes (ablation)",
+    "",
+    "`deno task bench --only ablation` builds the datapath once more per cost item with that item",
+    "left out (`bpf/include/ablate.h`) and measures each build beside the full one on the same",
+    "packets. The first rows are the full build against its floors, and the time it takes above",
+    "them; in the others, the time an item costs is the full build's less the build's without it.",
+    "",
+    ...table(
+      ["build", "value", "baseline", "ratio", "time"],
+      figures.map((f) => [
+        f.name.replace(/^ablation: /, ""),
+        `${fmt(f.value)} ${f.unit}`,
+        `${f.baseline}: ${fmt(f.baseline_value)}`,
+        `${fmt(f.ratio)}×`,
+        `${fmt(Math.abs(f.value - f.baseline_value))} ${f.unit}`,
+      ]),
+    ),
+    "",
+  ];
+}
+
 /** Why a target is missed, by the figures it concerns. */
 const WHY: [RegExp, string][] = [
   [
     /decap \+ flow hit \+ redirect, \d+ flows?, 1 masks?$/,
-    "the floor parses three headers and bumps a counter; warren parses the outer headers, the " +
-    "tunnel header and the inner frame, looks up the endpoint and the port, searches the flow " +
-    "table (a hash lookup in a map of maps), bumps per-flow and per-port counters, strips the outer " +
-    "headers and redirects. The bare redirect row shows what carrying out the redirect adds; the " +
-    "rest of the gap is warren's own work. A per-CPU exact-match cache in front of the flow table " +
-    "is the next step",
+    "the floor + redirect parses three headers, bumps a counter and redirects; warren also " +
+    "validates the outer headers, looks up the endpoint and the port, strips the outer headers, " +
+    "parses the inner frame, searches the flow table and bumps per-flow (reading the clock), " +
+    "per-port and event counters: the ablation table says what each of these costs",
   ],
   [
     /8 masks$/,
     "with the matching flow at the lowest priority every mask is searched: one masked key and one " +
-    "hash lookup each, about 50 ns a mask here. Open vSwitch avoids this with its exact-match " +
-    "cache in front of the megaflow masks; warren has no such cache yet",
+    "hash lookup each. Open vSwitch avoids this with its exact-match cache in front of the " +
+    "megaflow masks",
   ],
   [
     /encap/,
@@ -268,9 +305,10 @@ const MEANING = `## What each figure means
 - **Per-packet cost** (kernel section): BPF_PROG_TEST_RUN on realistic packets (an inner
   Ethernet/IPv4/UDP frame with 64 bytes of payload). Decapsulation changes the packet, so it runs
   in live-frames mode: each of the repeats gets a fresh frame and its verdict is carried out, so the
-  redirect really sends the inner frame across the workload's veth. The baselines run the same way:
-  XDP_DROP (the cost of being run at all), the floor (parse Ethernet, IPv4 and UDP and bump a per-CPU
-  counter) and a bare redirect to the same veth. Encapsulation runs at TC, where live frames do not
+  redirect really sends the inner frame across the workload's veth. The baselines run the same way,
+  in the same namespace: XDP_DROP (the cost of being run at all), the floor (parse Ethernet, IPv4 and
+  UDP and bump a per-CPU counter), a bare redirect to the same veth, and the floor followed by that
+  redirect, which decapsulation figures are compared with. Encapsulation runs at TC, where live frames do not
   exist: one test-run per packet, each on a fresh skb, averaging the in-kernel time the kernel
   reports (which includes its timer reads, for warren and the floor alike). "N flows, M masks" puts
   the matching flow at the lowest priority, so every mask is searched.

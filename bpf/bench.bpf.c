@@ -11,6 +11,9 @@
  *   bench_tc_clone   hands a copy of every frame to one device's transmit
  *                    and drops the frame: feeds a kernel vxlan device from
  *                    a test-run, its replication timed with it.
+ *   bench_xdp_floor_redirect  the floor, then a redirect to the same device:
+ *                    the least a decapsulating endpoint that forwards must
+ *                    do, the baseline of warren's decapsulation figures.
  *   bench_xdp_tx     sends every frame back out (XDP_TX): the live-frames
  *                    traffic generator.
  *   bench_xdp_count  counts what arrives and drops it: the receiver.
@@ -82,6 +85,17 @@ int bench_tc_clone(struct __sk_buff *skb)
 {
 	bpf_clone_redirect(skb, bench_redirect_ifindex, 0);
 	return TC_ACT_SHOT;
+}
+
+SEC("xdp")
+int bench_xdp_floor_redirect(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+
+	if (!parse_udp(data, end))
+		return XDP_DROP;
+	count(WR_SLOT_XDP, end - data);
+	return bpf_redirect(bench_redirect_ifindex, 0);
 }
 
 SEC("xdp")

@@ -74,7 +74,7 @@ int wr_xdp_underlay(struct xdp_md *ctx)
 	stat_inc(WR_STAT_DECAP);
 	p.data = (void *)(long)ctx->data;
 	p.end = (void *)(long)ctx->data_end;
-	len = bpf_xdp_get_buff_len(ctx);
+	len = frame_len(ctx, 1);
 	port_rx(d.in_port, len);
 
 	if (parse_frame(&p, key, &fi) < 0) {

@@ -89,6 +89,11 @@ static __always_inline struct wr_flow_entry *stand_in(void *table, struct lookup
 	return e && (e->vis & l->vis) ? e : NULL;
 }
 
+#if WR_ABLATE & ABL_LOOKUP
+/* The ablated build's stand-in for the search: each input port's first flow. */
+struct wr_flow_entry wr_abl_flows[WR_MAX_PORTS];
+#endif
+
 /* The highest-priority flow matching key, or NULL. */
 static __always_inline struct wr_flow_entry *classify(const struct wr_flow_key *key,
 						      struct lookup *l)
@@ -102,6 +107,10 @@ static __always_inline struct wr_flow_entry *classify(const struct wr_flow_key *
 
 	if (!cfg)
 		return NULL;
+#if WR_ABLATE & ABL_LOOKUP
+	if (wr_abl_flows[key->in_port & 0xff].n_actions)
+		return &wr_abl_flows[key->in_port & 0xff];
+#endif
 	gen = cfg->gen & 1;
 	l->vis = 1 << gen;
 	set = bpf_map_lookup_elem(&wr_masks, &gen);
@@ -137,6 +146,10 @@ static __always_inline struct wr_flow_entry *classify(const struct wr_flow_key *
 			best_prio = e->priority;
 		}
 	}
+#if WR_ABLATE & ABL_LOOKUP
+	if (best)
+		wr_abl_flows[key->in_port & 0xff] = *best;
+#endif
 	return best;
 }
 
@@ -146,13 +159,14 @@ static __always_inline void flow_hit(const struct wr_flow_entry *e, __u64 bytes,
 	__u32 id = e->flow_id;
 	struct wr_flow_stats *s;
 
-	if (wr_dry_run)
+	if (wr_dry_run || ablated(ABL_COUNTERS))
 		return;
 	s = bpf_map_lookup_elem(&wr_flow_stats, &id);
 	if (s) {
 		s->packets++;
 		s->bytes += bytes;
-		s->used_ns = bpf_ktime_get_boot_ns();
+		if (!ablated(ABL_CLOCK))
+			s->used_ns = bpf_ktime_get_boot_ns();
 		s->tcp_flags |= tcp_flags;
 	}
 }

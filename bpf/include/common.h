@@ -24,6 +24,7 @@
 #pragma clang diagnostic error "-Wpadded"
 #include "warren.h"
 #pragma clang diagnostic pop
+#include "ablate.h"
 
 #ifndef BPF_FIB_LOOKUP_SKIP_NEIGH
 #define BPF_FIB_LOOKUP_SKIP_NEIGH (1U << 2)	/* Linux 6.3 */

@@ -61,6 +61,12 @@ struct {
 	__type(value, struct scratch);
 } wr_scratch SEC(".maps");
 
+/* The skb's flow hash, for the outer source port and flow label. */
+static __always_inline __u32 skb_hash(struct __sk_buff *skb)
+{
+	return ablated(ABL_HASH) ? 0 : bpf_get_hash_recalc(skb);
+}
+
 /*
  * The outer source port of the frame in skb: a hash of its flow, spread
  * over the range exactly as the kernel's udp_flow_src_port does, so that
@@ -69,7 +75,7 @@ struct {
  */
 static __always_inline __be16 tunnel_sport(struct __sk_buff *skb)
 {
-	__u32 hash = bpf_get_hash_recalc(skb);
+	__u32 hash = skb_hash(skb);
 
 	hash ^= hash << 16;
 	return bpf_htons(UDP_SPORT_MIN + (((__u64)hash * (UDP_SPORT_MAX - UDP_SPORT_MIN)) >> 32));
@@ -212,7 +218,8 @@ static __always_inline int encap_build(struct __sk_buff *skb, struct wr_port *po
 		fib->ipv4_dst = *(__be32 *)dst;
 		fib->ipv4_src = *(__be32 *)src;
 	}
-	rc = bpf_fib_lookup(skb, fib, sizeof(*fib),
+	rc = ablated(ABL_FIB) ? BPF_FIB_LKUP_RET_SUCCESS :
+	     bpf_fib_lookup(skb, fib, sizeof(*fib),
 			    BPF_FIB_LOOKUP_OUTPUT | (addr_is_zero(src) ? BPF_FIB_LOOKUP_SRC : 0));
 	out->ifindex = port->ifindex ? port->ifindex : fib->ifindex;
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
@@ -268,7 +275,7 @@ static __always_inline int encap_build(struct __sk_buff *skb, struct wr_port *po
 	/* IP */
 	if (v6) {
 		struct ipv6hdr *ip6 = (void *)(h + sizeof(struct ethhdr));
-		__u32 label = bpf_get_hash_recalc(skb) & 0xfffff;
+		__u32 label = skb_hash(skb) & 0xfffff;
 
 		*(__be32 *)ip6 = bpf_htonl(0x60000000 | ((__u32)tos << 20) | label);
 		ip6->payload_len = bpf_htons(total - sizeof(struct ethhdr) - sizeof(*ip6));
@@ -457,6 +464,8 @@ static __always_inline __u32 path_mtu(struct __sk_buff *skb, const struct encap_
 
 	if (out->mtu)
 		return out->mtu;
+	if (ablated(ABL_MTU))
+		return 0;
 	bpf_check_mtu(skb, out->ifindex, &mtu, 0, 0);
 	return mtu;
 }

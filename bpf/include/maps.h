@@ -199,7 +199,7 @@ static __always_inline void stat_inc(__u32 stat)
 {
 	__u64 *v;
 
-	if (wr_dry_run)
+	if (wr_dry_run || ablated(ABL_COUNTERS))
 		return;
 	v = bpf_map_lookup_elem(&wr_stats, &stat);
 	if (v)
@@ -210,7 +210,7 @@ static __always_inline void port_rx(__u32 port, __u64 bytes)
 {
 	struct wr_port_stats *s;
 
-	if (wr_dry_run)
+	if (wr_dry_run || ablated(ABL_COUNTERS))
 		return;
 	s = bpf_map_lookup_elem(&wr_port_stats, &port);
 	if (s) {
@@ -223,7 +223,7 @@ static __always_inline void port_tx(__u32 port, __u64 bytes)
 {
 	struct wr_port_stats *s;
 
-	if (wr_dry_run)
+	if (wr_dry_run || ablated(ABL_COUNTERS))
 		return;
 	s = bpf_map_lookup_elem(&wr_port_stats, &port);
 	if (s) {
@@ -237,7 +237,7 @@ static __always_inline void drop(__u32 reason, __u32 in_port)
 {
 	struct wr_port_stats *s;
 
-	if (wr_dry_run)
+	if (wr_dry_run || ablated(ABL_COUNTERS))
 		return;
 	s = bpf_map_lookup_elem(&wr_port_stats, &in_port);
 	stat_inc(reason);

@@ -499,6 +499,8 @@ static __always_inline int parse_frame(struct packet *p, struct wr_flow_key *key
 		return -1;
 	__builtin_memcpy(key->eth_src, eth->h_source, ETH_ALEN);
 	__builtin_memcpy(key->eth_dst, eth->h_dest, ETH_ALEN);
+	if (ablated(ABL_PARSE))
+		return 0;
 
 #pragma unroll
 	for (int i = 0; i < MAX_VLAN_TAGS; i++) {

@@ -31,12 +31,13 @@ export type Programs = Record<ProgramName, Program>;
 const F_XDP_HAS_FRAGS = 1 << 5;
 
 /**
- * The datapath object, opened from the bytes built into warren and sized
- * for this host: STT keeps WR_STT_SLOTS_PER_CPU reassembly slots and one
- * send buffer per possible CPU.
+ * The datapath object, opened from the bytes built into warren (or from
+ * `bytes`, another build of the same source, such as the bench's ablation
+ * builds) and sized for this host: STT keeps WR_STT_SLOTS_PER_CPU
+ * reassembly slots and one send buffer per possible CPU.
  */
-export function openDatapathObject(): BpfObject<WarrenNames> {
-  const obj = BpfObject.openMemory<WarrenNames>(warrenObject, "warren");
+export function openDatapathObject(bytes: Uint8Array = warrenObject): BpfObject<WarrenNames> {
+  const obj = BpfObject.openMemory<WarrenNames>(bytes, "warren");
   try {
     obj.setProgramFlags("wr_xdp_underlay", F_XDP_HAS_FRAGS);
     const cpus = numPossibleCpus();
@@ -122,14 +123,26 @@ export function pinnedProgram(pinDir: string, name: ProgramName): Program {
 }
 
 /**
+ * A private copy of the programs that shares every map of `maps`, loaded
+ * from `bytes` (default: warren's own build), attached nowhere. Close each
+ * program when done.
+ */
+export function sharedPrograms(
+  maps: DatapathMaps,
+  options: { bytes?: Uint8Array; dryRun?: boolean } = {},
+): Programs {
+  using obj = openDatapathObject(options.bytes);
+  if (options.dryRun) obj.setConstant("wr_dry_run", 1);
+  for (const [name, map] of maps.all()) obj.reuseMap(name, map);
+  obj.load();
+  return programsOf(obj);
+}
+
+/**
  * A private copy of the programs that shares every map of `maps` but
  * changes none of them: counters stay still and GRE sequence numbers are
  * not used up. Close each program when done.
  */
 export function dryRunPrograms(maps: DatapathMaps): Programs {
-  using obj = openDatapathObject();
-  obj.setConstant("wr_dry_run", 1);
-  for (const [name, map] of maps.all()) obj.reuseMap(name, map);
-  obj.load();
-  return programsOf(obj);
+  return sharedPrograms(maps, { dryRun: true });
 }
