@@ -166,7 +166,7 @@ static __always_inline void flow_hit(const struct wr_flow_entry *e, __u64 bytes,
 		s->packets++;
 		s->bytes += bytes;
 		if (!ablated(ABL_CLOCK))
-			s->used_ns = bpf_ktime_get_boot_ns();
+			s->used_ns = bpf_ktime_get_coarse_ns();
 		s->tcp_flags |= tcp_flags;
 	}
 }

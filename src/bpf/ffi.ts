@@ -223,6 +223,8 @@ export const libcSymbols = {
   strerror: { parameters: [int], result: ptr },
   // int clock_gettime(clockid_t clockid, struct timespec *tp)
   clock_gettime: { parameters: [int, buf], result: int },
+  // int clock_getres(clockid_t clockid, struct timespec *res)
+  clock_getres: { parameters: [int, buf], result: int },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The sonames tried for libbpf, newest first. */

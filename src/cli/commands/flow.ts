@@ -12,7 +12,7 @@ import type { FlowSession } from "../../tunnel/datapath/session.ts";
 import { parseFlow, parseFlowAt, parseMatch } from "../../tunnel/flow_syntax.ts";
 import type { FlowFilter, InstalledFlow } from "../../tunnel/flow_table.ts";
 import { tcpFlags } from "../../tunnel/packet.ts";
-import { boottimeNs } from "../../bpf/clock.ts";
+import { coarseNs } from "../../bpf/clock.ts";
 import { needs, openDatapath, toInt, toNet } from "../common.ts";
 import { BufferedOut, since, toJson } from "../format.ts";
 
@@ -216,7 +216,7 @@ export function register(cli: Command): void {
       if (opts.tunId !== undefined) filter.tunId = opts.tunId;
       if (opts.net !== undefined) filter.net = opts.net;
       if (opts.group !== undefined) filter.group = opts.group;
-      const now = boottimeNs();
+      const now = coarseNs();
       // Streamed: a million flows print without being held all at once.
       const out = new BufferedOut();
       let first = true;
