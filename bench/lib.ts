@@ -44,6 +44,9 @@ export interface Figure {
   note?: string;
 }
 
+/** The baseline of the ablation builds' figures (bench/kernel.ts, bench/report.ts). */
+export const FULL_BUILD = "the full build";
+
 /** The median of `xs`. */
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

@@ -12,7 +12,7 @@
  * @module
  */
 
-import type { Figure, Machine } from "./lib.ts";
+import { type Figure, FULL_BUILD, type Machine } from "./lib.ts";
 
 /** One run of the bench: what it measured, how, where and when. */
 export interface Run {
@@ -188,7 +188,8 @@ function ablationTable(figures: Figure[]): string[] {
     "`deno task bench --only ablation` builds the datapath once more per cost item with that item",
     "left out (`bpf/include/ablate.h`) and measures each build beside the full one on the same",
     "packets. The first rows are the full build against its floors, and the time it takes above",
-    "them; in the others, the time an item costs is the full build's less the build's without it.",
+    "them; in the others, the time an item costs is the full build's less the build's without it",
+    "(within the noise of a shared machine, it may come out below zero).",
     "",
     ...table(
       ["build", "value", "baseline", "ratio", "time"],
@@ -197,7 +198,9 @@ function ablationTable(figures: Figure[]): string[] {
         `${fmt(f.value)} ${f.unit}`,
         `${f.baseline}: ${fmt(f.baseline_value)}`,
         `${fmt(f.ratio)}×`,
-        `${fmt(Math.abs(f.value - f.baseline_value))} ${f.unit}`,
+        `${
+          fmt(f.baseline === FULL_BUILD ? f.baseline_value - f.value : f.value - f.baseline_value)
+        } ${f.unit}`,
       ]),
     ),
     "",
