@@ -16,13 +16,14 @@
 
 #define ABL_CLOCK	0x001	/* flow stats: no clock read for `used` */
 #define ABL_COUNTERS	0x002	/* no counter at all: flow, port, drop, event */
-#define ABL_LOOKUP	0x004	/* no flow table search: the first packet's flow, reused */
+#define ABL_CACHE	0x004	/* no exact-match cache: every packet searched */
 #define ABL_CSUM	0x008	/* no outer IPv4 header checksum check on receive */
 #define ABL_BUFLEN	0x010	/* XDP: the frame's length from its pointers, no helper */
 #define ABL_PARSE	0x020	/* the inner frame parsed no further than Ethernet */
 #define ABL_FIB		0x040	/* encap: no FIB lookup (no MACs, the underlay device) */
 #define ABL_HASH	0x080	/* encap: no skb hash for the source port and label */
 #define ABL_MTU		0x100	/* encap: no MTU lookup (no too-big check) */
+#define ABL_CACHE_HIT	0x200	/* every cache probe misses: the search, and a fill */
 
 #ifndef WR_ABLATE
 #define WR_ABLATE 0

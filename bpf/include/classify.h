@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Flow lookup by tuple-space search, as Open vSwitch's classifier does it:
- * one hash lookup per mask, masks ordered by the highest priority of any
- * flow under them, so the search stops as soon as no later mask can hold a
- * better match. The cost per packet is bounded by the number of masks
- * (at most WR_MAX_MASKS), not by the number of flows.
+ * Flow lookup: an exact-match cache per CPU (below), and behind it
+ * tuple-space search, as Open vSwitch's classifier does it: one hash
+ * lookup per mask, masks ordered by the highest priority of any flow under
+ * them, so the search stops as soon as no later mask can hold a better
+ * match. The search's cost is bounded by the number of masks (at most
+ * WR_MAX_MASKS), not by the number of flows; a cache hit's by neither.
  *
  * The generation (wr_config.gen & 1), read once per packet, picks the mask
  * set and the flow index, and an entry counts only if it is part of that
@@ -89,28 +90,16 @@ static __always_inline struct wr_flow_entry *stand_in(void *table, struct lookup
 	return e && (e->vis & l->vis) ? e : NULL;
 }
 
-#if WR_ABLATE & ABL_LOOKUP
-/* The ablated build's stand-in for the search: each input port's first flow. */
-struct wr_flow_entry wr_abl_flows[WR_MAX_PORTS];
-#endif
-
-/* The highest-priority flow matching key, or NULL. */
-static __always_inline struct wr_flow_entry *classify(const struct wr_flow_key *key,
-						      struct lookup *l)
+/* The highest-priority flow matching key in cfg's live table, or NULL. */
+static __always_inline struct wr_flow_entry *search(const struct wr_flow_key *key,
+						    struct lookup *l, const struct wr_config *cfg)
 {
 	struct wr_flow_entry *best = NULL;
-	struct wr_config *cfg = config();
 	struct wr_mask_set *set;
 	__u32 gen, count;
 	void *table;
 	__u32 best_prio = 0;
 
-	if (!cfg)
-		return NULL;
-#if WR_ABLATE & ABL_LOOKUP
-	if (wr_abl_flows[key->in_port & 0xff].n_actions)
-		return &wr_abl_flows[key->in_port & 0xff];
-#endif
 	gen = cfg->gen & 1;
 	l->vis = 1 << gen;
 	set = bpf_map_lookup_elem(&wr_masks, &gen);
@@ -146,11 +135,138 @@ static __always_inline struct wr_flow_entry *classify(const struct wr_flow_key *
 			best_prio = e->priority;
 		}
 	}
-#if WR_ABLATE & ABL_LOOKUP
-	if (best)
-		wr_abl_flows[key->in_port & 0xff] = *best;
-#endif
 	return best;
+}
+
+/*
+ * The exact-match flow cache, in front of the search, as Open vSwitch's EMC
+ * sits in front of its megaflow subtables (lib/dpif-netdev-private-dfc.h).
+ *
+ * Each CPU has FLOW_CACHE_SLOTS slots. A packet's whole flow key hashes to
+ * two of them (two ways, so that two busy flows rarely evict each other);
+ * a slot holds a key, a copy of the flow the search found for it, and the
+ * configuration's change counter (wr_config.seq) at the time. A hit costs a
+ * hash of the key, one or two slot reads and a key comparison, whatever
+ * the number of masks and flows.
+ *
+ * Invalidation needs no sweep: a slot is valid only while the change
+ * counter is the one it was made under, and every control plane change
+ * moves the counter before its first write (Journal.begin) and again after
+ * its last (Journal.commit). The counter is read before the search, so a
+ * slot filled from a table that a change was already rewriting carries a
+ * counter that is stale by the time the change is done. While a change is
+ * under way (WR_CFG_WRITING), packets are searched and nothing is cached,
+ * so no half-written state outlives the write. An owner's apply is such a
+ * change from its first staged entry to its last stand-in deleted, and its
+ * generation switch moves the counter too: a flow its staging hides from
+ * the live generation is hidden from the cache as well.
+ *
+ * trace's dry-run copy neither reads nor fills the cache, and counts
+ * nothing: it sees what the search sees, which is what a valid slot holds.
+ */
+#define FLOW_CACHE_SLOTS 4096	/* per CPU, a power of two */
+
+struct flow_cache_slot {
+	__u64 tag;		/* wr_config.seq + 1 when filled; 0: never */
+	struct wr_flow_key key;
+	struct wr_flow_entry flow;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FLOW_CACHE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct flow_cache_slot);
+} wr_flow_cache SEC(".maps");
+
+/* A cheap hash of the whole flow key: each word, its high bits folded into
+ * its low ones, times an odd constant of its own (so that swapped fields
+ * hash apart), summed, then mixed so that the top bits depend on all. */
+static __always_inline __u32 flow_key_hash(const struct wr_flow_key *key)
+{
+	const __u64 *w = (const __u64 *)key;
+	__u64 h = 0;
+
+#pragma unroll
+	for (int i = 0; i < WR_FLOW_KEY_WORDS; i++)
+		h += (w[i] ^ (w[i] >> 29)) * (0x9e3779b97f4a7c15ULL * (2 * i + 1));
+	h ^= h >> 32;
+	h *= 0xff51afd7ed558ccdULL;
+	return h >> 32;
+}
+
+static __always_inline int flow_keys_equal(const struct wr_flow_key *a, const struct wr_flow_key *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+	__u64 diff = 0;
+
+#pragma unroll
+	for (int i = 0; i < WR_FLOW_KEY_WORDS; i++)
+		diff |= x[i] ^ y[i];
+	return diff == 0;
+}
+
+/* The slot of way 0 or 1 for a key of this hash. */
+static __always_inline struct flow_cache_slot *flow_cache_slot(__u32 hash, int way)
+{
+	__u32 i = (way ? hash >> 16 : hash) & (FLOW_CACHE_SLOTS - 1);
+
+	return bpf_map_lookup_elem(&wr_flow_cache, &i);
+}
+
+/* The highest-priority flow matching key, or NULL: from the cache, or
+ * searched and then cached. */
+static __always_inline struct wr_flow_entry *classify(const struct wr_flow_key *key,
+						      struct lookup *l)
+{
+	struct flow_cache_slot *s0 = NULL, *s1 = NULL, *fill;
+	struct wr_config *cfg = config();
+	struct wr_cache_stats *cs;
+	struct wr_flow_entry *e;
+	__u64 tag;
+	__u32 hash;
+
+	if (!cfg)
+		return NULL;
+	if (wr_dry_run || ablated(ABL_CACHE))
+		return search(key, l, cfg);
+	/* Before the search: see above. */
+	tag = cfg->seq + 1;
+	hash = flow_key_hash(key);
+	s0 = flow_cache_slot(hash, 0);
+	cs = cache_stats();
+	if (s0 && s0->tag == tag && flow_keys_equal(&s0->key, key) && !ablated(ABL_CACHE_HIT)) {
+		if (cs)
+			cs->flow_hits++;
+		return &s0->flow;
+	}
+	s1 = flow_cache_slot(hash, 1);
+	if (s1 && s1->tag == tag && flow_keys_equal(&s1->key, key) && !ablated(ABL_CACHE_HIT)) {
+		if (cs)
+			cs->flow_hits++;
+		return &s1->flow;
+	}
+	if (cs)
+		cs->flow_misses++;
+	e = search(key, l, cfg);
+	if (!e || (cfg->flags & WR_CFG_WRITING))
+		return e;
+	/* A stale or empty way if there is one; else the hash picks. */
+	fill = !s0 || s0->tag != tag ? s0 : !s1 || s1->tag != tag ? s1 : (hash >> 31) ? s1 : s0;
+	if (!fill)
+		return e;
+	fill->tag = tag;
+	fill->key = *key;
+	fill->flow = *e;
+	return &fill->flow;
+}
+
+/* classify in a frame of its own: TC's deepest call chains (the actions)
+ * run beside it, not under it. */
+static __noinline struct wr_flow_entry *classify_apart(const struct wr_flow_key *key,
+						       struct lookup *l)
+{
+	return classify(key, l);
 }
 
 /* Accounts a packet to flow e. */
@@ -222,13 +338,13 @@ static __always_inline struct wr_flow_entry *frame_flow(struct __sk_buff *skb, s
 		return NULL;
 	}
 	stamp_net(key);
-	e = classify(key, l);
+	e = classify_apart(key, l);
 	if (e && restamps(e)) {
 		/* Looked up once more in its new network; a second re-stamp
 		 * would be a loop. */
 		flow_hit(e, skb->len, fi->tcp_flags);
 		key->net = e->actions[0].arg;
-		e = classify(key, l);
+		e = classify_apart(key, l);
 		if (e && restamps(e)) {
 			drop(WR_DROP_LOOP, key->in_port);
 			return NULL;

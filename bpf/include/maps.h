@@ -157,6 +157,13 @@ struct {
 	__type(value, struct wr_group_stats);
 } wr_bucket_stats SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct wr_cache_stats);
+} wr_cache_stats SEC(".maps");
+
 /* Control plane only, kept here so that every process sees the same
  * allocation. wr_flow_ids: a bitmap of the flow ids in use. Tunnel keys are
  * shared: flows that set the same tunnel key use one slot, found through
@@ -230,6 +237,16 @@ static __always_inline void port_tx(__u32 port, __u64 bytes)
 		s->tx_packets++;
 		s->tx_bytes += bytes;
 	}
+}
+
+/* This CPU's cache counters, or NULL when nothing may be counted. */
+static __always_inline struct wr_cache_stats *cache_stats(void)
+{
+	__u32 zero = 0;
+
+	if (wr_dry_run || ablated(ABL_COUNTERS))
+		return NULL;
+	return bpf_map_lookup_elem(&wr_cache_stats, &zero);
 }
 
 /* Counts a drop: its reason, and the port it came in on. */

@@ -448,6 +448,13 @@ enum wr_stat {
 	WR_STAT_MAX = 64,
 };
 
+/* How often the fast path's caches answered, per CPU (one entry). Apart
+ * from wr_stats, whose drops count packets: these count lookups. */
+struct wr_cache_stats {
+	__u64 flow_hits;	/* flow lookups the exact-match cache answered */
+	__u64 flow_misses;	/* flow lookups that searched the table */
+};
+
 /* wr_config.flags */
 enum wr_config_flag {
 	WR_CFG_XDP_UNDERLAY = 0x01,	/* XDP runs on the underlay: TC sees only its leftovers */

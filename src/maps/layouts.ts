@@ -522,6 +522,14 @@ export const portStatsCodec = struct("wr_port_stats", {
 /** A {@link portStatsCodec} value. */
 export type PortStats = ValueOf<typeof portStatsCodec>;
 
+/** `struct wr_cache_stats`: how often the fast path's caches answered, per CPU. */
+export const cacheStatsCodec = struct("wr_cache_stats", {
+  flow_hits: u64,
+  flow_misses: u64,
+});
+/** A {@link cacheStatsCodec} value. */
+export type CacheStats = ValueOf<typeof cacheStatsCodec>;
+
 /** `WR_CFG_*`. */
 export const ConfigFlag = { XDP_UNDERLAY: 0x01, CLSACT: 0x02, WRITING: 0x04 } as const;
 /** `WR_MISS_*`. */

@@ -39,6 +39,7 @@ export const PINNED_MAPS = [
   "wr_flow_stats",
   "wr_port_stats",
   "wr_stats",
+  "wr_cache_stats",
   "wr_flow_ids",
   "wr_tun_key_refs",
   "wr_tun_key_slots",
@@ -54,11 +55,12 @@ export const PINNED_MAPS = [
 export type PinnedMap = typeof PINNED_MAPS[number];
 
 /**
- * The maps only the programs of one load use: per-CPU scratch space, STT's
- * reassembly buffers and the buffer of frames sent in segments. Never pinned; an upgrade starts them
- * afresh.
+ * The maps only the programs of one load use: per-CPU scratch space, the
+ * exact-match flow cache, STT's reassembly buffers and the buffer of frames
+ * sent in segments. Never pinned; an upgrade starts them afresh.
  */
 export const PRIVATE_MAPS = [
+  "wr_flow_cache",
   "wr_scratch",
   "wr_scratch_exec",
   "wr_scratch_decap",

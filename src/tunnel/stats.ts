@@ -75,6 +75,10 @@ export function readStats(
     if (!name) continue;
     (isDropStat(i) ? drops : events)[name] = values.get(i) ?? 0n;
   }
+  // The caches count lookups, not packets: events beside the others.
+  const cache = maps.cacheStats.sum(0);
+  events.flow_cache_hit = cache?.flow_hits ?? 0n;
+  events.flow_cache_miss = cache?.flow_misses ?? 0n;
   const perGroup = groups.map((g) => ({
     group_id: g.id,
     packets: g.counters?.packets ?? 0n,

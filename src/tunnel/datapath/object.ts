@@ -132,7 +132,11 @@ export function sharedPrograms(
   options: { bytes?: Uint8Array; dryRun?: boolean } = {},
 ): Programs {
   using obj = openDatapathObject(options.bytes);
-  if (options.dryRun) obj.setConstant("wr_dry_run", 1);
+  if (options.dryRun) {
+    obj.setConstant("wr_dry_run", 1);
+    // A dry run neither reads nor fills the flow cache: no room for it.
+    obj.setMaxEntries("wr_flow_cache", 1);
+  }
   for (const [name, map] of maps.all()) obj.reuseMap(name, map);
   obj.load();
   return programsOf(obj);
