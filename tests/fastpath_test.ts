@@ -2,7 +2,8 @@
  * The fast path's shortcuts keep every promise the slow path made: the
  * coarse clock of a flow's last use is right to its resolution; the
  * exact-match flow cache goes stale at once on any change, keeps counters
- * exact and is left alone by trace.
+ * exact and is left alone by trace; the next-hop cache goes stale at once on
+ * a port or tunnel key change, and within its bound on a neighbour change.
  */
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { coarseNs, coarseResolutionNs } from "../src/bpf/clock.ts";
@@ -17,16 +18,21 @@ import { trace } from "../src/tunnel/trace.ts";
 import { onCpu } from "./helpers/cpu.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
 import { scapy } from "./helpers/scapy.ts";
-import { ping } from "./helpers/traffic.ts";
+import { ping, tcpdump } from "./helpers/traffic.ts";
+import { macOf } from "../src/lab/netns.ts";
 import {
   addFlows,
   nonZeroStats,
   oneHost,
+  pinNeighbor,
   runPinned,
   TC_ACT_REDIRECT,
   TC_ACT_SHOT,
   upWithPorts,
 } from "./helpers/lab.ts";
+
+/** The next-hop cache's bound: NH_MAX_AGE_NS in bpf/include/encap.h. */
+const NH_MAX_AGE_S = 0.020;
 
 /** A frame from the workload, UDP to `dport`. */
 const fromWorkload = (dport = 9) =>
@@ -194,10 +200,10 @@ privilegedTest(
     }),
 );
 
-privilegedTest(
-  "the flow cache: real traffic takes a flow's new actions after flow mod",
-  async () => {
-    await using lab = await Lab.create({ ipv6: false });
+/** Two hosts up with VXLAN, each sending its workload's frames to the other's. */
+async function overlay(): Promise<Lab> {
+  const lab = await Lab.create({ ipv6: false });
+  try {
     for (const h of lab.hosts) {
       await upWithPorts(lab, h, "vxlan");
       await lab.datapath(h, (dp) =>
@@ -207,6 +213,17 @@ privilegedTest(
           "tun_id=42,in_port=t0 actions=output:web",
         ));
     }
+    return lab;
+  } catch (err) {
+    await lab[Symbol.asyncDispose]();
+    throw err;
+  }
+}
+
+privilegedTest(
+  "the flow cache: real traffic takes a flow's new actions after flow mod",
+  async () => {
+    await using lab = await overlay();
     const [a, b] = lab.hosts;
     const answered = async (count: number) =>
       (await ping(a.workload, b.workload.ip, { count, interval: 0.01 })).received;
@@ -226,4 +243,126 @@ privilegedTest(
     const counts = await lab.datapath(b, cacheCounts);
     assert.ok(counts.hits > counts.misses, JSON.stringify(counts));
   },
+);
+
+privilegedTest(
+  "the next-hop cache: a neighbour change takes effect within its bound, under traffic",
+  async () => {
+    await using lab = await overlay();
+    const [a, b] = lab.hosts;
+    const dir = await Deno.makeTempDir({ prefix: "warren-nh-" });
+    try {
+      const old = await macOf(b.ns, b.underlay);
+      const fresh = "02:00:00:00:77:77";
+      const pcap = `${dir}/u0.pcap`;
+      // On A's way out: B's XDP takes the frames before any capture could.
+      const cap = await tcpdump(a.ns.name, {
+        dev: a.underlay,
+        filter: `udp dst port 4789 and dst host ${b.ip}`,
+        file: pcap,
+        timeout: 6,
+        bufferKiB: 8192,
+      });
+      // A frame to B every millisecond; half a second in, B's underlay
+      // takes a new MAC and A's neighbour table learns it.
+      const pinging = ping(a.workload, b.workload.ip, { count: 1500, interval: 0.001 });
+      await new Promise((r) => setTimeout(r, 500));
+      await b.ns.run(["ip", "link", "set", b.underlay, "address", fresh]);
+      await pinNeighbor(lab, a, false, undefined, fresh);
+      const changed = Date.now() / 1000;
+      const r = await pinging;
+      assert.ok(r.received > 1000, r.output);
+      cap.kill("SIGINT");
+      await cap.status;
+      const frames = (await a.ns.run(["tcpdump", "-r", pcap, "-e", "-tt", "-nn"]))
+        .split("\n")
+        .map((line) => /^(\d+\.\d+) \S+ > (\S+),/.exec(line))
+        .filter((m) => m !== null)
+        .map((m) => ({ at: Number(m[1]), dst: m[2] }));
+      const toOld = frames.filter((f) => f.dst === old && f.at > changed);
+      const toNew = frames.filter((f) => f.dst === fresh);
+      // Within the bound, one tick of the coarse clock and a little slack
+      // for the capture's timestamps.
+      const bound = changed + NH_MAX_AGE_S + Number(coarseResolutionNs()) / 1e9 + 0.005;
+      const late = toOld.filter((f) => f.at > bound);
+      assertEquals(
+        late.length,
+        0,
+        `${toOld.length} frames to the old MAC after the change, ${late.length} late`,
+      );
+      assert.ok(toNew.length > 500, `${toNew.length} frames to the new MAC`);
+      // The cache was in use: most tunnel outputs never asked the FIB.
+      const s = await lab.datapath(a, (dp) => dp.maps.cacheStats.sum(0)!);
+      assert.ok(s.nh_hits > s.nh_misses, `${s.nh_hits} hits, ${s.nh_misses} misses`);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+/** The next-hop cache's counters of `dp`'s datapath, summed over CPUs. */
+function nhCounts(dp: Datapath): { hits: number; misses: number } {
+  const s = dp.maps.cacheStats.sum(0)!;
+  return { hits: Number(s.nh_hits), misses: Number(s.nh_misses) };
+}
+
+// The cache is per CPU: one CPU for every packet, so that hits are known.
+privilegedTest(
+  "the next-hop cache: a port or tunnel key change makes it stale at once, a neighbour change within its bound",
+  () =>
+    onCpu(0, async () => {
+      await using lab = await oneHost();
+      const [a, b] = lab.hosts;
+      const peerMac = await pinNeighbor(lab, a);
+      const flow = (id: number) => `in_port=web actions=set_tunnel(id=${id},dst=${b.ip}),output:t0`;
+      await lab.datapath(a, (dp) => addFlows(dp, flow(42)));
+      const frame = await fromWorkload();
+      // The outer destination MAC, UDP destination port and VNI of one packet.
+      const send = async () => {
+        const r = await a.ns.within(() => runPinned(a, "wr_tc_local", frame, a.workload.port));
+        assertEquals(r.retval, TC_ACT_REDIRECT);
+        const d = r.data;
+        const l4 = 14 + 20;
+        return {
+          mac: [...d.subarray(0, 6)].map((x) => x.toString(16).padStart(2, "0")).join(":"),
+          port: (d[l4 + 2] << 8) | d[l4 + 3],
+          vni: (d[l4 + 12] << 16) | (d[l4 + 13] << 8) | d[l4 + 14],
+        };
+      };
+      assertEquals(await send(), { mac: peerMac, port: 4789, vni: 42 });
+      // Packets in one test-run of many repeats: all but the first routed
+      // from the cache (a run lasts far less than the cache's bound).
+      await a.ns.within(() => {
+        using p = Program.fromPin(`${a.pinDir}/progs/wr_tc_local`);
+        testRun(p, { data: frame, ctx: skbContext(ifindex(a.workload.port)), repeat: 1000 });
+      });
+      const cached = await lab.datapath(a, nhCounts);
+      assert.ok(cached.hits >= 990 && cached.misses <= 11, JSON.stringify(cached));
+
+      // A tunnel key change (flow mod): the very next packet has it.
+      await lab.datapath(a, (dp) => dp.modifyFlow(parseFlow(flow(43), dp.portNames())));
+      assertEquals(await send(), { mac: peerMac, port: 4789, vni: 43 });
+      // A port change: the same.
+      await lab.datapath(a, (dp) =>
+        dp.upsertPort({
+          kind: "tunnel",
+          name: "t0",
+          proto: "vxlan",
+          options: { remote_ip: "flow", key: "flow", dst_port: "4790" },
+        }));
+      assertEquals(await send(), { mac: peerMac, port: 4790, vni: 43 });
+      // trace neither reads, fills nor counts it.
+      const before = await lab.datapath(a, nhCounts);
+      const match = await lab.datapath(a, (dp) => parseMatch("in_port=web,udp", dp.portNames()));
+      await lab.datapath(a, (dp) => trace(dp, match.match));
+      assertEquals(await lab.datapath(a, nhCounts), before);
+
+      // A neighbour change, which the datapath is not told of: in effect
+      // once the bound (and a tick of the coarse clock) has passed.
+      const fresh = "02:00:00:00:77:77";
+      await pinNeighbor(lab, a, false, undefined, fresh);
+      const wait = NH_MAX_AGE_S * 1000 + Number(coarseResolutionNs()) / 1e6 + 5;
+      await new Promise((r) => setTimeout(r, wait));
+      assertEquals(await send(), { mac: fresh, port: 4790, vni: 43 });
+    }),
 );

@@ -179,22 +179,6 @@ struct {
 	__type(value, struct flow_cache_slot);
 } wr_flow_cache SEC(".maps");
 
-/* A cheap hash of the whole flow key: each word, its high bits folded into
- * its low ones, times an odd constant of its own (so that swapped fields
- * hash apart), summed, then mixed so that the top bits depend on all. */
-static __always_inline __u32 flow_key_hash(const struct wr_flow_key *key)
-{
-	const __u64 *w = (const __u64 *)key;
-	__u64 h = 0;
-
-#pragma unroll
-	for (int i = 0; i < WR_FLOW_KEY_WORDS; i++)
-		h += (w[i] ^ (w[i] >> 29)) * (0x9e3779b97f4a7c15ULL * (2 * i + 1));
-	h ^= h >> 32;
-	h *= 0xff51afd7ed558ccdULL;
-	return h >> 32;
-}
-
 static __always_inline int flow_keys_equal(const struct wr_flow_key *a, const struct wr_flow_key *b)
 {
 	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;

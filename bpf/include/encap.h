@@ -45,6 +45,8 @@ struct encap_out {
 	__u8 v6;
 	__u8 csum;		/* fill in the outer UDP/GRE checksum */
 	__u8 pad;
+	__u32 hsum;		/* IPv4: sum of the header's words no packet changes */
+	__u32 hash;		/* this packet's flow hash: source port, flow label */
 	__u8 nh[16];		/* next hop, for bpf_redirect_neigh */
 };
 
@@ -61,22 +63,21 @@ struct {
 	__type(value, struct scratch);
 } wr_scratch SEC(".maps");
 
-/* The skb's flow hash, for the outer source port and flow label. */
+/* The skb's flow hash, for the outer source port and flow label: the
+ * kernel's own (skb_get_hash), as its vxlan device takes it. */
 static __always_inline __u32 skb_hash(struct __sk_buff *skb)
 {
 	return ablated(ABL_HASH) ? 0 : bpf_get_hash_recalc(skb);
 }
 
 /*
- * The outer source port of the frame in skb: a hash of its flow, spread
- * over the range exactly as the kernel's udp_flow_src_port does, so that
- * a flow keeps one source port (one ECMP path, no reordering) whether
- * warren or the kernel's vxlan device encapsulates its frames.
+ * The outer source port of a frame whose flow hash (skb_hash) is hash,
+ * spread over the range exactly as the kernel's udp_flow_src_port does,
+ * so that a flow keeps one source port (one ECMP path, no reordering)
+ * whether warren or the kernel's vxlan device encapsulates its frames.
  */
-static __always_inline __be16 tunnel_sport(struct __sk_buff *skb)
+static __always_inline __be16 tunnel_sport(__u32 hash)
 {
-	__u32 hash = skb_hash(skb);
-
 	hash ^= hash << 16;
 	return bpf_htons(UDP_SPORT_MIN + (((__u64)hash * (UDP_SPORT_MAX - UDP_SPORT_MIN)) >> 32));
 }
@@ -134,26 +135,37 @@ static __always_inline __u32 tunnel_hdr_len(__u8 proto, __u16 flags, const struc
 	return 0;
 }
 
+/* The MTU of the path a tunnel output takes, from the port or the device. */
+static __always_inline __u32 path_mtu(struct __sk_buff *skb, const struct encap_out *out)
+{
+	__u32 mtu = 0;
+
+	if (out->mtu)
+		return out->mtu;
+	if (ablated(ABL_MTU))
+		return 0;
+	bpf_check_mtu(skb, out->ifindex, &mtu, 0, 0);
+	return mtu;
+}
+
 /*
- * Builds the outer header for `port` (and the flow's tunnel key tk, may be
- * NULL) into s->hdr and routes it. inner_len is the frame's length without
- * any outer header (a replica's skb already carries one). Returns 0 or a
- * WR_DROP_* reason.
+ * Routes the outer packet for `port` (and the flow's tunnel key tk, may be
+ * NULL) and writes into s->hdr every outer header field that depends only
+ * on the port, the tunnel key and the route: what the next-hop cache keeps.
+ * Fields of each packet (lengths, TOS, TTL, IP id and checksum, source
+ * port, flow label, GRE sequence number) are encap_patch's. `flags` are the
+ * tunnel flags the packet goes with. Returns 0 or a WR_DROP_* reason.
  */
-static __always_inline int encap_build(struct __sk_buff *skb, struct wr_port *port,
+static __always_inline int encap_route(struct __sk_buff *skb, const struct wr_port *port,
 				       const struct wr_tun_key *tk, const struct frame_info *fi,
-				       const struct wr_flow_key *key, struct scratch *s,
-				       struct encap_out *out, __u32 inner_len)
+				       struct scratch *s, struct encap_out *out, __u8 flags)
 {
 	struct bpf_fib_lookup *fib = &s->fib;
 	__u8 *h = s->hdr;
 	__u16 pflags = port->flags;
 	__u8 v6 = !!(pflags & WR_PORTF_V6);
-	__u8 flags = 0, ttl, tos, ecn;
-	__u32 l3len = v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
-	__u32 tlen, total;
+	__u32 l3len;
 	const __u8 *dst, *src;
-	__be64 tun_id;
 	long rc;
 
 	if (pflags & WR_PORTF_REMOTE_FLOW) {
@@ -161,47 +173,20 @@ static __always_inline int encap_build(struct __sk_buff *skb, struct wr_port *po
 			return WR_DROP_NO_ROUTE;
 		dst = tk->dst;
 		v6 = !!(tk->flags & WR_TUNF_V6);
-		l3len = v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
 	} else {
 		dst = port->remote;
 	}
+	l3len = v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
 	src = port->local;
 	if (addr_is_zero(src) && tk && (tk->set & WR_TKSET_SRC))
 		src = tk->src;
-	tun_id = (pflags & WR_PORTF_KEY_OUT_FLOW) ? (tk ? tk->tun_id : 0) : port->key_out;
-	if (pflags & WR_PORTF_DF)
-		flags |= WR_TUNF_DF;
-	if (tunnel_csum(port, tk, v6))
-		flags |= WR_TUNF_CSUM;
-	if (tk)
-		flags |= tk->flags & (WR_TUNF_DF | WR_TUNF_OAM);
-
-	if (tk && (tk->set & WR_TKSET_TTL))
-		ttl = tk->ttl;
-	else if ((pflags & WR_PORTF_TTL_INHERIT) && fi->ip_version)
-		ttl = key->nw_ttl;
-	else
-		ttl = port->ttl;
-	if (tk && (tk->set & WR_TKSET_TOS))
-		tos = tk->tos & ~ECN_MASK;
-	else if ((pflags & WR_PORTF_TOS_INHERIT) && fi->ip_version)
-		tos = key->ip_tos & ~ECN_MASK;
-	else
-		tos = port->tos & ~ECN_MASK;
-	/* RFC 6040 normal mode: copy ECN, but never put CE on the outside. */
-	ecn = fi->ip_version ? (key->ip_tos & ECN_MASK) : ECN_NOT_ECT;
-	if (ecn == ECN_CE)
-		ecn = ECN_ECT0;
-	tos |= ecn;
-
-	tlen = tunnel_hdr_len(port->proto, flags, tk, pflags);
-	if (!tlen)
-		return WR_DROP_NO_PORT;
-	out->hdr_len = sizeof(struct ethhdr) + l3len + tlen;
-	out->tun_id = tun_id;
+	out->tun_id = (pflags & WR_PORTF_KEY_OUT_FLOW) ? (tk ? tk->tun_id : 0) : port->key_out;
 	out->v6 = v6;
 	out->csum = !!(flags & WR_TUNF_CSUM);
-	total = inner_len + out->hdr_len;	/* outer frame length */
+	out->hdr_len = tunnel_hdr_len(port->proto, flags, tk, pflags);
+	if (!out->hdr_len)
+		return WR_DROP_NO_PORT;
+	out->hdr_len += sizeof(struct ethhdr) + l3len;
 
 	/* Route to the remote endpoint. With forwarding enabled on the
 	 * underlay the FIB answers with next hop and MACs; otherwise the packet
@@ -266,6 +251,8 @@ static __always_inline int encap_build(struct __sk_buff *skb, struct wr_port *po
 			return WR_DROP_NO_ROUTE;
 	}
 	out->mtu = port->mtu;
+	if (!out->neigh)
+		out->mtu = path_mtu(skb, out);
 
 	/* Ethernet */
 	__builtin_memcpy(h, fib->dmac, ETH_ALEN);
@@ -275,34 +262,24 @@ static __always_inline int encap_build(struct __sk_buff *skb, struct wr_port *po
 	/* IP */
 	if (v6) {
 		struct ipv6hdr *ip6 = (void *)(h + sizeof(struct ethhdr));
-		__u32 label = skb_hash(skb) & 0xfffff;
 
-		*(__be32 *)ip6 = bpf_htonl(0x60000000 | ((__u32)tos << 20) | label);
-		ip6->payload_len = bpf_htons(total - sizeof(struct ethhdr) - sizeof(*ip6));
 		ip6->nexthdr = fib->l4_protocol;
-		ip6->hop_limit = ttl;
 		__builtin_memcpy(ip6->saddr.in6_u.u6_addr8, src, 16);
 		__builtin_memcpy(ip6->daddr.in6_u.u6_addr8, dst, 16);
 	} else {
 		struct iphdr *ip = (void *)(h + sizeof(struct ethhdr));
+		const __u16 *w = (const __u16 *)ip;
 
-		ip->version = 4;
-		ip->ihl = 5;
-		ip->tos = tos;
-		ip->tot_len = bpf_htons(total - sizeof(struct ethhdr));
-		/* RFC 6864: with DF the ID has no use; without, it must vary. */
-		ip->id = (flags & WR_TUNF_DF) ? 0 : (__u16)bpf_get_prandom_u32();
 		ip->frag_off = (flags & WR_TUNF_DF) ? bpf_htons(IP_DF) : 0;
-		ip->ttl = ttl;
 		ip->protocol = fib->l4_protocol;
-		ip->check = 0;
 		ip->saddr = *(__be32 *)src;
 		ip->daddr = *(__be32 *)dst;
-		ip->check = ipv4_header_csum(ip);
+		/* Version and protocol go in with each packet's words. */
+		out->hsum = w[3] + w[6] + w[7] + w[8] + w[9];
 	}
 
 	/* Tunnel */
-	__u8 *t = h + sizeof(struct ethhdr) + (v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr));
+	__u8 *t = h + sizeof(struct ethhdr) + l3len;
 	if (port->proto == WR_PROTO_GRE) {
 		struct grehdr *g = (void *)t;
 		__u16 gflags = 0;
@@ -321,25 +298,19 @@ static __always_inline int encap_build(struct __sk_buff *skb, struct wr_port *po
 			*(__u32 *)f = 0;
 			f += 4;
 		}
-		if (gflags & GRE_K) {
-			*(__be32 *)f = bpf_htonl((__u32)bpf_be64_to_cpu(tun_id));
-			f += 4;
-		}
-		if (gflags & GRE_S)
-			*(__be32 *)f = gre_next_seq(port);
+		if (gflags & GRE_K)
+			*(__be32 *)f = bpf_htonl((__u32)bpf_be64_to_cpu(out->tun_id));
 	} else if (port->proto != WR_PROTO_STT) {
 		/* VXLAN or Geneve. */
 		struct udphdr *uh = (void *)t;
 
-		uh->source = tunnel_sport(skb);
 		uh->dest = port->dst_port;
-		uh->len = bpf_htons(total - sizeof(struct ethhdr) - l3len);
 		uh->check = 0;
 		if (port->proto == WR_PROTO_VXLAN) {
 			struct vxlanhdr *vh = (void *)(uh + 1);
 
 			vh->flags = VXLAN_I;
-			vh->vni = bpf_htonl((__u32)bpf_be64_to_cpu(tun_id) << 8);
+			vh->vni = bpf_htonl((__u32)bpf_be64_to_cpu(out->tun_id) << 8);
 		} else {
 			struct genevehdr *gh = (void *)(uh + 1);
 			__u32 optlen = gnv_optlen(tk);
@@ -348,12 +319,182 @@ static __always_inline int encap_build(struct __sk_buff *skb, struct wr_port *po
 			gh->flags = ((flags & WR_TUNF_OAM) ? GENEVE_O : 0) |
 				    ((tk && (tk->set & WR_TKSET_GNV_CRIT)) ? GENEVE_C : 0);
 			gh->proto = bpf_htons(ETH_P_TEB);
-			gh->vni = bpf_htonl((__u32)bpf_be64_to_cpu(tun_id) << 8);
+			gh->vni = bpf_htonl((__u32)bpf_be64_to_cpu(out->tun_id) << 8);
 			if (tk && optlen)
 				__builtin_memcpy(gh + 1, tk->gnv_opts, WR_GENEVE_OPT_MAX);
 		}
 	}
 	/* STT's TCP and STT headers are STT's to write (stt_fill_hdr). */
+	return 0;
+}
+
+/*
+ * Writes into the header encap_route made (s->hdr) the fields of this
+ * packet: IP version, TOS, TTL, lengths (total: the outer frame's), id and
+ * checksum (from the route's constant sum: incremental), the UDP source port
+ * and the IPv6 flow label from out->hash, GRE's sequence number.
+ */
+static __always_inline void encap_patch(struct wr_port *port, struct scratch *s,
+					const struct encap_out *out, __u8 flags, __u8 ttl, __u8 tos,
+					__u32 total)
+{
+	__u8 *h = s->hdr;
+	__u32 l3len = out->v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
+	__u8 *t = h + sizeof(struct ethhdr) + l3len;
+
+	if (out->v6) {
+		struct ipv6hdr *ip6 = (void *)(h + sizeof(struct ethhdr));
+
+		*(__be32 *)ip6 = bpf_htonl(0x60000000 | ((__u32)tos << 20) | (out->hash & 0xfffff));
+		ip6->payload_len = bpf_htons(total - sizeof(struct ethhdr) - sizeof(*ip6));
+		ip6->hop_limit = ttl;
+	} else {
+		struct iphdr *ip = (void *)(h + sizeof(struct ethhdr));
+		const __u16 *w = (const __u16 *)ip;
+
+		ip->version = 4;
+		ip->ihl = 5;
+		ip->tos = tos;
+		ip->tot_len = bpf_htons(total - sizeof(struct ethhdr));
+		/* RFC 6864: with DF the ID has no use; without, it must vary. */
+		ip->id = (flags & WR_TUNF_DF) ? 0 : (__u16)bpf_get_prandom_u32();
+		ip->ttl = ttl;
+		ip->check = ~csum_fold32(out->hsum + w[0] + w[1] + w[2] + w[4]);
+	}
+	if (port->proto == WR_PROTO_GRE) {
+		if (port->flags & WR_PORTF_SEQ) {
+			__u32 at = sizeof(struct grehdr) + (out->csum ? 4 : 0) +
+				   ((port->flags & WR_PORTF_NO_KEY) ? 0 : 4);
+
+			*(__be32 *)(t + (at & 0xf)) = gre_next_seq(port);
+		}
+	} else if (port->proto != WR_PROTO_STT) {
+		struct udphdr *uh = (void *)t;
+
+		uh->source = tunnel_sport(out->hash);
+		uh->len = bpf_htons(total - sizeof(struct ethhdr) - l3len);
+	}
+}
+
+/*
+ * The next-hop cache: what routing a port's output with one tunnel key
+ * gave (outer MACs, output device, source address, MTU) and the outer
+ * header built from it, so that the FIB is not asked for every packet and
+ * each packet only patches its own fields in (encap_patch). Per CPU,
+ * direct-mapped by (port, tunnel key). GSO packets use it as any other:
+ * their header is the same, and what their segments need more (a checksum
+ * and a sequence number each) is gso.h's, on its own copy.
+ *
+ * A slot is valid while wr_config.seq is the one it was made under (a port
+ * or a tunnel key changed: at once, as the flow cache) and for at most
+ * NH_MAX_AGE_NS after it was made (the coarse clock, so up to a tick
+ * more): routes and neighbours change in the kernel without telling the
+ * datapath, and that is how soon a change takes effect. Only answers with
+ * the MACs known are kept; one that leaves them to bpf_redirect_neigh asks
+ * the FIB again with the next packet, which is how a new neighbour is
+ * found. trace's dry run neither reads nor fills it.
+ */
+#define NH_CACHE_SLOTS 1024	/* per CPU, a power of two */
+#define NH_MAX_AGE_NS (20 * 1000 * 1000ULL)
+
+struct nh_cache_slot {
+	__u64 tag;		/* wr_config.seq + 1; 0: never filled */
+	__u64 made_ns;		/* bpf_ktime_get_coarse_ns() when routed */
+	__u32 port_no;
+	__u32 tk_idx;
+	struct encap_out out;
+	__u8 hdr[OUTER_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NH_CACHE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct nh_cache_slot);
+} wr_nh_cache SEC(".maps");
+
+/*
+ * Builds the outer header for `port` (port_no; the flow's tunnel key tk,
+ * slot tk_idx, may be NULL) into s->hdr and routes it: from the next-hop
+ * cache, or routed and cached. inner_len is the frame's length without any
+ * outer header (a replica's skb already carries one). Returns 0 or a
+ * WR_DROP_* reason.
+ */
+static __always_inline int encap_build(struct __sk_buff *skb, struct wr_port *port,
+				       __u32 port_no, const struct wr_tun_key *tk, __u32 tk_idx,
+				       const struct frame_info *fi, const struct wr_flow_key *key,
+				       struct scratch *s, struct encap_out *out, __u32 inner_len)
+{
+	struct wr_cache_stats *cs = cache_stats();
+	struct wr_config *cfg = config();
+	struct nh_cache_slot *slot = NULL;
+	__u8 flags = 0, ttl, tos, ecn;
+	__u32 i;
+	__u64 now = 0, tag;
+	__u16 pflags;
+	int r;
+
+	if (!cfg)
+		return WR_DROP_NO_PORT;
+	/* The change counter before the port is read, as classify takes it
+	 * before its search: a change written meanwhile leaves the slot's tag
+	 * behind. The barrier keeps the compiler from reading the port first. */
+	tag = cfg->seq + 1;
+	asm volatile("" ::: "memory");
+	pflags = port->flags;
+	if (pflags & WR_PORTF_DF)
+		flags |= WR_TUNF_DF;
+	if (tunnel_csum(port, tk, tunnel_v6(port, tk)))
+		flags |= WR_TUNF_CSUM;
+	if (tk)
+		flags |= tk->flags & (WR_TUNF_DF | WR_TUNF_OAM);
+
+	if (tk && (tk->set & WR_TKSET_TTL))
+		ttl = tk->ttl;
+	else if ((pflags & WR_PORTF_TTL_INHERIT) && fi->ip_version)
+		ttl = key->nw_ttl;
+	else
+		ttl = port->ttl;
+	if (tk && (tk->set & WR_TKSET_TOS))
+		tos = tk->tos & ~ECN_MASK;
+	else if ((pflags & WR_PORTF_TOS_INHERIT) && fi->ip_version)
+		tos = key->ip_tos & ~ECN_MASK;
+	else
+		tos = port->tos & ~ECN_MASK;
+	/* RFC 6040 normal mode: copy ECN, but never put CE on the outside. */
+	ecn = fi->ip_version ? (key->ip_tos & ECN_MASK) : ECN_NOT_ECT;
+	if (ecn == ECN_CE)
+		ecn = ECN_ECT0;
+	tos |= ecn;
+
+	if (!wr_dry_run) {
+		i = (port_no * 0x9e3779b1U + tk_idx * 0x85ebca6bU) >> 22;
+		slot = bpf_map_lookup_elem(&wr_nh_cache, &i);
+		now = bpf_ktime_get_coarse_ns();
+	}
+	if (slot && slot->tag == tag && slot->port_no == port_no &&
+	    slot->tk_idx == tk_idx && now - slot->made_ns < NH_MAX_AGE_NS) {
+		*out = slot->out;
+		__builtin_memcpy(s->hdr, slot->hdr, OUTER_MAX);
+		if (cs)
+			cs->nh_hits++;
+	} else {
+		r = encap_route(skb, port, tk, fi, s, out, flags);
+		if (r)
+			return r;
+		if (cs)
+			cs->nh_misses++;
+		if (slot && !out->neigh && !(cfg->flags & WR_CFG_WRITING)) {
+			slot->tag = tag;
+			slot->made_ns = now;
+			slot->port_no = port_no;
+			slot->tk_idx = tk_idx;
+			slot->out = *out;
+			__builtin_memcpy(slot->hdr, s->hdr, OUTER_MAX);
+		}
+	}
+	out->hash = skb_hash(skb);
+	encap_patch(port, s, out, flags, ttl, tos, inner_len + out->hdr_len);
 	return 0;
 }
 
@@ -457,19 +598,6 @@ static __always_inline long encap_redirect(const struct encap_out *out)
 	return bpf_redirect(out->ifindex, 0);
 }
 
-/* The MTU of the path a tunnel output takes, from the port or the device. */
-static __always_inline __u32 path_mtu(struct __sk_buff *skb, const struct encap_out *out)
-{
-	__u32 mtu = 0;
-
-	if (out->mtu)
-		return out->mtu;
-	if (ablated(ABL_MTU))
-		return 0;
-	bpf_check_mtu(skb, out->ifindex, &mtu, 0, 0);
-	return mtu;
-}
-
 /* ---- One tunnel output --------------------------------------------------- */
 
 /* The state of a flow's actions while they are carried out (actions.h):
@@ -525,7 +653,7 @@ __noinline int build_outer(struct __sk_buff *skb, const struct frame_info *fi,
 		st->inner_len = skb->len + st->tag - (st->tk_done ? st->out_hdr_len : 0);
 	if (st->tk_idx != WR_NO_TUN_KEY)
 		tk = bpf_map_lookup_elem(&wr_tun_keys, &st->tk_idx);
-	return encap_build(skb, port, tk, fi, key, s, out, st->inner_len);
+	return encap_build(skb, port, st->port_no, tk, st->tk_idx, fi, key, s, out, st->inner_len);
 }
 
 /*

@@ -81,7 +81,7 @@ __noinline int stt_fill_hdr(struct __sk_buff *skb, const struct frame_info *fi,
 		      (s->out.v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr)));
 	sh = (void *)(th + 1);
 	__builtin_memset(th, 0, sizeof(*th));
-	th->source = tunnel_sport(skb);
+	th->source = tunnel_sport(s->out.hash);
 	th->dest = port->dst_port;
 	th->seq = bpf_htonl((WR_STT_HDR_LEN + st->inner_len) << 16);
 	th->ack_seq = bpf_get_prandom_u32();

@@ -453,6 +453,8 @@ enum wr_stat {
 struct wr_cache_stats {
 	__u64 flow_hits;	/* flow lookups the exact-match cache answered */
 	__u64 flow_misses;	/* flow lookups that searched the table */
+	__u64 nh_hits;		/* tunnel outputs the next-hop cache routed */
+	__u64 nh_misses;	/* tunnel outputs that asked the FIB */
 };
 
 /* wr_config.flags */

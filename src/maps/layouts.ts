@@ -526,6 +526,8 @@ export type PortStats = ValueOf<typeof portStatsCodec>;
 export const cacheStatsCodec = struct("wr_cache_stats", {
   flow_hits: u64,
   flow_misses: u64,
+  nh_hits: u64,
+  nh_misses: u64,
 });
 /** A {@link cacheStatsCodec} value. */
 export type CacheStats = ValueOf<typeof cacheStatsCodec>;

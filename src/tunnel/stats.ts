@@ -79,6 +79,8 @@ export function readStats(
   const cache = maps.cacheStats.sum(0);
   events.flow_cache_hit = cache?.flow_hits ?? 0n;
   events.flow_cache_miss = cache?.flow_misses ?? 0n;
+  events.nh_cache_hit = cache?.nh_hits ?? 0n;
+  events.nh_cache_miss = cache?.nh_misses ?? 0n;
   const perGroup = groups.map((g) => ({
     group_id: g.id,
     packets: g.counters?.packets ?? 0n,

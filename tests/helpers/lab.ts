@@ -60,17 +60,19 @@ function statLabel(i: number): string {
 }
 
 /**
- * Makes `peer`'s underlay MAC known to `host` for good (byte-exact tests),
- * as the neighbour of its address of the family `v6` says, or of `ip`.
+ * Makes `peer`'s underlay MAC (or `mac`) known to `host` for good
+ * (byte-exact tests), as the neighbour of its address of the family `v6`
+ * says, or of `ip`. Returns the MAC.
  */
 export async function pinNeighbor(
   lab: Lab,
   host: LabHost,
   v6 = false,
   ip?: string,
+  mac?: string,
 ): Promise<string> {
   const peer = lab.peer(host);
-  const mac = (await peer.ns.run(["cat", `/sys/class/net/${peer.underlay}/address`])).trim();
+  mac ??= (await peer.ns.run(["cat", `/sys/class/net/${peer.underlay}/address`])).trim();
   await host.ns.run([
     "ip",
     "neigh",

@@ -134,8 +134,9 @@ export function sharedPrograms(
   using obj = openDatapathObject(options.bytes);
   if (options.dryRun) {
     obj.setConstant("wr_dry_run", 1);
-    // A dry run neither reads nor fills the flow cache: no room for it.
+    // A dry run neither reads nor fills the caches: no room for them.
     obj.setMaxEntries("wr_flow_cache", 1);
+    obj.setMaxEntries("wr_nh_cache", 1);
   }
   for (const [name, map] of maps.all()) obj.reuseMap(name, map);
   obj.load();
