@@ -18,7 +18,7 @@ import { trace } from "../src/tunnel/trace.ts";
 import { onCpu } from "./helpers/cpu.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
 import { scapy } from "./helpers/scapy.ts";
-import { ping, tcpdump } from "./helpers/traffic.ts";
+import { ping, pingDuring, tcpdump } from "./helpers/traffic.ts";
 import { macOf } from "../src/lab/netns.ts";
 import {
   addFlows,
@@ -242,6 +242,37 @@ privilegedTest(
     // B's cache answered most of them.
     const counts = await lab.datapath(b, cacheCounts);
     assert.ok(counts.hits > counts.misses, JSON.stringify(counts));
+  },
+);
+
+privilegedTest(
+  "the flow cache: a flow added under traffic takes the very next packets, counters exact",
+  async () => {
+    await using lab = await overlay();
+    const [a, b] = lab.hosts;
+    const icmp = "tun_id=42,in_port=t0,icmp";
+    await lab.datapath(b, (dp) => addFlows(dp, `priority=40000,${icmp} actions=output:web`));
+    // Pings every 10 ms; a flow that drops them goes in over the one that
+    // answers them, which stays (and stays cached on every CPU).
+    const r = await pingDuring(a.workload, b.workload.ip, async () => {
+      await lab.datapath(
+        b,
+        (dp) => addFlows(dp, `priority=40001,${icmp},icmp_type=8 actions=drop`),
+      );
+      await new Promise((r) => setTimeout(r, 300));
+    });
+    // Lost: exactly the pings after the change, every one of them.
+    const first = r.lost[0] ?? 1;
+    assert.ok(first > 1 && r.lost.length > 0, `lost ${r.lost.length} of ${r.sent}`);
+    assertEquals(r.lost, Array.from({ length: r.lost.length }, (_, i) => first + i));
+    const packets = await lab.datapath(b, (dp) =>
+      Object.fromEntries(
+        dp.dumpFlows({}, { counters: true })
+          .filter((f) => f.priority >= 40000)
+          .map((f) => [f.priority, Number(f.counters!.packets)]),
+      ));
+    // Every echo request counted once, on the flow that took it.
+    assertEquals(packets, { 40000: first - 1, 40001: r.sent - first + 1 });
   },
 );
 
