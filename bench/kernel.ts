@@ -396,6 +396,7 @@ const ABLATIONS: { build: string; without: string; decap: boolean; encap: boolea
   { build: "csum", without: "the outer IPv4 header checksum check", decap: true, encap: false },
   { build: "buflen", without: "the frame length helper", decap: true, encap: false },
   { build: "parse", without: "parsing the inner frame past Ethernet", decap: true, encap: false },
+  { build: "nh_cache", without: "the next-hop cache", decap: false, encap: true },
   { build: "fib", without: "the FIB lookup", decap: false, encap: true },
   { build: "hash", without: "the skb hash", decap: false, encap: true },
   { build: "mtu", without: "the MTU lookup", decap: false, encap: true },

@@ -24,6 +24,7 @@
 #define ABL_HASH	0x080	/* encap: no skb hash for the source port and label */
 #define ABL_MTU		0x100	/* encap: no MTU lookup (no too-big check) */
 #define ABL_CACHE_HIT	0x200	/* every cache probe misses: the search, and a fill */
+#define ABL_NH_CACHE	0x400	/* encap: no next-hop cache: routed, header built each time */
 
 #ifndef WR_ABLATE
 #define WR_ABLATE 0

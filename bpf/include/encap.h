@@ -467,7 +467,7 @@ static __always_inline int encap_build(struct __sk_buff *skb, struct wr_port *po
 		ecn = ECN_ECT0;
 	tos |= ecn;
 
-	if (!wr_dry_run) {
+	if (!wr_dry_run && !ablated(ABL_NH_CACHE)) {
 		i = (port_no * 0x9e3779b1U + tk_idx * 0x85ebca6bU) >> 22;
 		slot = bpf_map_lookup_elem(&wr_nh_cache, &i);
 		now = bpf_ktime_get_coarse_ns();
