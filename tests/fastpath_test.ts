@@ -19,6 +19,7 @@ import { onCpu } from "./helpers/cpu.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
 import { scapy } from "./helpers/scapy.ts";
 import { ping, pingDuring, tcpdump } from "./helpers/traffic.ts";
+import { warren, warrenOk } from "./helpers/cli.ts";
 import { macOf } from "../src/lab/netns.ts";
 import {
   addFlows,
@@ -197,6 +198,71 @@ privilegedTest(
       await send();
       assertEquals(await lab.datapath(a, cacheCounts), { hits: 1, misses: 1 });
       assertEquals(await lab.datapath(a, packetsByFlow), [[32768, 2]]);
+    }),
+);
+
+// The cache is per CPU: one CPU for every packet, so that hits are known.
+privilegedTest(
+  "the flow cache: an owner's apply killed halfway is never answered from the cache",
+  () =>
+    onCpu(0, async () => {
+      await using lab = await oneHost();
+      const [a] = lab.hosts;
+      await lab.datapath(a, (dp) => dp.addLocalPort("lo1", "lo"));
+      const dir = await Deno.makeTempDir();
+      const file = async (name: string, flows: string[]) => {
+        const path = `${dir}/${name}.json`;
+        await Deno.writeTextFile(path, JSON.stringify({ flows }));
+        return path;
+      };
+      // v1 drops both packets, each by a flow of its own; v2 changes one
+      // flow (its replacement a stand-in until settled) and removes the other.
+      const v1 = await file("v1", [
+        "priority=20,in_port=web,udp,tp_dst=9 actions=drop",
+        "priority=10,in_port=web,udp actions=drop",
+      ]);
+      const v2 = await file("v2", ["priority=10,in_port=web,udp actions=output:lo1"]);
+      await warrenOk(a, ["apply", "--owner", "fleet", v1]);
+      const frames = await Promise.all([9, 8].map((p) => fromWorkload(p)));
+      const send = () =>
+        a.ns.within(() =>
+          frames.map((f) => runPinned(a, "wr_tc_local", f, a.workload.port).retval)
+        );
+      const counted = () => lab.datapath(a, cacheCounts);
+      assertEquals(await send(), [TC_ACT_SHOT, TC_ACT_SHOT]);
+      assertEquals(await send(), [TC_ACT_SHOT, TC_ACT_SHOT]);
+      assertEquals(await counted(), { hits: 2, misses: 2 });
+
+      // Staged, not committed: v1 still, searched, and nothing cached.
+      const staged = await warren(a, ["apply", "--owner", "fleet", v2], undefined, {
+        WARREN_FAILPOINTS: "flow.owner.staged",
+      });
+      assertEquals(staged.code, 137, staged.stderr);
+      assertEquals(await send(), [TC_ACT_SHOT, TC_ACT_SHOT]);
+      assertEquals(await send(), [TC_ACT_SHOT, TC_ACT_SHOT]);
+      assertEquals(await counted(), { hits: 2, misses: 6 });
+
+      // Warmed again, then an apply killed once the generation switched:
+      // the removed flow hidden, the changed one's stand-in live; the
+      // cached v1 answers neither packet.
+      await warrenOk(a, ["apply", "--owner", "fleet", v1]);
+      assertEquals(await send(), [TC_ACT_SHOT, TC_ACT_SHOT]);
+      assertEquals(await send(), [TC_ACT_SHOT, TC_ACT_SHOT]);
+      assertEquals(await counted(), { hits: 4, misses: 8 });
+      const committed = await warren(a, ["apply", "--owner", "fleet", v2], undefined, {
+        WARREN_FAILPOINTS: "flow.owner.committed",
+      });
+      assertEquals(committed.code, 137, committed.stderr);
+      assertEquals(await send(), [TC_ACT_REDIRECT, TC_ACT_REDIRECT]);
+      assertEquals(await send(), [TC_ACT_REDIRECT, TC_ACT_REDIRECT]);
+      assertEquals(await counted(), { hits: 4, misses: 12 });
+
+      // The rerun ends the change: cached again, v2's answer.
+      await warrenOk(a, ["apply", "--owner", "fleet", v2]);
+      assertEquals(await send(), [TC_ACT_REDIRECT, TC_ACT_REDIRECT]);
+      assertEquals(await send(), [TC_ACT_REDIRECT, TC_ACT_REDIRECT]);
+      assertEquals(await counted(), { hits: 6, misses: 14 });
+      await Deno.remove(dir, { recursive: true });
     }),
 );
 
