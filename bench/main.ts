@@ -97,6 +97,9 @@ for (const s of only) {
   }
 }
 const sections = NAMES.filter((s) => only.includes(s));
+/** The 1-minute load average: what else kept the CPUs busy during the run. */
+const loadAverage = () => Number(Deno.readTextFileSync("/proc/loadavg").split(" ")[0]);
+const loadAtStart = loadAverage();
 
 const started = performance.now();
 const figures = [];
@@ -116,6 +119,7 @@ await writeReport(
     seconds,
     sections,
     machine: await machine(lib),
+    load: [loadAtStart, loadAverage()],
   },
   figures,
   NAMES,

@@ -26,6 +26,14 @@ export interface Run {
   sections: string[];
   /** Where it ran. */
   machine: Machine;
+  /**
+   * The 1-minute load average at its start and end (/proc/loadavg): other
+   * work sharing the CPUs, which slows absolute figures more than ratios.
+   * Runs recorded before it was kept have a `note` instead, or nothing.
+   */
+  load?: [number, number];
+  /** What else is known of the conditions of a run, in words. */
+  note?: string;
 }
 
 /** A figure as `bench/results.json` keeps it: with the section that measured it. */
@@ -126,9 +134,9 @@ export async function writeReport(
 /** docs/benchmarks.md for `r`. */
 export function markdown(r: Results): string {
   const produced = r.runs.map((run) =>
-    `\`${run.command}\` (${Math.round(run.seconds)} s) on ${run.date.slice(0, 10)} for ${
-      run.sections.join(", ")
-    }`
+    `\`${run.command}\` (${Math.round(run.seconds)} s${
+      run.load ? `, load average ${run.load[0]} at its start and ${run.load[1]} at its end` : ""
+    }${run.note ? `; ${run.note}` : ""}) on ${run.date.slice(0, 10)} for ${run.sections.join(", ")}`
   );
   const machine = (m: Machine) =>
     `${m.cpu}, ${m.cpus} CPUs, ${m.memory_gib} GiB; Linux ${m.kernel}; Deno ${m.deno}; libbpf ${m.libbpf}`;
@@ -229,14 +237,12 @@ const WHY: [RegExp, string][] = [
     "a session takes the lock and reads the datapath's state once, but each install still " +
     "compiles its flow (8 to 10 µs under load) and makes its own journaled writes (index entry, " +
     "id bitmap, tunnel key reference, masks), each a system call through FFI; batching the " +
-    "writes inside a session is the next step. This run shared its 2 CPUs with other work " +
-    "(load average about 15)",
+    "writes inside a session is the next step",
   ],
   [
     /applied again, unchanged/,
     "nothing is written, but every flow is still compiled from its text and compared with the " +
-    "installed one; recognising an unchanged flow without compiling it is not done yet. This " +
-    "run shared its 2 CPUs with other work (load average about 15)",
+    "installed one; recognising an unchanged flow without compiling it is not done yet",
   ],
   [
     /resident memory of warren apply \(\d+ flows from a YAML file\)/,
@@ -254,15 +260,14 @@ const WHY: [RegExp, string][] = [
   [
     /flows installed \(apply/,
     "the raw baseline is the writes alone; the rest is reading, compiling and comparing a " +
-    "million flows in JavaScript (at 100 000 flows the writes are a tenth of the time). This " +
-    "run shared its 2 CPUs with other work (load average about 15)",
+    "million flows in JavaScript (at 100 000 flows the writes are a tenth of the time)",
   ],
   [
     /flows dumped/,
     "it is more than 5× faster than bpftool, as targeted, but not under 2 s. Measured at 100 000 " +
     "flows, decoding each key took a third of the time until keys were decoded into shared " +
     "blocks (3.3× faster); collecting (about 20%) and formatting the text (about 30%) now " +
-    "dominate. This run shared its 2 CPUs with other work (load average about 15)",
+    "dominate",
   ],
   [
     /resident memory of warren apply/,
