@@ -13,6 +13,7 @@ import { type ActionSpec, formatAction, parseActions } from "../src/tunnel/flow_
 import { type FlowSpec, formatFlow, parseFlow, parseMatch } from "../src/tunnel/flow_syntax.ts";
 import { FlowSyntaxError } from "../src/tunnel/flow_tokens.ts";
 import { FIELDS } from "../src/tunnel/fields.ts";
+import { SHORTHANDS } from "./helpers/field_texts.ts";
 import type { PortNames } from "../src/tunnel/match.ts";
 import { CompileError, compileFlow, type PortLookup } from "../src/tunnel/compile.ts";
 import { checkPortName, type Port, PortError, tunnelPort } from "../src/tunnel/port.ts";
@@ -45,22 +46,7 @@ function refused(text: string, column: number, includes: string): FlowSyntaxErro
  * What a generated flow starts with ("" for nothing): a shorthand, or one
  * with the ICMPv6 type neighbour discovery's fields need.
  */
-const CONTEXTS = [
-  "",
-  "ip",
-  "ipv6",
-  "arp",
-  "tcp",
-  "udp",
-  "sctp",
-  "icmp",
-  "tcp6",
-  "udp6",
-  "sctp6",
-  "icmp6",
-  "icmp6,icmp_type=135",
-  "icmp6,icmp_type=136",
-] as const;
+const CONTEXTS = ["", ...SHORTHANDS] as const;
 type Ctx = typeof CONTEXTS[number];
 
 const IP = ["ip", "tcp", "udp", "sctp", "icmp"] as const;

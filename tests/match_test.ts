@@ -33,7 +33,15 @@ import { applyShorthand, contextOf, holds, packetType } from "../src/tunnel/prer
 import type { ActionSpec, GeneveOption, SetTunnel } from "../src/tunnel/flow_actions.ts";
 import { buildPacket, frameKey } from "../src/tunnel/packet.ts";
 import type { Port } from "../src/tunnel/port.ts";
-import { arbField, bytesOf, OWN_BITS, parsed, ports, TEXTS } from "./helpers/field_texts.ts";
+import {
+  arbField,
+  bytesOf,
+  OWN_BITS,
+  parsed,
+  ports,
+  SHORTHANDS,
+  TEXTS,
+} from "./helpers/field_texts.ts";
 import { keyDifference, MEMBERS, memberText } from "./helpers/packet_keys.ts";
 
 /** The member's value with only the bits of `mask` kept. */
@@ -130,21 +138,7 @@ Deno.test("masking members is masking their encoded bytes, and both decode back"
 
 /** Matches on frame fields that say what packet they want: prerequisites met. */
 const arbFrameMatch = fc.record({
-  short: fc.constantFrom(
-    "ip",
-    "ipv6",
-    "arp",
-    "tcp",
-    "udp",
-    "sctp",
-    "icmp",
-    "tcp6",
-    "udp6",
-    "sctp6",
-    "icmp6",
-    "icmp6,icmp_type=135",
-    "icmp6,icmp_type=136",
-  ),
+  short: fc.constantFrom(...SHORTHANDS),
   fields: fc.array(arbField, { maxLength: 8 }),
 }).map(({ short, fields }) => {
   const m = emptyMatch();

@@ -13,6 +13,26 @@ import { encodeMatch } from "../../src/tunnel/compile.ts";
 import { field, FIELDS } from "../../src/tunnel/fields.ts";
 import { emptyMatch, type Match, MatchError, type PortNames } from "../../src/tunnel/match.ts";
 
+/**
+ * The shorthands a generated match may start with, and the ICMPv6 types
+ * neighbour discovery's fields need.
+ */
+export const SHORTHANDS = [
+  "ip",
+  "ipv6",
+  "arp",
+  "tcp",
+  "udp",
+  "sctp",
+  "icmp",
+  "tcp6",
+  "udp6",
+  "sctp6",
+  "icmp6",
+  "icmp6,icmp_type=135",
+  "icmp6,icmp_type=136",
+] as const;
+
 /** The ports in_port names. */
 export const PORT_NAMES = ["web", "db", "vx0"];
 
