@@ -126,6 +126,19 @@ async function startAgent(h: FleetHost): Promise<void> {
   );
 }
 
+/** Starts every host's agent, one after the other, and waits until they all converged. */
+async function startAll(lab: FleetLab): Promise<void> {
+  for (const h of lab.hosts) await startAgent(h);
+  await converged(lab);
+}
+
+/** One workload in network blue on each of three hosts. */
+async function blueOnEach(lab: FleetLab): Promise<FleetWorkload[]> {
+  const ws: FleetWorkload[] = [];
+  for (const h of lab.hosts) ws.push(await addWorkload(h, "blue"));
+  return ws;
+}
+
 /**
  * Waits until every host whose agent runs is registered with all its
  * endpoints and holds exactly what a derivation in this process wants
@@ -399,11 +412,8 @@ privilegedTest(
   async () => {
     await withFleet(3, ["blue"], async (lab) => {
       const [h1, h2, h3] = lab.hosts;
-      const w1 = await addWorkload(h1, "blue");
-      const w2 = await addWorkload(h2, "blue");
-      await addWorkload(h3, "blue");
-      for (const h of lab.hosts) await startAgent(h);
-      await converged(lab);
+      const [w1, w2] = await blueOnEach(lab);
+      await startAll(lab);
       const others = () => [h2, h3].map((h) => h.agent!.lines.length);
       const quiet = others();
       const run = await pingDuring(
@@ -451,8 +461,7 @@ privilegedTest("fleet e2e: traffic of one network never reaches another's worklo
     await h3.addWorkload("b3", "blue", "10.9.0.3", "02:00:00:00:0b:03");
     const r1 = await h1.addWorkload("r1", "red", "10.9.0.101", "02:00:00:00:0c:01");
     const r2 = await h2.addWorkload("r2", "red", "10.9.0.102", "02:00:00:00:0c:02");
-    for (const h of lab.hosts) await startAgent(h);
-    await converged(lab);
+    await startAll(lab);
     const dumps = await Promise.all(
       [r1, r2].map((r) =>
         tcpdump(r.ns.name, {
@@ -483,11 +492,8 @@ privilegedTest(
   async () => {
     await withFleet(3, ["blue"], async (lab) => {
       const [h1, h2, h3] = lab.hosts;
-      const w1 = await addWorkload(h1, "blue");
-      const w2 = await addWorkload(h2, "blue");
-      await addWorkload(h3, "blue");
-      for (const h of lab.hosts) await startAgent(h);
-      await converged(lab);
+      const [w1, w2] = await blueOnEach(lab);
+      await startAll(lab);
       const late = { ip: "10.0.0.33", mac: "02:00:00:00:00:33" };
       const run = await pingDuring(
         w1,
@@ -550,8 +556,7 @@ privilegedTest(
       await addWorkload(h3, "blue");
       const mover = { ip: "10.0.0.50", mac: "02:00:00:00:00:50" };
       const old = await h2.addWorkload("m", "blue", mover.ip, mover.mac);
-      for (const h of lab.hosts) await startAgent(h);
-      await converged(lab);
+      await startAll(lab);
       assertEquals((await ping(w1, mover.ip, { count: 3 })).received, 3);
       // An operator's flow, which the fleet's applies leave alone.
       const cli = new URL("../src/cli/main.ts", import.meta.url).pathname;
