@@ -282,6 +282,13 @@ const actionText = fc.array(
     ipv4.map((a) => `set_field:${a}->tun_dst`),
     ipv6.map((a) => `set_field:${a}->tun_ipv6_src`),
     fc.integer({ min: 0, max: 2 ** 32 - 1 }).map((n) => `load:${n}->NXM_NX_TUN_IPV4_SRC[]`),
+    fc.constantFrom("push_vlan:0x8100", "push_vlan:0x88a8", "strip_vlan", "pop_vlan"),
+    fc.integer({ min: 0, max: 4095 }).map((n) => `mod_vlan_vid:${n}`),
+    fc.integer({ min: 0, max: 7 }).map((n) => `mod_vlan_pcp:${n}`),
+    fc.integer({ min: 0, max: 4095 }).map((n) => `set_field:${0x1000 | n}->vlan_vid`),
+    fc.integer({ min: 0, max: 7 }).map((n) => `set_field:${n}->vlan_pcp`),
+    fc.integer({ min: 0, max: 0xffff }).map((n) => `set_field:${n}->vlan_tci`),
+    fc.integer({ min: 0, max: 0xffff }).map((n) => `load:${n}->NXM_OF_VLAN_TCI[]`),
     fc.record({
       id: fc.option(bigNum),
       dst: fc.option(ipv4),
@@ -306,6 +313,54 @@ Deno.test("action lists round-trip through their text", () => {
     }),
     { numRuns: 1000 },
   );
+});
+
+Deno.test("VLAN rewrites read and print as Open vSwitch's, set_field only where a tag is sure", () => {
+  for (
+    const [text, printed] of [
+      [
+        "dl_vlan=5 actions=set_field:4103->vlan_vid,output:1",
+        "dl_vlan=5 actions=set_field:0x1007->vlan_vid,output:web",
+      ],
+      [
+        "vlan_tci=0x1000/0x1000 actions=set_field:3->vlan_pcp,2",
+        "vlan_tci=0x1000/0x1000 actions=set_field:3->vlan_pcp,output:vx0",
+      ],
+      // push_vlan and the mod_ forms give the packet a tag.
+      [
+        "actions=push_vlan:0x88a8,set_field:0x1064->vlan_vid,1",
+        "actions=push_vlan:0x88a8,set_field:0x1064->vlan_vid,output:web",
+      ],
+      [
+        "actions=mod_vlan_pcp:5,set_field:0x1001->vlan_vid,1",
+        "actions=mod_vlan_pcp:5,set_field:0x1001->vlan_vid,output:web",
+      ],
+      // vlan_tci is Open vSwitch's: without 0x1000, no tag.
+      [
+        "actions=set_field:0->vlan_tci,load:0x1005->NXM_OF_VLAN_TCI[],1",
+        "actions=strip_vlan,set_field:0x1005->vlan_tci,output:web",
+      ],
+      ["actions=pop_vlan,mod_vlan_vid:4095,1", "actions=strip_vlan,mod_vlan_vid:4095,output:web"],
+    ]
+  ) {
+    assertEquals(
+      dump(text),
+      `priority=32768${printed.startsWith("actions") ? " " : ","}${printed}`,
+    );
+    assertEquals(dump(dump(text)), dump(text));
+  }
+  refused(
+    "actions=set_field:0x1005->vlan_vid,output:1",
+    9,
+    "needs a VLAN tag, which the match does not say",
+  );
+  refused("dl_vlan=5 actions=strip_vlan,set_field:1->vlan_pcp", 19, "needs a VLAN tag");
+  refused("dl_vlan=5 actions=push_vlan:0x8100,push_vlan:0x8100", 19, "at most two");
+  refused("actions=push_vlan:0x0800", 9, "push_vlan takes 0x8100 (802.1Q) or 0x88a8 (802.1ad)");
+  refused("actions=mod_vlan_vid:4096", 9, "4096: not a valid VLAN VID");
+  refused("actions=mod_vlan_pcp:8", 9, "8: not a valid VLAN PCP");
+  refused("actions=set_field:1->dl_vlan", 9, "names to match on");
+  refused("actions=load:5->NXM_OF_VLAN_TCI[0..11]", 9, "a masked set");
 });
 
 // --- Defects ----------------------------------------------------------------
@@ -486,7 +541,7 @@ Deno.test("set_field and load on tun_id and tunnel addresses, whole fields only"
   assertThrows(
     () => parseActions("set_field:5->vlan_vid"),
     FlowSyntaxError,
-    "rewriting VLAN tags is not in warren's datapath yet",
+    "0x1000 (a tag is present) plus the VID, as set_field:0x1005->vlan_vid",
   );
   assertThrows(
     () => parseActions("set_field:2001:db8::1->ipv6_dst"),

@@ -1,9 +1,12 @@
 /**
- * Rewrite actions (mod_dl_*, mod_nw_*, mod_tp_*, dec_ttl, set_field on
- * packet fields, in_port): through BPF_PROG_TEST_RUN byte for byte against
- * Scapy, which computes every checksum afresh; and through real traffic
- * between namespaces, a NAT-like rewrite of address and port that ping and
- * TCP must survive, checksums judged by the receiving kernel.
+ * Rewrite actions (mod_dl_*, mod_nw_*, mod_tp_*, dec_ttl, VLAN tags,
+ * set_field on packet fields, in_port): through BPF_PROG_TEST_RUN byte for
+ * byte against Scapy, which computes every checksum afresh; and through
+ * real traffic between namespaces, a NAT-like rewrite of address and port
+ * that ping and TCP must survive, checksums judged by the receiving
+ * kernel, and VLAN rewrites captured on the receiving device byte for byte
+ * (test-run keeps a frame's tags in its bytes, while a device's frame has
+ * its outermost tag held aside in the skb, where a pushed tag goes too).
  */
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { Lab } from "../src/lab/topology.ts";
@@ -11,7 +14,8 @@ import { privilegedTest } from "./helpers/privileged.ts";
 import { scapyMany, toHex } from "./helpers/scapy.ts";
 import { addFlows, nonZeroStats, runPinned, TC_ACT_REDIRECT, TC_ACT_SHOT } from "./helpers/lab.ts";
 import { Workloads } from "./helpers/workloads.ts";
-import { ping, tcpTransfer } from "./helpers/traffic.ts";
+import { ping, RawSender, tcpdump, tcpTransfer } from "./helpers/traffic.ts";
+import { readPcap } from "./helpers/frames.ts";
 import { formatActions, parseActions } from "../src/tunnel/flow_actions.ts";
 import { compileActions, decompileActions, type PortLookup } from "../src/tunnel/compile.ts";
 import { ActionOp } from "../src/maps/layouts.ts";
@@ -30,6 +34,8 @@ Deno.test("rewrites compile in the order written and read back as written", () =
       "mod_dl_src:02:00:00:00:00:aa,output:web,mod_dl_dst:0a:0b:0c:0d:0e:0f," +
       "mod_nw_src:192.0.2.7,mod_nw_dst:198.51.100.9,mod_nw_tos:184,in_port",
       "mod_nw_ecn:3,mod_nw_ttl:9,dec_ttl,mod_tp_src:1,mod_tp_dst:65535,in_port",
+      "push_vlan:0x88a8,mod_vlan_vid:4095,mod_vlan_pcp:7,output:web,strip_vlan," +
+      "set_field:0x1005->vlan_tci,in_port",
     ]
   ) {
     const c = compileActions(parseActions(text), PORTS);
@@ -63,14 +69,19 @@ Deno.test("rewrites OVS spells otherwise mean the same, or are refused with the 
       ["mod_nw_dst:2001:db8::1", /not an IPv4 address/],
       ["set_field:10.0.0.1/8->ip_dst", /masked set/],
       ["set_field:1->sctp_dst", /CRC32c/],
-      ["mod_vlan_vid:5", /VLAN tags/],
+      ["mod_vlan_vid:5000", /not a valid VLAN VID/],
+      ["push_vlan:0x9100", /not a VLAN TPID/],
       ["dec_ttl(1,2)", /no controller/],
     ] as const
   ) assert.throws(() => parseActions(bad), why);
+  same("pop_vlan", "strip_vlan");
+  same("set_field:0->vlan_tci", "strip_vlan");
+  same("load:0x1005->NXM_OF_VLAN_TCI[]", "set_field:0x1005->vlan_tci");
   assert.throws(
     () => compileActions(parseActions("output:web,pass,mod_dl_src:02:00:00:00:00:01"), PORTS),
     /after pass/,
   );
+  assert.throws(() => compileActions(parseActions("pass,strip_vlan"), PORTS), /after pass/);
 });
 
 const ETH = "Ether(src='02:00:00:00:00:0a',dst='02:00:00:00:00:0b')";
@@ -137,6 +148,41 @@ const CASES: Case[] = [
       `${ETH}/IPv6(src='fd00::1',dst='fd00::2',tc=0x01,fl=0x12345,hlim=64)/TCP(dport=80)/${DATA}`,
     after:
       `${ETH}/IPv6(src='fd00::1',dst='fd00::2',tc=0xba,fl=0x12345,hlim=63)/TCP(dport=443)/${DATA}`,
+  },
+  // Tags in the bytes, as test-run has them (a device's frame has its
+  // outermost tag held aside: see the traffic test below).
+  {
+    name: "mod_vlan_vid keeps the PCP and the TPID, clears DEI",
+    actions: "mod_vlan_vid:20",
+    before: `${ETH}/Dot1AD(prio=5,id=1,vlan=10)/IP(src='10.1.0.1',dst='10.1.0.2')/UDP()/${DATA}`,
+    after: `${ETH}/Dot1AD(prio=5,vlan=20)/IP(src='10.1.0.1',dst='10.1.0.2')/UDP()/${DATA}`,
+  },
+  {
+    name: "mod_vlan_pcp and set_field on vlan_pcp, vlan_vid and vlan_tci: the outer tag only",
+    actions: "mod_vlan_pcp:3,set_field:0x1009->vlan_vid,set_field:0xf00b->vlan_tci,mod_vlan_pcp:6",
+    before: `${ETH}/Dot1AD(vlan=7)/Dot1Q(prio=1,vlan=9)/ARP(psrc='10.1.0.1')`,
+    after: `${ETH}/Dot1AD(prio=6,vlan=11)/Dot1Q(prio=1,vlan=9)/ARP(psrc='10.1.0.1')`,
+  },
+  {
+    name: "strip_vlan, then rewrites find the headers where they now are",
+    actions: "strip_vlan,mod_nw_dst:10.1.0.99,mod_tp_dst:7,dec_ttl",
+    before: `${ETH}/Dot1Q(prio=2,vlan=10)/IP(src='10.1.0.1',dst='10.1.0.2')/UDP(dport=5)/${DATA}`,
+    after: `${ETH}/IP(src='10.1.0.1',dst='10.1.0.99',ttl=63)/UDP(dport=7)/${DATA}`,
+  },
+  {
+    // The kernel holds the inner tag aside once the outer is off: the
+    // bytes shrink by both (the traffic test sees the inner one on the wire).
+    name: "strip_vlan of two tags' outer one",
+    actions: "strip_vlan,mod_tp_src:9",
+    before:
+      `${ETH}/Dot1AD(vlan=7)/Dot1Q(vlan=9)/IPv6(src='fd00::1',dst='fd00::2')/TCP(sport=1)/${DATA}`,
+    after: `${ETH}/IPv6(src='fd00::1',dst='fd00::2')/TCP(sport=9)/${DATA}`,
+  },
+  {
+    name: "strip_vlan of an untagged frame changes nothing",
+    actions: "strip_vlan,mod_nw_src:10.1.0.98",
+    before: `${ETH}/IP(src='10.1.0.1',dst='10.1.0.2')/UDP()/${DATA}`,
+    after: `${ETH}/IP(src='10.1.0.98',dst='10.1.0.2')/UDP()/${DATA}`,
   },
   {
     name: "IPv4 rewrites leave IPv6 and ARP alone",
@@ -222,6 +268,101 @@ privilegedTest(
     assertEquals(p.output.match(/from 10\.50\.0\.100: icmp_seq=\d+ ttl=63 /g)?.length, 3, p.output);
     const t = await tcpTransfer(client, server, 1 << 20, service, 80);
     assertEquals(t.received, t.sent);
+    const stats = await lab.datapath(a, (dp) => nonZeroStats(dp));
+    assert.ok(!stats.drop_action && !stats.drop_no_port, JSON.stringify(stats));
+  },
+);
+
+/** A frame a workload sends, the VLAN actions on it, and what the other receives. */
+interface VlanCase {
+  actions: string;
+  /** Its layers between Ethernet and IP, before and after. */
+  before: string;
+  after: string;
+  /** The IP destination and UDP port after, where the actions change them. */
+  dst?: string;
+  dport?: number;
+}
+
+const VLAN_CASES: VlanCase[] = [
+  { actions: "mod_vlan_vid:10", before: "", after: "Dot1Q(vlan=10)/" },
+  { actions: "mod_vlan_pcp:5", before: "", after: "Dot1Q(prio=5,vlan=0)/" },
+  {
+    actions: "push_vlan:0x88a8,set_field:0x1014->vlan_vid,mod_nw_dst:10.60.0.99",
+    before: "",
+    after: "Dot1AD(vlan=20)/",
+    dst: "10.60.0.99",
+  },
+  // The tag held aside goes into the bytes under the pushed one: the
+  // rewrites after find the headers 4 bytes on.
+  {
+    actions: "push_vlan:0x88a8,mod_vlan_vid:20,mod_nw_dst:10.60.0.99,mod_tp_dst:7",
+    before: "Dot1Q(prio=3,vlan=10)/",
+    after: "Dot1AD(vlan=20)/Dot1Q(prio=3,vlan=10)/",
+    dst: "10.60.0.99",
+    dport: 7,
+  },
+  { actions: "mod_vlan_vid:30", before: "Dot1Q(prio=3,vlan=10)/", after: "Dot1Q(prio=3,vlan=30)/" },
+  {
+    actions: "set_field:0xb00b->vlan_tci",
+    before: "Dot1AD(vlan=10)/",
+    after: "Dot1AD(prio=5,vlan=11)/",
+  },
+  { actions: "strip_vlan,mod_tp_dst:7", before: "Dot1Q(prio=3,vlan=10)/", after: "", dport: 7 },
+  // The inner tag, in the bytes, is held aside once the outer is off.
+  {
+    actions: "strip_vlan,mod_nw_dst:10.60.0.99",
+    before: "Dot1AD(vlan=7)/Dot1Q(prio=2,vlan=9)/",
+    after: "Dot1Q(prio=2,vlan=9)/",
+    dst: "10.60.0.99",
+  },
+];
+
+privilegedTest(
+  "VLAN rewrites on the wire: frames between namespaces captured byte for byte against Scapy",
+  async () => {
+    await using lab = await Lab.create({ ipv6: false });
+    await using extra = new Workloads();
+    const a = lab.hosts[0];
+    await lab.up(a);
+    const client = await extra.add(a, "vcli", "10.60.0.1");
+    const server = await extra.add(a, "vsrv", "10.60.0.2");
+    await lab.datapath(a, async (dp) => {
+      await dp.addLocalPort("cli", client.port);
+      await dp.addLocalPort("srv", server.port);
+      // Each case's frames by their UDP source port.
+      await addFlows(
+        dp,
+        ...VLAN_CASES.map((c, i) =>
+          `in_port=cli,udp,tp_src=${2000 + i} actions=${c.actions},output:srv`
+        ),
+      );
+    });
+    const eth = `Ether(src='${client.mac}',dst='${server.mac}')`;
+    const frame = (i: number, vlan: string, dst = server.ip, dport = 53) =>
+      `${eth}/${vlan}IP(src='${client.ip}',dst='${dst}')/UDP(sport=${2000 + i},dport=${dport})/` +
+      "Raw(b'vlan'*16)";
+    const frames = await scapyMany(
+      VLAN_CASES.flatMap((c, i) => [frame(i, c.before), frame(i, c.after, c.dst, c.dport)]),
+    );
+    const pcap = await Deno.makeTempFile({ suffix: ".pcap" });
+    try {
+      const cap = await tcpdump(server.ns.name, {
+        dev: server.dev,
+        filter: `ether src ${client.mac}`,
+        count: VLAN_CASES.length,
+        file: pcap,
+      });
+      {
+        await using send = RawSender.start(client.ns, client.dev);
+        for (let i = 0; i < VLAN_CASES.length; i++) await send.send(frames[2 * i]);
+      }
+      await cap.status;
+      const got = (await readPcap(pcap)).records.map((r) => toHex(r.data));
+      assertEquals(got, VLAN_CASES.map((_, i) => toHex(frames[2 * i + 1])));
+    } finally {
+      await Deno.remove(pcap);
+    }
     const stats = await lab.datapath(a, (dp) => nonZeroStats(dp));
     assert.ok(!stats.drop_action && !stats.drop_no_port, JSON.stringify(stats));
   },

@@ -294,7 +294,7 @@ static __always_inline long output_one(struct __sk_buff *skb, const struct wr_ac
  * the port the packet came in on, which is dropped unless that is local.
  * key is the lookup's own (see exec_actions), so rewrites update it. */
 __noinline long exec_one(struct __sk_buff *skb, const struct wr_action *a, struct wr_flow_key *key,
-			 const struct frame_info *fi, struct exec_state *st)
+			 struct frame_info *fi, struct exec_state *st)
 {
 	struct wr_action out;
 
@@ -472,10 +472,10 @@ __noinline long exec_group(struct __sk_buff *skb, __u32 gid, struct lookup *l)
 	return TC_ACT_SHOT;
 }
 
-/* Carries out e's actions on skb. Returns the TC verdict. key is the
- * lookup's, which rewrites change as they change the packet. */
+/* Carries out e's actions on skb. Returns the TC verdict. key and fi are
+ * the lookup's, which rewrites change as they change the packet. */
 __noinline long exec_actions(struct __sk_buff *skb, const struct wr_flow_entry *e,
-			     struct wr_flow_key *key, const struct frame_info *fi)
+			     struct wr_flow_key *key, struct frame_info *fi)
 {
 	__u32 zero = 0, n;
 	struct exec_state *st = bpf_map_lookup_elem(&wr_scratch_exec, &zero);

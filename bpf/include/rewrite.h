@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * A flow's rewrite actions, at TC: Ethernet addresses, IPv4 addresses,
- * TOS/traffic class, TTL/hop limit, TCP and UDP ports. Checksums are fixed
+ * A flow's rewrite actions, at TC: Ethernet addresses, VLAN tags, IPv4
+ * addresses, TOS/traffic class, TTL/hop limit, TCP and UDP ports. Checksums are fixed
  * incrementally by the kernel's helpers, which also keep a checksum still
  * to be filled in (CHECKSUM_PARTIAL) and the receive checksum
  * (CHECKSUM_COMPLETE) right. A rewrite of a layer the packet has not (an
@@ -140,16 +140,101 @@ static __always_inline int set_ttl(struct __sk_buff *skb, const struct frame_inf
 	return ip4_word(skb, l3, IP4_TTL_WORD, *(__u16 *)b);
 }
 
+/* Where a frame's outermost VLAN tag is: held aside in the skb, as the
+ * kernel holds it for every frame a device takes in; or in the bytes after
+ * the MACs, as in a decapsulated frame (and at test-run). */
+#define TAG_NONE 0
+#define TAG_ASIDE 1
+#define TAG_BYTES 2
+#define VLAN_TCI_OFF (2 * ETH_ALEN + 2)
+/* Bit 12 of a tag's TCI, DEI, is where Open vSwitch's TCI says "tagged":
+ * a tag it writes has DEI 0, and so has warren's. */
+#define VLAN_DEI 0x1000
+
+/* Where the outermost tag is, with its TCI (host order) in *tci. */
+static __always_inline int outer_tag(struct __sk_buff *skb, __u16 *tci)
+{
+	__be16 h[2];
+
+	if (skb->vlan_present) {
+		*tci = skb->vlan_tci;
+		return TAG_ASIDE;
+	}
+	if (bpf_skb_load_bytes(skb, 2 * ETH_ALEN, h, sizeof(h)) || !eth_is_vlan(h[0]))
+		return TAG_NONE;
+	*tci = bpf_ntohs(h[1]);
+	return TAG_BYTES;
+}
+
+/* Takes the outermost tag off. The kernel's helper takes one held aside,
+ * or one in the bytes while skb->protocol names a tag; then it holds the
+ * next tag aside, if any, so the bytes may shrink. A decapsulated frame's
+ * skb->protocol names the outer network layer: its tag's last 4 bytes go
+ * (room at the MAC layer is after the Ethernet header) and its EtherType
+ * takes the tag's place. */
+static __always_inline int pop_vlan(struct __sk_buff *skb)
+{
+	__be16 type;
+	__u16 tci;
+	int where = outer_tag(skb, &tci);
+
+	if (where == TAG_NONE)
+		return 0;
+	if (where == TAG_ASIDE || eth_is_vlan(skb->protocol))
+		return bpf_skb_vlan_pop(skb);
+	if (bpf_skb_load_bytes(skb, VLAN_TCI_OFF + 2, &type, 2) ||
+	    bpf_skb_adjust_room(skb, -(int)sizeof(struct vlan_hdr), BPF_ADJ_ROOM_MAC,
+				BPF_F_ADJ_ROOM_FIXED_GSO))
+		return -1;
+	return bpf_skb_store_bytes(skb, 2 * ETH_ALEN, &type, 2, 0);
+}
+
+/* The outermost TCI's bits in `mask` to `bits`. A tag held aside is
+ * replaced (taken off, then pushed anew: no helper rewrites it); an
+ * untagged frame gets an 802.1Q tag, as Open vSwitch's mod_vlan_vid and
+ * mod_vlan_pcp give it. */
+static __always_inline int set_vlan(struct __sk_buff *skb, __u16 mask, __u16 bits)
+{
+	__be16 proto = bpf_htons(ETH_P_8021Q), wire;
+	__u16 tci = 0;
+	int where = outer_tag(skb, &tci);
+
+	bits = ((tci & ~mask) | (bits & mask)) & ~VLAN_DEI;
+	if (where == TAG_BYTES) {
+		wire = bpf_htons(bits);
+		return bpf_skb_store_bytes(skb, VLAN_TCI_OFF, &wire, 2, 0);
+	}
+	if (where == TAG_ASIDE) {
+		if (tci == bits)
+			return 0;
+		proto = skb->vlan_proto;
+		if (bpf_skb_vlan_pop(skb))
+			return -1;
+	}
+	return bpf_skb_vlan_push(skb, proto, bits);
+}
+
+/* The bytes moved by `delta` where a VLAN rewrite grew or shrank them. */
+static __always_inline void vlan_moved(struct frame_info *fi, __s32 delta)
+{
+	if (fi->l3_off)
+		fi->l3_off += delta;
+	if (fi->l4_off)
+		fi->l4_off += delta;
+}
+
 /*
  * Carries out rewrite action a on skb. Returns -1 to go on with the next
  * action, or TC_ACT_SHOT when the packet was dropped (dec_ttl on an expired
  * TTL, or a helper that failed half way, which leaves a packet no one
- * should get). key's TOS and TTL follow, for a tunnel that inherits them.
- * A global function: the verifier checks it once.
+ * should get). key's TOS and TTL follow, for a tunnel that inherits them;
+ * fi follows the bytes a VLAN rewrite moved, for the rewrites and outputs
+ * after it. A global function: the verifier checks it once.
  */
 __noinline long rewrite(struct __sk_buff *skb, const struct wr_action *a, struct wr_flow_key *key,
-			const struct frame_info *fi, __u32 in_port)
+			struct frame_info *fi, __u32 in_port)
 {
+	__u32 len = skb->len;
 	int r = 0;
 
 	if (!a || !key || !fi)
@@ -183,7 +268,17 @@ __noinline long rewrite(struct __sk_buff *skb, const struct wr_action *a, struct
 	case WR_ACT_SET_TP_DST:
 		r = set_port(skb, fi, 2, bpf_htons(a->arg));
 		break;
+	case WR_ACT_PUSH_VLAN:
+		r = bpf_skb_vlan_push(skb, bpf_htons(a->port), a->arg);
+		break;
+	case WR_ACT_POP_VLAN:
+		r = pop_vlan(skb);
+		break;
+	case WR_ACT_SET_VLAN:
+		r = set_vlan(skb, a->port, a->arg);
+		break;
 	}
+	vlan_moved(fi, skb->len - len);
 	if (r) {
 		drop(WR_DROP_ACTION, in_port);
 		return TC_ACT_SHOT;

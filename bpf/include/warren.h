@@ -265,7 +265,8 @@ struct wr_flow_index_key {
  * outputs to local ports come first, in the order written, then tunnel
  * outputs (each with its set_tunnel), and exactly one output or pass is
  * marked last; every output before it works on a clone. A drop stands
- * alone. A rewrite of a layer the packet has not is skipped. (A GSO
+ * alone. A rewrite of a layer the packet has not is skipped (a VLAN TCI
+ * rewrite pushes a tag instead, as Open vSwitch's mod_vlan_vid does). (A GSO
  * packet's tunnel outputs run in an order of their own, the last of it on
  * the packet: gso.h.) */
 enum wr_action_op {
@@ -286,6 +287,9 @@ enum wr_action_op {
 	WR_ACT_DEC_TTL = 14,	/* one less; a packet it would take to 0 is dropped */
 	WR_ACT_SET_TP_SRC = 15,	/* TCP or UDP port = `arg` */
 	WR_ACT_SET_TP_DST = 16,
+	WR_ACT_PUSH_VLAN = 17,	/* a new outermost tag: TPID `port`, TCI `arg` (host order) */
+	WR_ACT_POP_VLAN = 18,	/* the outermost tag off, if any */
+	WR_ACT_SET_VLAN = 19,	/* the outermost TCI's bits in `port` to `arg`; untagged: push an 802.1Q tag of `arg` */
 };
 
 /* wr_action.flags */

@@ -420,6 +420,9 @@ export const ActionOp = {
   DEC_TTL: 14,
   SET_TP_SRC: 15,
   SET_TP_DST: 16,
+  PUSH_VLAN: 17,
+  POP_VLAN: 18,
+  SET_VLAN: 19,
 } as const;
 /** `WR_ACTF_LAST`. */
 export const ACTF_LAST = 0x01;

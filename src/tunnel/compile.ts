@@ -384,6 +384,8 @@ export function compileActions(list: readonly ActionSpec[], ports: PortLookup): 
         break;
       case "set_field":
       case "dec_ttl":
+      case "push_vlan":
+      case "strip_vlan":
         if (tunnels.length || pass) {
           throw new CompileError(
             `${formatActions([a], NO_NAMES)} after ${
@@ -477,21 +479,44 @@ const REWRITE_OPS: Readonly<Record<RewriteField, number>> = {
   nw_ttl: ActionOp.SET_TTL,
   tp_src: ActionOp.SET_TP_SRC,
   tp_dst: ActionOp.SET_TP_DST,
+  vlan_vid: ActionOp.SET_VLAN,
+  vlan_pcp: ActionOp.SET_VLAN,
+  vlan_tci: ActionOp.SET_VLAN,
 };
 
-/** The TOS bits ip_dscp and nw_ecn are, in the datapath's SET_TOS `port`. */
-const DSCP_BITS = 0xfc;
-const ECN_BITS = 0x03;
+/**
+ * The bits of a field that shares its op with others, in that op's `port`:
+ * the TOS bits ip_dscp and nw_ecn are (SET_TOS), the TCI bits of the VLAN
+ * fields (SET_VLAN; vlan_tci's 0x1000 says "tagged", and is no bit to set).
+ */
+const FIELD_BITS: Readonly<Partial<Record<RewriteField, number>>> = {
+  ip_dscp: 0xfc,
+  nw_ecn: 0x03,
+  vlan_vid: 0x0fff,
+  vlan_pcp: 0xe000,
+  vlan_tci: 0xefff,
+};
+
+/** Where each such field's value sits in its bits. */
+const FIELD_SHIFT: Readonly<Partial<Record<RewriteField, number>>> = { ip_dscp: 2, vlan_pcp: 13 };
 
 /**
  * A rewrite as the datapath runs it (see enum wr_action_op): addresses as
  * bytes in network order across `port` and `arg` (which sit back to back),
  * TOS as the bits to set and their value, numbers as they are.
  */
-function rewriteEntry(a: SetField | { type: "dec_ttl" }): ActionEntry {
+function rewriteEntry(
+  a: SetField | { type: "dec_ttl" } | { type: "strip_vlan" } | { type: "push_vlan"; tpid: number },
+): ActionEntry {
   if (a.type === "dec_ttl") return { op: ActionOp.DEC_TTL, flags: 0, port: 0, arg: 0 };
+  if (a.type === "strip_vlan") return { op: ActionOp.POP_VLAN, flags: 0, port: 0, arg: 0 };
+  if (a.type === "push_vlan") return { op: ActionOp.PUSH_VLAN, flags: 0, port: a.tpid, arg: 0 };
   const op = REWRITE_OPS[a.field];
   const v = Number(a.value);
+  const bits = FIELD_BITS[a.field];
+  if (bits !== undefined) {
+    return { op, flags: 0, port: bits, arg: (v << (FIELD_SHIFT[a.field] ?? 0)) & bits };
+  }
   switch (a.field) {
     case "eth_src":
     case "eth_dst": {
@@ -501,10 +526,6 @@ function rewriteEntry(a: SetField | { type: "dec_ttl" }): ActionEntry {
     case "nw_src":
     case "nw_dst":
       return { op, flags: 0, port: 0, arg: le32(bigintBytes(a.value, 4)) };
-    case "ip_dscp":
-      return { op, flags: 0, port: DSCP_BITS, arg: v << 2 };
-    case "nw_ecn":
-      return { op, flags: 0, port: ECN_BITS, arg: v };
     default:
       return { op, flags: 0, port: 0, arg: v };
   }
@@ -512,11 +533,12 @@ function rewriteEntry(a: SetField | { type: "dec_ttl" }): ActionEntry {
 
 /** The inverse of {@link rewriteEntry}. */
 function decompileRewrite(a: ActionEntry): ActionSpec {
+  if (a.op === ActionOp.DEC_TTL) return { type: "dec_ttl" };
+  if (a.op === ActionOp.POP_VLAN) return { type: "strip_vlan" };
+  if (a.op === ActionOp.PUSH_VLAN) return { type: "push_vlan", tpid: a.port };
   const field = (Object.keys(REWRITE_OPS) as RewriteField[]).find((f) =>
-    REWRITE_OPS[f] === a.op &&
-    (a.op !== ActionOp.SET_TOS || (f === "ip_dscp") === (a.port === DSCP_BITS))
-  );
-  if (!field) return { type: "dec_ttl" };
+    REWRITE_OPS[f] === a.op && (FIELD_BITS[f] ?? a.port) === a.port
+  )!;
   const wire = new Uint8Array(6);
   new DataView(wire.buffer).setUint16(0, a.port, true);
   new DataView(wire.buffer).setUint32(2, a.arg, true);
@@ -524,7 +546,7 @@ function decompileRewrite(a: ActionEntry): ActionSpec {
     ? bigintOfBytes(wire)
     : field === "nw_src" || field === "nw_dst"
     ? bigintOfBytes(wire.subarray(2))
-    : BigInt(field === "ip_dscp" ? a.arg >> 2 : a.arg);
+    : BigInt(a.arg >>> (FIELD_SHIFT[field] ?? 0)) | (field === "vlan_tci" ? 0x1000n : 0n);
   return { type: "set_field", field, value };
 }
 

@@ -3,8 +3,8 @@
  * by name or number, `in_port`, `set_tunnel(...)`, `set_tunnel:ID`,
  * `set_field` and `load` on tunnel fields, `set_field` on `net`,
  * `group:ID`, `drop`, `pass` (or `LOCAL`), and the rewrites `mod_dl_*`,
- * `mod_nw_*`, `mod_tp_*` and `dec_ttl` (or `set_field` and `load` on those
- * fields). What warren does not do is refused with a sentence saying why
+ * `mod_nw_*`, `mod_tp_*`, `dec_ttl`, `push_vlan`, `strip_vlan` (`pop_vlan`)
+ * and `mod_vlan_*` (or `set_field` and `load` on those fields). What warren does not do is refused with a sentence saying why
  * and, where there is one, what to write instead.
  *
  * @module
@@ -22,6 +22,7 @@ import { formatMac, parseMac } from "../maps/codec.ts";
 import { absentField } from "./fields.ts";
 import { FlowSyntaxError, SEPARATORS, split, type Token } from "./flow_tokens.ts";
 import {
+  type Match,
   MatchError,
   own,
   parseU64,
@@ -75,9 +76,18 @@ export type RewriteField =
   | "nw_ecn"
   | "nw_ttl"
   | "tp_src"
-  | "tp_dst";
+  | "tp_dst"
+  | "vlan_vid"
+  | "vlan_pcp"
+  | "vlan_tci";
 
-/** A rewrite: `field` of the packet takes `value` (a MAC or IPv4 address as a number). */
+/**
+ * A rewrite: `field` of the packet takes `value` (a MAC or IPv4 address as
+ * a number). The VLAN fields are those of the outermost tag, and a frame
+ * without one gets an 802.1Q tag with the rest of its TCI 0, as Open
+ * vSwitch's mod_vlan_vid and mod_vlan_pcp do; vlan_tci's value is Open
+ * vSwitch's, 0x1000 (a tag is present) included.
+ */
 export interface SetField {
   /** Kind marker. */
   type: "set_field";
@@ -85,6 +95,11 @@ export interface SetField {
   field: RewriteField;
   /** Its new value, within the field's width. */
   value: bigint;
+  /**
+   * Written as `set_field` on vlan_vid or vlan_pcp, which Open vSwitch
+   * takes only where the packet is sure to have a tag (see {@link checkVlanActions}).
+   */
+  tagged?: true;
 }
 
 /** One action, as written. */
@@ -96,6 +111,10 @@ export type ActionSpec =
   | SetField
   /** One off the IP TTL or hop limit; the packet is dropped when it runs out. */
   | { type: "dec_ttl" }
+  /** A new outermost VLAN tag with TPID `tpid`, its TCI 0. */
+  | { type: "push_vlan"; tpid: number }
+  /** The outermost VLAN tag off, if there is one. */
+  | { type: "strip_vlan" }
   | SetTunnel
   | { type: "drop" }
   | { type: "pass" }
@@ -142,7 +161,8 @@ const ACTIONS_HELP =
   "warren's actions are output:PORT (or a port number), in_port, set_tunnel(...), " +
   "set_tunnel:ID, set_field:VALUE->tun_id|tun_src|tun_dst|tun_ipv6_src|tun_ipv6_dst|tun_tos|" +
   "tun_ttl|net, mod_dl_src|mod_dl_dst:MAC, mod_nw_src|mod_nw_dst:IPv4, mod_nw_tos:TOS, " +
-  "mod_nw_ecn:ECN, mod_nw_ttl:TTL, mod_tp_src|mod_tp_dst:PORT, dec_ttl, group:ID, drop and pass";
+  "mod_nw_ecn:ECN, mod_nw_ttl:TTL, mod_tp_src|mod_tp_dst:PORT, dec_ttl, push_vlan:TPID, " +
+  "strip_vlan, mod_vlan_vid:VID, mod_vlan_pcp:PCP, group:ID, drop and pass";
 
 /** Why warren has no such port to send to, and what to write instead. */
 const RESERVED_OUTPUTS: Readonly<Record<string, string>> = {
@@ -161,10 +181,6 @@ const RESERVED_OUTPUTS: Readonly<Record<string, string>> = {
 
 /** Open vSwitch actions warren has no counterpart for, and why. */
 const ABSENT_ACTIONS: readonly [RegExp, string][] = [
-  [
-    /^(mod_vlan_vid|mod_vlan_pcp|strip_vlan|pop_vlan|push_vlan)$/,
-    "rewriting VLAN tags is not in warren's datapath yet",
-  ],
   [
     /^dec_ttl$/,
     "dec_ttl(ID,...) names controllers, and warren has no controller: write dec_ttl, " +
@@ -244,6 +260,13 @@ const REWRITES: Readonly<Record<string, RewriteField>> = {
   udp_dst: "tp_dst",
 };
 
+/** The VLAN fields `set_field` and `load` rewrite. */
+const VLAN_FIELDS: Readonly<Record<string, RewriteField>> = {
+  vlan_vid: "vlan_vid",
+  vlan_pcp: "vlan_pcp",
+  vlan_tci: "vlan_tci",
+};
+
 /** Each rewritten field's width in bits. */
 const REWRITE_WIDTH: Readonly<Record<RewriteField, number>> = {
   eth_src: 48,
@@ -255,13 +278,84 @@ const REWRITE_WIDTH: Readonly<Record<RewriteField, number>> = {
   nw_ttl: 8,
   tp_src: 16,
   tp_dst: 16,
+  vlan_vid: 12,
+  vlan_pcp: 3,
+  vlan_tci: 16,
 };
+
+/** The VLAN TCI's "a tag is present" bit in Open vSwitch's notation (DEI on the wire). */
+const VLAN_PRESENT = 0x1000n;
+
+/** The TPIDs push_vlan takes: 802.1Q's and 802.1ad's. */
+const VLAN_TPIDS = [0x8100, 0x88a8];
+
+/**
+ * A VLAN rewrite: `mod_vlan_vid` and `mod_vlan_pcp` (`how` "mod"), or
+ * `set_field` and whole-field `load` on vlan_vid, vlan_pcp or vlan_tci.
+ * set_field's vlan_vid is OpenFlow's, with the present bit 0x1000; a
+ * vlan_tci without it means no tag, as in Open vSwitch: strip_vlan.
+ */
+function setVlan(field: RewriteField, text: string, how: "mod" | "set"): ActionSpec {
+  if (text.includes("/")) throw new MatchError(MASKED_SET);
+  if (how === "mod") {
+    const max = field === "vlan_vid" ? 4095 : 7;
+    if (!/^(0x[0-9a-fA-F]+|\d+)$/.test(text) || BigInt(text) > max) {
+      throw new MatchError(`${text}: not a valid VLAN ${field === "vlan_vid" ? "VID" : "PCP"}`);
+    }
+    return { type: "set_field", field, value: BigInt(text) };
+  }
+  const value = parseU64Wide(text, field === "vlan_vid" ? 13 : REWRITE_WIDTH[field]);
+  if (field === "vlan_tci") {
+    return value & VLAN_PRESENT ? { type: "set_field", field, value } : { type: "strip_vlan" };
+  }
+  if (field === "vlan_pcp") return { type: "set_field", field, value, tagged: true };
+  if (!(value & VLAN_PRESENT)) {
+    throw new MatchError(
+      `set_field's vlan_vid is OpenFlow's: 0x1000 (a tag is present) plus the VID, ` +
+        `as set_field:0x${
+          (0x1000n | value).toString(16)
+        }->vlan_vid; or write mod_vlan_vid:${value}`,
+    );
+  }
+  return { type: "set_field", field, value: value & ~VLAN_PRESENT, tagged: true };
+}
+
+/**
+ * Refuses `set_field` on vlan_vid or vlan_pcp where the packet may have no
+ * tag, as Open vSwitch does: neither the match (`dl_vlan`, `vlan_tci` with
+ * 0x1000) nor an action before it (push_vlan, mod_vlan_*) gives it one.
+ * And, as Open vSwitch, at most two tags are pushed onto a packet known to
+ * have them.
+ */
+export function checkVlanActions(match: Match, actions: readonly ActionSpec[]): void {
+  let tags = match.mask.vlan_tci & match.key.vlan_tci & 0x1000 ? 1 : 0;
+  for (const a of actions) {
+    if (a.type === "push_vlan") {
+      if (++tags > 2) {
+        throw new MatchError(
+          "push_vlan onto a packet with two VLAN tags: Open vSwitch keeps at most two, and so does warren",
+        );
+      }
+    } else if (a.type === "strip_vlan") tags = 0;
+    else if (a.type === "set_field" && a.field.startsWith("vlan")) {
+      if (a.tagged && !tags) {
+        throw new MatchError(
+          `set_field on ${a.field} needs a VLAN tag, which the match does not say the packet has ` +
+            "(match dl_vlan=VID or vlan_tci=0x1000/0x1000 first, or write mod_vlan_vid or " +
+            "mod_vlan_pcp, which push a tag onto an untagged packet)",
+        );
+      }
+      tags ||= 1;
+    }
+  }
+}
 
 /** Fields warren's datapath does not rewrite, and why. */
 const NOT_REWRITTEN: readonly [RegExp, string][] = [
   [
-    /^(vlan_vid|vlan_pcp|dl_vlan|dl_vlan_pcp|vlan_tci)$/,
-    "rewriting VLAN tags is not in warren's datapath yet",
+    /^(dl_vlan|dl_vlan_pcp)$/,
+    "dl_vlan and dl_vlan_pcp are names to match on: set vlan_vid, vlan_pcp or vlan_tci, " +
+    "or write mod_vlan_vid:VID or mod_vlan_pcp:PCP",
   ],
   [/^(ipv6_src|ipv6_dst)$/, "rewriting IPv6 addresses is not in warren's datapath yet"],
   [
@@ -331,8 +425,13 @@ export function parseAction({ text: t, at }: Token): ActionSpec {
     }
     if (/^[A-Za-z_]+$/.test(t) && reservedPort(t)) return outputTo(t);
     if (t === "dec_ttl" || t === "dec_ttl()") return { type: "dec_ttl" };
+    if (t === "strip_vlan" || t === "pop_vlan") return { type: "strip_vlan" };
+    m = /^push_vlan:(.+)$/.exec(t);
+    if (m) return pushVlan(m[1]);
     m = /^(mod_[a-z_]+):(.+)$/.exec(t);
     if (m && own(MOD_ACTIONS, m[1])) return setPacketField(MOD_ACTIONS[m[1]], m[2]);
+    m = /^mod_(vlan_vid|vlan_pcp):(.+)$/.exec(t);
+    if (m) return setVlan(m[1] as RewriteField, m[2], "mod");
     if (/^(0x[0-9a-fA-F]+|\d+)$/.test(t)) return outputTo(t);
     m = /^group:(.+)$/.exec(t);
     if (m) return { type: "group", group: parseGroupId(m[1]) };
@@ -361,6 +460,17 @@ export function parseAction({ text: t, at }: Token): ActionSpec {
     if (err instanceof MatchError) throw fail(err.message);
     throw err;
   }
+}
+
+/** `push_vlan:TPID`. */
+function pushVlan(text: string): ActionSpec {
+  const tpid = /^(0x[0-9a-fA-F]+|\d+)$/.test(text) ? Number(text) : NaN;
+  if (!VLAN_TPIDS.includes(tpid)) {
+    throw new MatchError(
+      `${text}: not a VLAN TPID; push_vlan takes 0x8100 (802.1Q) or 0x88a8 (802.1ad)`,
+    );
+  }
+  return { type: "push_vlan", tpid };
 }
 
 /** An output to `port`: a name, a number, or a reserved port. */
@@ -415,7 +525,8 @@ function maskedTunnelSet(target: string): MatchError {
 }
 
 /** `set_field:VALUE->TARGET` for a tunnel field. */
-function setTunnelField(target: string, text: string): SetTunnel | SetField {
+function setTunnelField(target: string, text: string): ActionSpec {
+  if (own(VLAN_FIELDS, target)) return setVlan(VLAN_FIELDS[target], text, "set");
   if (own(REWRITES, target)) return setPacketField(target, text);
   if (own(SETTABLE, target) === undefined) throw unsettable(target);
   const slash = text.indexOf("/");
@@ -448,8 +559,15 @@ function loadTunnelField(
   text: string,
   lo: string | undefined,
   hi: string | undefined,
-): SetTunnel | SetField {
+): ActionSpec {
   const target = own(NXM_NAMES, name) ?? name;
+  if (own(VLAN_FIELDS, target)) {
+    const width = REWRITE_WIDTH[VLAN_FIELDS[target]];
+    if (lo !== undefined && (Number(lo) !== 0 || Number(hi ?? lo) !== width - 1)) {
+      throw new MatchError(MASKED_SET);
+    }
+    return setVlan(VLAN_FIELDS[target], text, "set");
+  }
   const rewrite = own(REWRITES, target);
   if (rewrite) {
     if (lo !== undefined && (Number(lo) !== 0 || Number(hi ?? lo) !== REWRITE_WIDTH[rewrite] - 1)) {
@@ -598,7 +716,10 @@ export function formatAction(a: ActionSpec): string {
     case "pass":
     case "in_port":
     case "dec_ttl":
+    case "strip_vlan":
       return a.type;
+    case "push_vlan":
+      return `push_vlan:0x${a.tpid.toString(16)}`;
     case "set_field":
       return formatRewrite(a);
     case "output":
@@ -628,8 +749,16 @@ export function formatAction(a: ActionSpec): string {
   }
 }
 
-/** A rewrite as Open vSwitch prints it (`mod_*`), each value in its field's own notation. */
-function formatRewrite({ field, value }: SetField): string {
+/**
+ * A rewrite as Open vSwitch prints it (`mod_*`), each value in its field's
+ * own notation; a VLAN `set_field` as written, since it differs from
+ * `mod_vlan_*` where a packet has no tag (see {@link checkVlanActions}).
+ */
+function formatRewrite({ field, value, tagged }: SetField): string {
+  if (tagged) {
+    const v = field === "vlan_vid" ? `0x${(value | VLAN_PRESENT).toString(16)}` : value;
+    return `set_field:${v}->${field}`;
+  }
   switch (field) {
     case "eth_src":
     case "eth_dst":
@@ -639,6 +768,8 @@ function formatRewrite({ field, value }: SetField): string {
       return `mod_${field}:${addrText(addrFromBigint(value, false))}`;
     case "ip_dscp":
       return `mod_nw_tos:${Number(value) << 2}`;
+    case "vlan_tci":
+      return `set_field:0x${value.toString(16).padStart(4, "0")}->vlan_tci`;
     default:
       return `mod_${field}:${value}`;
   }

@@ -20,7 +20,7 @@
  * @module
  */
 
-import { type ActionSpec, cachedActions, formatActions } from "./flow_actions.ts";
+import { type ActionSpec, cachedActions, checkVlanActions, formatActions } from "./flow_actions.ts";
 import { field, isFieldName, needsIcmpType, resolveField } from "./fields.ts";
 import {
   emptyMatch,
@@ -304,11 +304,20 @@ export function parseFlow(text: string, ports: PortNames): FlowSpec {
     );
   }
   const { match, priority, cookie } = matchItems(h.match, ports);
+  const actions = cachedActions(h.actions.text, h.actions.at);
+  try {
+    checkVlanActions(match, actions);
+  } catch (err) {
+    if (err instanceof MatchError) {
+      throw new FlowSyntaxError(h.actions.text, h.actions.at, err.message);
+    }
+    throw err;
+  }
   return {
     priority: priority ?? DEFAULT_PRIORITY,
     cookie: cookie?.value ?? 0n,
     match,
-    actions: cachedActions(h.actions.text, h.actions.at),
+    actions,
   };
 }
 
