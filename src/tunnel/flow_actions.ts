@@ -321,31 +321,41 @@ function setVlan(field: RewriteField, text: string, how: "mod" | "set"): ActionS
 }
 
 /**
- * Refuses `set_field` on vlan_vid or vlan_pcp where the packet may have no
- * tag, as Open vSwitch does: neither the match (`dl_vlan`, `vlan_tci` with
- * 0x1000) nor an action before it (push_vlan, mod_vlan_*) gives it one.
- * And, as Open vSwitch, at most two tags are pushed onto a packet known to
- * have them.
+ * Refuses VLAN actions that cannot mean anything, as Open vSwitch does:
+ * `set_field` on vlan_vid or vlan_pcp where the packet may have no tag
+ * (neither the match, `dl_vlan` or `vlan_tci` with 0x1000, nor an action
+ * before it, push_vlan or mod_vlan_*, gives it one); strip_vlan where the
+ * match says there is no tag; a push onto a packet known to have two tags
+ * (Open vSwitch keeps at most two).
  */
 export function checkVlanActions(match: Match, actions: readonly ActionSpec[]): void {
-  let tags = match.mask.vlan_tci & match.key.vlan_tci & 0x1000 ? 1 : 0;
+  const said = match.mask.vlan_tci & 0x1000;
+  // Tags the packet is known to have; -1: known to have none.
+  let tags = said ? (match.key.vlan_tci & 0x1000 ? 1 : -1) : 0;
   for (const a of actions) {
     if (a.type === "push_vlan") {
-      if (++tags > 2) {
+      tags = Math.max(tags, 0) + 1;
+      if (tags > 2) {
         throw new MatchError(
           "push_vlan onto a packet with two VLAN tags: Open vSwitch keeps at most two, and so does warren",
         );
       }
-    } else if (a.type === "strip_vlan") tags = 0;
-    else if (a.type === "set_field" && a.field.startsWith("vlan")) {
-      if (a.tagged && !tags) {
+    } else if (a.type === "strip_vlan") {
+      if (tags < 0) {
+        throw new MatchError(
+          "strip_vlan where the match says the packet has no VLAN tag: there is none to take off",
+        );
+      }
+      tags = 0;
+    } else if (a.type === "set_field" && a.field.startsWith("vlan")) {
+      if (a.tagged && tags <= 0) {
         throw new MatchError(
           `set_field on ${a.field} needs a VLAN tag, which the match does not say the packet has ` +
             "(match dl_vlan=VID or vlan_tci=0x1000/0x1000 first, or write mod_vlan_vid or " +
             "mod_vlan_pcp, which push a tag onto an untagged packet)",
         );
       }
-      tags ||= 1;
+      tags = Math.max(tags, 1);
     }
   }
 }
