@@ -9,10 +9,18 @@
  * its outermost tag held aside in the skb, where a pushed tag goes too).
  */
 import { assert, assertEquals } from "./helpers/assert.ts";
-import { Lab } from "../src/lab/topology.ts";
+import { Lab, type Workload } from "../src/lab/topology.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
 import { scapyMany, toHex } from "./helpers/scapy.ts";
-import { addFlows, nonZeroStats, runPinned, TC_ACT_REDIRECT, TC_ACT_SHOT } from "./helpers/lab.ts";
+import {
+  addFlows,
+  nonZeroStats,
+  pinNeighbor,
+  runPinned,
+  TC_ACT_REDIRECT,
+  TC_ACT_SHOT,
+  upWithPorts,
+} from "./helpers/lab.ts";
 import { Workloads } from "./helpers/workloads.ts";
 import { ping, RawSender, tcpdump, tcpTransfer } from "./helpers/traffic.ts";
 import { readPcap } from "./helpers/frames.ts";
@@ -318,6 +326,44 @@ const VLAN_CASES: VlanCase[] = [
   },
 ];
 
+/**
+ * Sends each case's frame from `from`, UDP source port `sport` + its index
+ * (for the flows to tell them apart), and checks what `to` receives byte
+ * for byte against Scapy's frame after the case's actions.
+ */
+async function vlanOnTheWire(
+  from: Workload,
+  to: Workload,
+  cases: VlanCase[],
+  sport: number,
+): Promise<void> {
+  const eth = `Ether(src='${from.mac}',dst='${to.mac}')`;
+  const frame = (i: number, vlan: string, dst = to.ip, dport = 53) =>
+    `${eth}/${vlan}IP(src='${from.ip}',dst='${dst}')/UDP(sport=${sport + i},dport=${dport})/` +
+    "Raw(b'vlan'*16)";
+  const frames = await scapyMany(
+    cases.flatMap((c, i) => [frame(i, c.before), frame(i, c.after, c.dst, c.dport)]),
+  );
+  const pcap = await Deno.makeTempFile({ suffix: ".pcap" });
+  try {
+    const cap = await tcpdump(to.ns.name, {
+      dev: to.dev,
+      filter: `ether src ${from.mac}`,
+      count: cases.length,
+      file: pcap,
+    });
+    {
+      await using send = RawSender.start(from.ns, from.dev);
+      for (let i = 0; i < cases.length; i++) await send.send(frames[2 * i]);
+    }
+    await cap.status;
+    const got = (await readPcap(pcap)).records.map((r) => toHex(r.data));
+    assertEquals(got, cases.map((_, i) => toHex(frames[2 * i + 1])));
+  } finally {
+    await Deno.remove(pcap);
+  }
+}
+
 privilegedTest(
   "VLAN rewrites on the wire: frames between namespaces captured byte for byte against Scapy",
   async () => {
@@ -330,7 +376,6 @@ privilegedTest(
     await lab.datapath(a, async (dp) => {
       await dp.addLocalPort("cli", client.port);
       await dp.addLocalPort("srv", server.port);
-      // Each case's frames by their UDP source port.
       await addFlows(
         dp,
         ...VLAN_CASES.map((c, i) =>
@@ -338,32 +383,45 @@ privilegedTest(
         ),
       );
     });
-    const eth = `Ether(src='${client.mac}',dst='${server.mac}')`;
-    const frame = (i: number, vlan: string, dst = server.ip, dport = 53) =>
-      `${eth}/${vlan}IP(src='${client.ip}',dst='${dst}')/UDP(sport=${2000 + i},dport=${dport})/` +
-      "Raw(b'vlan'*16)";
-    const frames = await scapyMany(
-      VLAN_CASES.flatMap((c, i) => [frame(i, c.before), frame(i, c.after, c.dst, c.dport)]),
-    );
-    const pcap = await Deno.makeTempFile({ suffix: ".pcap" });
-    try {
-      const cap = await tcpdump(server.ns.name, {
-        dev: server.dev,
-        filter: `ether src ${client.mac}`,
-        count: VLAN_CASES.length,
-        file: pcap,
-      });
-      {
-        await using send = RawSender.start(client.ns, client.dev);
-        for (let i = 0; i < VLAN_CASES.length; i++) await send.send(frames[2 * i]);
-      }
-      await cap.status;
-      const got = (await readPcap(pcap)).records.map((r) => toHex(r.data));
-      assertEquals(got, VLAN_CASES.map((_, i) => toHex(frames[2 * i + 1])));
-    } finally {
-      await Deno.remove(pcap);
-    }
+    await vlanOnTheWire(client, server, VLAN_CASES, 2000);
     const stats = await lab.datapath(a, (dp) => nonZeroStats(dp));
+    assert.ok(!stats.drop_action && !stats.drop_no_port, JSON.stringify(stats));
+  },
+);
+
+/** After decapsulation at TC, the tag is in the frame's bytes, not held aside. */
+const DECAP_CASES: VlanCase[] = [
+  { actions: "strip_vlan,mod_tp_dst:7", before: "Dot1Q(prio=3,vlan=10)/", after: "", dport: 7 },
+  { actions: "mod_vlan_vid:30", before: "Dot1Q(prio=3,vlan=10)/", after: "Dot1Q(prio=3,vlan=30)/" },
+  {
+    actions: "push_vlan:0x88a8,mod_vlan_pcp:1,mod_tp_dst:7",
+    before: "Dot1Q(vlan=10)/",
+    after: "Dot1AD(prio=1,vlan=0)/Dot1Q(vlan=10)/",
+    dport: 7,
+  },
+];
+
+privilegedTest(
+  "VLAN rewrites of frames decapsulated at TC, tags in their bytes, byte for byte on the wire",
+  async () => {
+    await using lab = await Lab.create({ ipv6: false });
+    const [a, b] = lab.hosts;
+    await upWithPorts(lab, a, "vxlan");
+    await upWithPorts(lab, b, "vxlan", {}, { xdp: "off" });
+    await pinNeighbor(lab, a);
+    await lab.datapath(
+      a,
+      (dp) => addFlows(dp, `in_port=web actions=set_tunnel(id=42,dst=${b.ip}),output:t0`),
+    );
+    await lab.datapath(b, (dp) =>
+      addFlows(
+        dp,
+        ...DECAP_CASES.map((c, i) =>
+          `in_port=t0,udp,tp_src=${3000 + i} actions=${c.actions},output:web`
+        ),
+      ));
+    await vlanOnTheWire(a.workload, b.workload, DECAP_CASES, 3000);
+    const stats = await lab.datapath(b, (dp) => nonZeroStats(dp));
     assert.ok(!stats.drop_action && !stats.drop_no_port, JSON.stringify(stats));
   },
 );
