@@ -349,19 +349,19 @@ Deno.test("VLAN rewrites read and print as Open vSwitch's, set_field only where 
     );
     assertEquals(dump(dump(text)), dump(text));
   }
-  refused(
-    "actions=set_field:0x1005->vlan_vid,output:1",
-    9,
-    "needs a VLAN tag, which the match does not say",
-  );
-  refused("dl_vlan=5 actions=strip_vlan,set_field:1->vlan_pcp", 19, "needs a VLAN tag");
-  refused("dl_vlan=5 actions=push_vlan:0x8100,push_vlan:0x8100", 19, "at most two");
-  refused("dl_vlan=0xffff actions=strip_vlan", 24, "there is none to take off");
-  refused("actions=push_vlan:0x0800", 9, "push_vlan takes 0x8100 (802.1Q) or 0x88a8 (802.1ad)");
-  refused("actions=mod_vlan_vid:4096", 9, "4096: not a valid VLAN VID");
-  refused("actions=mod_vlan_pcp:8", 9, "8: not a valid VLAN PCP");
-  refused("actions=set_field:1->dl_vlan", 9, "names to match on");
-  refused("actions=load:5->NXM_OF_VLAN_TCI[0..11]", 9, "a masked set");
+  for (
+    const [text, column, says] of [
+      ["actions=set_field:0x1005->vlan_vid,output:1", 9, "needs a VLAN tag, which the match"],
+      ["dl_vlan=5 actions=strip_vlan,set_field:1->vlan_pcp", 19, "needs a VLAN tag"],
+      ["dl_vlan=5 actions=push_vlan:0x8100,push_vlan:0x8100", 19, "at most two"],
+      ["dl_vlan=0xffff actions=strip_vlan", 24, "there is none to take off"],
+      ["actions=push_vlan:0x0800", 9, "push_vlan takes 0x8100 (802.1Q) or 0x88a8 (802.1ad)"],
+      ["actions=mod_vlan_vid:4096", 9, "4096: not a valid VLAN VID"],
+      ["actions=mod_vlan_pcp:8", 9, "8: not a valid VLAN PCP"],
+      ["actions=set_field:1->dl_vlan", 9, "names to match on"],
+      ["actions=load:5->NXM_OF_VLAN_TCI[0..11]", 9, "a masked set"],
+    ] as const
+  ) refused(text, column, says);
 });
 
 // --- Defects ----------------------------------------------------------------
