@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * A flow's rewrite actions, at TC: Ethernet addresses, VLAN tags, IPv4
- * addresses, TOS/traffic class, TTL/hop limit, TCP and UDP ports. Checksums are fixed
- * incrementally by the kernel's helpers, which also keep a checksum still
+ * addresses, TOS/traffic class, TTL/hop limit, TCP and UDP ports. Checksums
+ * are fixed incrementally by the kernel's helpers, which also keep a checksum still
  * to be filled in (CHECKSUM_PARTIAL) and the receive checksum
  * (CHECKSUM_COMPLETE) right. A rewrite of a layer the packet has not (an
  * IPv4 address of an IPv6 or ARP packet, a port of a later fragment or of
@@ -169,9 +169,10 @@ static __always_inline int outer_tag(struct __sk_buff *skb, __u16 *tci)
 /* Takes the outermost tag off. The kernel's helper takes one held aside,
  * or one in the bytes while skb->protocol names a tag; then it holds the
  * next tag aside, if any, so the bytes may shrink. A decapsulated frame's
- * skb->protocol names the outer network layer: its tag's last 4 bytes go
- * (room at the MAC layer is after the Ethernet header) and its EtherType
- * takes the tag's place. */
+ * skb->protocol names the outer network layer, and the helper would do
+ * nothing: the 4 bytes after the TPID go (room at the MAC layer is made or
+ * taken after the first 14 bytes), and the EtherType after the tag takes
+ * the TPID's place. */
 static __always_inline int pop_vlan(struct __sk_buff *skb)
 {
 	__be16 type;
@@ -201,8 +202,9 @@ static __always_inline int set_vlan(struct __sk_buff *skb, __u16 mask, __u16 bit
 
 	bits = ((tci & ~mask) | (bits & mask)) & ~VLAN_DEI;
 	if (where == TAG_BYTES) {
+		/* After the first 14 bytes: a receive checksum covers it. */
 		wire = bpf_htons(bits);
-		return bpf_skb_store_bytes(skb, VLAN_TCI_OFF, &wire, 2, 0);
+		return bpf_skb_store_bytes(skb, VLAN_TCI_OFF, &wire, 2, BPF_F_RECOMPUTE_CSUM);
 	}
 	if (where == TAG_ASIDE) {
 		if (tci == bits)
