@@ -289,7 +289,7 @@ enum wr_action_op {
 	WR_ACT_SET_TP_DST = 16,
 	WR_ACT_PUSH_VLAN = 17,	/* a new outermost tag: TPID `port`, TCI `arg` (host order) */
 	WR_ACT_POP_VLAN = 18,	/* the outermost tag off, if any */
-	WR_ACT_SET_VLAN = 19,	/* the outermost TCI's bits in `port` to `arg`; untagged: push an 802.1Q tag of `arg` */
+	WR_ACT_SET_VLAN = 19,	/* the outermost TCI's bits in `port` to `arg` (untagged: a new 802.1Q tag) */
 };
 
 /* wr_action.flags */

@@ -4,8 +4,9 @@
  * `set_field` and `load` on tunnel fields, `set_field` on `net`,
  * `group:ID`, `drop`, `pass` (or `LOCAL`), and the rewrites `mod_dl_*`,
  * `mod_nw_*`, `mod_tp_*`, `dec_ttl`, `push_vlan`, `strip_vlan` (`pop_vlan`)
- * and `mod_vlan_*` (or `set_field` and `load` on those fields). What warren does not do is refused with a sentence saying why
- * and, where there is one, what to write instead.
+ * and `mod_vlan_*` (or `set_field` and `load` on those fields). What
+ * warren does not do is refused with a sentence saying why and, where
+ * there is one, what to write instead.
  *
  * @module
  */
@@ -337,7 +338,8 @@ export function checkVlanActions(match: Match, actions: readonly ActionSpec[]): 
       tags = Math.max(tags, 0) + 1;
       if (tags > 2) {
         throw new MatchError(
-          "push_vlan onto a packet with two VLAN tags: Open vSwitch keeps at most two, and so does warren",
+          "push_vlan onto a packet with two VLAN tags: Open vSwitch keeps at most two, " +
+            "and so does warren",
         );
       }
     } else if (a.type === "strip_vlan") {
