@@ -20,6 +20,7 @@ import {
 import { ping, pingDuring } from "./helpers/traffic.ts";
 import { runRaw } from "../src/lab/run.ts";
 import { lockPath } from "../src/tunnel/lock.ts";
+import { XDP_AUTO_WHY } from "../src/tunnel/attach.ts";
 
 interface DumpedFlow {
   flow_id: number;
@@ -48,7 +49,8 @@ privilegedTest(
       await warrenOk(a, ["up", "--underlay", "u0"]),
       /warren is up on u0 \(192\.0\.2\.1\)/,
     );
-    await warrenOk(a, ["up", "--underlay", "u0"]);
+    // Again, with XDP forced on (auto chose TC only on the veth).
+    await warrenOk(a, ["up", "--underlay", "u0", "--xdp", "native"]);
     assert.match(await warrenOk(a, ["port", "add", "web", "wl0"]), /port web is number 1 on wl0/);
     // A VXLAN tunnel: its kernel device for GSO packets with a checksum.
     await warrenOk(a, ["tunnel", "add", "vx0", "vxlan", "remote_ip=flow", "key=flow"]);
@@ -56,7 +58,16 @@ privilegedTest(
     const s = await warrenJson<Record<string, unknown>>(a, ["status"]);
     assertEquals(
       Object.keys(s).sort(),
-      ["attachments", "generation", "localIps", "pinDir", "programs", "tables", "underlay"],
+      [
+        "attachments",
+        "generation",
+        "localIps",
+        "pinDir",
+        "programs",
+        "tables",
+        "underlay",
+        "xdp",
+      ],
     );
     assertEquals(s.localIps, ["192.0.2.1"]);
     const attachments = s.attachments as Record<string, unknown>[];
@@ -102,6 +113,53 @@ privilegedTest(
     assertEquals((await a.ns.run(["bpftool", "net", "show"])).includes("wr_"), false);
     assertEquals((await a.ns.run(["cat", "/proc/sys/net/ipv4/conf/u0/forwarding"])).trim(), "0");
     await warrenFails(a, ["status"], 1, "warren up");
+  },
+);
+
+privilegedTest(
+  "up --xdp auto: TC only on a veth or a bridge, and status says why; --xdp native forces XDP",
+  async () => {
+    await using lab = await Lab.create({ ipv6: false });
+    const [a] = lab.hosts;
+    const xdpOf = async () => {
+      const s = await warrenJson<{ xdp: unknown; attachments: { hook: string }[] }>(a, [
+        "status",
+      ]);
+      return { xdp: s.xdp, hooks: s.attachments.map((h) => h.hook).sort() };
+    };
+    const onU0 = async () => /prog\/xdp/.test(await a.ns.run(["ip", "-d", "link", "show", "u0"]));
+
+    await warrenOk(a, ["up", "--underlay", "u0"]);
+    assertEquals(await xdpOf(), {
+      xdp: { mode: "off", auto: true, why: "veth", reason: `auto: ${XDP_AUTO_WHY.veth}` },
+      hooks: ["tcx-ingress"],
+    });
+    assertEquals(await onU0(), false);
+    assert.match(await warrenOk(a, ["status"]), /^xdp: +off \(auto: a veth: XDP there copies/m);
+
+    // Forced, XDP goes on; auto again takes it off.
+    await warrenOk(a, ["up", "--underlay", "u0", "--xdp", "native"]);
+    assertEquals(await xdpOf(), {
+      xdp: { mode: "native", auto: false, reason: "up --xdp native" },
+      hooks: ["tcx-ingress", "xdp-native"],
+    });
+    assertEquals(await onU0(), true);
+    assert.match(await warrenOk(a, ["status"]), /^xdp: +native \(up --xdp native\)/m);
+    await warrenOk(a, ["up", "--underlay", "u0"]);
+    assertEquals((await xdpOf()).hooks, ["tcx-ingress"]);
+    assertEquals(await onU0(), false);
+
+    // Any other virtual device: TC only too.
+    await warrenOk(a, ["down"]);
+    await a.ns.run(["ip", "link", "add", "d0", "type", "bridge"]);
+    await a.ns.run(["ip", "addr", "add", "198.51.100.1/24", "dev", "d0"]);
+    await a.ns.run(["ip", "link", "set", "d0", "up"]);
+    await warrenOk(a, ["up", "--underlay", "d0"]);
+    assertEquals(await xdpOf(), {
+      xdp: { mode: "off", auto: true, why: "virtual", reason: `auto: ${XDP_AUTO_WHY.virtual}` },
+      hooks: ["tcx-ingress"],
+    });
+    await warrenOk(a, ["down"]);
   },
 );
 

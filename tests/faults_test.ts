@@ -439,7 +439,8 @@ async function assertNothingLeft(h: LabHost, ids: number[]): Promise<void> {
 privilegedTest("up killed halfway through attaching: down still leaves nothing", async () => {
   await using lab = await Lab.create({ ipv6: false });
   const [a] = lab.hosts;
-  const r = await warren(a, ["up", "--underlay", "u0"], undefined, {
+  // XDP forced: auto chooses TC only on a veth, and XDP is the half that gets attached.
+  const r = await warren(a, ["up", "--underlay", "u0", "--xdp", "native"], undefined, {
     WARREN_FAILPOINTS: "up.attached",
   });
   assertEquals(r.code, 137, r.stderr);
@@ -562,7 +563,7 @@ privilegedTest(
     await a.ns.run(["ip", "link", "add", "u0", "index", String(u0), "type", "veth"]);
     await a.ns.run(["ip", "addr", "add", `${a.ip}/24`, "dev", "u0"]);
     await a.ns.run(["ip", "link", "set", "u0", "up"]);
-    await warrenOk(a, ["up", "--underlay", "u0"]);
+    await warrenOk(a, ["up", "--underlay", "u0", "--xdp", "native"]);
     const live = await programIds(a);
     assertEquals((await hooksOn(a, u0)).sort(), ["tcx-ingress", "xdp-native"]);
     for (
@@ -580,7 +581,7 @@ privilegedTest(
     await a.ns.run(["ip", "link", "set", "u0", "up"]);
     const moved = await ifindexOf(a, "u0");
     assert.notEqual(moved, u0);
-    await warrenOk(a, ["up", "--underlay", "u0"]);
+    await warrenOk(a, ["up", "--underlay", "u0", "--xdp", "native"]);
     assertEquals(await hooksOn(a, u0), []);
     assertEquals((await hooksOn(a, moved)).sort(), ["tcx-ingress", "xdp-native"]);
     assert.match(

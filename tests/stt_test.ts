@@ -25,7 +25,7 @@ const CONTEXT = 77n;
 const F_CSUM_PARTIAL = 0x02, F_IPV4 = 0x04, F_TCP = 0x08;
 
 /** Both hosts up with an STT tunnel and flows for key 77. */
-async function sttLab(options: { v6?: boolean; xdp?: "auto" | "off"; timeoutMs?: number } = {}) {
+async function sttLab(options: { v6?: boolean; xdp?: "native" | "off"; timeoutMs?: number } = {}) {
   const lab = await Lab.create({ ipv6: options.v6 ?? false });
   // The hosts know each other's MAC before the first frame: an ARP frame
   // from a workload cannot wait for neighbour discovery (see encap.h).
@@ -39,7 +39,7 @@ async function sttLab(options: { v6?: boolean; xdp?: "auto" | "off"; timeoutMs?:
   ]);
   for (const h of lab.hosts) {
     const peer = lab.peer(h);
-    await lab.up(h, { xdp: options.xdp ?? "auto", sttTimeoutMs: options.timeoutMs });
+    await lab.up(h, { xdp: options.xdp ?? "native", sttTimeoutMs: options.timeoutMs });
     await lab.datapath(h, async (dp) => {
       await dp.addLocalPort("web", h.workload.port);
       await dp.addTunnelPort("st0", "stt", { remote_ip: "flow", key: "flow" });
@@ -80,8 +80,8 @@ function dropTotal(stats: Record<string, number>): number {
 
 for (
   const variant of [
-    { name: "IPv4 underlay", v6: false, xdp: "auto" as const },
-    { name: "IPv6 underlay", v6: true, xdp: "auto" as const },
+    { name: "IPv4 underlay", v6: false, xdp: "native" as const },
+    { name: "IPv6 underlay", v6: true, xdp: "native" as const },
     { name: "IPv4 underlay, TC only", v6: false, xdp: "off" as const },
   ]
 ) {

@@ -467,6 +467,8 @@ enum wr_config_flag {
 	WR_CFG_CLSACT = 0x02,	/* TC programs hang off clsact (no TCX); control plane only */
 	WR_CFG_WRITING = 0x04,	/* a flow change is under way; left set, its writer died:
 				 * the next one repairs (control plane only) */
+	WR_CFG_XDP_AUTO = 0x08,	/* up --xdp auto chose the underlay's XDP mode (control plane only) */
+	WR_CFG_XDP_WHY = 0x30,	/* ... and why, a reason << 4 (control plane only) */
 };
 
 /* wr_config.fwd_saved: per-device forwarding warren enabled on the underlay */

@@ -149,10 +149,20 @@ export class Lab implements AsyncDisposable {
     return host === this.hosts[0] ? this.hosts[1] : this.hosts[0];
   }
 
-  /** Brings warren up on `host` (its underlay, its pin directory). */
+  /**
+   * Brings warren up on `host` (its underlay, its pin directory), with
+   * native XDP unless `options` say otherwise: `--xdp auto` would choose TC
+   * only on the lab's veth underlay, and what runs in a lab is meant to
+   * cover the XDP path too.
+   */
   async up(host: LabHost, options: Partial<UpOptions> = {}): Promise<void> {
     await host.ns.within(async () => {
-      using _ = await Datapath.up({ underlay: host.underlay, pinDir: host.pinDir, ...options });
+      using _ = await Datapath.up({
+        underlay: host.underlay,
+        pinDir: host.pinDir,
+        xdp: "native",
+        ...options,
+      });
     });
   }
 

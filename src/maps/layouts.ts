@@ -536,7 +536,13 @@ export const cacheStatsCodec = struct("wr_cache_stats", {
 export type CacheStats = ValueOf<typeof cacheStatsCodec>;
 
 /** `WR_CFG_*`. */
-export const ConfigFlag = { XDP_UNDERLAY: 0x01, CLSACT: 0x02, WRITING: 0x04 } as const;
+export const ConfigFlag = {
+  XDP_UNDERLAY: 0x01,
+  CLSACT: 0x02,
+  WRITING: 0x04,
+  XDP_AUTO: 0x08,
+  XDP_WHY: 0x30,
+} as const;
 /** `WR_MISS_*`. */
 export const Miss = { DROP: 0, PASS: 1 } as const;
 /** `WR_FWD_*`: forwarding warren turned on and must turn off again. */

@@ -20,8 +20,9 @@ import { ensurePinDir, isPinned, unpin } from "../bpf/pin.ts";
 import { Program } from "../bpf/program.ts";
 import { attachTc, type TcMethod } from "../bpf/tc.ts";
 import { attachXdp, type XdpMode } from "../bpf/xdp.ts";
+import { ConfigFlag } from "../maps/layouts.ts";
 
-/** How XDP is attached: a mode, auto (native, else generic) or off. */
+/** How XDP is attached: a mode, auto (decided per device: {@link attachUnderlayXdp}) or off. */
 export type XdpChoice = XdpMode | "auto" | "off";
 
 /** How TC is attached: TCX (Linux 6.6+), clsact, or auto. */
@@ -55,19 +56,22 @@ function pinOf(dir: string, hook: string, ifindex: number): string {
 
 /**
  * Attaches `program` at XDP on `ifindex`, or swaps it into the existing
- * attachment atomically. Returns the mode used, or "off".
+ * attachment atomically. "native" and "generic" force their mode; "auto"
+ * takes native where the driver has it and is off otherwise (generic XDP
+ * is never faster than TC). Returns the mode used, or "off".
  */
 export function attachXdpRecorded(
   dir: string,
   ifindex: number,
   program: Program,
   choice: XdpChoice,
-): XdpChoice {
+): XdpMode | "off" {
   ensurePinDir(linksDir(dir));
+  const want = choice === "auto" ? "native" : choice;
   for (const mode of ["native", "generic"] as const) {
     const pin = pinOf(dir, `xdp-${mode}`, ifindex);
     if (!isPinned(pin)) continue;
-    if (choice === "off" || (choice !== "auto" && choice !== mode)) {
+    if (want !== mode) {
       detachPin(pin);
       continue;
     }
@@ -76,18 +80,93 @@ export function attachXdpRecorded(
     link.update(program);
     return mode;
   }
-  if (choice === "off") return "off";
-  const modes: XdpMode[] = choice === "auto" ? ["native", "generic"] : [choice];
-  for (const mode of modes) {
-    try {
-      using link = attachXdp(program, ifindex, { mode });
-      link.pin(pinOf(dir, `xdp-${mode}`, ifindex));
-      return mode;
-    } catch (err) {
-      const unsupported = err instanceof BpfError &&
-        (err.errno === EOPNOTSUPP || err.errno === EINVAL);
-      if (mode === modes[modes.length - 1] || !unsupported) throw err;
-    }
+  if (want === "off") return "off";
+  try {
+    using link = attachXdp(program, ifindex, { mode: want });
+    link.pin(pinOf(dir, `xdp-${want}`, ifindex));
+    return want;
+  } catch (err) {
+    const unsupported = err instanceof BpfError &&
+      (err.errno === EOPNOTSUPP || err.errno === EINVAL);
+    if (choice === "auto" && unsupported) return "off";
+    throw err;
+  }
+}
+
+/**
+ * Why `--xdp auto` chose what it did on the underlay (README, "XDP or TC
+ * only", has the figures of `deno task bench --only tcp`): XDP pays only
+ * where it sees wire frames before the kernel builds an skb, which a NIC
+ * driver with native XDP gives; a veth hands its XDP program every GSO
+ * packet of bulk TCP, copied into an XDP buffer; generic XDP runs on the
+ * skb TC would get anyway, copied first when it is cloned or nonlinear
+ * (netif_receive_generic_xdp).
+ */
+export const XDP_AUTO_WHY = {
+  "native-driver": "a NIC driver with native XDP: XDP sees wire frames before any skb exists",
+  "veth":
+    "a veth: XDP there copies every GSO packet into an XDP buffer, which costs bulk TCP most of its throughput; TC only",
+  "virtual":
+    "a virtual device, not a NIC driver: XDP there runs on skbs (GSO packets, or generic), slower than TC; TC only",
+  "no-native":
+    "the driver has no native XDP, and generic XDP copies every cloned or nonlinear skb (a GSO packet) before it runs, slower than TC; TC only",
+} as const;
+
+/** A reason of {@link XDP_AUTO_WHY}. */
+export type XdpAutoWhy = keyof typeof XDP_AUTO_WHY;
+
+/** The reasons in the order `wr_config.flags` numbers them (`WR_CFG_XDP_WHY`). */
+export const XDP_AUTO_WHYS = Object.keys(XDP_AUTO_WHY) as XdpAutoWhy[];
+
+/** What {@link attachUnderlayXdp} did: the mode, and why when auto chose it. */
+export interface XdpOutcome {
+  /** The mode attached, or "off" (TC only). */
+  mode: XdpMode | "off";
+  /** Set when `--xdp auto` chose. */
+  why?: XdpAutoWhy;
+}
+
+/**
+ * Attaches the underlay's XDP program as `choice` says; "auto" decides by
+ * the device: native XDP on a NIC driver that has it (`kind` "", no link
+ * kind), TC only on anything else (see {@link XDP_AUTO_WHY}).
+ */
+export function attachUnderlayXdp(
+  dir: string,
+  dev: { ifindex: number; kind: string },
+  program: Program,
+  choice: XdpChoice,
+): XdpOutcome {
+  if (choice !== "auto") return { mode: attachXdpRecorded(dir, dev.ifindex, program, choice) };
+  if (dev.kind) {
+    attachXdpRecorded(dir, dev.ifindex, program, "off");
+    return { mode: "off", why: dev.kind === "veth" ? "veth" : "virtual" };
+  }
+  const mode = attachXdpRecorded(dir, dev.ifindex, program, "auto");
+  return { mode, why: mode === "off" ? "no-native" : "native-driver" };
+}
+
+/** The lowest bit of `WR_CFG_XDP_WHY`: a reason's number is its multiple. */
+const WHY_UNIT = ConfigFlag.XDP_WHY & -ConfigFlag.XDP_WHY;
+
+/** `flags` with `outcome`'s XDP bits (`WR_CFG_XDP_*`) in place of the old ones. */
+export function xdpFlags(flags: number, outcome: XdpOutcome): number {
+  const xdp = ConfigFlag.XDP_UNDERLAY | ConfigFlag.XDP_AUTO | ConfigFlag.XDP_WHY;
+  let bits = outcome.mode !== "off" ? ConfigFlag.XDP_UNDERLAY : 0;
+  if (outcome.why) bits |= ConfigFlag.XDP_AUTO | XDP_AUTO_WHYS.indexOf(outcome.why) * WHY_UNIT;
+  return (flags & ~xdp) | bits;
+}
+
+/** How the underlay's XDP was chosen, from `wr_config.flags`: why auto chose, or undefined when forced. */
+export function xdpWhy(flags: number): XdpAutoWhy | undefined {
+  if (!(flags & ConfigFlag.XDP_AUTO)) return undefined;
+  return XDP_AUTO_WHYS[(flags & ConfigFlag.XDP_WHY) / WHY_UNIT];
+}
+
+/** The XDP mode recorded on `ifindex` under `dir`, or "off". */
+export function xdpAttached(dir: string, ifindex: number): XdpMode | "off" {
+  for (const mode of ["native", "generic"] as const) {
+    if (isPinned(pinOf(dir, `xdp-${mode}`, ifindex))) return mode;
   }
   return "off";
 }

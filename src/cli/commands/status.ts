@@ -1,5 +1,6 @@
 /**
- * `warren status`: attachments, programs, pins and how full each table is.
+ * `warren status`: attachments (and how the underlay's XDP mode was
+ * chosen), programs, pins and how full each table is.
  *
  * @module
  */
@@ -20,6 +21,7 @@ export function register(cli: Command): void {
       console.log(`pin dir:   ${s.pinDir}`);
       console.log(`underlay:  ${s.underlay.device ?? "(gone)"} (ifindex ${s.underlay.ifindex})`);
       console.log(`endpoints: ${s.localIps.join(", ")}`);
+      console.log(`xdp:       ${s.xdp.mode} (${s.xdp.reason})`);
       console.log(`generation: ${s.generation}\n`);
       table(
         ["hook", "device", "program", "prog id"],

@@ -26,7 +26,10 @@ export function register(cli: Command): void {
     .requiredOption("--underlay <device>", "the device tunnel packets travel on")
     .option("--local-ip <address...>", "local endpoint addresses (default: the underlay's)")
     .addOption(
-      new Option("--xdp <mode>", "XDP on the underlay").choices([
+      new Option(
+        "--xdp <mode>",
+        "XDP on the underlay (auto: native on a NIC driver that has it, TC only on a veth or other virtual device)",
+      ).choices([
         "auto",
         "native",
         "generic",

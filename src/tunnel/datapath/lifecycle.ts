@@ -15,11 +15,12 @@ import { ConfigFlag, LAYOUT_VERSION, Miss, STT_DEFAULT_TIMEOUT_MS } from "../../
 import { type Addr, parseAddr } from "../addr.ts";
 import {
   attachTcRecorded,
-  attachXdpRecorded,
+  attachUnderlayXdp,
   detachAll,
   detachDevice,
   type TcChoice,
   type XdpChoice,
+  xdpFlags,
 } from "../attach.ts";
 import type { ConfigMap } from "../config.ts";
 import { failpoint } from "../failpoint.ts";
@@ -47,7 +48,10 @@ export interface UpOptions {
   localIps?: string[];
   /** Where to pin; default /sys/fs/bpf/warren. */
   pinDir?: string;
-  /** XDP on the underlay; default auto (native, else generic). */
+  /**
+   * XDP on the underlay; default auto: native on a NIC driver that has it,
+   * TC only on a veth or any other device (attach.ts, XDP_AUTO_WHY).
+   */
   xdp?: XdpChoice;
   /** TC attachment method; default auto (TCX where the kernel has it). */
   tc?: TcChoice;
@@ -124,9 +128,9 @@ export async function up(options: UpOptions): Promise<{ pinDir: string; maps: Da
       const programs = programsOf(obj);
       try {
         pinPrograms(pinDir, programs);
-        const xdp = attachXdpRecorded(
+        const xdp = attachUnderlayXdp(
           pinDir,
-          underlay.ifindex,
+          underlay,
           programs.wr_xdp_underlay,
           options.xdp ?? "auto",
         );
@@ -151,8 +155,7 @@ export async function up(options: UpOptions): Promise<{ pinDir: string; maps: Da
         const was = maps.config.read().underlay_ifindex;
         if (was !== underlay.ifindex) detachDevice(pinDir, was);
         maps.config.update((cfg) => ({
-          flags: (cfg.flags & ~(ConfigFlag.XDP_UNDERLAY | ConfigFlag.CLSACT)) |
-            (xdp !== "off" ? ConfigFlag.XDP_UNDERLAY : 0) |
+          flags: xdpFlags(cfg.flags & ~ConfigFlag.CLSACT, xdp) |
             (tc === "clsact" ? ConfigFlag.CLSACT : 0),
           underlay_ifindex: underlay.ifindex,
         }));

@@ -10,7 +10,15 @@ import { BpfError } from "../../bpf/errors.ts";
 import { ifname } from "../../bpf/netif.ts";
 import { MAX_MASKS, MAX_PORTS } from "../../maps/layouts.ts";
 import { formatAddr } from "../addr.ts";
-import { type Attachment, attachments } from "../attach.ts";
+import {
+  type Attachment,
+  attachments,
+  XDP_AUTO_WHY,
+  xdpAttached,
+  type XdpAutoWhy,
+  xdpWhy,
+} from "../attach.ts";
+import type { XdpMode } from "../../bpf/xdp.ts";
 import type { FlowTable } from "../flow_table.ts";
 import type { DatapathMaps } from "../pins.ts";
 import { localIps } from "./endpoints.ts";
@@ -25,6 +33,8 @@ export interface Status {
   underlay: { ifindex: number; device?: string };
   /** Local endpoint addresses. */
   localIps: string[];
+  /** XDP on the underlay: the mode attached, and how it was chosen. */
+  xdp: XdpStatus;
   /** Attachments, where and which program. */
   attachments: Attachment[];
   /** Program pins and their kernel ids. */
@@ -33,6 +43,18 @@ export interface Status {
   tables: { name: string; used: number; capacity: number }[];
   /** The live table generation. */
   generation: number;
+}
+
+/** The underlay's XDP, as `status` reports it. */
+export interface XdpStatus {
+  /** The mode attached, or "off" (TC only). */
+  mode: XdpMode | "off";
+  /** Whether `up --xdp auto` chose it (else `--xdp` named it). */
+  auto: boolean;
+  /** Why auto chose it. */
+  why?: XdpAutoWhy;
+  /** In words: "auto: …" or "up --xdp MODE". */
+  reason: string;
 }
 
 /** The status of the datapath pinned at `pinDir`, which has `ports` ports. */
@@ -58,6 +80,7 @@ export function readStatus(
     pinDir,
     underlay: { ifindex: cfg.underlay_ifindex, device: ifname(cfg.underlay_ifindex) },
     localIps: localIps(maps).map((a) => formatAddr(a.bytes, a.v6)),
+    xdp: xdpStatus(pinDir, cfg.underlay_ifindex, cfg.flags),
     attachments: attachments(pinDir),
     programs,
     tables: [
@@ -80,4 +103,11 @@ export function readStatus(
     ],
     generation: cfg.gen & 1,
   };
+}
+
+function xdpStatus(pinDir: string, ifindex: number, flags: number): XdpStatus {
+  const mode = xdpAttached(pinDir, ifindex);
+  const why = xdpWhy(flags);
+  if (!why) return { mode, auto: false, reason: `up --xdp ${mode}` };
+  return { mode, auto: true, why, reason: `auto: ${XDP_AUTO_WHY[why]}` };
 }

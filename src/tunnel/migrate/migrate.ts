@@ -29,7 +29,7 @@ import { ConfigFlag, LAYOUT_VERSION } from "../../maps/layouts.ts";
 import { PROGRAMS } from "../../maps/names.ts";
 import { PAST_LAYOUTS } from "../../maps/past/mod.ts";
 import { applyState } from "../apply.ts";
-import { attachTcRecorded, attachXdpRecorded } from "../attach.ts";
+import { attachTcRecorded, attachXdpRecorded, xdpAttached } from "../attach.ts";
 import { Datapath } from "../datapath.ts";
 import { setLocalIps } from "../datapath/endpoints.ts";
 import { initialize } from "../datapath/lifecycle.ts";
@@ -170,7 +170,8 @@ async function build(
     initialize(maps, old.config.underlay_ifindex, {});
     const c = old.config;
     maps.config.update(() => ({
-      flags: c.flags & (ConfigFlag.XDP_UNDERLAY | ConfigFlag.CLSACT),
+      flags: c.flags &
+        (ConfigFlag.XDP_UNDERLAY | ConfigFlag.XDP_AUTO | ConfigFlag.XDP_WHY | ConfigFlag.CLSACT),
       miss_local: c.miss_local,
       miss_tunnel: c.miss_tunnel,
       fwd_saved: c.fwd_saved,
@@ -240,7 +241,9 @@ function switchOver(pinDir: string): void {
     const cfg = dp.maps.config.read();
     const tc = cfg.flags & ConfigFlag.CLSACT ? "clsact" : "tcx";
     if (cfg.flags & ConfigFlag.XDP_UNDERLAY) {
-      attachXdpRecorded(pinDir, cfg.underlay_ifindex, programs.wr_xdp_underlay, "auto");
+      // The mode up chose stays.
+      const mode = xdpAttached(pinDir, cfg.underlay_ifindex);
+      attachXdpRecorded(pinDir, cfg.underlay_ifindex, programs.wr_xdp_underlay, mode);
     }
     failpoint("migrate.swapping");
     attachTcRecorded(pinDir, cfg.underlay_ifindex, programs.wr_tc_underlay, tc);
