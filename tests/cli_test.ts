@@ -117,7 +117,7 @@ privilegedTest(
 );
 
 privilegedTest(
-  "up --xdp auto: TC only on a veth or a bridge, and status says why; --xdp native forces XDP",
+  "up --xdp auto: TC only on a veth or a bridge, and status says why; --xdp native forces XDP, an upgrade keeps it",
   async () => {
     await using lab = await Lab.create({ ipv6: false });
     const [a] = lab.hosts;
@@ -137,17 +137,28 @@ privilegedTest(
     assertEquals(await onU0(), false);
     assert.match(await warrenOk(a, ["status"]), /^xdp: +off \(auto: a veth: XDP there copies/m);
 
-    // Forced, XDP goes on; auto again takes it off.
-    await warrenOk(a, ["up", "--underlay", "u0", "--xdp", "native"]);
-    assertEquals(await xdpOf(), {
-      xdp: { mode: "native", auto: false, reason: "up --xdp native" },
-      hooks: ["tcx-ingress", "xdp-native"],
-    });
-    assertEquals(await onU0(), true);
+    // Forced, XDP goes on; an upgrade without --xdp keeps it (it never
+    // detaches XDP under traffic); --xdp auto decides anew and takes it off.
+    for (const args of [["--xdp", "native"], []]) {
+      await warrenOk(a, ["up", "--underlay", "u0", ...args]);
+      assertEquals(await xdpOf(), {
+        xdp: { mode: "native", auto: false, reason: "up --xdp native" },
+        hooks: ["tcx-ingress", "xdp-native"],
+      });
+      assertEquals(await onU0(), true);
+    }
     assert.match(await warrenOk(a, ["status"]), /^xdp: +native \(up --xdp native\)/m);
-    await warrenOk(a, ["up", "--underlay", "u0"]);
+    await warrenOk(a, ["up", "--underlay", "u0", "--xdp", "auto"]);
     assertEquals((await xdpOf()).hooks, ["tcx-ingress"]);
     assertEquals(await onU0(), false);
+    // And an upgrade keeps auto's choice.
+    await warrenOk(a, ["up", "--underlay", "u0"]);
+    assertEquals((await xdpOf()).xdp, {
+      mode: "off",
+      auto: true,
+      why: "veth",
+      reason: `auto: ${XDP_AUTO_WHY.veth}`,
+    });
 
     // Any other virtual device: TC only too.
     await warrenOk(a, ["down"]);

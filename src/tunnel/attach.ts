@@ -163,6 +163,19 @@ export function xdpWhy(flags: number): XdpAutoWhy | undefined {
   return XDP_AUTO_WHYS[(flags & ConfigFlag.XDP_WHY) / WHY_UNIT];
 }
 
+/**
+ * What an `up` without `--xdp` asks of a datapath already up, whose
+ * `wr_config.flags` are `flags` on underlay `ifindex`: what was asked
+ * before. auto's choice is made again (the same, for the same device); a
+ * forced mode stays, so an upgrade never detaches XDP under traffic.
+ */
+export function xdpKept(dir: string, ifindex: number, flags: number): XdpChoice {
+  if (flags & ConfigFlag.XDP_AUTO) return "auto";
+  if (!(flags & ConfigFlag.XDP_UNDERLAY)) return "off";
+  const mode = xdpAttached(dir, ifindex);
+  return mode === "off" ? "native" : mode;
+}
+
 /** The XDP mode recorded on `ifindex` under `dir`, or "off". */
 export function xdpAttached(dir: string, ifindex: number): XdpMode | "off" {
   for (const mode of ["native", "generic"] as const) {

@@ -28,13 +28,13 @@ export function register(cli: Command): void {
     .addOption(
       new Option(
         "--xdp <mode>",
-        "XDP on the underlay (auto: native on a NIC driver that has it, TC only on a veth or other virtual device)",
+        "XDP on the underlay (auto: native on a NIC driver that has it, TC only on a veth or other virtual device; default: auto on a first up, what was asked before on an upgrade)",
       ).choices([
         "auto",
         "native",
         "generic",
         "off",
-      ]).default("auto"),
+      ]),
     )
     .addOption(
       new Option("--tc <method>", "TC attachment").choices(["auto", "tcx", "clsact"]).default(

@@ -21,6 +21,7 @@ import {
   type TcChoice,
   type XdpChoice,
   xdpFlags,
+  xdpKept,
 } from "../attach.ts";
 import type { ConfigMap } from "../config.ts";
 import { failpoint } from "../failpoint.ts";
@@ -49,8 +50,9 @@ export interface UpOptions {
   /** Where to pin; default /sys/fs/bpf/warren. */
   pinDir?: string;
   /**
-   * XDP on the underlay; default auto: native on a NIC driver that has it,
-   * TC only on a veth or any other device (attach.ts, XDP_AUTO_WHY).
+   * XDP on the underlay. auto: native on a NIC driver that has it, TC only
+   * on a veth or any other device (attach.ts, XDP_AUTO_WHY). Default: auto
+   * on a first up; on an upgrade, what was asked before (xdpKept).
    */
   xdp?: XdpChoice;
   /** TC attachment method; default auto (TCX where the kernel has it). */
@@ -128,11 +130,12 @@ export async function up(options: UpOptions): Promise<{ pinDir: string; maps: Da
       const programs = programsOf(obj);
       try {
         pinPrograms(pinDir, programs);
+        const before = maps.config.read();
         const xdp = attachUnderlayXdp(
           pinDir,
           underlay,
           programs.wr_xdp_underlay,
-          options.xdp ?? "auto",
+          options.xdp ?? (old ? xdpKept(pinDir, before.underlay_ifindex, before.flags) : "auto"),
         );
         failpoint("up.attached");
         const tc = attachTcRecorded(
@@ -152,7 +155,7 @@ export async function up(options: UpOptions): Promise<{ pinDir: string; maps: Da
           }
           attachTcRecorded(pinDir, ifindex, programs.wr_tc_local, tc);
         }
-        const was = maps.config.read().underlay_ifindex;
+        const was = before.underlay_ifindex;
         if (was !== underlay.ifindex) detachDevice(pinDir, was);
         maps.config.update((cfg) => ({
           flags: xdpFlags(cfg.flags & ~ConfigFlag.CLSACT, xdp) |
