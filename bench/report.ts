@@ -327,7 +327,13 @@ const MEANING = `## What each figure means
   onto the underlay veth (test-run leaves only warren's last redirect undone); the cost per copy is
   the slope between 16 and 1024 buckets, which cancels what a frame costs once.
 - **TCP throughput** (tcp section): iperf3 between the two workloads, GSO on, through warren's VXLAN
-  and STT and through the kernel's vxlan devices at both ends.
+  and STT and through the kernel's vxlan devices at both ends; warren's VXLAN with native XDP
+  on the underlay veth against TC only (why \`up --xdp auto\` chooses TC only on a veth);
+  STT against VXLAN on the same topology. warren segments and reassembles STT in BPF because the
+  kernel cannot do it for a BPF datapath: no helper or kfunc points \`csum_start\`/\`csum_offset\` at an
+  outer TCP header or sets the outer \`SKB_GSO_TCPV4\`/\`TCPV6\`, so \`tcp_gso_segment\` drops such a GSO
+  packet; and after GRO merges STT's segments, no \`bpf_skb_adjust_room\` flag resets the GSO and
+  checksum state \`tcp_gro_complete\` left (README, STT).
 - **Control plane** (control section): flows installed one at a time through the library (each call
   takes the lock, compiles, writes) against a loop of \`bpftool map update\` on the same kind of map;
   a million flows applied from a stream of specs against raw batch writes of the same entries; a
