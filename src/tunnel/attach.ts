@@ -58,7 +58,8 @@ function pinOf(dir: string, hook: string, ifindex: number): string {
  * Attaches `program` at XDP on `ifindex`, or swaps it into the existing
  * attachment atomically. "native" and "generic" force their mode; "auto"
  * takes native where the driver has it and is off otherwise (generic XDP
- * is never faster than TC). Returns the mode used, or "off".
+ * runs on the skb TC gets anyway, copied first when it is nonlinear).
+ * Returns the mode used, or "off".
  */
 export function attachXdpRecorded(
   dir: string,
@@ -107,9 +108,9 @@ export const XDP_AUTO_WHY = {
   "veth":
     "a veth: XDP there copies every GSO packet into an XDP buffer, which costs bulk TCP most of its throughput; TC only",
   "virtual":
-    "a virtual device, not a NIC driver: XDP there runs on skbs (GSO packets, or generic), slower than TC; TC only",
+    "a virtual device, not a NIC driver: XDP there would see skbs (GSO packets), not wire frames; TC only",
   "no-native":
-    "the driver has no native XDP, and generic XDP copies every cloned or nonlinear skb (a GSO packet) before it runs, slower than TC; TC only",
+    "the driver has no native XDP, and generic XDP copies every cloned or nonlinear skb (a GSO packet) before it runs; TC only",
 } as const;
 
 /** A reason of {@link XDP_AUTO_WHY}. */
