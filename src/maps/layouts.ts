@@ -299,39 +299,91 @@ export function decodeFlowKey(b: Uint8Array, off = 0): FlowKey {
   slabUsed += KEY_STRIDE;
   const c = slab;
   for (let i = 0; i < FLOW_KEY_SIZE; i++) c[o + i] = b[off + i];
-  const v = slabView;
+  const k = keyOver(c, o);
+  readScalars(k, slabView, c, o);
+  return k;
+}
+
+/**
+ * A flow key whose byte fields are views of `c` at `o`; its other fields
+ * are read by {@link readScalars}.
+ */
+function keyOver(c: Uint8Array, o: number): FlowKey {
   const buf = c.buffer;
   return {
-    in_port: v.getUint16(o + FK.in_port, true),
-    tun_flags: c[o + FK.tun_flags],
-    tun_tos: c[o + FK.tun_tos],
-    tun_ttl: c[o + FK.tun_ttl],
-    ip_proto: c[o + FK.ip_proto],
-    ip_tos: c[o + FK.ip_tos],
-    ip_frag: c[o + FK.ip_frag],
-    tun_id: v.getBigUint64(o + FK.tun_id),
+    in_port: 0,
+    tun_flags: 0,
+    tun_tos: 0,
+    tun_ttl: 0,
+    ip_proto: 0,
+    ip_tos: 0,
+    ip_frag: 0,
+    tun_id: 0n,
     tun_src: new Uint8Array(buf, o + O_TUN_SRC, 16),
     tun_dst: new Uint8Array(buf, o + O_TUN_DST, 16),
     eth_src: new Uint8Array(buf, o + O_ETH_SRC, 6),
     eth_dst: new Uint8Array(buf, o + O_ETH_DST, 6),
-    eth_type: v.getUint16(o + FK.eth_type),
-    vlan_tci: v.getUint16(o + FK.vlan_tci),
+    eth_type: 0,
+    vlan_tci: 0,
     ip_src: new Uint8Array(buf, o + O_IP_SRC, 16),
     ip_dst: new Uint8Array(buf, o + O_IP_DST, 16),
-    tp_src: v.getUint16(o + FK.tp_src),
-    tp_dst: v.getUint16(o + FK.tp_dst),
-    gnv_class: v.getUint16(o + FK.gnv_class),
-    gnv_type: c[o + FK.gnv_type],
-    gnv_len: c[o + FK.gnv_len],
+    tp_src: 0,
+    tp_dst: 0,
+    gnv_class: 0,
+    gnv_type: 0,
+    gnv_len: 0,
     gnv_data: new Uint8Array(buf, o + O_GNV_DATA, 8),
-    net: v.getUint32(o + FK.net, true),
-    ipv6_label: v.getUint32(o + FK.ipv6_label),
+    net: 0,
+    ipv6_label: 0,
     nd_target: new Uint8Array(buf, o + O_ND_TARGET, 16),
     arp_sha: new Uint8Array(buf, o + O_ARP_SHA, 6),
     arp_tha: new Uint8Array(buf, o + O_ARP_THA, 6),
-    tcp_flags: v.getUint16(o + FK.tcp_flags),
-    nw_ttl: c[o + FK.nw_ttl],
+    tcp_flags: 0,
+    nw_ttl: 0,
   };
+}
+
+/** Sets `k`'s fields that are not bytes from the key at `o` of `c` (`v` its view). */
+function readScalars(k: FlowKey, v: DataView, c: Uint8Array, o: number): void {
+  k.in_port = v.getUint16(o + FK.in_port, true);
+  k.tun_flags = c[o + FK.tun_flags];
+  k.tun_tos = c[o + FK.tun_tos];
+  k.tun_ttl = c[o + FK.tun_ttl];
+  k.ip_proto = c[o + FK.ip_proto];
+  k.ip_tos = c[o + FK.ip_tos];
+  k.ip_frag = c[o + FK.ip_frag];
+  k.tun_id = v.getBigUint64(o + FK.tun_id);
+  k.eth_type = v.getUint16(o + FK.eth_type);
+  k.vlan_tci = v.getUint16(o + FK.vlan_tci);
+  k.tp_src = v.getUint16(o + FK.tp_src);
+  k.tp_dst = v.getUint16(o + FK.tp_dst);
+  k.gnv_class = v.getUint16(o + FK.gnv_class);
+  k.gnv_type = c[o + FK.gnv_type];
+  k.gnv_len = c[o + FK.gnv_len];
+  k.net = v.getUint32(o + FK.net, true);
+  k.ipv6_label = v.getUint32(o + FK.ipv6_label);
+  k.tcp_flags = v.getUint16(o + FK.tcp_flags);
+  k.nw_ttl = c[o + FK.nw_ttl];
+}
+
+/**
+ * One flow key decoded again and again in place: write a key's bytes into
+ * {@link bytes}, call {@link load}, and {@link key} is that key. A dump
+ * that prints each flow and forgets it decodes a million keys without a
+ * million objects.
+ */
+export class FlowKeyBuffer {
+  /** The raw `struct wr_flow_key` that {@link key} decodes. */
+  readonly bytes = new Uint8Array(KEY_STRIDE);
+  /** The decoded key: its byte fields are views of {@link bytes}. */
+  readonly key = keyOver(this.bytes, 0);
+  readonly #view = new DataView(this.bytes.buffer);
+
+  /** Decodes {@link bytes} again into {@link key}. */
+  load(): FlowKey {
+    readScalars(this.key, this.#view, this.bytes, 0);
+    return this.key;
+  }
 }
 
 /** An all-zero flow key. */

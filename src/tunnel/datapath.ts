@@ -347,11 +347,13 @@ export class Datapath implements Disposable {
   /**
    * The flows the filter covers, highest priority first, one at a time: a
    * dump of a million flows never holds them all. With `counters`, every
-   * flow's counters are read once, before the first flow.
+   * flow's counters are read once, before the first flow. With `reuse`,
+   * every flow yielded is the same object, overwritten by the next: for a
+   * caller done with each flow before it asks for the next.
    */
   eachFlow(
     filter: FlowFilter = {},
-    options: { counters?: boolean } = {},
+    options: { counters?: boolean; reuse?: boolean } = {},
   ): Generator<InstalledFlow> {
     return this.#flows.each(filter, options);
   }

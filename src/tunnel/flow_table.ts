@@ -37,7 +37,7 @@ import {
   type FlowCounters,
   flowCounters,
 } from "./flows/counters.ts";
-import { sorted } from "./flows/dump.ts";
+import { type DumpOptions, sorted } from "./flows/dump.ts";
 import { groupIds } from "./flows/group_state.ts";
 import {
   type GroupCounters,
@@ -158,7 +158,7 @@ export class FlowTable {
    */
   sorted(
     filter: FlowFilter = {},
-    options: { counters?: CounterArrays } = {},
+    options: DumpOptions = {},
   ): Generator<InstalledFlow> {
     return sorted(this.#t, filter, options);
   }

@@ -11,7 +11,7 @@ import { TunFlag } from "../maps/layouts.ts";
 import type { FieldDef } from "./field_kinds.ts";
 import { FIELDS } from "./fields.ts";
 import type { Match, PortNames } from "./match.ts";
-import { contextOf, holds, shorthandOf, SHORTHANDS } from "./prereqs.ts";
+import { type Context, contextOf, holds, shorthandOf, SHORTHANDS } from "./prereqs.ts";
 
 // Per mask, the fields that print something for it: a dump of a million
 // flows under a few masks asks each field once per mask instead of once
@@ -39,24 +39,48 @@ function maskedFields(mask: FlowKey): FieldDef[] {
   return list;
 }
 
+/** What a match under one mask, of one packet type, prints after its leading fields. */
+interface Plan {
+  /** The shorthand that says the packet type, if any. */
+  short: string | undefined;
+  /** The fields that print, in order. */
+  fields: FieldDef[];
+}
+
+// Per mask, per packet type (EtherType, protocol, ICMPv6 type and whether
+// its code is 0: all that decides what prints), the plan: a million
+// flows under a few masks ask which fields print once per kind of packet.
+const plansOfMask = new WeakMap<FlowKey, Map<number, Plan>>();
+
+function planOf(mask: FlowKey, c: Context): Plan {
+  let plans = plansOfMask.get(mask);
+  if (!plans) plansOfMask.set(mask, plans = new Map());
+  const kind = (((c.eth ?? 0x10000) * 512 + (c.proto ?? 256)) * 512 + (c.icmpType ?? 256)) * 2 +
+    (c.icmpCode === 0 ? 1 : 0);
+  let plan = plans.get(kind);
+  if (!plan) {
+    const short = shorthandOf(c);
+    const shortProto = short !== undefined && SHORTHANDS[short].proto !== undefined;
+    const fields = maskedFields(mask).filter((f) =>
+      // A shorthand already says the EtherType (and protocol); fields
+      // that share a member print by what the packet is.
+      !(short && (f.name === "dl_type" || (shortProto && f.name === "nw_proto"))) &&
+      holds(f.prereq, c)
+    );
+    plans.set(kind, plan = { short, fields });
+  }
+  return plan;
+}
+
 /** The match as Open vSwitch-style text, shorthands first. */
 export function formatMatch(m: Match, ports: PortNames): string {
-  const parts: string[] = [];
-  for (const f of LEADING) {
-    const text = f.format!(m, ports);
-    if (text) parts.push(text);
-  }
-  const c = contextOf(m);
-  const short = shorthandOf(c);
-  if (short) parts.push(short);
-  const shortProto = short !== undefined && SHORTHANDS[short].proto !== undefined;
-  for (const f of maskedFields(m.mask)) {
-    // A shorthand already says the EtherType (and protocol).
-    if (short && (f.name === "dl_type" || (shortProto && f.name === "nw_proto"))) continue;
-    // Fields that share a member print by what the packet is.
-    if (!holds(f.prereq, c)) continue;
-    const text = f.format!(m, ports);
-    if (text) parts.push(text);
-  }
-  return parts.join(",");
+  let text = "";
+  const add = (part: string | undefined) => {
+    if (part) text = text ? `${text},${part}` : part;
+  };
+  for (const f of LEADING) add(f.format!(m, ports));
+  const plan = planOf(m.mask, contextOf(m));
+  add(plan.short);
+  for (const f of plan.fields) add(f.format!(m, ports));
+  return text;
 }

@@ -221,7 +221,8 @@ export function register(cli: Command): void {
       const out = new BufferedOut();
       let first = true;
       if (opts.json) out.write("[");
-      for (const f of dp.eachFlow(filter, { counters: opts.counters })) {
+      // Each flow is printed before the next is decoded over it.
+      for (const f of dp.eachFlow(filter, { counters: opts.counters, reuse: true })) {
         if (opts.json) {
           out.write(`${first ? "\n" : ",\n"}${toJson(dumpJson(dp, f, now))}`);
         } else {

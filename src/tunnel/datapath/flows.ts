@@ -111,9 +111,14 @@ export class DatapathFlows {
    * The flows the filter covers, highest priority first, one at a time;
    * with `counters`, every flow's counters are read once, first.
    */
-  *each(filter: FlowFilter, options: { counters?: boolean }): Generator<InstalledFlow> {
-    yield* this.#table.sorted(filter, {
+  each(
+    filter: FlowFilter,
+    options: { counters?: boolean; reuse?: boolean },
+  ): Generator<InstalledFlow> {
+    // The table's own generator, not one around it: a step less per flow.
+    return this.#table.sorted(filter, {
       counters: options.counters ? this.#table.counterArrays() : undefined,
+      reuse: options.reuse,
     });
   }
 

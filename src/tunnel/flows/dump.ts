@@ -8,15 +8,19 @@
  * @module
  */
 
-import { decodeFlowKey } from "../../maps/layouts.ts";
+import { decodeFlowKey, type FlowKey, FlowKeyBuffer } from "../../maps/layouts.ts";
 import { decompileActions } from "../compile.ts";
 import type { ActionSpec } from "../flow_actions.ts";
 import type { CounterArrays } from "./counters.ts";
 import { decodeActions, type Entry, KEY_SIZE, visible } from "./entry.ts";
-import { byteString, KeyArena } from "./flow_set.ts";
+import { KeyArena, sameBytes } from "./flow_set.ts";
 import type { TableContext } from "./journal.ts";
 import { type LiveMask, masksById } from "./masks.ts";
 import { type FlowFilter, type InstalledFlow, selector, tunKeyReader } from "./queries.ts";
+
+// FNV-1a, 32 bits.
+const FNV_OFFSET = 0x811c9dc5;
+const FNV_PRIME = 0x01000193;
 
 /** Selected flows of a dump, in compact columns. */
 class DumpRows {
@@ -30,7 +34,7 @@ class DumpRows {
   actions = new Uint32Array(1024);
   /** Each distinct action list's raw `struct wr_action`s. */
   actionLists: Uint8Array[] = [];
-  #listOf = new Map<string, number>();
+  #listsByHash = new Map<number, number[]>();
   readonly #keys = new KeyArena();
   readonly #maxFlows: number;
 
@@ -47,15 +51,24 @@ class DumpRows {
     this.priority[n] = e.priority;
     this.cookie[n] = e.cookie;
     this.owner[n] = e.owner;
-    const raw = e.actionBytes();
-    const sig = byteString(raw);
-    let list = this.#listOf.get(sig);
-    if (list === undefined) {
-      list = this.actionLists.length;
-      this.actionLists.push(raw.slice());
-      this.#listOf.set(sig, list);
+    this.actions[n] = this.#listIndex(e.actionBytes());
+  }
+
+  /** The index of action list `raw` in {@link actionLists}, added if new. */
+  #listIndex(raw: Uint8Array): number {
+    // By a hash of the bytes, then the bytes: no string made per flow.
+    let h = FNV_OFFSET;
+    for (let i = 0; i < raw.length; i++) h = Math.imul(h ^ raw[i], FNV_PRIME);
+    const candidates = this.#listsByHash.get(h);
+    for (const list of candidates ?? []) {
+      const known = this.actionLists[list];
+      if (known.length === raw.length && sameBytes(known, raw, raw.length)) return list;
     }
-    this.actions[n] = list;
+    const list = this.actionLists.length;
+    this.actionLists.push(raw.slice());
+    if (candidates) candidates.push(list);
+    else this.#listsByHash.set(h, [list]);
+    return list;
   }
 
   /** Row `n`'s full masked key into `out`. */
@@ -64,7 +77,7 @@ class DumpRows {
   }
 
   /** Rows by priority (highest first), then flow id. */
-  *order(): Generator<number> {
+  order(): Int32Array {
     // One number per row orders both ways at once; a native sort of
     // numbers beats a comparator over a million rows many times over.
     const sortKeys = new Float64Array(this.count);
@@ -74,7 +87,10 @@ class DumpRows {
       rowOf[this.flowId[n]] = n;
     }
     sortKeys.sort();
-    for (const k of sortKeys) yield rowOf[k % 2 ** 32];
+    // In an array, not yielded: a million steps of a generator cost more than the array.
+    const rows = new Int32Array(this.count);
+    for (let i = 0; i < rows.length; i++) rows[i] = rowOf[sortKeys[i] % 2 ** 32];
+    return rows;
   }
 
   #grow(): void {
@@ -92,6 +108,18 @@ class DumpRows {
   }
 }
 
+/** How {@link sorted} gives its flows. */
+export interface DumpOptions {
+  /** Every flow id's counters, to go with each flow. */
+  counters?: CounterArrays;
+  /**
+   * Each flow yielded is the same object, overwritten by the next: for a
+   * caller that is done with a flow before asking for the next, a dump of
+   * a million flows without a million objects to make and collect.
+   */
+  reuse?: boolean;
+}
+
 /**
  * The installed flows the filter covers, highest priority first (then by
  * flow id), with the counters of `options.counters` when given.
@@ -99,7 +127,7 @@ class DumpRows {
 export function* sorted(
   t: TableContext,
   filter: FlowFilter = {},
-  options: { counters?: CounterArrays } = {},
+  options: DumpOptions = {},
 ): Generator<InstalledFlow> {
   const st = t.journal.load();
   const masks = masksById(st.masks);
@@ -115,28 +143,34 @@ export function* sorted(
     Object.freeze(decompileActions(decodeActions(raw), tunKey, t.ports).map(Object.freeze))
   );
   const c = options.counters;
-  const key = new Uint8Array(KEY_SIZE);
+  const shared = options.reuse ? new FlowKeyBuffer() : undefined;
+  const key = shared?.bytes ?? new Uint8Array(KEY_SIZE);
+  let reused: InstalledFlow | undefined;
   for (const r of rows.order()) {
     const mask = rows.maskOf[r];
     mask.decoded ??= decodeFlowKey(mask.bytes);
     rows.keyInto(r, key);
+    const f = shared ? (reused ??= blank(shared.key)) : blank(decodeFlowKey(key));
+    shared?.load();
     const flowId = rows.flowId[r];
-    const f: InstalledFlow = {
-      flowId,
-      priority: rows.priority[r],
-      cookie: rows.cookie[r],
-      owner: st.owners.name(rows.owner[r]),
-      match: { key: decodeFlowKey(key), mask: mask.decoded },
-      actions: actionLists[rows.actions[r]] as ActionSpec[],
-    };
+    f.flowId = flowId;
+    f.priority = rows.priority[r];
+    f.cookie = rows.cookie[r];
+    f.owner = st.owners.name(rows.owner[r]);
+    f.match.mask = mask.decoded;
+    f.actions = actionLists[rows.actions[r]] as ActionSpec[];
     if (c) {
-      f.counters = {
-        packets: c.packets[flowId],
-        bytes: c.bytes[flowId],
-        usedNs: c.usedNs[flowId],
-        tcpFlags: c.tcpFlags[flowId],
-      };
+      const counts = f.counters ??= { packets: 0n, bytes: 0n, usedNs: 0n, tcpFlags: 0 };
+      counts.packets = c.packets[flowId];
+      counts.bytes = c.bytes[flowId];
+      counts.usedNs = c.usedNs[flowId];
+      counts.tcpFlags = c.tcpFlags[flowId];
     }
     yield f;
   }
+}
+
+/** A flow with key `key`, to be filled in; its fields in the order a dump has always given them. */
+function blank(key: FlowKey): InstalledFlow {
+  return { flowId: 0, priority: 0, cookie: 0n, owner: "", match: { key, mask: key }, actions: [] };
 }
