@@ -118,7 +118,7 @@ export async function controlPlane(o: ControlOptions): Promise<Figure[]> {
       await dp.applyFlows([]);
       await dp.addFlows([spec(o.singles, inPort, actions)]);
       const sessionMs = await timed(async () => {
-        using s = await dp.session();
+        await using s = await dp.session();
         for (const f of specs) await s.addFlows([f]);
       });
       sessionRates.push(o.singles / (sessionMs / 1000));

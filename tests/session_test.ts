@@ -2,13 +2,15 @@
  * Sessions: many flow changes under one lock, from the library and from
  * `flow add|del --file -` reading stdin as a stream. Killed midway, the
  * same script run again ends exact; two at once are serialized and lose
- * nothing.
+ * nothing. The next hops of the remotes a session's flows name are
+ * resolved in batches in the background, and all of them by its end.
  */
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { Lab, type LabHost } from "../src/lab/topology.ts";
 import { parseFlow } from "../src/tunnel/flow_syntax.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
 import { warren, warrenCommand, warrenOk } from "./helpers/cli.ts";
+import { run } from "../src/lab/run.ts";
 
 function flowText(i: number): string {
   return `priority=10,in_port=web,ip,nw_dst=10.0.${i >> 8}.${i & 255} ` +
@@ -52,6 +54,35 @@ privilegedTest("a session installs flows one call at a time under one lock", asy
     assertEquals(dp.flows.usage().flows, 500);
   });
 });
+
+privilegedTest(
+  "a session's remotes: every next hop kept once it ends, each install done when its call returns",
+  async () => {
+    await using lab = await Lab.create({ ipv6: false });
+    const a = await setUp(lab);
+    // Each flow names a remote of its own on the underlay's subnet.
+    const remotes = Array.from({ length: 120 }, (_, i) => `192.0.2.${10 + i}`);
+    const text = (i: number) =>
+      `priority=10,in_port=web,ip,nw_dst=10.9.0.${i} ` +
+      `actions=set_tunnel(id=7,dst=${remotes[i]}),output:vx0`;
+    await lab.datapath(a, async (dp) => {
+      const names = dp.portNames();
+      {
+        await using s = await dp.session();
+        for (let i = 0; i < remotes.length; i++) {
+          await s.addFlows([parseFlow(text(i), names)]);
+          // The flow is in before the call returns, whatever its next hop.
+          assertEquals(dp.flows.usage().flows, i + 1);
+        }
+      }
+      const neigh = JSON.parse(
+        await run(["ip", "-n", a.ns.name, "-j", "neigh", "show", "dev", "u0"]),
+      ) as { dst: string; managed?: null }[];
+      const managed = new Set(neigh.filter((n) => "managed" in n).map((n) => n.dst));
+      assertEquals(remotes.filter((r) => !managed.has(r)), []);
+    });
+  },
+);
 
 privilegedTest(
   "flow add|del --file - stream stdin a line at a time; a bad line stops there, naming it",

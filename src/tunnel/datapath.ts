@@ -184,8 +184,10 @@ export class Datapath implements Disposable {
    * A session: the lock taken once for many changes, one call at a time,
    * for scripts. Each change keeps its own guarantees (all or nothing,
    * repaired after a crash); other writers wait until it is disposed:
-   * `using s = await dp.session()`, then `await s.addFlows([f])` per flow
-   * (tests/session_test.ts).
+   * `await using s = await dp.session()`, then `await s.addFlows([f])`
+   * per flow (tests/session_test.ts). The next hops of new remotes are
+   * seen to in the background, in batches; `await using` waits for them
+   * at the end (a plain `using` does not).
    */
   session(): Promise<FlowSession> {
     return Promise.resolve(new FlowSession(this, this.#flows.hold()));

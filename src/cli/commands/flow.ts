@@ -56,7 +56,7 @@ async function streamEdits(
   dp: Datapath,
   edit: (s: FlowSession, text: string, where: string) => Promise<void> | void,
 ): Promise<void> {
-  using s = await dp.session();
+  await using s = await dp.session();
   let n = 0;
   for await (const line of createInterface({ input: process.stdin, crlfDelay: Infinity })) {
     n++;

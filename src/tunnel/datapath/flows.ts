@@ -28,6 +28,7 @@ import { formatGroup, type GroupSpec } from "../group_syntax.ts";
 import type { Changes } from "./changes.ts";
 import type { PortList } from "./port_list.ts";
 import type { PortRegistry } from "./port_registry.ts";
+import type { SessionHold } from "./session.ts";
 import type { Neighbors } from "./underlay.ts";
 
 /** DatapathFlows is the flow side of a `Datapath`. */
@@ -39,7 +40,7 @@ export class DatapathFlows {
   readonly #neighbors: Neighbors;
   // Dumps share one frozen action list among every flow that has it.
   readonly #actionText = new WeakMap<ActionSpec[], string>();
-  #held?: Disposable;
+  #held?: SessionHold;
   // A session's adds share compiled action lists: its ports stay.
   #memo?: ActionMemo;
 
@@ -168,18 +169,22 @@ export class DatapathFlows {
    * it no more, read nothing again (no one else can change a thing), and
    * leave the journal's bookkeeping to be written once, at the end. Each
    * change is still all or nothing; a crash meanwhile is repaired by the
-   * next writer.
+   * next writer. The next hops of new remotes are seen to in the
+   * background meanwhile, in batches (see `Neighbors`).
    */
-  hold(): Disposable {
+  hold(): SessionHold {
     if (this.#held) throw new RangeError("this datapath already holds a session");
     const lock = this.#changes.begin();
     this.#table.hold();
     this.#memo = new Map();
-    const held: Disposable = {
+    this.#neighbors.batch(true);
+    const held: SessionHold = {
+      settled: () => this.#neighbors.settled(),
       [Symbol.dispose]: () => {
         if (this.#held !== held) return;
         this.#held = undefined;
         this.#memo = undefined;
+        this.#neighbors.batch(false);
         try {
           this.#table.release();
           this.#changes.seen(this.#table.lastSeq);

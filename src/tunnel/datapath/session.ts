@@ -19,13 +19,28 @@ export interface SessionTarget {
   deleteFlows(filter: FlowFilter, strict: boolean): number;
 }
 
-/** FlowSession changes flows under a lock it holds until disposed. */
-export class FlowSession implements Disposable {
+/** The lock a session holds, and the side effects it left under way. */
+export interface SessionHold extends Disposable {
+  /**
+   * Returns once the next hops of every remote the session's flows named
+   * are seen to (they are, in the background, in batches); throws what
+   * failed.
+   */
+  settled(): Promise<void>;
+}
+
+/**
+ * FlowSession changes flows under a lock it holds until disposed. Each
+ * flow change is done when its call returns; the next hops of new
+ * remotes follow in the background, and `await using` (or
+ * {@link end}) waits for them.
+ */
+export class FlowSession implements Disposable, AsyncDisposable {
   #target: SessionTarget | undefined;
-  readonly #held: Disposable;
+  readonly #held: SessionHold;
 
   /** Changes `target`'s flows while `held` (the lock) lasts. */
-  constructor(target: SessionTarget, held: Disposable) {
+  constructor(target: SessionTarget, held: SessionHold) {
     this.#target = target;
     this.#held = held;
   }
@@ -57,8 +72,22 @@ export class FlowSession implements Disposable {
     this.#held[Symbol.dispose]();
   }
 
-  /** Same as `close()`, for `using`. */
+  /**
+   * Releases the lock, then waits until the next hops of the remotes the
+   * session's flows named are seen to; throws what failed there.
+   */
+  async end(): Promise<void> {
+    this.close();
+    await this.#held.settled();
+  }
+
+  /** Same as `close()`, for `using`: the next hops still follow, unwaited for. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  /** Same as `end()`, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.end();
   }
 }

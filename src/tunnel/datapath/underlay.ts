@@ -53,22 +53,76 @@ export async function releaseUnderlay(cfg: Config): Promise<void> {
 /**
  * Neighbors keeps the next hops of remotes resolved (see keepNeighbors).
  * Each remote is seen to once per object: a script that adds flows one at
- * a time pays for the `ip` calls once, not per flow.
+ * a time pays for the `ip` calls once, not per flow. While batching (a
+ * session), new remotes are seen to in the background, together: a
+ * session whose every install names a new remote pays for one `ip` run
+ * per batch, not one per install (two processes each, some milliseconds).
  */
 export class Neighbors {
   readonly #config: ConfigMap;
   readonly #kept = new Set<string>();
+  #batching = false;
+  #pending: Addr[] = [];
+  #running?: Promise<void>;
+  #failed?: unknown;
 
   /** For the underlay named in `config`. */
   constructor(config: ConfigMap) {
     this.#config = config;
   }
 
-  /** Keeps the next hops of `remotes` resolved. */
+  /**
+   * Keeps the next hops of `remotes` resolved: done when it returns, or
+   * while batching, under way (see {@link settled}).
+   */
   async keep(remotes: Addr[]): Promise<void> {
+    this.#rethrow();
     const fresh = remotes.filter((a) => !this.#kept.has(formatAddr(a.bytes, a.v6)));
     if (fresh.length === 0) return;
-    await keepNeighbors(underlayName(this.#config), fresh);
+    if (!this.#batching) {
+      await keepNeighbors(underlayName(this.#config), fresh);
+      for (const a of fresh) this.#kept.add(formatAddr(a.bytes, a.v6));
+      return;
+    }
+    // Counted as kept now, so a remote waits in one batch only.
     for (const a of fresh) this.#kept.add(formatAddr(a.bytes, a.v6));
+    this.#pending.push(...fresh);
+    this.#running ??= this.#drain();
+  }
+
+  /** Starts (true) or stops (false) seeing to new remotes in the background. */
+  batch(on: boolean): void {
+    this.#batching = on;
+  }
+
+  /** Returns once every remote handed over so far is seen to; throws what failed. */
+  async settled(): Promise<void> {
+    await this.#running;
+    this.#rethrow();
+  }
+
+  // Runs batches until none is waiting: what arrives during one `ip` run
+  // goes in the next.
+  async #drain(): Promise<void> {
+    try {
+      while (this.#pending.length > 0) {
+        const batch = this.#pending;
+        this.#pending = [];
+        try {
+          await keepNeighbors(underlayName(this.#config), batch);
+        } catch (err) {
+          this.#failed ??= err;
+          for (const a of batch) this.#kept.delete(formatAddr(a.bytes, a.v6));
+        }
+      }
+    } finally {
+      this.#running = undefined;
+    }
+  }
+
+  #rethrow(): void {
+    const err = this.#failed;
+    this.#failed = undefined;
+    if (err !== undefined) throw err;
   }
 }
