@@ -306,7 +306,7 @@ export function decodeFlowKey(b: Uint8Array, off = 0): FlowKey {
 
 /**
  * A flow key whose byte fields are views of `c` at `o`; its other fields
- * are read by {@link readScalars}.
+ * are 0 until {@link readScalars} reads them.
  */
 function keyOver(c: Uint8Array, o: number): FlowKey {
   const buf = c.buffer;
@@ -388,39 +388,7 @@ export class FlowKeyBuffer {
 
 /** An all-zero flow key. */
 export function emptyFlowKey(): FlowKey {
-  const c = new ArrayBuffer(FLOW_KEY_SIZE);
-  const at = (field: keyof FlowKey, n: number) => new Uint8Array(c, FK[field], n);
-  return {
-    in_port: 0,
-    tun_flags: 0,
-    tun_tos: 0,
-    tun_ttl: 0,
-    ip_proto: 0,
-    ip_tos: 0,
-    ip_frag: 0,
-    tun_id: 0n,
-    tun_src: at("tun_src", 16),
-    tun_dst: at("tun_dst", 16),
-    eth_src: at("eth_src", 6),
-    eth_dst: at("eth_dst", 6),
-    eth_type: 0,
-    vlan_tci: 0,
-    ip_src: at("ip_src", 16),
-    ip_dst: at("ip_dst", 16),
-    tp_src: 0,
-    tp_dst: 0,
-    gnv_class: 0,
-    gnv_type: 0,
-    gnv_len: 0,
-    gnv_data: at("gnv_data", 8),
-    net: 0,
-    ipv6_label: 0,
-    nd_target: at("nd_target", 16),
-    arp_sha: at("arp_sha", 6),
-    arp_tha: at("arp_tha", 6),
-    tcp_flags: 0,
-    nw_ttl: 0,
-  };
+  return keyOver(new Uint8Array(FLOW_KEY_SIZE), 0);
 }
 
 /** `struct wr_mask`. */
