@@ -9,13 +9,25 @@
 
 import fc from "fast-check";
 import { assert, assertEquals, assertThrows } from "./helpers/assert.ts";
-import { type ActionSpec, formatAction, parseActions } from "../src/tunnel/flow_actions.ts";
+import {
+  type ActionSpec,
+  formatAction,
+  formatActions,
+  parseActions,
+} from "../src/tunnel/flow_actions.ts";
 import { type FlowSpec, formatFlow, parseFlow, parseMatch } from "../src/tunnel/flow_syntax.ts";
 import { FlowSyntaxError } from "../src/tunnel/flow_tokens.ts";
 import { FIELDS } from "../src/tunnel/fields.ts";
 import { SHORTHANDS } from "./helpers/field_texts.ts";
 import type { PortNames } from "../src/tunnel/match.ts";
-import { CompileError, compileFlow, type PortLookup } from "../src/tunnel/compile.ts";
+import {
+  CompileError,
+  compileFlow,
+  decompileActions,
+  namesOf,
+  type PortLookup,
+} from "../src/tunnel/compile.ts";
+import { ACTF_HAIRPIN, ACTF_LAST, ActionOp, tunKeyCodec, TunKeySet } from "../src/maps/layouts.ts";
 import { checkPortName, type Port, PortError, tunnelPort } from "../src/tunnel/port.ts";
 
 const PORT_NUMBERS = new Map([["web", 1], ["vx0", 2], ["db", 3]]);
@@ -289,6 +301,24 @@ const actionText = fc.array(
     fc.integer({ min: 0, max: 7 }).map((n) => `set_field:${n}->vlan_pcp`),
     fc.integer({ min: 0, max: 0xffff }).map((n) => `set_field:${n}->vlan_tci`),
     fc.integer({ min: 0, max: 0xffff }).map((n) => `load:${n}->NXM_OF_VLAN_TCI[]`),
+    ipv6.map((a) => `set_field:${a}->ipv6_dst`),
+    fc.integer({ min: 0, max: 0xffff }).map((n) =>
+      `set_field:::${n.toString(16)}/::ffff->ipv6_src`
+    ),
+    fc.tuple(fc.integer({ min: 0, max: 15 }), fc.integer({ min: 0, max: 15 }), fc.nat(0xffff)).map(
+      ([a, b, v]) => {
+        const [lo, hi] = a <= b ? [a, b] : [b, a];
+        return `load:${v & ((1 << (hi - lo + 1)) - 1)}->NXM_OF_UDP_SRC[${lo}..${hi}]`;
+      },
+    ),
+    ipv4.map((a) => `set_field:${a}/255.255.255.255->nw_dst`),
+    fc.constantFrom(
+      "set_field:0x5/0xff->tun_id",
+      "load:3->NXM_NX_TUN_ID[16..23]",
+      "set_field:02:00:00:00:00:00/ff:00:00:00:00:00->eth_src",
+      "load:0->in_port",
+      "set_field:0->in_port",
+    ),
     fc.record({
       id: fc.option(bigNum),
       dst: fc.option(ipv4),
@@ -359,7 +389,7 @@ Deno.test("VLAN rewrites read and print as Open vSwitch's, set_field only where 
       ["actions=mod_vlan_vid:4096", 9, "4096: not a valid VLAN VID"],
       ["actions=mod_vlan_pcp:8", 9, "8: not a valid VLAN PCP"],
       ["actions=set_field:1->dl_vlan", 9, "names to match on"],
-      ["actions=load:5->NXM_OF_VLAN_TCI[0..11]", 9, "a masked set"],
+      ["actions=load:5->NXM_OF_VLAN_TCI[0..11]", 9, "sets some bits of Ethernet and IP addresses"],
     ] as const
   ) refused(text, column, says);
 });
@@ -511,7 +541,7 @@ Deno.test("flow-line forms: table, timeouts, action=, spaces, empty actions", ()
   assertEquals(match("table=0"), match(""));
 });
 
-Deno.test("set_field and load on tun_id and tunnel addresses, whole fields only", () => {
+Deno.test("set_field and load on tun_id and tunnel addresses, whole fields but tun_id", () => {
   const id = (n: bigint): ActionSpec[] => [{ type: "set_tunnel", id: n }];
   assertEquals(parseActions("set_field:0x5->tun_id"), id(5n));
   assertEquals(parseActions("set_field:5/0xffffffffffffffff->tun_id"), id(5n));
@@ -520,34 +550,28 @@ Deno.test("set_field and load on tun_id and tunnel addresses, whole fields only"
   assertEquals(parseActions("load:0xc0000201->NXM_NX_TUN_IPV4_DST[]"), [
     { type: "set_tunnel", dst: { v6: false, bytes: addr4(192, 0, 2, 1) } },
   ]);
-  for (
-    const a of [
-      "set_field:0x5/0xff->tun_id",
-      "set_field:5/0xff->tun_id",
-      "load:5->NXM_NX_TUN_ID[0..7]",
-      "set_tunnel:5,set_field:5/0xff->tun_id",
-    ]
-  ) {
-    assertThrows(
-      () => parseActions(a),
-      FlowSyntaxError,
-      "set the whole id: set_field:ID->tun_id or set_tunnel:ID",
-    );
+  // Some bits of the id, the others the packet's own, as in Open vSwitch.
+  const masked: ActionSpec[] = [{ type: "set_tunnel", id: 5n, idMask: 0xffn }];
+  for (const a of ["set_field:0x5/0xff->tun_id", "set_field:5/0xff->tun_id"]) {
+    assertEquals(parseActions(a), masked);
   }
+  assertEquals(parseActions("load:5->NXM_NX_TUN_ID[8..15]"), [
+    { type: "set_tunnel", id: 0x500n, idMask: 0xff00n },
+  ]);
+  assertThrows(
+    () => parseActions("set_field:0x105/0xff->tun_id"),
+    FlowSyntaxError,
+    "outside the mask",
+  );
   assertThrows(
     () => parseActions("set_field:0x5/0xf->tun_ttl"),
     FlowSyntaxError,
-    "a masked set keeps the packet's other",
+    "sets some bits of Ethernet and IP addresses, of TCP and UDP ports and of tun_id only",
   );
   assertThrows(
     () => parseActions("set_field:5->vlan_vid"),
     FlowSyntaxError,
     "0x1000 (a tag is present) plus the VID, as set_field:0x1005->vlan_vid",
-  );
-  assertThrows(
-    () => parseActions("set_field:2001:db8::1->ipv6_dst"),
-    FlowSyntaxError,
-    "rewriting IPv6 addresses is not in warren's datapath yet",
   );
 });
 
@@ -681,21 +705,30 @@ const lookup: PortLookup = {
   byNumber: (n) => PORTS.find((p) => p.number === n),
 };
 
-Deno.test("compiling: outputs by number, and no output to the flow's own in_port", () => {
+Deno.test("compiling: outputs by number, and the flow's own in_port after load:0->in_port", () => {
   const c = compileFlow(
     flow("in_port=1 actions=set_tunnel:5001,set_field:192.0.2.9->tun_dst,2,3"),
     lookup,
   );
   assertEquals(c.actions.map((a) => a.port), [3, 2]);
+  // As in Open vSwitch, the datapath skips an output to the input port ...
+  const flags = (text: string) => compileFlow(flow(text), lookup).actions.map((a) => a.flags);
+  assertEquals(flags("in_port=1,actions=1"), [ACTF_LAST]);
+  // ... but after load:0->in_port.
+  assertEquals(flags("in_port=web actions=output:3,load:0->in_port,output:web"), [
+    0,
+    ACTF_LAST | ACTF_HAIRPIN,
+  ]);
   assertThrows(
-    () => compileFlow(flow("in_port=1,actions=1"), lookup),
+    () =>
+      compileFlow(
+        flow(
+          "in_port=web actions=set_tunnel(id=1,dst=192.0.2.9),output:vx0,load:0->in_port,output:web",
+        ),
+        lookup,
+      ),
     CompileError,
-    "output:web is the port the flow's packets come in on",
-  );
-  assertThrows(
-    () => compileFlow(flow("in_port=web actions=output:3,output:web"), lookup),
-    CompileError,
-    "where Open vSwitch never sends them",
+    "put load:0->in_port before the tunnel outputs",
   );
   assertThrows(() => compileFlow(flow("actions=9"), lookup), CompileError, "there is no port 9");
   assertThrows(
@@ -704,4 +737,37 @@ Deno.test("compiling: outputs by number, and no output to the flow's own in_port
     "in_port would send packets back to vx0, a tunnel port",
   );
   assertEquals(compileFlow(flow("in_port=web actions=in_port"), lookup).actions.length, 1);
+});
+
+Deno.test("compiling some bits of tun_id: the packet's id, or folded into a whole id before it", () => {
+  const compiled = (actions: string) => compileFlow(flow(`in_port=web actions=${actions}`), lookup);
+  const readBack = (actions: string) => {
+    const c = compiled(actions);
+    const slots = c.tunKeyBytes.map((b) => tunKeyCodec.decode(b));
+    return formatActions(decompileActions(c.actions, (k) => slots[k], lookup), namesOf(lookup));
+  };
+  const text = "set_field:0x500/0xff00->tun_id,set_tunnel(dst=192.0.2.9),output:vx0";
+  assertEquals(readBack(text), text);
+  // The output's key says the id is the packet's; it has none of its own.
+  const c = compiled(text);
+  const key = tunKeyCodec.decode(c.tunKeyBytes[c.actions[1].arg]);
+  assertEquals([c.actions[0].op, key.set & (TunKeySet.ID | TunKeySet.ID_PKT)], [
+    ActionOp.SET_FIELD,
+    TunKeySet.ID_PKT,
+  ]);
+  // After a whole id the bits kept are known: one id, nothing from the packet.
+  assertEquals(
+    readBack(
+      "set_tunnel:0x1234,set_field:0x500/0xff00->tun_id,set_tunnel(dst=192.0.2.9),output:vx0",
+    ),
+    `set_tunnel(id=${0x534},dst=192.0.2.9),output:vx0`,
+  );
+  assertThrows(
+    () =>
+      compiled(
+        "set_field:1/1->tun_id,set_tunnel(dst=192.0.2.9),output:vx0,set_field:2/2->tun_id,output:vx0",
+      ),
+    CompileError,
+    "after a tunnel output",
+  );
 });

@@ -34,11 +34,6 @@ const README = new URL("../README.md", import.meta.url);
 
 /** Why warren refuses flows Open vSwitch accepts; `stage2` ones are to go. */
 const REFUSALS: { reason: string; message: RegExp; stage2?: boolean }[] = [
-  {
-    reason: "IPv6 address rewrites",
-    message: /rewriting IPv6 addresses is not in warren's datapath yet/,
-    stage2: true,
-  },
   { reason: "SCTP port rewrites (CRC32c)", message: /does not recompute SCTP's CRC32c/ },
   {
     reason:
@@ -46,9 +41,8 @@ const REFUSALS: { reason: string; message: RegExp; stage2?: boolean }[] = [
     message: /there is none to take off/,
   },
   {
-    reason: "load:0->in_port before an output (write in_port), and outputs to the flow's " +
-      "own in_port (which OVS skips)",
-    message: /setting in_port:|come in on, where Open vSwitch/,
+    reason: "in_port set to a port (warren sets it to 0 only, for the outputs after it)",
+    message: /sets it to 0 only/,
   },
   {
     reason: "a field without its prerequisite (OVS drops such a field silently)",
@@ -490,7 +484,10 @@ function ovsOutputs(actions: string[]): string[] {
     else if ((m = /^set_field:([^-]+)->(eth|ip|tcp|udp)_(src|dst)$/.exec(a))) {
       const layer = { eth: "dl", ip: "nw", tcp: "tp", udp: "tp" }[m[2]];
       out.push(`set ${layer}_${m[3]}=${m[1]}`);
-    } else if ((m = /^set_field:(\d+)->(ip_dscp|nw_ecn|nw_ttl)$/.exec(a))) {
+    } else if ((m = /^set_field:([0-9a-f:]+)->ipv6_(src|dst)$/.exec(a))) {
+      out.push(`set ipv6_${m[2]}=${m[1]}`);
+    } else if (a === "set_field:0->in_port") out.push("set in_port=0");
+    else if ((m = /^set_field:(\d+)->(ip_dscp|nw_ecn|nw_ttl)$/.exec(a))) {
       out.push(`set ${m[2]}=${m[1]}`);
     } else if ((m = /^output:(\d+)$/.exec(a))) out.push(outputLabel(m[1], st));
     else if ((m = /^(?:set_field:|set_tunnel(?:64)?:)(0x[0-9a-f]+)(?:->tun_id)?$/.exec(a))) {
@@ -549,7 +546,8 @@ function warrenMeaning(f: FlowSpec): Meaning {
       a.type === "pass" || a.type === "in_port" || a.type === "dec_ttl" || a.type === "strip_vlan"
     ) outputs.push(a.type);
     else if (a.type === "push_vlan") outputs.push(`push_vlan 0x${a.tpid.toString(16)}`);
-    else if (a.type === "set_field") outputs.push(rewriteLabel(a.field, a.value));
+    else if (a.type === "clear_in_port") outputs.push("set in_port=0");
+    else if (a.type === "set_field") outputs.push(rewriteLabel(a.field, a.value, a.mask));
     else if (a.type === "group") outputs.push(`group ${a.group}`);
     else if (a.type === "output") outputs.push(outputLabel(a.port, st));
     else if (a.type === "set_tunnel") {
@@ -566,15 +564,18 @@ function warrenMeaning(f: FlowSpec): Meaning {
   return { priority: f.priority, cookie: f.cookie, match, outputs };
 }
 
-/** A rewrite as the interpreter of Open vSwitch's actions labels it. */
-function rewriteLabel(field: string, value: bigint): string {
-  const bytes = (n: number) =>
-    Array.from({ length: n }, (_, i) => Number((value >> BigInt(8 * (n - 1 - i))) & 0xffn));
+/** A rewrite as the interpreter of Open vSwitch's actions labels it, `/mask` when some bits. */
+function rewriteLabel(field: string, value: bigint, mask?: bigint): string {
+  const bytes = (n: number, v = value) =>
+    Array.from({ length: n }, (_, i) => Number((v >> BigInt(8 * (n - 1 - i))) & 0xffn));
   if (field.startsWith("eth")) {
-    const text = bytes(6).map((b) => b.toString(16).padStart(2, "0")).join(":");
-    return `set dl_${field.slice(4)}=${text}`;
+    const mac = (v: bigint) => bytes(6, v).map((b) => b.toString(16).padStart(2, "0")).join(":");
+    return `set dl_${field.slice(4)}=${mac(value)}${mask === undefined ? "" : `/${mac(mask)}`}`;
   }
   if (field === "nw_src" || field === "nw_dst") return `set ${field}=${bytes(4).join(".")}`;
+  if (field === "ipv6_src" || field === "ipv6_dst") {
+    return `set ${field}=${formatAddr(Uint8Array.from(bytes(16)), true)}`;
+  }
   return `set ${field}=${value}`;
 }
 

@@ -291,8 +291,11 @@ static __always_inline long output_one(struct __sk_buff *skb, const struct wr_ac
 
 /* One of a flow's actions, as a global function: the verifier checks one
  * action once instead of every sequence of eight. in_port is an output to
- * the port the packet came in on, which is dropped unless that is local.
- * key is the lookup's own (see exec_actions), so rewrites update it. */
+ * the port the packet came in on, which is dropped unless that is local;
+ * any other output there is skipped, as Open vSwitch skips it, unless
+ * load:0->in_port came before it (WR_ACTF_HAIRPIN). A skipped last output
+ * finishes the packet, a drop if no copy of it went anywhere. key is the
+ * lookup's own (see exec_actions), so rewrites update it. */
 __noinline long exec_one(struct __sk_buff *skb, const struct wr_action *a, struct wr_flow_key *key,
 			 struct frame_info *fi, struct exec_state *st)
 {
@@ -306,7 +309,15 @@ __noinline long exec_one(struct __sk_buff *skb, const struct wr_action *a, struc
 	if (out.op == WR_ACT_IN_PORT) {
 		out.op = WR_ACT_OUTPUT;
 		out.port = st->in_port;
+	} else if ((out.op == WR_ACT_OUTPUT || out.op == WR_ACT_TUNNEL) &&
+		   out.port == st->in_port && !(out.flags & WR_ACTF_HAIRPIN)) {
+		if (!st->last)
+			return -1;
+		if (!st->sent)
+			drop(WR_DROP_IN_PORT, st->in_port);
+		return TC_ACT_SHOT;
 	}
+	st->sent = 1;
 	return output_one(skb, &out, key, fi, st);
 }
 

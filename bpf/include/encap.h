@@ -135,6 +135,27 @@ static __always_inline __u32 tunnel_hdr_len(__u8 proto, __u16 flags, const struc
 	return 0;
 }
 
+/* Writes tunnel key `id` into the outer header at h (IP header l3len
+ * bytes long) built for port with tunnel flags `flags`: STT's goes in
+ * with its own header (stt_fill_hdr). */
+static __always_inline void put_tun_id(__u8 *h, __u32 l3len, const struct wr_port *port, __u8 flags,
+				       __be64 id)
+{
+	__u8 *t = h + sizeof(struct ethhdr) + (l3len == sizeof(struct ipv6hdr) ?
+						       sizeof(struct ipv6hdr) : sizeof(struct iphdr));
+	__u32 key = (__u32)bpf_be64_to_cpu(id);
+
+	if (port->proto == WR_PROTO_GRE) {
+		if (!(port->flags & WR_PORTF_NO_KEY))
+			*(__be32 *)(t + sizeof(struct grehdr) + ((flags & WR_TUNF_CSUM) ? 4 : 0)) =
+				bpf_htonl(key);
+	} else if (port->proto == WR_PROTO_VXLAN) {
+		((struct vxlanhdr *)(t + sizeof(struct udphdr)))->vni = bpf_htonl(key << 8);
+	} else if (port->proto == WR_PROTO_GENEVE) {
+		((struct genevehdr *)(t + sizeof(struct udphdr)))->vni = bpf_htonl(key << 8);
+	}
+}
+
 /* The MTU of the path a tunnel output takes, from the port or the device. */
 static __always_inline __u32 path_mtu(struct __sk_buff *skb, const struct encap_out *out)
 {
@@ -293,13 +314,9 @@ static __always_inline int encap_route(struct __sk_buff *skb, const struct wr_po
 			gflags |= GRE_S;
 		g->flags = bpf_htons(gflags);
 		g->proto = bpf_htons(ETH_P_TEB);
-		if (gflags & GRE_C) {
-			/* Checksum and reserved, filled in by outer_csum. */
+		/* Checksum and reserved, filled in by outer_csum. */
+		if (gflags & GRE_C)
 			*(__u32 *)f = 0;
-			f += 4;
-		}
-		if (gflags & GRE_K)
-			*(__be32 *)f = bpf_htonl((__u32)bpf_be64_to_cpu(out->tun_id));
 	} else if (port->proto != WR_PROTO_STT) {
 		/* VXLAN or Geneve. */
 		struct udphdr *uh = (void *)t;
@@ -310,7 +327,6 @@ static __always_inline int encap_route(struct __sk_buff *skb, const struct wr_po
 			struct vxlanhdr *vh = (void *)(uh + 1);
 
 			vh->flags = VXLAN_I;
-			vh->vni = bpf_htonl((__u32)bpf_be64_to_cpu(out->tun_id) << 8);
 		} else {
 			struct genevehdr *gh = (void *)(uh + 1);
 			__u32 optlen = gnv_optlen(tk);
@@ -319,11 +335,11 @@ static __always_inline int encap_route(struct __sk_buff *skb, const struct wr_po
 			gh->flags = ((flags & WR_TUNF_OAM) ? GENEVE_O : 0) |
 				    ((tk && (tk->set & WR_TKSET_GNV_CRIT)) ? GENEVE_C : 0);
 			gh->proto = bpf_htons(ETH_P_TEB);
-			gh->vni = bpf_htonl((__u32)bpf_be64_to_cpu(out->tun_id) << 8);
 			if (tk && optlen)
 				__builtin_memcpy(gh + 1, tk->gnv_opts, WR_GENEVE_OPT_MAX);
 		}
 	}
+	put_tun_id(h, l3len, port, flags, out->tun_id);
 	/* STT's TCP and STT headers are STT's to write (stt_fill_hdr). */
 	return 0;
 }
@@ -493,6 +509,13 @@ static __always_inline int encap_build(struct __sk_buff *skb, struct wr_port *po
 			__builtin_memcpy(slot->hdr, s->hdr, OUTER_MAX);
 		}
 	}
+	/* The packet's own id (as received, or as a masked set_field left
+	 * it): the cached header has another packet's. */
+	if (tk && (tk->set & WR_TKSET_ID_PKT) && (pflags & WR_PORTF_KEY_OUT_FLOW)) {
+		out->tun_id = key->tun_id;
+		put_tun_id(s->hdr, out->v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr), port, flags,
+			   out->tun_id);
+	}
 	out->hash = skb_hash(skb);
 	encap_patch(port, s, out, flags, ttl, tos, inner_len + out->hdr_len);
 	return 0;
@@ -617,7 +640,7 @@ struct exec_state {
 	__u8 order[WR_MAX_ACTIONS];	/* a GSO packet's actions, in the order they run (gso.h) */
 	__u32 tag;		/* bytes of the tag the kernel holds aside that the output puts in the frame */
 	__u32 inner_tag;	/* bytes of that tag the frame carries already, which fi leaves out */
-	__u32 pad;
+	__u32 sent;		/* an output has taken the packet or a copy of it */
 };
 
 /* Starts the actions on skb, a frame as it came: nothing done yet. */

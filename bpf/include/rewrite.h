@@ -31,9 +31,11 @@ static __always_inline int ip4_word(struct __sk_buff *skb, __u32 l3, __u32 off, 
 	return bpf_l3_csum_replace(skb, l3 + offsetof(struct iphdr, check), old, new, 2);
 }
 
-/* Where the L4 checksum of the packet is, or 0 when it has none warren
- * fixes (not TCP or UDP, or no L4 header in this fragment). `flags` gets
- * BPF_F_MARK_MANGLED_0 for UDP: a zero there means "no checksum". */
+/* Where the TCP or UDP checksum of the packet is, or 0 when it has none
+ * (another protocol, or no L4 header in this fragment). `flags` gets
+ * BPF_F_MARK_MANGLED_0 for UDP: a computed 0 goes as 0xffff, and over
+ * IPv4 a zero means "no checksum" and stays; over IPv6 the checksum is
+ * mandatory (RFC 8200), so it is fixed whatever it is (BPF_F_MARK_ENFORCE). */
 static __always_inline __u32 l4_csum_off(const struct frame_info *fi, __u64 *flags)
 {
 	if (!fi->l4_off)
@@ -41,10 +43,19 @@ static __always_inline __u32 l4_csum_off(const struct frame_info *fi, __u64 *fla
 	if (fi->ip_proto_l4 == IPPROTO_TCP)
 		return fi->l4_off + offsetof(struct tcphdr, check);
 	if (fi->ip_proto_l4 == IPPROTO_UDP) {
-		*flags |= BPF_F_MARK_MANGLED_0;
+		*flags |= BPF_F_MARK_MANGLED_0 | (fi->ip_version == 6 ? BPF_F_MARK_ENFORCE : 0);
 		return fi->l4_off + offsetof(struct udphdr, check);
 	}
 	return 0;
+}
+
+/* Where the checksum over the IPv6 pseudo-header is: TCP's, UDP's or
+ * ICMPv6's (which, unlike ICMP's, covers the addresses too), or 0. */
+static __always_inline __u32 pseudo6_csum_off(const struct frame_info *fi, __u64 *flags)
+{
+	if (fi->l4_off && fi->ip_proto_l4 == IPPROTO_ICMPV6)
+		return fi->l4_off + offsetof(struct icmp6hdr, icmp6_cksum);
+	return l4_csum_off(fi, flags);
 }
 
 /* The IPv4 source or destination: the header checksum and the TCP/UDP
@@ -63,6 +74,38 @@ static __always_inline int set_ip4(struct __sk_buff *skb, const struct frame_inf
 		return -1;
 	csum = l4_csum_off(fi, &flags);
 	return csum ? bpf_l4_csum_replace(skb, csum, old, new, flags) : 0;
+}
+
+/* The IPv6 source or destination, at `off` in the header, to the bits of
+ * `v` in `m` (network order, v within m): the L4 checksum takes the
+ * pseudo-header's difference. The address is stored with the receive
+ * checksum fixed (BPF_F_RECOMPUTE_CSUM) and the L4 checksum's change
+ * updates it back: no IP header checksum makes up for the address, so
+ * the two together leave it as it was, as they should. */
+static __always_inline int set_ip6(struct __sk_buff *skb, const struct frame_info *fi, __u32 off,
+				   const __be32 *v, const __be32 *m)
+{
+	__u64 flags = BPF_F_PSEUDO_HDR;
+	__be32 old[4], new[4];
+	__u32 csum, same = 1;
+	__s64 diff;
+
+	if (fi->ip_version != 6 || bpf_skb_load_bytes(skb, fi->l3_off + off, old, 16))
+		return 0;
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		new[i] = (old[i] & ~m[i]) | v[i];
+		same &= new[i] == old[i];
+	}
+	if (same)
+		return 0;
+	if (bpf_skb_store_bytes(skb, fi->l3_off + off, new, 16, BPF_F_RECOMPUTE_CSUM))
+		return -1;
+	csum = pseudo6_csum_off(fi, &flags);
+	if (!csum)
+		return 0;
+	diff = bpf_csum_diff(old, 16, new, 16, 0);
+	return bpf_l4_csum_replace(skb, csum, 0, diff, flags);
 }
 
 /* A TCP or UDP port, at `off` in the L4 header. */
@@ -225,6 +268,63 @@ static __always_inline void vlan_moved(struct frame_info *fi, __s32 delta)
 		fi->l4_off += delta;
 }
 
+/* b's bits in m to those of v (v within m), n <= 16 bytes. */
+static __always_inline void merge_bits(__u8 *b, const __u8 *v, const __u8 *m, __u32 n)
+{
+#pragma unroll
+	for (__u32 i = 0; i < 16; i++) {
+		if (i < n)
+			b[i] = (b[i] & ~m[i]) | v[i];
+	}
+}
+
+/* WR_ACT_SET_FIELD: the bits its wr_tun_keys slot gives of the field it
+ * names, each through the setter of the whole field; the tunnel id is
+ * key's, which tunnel outputs flagged WR_TKSET_ID_PKT send. */
+static __always_inline int set_field(struct __sk_buff *skb, const struct frame_info *fi,
+				     struct wr_flow_key *key, const struct wr_action *a)
+{
+	__u32 slot = a->arg, off;
+	const struct wr_tun_key *w = bpf_map_lookup_elem(&wr_tun_keys, &slot);
+	__u8 b[ETH_ALEN];
+
+	if (!w)
+		return -1;
+	switch (a->port) {
+	case WR_SF_ETH_SRC:
+	case WR_SF_ETH_DST:
+		off = a->port == WR_SF_ETH_SRC ? ETH_ALEN : 0;
+		if (bpf_skb_load_bytes(skb, off, b, ETH_ALEN))
+			return 0;
+		merge_bits(b, w->dst, w->src, ETH_ALEN);
+		return bpf_skb_store_bytes(skb, off, b, ETH_ALEN, 0);
+	case WR_SF_IP4_SRC:
+	case WR_SF_IP4_DST:
+		off = a->port == WR_SF_IP4_SRC ? offsetof(struct iphdr, saddr) :
+						 offsetof(struct iphdr, daddr);
+		if (fi->ip_version != 4 || bpf_skb_load_bytes(skb, fi->l3_off + off, b, 4))
+			return 0;
+		merge_bits(b, w->dst, w->src, 4);
+		return set_ip4(skb, fi, off, *(__be32 *)b);
+	case WR_SF_IP6_SRC:
+	case WR_SF_IP6_DST:
+		off = a->port == WR_SF_IP6_SRC ? offsetof(struct ipv6hdr, saddr) :
+						 offsetof(struct ipv6hdr, daddr);
+		return set_ip6(skb, fi, off, (const __be32 *)w->dst, (const __be32 *)w->src);
+	case WR_SF_TP_SRC:
+	case WR_SF_TP_DST:
+		off = a->port == WR_SF_TP_SRC ? 0 : 2;
+		if (!fi->l4_off || bpf_skb_load_bytes(skb, fi->l4_off + off, b, 2))
+			return 0;
+		merge_bits(b, w->dst, w->src, 2);
+		return set_port(skb, fi, off, *(__be16 *)b);
+	case WR_SF_TUN_ID:
+		key->tun_id = (key->tun_id & ~*(const __be64 *)w->src) | *(const __be64 *)w->dst;
+		return 0;
+	}
+	return 0;
+}
+
 /*
  * Carries out rewrite action a on skb. Returns -1 to go on with the next
  * action, or TC_ACT_SHOT when the packet was dropped (dec_ttl on an expired
@@ -278,6 +378,9 @@ __noinline long rewrite(struct __sk_buff *skb, const struct wr_action *a, struct
 		break;
 	case WR_ACT_SET_VLAN:
 		r = set_vlan(skb, a->port, a->arg);
+		break;
+	case WR_ACT_SET_FIELD:
+		r = set_field(skb, fi, key, a);
 		break;
 	}
 	vlan_moved(fi, skb->len - len);

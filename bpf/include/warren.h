@@ -171,9 +171,12 @@ enum wr_tun_key_set {
 	WR_TKSET_SRC	= 0x08,
 	WR_TKSET_ID	= 0x10,
 	WR_TKSET_GNV_CRIT = 0x20,	/* gnv_opts holds a critical option */
+	WR_TKSET_ID_PKT = 0x40,	/* no ID: the id is the packet's, as a masked set_field left it */
 };
 
-/* What set_tunnel(...) sets, indexed by the action's arg. */
+/* What set_tunnel(...) sets, indexed by the action's arg. A
+ * WR_ACT_SET_FIELD's value and mask use a slot too, in dst and src, the
+ * rest zero: slots are shared by content and counted alike. */
 struct wr_tun_key {
 	__be64 tun_id;
 	__u8 dst[16];
@@ -266,7 +269,9 @@ struct wr_flow_index_key {
  * outputs (each with its set_tunnel), and exactly one output or pass is
  * marked last; every output before it works on a clone. A drop stands
  * alone. A rewrite of a layer the packet has not is skipped (a VLAN TCI
- * rewrite pushes a tag instead, as Open vSwitch's mod_vlan_vid does). (A GSO
+ * rewrite pushes a tag instead, as Open vSwitch's mod_vlan_vid does), and
+ * so is an output to the port the packet came in on, unless it is
+ * WR_ACT_IN_PORT or flagged WR_ACTF_HAIRPIN, as in Open vSwitch. (A GSO
  * packet's tunnel outputs run in an order of their own, the last of it on
  * the packet: gso.h.) */
 enum wr_action_op {
@@ -290,11 +295,32 @@ enum wr_action_op {
 	WR_ACT_PUSH_VLAN = 17,	/* a new outermost tag: TPID `port`, TCI `arg` (host order) */
 	WR_ACT_POP_VLAN = 18,	/* the outermost tag off, if any */
 	WR_ACT_SET_VLAN = 19,	/* the outermost TCI's bits in `port` to `arg` (untagged: a new 802.1Q tag) */
+	/* A field too wide for an action, or some bits of one: `port` names
+	 * it (enum wr_set_field); wr_tun_keys slot `arg` holds the value in
+	 * `dst` and the bits it sets in `src`, in network order. */
+	WR_ACT_SET_FIELD = 24,
+};
+
+/* wr_action.port of WR_ACT_SET_FIELD: the field set, and so how many
+ * bytes of the value and mask count. */
+enum wr_set_field {
+	WR_SF_ETH_SRC = 1,	/* 6 bytes */
+	WR_SF_ETH_DST = 2,
+	WR_SF_IP4_SRC = 3,	/* 4 bytes */
+	WR_SF_IP4_DST = 4,
+	WR_SF_IP6_SRC = 5,	/* 16 bytes */
+	WR_SF_IP6_DST = 6,
+	WR_SF_TP_SRC = 7,	/* 2 bytes */
+	WR_SF_TP_DST = 8,
+	WR_SF_TUN_ID = 9,	/* 8 bytes: the packet's tunnel id, for the outputs after it */
 };
 
 /* wr_action.flags */
 enum wr_action_flag {
 	WR_ACTF_LAST = 0x01,	/* the packet itself goes here, not a clone */
+	/* An output that may go to the port the packet came in on (it follows
+	 * Open vSwitch's load:0->in_port); any other output there is skipped. */
+	WR_ACTF_HAIRPIN = 0x02,
 };
 
 /* wr_action.arg of a tunnel output without set_tunnel. Alone in its enum:
@@ -430,6 +456,7 @@ enum wr_stat {
 	WR_DROP_NO_GROUP,	/* a flow's group does not exist */
 	WR_DROP_GROUP_EMPTY,	/* a group left no bucket for the packet (split horizon) */
 	WR_DROP_TTL,		/* dec_ttl on a TTL or hop limit of 0 or 1 */
+	WR_DROP_IN_PORT = 28,	/* its only output was to the port it came in on, which is skipped */
 	WR_DROP_MAX_,
 	/* other events */
 	WR_STAT_DECAP = 32,	/* tunnel packets decapsulated */
@@ -563,6 +590,7 @@ struct wr_constants {
 	enum wr_frag frag;
 	enum wr_action_op action_op;
 	enum wr_action_flag action_flag;
+	enum wr_set_field set_field;
 	enum wr_no_tun_key no_tun_key;
 	enum wr_flow_flag flow_flag;
 	enum wr_group_size group_size;

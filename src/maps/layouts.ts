@@ -164,6 +164,7 @@ export const TunKeySet = {
   SRC: 0x08,
   ID: 0x10,
   GNV_CRIT: 0x20,
+  ID_PKT: 0x40,
 } as const;
 
 /** `struct wr_tun_key`: what a set_tunnel sets. */
@@ -443,9 +444,24 @@ export const ActionOp = {
   PUSH_VLAN: 17,
   POP_VLAN: 18,
   SET_VLAN: 19,
+  SET_FIELD: 24,
+} as const;
+/** `enum wr_set_field`: the field a `SET_FIELD` action sets, in its `port`. */
+export const SetFieldId = {
+  ETH_SRC: 1,
+  ETH_DST: 2,
+  IP4_SRC: 3,
+  IP4_DST: 4,
+  IP6_SRC: 5,
+  IP6_DST: 6,
+  TP_SRC: 7,
+  TP_DST: 8,
+  TUN_ID: 9,
 } as const;
 /** `WR_ACTF_LAST`. */
 export const ACTF_LAST = 0x01;
+/** `WR_ACTF_HAIRPIN`: an output that may go to the packet's own input port. */
+export const ACTF_HAIRPIN = 0x02;
 /** `WR_NO_TUN_KEY`. */
 export const NO_TUN_KEY = 0xffffffff;
 
@@ -656,6 +672,7 @@ export const Stat = {
   DROP_NO_GROUP: 25,
   DROP_GROUP_EMPTY: 26,
   DROP_TTL: 27,
+  DROP_IN_PORT: 28,
   DECAP: 32,
   ENCAP: 33,
   XDP_REDIRECT: 34,

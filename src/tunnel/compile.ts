@@ -13,6 +13,7 @@
  */
 
 import {
+  ACTF_HAIRPIN,
   ACTF_LAST,
   type ActionEntry,
   ActionOp,
@@ -23,6 +24,7 @@ import {
   MAX_ACTIONS,
   MAX_GROUP_BUCKETS,
   NO_TUN_KEY,
+  SetFieldId,
   TunFlag,
   tunKeyCodec,
   type TunKeyEntry,
@@ -127,13 +129,21 @@ export function decodeGeneveOptions(bytes: Uint8Array): GeneveOption[] {
   return out;
 }
 
-function tunKeyOf(st: SetTunnel, port: Extract<Port, { kind: "tunnel" }>): Uint8Array {
+/**
+ * The tunnel key an output to `port` takes, its fields from `st`; with
+ * `fromPacket`, its id is the packet's, as a masked set_field left it.
+ */
+function tunKeyOf(
+  st: SetTunnel,
+  port: Extract<Port, { kind: "tunnel" }>,
+  fromPacket = false,
+): Uint8Array {
   if (port.remote === "flow" && !st.dst) {
     throw new CompileError(
       `output:${port.name} has remote_ip=flow, so it needs set_tunnel(dst=…) before it`,
     );
   }
-  if (port.keyOut === "flow" && st.id === undefined) {
+  if (port.keyOut === "flow" && st.id === undefined && !fromPacket) {
     throw new CompileError(
       `output:${port.name} has key=flow, so it needs set_tunnel(id=…) before it`,
     );
@@ -158,6 +168,7 @@ function tunKeyOf(st: SetTunnel, port: Extract<Port, { kind: "tunnel" }>): Uint8
   if (st.dst) set |= TunKeySet.DST;
   if (st.src) set |= TunKeySet.SRC;
   if (st.id !== undefined) set |= TunKeySet.ID;
+  if (fromPacket) set |= TunKeySet.ID_PKT;
   if (st.df) flags |= TunFlag.DF;
   if (st.csum) flags |= TunFlag.CSUM;
   if (st.oam) flags |= TunFlag.OAM;
@@ -215,6 +226,15 @@ export function compileFlow(spec: FlowSpec, ports: PortLookup, memo?: ActionMemo
     if (spec.match.mask.in_port && !ports.byNumber(spec.match.key.in_port)) {
       throw new CompileError(`in_port ${spec.match.key.in_port} does not exist`);
     }
+    const v6 = spec.actions.find((a) =>
+      a.type === "set_field" && (a.field === "ipv6_src" || a.field === "ipv6_dst")
+    );
+    if (v6 && !(spec.match.mask.eth_type === 0xffff && spec.match.key.eth_type === 0x86dd)) {
+      // Open vSwitch's prerequisite: the rewrite would be skipped on everything else.
+      throw new CompileError(
+        `${formatActions([v6], NO_NAMES)} needs ipv6 in the match, as in Open vSwitch`,
+      );
+    }
     let compiled = memo?.get(spec.actions);
     if (!compiled) {
       compiled = compileActions(spec.actions, ports);
@@ -222,16 +242,6 @@ export function compileFlow(spec: FlowSpec, ports: PortLookup, memo?: ActionMemo
       if (memo && Object.isFrozen(spec.actions)) memo.set(spec.actions, compiled);
     }
     if (spec.match.mask.in_port) {
-      const back = compiled.actions.find((a) =>
-        (a.op === ActionOp.OUTPUT || a.op === ActionOp.TUNNEL) && a.port === spec.match.key.in_port
-      );
-      if (back) {
-        // Open vSwitch silently skips such an output; warren says so.
-        throw new CompileError(
-          `output:${ports.byNumber(back.port)?.name} is the port the flow's packets come in on, ` +
-            "where Open vSwitch never sends them; write in_port to send them back there",
-        );
-      }
       const inPort = ports.byNumber(spec.match.key.in_port);
       if (inPort?.kind === "tunnel" && compiled.actions.some((a) => a.op === ActionOp.IN_PORT)) {
         // The datapath would drop every such packet: it sends back to local ports only.
@@ -361,6 +371,10 @@ export function compileActions(list: readonly ActionSpec[], ports: PortLookup): 
   let state: SetTunnel = { type: "set_tunnel" };
   let pass = false;
   let dropped = false;
+  // Outputs after load:0->in_port may go to the port the packet came in on.
+  let hairpin = 0;
+  // A masked set of tun_id with no whole id before it: tunnel outputs send the packet's.
+  let fromPacket = false;
   let alone: ActionEntry | undefined;
   for (const a of list) {
     switch (a.type) {
@@ -377,10 +391,34 @@ export function compileActions(list: readonly ActionSpec[], ports: PortLookup): 
         pass = true;
         break;
       case "set_tunnel":
-        state = merge(state, a);
+        if (a.idMask === undefined) {
+          state = merge(state, a);
+          if (a.id !== undefined) fromPacket = false;
+        } else if (state.id !== undefined) {
+          // The bits kept are the set_tunnel's before it, known here.
+          state = { ...state, id: (state.id & ~a.idMask) | a.id! };
+        } else {
+          if (tunnels.length) {
+            throw new CompileError(
+              `${formatActions([a], NO_NAMES)} after a tunnel output: warren sets the packet's ` +
+                "id once, before its tunnel outputs; put it first",
+            );
+          }
+          locals.push(wideEntry(SetFieldId.TUN_ID, 8, a.id!, a.idMask, tunKeyBytes));
+          fromPacket = true;
+        }
         break;
       case "in_port":
+        if (hairpin) {
+          throw new CompileError(
+            "in_port after load:0->in_port sends to port 0, which is none: " +
+              "write the output to the port instead",
+          );
+        }
         locals.push({ op: ActionOp.IN_PORT, flags: 0, port: 0, arg: 0 });
+        break;
+      case "clear_in_port":
+        hairpin = ACTF_HAIRPIN;
         break;
       case "set_field":
       case "dec_ttl":
@@ -395,7 +433,7 @@ export function compileActions(list: readonly ActionSpec[], ports: PortLookup): 
               "put the rewrite first",
           );
         }
-        locals.push(rewriteEntry(a));
+        locals.push(rewriteEntry(a, tunKeyBytes));
         break;
       case "output": {
         const number = /^\d+$/.test(a.port) ? Number(a.port) : undefined;
@@ -408,12 +446,12 @@ export function compileActions(list: readonly ActionSpec[], ports: PortLookup): 
           );
         }
         if (port.kind === "local") {
-          locals.push({ op: ActionOp.OUTPUT, flags: 0, port: port.number, arg: 0 });
+          locals.push({ op: ActionOp.OUTPUT, flags: hairpin, port: port.number, arg: 0 });
         } else {
-          tunKeyBytes.push(tunKeyOf(state, port));
+          tunKeyBytes.push(tunKeyOf(state, port, fromPacket));
           tunnels.push({
             op: ActionOp.TUNNEL,
-            flags: 0,
+            flags: hairpin,
             port: port.number,
             arg: tunKeyBytes.length - 1,
           });
@@ -432,6 +470,15 @@ export function compileActions(list: readonly ActionSpec[], ports: PortLookup): 
       );
     }
     return { actions: [alone], tunKeyBytes: [], flags: 0 };
+  }
+  if (
+    locals.some((a) => a.flags & ACTF_HAIRPIN) && tunnels.some((a) => !(a.flags & ACTF_HAIRPIN))
+  ) {
+    // Local outputs go first: the one after would run before the tunnel output before it.
+    throw new CompileError(
+      "load:0->in_port between a tunnel output and an output to a local port: warren sends " +
+        "to local ports first, so the order would change; put load:0->in_port before the tunnel outputs",
+    );
   }
   if (dropped && list.some((a) => a.type !== "drop")) {
     throw new CompileError("drop cannot be combined with other actions");
@@ -474,6 +521,8 @@ const REWRITE_OPS: Readonly<Record<RewriteField, number>> = {
   eth_dst: ActionOp.SET_ETH_DST,
   nw_src: ActionOp.SET_IP4_SRC,
   nw_dst: ActionOp.SET_IP4_DST,
+  ipv6_src: ActionOp.SET_FIELD,
+  ipv6_dst: ActionOp.SET_FIELD,
   ip_dscp: ActionOp.SET_TOS,
   nw_ecn: ActionOp.SET_TOS,
   nw_ttl: ActionOp.SET_TTL,
@@ -482,6 +531,18 @@ const REWRITE_OPS: Readonly<Record<RewriteField, number>> = {
   vlan_vid: ActionOp.SET_VLAN,
   vlan_pcp: ActionOp.SET_VLAN,
   vlan_tci: ActionOp.SET_VLAN,
+};
+
+/** The fields a SET_FIELD action sets, with their widths in bytes. */
+const SET_FIELD_IDS: Readonly<Partial<Record<RewriteField, [number, number]>>> = {
+  eth_src: [SetFieldId.ETH_SRC, 6],
+  eth_dst: [SetFieldId.ETH_DST, 6],
+  nw_src: [SetFieldId.IP4_SRC, 4],
+  nw_dst: [SetFieldId.IP4_DST, 4],
+  ipv6_src: [SetFieldId.IP6_SRC, 16],
+  ipv6_dst: [SetFieldId.IP6_DST, 16],
+  tp_src: [SetFieldId.TP_SRC, 2],
+  tp_dst: [SetFieldId.TP_DST, 2],
 };
 
 /**
@@ -503,14 +564,21 @@ const FIELD_SHIFT: Readonly<Partial<Record<RewriteField, number>>> = { ip_dscp: 
 /**
  * A rewrite as the datapath runs it (see enum wr_action_op): addresses as
  * bytes in network order across `port` and `arg` (which sit back to back),
- * TOS as the bits to set and their value, numbers as they are.
+ * TOS as the bits to set and their value, numbers as they are; IPv6
+ * addresses and some bits of a field as a SET_FIELD whose value and mask
+ * go in a tunnel key slot (pushed on `slots`, its index the `arg`).
  */
 function rewriteEntry(
   a: SetField | { type: "dec_ttl" } | { type: "strip_vlan" } | { type: "push_vlan"; tpid: number },
+  slots: Uint8Array[],
 ): ActionEntry {
   if (a.type === "dec_ttl") return { op: ActionOp.DEC_TTL, flags: 0, port: 0, arg: 0 };
   if (a.type === "strip_vlan") return { op: ActionOp.POP_VLAN, flags: 0, port: 0, arg: 0 };
   if (a.type === "push_vlan") return { op: ActionOp.PUSH_VLAN, flags: 0, port: a.tpid, arg: 0 };
+  const wide = SET_FIELD_IDS[a.field];
+  if (wide && (a.mask !== undefined || wide[1] === 16)) {
+    return wideEntry(wide[0], wide[1], a.value, a.mask ?? 2n ** BigInt(8 * wide[1]) - 1n, slots);
+  }
   const op = REWRITE_OPS[a.field];
   const v = Number(a.value);
   const bits = FIELD_BITS[a.field];
@@ -531,7 +599,46 @@ function rewriteEntry(
   }
 }
 
-/** The inverse of {@link rewriteEntry}. */
+/**
+ * A SET_FIELD of field `id`, `n` bytes wide: its value and mask go in a
+ * tunnel key slot (pushed on `slots`, its index the `arg`).
+ */
+function wideEntry(
+  id: number,
+  n: number,
+  value: bigint,
+  mask: bigint,
+  slots: Uint8Array[],
+): ActionEntry {
+  const bytes = new Uint8Array(tunKeyCodec.size);
+  bytes.set(bigintBytes(value, n), TK.dst);
+  bytes.set(bigintBytes(mask, n), TK.src);
+  slots.push(bytes);
+  return { op: ActionOp.SET_FIELD, flags: 0, port: id, arg: slots.length - 1 };
+}
+
+/** The inverse of {@link wideEntry}, its slot read by `tunKey`. */
+function decompileSetField(
+  a: ActionEntry,
+  tunKey: (slot: number) => TunKeyEntry | undefined,
+): SetField | SetTunnel | undefined {
+  const tk = tunKey(a.arg);
+  if (!tk) return undefined;
+  const bits = (n: number) => [tk.dst, tk.src].map((b) => bigintOfBytes(b.subarray(0, n)));
+  if (a.port === SetFieldId.TUN_ID) {
+    const [id, idMask] = bits(8);
+    return { type: "set_tunnel", id, idMask };
+  }
+  const found = Object.entries(SET_FIELD_IDS).find(([, w]) => w![0] === a.port);
+  if (!found) return undefined;
+  const [field, [, n]] = found as [RewriteField, [number, number]];
+  const [value, mask] = bits(n);
+  return mask === 2n ** BigInt(8 * n) - 1n
+    ? { type: "set_field", field, value }
+    : { type: "set_field", field, value, mask };
+}
+
+/** The inverse of {@link rewriteEntry}, but for a SET_FIELD. */
 function decompileRewrite(a: ActionEntry): ActionSpec {
   if (a.op === ActionOp.DEC_TTL) return { type: "dec_ttl" };
   if (a.op === ActionOp.POP_VLAN) return { type: "strip_vlan" };
@@ -566,8 +673,13 @@ export function decompileActions(
   ports: PortLookup,
 ): ActionSpec[] {
   const out: ActionSpec[] = [];
+  let hairpin = false;
   for (const a of actions) {
     const name = ports.byNumber(a.port)?.name ?? String(a.port);
+    if (!hairpin && a.flags & ACTF_HAIRPIN) {
+      hairpin = true;
+      out.push({ type: "clear_in_port" });
+    }
     switch (a.op) {
       case ActionOp.DROP:
         out.push({ type: "drop" });
@@ -604,6 +716,11 @@ export function decompileActions(
           if (Object.keys(st).length > 1) out.push(st);
         }
         out.push({ type: "output", port: name });
+        break;
+      }
+      case ActionOp.SET_FIELD: {
+        const sf = decompileSetField(a, tunKey);
+        if (sf) out.push(sf);
         break;
       }
       default:

@@ -2,11 +2,13 @@
  * Actions written the way Open vSwitch users write them: outputs to ports
  * by name or number, `in_port`, `set_tunnel(...)`, `set_tunnel:ID`,
  * `set_field` and `load` on tunnel fields, `set_field` on `net`,
- * `group:ID`, `drop`, `pass` (or `LOCAL`), and the rewrites `mod_dl_*`,
- * `mod_nw_*`, `mod_tp_*`, `dec_ttl`, `push_vlan`, `strip_vlan` (`pop_vlan`)
- * and `mod_vlan_*` (or `set_field` and `load` on those fields). What
- * warren does not do is refused with a sentence saying why and, where
- * there is one, what to write instead.
+ * `group:ID`, `drop`, `pass` (or `LOCAL`), `load:0->in_port`, and the
+ * rewrites `mod_dl_*`, `mod_nw_*`, `mod_tp_*`, `dec_ttl`, `push_vlan`,
+ * `strip_vlan` (`pop_vlan`) and `mod_vlan_*` (or `set_field` and `load` on
+ * those fields, and on `ipv6_src`/`ipv6_dst`; masked, or into some bits of
+ * a field, on addresses, ports and tun_id). What warren does not do is
+ * refused with a sentence saying why and, where there is one, what to
+ * write instead.
  *
  * @module
  */
@@ -49,6 +51,11 @@ export interface SetTunnel {
   type: "set_tunnel";
   /** Tunnel key (VNI, GRE key, STT context). */
   id?: bigint;
+  /**
+   * The bits of `id` set, when not all: the others are the packet's own
+   * (Open vSwitch's `set_field:ID/MASK->tun_id`). Only `id` goes with it.
+   */
+  idMask?: bigint;
   /** Remote endpoint. */
   dst?: Addr;
   /** Local endpoint. */
@@ -73,6 +80,8 @@ export type RewriteField =
   | "eth_dst"
   | "nw_src"
   | "nw_dst"
+  | "ipv6_src"
+  | "ipv6_dst"
   | "ip_dscp"
   | "nw_ecn"
   | "nw_ttl"
@@ -83,24 +92,26 @@ export type RewriteField =
   | "vlan_tci";
 
 /**
- * A rewrite: `field` of the packet takes `value` (a MAC or IPv4 address as
- * a number). The VLAN fields are those of the outermost tag, and a frame
- * without one gets an 802.1Q tag with the rest of its TCI 0, as Open
- * vSwitch's mod_vlan_vid and mod_vlan_pcp do; vlan_tci's value is Open
- * vSwitch's, 0x1000 (a tag is present) included.
+ * A rewrite: `field` of the packet takes `value` (an address as a number),
+ * or only its bits in `mask`, the others kept. The VLAN fields are those
+ * of the outermost tag, and a frame without one gets an 802.1Q tag with the
+ * rest of its TCI 0, as Open vSwitch's mod_vlan_vid and mod_vlan_pcp do;
+ * vlan_tci's value is Open vSwitch's, 0x1000 (a tag is present) included.
  */
 export interface SetField {
   /** Kind marker. */
   type: "set_field";
   /** The field. */
   field: RewriteField;
-  /** Its new value, within the field's width. */
+  /** Its new value, within the field's width (and within `mask`). */
   value: bigint;
   /**
    * Written as `set_field` on vlan_vid or vlan_pcp, which Open vSwitch
    * takes only where the packet is sure to have a tag (see {@link checkVlanActions}).
    */
   tagged?: true;
+  /** The bits set, when not all: Open vSwitch's `set_field:V/M` and `load:V->F[a..b]`. */
+  mask?: bigint;
 }
 
 /** One action, as written. */
@@ -109,6 +120,8 @@ export type ActionSpec =
   | { type: "output"; port: string }
   /** Back out of the (local) port the packet came in on. */
   | { type: "in_port" }
+  /** `load:0->in_port`: the outputs after it may go to the port the packet came in on. */
+  | { type: "clear_in_port" }
   | SetField
   /** One off the IP TTL or hop limit; the packet is dropped when it runs out. */
   | { type: "dec_ttl" }
@@ -163,7 +176,8 @@ const ACTIONS_HELP =
   "set_tunnel:ID, set_field:VALUE->tun_id|tun_src|tun_dst|tun_ipv6_src|tun_ipv6_dst|tun_tos|" +
   "tun_ttl|net, mod_dl_src|mod_dl_dst:MAC, mod_nw_src|mod_nw_dst:IPv4, mod_nw_tos:TOS, " +
   "mod_nw_ecn:ECN, mod_nw_ttl:TTL, mod_tp_src|mod_tp_dst:PORT, dec_ttl, push_vlan:TPID, " +
-  "strip_vlan, mod_vlan_vid:VID, mod_vlan_pcp:PCP, group:ID, drop and pass";
+  "strip_vlan, mod_vlan_vid:VID, mod_vlan_pcp:PCP, set_field:IPv6->ipv6_src|ipv6_dst, " +
+  "set_field:VALUE/MASK->FIELD, load:0->in_port, group:ID, drop and pass";
 
 /** Why warren has no such port to send to, and what to write instead. */
 const RESERVED_OUTPUTS: Readonly<Record<string, string>> = {
@@ -217,6 +231,18 @@ const NXM_NAMES: Readonly<Record<string, string>> = {
   NXM_OF_IP_TOS: "nw_tos",
   NXM_OF_IP_SRC: "nw_src",
   NXM_OF_IP_DST: "nw_dst",
+  NXM_NX_IPV6_SRC: "ipv6_src",
+  NXM_NX_IPV6_DST: "ipv6_dst",
+  OXM_OF_ETH_SRC: "eth_src",
+  OXM_OF_ETH_DST: "eth_dst",
+  OXM_OF_IPV4_SRC: "nw_src",
+  OXM_OF_IPV4_DST: "nw_dst",
+  OXM_OF_IPV6_SRC: "ipv6_src",
+  OXM_OF_IPV6_DST: "ipv6_dst",
+  OXM_OF_TCP_SRC: "tcp_src",
+  OXM_OF_TCP_DST: "tcp_dst",
+  OXM_OF_UDP_SRC: "udp_src",
+  OXM_OF_UDP_DST: "udp_dst",
   NXM_NX_IP_ECN: "nw_ecn",
   NXM_NX_IP_TTL: "nw_ttl",
   NXM_OF_TCP_SRC: "tcp_src",
@@ -248,6 +274,8 @@ const REWRITES: Readonly<Record<string, RewriteField>> = {
   nw_src: "nw_src",
   ip_dst: "nw_dst",
   nw_dst: "nw_dst",
+  ipv6_src: "ipv6_src",
+  ipv6_dst: "ipv6_dst",
   ip_dscp: "ip_dscp",
   nw_tos: "ip_dscp",
   nw_ecn: "nw_ecn",
@@ -274,6 +302,8 @@ const REWRITE_WIDTH: Readonly<Record<RewriteField, number>> = {
   eth_dst: 48,
   nw_src: 32,
   nw_dst: 32,
+  ipv6_src: 128,
+  ipv6_dst: 128,
   ip_dscp: 6,
   nw_ecn: 2,
   nw_ttl: 8,
@@ -369,46 +399,94 @@ const NOT_REWRITTEN: readonly [RegExp, string][] = [
     "dl_vlan and dl_vlan_pcp are names to match on: set vlan_vid, vlan_pcp or vlan_tci, " +
     "or write mod_vlan_vid:VID or mod_vlan_pcp:PCP",
   ],
-  [/^(ipv6_src|ipv6_dst)$/, "rewriting IPv6 addresses is not in warren's datapath yet"],
   [
     /^(sctp_src|sctp_dst)$/,
     "warren does not recompute SCTP's CRC32c, so it rewrites TCP and UDP ports only",
   ],
 ];
 
-/** `set_field:VALUE->FIELD` (or `load`'s value) for a packet field, as a rewrite. */
-function setPacketField(name: string, text: string, numeric = false): SetField {
+/** Fields a masked set (or a `load` into some of their bits) rewrites. */
+const MASKABLE: ReadonlySet<RewriteField> = new Set([
+  "eth_src",
+  "eth_dst",
+  "nw_src",
+  "nw_dst",
+  "ipv6_src",
+  "ipv6_dst",
+  "tp_src",
+  "tp_dst",
+]);
+
+/**
+ * `set_field:VALUE[/MASK]->FIELD` (or `load`'s value, with `bits` the mask
+ * of the bits it loads) for a packet field, as a rewrite. A mask of every
+ * bit is the whole field; as Open vSwitch, a value with bits outside its
+ * mask is refused.
+ */
+function setPacketField(name: string, text: string, numeric = false, bits?: bigint): SetField {
   const field = REWRITES[name];
   const width = REWRITE_WIDTH[field];
-  const [v, mask] = text.split("/");
-  if (mask !== undefined) throw new MatchError(MASKED_SET);
+  const full = 2n ** BigInt(width) - 1n;
+  const [v, m] = text.split("/");
   let value: bigint;
-  if (!numeric && field.startsWith("eth")) {
-    try {
-      value = bigintOfBytes(parseMac(v));
-    } catch {
-      throw new MatchError(`"${v}" is not a MAC address`);
-    }
-  } else if (!numeric && (field === "nw_src" || field === "nw_dst")) {
-    value = ipv4(v);
-  } else if (name === "nw_tos") {
+  if (name === "nw_tos") {
     const tos = parseUint(v, 255);
     if (tos & 3) throw new MatchError(`${v} is not a TOS: its two ECN bits must be 0`);
     value = BigInt(tos >> 2);
-  } else value = parseU64Wide(v, width);
-  return { type: "set_field", field, value };
+  } else value = numeric ? parseU64Wide(v, width) : fieldValue(field, v);
+  let mask = bits ??
+    (m === undefined ? full : numeric ? parseU64Wide(m, width) : maskValue(field, m));
+  if (bits !== undefined) value <<= BigInt(lowestBit(bits));
+  if (mask === full) return { type: "set_field", field, value };
+  if (!MASKABLE.has(field)) throw new MatchError(`${field}: ${MASKED_SET}`);
+  if (value & ~mask) {
+    throw new MatchError(`${text}: the value has bits outside the mask, which sets none of them`);
+  }
+  mask &= full;
+  return { type: "set_field", field, value, mask };
 }
 
-/** An IPv4 address as a number. */
-function ipv4(text: string): bigint {
+/** The lowest set bit of a non-zero mask, counted from 0. */
+function lowestBit(mask: bigint): number {
+  let i = 0;
+  while (!((mask >> BigInt(i)) & 1n)) i++;
+  return i;
+}
+
+/** A value of `field` in its own notation (a MAC, an address) or as a number. */
+function fieldValue(field: RewriteField, text: string): bigint {
+  if (field.startsWith("eth")) {
+    try {
+      return bigintOfBytes(parseMac(text));
+    } catch {
+      throw new MatchError(`"${text}" is not a MAC address`);
+    }
+  }
+  if (field === "nw_src" || field === "nw_dst") return ipAddr(text, false);
+  if (field === "ipv6_src" || field === "ipv6_dst") return ipAddr(text, true);
+  return parseU64Wide(text, REWRITE_WIDTH[field]);
+}
+
+/** A mask of `field`: in its notation, or a prefix length for an address. */
+function maskValue(field: RewriteField, text: string): bigint {
+  const width = REWRITE_WIDTH[field];
+  if (!/^\d+$/.test(text) || !/^(nw|ipv6)_/.test(field)) return fieldValue(field, text);
+  const len = parseUint(text, width);
+  return ((1n << BigInt(len)) - 1n) << BigInt(width - len);
+}
+
+/** An IPv4 or IPv6 address as a number. */
+function ipAddr(text: string, v6: boolean): bigint {
   let a: Addr | undefined;
   try {
     a = parseAddr(text);
   } catch {
     // said below
   }
-  if (!a || a.v6) throw new MatchError(`"${text}" is not an IPv4 address`);
-  return bigintOfBytes(a.bytes.subarray(0, 4));
+  if (!a || a.v6 !== v6) {
+    throw new MatchError(`"${text}" is not an ${v6 ? "IPv6" : "IPv4"} address`);
+  }
+  return bigintOfBytes(a.bytes.subarray(0, v6 ? 16 : 4));
 }
 
 /** `mod_*:VALUE`: Open vSwitch's OpenFlow 1.0 rewrites, by the field each sets. */
@@ -511,44 +589,50 @@ function unsettable(target: string): MatchError {
     return new MatchError("set the oam flag with set_tunnel(flags=oam)");
   }
   if (target === "in_port") {
-    // Open vSwitch's way to send a packet back out of its input port.
     return new MatchError(
-      "setting in_port: to send a packet back where it came from, write in_port",
+      "setting in_port: warren sets it to 0 only (load:0->in_port, so that the outputs after " +
+        "it may go to the port the packet came in on); to send a packet back there, write in_port",
     );
   }
   return absentField(target) ?? new MatchError(`warren cannot set ${target}; ${ACTIONS_HELP}`);
 }
 
-const MASKED_SET = "a masked set keeps the packet's other bits of the field, " +
-  "which warren's datapath cannot do yet; set the whole field";
+const MASKED_SET = "warren's datapath sets some bits of Ethernet and IP addresses, of " +
+  "TCP and UDP ports and of tun_id only; set the whole field";
 
-/**
- * Why a masked write to a tunnel field is refused. For tun_id the bits to
- * keep do not exist: an output's id is what its set_tunnel gives, never the
- * id the packet came in with.
- */
-function maskedTunnelSet(target: string): MatchError {
-  if (target !== "tun_id" && target !== "tunnel_id") return new MatchError(MASKED_SET);
-  return new MatchError(
-    "a masked set of tun_id keeps the other bits of the packet's id, and warren's tunnel " +
-      "outputs start from no id (the received one is not carried); set the whole id: " +
-      "set_field:ID->tun_id or set_tunnel:ID",
-  );
+/** Some bits of the tunnel id: `value` within `mask`, as Open vSwitch refuses others. */
+function maskedTunId(text: string, value: bigint, mask: bigint): SetTunnel {
+  if (value & ~mask) {
+    throw new MatchError(`${text}: the value has bits outside the mask, which sets none of them`);
+  }
+  return mask === 2n ** 64n - 1n
+    ? { type: "set_tunnel", id: value }
+    : { type: "set_tunnel", id: value, idMask: mask };
+}
+
+/** Open vSwitch's `load:0->in_port` (or `set_field:`), which lets later outputs go back. */
+function clearInPort(text: string): ActionSpec {
+  if (!/^(0x0*|0+)$/.test(text)) throw unsettable("in_port");
+  return { type: "clear_in_port" };
 }
 
 /** `set_field:VALUE->TARGET` for a tunnel field. */
 function setTunnelField(target: string, text: string): ActionSpec {
   if (own(VLAN_FIELDS, target)) return setVlan(VLAN_FIELDS[target], text, "set");
+  if (target === "in_port") return clearInPort(text);
   if (own(REWRITES, target)) return setPacketField(target, text);
   if (own(SETTABLE, target) === undefined) throw unsettable(target);
   const slash = text.indexOf("/");
   let value = text;
   if (slash >= 0) {
     value = text.slice(0, slash);
-    const full = 2n ** BigInt(SETTABLE[target]) - 1n;
+    const width = SETTABLE[target];
     const mask = text.slice(slash + 1);
-    if (!/^(0x[0-9a-fA-F]+|\d+)$/.test(mask) || BigInt(mask) !== full) {
-      throw maskedTunnelSet(target);
+    if (target === "tun_id" || target === "tunnel_id") {
+      return maskedTunId(text, parseU64Wide(value, width), parseU64Wide(mask, width));
+    }
+    if (!/^(0x[0-9a-fA-F]+|\d+)$/.test(mask) || BigInt(mask) !== 2n ** BigInt(width) - 1n) {
+      throw new MatchError(`${target}: ${MASKED_SET}`);
     }
   }
   return setTunnelFields([[target, value, undefined]], text, 0);
@@ -580,17 +664,32 @@ function loadTunnelField(
     }
     return setVlan(VLAN_FIELDS[target], text, "set");
   }
+  if (target === "in_port" && lo === undefined) return clearInPort(text);
   const rewrite = own(REWRITES, target);
   if (rewrite) {
-    if (lo !== undefined && (Number(lo) !== 0 || Number(hi ?? lo) !== REWRITE_WIDTH[rewrite] - 1)) {
-      throw new MatchError(MASKED_SET);
+    const whole = lo === undefined || (target === "nw_tos" && Number(lo) === 0 && Number(hi) === 7);
+    if (whole) return setPacketField(target, text, true);
+    if (target === "nw_tos") throw new MatchError(`ip_dscp: ${MASKED_SET}`);
+    const from = Number(lo), to = Number(hi ?? lo);
+    if (to < from || to >= REWRITE_WIDTH[rewrite]) {
+      throw new MatchError(
+        `${name}[${lo}..${hi ?? lo}] is not within its ${REWRITE_WIDTH[rewrite]} bits`,
+      );
     }
-    return setPacketField(target, text, true);
+    const bits = ((1n << BigInt(to - from + 1)) - 1n) << BigInt(from);
+    const n = parseU64Wide(text, to - from + 1);
+    return setPacketField(target, `0x${n.toString(16)}`, true, bits);
   }
   const width = own(SETTABLE, target);
   if (width === undefined) throw unsettable(target);
   if (lo !== undefined && (Number(lo) !== 0 || Number(hi ?? lo) !== width - 1)) {
-    throw maskedTunnelSet(target);
+    const from = Number(lo), to = Number(hi ?? lo);
+    if ((target !== "tun_id" && target !== "tunnel_id") || to < from || to >= width) {
+      throw new MatchError(`${target}[${lo}..${hi ?? lo}]: ${MASKED_SET}`);
+    }
+    const n = parseU64Wide(text, to - from + 1);
+    const bits = ((1n << BigInt(to - from + 1)) - 1n) << BigInt(from);
+    return maskedTunId(text, n << BigInt(from), bits);
   }
   const n = parseU64Wide(text, width);
   const st: SetTunnel = { type: "set_tunnel" };
@@ -732,6 +831,8 @@ export function formatAction(a: ActionSpec): string {
       return a.type;
     case "push_vlan":
       return `push_vlan:0x${a.tpid.toString(16)}`;
+    case "clear_in_port":
+      return "set_field:0->in_port";
     case "set_field":
       return formatRewrite(a);
     case "output":
@@ -741,6 +842,9 @@ export function formatAction(a: ActionSpec): string {
     case "set_net":
       return `set_field:${a.net}->net`;
     case "set_tunnel": {
+      if (a.idMask !== undefined) {
+        return `set_field:0x${a.id!.toString(16)}/0x${a.idMask.toString(16)}->tun_id`;
+      }
       const parts: string[] = [];
       if (a.id !== undefined) parts.push(`id=${a.id}`);
       if (a.dst) parts.push(`dst=${addrText(a.dst)}`);
@@ -762,14 +866,26 @@ export function formatAction(a: ActionSpec): string {
 }
 
 /**
- * A rewrite as Open vSwitch prints it (`mod_*`), each value in its field's
- * own notation; a VLAN `set_field` as written, since it differs from
+ * A rewrite as Open vSwitch prints it (`mod_*`; `set_field` for IPv6
+ * addresses and for some bits of a field), each value in its field's own
+ * notation; a VLAN `set_field` as written, since it differs from
  * `mod_vlan_*` where a packet has no tag (see {@link checkVlanActions}).
  */
-function formatRewrite({ field, value, tagged }: SetField): string {
+function formatRewrite({ field, value, tagged, mask }: SetField): string {
   if (tagged) {
     const v = field === "vlan_vid" ? `0x${(value | VLAN_PRESENT).toString(16)}` : value;
     return `set_field:${v}->${field}`;
+  }
+  if (mask !== undefined || field === "ipv6_src" || field === "ipv6_dst") {
+    const text = (n: bigint) =>
+      field.startsWith("eth")
+        ? formatMac(bigintBytes(n, 6))
+        : field.startsWith("ip")
+        ? addrText(addrFromBigint(n, field.startsWith("ipv6")))
+        : field.startsWith("nw")
+        ? addrText(addrFromBigint(n, false))
+        : `0x${n.toString(16)}`;
+    return `set_field:${text(value)}${mask === undefined ? "" : `/${text(mask)}`}->${field}`;
   }
   switch (field) {
     case "eth_src":

@@ -147,10 +147,15 @@ export function decodeActions(raw: Uint8Array): ActionEntry[] {
   return out;
 }
 
+/** Whether an action with op `op` names a tunnel key slot in its arg (a SET_FIELD its value's). */
+function hasSlot(op: number): boolean {
+  return op === ActionOp.TUNNEL || op === ActionOp.SET_FIELD;
+}
+
 /**
- * A copy of raw `actions` whose TUNNEL actions name the slot `slotOf`
- * gives for their argument (an index into the flow's tunnel keys), or
- * undefined when it gives none for one of them.
+ * A copy of raw `actions` whose TUNNEL and SET_FIELD actions name the slot
+ * `slotOf` gives for their argument (an index into the flow's tunnel
+ * keys), or undefined when it gives none for one of them.
  */
 export function resolveActions(
   actions: Uint8Array,
@@ -159,7 +164,7 @@ export function resolveActions(
   const out = actions.slice();
   const dv = new DataView(out.buffer);
   for (let at = 0; at < out.length; at += ACTION_SIZE) {
-    if (out[at] !== ActionOp.TUNNEL) continue;
+    if (!hasSlot(out[at])) continue;
     const slot = slotOf(dv.getUint32(at + A.arg, LE));
     if (slot === undefined) return undefined;
     dv.setUint32(at + A.arg, slot, LE);
@@ -176,7 +181,7 @@ function eachSlot(
   fn: (slot: number) => void,
 ): void {
   for (let a = at; a < at + n * ACTION_SIZE; a += ACTION_SIZE) {
-    if (bytes[a] !== ActionOp.TUNNEL) continue;
+    if (!hasSlot(bytes[a])) continue;
     const slot = dv.getUint32(a + A.arg, LE);
     if (slot !== NO_TUN_KEY) fn(slot);
   }
