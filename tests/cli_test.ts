@@ -148,6 +148,14 @@ privilegedTest(
       assertEquals(await onU0(), true);
     }
     assert.match(await warrenOk(a, ["status"]), /^xdp: +native \(up --xdp native\)/m);
+    // Generic XDP carries no tunnel traffic: refused, and native stays.
+    await warrenFails(
+      a,
+      ["up", "--underlay", "u0", "--xdp", "generic"],
+      1,
+      "--xdp generic is refused",
+    );
+    assertEquals((await xdpOf()).hooks, ["tcx-ingress", "xdp-native"]);
     await warrenOk(a, ["up", "--underlay", "u0", "--xdp", "auto"]);
     assertEquals((await xdpOf()).hooks, ["tcx-ingress"]);
     assertEquals(await onU0(), false);

@@ -8,6 +8,10 @@ import { assert, assertEquals } from "./helpers/assert.ts";
 import { Lab, type LabHost, type LabOptions } from "../src/lab/topology.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
 import { addFlows, nonZeroStats, upWithPorts } from "./helpers/lab.ts";
+import { PortError } from "../src/tunnel/port.ts";
+import { attachXdpRecorded } from "../src/tunnel/attach.ts";
+import { ifindex } from "../src/bpf/netif.ts";
+import { Program } from "../src/bpf/program.ts";
 import { ipv4Fragments, ping, tcpdump, tcpTransfer, udpBurst } from "./helpers/traffic.ts";
 
 type Proto = "vxlan" | "geneve" | "gre";
@@ -193,3 +197,44 @@ privilegedTest("head-end replication: one flow, two copies over the tunnel", asy
     );
   }
 });
+
+privilegedTest(
+  "up --xdp generic is refused and changes nothing; an upgrade takes off generic XDP an older warren attached; VXLAN flows count what was sent",
+  async () => {
+    await using lab = await overlay("vxlan", { ipv6: false });
+    const [a, b] = lab.hosts;
+    for (const h of lab.hosts) {
+      await assert.rejects(
+        lab.up(h, { xdp: "generic" }),
+        (e) => e instanceof PortError && e.message.startsWith("--xdp generic is refused"),
+      );
+      const link = await h.ns.run(["ip", "link", "show", h.underlay]);
+      assert.match(link, /prog\/xdp id/, link);
+      assert.doesNotMatch(link, /xdpgeneric/, link);
+    }
+    const r = await ping(a.workload, b.workload.ip, { count: 4 });
+    assertEquals([r.sent, r.received, r.duplicates], [4, 4, 0], r.output);
+    const sent = { packets: 4, bytes: 4 * (14 + 20 + 8 + 56) };
+    assertEquals(await flowCounters(lab, a, "icmp"), sent);
+    assertEquals(await flowCounters(lab, b, "icmp"), sent);
+    assert.ok((await lab.datapath(b, nonZeroStats)).xdp_pass >= 4);
+
+    // Generic XDP an older warren attached: an upgrade takes it off, and
+    // TC alone carries the traffic.
+    for (const h of lab.hosts) {
+      await h.ns.within(() => {
+        using p = Program.fromPin(`${h.pinDir}/progs/wr_xdp_underlay`);
+        attachXdpRecorded(h.pinDir, ifindex(h.underlay), p, "generic");
+      });
+      assert.match(await h.ns.run(["ip", "link", "show", h.underlay]), /xdpgeneric/);
+      await lab.up(h, { xdp: undefined });
+      assert.doesNotMatch(await h.ns.run(["ip", "link", "show", h.underlay]), /xdp/);
+    }
+    const again = await ping(a.workload, b.workload.ip, { count: 4 });
+    assertEquals([again.received, again.duplicates], [4, 0], again.output);
+    const twice = { packets: 8, bytes: 8 * (14 + 20 + 8 + 56) };
+    assertEquals(await flowCounters(lab, a, "icmp"), twice);
+    assertEquals(await flowCounters(lab, b, "icmp"), twice);
+    assert.ok((await lab.datapath(b, nonZeroStats)).tc_decap >= 4);
+  },
+);

@@ -113,6 +113,18 @@ export const XDP_AUTO_WHY = {
     "the driver has no native XDP, and generic XDP copies every cloned or nonlinear skb (a GSO packet) before it runs; TC only",
 } as const;
 
+/**
+ * Why `up --xdp generic` is refused on the underlay. Generic XDP runs in
+ * netif_receive_generic_xdp, which skips every skb a redirect sent (a
+ * peer's encapsulation arriving over a veth). And on Linux 6.18 the skbs
+ * it did run on (sent by the peer's IP stack, on the lab's veth) reached
+ * TC without the metadata XDP left, and under TCX without their MAC
+ * header (skb->len 14 short) even when XDP passed them untouched: neither
+ * XDP nor TC could decapsulate them.
+ */
+export const XDP_GENERIC_REFUSED =
+  "--xdp generic is refused on the underlay: generic XDP skips every packet a redirect sent (a peer's encapsulation over a veth), and hands TC the others without their MAC header, so neither could decapsulate them; use --xdp native where the driver has it, or --xdp off (TC only)";
+
 /** A reason of {@link XDP_AUTO_WHY}. */
 export type XdpAutoWhy = keyof typeof XDP_AUTO_WHY;
 
@@ -168,12 +180,15 @@ export function xdpWhy(flags: number): XdpAutoWhy | undefined {
  * What an `up` without `--xdp` asks of a datapath already up, whose
  * `wr_config.flags` are `flags` on underlay `ifindex`: what was asked
  * before. auto's choice is made again (the same, for the same device); a
- * forced mode stays, so an upgrade never detaches XDP under traffic.
+ * forced mode stays, so an upgrade never detaches XDP under traffic;
+ * except generic XDP, which an older warren attached and which carries no
+ * tunnel traffic ({@link XDP_GENERIC_REFUSED}): TC only.
  */
 export function xdpKept(dir: string, ifindex: number, flags: number): XdpChoice {
   if (flags & ConfigFlag.XDP_AUTO) return "auto";
   if (!(flags & ConfigFlag.XDP_UNDERLAY)) return "off";
   const mode = xdpAttached(dir, ifindex);
+  if (mode === "generic") return "off";
   return mode === "off" ? "native" : mode;
 }
 

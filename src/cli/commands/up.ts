@@ -28,7 +28,7 @@ export function register(cli: Command): void {
     .addOption(
       new Option(
         "--xdp <mode>",
-        "XDP on the underlay (auto: native on a NIC driver that has it, TC only on a veth or other virtual device; default: auto on a first up, what was asked before on an upgrade)",
+        "XDP on the underlay (auto: native on a NIC driver that has it, TC only on a veth or other virtual device; generic is refused: it carries no tunnel traffic; default: auto on a first up, what was asked before on an upgrade)",
       ).choices([
         "auto",
         "native",

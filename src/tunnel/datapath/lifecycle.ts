@@ -19,6 +19,7 @@ import {
   detachAll,
   detachDevice,
   type TcChoice,
+  XDP_GENERIC_REFUSED,
   type XdpChoice,
   xdpFlags,
   xdpKept,
@@ -51,8 +52,9 @@ export interface UpOptions {
   pinDir?: string;
   /**
    * XDP on the underlay. auto: native on a NIC driver that has it, TC only
-   * on a veth or any other device (attach.ts, XDP_AUTO_WHY). Default: auto
-   * on a first up; on an upgrade, what was asked before (xdpKept).
+   * on a veth or any other device (attach.ts, XDP_AUTO_WHY). generic is
+   * refused (XDP_GENERIC_REFUSED). Default: auto on a first up; on an
+   * upgrade, what was asked before (xdpKept).
    */
   xdp?: XdpChoice;
   /** TC attachment method; default auto (TCX where the kernel has it). */
@@ -99,6 +101,7 @@ export function exists(pinDir: string): boolean {
  * swap them atomically, so traffic never stops) and the maps are kept.
  */
 export async function up(options: UpOptions): Promise<{ pinDir: string; maps: DatapathMaps }> {
+  if (options.xdp === "generic") throw new PortError(XDP_GENERIC_REFUSED);
   const pinDir = options.pinDir ?? DEFAULT_PIN_DIR;
   const underlay = await device(options.underlay);
   const ips = options.localIps ? options.localIps.map(localIp) : await deviceAddrs(underlay.name);
