@@ -82,10 +82,15 @@ const TK = Object.fromEntries(tunKeyCodec.fields.map((f) => [f.name, f.offset]))
   number
 >;
 
-/** The encoded key and mask of a match, the key masked. */
-export function encodeMatch(m: Match): { keyBytes: Uint8Array; maskBytes: Uint8Array } {
-  const maskBytes = new Uint8Array(flowKeyCodec.size);
-  const keyBytes = new Uint8Array(flowKeyCodec.size);
+/**
+ * The encoded key and mask of a match, the key masked; written into
+ * `keyBytes` and `maskBytes` when given (every byte of them).
+ */
+export function encodeMatch(
+  m: Match,
+  keyBytes: Uint8Array = new Uint8Array(flowKeyCodec.size),
+  maskBytes: Uint8Array = new Uint8Array(flowKeyCodec.size),
+): { keyBytes: Uint8Array; maskBytes: Uint8Array } {
   encodeFlowKey(m.mask, maskBytes);
   encodeFlowKey(m.key, keyBytes);
   for (let i = 0; i < keyBytes.length; i++) keyBytes[i] &= maskBytes[i];
@@ -222,6 +227,23 @@ export type ActionMemo = Map<readonly ActionSpec[], CompiledActions>;
  * flow as text: among a million, the user must learn which one.
  */
 export function compileFlow(spec: FlowSpec, ports: PortLookup, memo?: ActionMemo): CompiledFlow {
+  const keyBytes = new Uint8Array(flowKeyCodec.size);
+  const maskBytes = new Uint8Array(flowKeyCodec.size);
+  return { spec, keyBytes, maskBytes, ...compileFlowInto(spec, ports, keyBytes, maskBytes, memo) };
+}
+
+/**
+ * {@link compileFlow} without allocating: the flow's masked key and mask
+ * are written into `keyBytes` and `maskBytes` (a table of a million flows
+ * reuses the same two), its actions returned.
+ */
+export function compileFlowInto(
+  spec: FlowSpec,
+  ports: PortLookup,
+  keyBytes: Uint8Array,
+  maskBytes: Uint8Array,
+  memo?: ActionMemo,
+): CompiledActions {
   try {
     if (spec.match.mask.in_port && !ports.byNumber(spec.match.key.in_port)) {
       throw new CompileError(`in_port ${spec.match.key.in_port} does not exist`);
@@ -241,21 +263,24 @@ export function compileFlow(spec: FlowSpec, ports: PortLookup, memo?: ActionMemo
       // Only lists nobody can change afterwards are shared.
       if (memo && Object.isFrozen(spec.actions)) memo.set(spec.actions, compiled);
     }
-    if (spec.match.mask.in_port) {
-      const inPort = ports.byNumber(spec.match.key.in_port);
-      if (inPort?.kind === "tunnel" && compiled.actions.some((a) => a.op === ActionOp.IN_PORT)) {
-        // The datapath would drop every such packet: it sends back to local ports only.
-        throw new CompileError(
-          `in_port would send packets back to ${inPort.name}, a tunnel port, and warren sends ` +
-            "packets back only to local ports: its datapath would drop them all",
-        );
-      }
-    }
-    const { keyBytes, maskBytes } = encodeMatch(spec.match);
-    return { spec, keyBytes, maskBytes, ...compiled };
+    if (spec.match.mask.in_port) checkInPort(spec.match.key.in_port, compiled.actions, ports);
+    encodeMatch(spec.match, keyBytes, maskBytes);
+    return compiled;
   } catch (err) {
     if (err instanceof CompileError) err.message = `${flowText(spec, ports)}: ${err.message}`;
     throw err;
+  }
+}
+
+/** Refuses actions that a flow matching in_port `inPort` cannot carry out. */
+function checkInPort(inPort: number, actions: ActionEntry[], ports: PortLookup): void {
+  const port = ports.byNumber(inPort);
+  if (port?.kind === "tunnel" && actions.some((a) => a.op === ActionOp.IN_PORT)) {
+    // The datapath would drop every such packet: it sends back to local ports only.
+    throw new CompileError(
+      `in_port would send packets back to ${port.name}, a tunnel port, and warren sends ` +
+        "packets back only to local ports: its datapath would drop them all",
+    );
   }
 }
 

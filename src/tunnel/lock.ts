@@ -20,6 +20,14 @@ export function lockPath(pinDir: string): string {
   return `${LOCK_DIR}/${pinDir.replace(/^\/+/, "").replace(/\//g, "-")}.lock`;
 }
 
+/**
+ * The file beside the lock file of the datapath at `pinDir` where `apply`
+ * notes what it last made the table (`flows/applied.ts`).
+ */
+export function appliedPath(pinDir: string): string {
+  return lockPath(pinDir).replace(/\.lock$/, ".applied");
+}
+
 /** Opens the lock file of the datapath at `pinDir`, for locking it many times. */
 export function openLockFile(pinDir: string): Deno.FsFile {
   for (;;) {
@@ -46,15 +54,17 @@ function isCurrent(pinDir: string, file: Deno.FsFile): boolean {
 
 /**
  * Removes the lock file of the datapath at `pinDir` (call it holding the
- * lock), and the lock directory if no other datapath has one there.
+ * lock) and the file beside it, and the lock directory if no other
+ * datapath has one there.
  */
 export function removeLockFile(pinDir: string): void {
-  for (const [path, ignore] of [[lockPath(pinDir), []], [LOCK_DIR, ["ENOTEMPTY"]]] as const) {
+  const files = [[appliedPath(pinDir), []], [lockPath(pinDir), []], [LOCK_DIR, ["ENOTEMPTY"]]];
+  for (const [path, ignore] of files as [string, string[]][]) {
     try {
       Deno.removeSync(path);
     } catch (err) {
       const code = (err as { code?: string }).code ?? "";
-      if (!(err instanceof Deno.errors.NotFound) && !(ignore as readonly string[]).includes(code)) {
+      if (!(err instanceof Deno.errors.NotFound) && !ignore.includes(code)) {
         throw err;
       }
     }

@@ -187,6 +187,11 @@ export class DatapathMaps implements Disposable {
     return maps;
   }
 
+  /** Where the maps are pinned, once they are. */
+  get pinDir(): string | undefined {
+    return this.#dir;
+  }
+
   /** Pins every map under `dir` (a datapath's first `up`). */
   pin(dir: string): void {
     for (const [name, map] of this.all()) map.pin(mapPin(dir, name));

@@ -14,12 +14,19 @@
  */
 
 import type { Addr } from "../addr.ts";
-import { type ActionMemo, compileFlow, decompileActions, flowText } from "../compile.ts";
+import {
+  type ActionMemo,
+  type CompiledFlow,
+  compileFlowInto,
+  decompileActions,
+  flowText,
+} from "../compile.ts";
 import { failpoint } from "../failpoint.ts";
 import type { FlowSpec } from "../flow_syntax.ts";
-import { ActionOp, decodeFlowKey, tunKeyCodec } from "../../maps/layouts.ts";
+import { ActionOp, ConfigFlag, decodeFlowKey, tunKeyCodec } from "../../maps/layouts.ts";
 import { U32List } from "../ids.ts";
 import { Remotes, type TunKeySlots } from "../tun_keys.ts";
+import { appliedAlready, noteApplied } from "./applied.ts";
 import { zeroCounters } from "./counters.ts";
 import {
   actionSlots,
@@ -100,14 +107,15 @@ export function apply(
 ): FlowDiff {
   const limit = options.listLimit ?? 1000;
   const progress = options.progress;
-  const set = new FlowSet();
-  const memo: ActionMemo = new Map();
-  for (const s of specs) {
-    set.add(compileFlow(s, t.ports, memo));
-    if (set.count % 65536 === 0) progress?.({ phase: "compile", done: set.count });
-  }
-  progress?.({ phase: "compile", done: set.count, total: set.count });
+  const set = compile(t, specs, progress);
   checkSetGroups(t, set, options.comingGroups);
+  // The same flows as the last apply installed, and nothing changed
+  // since: the table is the wanted one, without reading it.
+  const digest = set.digest();
+  if (appliedAlready(t.maps, t.maps.config.read(), digest)) {
+    return describe(t, set, 0, [], limit, true);
+  }
+  failpoint("flow.apply.compare");
   const st = options.dryRun ? t.journal.load() : t.journal.forWrite();
 
   // Old masks by id, as masks of the set (or none).
@@ -180,7 +188,10 @@ export function apply(
   // wanted one already, and writing it again would only cost time, unless
   // a crashed writer left ids or key references for an apply to heal.
   const unchanged = diff.added + diff.modified + diff.removed === 0;
-  if (unchanged && bookkeepingAgrees(t, st, oldIds, oldCounts)) return diff;
+  if (unchanged && bookkeepingAgrees(t, st, oldIds, oldCounts)) {
+    if (!(st.cfg.flags & ConfigFlag.WRITING)) noteApplied(t.maps, st.cfg, digest);
+    return diff;
+  }
 
   t.journal.begin(st);
   try {
@@ -273,7 +284,37 @@ export function apply(
     t.journal.close();
     throw err;
   }
+  // Under a session the commit waits for its end: the counter moves again then.
+  if (!(st.cfg.flags & ConfigFlag.WRITING)) noteApplied(t.maps, st.cfg, digest);
   return diff;
+}
+
+/** `specs` compiled into a set, each flow's key and mask encoded into the same two buffers. */
+function compile(t: TableContext, specs: Iterable<FlowSpec>, progress: ApplyOptions["progress"]) {
+  const set = new FlowSet();
+  const memo: ActionMemo = new Map();
+  const keyBytes = new Uint8Array(KEY_SIZE);
+  const maskBytes = new Uint8Array(KEY_SIZE);
+  // One object for every flow: the set copies what it keeps.
+  const c: CompiledFlow = {
+    spec: undefined!,
+    keyBytes,
+    maskBytes,
+    actions: [],
+    tunKeyBytes: [],
+    flags: 0,
+  };
+  for (const s of specs) {
+    const a = compileFlowInto(s, t.ports, keyBytes, maskBytes, memo);
+    c.spec = s;
+    c.actions = a.actions;
+    c.tunKeyBytes = a.tunKeyBytes;
+    c.flags = a.flags;
+    set.add(c);
+    if (set.count % 65536 === 0) progress?.({ phase: "compile", done: set.count });
+  }
+  progress?.({ phase: "compile", done: set.count, total: set.count });
+  return set;
 }
 
 /** Flow `j` of `set`, as a spec. */
@@ -334,13 +375,17 @@ function checkSetGroups(t: TableContext, set: FlowSet, coming?: ReadonlySet<numb
   });
 }
 
-/** The diff of `set` against the table, with up to `limit` flows of each kind. */
+/**
+ * The diff of `set` against the table, with up to `limit` flows of each
+ * kind; with `same`, every flow of the set is as installed.
+ */
 function describe(
   t: TableContext,
   set: FlowSet,
   removed: number,
   removeSample: InstalledFlow[],
   limit: number,
+  same = false,
 ): FlowDiff {
   const diff: FlowDiff = {
     added: 0,
@@ -355,6 +400,10 @@ function describe(
   const remotes = new Remotes();
   for (const a of set.actionSets) for (const k of a.tunKeys) remotes.add(k);
   diff.remotes = remotes.list();
+  if (same) {
+    diff.unchanged = set.count;
+    return diff;
+  }
   const spec = (j: number) => flowSpec(t, set, j);
   for (let j = 0; j < set.count; j++) {
     if (set.state[j] === FlowState.NEW || set.oldId[j] < 0) {

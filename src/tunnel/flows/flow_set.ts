@@ -10,6 +10,7 @@
  * @module
  */
 
+import { createHash } from "node:crypto";
 import { actionCodec, flowKeyCodec, tunKeyCodec } from "../../maps/layouts.ts";
 import { type CompiledFlow, CompileError } from "../compile.ts";
 
@@ -72,6 +73,11 @@ export class KeyArena {
   /** The stored bytes (replaced when it grows). */
   bytes = new Uint8Array(1 << 16);
   #used = 0;
+
+  /** The stored bytes, in the order stored. */
+  get stored(): Uint8Array {
+    return this.bytes.subarray(0, this.#used);
+  }
 
   /** Stores the bytes of the key at `at` of `key` that `offsets` name; returns where they start. */
   push(key: Uint8Array, at: number, offsets: Uint8Array): number {
@@ -153,7 +159,8 @@ export class FlowSet {
         throw new CompileError("the flows use more than 255 masks");
       }
       mi = this.masks.length;
-      this.masks.push({ ...maskShape(c.maskBytes), maxPriority: 0, flows: 0 });
+      // A copy: the caller may encode the next flow's mask into the same bytes.
+      this.masks.push({ ...maskShape(c.maskBytes.slice()), maxPriority: 0, flows: 0 });
       this.#maskBySig.set(this.masks[mi].sig, mi);
     }
     this.#lastMask = mi;
@@ -199,6 +206,28 @@ export class FlowSet {
       }
       if (same) return n;
     }
+  }
+
+  /**
+   * A digest of the flows added, in order: their masks, keys, priorities,
+   * cookies and action lists (before tunnel keys get slots). Flows with
+   * the same digest make the same table. Hashed column by column, a few
+   * calls for a million flows.
+   */
+  digest(): string {
+    const h = createHash("sha256");
+    const n = this.count;
+    const add = (a: ArrayBufferView) =>
+      h.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+    add(new Uint32Array([n, this.masks.length, this.actionSets.length]));
+    for (const m of this.masks) add(m.bytes);
+    for (const raw of this.#setRaw) add(new Uint32Array([raw.length])), add(raw);
+    add(this.maskIndex.subarray(0, n));
+    add(this.#keys.stored);
+    add(this.priority.subarray(0, n));
+    add(this.cookie.subarray(0, n));
+    add(this.actionSet.subarray(0, n));
+    return h.digest("hex");
   }
 
   /** Flow `n`'s full masked key, written at `at` of `out` (zeroed first). */
