@@ -193,7 +193,7 @@ function plainItem(item: string): string | undefined {
   return text;
 }
 
-const PLAIN_ITEM = /^ *- +([^-?:,[\]{}#&*!|>'"%@` ][\x20-\x7e]*)$/;
+const PLAIN_ITEM = /^ *- +([^\-?:,\[\]{}#&*!|>'"%@` ][\x20-\x7e]*)$/;
 
 /** A YAML mapping key at the start of a line: a section of the state file. */
 const TOP_KEY = /^([A-Za-z_][\w-]*)\s*:(.*)$/;
