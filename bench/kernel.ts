@@ -86,6 +86,16 @@ async function addFlows(dp: Datapath, flows: string[]): Promise<void> {
 /** The flow every decapsulation figure hits on `proto`'s port, with 1 flow and 1 mask. */
 const decapFlow = (p: Protocol) => `tun_id=42,in_port=t_${p} actions=output:web`;
 
+/** The inner UDP port of the frames {@link PASS_FLOW} takes. */
+const PASS_PORT = 7;
+
+/**
+ * A flow XDP cannot finish (it hands the frame to the host's stack), so
+ * that XDP decapsulates and classifies, and TC finishes: the path on which
+ * XDP hands TC the flow it found.
+ */
+const PASS_FLOW = `priority=40000,tun_id=42,in_port=t_vxlan,udp,tp_dst=${PASS_PORT} actions=pass`;
+
 /** The flows encapsulation figures hit: UDP to port 1000 + i goes out of PROTOCOLS[i], to 2000 out of t_csum. */
 const encapFlows = (remote: string) =>
   PROTOCOLS.map((p, i) =>
@@ -116,6 +126,8 @@ async function withRig<T>(
     base: Baselines;
     /** Measures in A's namespace: `decap(prog, proto, repeat)` and so on. */
     decap: (prog: Program, proto: Protocol, repeat: number) => Promise<number>;
+    /** VXLAN decapsulation at XDP of a frame whose flow ({@link PASS_FLOW}) finishes at TC. */
+    decapToTc: (prog: Program, repeat: number) => Promise<number>;
     floor: (prog: Program, repeat: number) => Promise<number>;
     encap: (prog: Program, proto: Protocol, n: number) => Promise<number>;
     tcFloor: (n: number) => Promise<number>;
@@ -171,6 +183,7 @@ async function withRig<T>(
       PROTOCOLS.map((p) => [p, tunnelledToA(lab, p, innerFrame(a.workload.mac), aMac)]),
     );
     const baseline = packets.get("vxlan")!;
+    const toTc = tunnelledToA(lab, "vxlan", innerFrame(a.workload.mac, PASS_PORT), aMac);
     const tcBaseline = innerFrame(b.workload.mac);
     return await run({
       lab,
@@ -179,6 +192,7 @@ async function withRig<T>(
       base: { drop, floor, floorRedirect, redirect, tcFloor },
       decap: (prog, proto, repeat) =>
         a.ns.within(() => live(prog, packets.get(proto)!, under, repeat)),
+      decapToTc: (prog, repeat) => a.ns.within(() => live(prog, toTc, under, repeat)),
       floor: (prog, repeat) => a.ns.within(() => live(prog, baseline, under, repeat)),
       encap: (prog, proto, n) =>
         a.ns.within(() =>
@@ -389,7 +403,14 @@ export interface AblationOptions {
  * which of the two paths measured (decapsulation at XDP, encapsulation at
  * TC) it touches.
  */
-const ABLATIONS: { build: string; without: string; decap: boolean; encap: boolean }[] = [
+const ABLATIONS: {
+  build: string;
+  without: string;
+  decap: boolean;
+  encap: boolean;
+  /** It touches decapsulation at XDP finished at TC ({@link PASS_FLOW}). */
+  toTc?: boolean;
+}[] = [
   { build: "clock", without: "the flow-stats clock read", decap: true, encap: true },
   { build: "counters", without: "any counter", decap: true, encap: true },
   { build: "cache", without: "the exact-match flow cache", decap: true, encap: true },
@@ -400,6 +421,13 @@ const ABLATIONS: { build: string; without: string; decap: boolean; encap: boolea
   { build: "fib", without: "the FIB lookup", decap: false, encap: true },
   { build: "hash", without: "the skb hash", decap: false, encap: true },
   { build: "mtu", without: "the MTU lookup", decap: false, encap: true },
+  {
+    build: "meta_flow",
+    without: "the flow XDP hands TC (TC classifies again)",
+    decap: false,
+    encap: false,
+    toTc: true,
+  },
 ];
 
 /** Where the ablation builds are. */
@@ -407,9 +435,12 @@ const BUILD_DIR = new URL("../bpf/build/", import.meta.url);
 
 /** Measures the ablation section; returns its figures. */
 export function ablationCosts(o: AblationOptions): Promise<Figure[]> {
-  return withRig(async ({ lab, a, b, base, decap, floor, encap, tcFloor }) => {
+  return withRig(async ({ lab, a, b, base, decap, decapToTc, floor, encap, tcFloor }) => {
     const out: Figure[] = [];
-    await lab.datapath(a, (dp) => addFlows(dp, [decapFlow("vxlan"), ...encapFlows(b.ip)]));
+    await lab.datapath(
+      a,
+      (dp) => addFlows(dp, [decapFlow("vxlan"), PASS_FLOW, ...encapFlows(b.ip)]),
+    );
     using fullXdp = await pinned(a, "wr_xdp_underlay");
     using fullTc = await pinned(a, "wr_tc_local");
 
@@ -460,6 +491,20 @@ export function ablationCosts(o: AblationOptions): Promise<Figure[]> {
             () => encap(fullTc, "vxlan", o.single),
           );
           row(`ablation: vxlan encap without ${abl.without}`, r.value, FULL_BUILD, r.base);
+        }
+        if (abl.toTc) {
+          say(`ablation: vxlan decap finished at TC without ${abl.without}`);
+          const r = await sideBySide(
+            o.runs,
+            () => decapToTc(progs.wr_xdp_underlay, o.repeat),
+            () => decapToTc(fullXdp, o.repeat),
+          );
+          row(
+            `ablation: vxlan decap finished at TC without ${abl.without}`,
+            r.value,
+            FULL_BUILD,
+            r.base,
+          );
         }
       } finally {
         for (const p of Object.values(progs)) p.close();

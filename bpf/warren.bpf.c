@@ -74,7 +74,7 @@ int wr_xdp_underlay(struct xdp_md *ctx)
 	stat_inc(WR_STAT_DECAP);
 	p.data = (void *)(long)ctx->data;
 	p.end = (void *)(long)ctx->data_end;
-	len = frame_len(ctx, 1);
+	len = d.len;
 	port_rx(d.in_port, len);
 
 	if (parse_frame(&p, key, &fi) < 0) {
@@ -116,11 +116,15 @@ int wr_xdp_underlay(struct xdp_md *ctx)
 		}
 	}
 
-	/* Everything else finishes at TC, which matches again with the tunnel
-	 * key carried in the metadata. */
+	/* Everything else finishes at TC, with the tunnel key carried in the
+	 * metadata, and the flow found, which TC takes unless the
+	 * configuration changed in between. */
 	m = xdp_meta_push(ctx, sizeof(*m));
 	if (m) {
 		meta_from_key(m, key);
+		m->flow_slot = l->hint_slot;
+		m->flow_id = l->hint_flow;
+		m->seq = l->hint_seq;
 		stat_inc(WR_STAT_XDP_PASS);
 		return XDP_PASS;
 	}
@@ -176,6 +180,9 @@ int wr_tc_underlay(struct __sk_buff *skb)
 	__builtin_memset(dp, 0, sizeof(*dp));
 	if ((void *)(m + 1) <= data && m->magic == WR_META_MAGIC) {
 		key_from_meta(&l->key, m);
+		l->hint_slot = m->flow_slot;
+		l->hint_flow = m->flow_id;
+		l->hint_seq = m->seq;
 		return finish_at_tc(skb, l, FIN_TUNNEL);
 	}
 	if ((void *)(m + 1) <= data && m->magic == WR_META_STT) {

@@ -9,7 +9,10 @@ import { assert, assertEquals } from "./helpers/assert.ts";
 import { coarseNs, coarseResolutionNs } from "../src/bpf/clock.ts";
 import { ifindex } from "../src/bpf/netif.ts";
 import { Program } from "../src/bpf/program.ts";
-import { skbContext, testRun } from "../src/bpf/test_run.ts";
+import { skbContext, testRun, xdpContext } from "../src/bpf/test_run.ts";
+import { BpfObject } from "../src/bpf/object.ts";
+import { metaCodec } from "../src/maps/layouts.ts";
+import { COUNTER_OBJECT } from "./helpers/objects.ts";
 import { Lab } from "../src/lab/topology.ts";
 import type { Datapath } from "../src/tunnel/datapath.ts";
 import { parseFlow, parseMatch } from "../src/tunnel/flow_syntax.ts";
@@ -30,6 +33,7 @@ import {
   TC_ACT_REDIRECT,
   TC_ACT_SHOT,
   upWithPorts,
+  XDP_PASS,
 } from "./helpers/lab.ts";
 
 /** The next-hop cache's bound: NH_MAX_AGE_NS in bpf/include/encap.h. */
@@ -263,6 +267,82 @@ privilegedTest(
       assertEquals(await send(), [TC_ACT_REDIRECT, TC_ACT_REDIRECT]);
       assertEquals(await counted(), { hits: 6, misses: 14 });
       await Deno.remove(dir, { recursive: true });
+    }),
+);
+
+// The cache is per CPU, and so is what XDP hands TC: one CPU for every packet.
+privilegedTest(
+  "one classification per packet: TC takes the flow XDP found, unless the configuration changed since",
+  () =>
+    onCpu(0, async () => {
+      await using lab = await oneHost();
+      const [a, b] = lab.hosts;
+      await lab.datapath(a, (dp) => addFlows(dp, "tun_id=42,in_port=t0 actions=output:web"));
+      const aMac = await macOf(a.ns, a.underlay);
+      const packet = await scapy(
+        `Ether(dst='${aMac}',src='02:00:00:00:00:99')/IP(src='${b.ip}',dst='${a.ip}')/` +
+          `UDP(sport=50000,dport=4789)/VXLAN(vni=42,flags=0x08)/` +
+          `Ether(src='02:00:00:00:00:0a')/IP(src='10.1.0.1',dst='10.1.0.2')/UDP(dport=9)`,
+      );
+      const under = await a.ns.within(() => ifindex(a.underlay));
+      const flowPackets = () => lab.datapath(a, packetsByFlow);
+
+      // Decapsulated at XDP, finished at TC (web takes no XDP redirects),
+      // in live frames (one batch, 64 at most): each packet looked up
+      // once, and counted once.
+      await a.ns.within(() => {
+        using xdp = Program.fromPin(`${a.pinDir}/progs/wr_xdp_underlay`);
+        const ctx = xdpContext(under, packet.length);
+        testRun(xdp, { data: packet, ctx, repeat: 50, liveFrames: true });
+      });
+      assertEquals(await flowPackets(), [[32768, 50]]);
+      assertEquals(await lab.datapath(a, cacheCounts), { hits: 49, misses: 1 });
+
+      // What XDP hands over: the flow, the cache slot holding it, the
+      // configuration it was found under.
+      const xdp = await a.ns.within(() => runPinned(a, "wr_xdp_underlay", packet, a.underlay));
+      assertEquals(xdp.retval, XDP_PASS);
+      const meta = metaCodec.decode(xdp.data);
+      const [flowId, seq] = await lab.datapath(
+        a,
+        (dp) => [[...dp.eachFlow()][0].flowId, dp.maps.config.read().seq],
+      );
+      assertEquals([meta.flow_id, meta.seq], [flowId, seq]);
+      assert.ok(meta.flow_slot < 4096, `slot ${meta.flow_slot}`);
+      assertEquals(await lab.datapath(a, cacheCounts), { hits: 50, misses: 1 });
+
+      // TC fed that metadata by an XDP program that passes the frame on.
+      const frame = xdp.data;
+      const handOver = (m: typeof meta) =>
+        a.ns.within(() => {
+          using obj = BpfObject.openMemory(COUNTER_OBJECT, "counter");
+          obj.load();
+          using pass = obj.program("xdp_count");
+          const data = new Uint8Array(frame);
+          data.set(metaCodec.encode(m));
+          const ctx = xdpContext(under, data.length, metaCodec.size);
+          testRun(pass, { data, ctx, liveFrames: true });
+        });
+      await handOver(meta);
+      assertEquals(await flowPackets(), [[32768, 51]]);
+      assertEquals(await lab.datapath(a, cacheCounts), { hits: 50, misses: 1 });
+      // Found under another configuration: TC looks the frame up again.
+      await handOver({ ...meta, seq: meta.seq - 1n });
+      assertEquals(await flowPackets(), [[32768, 52]]);
+      assertEquals(await lab.datapath(a, cacheCounts), { hits: 51, misses: 1 });
+      // A flow mod between XDP and TC: the frame takes the new actions.
+      await lab.datapath(
+        a,
+        (dp) => dp.modifyFlow(parseFlow("tun_id=42,in_port=t0 actions=drop", dp.portNames())),
+      );
+      await handOver(meta);
+      assertEquals(await flowPackets(), [[32768, 53]]);
+      assertEquals(await lab.datapath(a, cacheCounts), { hits: 51, misses: 2 });
+      assertEquals(await lab.datapath(a, nonZeroStats), {
+        decap: 51,
+        xdp_pass: 51,
+        drop_action: 1,
+      });
     }),
 );
 

@@ -25,6 +25,7 @@
 #define ABL_MTU		0x100	/* encap: no MTU lookup (no too-big check) */
 #define ABL_CACHE_HIT	0x200	/* every cache probe misses: the search, and a fill */
 #define ABL_NH_CACHE	0x400	/* encap: no next-hop cache: routed, header built each time */
+#define ABL_META_FLOW	0x800	/* TC classifies again what XDP classified and handed over */
 
 #ifndef WR_ABLATE
 #define WR_ABLATE 0

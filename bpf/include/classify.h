@@ -29,6 +29,14 @@ struct lookup {
 	struct wr_flow_key key;
 	struct wr_flow_index_key ik;
 	struct frame_info fi;
+	/* The flow cache slot (FLOW_CACHE_SLOTS, below) that holds a copy
+	 * of the flow found, META_NO_FLOW when none does, the flow's id and
+	 * the wr_config.seq it was found under: what classify found, for
+	 * XDP to hand TC in struct wr_meta; at TC, what XDP handed over,
+	 * until frame_flow takes it. */
+	__u64 hint_seq;
+	__u32 hint_flow;
+	__u32 hint_slot;
 	/* The generation's wr_flow_entry.vis bit: kept here, not on the
 	 * stack, as the group walk's call chain uses all 512 bytes. */
 	__u8 vis;
@@ -41,14 +49,16 @@ struct {
 	__type(value, struct lookup);
 } wr_scratch_lookup SEC(".maps");
 
-/* This CPU's scratch, its flow key zeroed. */
+/* This CPU's scratch, its flow key zeroed, no flow handed over. */
 static __always_inline struct lookup *lookup_scratch(void)
 {
 	__u32 zero = 0;
 	struct lookup *l = bpf_map_lookup_elem(&wr_scratch_lookup, &zero);
 
-	if (l)
+	if (l) {
 		__builtin_memset(&l->key, 0, sizeof(l->key));
+		l->hint_slot = META_NO_FLOW;
+	}
 	return l;
 }
 
@@ -190,16 +200,25 @@ static __always_inline int flow_keys_equal(const struct wr_flow_key *a, const st
 	return diff == 0;
 }
 
-/* The slot of way 0 or 1 for a key of this hash. */
-static __always_inline struct flow_cache_slot *flow_cache_slot(__u32 hash, int way)
+/* Slot i (taken modulo FLOW_CACHE_SLOTS) of this CPU's cache. */
+static __always_inline struct flow_cache_slot *flow_cache_slot(__u32 i)
 {
-	__u32 i = (way ? hash >> 16 : hash) & (FLOW_CACHE_SLOTS - 1);
-
+	i &= FLOW_CACHE_SLOTS - 1;
 	return bpf_map_lookup_elem(&wr_flow_cache, &i);
 }
 
+/* Records in l that slot i holds flow e, made under tag. */
+static __always_inline struct wr_flow_entry *cached_in(struct lookup *l, __u32 i,
+						       struct flow_cache_slot *s, __u64 tag)
+{
+	l->hint_seq = tag - 1;
+	l->hint_flow = s->flow.flow_id;
+	l->hint_slot = i & (FLOW_CACHE_SLOTS - 1);
+	return &s->flow;
+}
+
 /* The highest-priority flow matching key, or NULL: from the cache, or
- * searched and then cached. */
+ * searched and then cached. l->hint_* says which slot holds it. */
 static __always_inline struct wr_flow_entry *classify(const struct wr_flow_key *key,
 						      struct lookup *l)
 {
@@ -210,6 +229,7 @@ static __always_inline struct wr_flow_entry *classify(const struct wr_flow_key *
 	__u64 tag;
 	__u32 hash;
 
+	l->hint_slot = META_NO_FLOW;
 	if (!cfg)
 		return NULL;
 	if (wr_dry_run || ablated(ABL_CACHE))
@@ -217,18 +237,18 @@ static __always_inline struct wr_flow_entry *classify(const struct wr_flow_key *
 	/* Before the search: see above. */
 	tag = cfg->seq + 1;
 	hash = flow_key_hash(key);
-	s0 = flow_cache_slot(hash, 0);
+	s0 = flow_cache_slot(hash);
 	cs = cache_stats();
 	if (s0 && s0->tag == tag && flow_keys_equal(&s0->key, key) && !ablated(ABL_CACHE_HIT)) {
 		if (cs)
 			cs->flow_hits++;
-		return &s0->flow;
+		return cached_in(l, hash, s0, tag);
 	}
-	s1 = flow_cache_slot(hash, 1);
+	s1 = flow_cache_slot(hash >> 16);
 	if (s1 && s1->tag == tag && flow_keys_equal(&s1->key, key) && !ablated(ABL_CACHE_HIT)) {
 		if (cs)
 			cs->flow_hits++;
-		return &s1->flow;
+		return cached_in(l, hash >> 16, s1, tag);
 	}
 	if (cs)
 		cs->flow_misses++;
@@ -242,7 +262,33 @@ static __always_inline struct wr_flow_entry *classify(const struct wr_flow_key *
 	fill->tag = tag;
 	fill->key = *key;
 	fill->flow = *e;
-	return &fill->flow;
+	return cached_in(l, fill == s0 ? hash : hash >> 16, fill, tag);
+}
+
+/*
+ * The flow XDP classified this frame to (l->hint_*, from struct wr_meta),
+ * taken once: NULL unless the configuration is still the one XDP found it
+ * under and XDP's cache slot still holds it (the slot is per CPU, and
+ * other frames may have refilled it in between). A copy made under the
+ * current wr_config.seq is what the search would find: see the cache's
+ * invalidation above.
+ */
+static __always_inline struct wr_flow_entry *xdp_flow(struct lookup *l)
+{
+	struct flow_cache_slot *s;
+	struct wr_config *cfg;
+	__u32 i = l->hint_slot;
+
+	l->hint_slot = META_NO_FLOW;
+	if (i == META_NO_FLOW || wr_dry_run || ablated(ABL_META_FLOW))
+		return NULL;
+	cfg = config();
+	if (!cfg || cfg->seq != l->hint_seq)
+		return NULL;
+	s = flow_cache_slot(i);
+	if (!s || s->tag != l->hint_seq + 1 || s->flow.flow_id != l->hint_flow)
+		return NULL;
+	return &s->flow;
 }
 
 /* classify in a frame of its own: TC's deepest call chains (the actions)
@@ -322,7 +368,9 @@ static __always_inline struct wr_flow_entry *frame_flow(struct __sk_buff *skb, s
 		return NULL;
 	}
 	stamp_net(key);
-	e = classify_apart(key, l);
+	e = xdp_flow(l);
+	if (!e)
+		e = classify_apart(key, l);
 	if (e && restamps(e)) {
 		/* Looked up once more in its new network; a second re-stamp
 		 * would be a loop. */

@@ -223,6 +223,7 @@ static __always_inline int parse_tunnel(void *ctx, int is_xdp, struct packet *p,
 	__u32 port_no;
 	int v6, r, next;
 
+	d->len = len;
 	next = parse_ethhdr(&c, &eth);
 	if (next < 0)
 		return TUN_NOT_OURS;
@@ -420,16 +421,21 @@ __noinline int parse_tunnel_skb(struct __sk_buff *skb, struct wr_flow_key *key, 
 /*
  * Strips at XDP the outer headers of the tunnel packet d describes, and
  * Ethernet padding past its IP packet, then does what STT's header asks of
- * a frame that arrived whole. Returns 0 or the WR_DROP_* reason.
+ * a frame that arrived whole; d->len becomes the inner frame's length.
+ * Returns 0 or the WR_DROP_* reason.
  */
-static __always_inline int xdp_decap(struct xdp_md *ctx, const struct decap *d)
+static __always_inline int xdp_decap(struct xdp_md *ctx, struct decap *d)
 {
-	__u32 len = frame_len(ctx, 1);
+	__u32 len = d->len, strip = d->outer_len - stt_tag_room(d);
 
-	if (len > d->l3_end && bpf_xdp_adjust_tail(ctx, -(int)(len - d->l3_end)))
+	if (len > d->l3_end) {
+		if (bpf_xdp_adjust_tail(ctx, -(int)(len - d->l3_end)))
+			return WR_DROP_DECAP;
+		len = d->l3_end;
+	}
+	if (bpf_xdp_adjust_head(ctx, strip))
 		return WR_DROP_DECAP;
-	if (bpf_xdp_adjust_head(ctx, d->outer_len - stt_tag_room(d)))
-		return WR_DROP_DECAP;
+	d->len = len - strip;
 	if (d->proto == WR_PROTO_STT && stt_fixup_xdp(ctx, d))
 		return WR_DROP_STT;
 	return 0;

@@ -82,6 +82,9 @@ struct decap {
 	__u8 stt_l4off;
 	__u16 stt_vlan;		/* host order, V bit included */
 	__u16 pad;
+	/* The frame's length, non-linear part included: read once, by
+	 * parse_tunnel, and kept up to date by xdp_decap. */
+	__u32 len;
 };
 
 /*
@@ -130,7 +133,11 @@ static __always_inline int ecn_decap(struct packet *p, __u32 l3_off, __u8 versio
 	return 0;
 }
 
-/* The flow key's tunnel fields, from XDP's metadata (and back). */
+/* wr_meta.flow_slot: XDP hands TC no flow. */
+#define META_NO_FLOW 0xffffffff
+
+/* The flow key's tunnel fields, from XDP's metadata (and back, with no
+ * flow). */
 static __always_inline void key_from_meta(struct wr_flow_key *key, const struct wr_meta *m)
 {
 	key->in_port = m->in_port;
@@ -160,6 +167,7 @@ static __always_inline void meta_from_key(struct wr_meta *m, const struct wr_flo
 	m->gnv_type = key->gnv_type;
 	m->gnv_len = key->gnv_len;
 	__builtin_memcpy(m->gnv_data, key->gnv_data, sizeof(m->gnv_data));
+	m->flow_slot = META_NO_FLOW;
 }
 
 /* Room for size bytes of metadata in front of the XDP frame, for TC to

@@ -565,7 +565,15 @@ struct wr_meta {
 	__u8 gnv_data[8];
 	__u32 stt_slot;		/* WR_META_STT: where the frame waits */
 	__u32 stt_id;		/* ... and its identifier, to be sure it still does */
+	/* WR_META_MAGIC: the flow XDP classified the frame to, so that TC
+	 * does not search again: its id, the flow cache slot (of XDP's CPU)
+	 * holding its copy (0xffffffff: none), and the
+	 * wr_config.seq it was found under. TC searches again unless seq is
+	 * still current and the slot still holds that flow under it. */
+	__u32 flow_id;
+	__u32 flow_slot;
 	__u32 pad2;
+	__u64 seq;
 };
 
 /*

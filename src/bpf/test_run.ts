@@ -62,7 +62,7 @@ export interface TestRunResult {
  * offsets, and the size test-run takes. tests/object_test.ts checks them
  * against the BTF of warren's object.
  */
-export const XDP_MD = { size: 24, data_end: 4, ingress_ifindex: 12 } as const;
+export const XDP_MD = { size: 24, data: 0, data_end: 4, ingress_ifindex: 12 } as const;
 
 /** The `struct __sk_buff` fields a test-run context sets, as {@link XDP_MD}. */
 export const SK_BUFF = { size: 192, mark: 8, ifindex: 40 } as const;
@@ -70,11 +70,14 @@ export const SK_BUFF = { size: 192, mark: 8, ifindex: 40 } as const;
 /**
  * A `struct xdp_md` for a packet of `length` bytes arriving on device
  * `ifindex`: test-run needs `data_end`, and the device for redirects and,
- * in live-frames mode, to transmit from.
+ * in live-frames mode, to transmit from. With `metaLength`, the packet's
+ * first `metaLength` bytes (a multiple of 4) are its metadata, which an
+ * XDP_PASS hands on to TC as `skb->data_meta`.
  */
-export function xdpContext(ifindex: number, length: number): Uint8Array {
+export function xdpContext(ifindex: number, length: number, metaLength = 0): Uint8Array {
   const ctx = new Uint8Array(XDP_MD.size);
   const v = new DataView(ctx.buffer);
+  v.setUint32(XDP_MD.data, metaLength, true);
   v.setUint32(XDP_MD.data_end, length, true);
   v.setUint32(XDP_MD.ingress_ifindex, ifindex, true);
   return ctx;

@@ -645,7 +645,10 @@ export const metaCodec = struct("wr_meta", {
   gnv_data: bytes(8),
   stt_slot: u32,
   stt_id: u32,
+  flow_id: u32,
+  flow_slot: u32,
   pad2: pad(4),
+  seq: u64,
 });
 
 /**
