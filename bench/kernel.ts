@@ -421,6 +421,7 @@ const ABLATIONS: {
   { build: "fib", without: "the FIB lookup", decap: false, encap: true },
   { build: "hash", without: "the skb hash", decap: false, encap: true },
   { build: "mtu", without: "the MTU lookup", decap: false, encap: true },
+  { build: "devmap", without: "the device map (a redirect by ifindex)", decap: true, encap: false },
   {
     build: "meta_flow",
     without: "the flow XDP hands TC (TC classifies again)",

@@ -22,6 +22,20 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* Redirects the frame at XDP to local port `port`, if its peer takes XDP
+ * redirects: XDP_REDIRECT, else anything else (nothing is done). */
+static __always_inline long xdp_redirect_port(__u32 port)
+{
+	struct wr_port *p;
+
+	if (!ablated(ABL_DEVMAP))
+		return bpf_redirect_map(&wr_xdp_ports, port, 0);
+	p = bpf_map_lookup_elem(&wr_ports, &port);
+	if (!p || p->kind != WR_PORT_LOCAL)
+		return XDP_PASS;
+	return bpf_redirect(p->ifindex, 0);
+}
+
 SEC("xdp")
 int wr_xdp_underlay(struct xdp_md *ctx)
 {
@@ -106,13 +120,12 @@ int wr_xdp_underlay(struct xdp_md *ctx)
 	 * its segmentation, an XDP redirect would not. */
 	if ((e->flags & WR_FLOWF_LOCAL_XDP) && len == (__u32)(p.end - p.data)) {
 		__u32 out = e->actions[0].port;
-		struct wr_port *port = bpf_map_lookup_elem(&wr_ports, &out);
 
-		if (port && port->kind == WR_PORT_LOCAL) {
+		if (xdp_redirect_port(out) == XDP_REDIRECT) {
 			flow_hit(e, len, fi.tcp_flags);
 			port_tx(out, len);
 			stat_inc(WR_STAT_XDP_REDIRECT);
-			return bpf_redirect(port->ifindex, 0);
+			return XDP_REDIRECT;
 		}
 	}
 

@@ -26,6 +26,7 @@
 #define ABL_CACHE_HIT	0x200	/* every cache probe misses: the search, and a fill */
 #define ABL_NH_CACHE	0x400	/* encap: no next-hop cache: routed, header built each time */
 #define ABL_META_FLOW	0x800	/* TC classifies again what XDP classified and handed over */
+#define ABL_DEVMAP	0x1000	/* XDP redirects by ifindex (wr_ports), not through wr_xdp_ports */
 
 #ifndef WR_ABLATE
 #define WR_ABLATE 0

@@ -44,6 +44,16 @@ struct {
 	__type(value, __u32);
 } wr_ifindex_ports SEC(".maps");
 
+/* Local ports whose peers take XDP redirects, by port number -> ifindex.
+ * XDP redirects through it: the map holds the device itself, where a
+ * redirect by ifindex looks the device up for every packet. */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, WR_MAX_PORTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} wr_xdp_ports SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);

@@ -86,6 +86,8 @@ export class DatapathMaps implements Disposable {
   readonly portInfo: TypedMap<number, PortInfo>;
   /** `wr_ifindex_ports`: a local port's ifindex to its number. */
   readonly ifindexPorts: TypedMap<number, number>;
+  /** `wr_xdp_ports` (a device map): an XDP-capable local port's number to its ifindex. */
+  readonly xdpPorts: TypedMap<number, number>;
   /** `wr_endpoints`. */
   readonly endpoints: TypedMap<EndpointKey, Endpoint>;
   /** `wr_remotes`. */
@@ -140,6 +142,7 @@ export class DatapathMaps implements Disposable {
       this.ports = new TypedMap(take("wr_ports"), u32, portCodec);
       this.portInfo = new TypedMap(take("wr_port_info"), u32, portInfoCodec);
       this.ifindexPorts = new TypedMap(take("wr_ifindex_ports"), u32, u32);
+      this.xdpPorts = new TypedMap(take("wr_xdp_ports"), u32, u32);
       this.endpoints = new TypedMap(take("wr_endpoints"), endpointKeyCodec, endpointCodec);
       this.remotes = new TypedMap(take("wr_remotes"), remoteKeyCodec, u32);
       this.geneveKnown = new TypedMap(take("wr_geneve_known"), u32, u32);
@@ -261,6 +264,7 @@ export class DatapathMaps implements Disposable {
     yield ["wr_ports", this.ports.raw];
     yield ["wr_port_info", this.portInfo.raw];
     yield ["wr_ifindex_ports", this.ifindexPorts.raw];
+    yield ["wr_xdp_ports", this.xdpPorts.raw];
     yield ["wr_endpoints", this.endpoints.raw];
     yield ["wr_remotes", this.remotes.raw];
     yield ["wr_geneve_known", this.geneveKnown.raw];

@@ -290,7 +290,9 @@ export class PortRegistry {
       this.#maps.ifindexPorts.set(ifindex, port.number);
       failpoint("port.written");
       this.#maps.ports.set(port.number, entry);
+      if (port.xdp) this.#maps.xdpPorts.set(port.number, ifindex);
     } catch (err) {
+      this.#maps.xdpPorts.delete(port.number);
       this.#maps.ifindexPorts.delete(ifindex);
       detachDevice(this.#pinDir, ifindex);
       throw err;
@@ -350,6 +352,7 @@ export class PortRegistry {
   #unwrite(port: Port): void {
     const entry = this.#maps.ports.get(port.number)!;
     if (port.kind === "local") {
+      this.#maps.xdpPorts.delete(port.number);
       this.#maps.ifindexPorts.delete(entry.ifindex);
       detachDevice(this.#pinDir, entry.ifindex);
       return;
