@@ -11,7 +11,7 @@
  */
 
 import type { BpfMap } from "../../bpf/map.ts";
-import { NO_TUN_KEY } from "../../maps/layouts.ts";
+import { type ActionEntry, NO_TUN_KEY } from "../../maps/layouts.ts";
 import type { Addr } from "../addr.ts";
 import {
   type ActionMemo,
@@ -51,6 +51,17 @@ export interface AddResult {
   remotes: Addr[];
 }
 
+// A compiled action list is shared by every flow with the same action
+// text (see ActionMemo) and never changed afterwards, so its bytes are
+// encoded once: one install at a time, encoding them was a fifth of the cost.
+const encodedActions = new WeakMap<readonly ActionEntry[], Uint8Array>();
+
+function encodedOnce(actions: ActionEntry[]): Uint8Array {
+  let raw = encodedActions.get(actions);
+  if (!raw) encodedActions.set(actions, raw = actionBytes(actions));
+  return raw;
+}
+
 /** The entry of compiled flow `c` of `owner` with id `flowId`, its tunnel keys in `slots`. */
 export function entryOf(
   c: CompiledFlow,
@@ -64,7 +75,7 @@ export function entryOf(
     cookie: c.spec.cookie,
     flags: c.flags,
     owner,
-    actions: resolveActions(actionBytes(c.actions), (k) => slots[k] ?? NO_TUN_KEY)!,
+    actions: resolveActions(encodedOnce(c.actions), (k) => slots[k] ?? NO_TUN_KEY)!,
   });
 }
 
