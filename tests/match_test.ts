@@ -173,9 +173,9 @@ const arbFrameMatch = fc.record({
   };
 }).filter(({ m, met }) =>
   met &&
-  // Matches no packet can meet: ports of a later fragment (it carries none),
-  // TCI bits of an untagged packet.
-  !((m.key.ip_frag & m.mask.ip_frag) === 3 && (m.mask.tp_src | m.mask.tp_dst)) &&
+  // Matches no packet can meet: ports or TCP flags of a later fragment (it
+  // carries no transport header), TCI bits of an untagged packet.
+  !((m.key.ip_frag & m.mask.ip_frag) === 3 && (m.mask.tp_src | m.mask.tp_dst | m.mask.tcp_flags)) &&
   !((m.mask.vlan_tci & 0x1000) && !(m.key.vlan_tci & 0x1000) && m.key.vlan_tci)
 );
 
