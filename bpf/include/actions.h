@@ -190,6 +190,8 @@ __noinline long tunnel_output(struct __sk_buff *skb, const struct frame_info *fi
 	}
 	out = &s->out;
 	r = build_outer(skb, fi, key, st, out);
+	if (!r && port->proto == WR_PROTO_STT)
+		r = stt_fill_hdr(skb, fi, st);
 	/* What the frame grows by: the outer headers, and its tag if the
 	 * kernel holds it aside. */
 	grow = out->hdr_len + st->tag;
@@ -220,6 +222,10 @@ __noinline long tunnel_output(struct __sk_buff *skb, const struct frame_info *fi
 		case GSO_DEVICE:
 			return device_output(skb, st, port->gso_ifindex);
 		case GSO_SEGMENT:
+			/* STT's header carries the tag (stt_fill_hdr), and the
+			 * segments must not carry it outside. */
+			if (port->proto == WR_PROTO_STT && skb->vlan_present)
+				bpf_skb_vlan_pop(skb);
 			return OUTPUT_SEGMENT;
 		}
 		if (!st->tk_done) {
@@ -282,7 +288,7 @@ static __always_inline long output_one(struct __sk_buff *skb, const struct wr_ac
 		st->port_no = p;
 		st->tk_idx = a->arg;
 		port = bpf_map_lookup_elem(&wr_ports, &p);
-		if (port && port->proto == WR_PROTO_STT)
+		if (port && port->proto == WR_PROTO_STT && !stt_datagrams(st, fi))
 			return stt_output(skb, fi, key, st);
 		return tunnel_output(skb, fi, key, st);
 	}

@@ -352,6 +352,13 @@ static __always_inline int seg_build(struct __sk_buff *skb, __u32 j, struct seg_
 		if ((gh->flags & bpf_htons(GRE_S)) && at + 4 <= hlen)
 			*(__be32 *)(h + (at & 0x7f)) = gre_next_seq(port);
 		field = ol4 + 4;
+	} else if (port->proto == WR_PROTO_STT) {
+		/* Each datagram is an STT frame of one segment, its own. */
+		struct tcphdr *th = (void *)(h + (ol4 & 0x3f));
+
+		th->seq = bpf_htonl((WR_STT_HDR_LEN + hl + plen) << 16);
+		th->ack_seq = bpf_get_prandom_u32();
+		field = ol4 + offsetof(struct tcphdr, check);
 	} else {
 		((struct udphdr *)(h + (ol4 & 0x3f)))->len = bpf_htons(total - ol4);
 		field = ol4 + offsetof(struct udphdr, check);
@@ -361,7 +368,7 @@ static __always_inline int seg_build(struct __sk_buff *skb, __u32 j, struct seg_
 	 * frame's headers up to its L4 header and, for a checksum left to the
 	 * device, the complement of its seed (local checksum offload), else
 	 * the rest of the segment as it is. */
-	if (s->out.csum) {
+	if (s->out.csum || port->proto == WR_PROTO_STT) {
 		outer = hlen - ol4;
 		*(__u16 *)(h + (field & 0x7f)) = 0;
 		if (outer > OUTER_MAX - 34)
@@ -376,11 +383,13 @@ static __always_inline int seg_build(struct __sk_buff *skb, __u32 j, struct seg_
 			check = ~csum_fold32(sum);
 		} else {
 			__u8 *ip = h + sizeof(struct ethhdr);
+			__u8 proto = port->proto == WR_PROTO_STT ? IPPROTO_TCP : IPPROTO_UDP;
 
-			sum += s->out.v6 ? pseudo_sum(ip + 8, ip + 24, 1, total - ol4, IPPROTO_UDP) :
-					   pseudo_sum(ip + 12, ip + 16, 0, total - ol4, IPPROTO_UDP);
+			sum += s->out.v6 ? pseudo_sum(ip + 8, ip + 24, 1, total - ol4, proto) :
+					   pseudo_sum(ip + 12, ip + 16, 0, total - ol4, proto);
 			check = ~csum_fold32(sum);
-			if (!check)
+			/* UDP's zero means none; TCP's is a checksum like any. */
+			if (!check && proto == IPPROTO_UDP)
 				check = 0xffff;
 		}
 		*(__u16 *)(h + (field & 0x7f)) = check;

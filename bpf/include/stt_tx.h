@@ -92,13 +92,29 @@ __noinline int stt_fill_hdr(struct __sk_buff *skb, const struct frame_info *fi,
 	sh->version = 0;
 	stt_flags_of(skb, fi, sh);
 	sh->reserved = 0;
-	/* The MSS goes with a checksum left partial: the receiver
-	 * resegments and fills in the checksums of each segment. */
-	sh->mss = (sh->flags & STT_F_CSUM_PARTIAL) ? bpf_htons(skb->gso_size) : 0;
+	/* The MSS goes with a TCP checksum left partial: the receiver
+	 * resegments and fills in the checksums of each segment. A UDP GSO
+	 * packet's datagrams go one frame each (stt_datagrams). */
+	sh->mss = (sh->flags & STT_F_CSUM_PARTIAL) && (sh->flags & STT_F_TCP) ?
+			  bpf_htons(skb->gso_size) : 0;
 	sh->vlan_tci = skb->vlan_present ? bpf_htons(skb->vlan_tci | STT_VLAN_V) : 0;
 	sh->context = s->out.tun_id;
 	sh->pad = 0;
 	return 0;
+}
+
+/*
+ * Whether the GSO packet st is sending through an STT port leaves as its
+ * datagrams, each an STT frame of one segment, through tunnel_output and
+ * segment_output (gso.h) as for other tunnels. STT's MSS field asks a
+ * receiver to cut a frame into TCP segments: a UDP frame with an MSS means
+ * IP fragments to Open vSwitch (UFO), one datagram to warren, never the
+ * datagrams a UDP_SEGMENT send made, so a UDP GSO packet is never sent
+ * whole.
+ */
+static __always_inline int stt_datagrams(const struct exec_state *st, const struct frame_info *fi)
+{
+	return st->gso_size && fi->ip_proto_l4 == IPPROTO_UDP;
 }
 
 /* A frame being sent in segments: per CPU, beside its buffer. */
