@@ -1,12 +1,13 @@
 /**
  * Traffic between workloads: ping, a TCP transfer whose payload hashes are
- * compared, UDP datagrams counted on arrival.
+ * compared, UDP datagrams counted or compared on arrival.
  *
  * @module
  */
 
 import type { Netns } from "../../src/lab/netns.ts";
 import type { Workload } from "../../src/lab/topology.ts";
+import { toHex } from "./scapy.ts";
 
 /** What a ping run reported. */
 export interface PingResult {
@@ -143,6 +144,29 @@ export async function udpBurst(
   size: number,
   options: { gso?: boolean } = {},
 ): Promise<number> {
+  return (await udpDatagrams(from, to, count, size, options)).length;
+}
+
+/**
+ * The payload of datagram `i` of {@link udpDatagrams}' `size`-byte burst:
+ * bytes that differ from datagram to datagram and within one, so a
+ * datagram cut, shifted or swapped shows.
+ */
+export function burstPayload(i: number, size: number): string {
+  return toHex(Uint8Array.from({ length: size }, (_, k) => (i * 31 + k) % 256));
+}
+
+/**
+ * As {@link udpBurst}, but returns the payloads that arrived, in hex, in
+ * the order they arrived; datagram i carries {@link burstPayload}(i, size).
+ */
+export async function udpDatagrams(
+  from: Workload,
+  to: Workload,
+  count: number,
+  size: number,
+  options: { gso?: boolean } = {},
+): Promise<string[]> {
   // A roomy buffer: datagrams warren cut from a GSO packet each carry
   // its buffer, and count for more than their length at the receiver.
   const recv = `
@@ -151,33 +175,32 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
 s.bind(("0.0.0.0", 5002))
 s.settimeout(2)
-n = 0
 try:
     while True:
-        s.recv(65535)
-        n += 1
+        print(s.recv(65535).hex())
 except socket.timeout:
-    pass
-print(n)`;
+    pass`;
   const server = new Deno.Command("ip", {
     args: ["netns", "exec", to.ns.name, "/usr/bin/python3", "-c", recv],
     stdout: "piped",
   }).spawn();
   await waitForListener(to.ns, 5002, "u");
+  const payload = (i: string) => `bytes((${i} * 31 + k) % 256 for k in range(${size}))`;
   const send = options.gso
     ? `
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_UDP, 103, ${size})  # UDP_SEGMENT
-s.sendto(b"".join(bytes([i % 256]) * ${size} for i in range(${count})), ("${to.ip}", 5002))`
+s.sendto(b"".join(${payload("i")} for i in range(${count})), ("${to.ip}", 5002))`
     : `
 import socket, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for i in range(${count}):
-    s.sendto(bytes([i % 256]) * ${size}, ("${to.ip}", 5002))
+    s.sendto(${payload("i")}, ("${to.ip}", 5002))
     time.sleep(0.001)`;
   await from.ns.run(["/usr/bin/python3", "-c", send]);
-  return Number(new TextDecoder().decode((await server.output()).stdout).trim());
+  const out = new TextDecoder().decode((await server.output()).stdout).trim();
+  return out ? out.split("\n") : [];
 }
 
 async function waitForListener(ns: Netns, port: number, proto = "t"): Promise<void> {
