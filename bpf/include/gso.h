@@ -367,14 +367,16 @@ static __always_inline int seg_build(struct __sk_buff *skb, __u32 j, struct seg_
 	/* The outer checksum: the outer header from its L4 on, then the
 	 * frame's headers up to its L4 header and, for a checksum left to the
 	 * device, the complement of its seed (local checksum offload), else
-	 * the rest of the segment as it is. */
+	 * the rest of the segment as it is. STT's header tells its receiver
+	 * to complete such a checksum, so the seed goes on the wire and the
+	 * outer checksum covers the bytes as they are, as stt_tcp_csum's. */
 	if (s->out.csum || port->proto == WR_PROTO_STT) {
 		outer = hlen - ol4;
 		*(__u16 *)(h + (field & 0x7f)) = 0;
 		if (outer > OUTER_MAX - 34)
 			return -1;
 		sum = chunk_sum(h + (ol4 & 0x3f), outer);
-		if (g->partial)
+		if (g->partial && port->proto != WR_PROTO_STT)
 			sum += chunk_sum(ih, l4 & 0x7f) + (__u16)~check;
 		else
 			sum += chunk_sum(ih, hl & 0x7f) +
