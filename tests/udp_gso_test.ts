@@ -4,11 +4,11 @@
  * every datagram arrives at the far workload byte for byte, however warren
  * sent it: encapsulated in place (VXLAN, Geneve, GRE), whole through the
  * kernel's vxlan device (VXLAN with checksums), or cut into its datagrams
- * in BPF (Geneve with checksums, GRE with sequence numbers, and STT, whose
- * header has no way to ask a receiver for datagrams).
+ * in BPF (Geneve with checksums, GRE with sequence numbers, and STT over
+ * IPv4 and IPv6, whose header has no way to ask a receiver for datagrams).
  */
-import { assertEquals } from "./helpers/assert.ts";
-import { Lab } from "../src/lab/topology.ts";
+import { assert, assertEquals } from "./helpers/assert.ts";
+import { Lab, type LabHost } from "../src/lab/topology.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
 import { addFlows, nonZeroStats, upWithPorts } from "./helpers/lab.ts";
 import { burstPayload, udpDatagrams } from "./helpers/traffic.ts";
@@ -20,36 +20,49 @@ const SIZE = 1000;
 interface Case {
   proto: string;
   tunnel?: Record<string, string>;
+  /**
+   * Its outer checksum counts the inner one, which a veth leaves partial,
+   * as filled in (local checksum offload): B's XDP, reading the bytes as
+   * they stand, cannot verify it and leaves the frame to TC.
+   */
+  lco?: boolean;
+  /** Over an IPv6 underlay. */
+  v6?: boolean;
   counter?: "gso_device" | "gso_segmented";
 }
 
 const CASES: Case[] = [
   { proto: "vxlan" },
-  { proto: "vxlan", tunnel: { csum: "true" }, counter: "gso_device" },
+  { proto: "vxlan", tunnel: { csum: "true" }, lco: true, counter: "gso_device" },
   { proto: "geneve" },
-  { proto: "geneve", tunnel: { csum: "true" }, counter: "gso_segmented" },
+  { proto: "geneve", tunnel: { csum: "true" }, lco: true, counter: "gso_segmented" },
   { proto: "gre" },
   { proto: "gre", tunnel: { seq: "true" }, counter: "gso_segmented" },
   { proto: "stt", counter: "gso_segmented" },
+  { proto: "stt", v6: true, counter: "gso_segmented" },
 ];
 
 for (const c of CASES) {
-  const name = `${c.proto}${c.tunnel ? ` ${JSON.stringify(c.tunnel)}` : ""}`;
+  const name = `${c.proto}${c.tunnel ? ` ${JSON.stringify(c.tunnel)}` : ""}${
+    c.v6 ? ", IPv6 underlay" : ""
+  }`;
   privilegedTest(`${name}: UDP GSO bursts of 2 and 8 datagrams arrive byte for byte`, async () => {
-    await using lab = await Lab.create({ workloadMtu: 1400, ipv6: false });
+    await using lab = await Lab.create({ workloadMtu: 1400, ipv6: c.v6 ?? false });
+    const remote = (h: LabHost) => c.v6 ? lab.peer(h).ip6 : lab.peer(h).ip;
     // Segments sent as clones cannot wait for neighbour resolution.
-    await lab.hosts[0].ns.run(["ping", "-c", "1", "-W", "2", lab.hosts[1].ip]);
+    await lab.hosts[0].ns.run(["ping", "-c", "1", "-W", "2", remote(lab.hosts[0])]);
     for (const h of lab.hosts) {
       await upWithPorts(lab, h, c.proto, c.tunnel);
       await lab.datapath(h, (dp) =>
         addFlows(
           dp,
-          `in_port=web actions=set_tunnel(id=42,dst=${lab.peer(h).ip}),output:t0`,
+          `in_port=web actions=set_tunnel(id=42,dst=${remote(h)}),output:t0`,
           "tun_id=42,in_port=t0 actions=output:web",
         ));
     }
     const [a, b] = lab.hosts;
     const before = await lab.datapath(a, nonZeroStats);
+    const beforeB = await lab.datapath(b, nonZeroStats);
     for (const count of [2, 8]) {
       const got = await udpDatagrams(a.workload, b.workload, count, SIZE, { gso: true });
       const want = Array.from({ length: count }, (_, i) => burstPayload(i, SIZE));
@@ -65,6 +78,16 @@ for (const c of CASES) {
     // One GSO packet per burst, each gone the way its tunnel needs.
     for (const k of ["gso_device", "gso_segmented"]) {
       assertEquals(moved(k), k === c.counter ? 2 : 0, `${k}: ${JSON.stringify(after)}`);
+    }
+    // B's XDP decapsulated every frame: each outer checksum (STT's TCP
+    // one always) held as the bytes stand; a wrong one would have gone on
+    // to TC, which trusts a veth's partial checksums, and counted there.
+    if (!c.lco) {
+      const afterB = await lab.datapath(b, nonZeroStats);
+      const movedB = (k: string) => (afterB[k] ?? 0) - (beforeB[k] ?? 0);
+      assertEquals(movedB("tc_decap"), 0, JSON.stringify(afterB));
+      // The datagrams, and what neighbour discovery sent along.
+      assert.ok(movedB("xdp_pass") + movedB("xdp_redirect") >= 10, JSON.stringify(afterB));
     }
   });
 }
