@@ -33,7 +33,9 @@
  * @module
  */
 
-import { tunKeyCodec } from "../maps/layouts.ts";
+import { createHash } from "node:crypto";
+import { LAYOUT_VERSION, tunKeyCodec } from "../maps/layouts.ts";
+import denoJson from "../../deno.json" with { type: "json" };
 import {
   type CompiledGroup,
   compileGroup,
@@ -86,6 +88,12 @@ export interface FlowText {
 export interface FlowSource {
   /** The flows, in order. */
   texts(): Iterable<FlowText>;
+  /**
+   * A digest of the bytes the flows are read from (and whatever else they
+   * hold), cheaper to make than reading the flows: the same digest, the
+   * same flows. Without it, the flows' texts are hashed.
+   */
+  digest?(): string;
 }
 
 /** Everything a datapath should have. */
@@ -273,6 +281,7 @@ export async function applyState(
       listLimit: limit,
       comingGroups: new Set(groups.map((g) => g.spec.id)),
       owner: opts.owner,
+      source: owner ? undefined : sourceDigest(state, opts),
     });
     plan.flows = describeDiff(dp, diff);
     if (!opts.dryRun) removeUnwanted(dp, plan, owner);
@@ -309,6 +318,7 @@ export async function applyState(
     progress: opts.progress,
     listLimit: limit,
     owner: opts.owner,
+    source: owner ? undefined : sourceDigest(state, opts),
   });
   plan.flows = describeDiff(dp, diff);
   removeUnwanted(dp, plan, owner);
@@ -333,7 +343,13 @@ async function applyFlowsOnly(
         yield f;
       }
     })(),
-    { dryRun: opts.dryRun, progress: opts.progress, listLimit: limit, owner: opts.owner },
+    {
+      dryRun: opts.dryRun,
+      progress: opts.progress,
+      listLimit: limit,
+      owner: opts.owner,
+      source: opts.owner ? undefined : sourceDigest(state, opts),
+    },
   );
   return {
     ports: { add: [], change: [], remove: [] },
@@ -470,6 +486,35 @@ function checkFlowGroups(
       );
     }
   }
+}
+
+/**
+ * The digest of `state` as `opts` apply it, for the operator's flows to be
+ * recognised unchanged without being parsed: its flows' text (or the
+ * bytes of the file they are read from), its ports, tunnels and groups,
+ * and warren's version and map layout, which decide what the text
+ * compiles to. What it compiles against in the datapath (port numbers,
+ * groups) is the note's to check: any change of those moves the change
+ * counter.
+ */
+function sourceDigest(state: DesiredState, opts: ApplyStateOptions): string {
+  const h = createHash("sha256");
+  const { ports, tunnels, groups, flows = [] } = state;
+  h.update(
+    JSON.stringify([denoJson.version, LAYOUT_VERSION, !!opts.flowsOnly, ports, tunnels, groups]),
+  );
+  if (!Array.isArray(flows) && flows.digest) {
+    h.update(`\0file:${flows.digest()}`);
+    return h.digest("hex");
+  }
+  // Length-prefixed: no two lists of texts hash alike; in chunks, as few calls as can be.
+  let chunk = "\0texts:";
+  for (const { text } of flowTexts(flows)()) {
+    chunk += `${text.length}:${text}`;
+    if (chunk.length >= 65536) h.update(chunk), chunk = "";
+  }
+  h.update(chunk);
+  return h.digest("hex");
 }
 
 /** A state's flows as a source: a list's flows are named by their index. */

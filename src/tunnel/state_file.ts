@@ -25,6 +25,7 @@
  * @module
  */
 
+import { createHash } from "node:crypto";
 import { JSONParser, TokenType } from "@streamparser/json";
 import { parse as parseYaml } from "yaml";
 import type { DesiredState, FlowSource, FlowText } from "./apply.ts";
@@ -48,7 +49,7 @@ const YAML_BATCH = 512;
  */
 export function readStateFile(path: string, format?: StateFormat): DesiredState {
   const kind = format ?? stateFormat(path);
-  if (kind === "lines") return { flows: source(() => lineFlows(path)) };
+  if (kind === "lines") return { flows: source(path, () => lineFlows(path)) };
   const state: DesiredState = {};
   const skip = (_: FlowText) => {};
   if (kind === "json") { for (const _ of jsonItems(path, state)) skip(_); }
@@ -62,12 +63,20 @@ export function readStateFile(path: string, format?: StateFormat): DesiredState 
       }
     }
   }
-  state.flows = source(() => kind === "json" ? jsonItems(path) : yamlItems(path));
+  state.flows = source(path, () => kind === "json" ? jsonItems(path) : yamlItems(path));
   return state;
 }
 
-function source(texts: () => Iterable<FlowText>): FlowSource {
-  return { texts };
+/** The flows of the file at `path`, read by `texts`; the file's bytes hashed for their digest. */
+function source(path: string, texts: () => Iterable<FlowText>): FlowSource {
+  const digest = () => {
+    const h = createHash("sha256");
+    using f = Deno.openSync(path);
+    const buf = new Uint8Array(CHUNK * 16);
+    for (let n; (n = f.readSync(buf)) !== null;) h.update(buf.subarray(0, n));
+    return h.digest("hex");
+  };
+  return { texts, digest };
 }
 
 /** The format of the state file at `path`, from its first line that says something. */
