@@ -250,7 +250,9 @@ const WHY: [RegExp, string][] = [
     "Measured at a million before the note (12.2 s at load 1.3): making the bench's " +
     "specs 2.0 s (two flow keys of ten byte views each), compiling them 3.0 s and adding them " +
     "to the set 1.8 s, most of it allocating typed arrays; comparing with the installed table " +
-    "2.0 s, which the note now skips; compiling into reused buffers cut the allocations",
+    "2.0 s, which the note now skips; compiling into reused buffers cut the allocations. " +
+    "Flows read from a file are recognised from its bytes instead, before any is parsed " +
+    "(the row of the line form applied again)",
   ],
   [
     /resident memory of warren apply \(\d+ flows from a YAML file\)/,
