@@ -13,7 +13,7 @@ import { applyState } from "../src/tunnel/apply.ts";
 import type { Datapath } from "../src/tunnel/datapath.ts";
 import { applyStats } from "../src/tunnel/flows/apply.ts";
 import { appliedPath } from "../src/tunnel/lock.ts";
-import { readStateFile } from "../src/tunnel/state_file.ts";
+import { readStateFile, stateFormat } from "../src/tunnel/state_file.ts";
 
 const N = 5000;
 
@@ -24,6 +24,7 @@ const flow = (i: number, id = i % 50 + 1) =>
 
 const STATE = "ports:\n  - { name: web, device: wl0 }\n" +
   "tunnels:\n  - { name: vx0, proto: vxlan, options: { remote_ip: flow, key: flow } }\n" +
+  "groups:\n  - group_id=42,type=all,bucket=set_tunnel(id=42,dst=192.0.2.2),output:vx0\n" +
   "flows:\n";
 
 /** The live flow index's entries, key and value in hex, sorted. */
@@ -47,7 +48,9 @@ function rawTable(dp: Datapath): string[] {
 function applyFile(lab: Lab, host: LabHost, file: string) {
   return lab.datapath(host, async (dp) => {
     const before = applyStats.compiled;
-    const plan = await applyState(dp, readStateFile(file));
+    const plan = await applyState(dp, readStateFile(file), {
+      flowsOnly: stateFormat(file) === "lines",
+    });
     const { added, modified, removed, unchanged } = plan.flows;
     return { added, modified, removed, unchanged, compiled: applyStats.compiled - before };
   });
@@ -158,6 +161,13 @@ privilegedTest(
       });
       assertEquals(await applyFile(lab, a, file), full);
       assertEquals(await applyFile(lab, a, file), skip);
+
+      // The same flows in the line form: another text, so compiled once, then recognised.
+      const lines = file.replace(/yaml$/, "flows");
+      await Deno.writeTextFile(lines, flows.join("\n") + "\n");
+      assertEquals(await applyFile(lab, a, lines), full);
+      assertEquals(await applyFile(lab, a, lines), skip);
+      assertEquals(await lab.datapath(a, rawTable), table);
     });
   },
 );

@@ -127,7 +127,8 @@ export function apply(
 ): FlowDiff {
   const limit = options.listLimit ?? 1000;
   const progress = options.progress;
-  const last = lastApplied(t.maps, t.maps.config.read());
+  const cfg = t.maps.config.read();
+  const last = lastApplied(t.maps, cfg);
   // The same text as the last apply's: not even read.
   const skip = last?.source;
   if (skip && skip.digest === options.source) {
@@ -143,7 +144,10 @@ export function apply(
   // since: the table is the wanted one, without reading it.
   const digest = set.digest();
   if (last?.digest === digest) {
-    return describe(t, set, 0, [], limit, true);
+    const diff = describe(t, set, 0, [], limit, true);
+    // The same flows from another text: noted, so that text is recognised too.
+    if (options.source && !options.dryRun) noteDone(t, cfg, digest, set, diff, options.source);
+    return diff;
   }
   failpoint("flow.apply.compare");
   const st = options.dryRun ? t.journal.load() : t.journal.forWrite();
@@ -218,15 +222,8 @@ export function apply(
   // wanted one already, and writing it again would only cost time, unless
   // a crashed writer left ids or key references for an apply to heal.
   const unchanged = diff.added + diff.modified + diff.removed === 0;
-  const note = (cfg: Config) => {
-    // Under a session the commit waits for its end: the counter moves again then.
-    if (cfg.flags & ConfigFlag.WRITING) return;
-    const source = options.source;
-    const read = source ? { digest: source, flows: set.count, remotes: diff.remotes } : undefined;
-    noteApplied(t.maps, cfg, digest, read);
-  };
   if (unchanged && bookkeepingAgrees(t, st, oldIds, oldCounts)) {
-    note(st.cfg);
+    noteDone(t, st.cfg, digest, set, diff, options.source);
     return diff;
   }
 
@@ -321,8 +318,27 @@ export function apply(
     t.journal.close();
     throw err;
   }
-  note(st.cfg);
+  noteDone(t, st.cfg, digest, set, diff, options.source);
   return diff;
+}
+
+/**
+ * Notes that the table is `set`'s flows (digest `digest`, `diff` their
+ * change), read from the text with digest `source` if given, as
+ * configuration `cfg` (as the apply left it) says.
+ */
+function noteDone(
+  t: TableContext,
+  cfg: Config,
+  digest: string,
+  set: FlowSet,
+  diff: FlowDiff,
+  source?: string,
+): void {
+  // Under a session the commit waits for its end: the counter moves again then.
+  if (cfg.flags & ConfigFlag.WRITING) return;
+  const read = source ? { digest: source, flows: set.count, remotes: diff.remotes } : undefined;
+  noteApplied(t.maps, cfg, digest, read);
 }
 
 /** `specs` compiled into a set, each flow's key and mask encoded into the same two buffers. */
