@@ -56,10 +56,17 @@ function applyFile(lab: Lab, host: LabHost, file: string) {
   });
 }
 
-async function withFile(fn: (file: string) => Promise<void>) {
+/**
+ * Runs `fn` in a new lab, its first host's datapath up, with a state
+ * file's path in a directory of its own.
+ */
+async function withLab(fn: (lab: Lab, a: LabHost, file: string) => Promise<void>) {
+  await using lab = await Lab.create({ ipv6: false });
+  const [a] = lab.hosts;
+  await warrenOk(a, ["up", "--underlay", "u0"]);
   const dir = await Deno.makeTempDir();
   try {
-    await fn(`${dir}/state.yaml`);
+    await fn(lab, a, `${dir}/state.yaml`);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -70,11 +77,8 @@ const writeState = (file: string, flows: string[]) =>
 
 privilegedTest(
   "the same file again compiles nothing and leaves the table a fresh apply makes",
-  async () => {
-    await using lab = await Lab.create({ ipv6: false });
-    const [a] = lab.hosts;
-    await warrenOk(a, ["up", "--underlay", "u0"]);
-    await withFile(async (file) => {
+  () =>
+    withLab(async (lab, a, file) => {
       const flows = Array.from({ length: N }, (_, i) => flow(i));
       await writeState(file, flows);
       assertEquals(await applyFile(lab, a, file), {
@@ -115,17 +119,13 @@ privilegedTest(
         compiled: N,
       });
       assertEquals((await applyFile(lab, a, file)).compiled, 0, "and then recognised");
-    });
-  },
+    }),
 );
 
 privilegedTest(
   "a flow, a port or the change counter changed outside apply makes it compile and compare in full",
-  async () => {
-    await using lab = await Lab.create({ ipv6: false });
-    const [a] = lab.hosts;
-    await warrenOk(a, ["up", "--underlay", "u0"]);
-    await withFile(async (file) => {
+  () =>
+    withLab(async (lab, a, file) => {
       const flows = Array.from({ length: 200 }, (_, i) => flow(i));
       await writeState(file, flows);
       await applyFile(lab, a, file);
@@ -168,17 +168,13 @@ privilegedTest(
       assertEquals(await applyFile(lab, a, lines), full);
       assertEquals(await applyFile(lab, a, lines), skip);
       assertEquals(await lab.datapath(a, rawTable), table);
-    });
-  },
+    }),
 );
 
 privilegedTest(
   "a note that is not warren's is ignored, with a warning, and the apply is still right",
-  async () => {
-    await using lab = await Lab.create({ ipv6: false });
-    const [a] = lab.hosts;
-    await warrenOk(a, ["up", "--underlay", "u0"]);
-    await withFile(async (file) => {
+  () =>
+    withLab(async (lab, a, file) => {
       await writeState(file, Array.from({ length: 100 }, (_, i) => flow(i)));
       await applyFile(lab, a, file);
       const table = await lab.datapath(a, rawTable);
@@ -212,6 +208,5 @@ privilegedTest(
       }
       // And the apply wrote a good note again.
       assert((await applyFile(lab, a, file)).compiled === 0);
-    });
-  },
+    }),
 );
