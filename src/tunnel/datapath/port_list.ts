@@ -50,6 +50,13 @@ export function devicePresent(maps: DatapathMaps, port: LocalPort): boolean {
 export class PortList {
   readonly #maps: DatapathMaps;
   #ports: Port[] = [];
+  // By name and by number: a dump of a million flows names a port per flow.
+  #byName = new Map<string, Port>();
+  #byNumber = new Map<number, Port>();
+  readonly #names: PortNames = {
+    number: (name) => this.byName(name)?.number,
+    name: (n) => this.byNumber(n)?.name,
+  };
 
   /** Reads the ports of `maps`. */
   constructor(maps: DatapathMaps) {
@@ -60,6 +67,9 @@ export class PortList {
   /** Reads the ports again. */
   reload(): void {
     this.#ports = readPorts(this.#maps);
+    // Reversed: the first of the list wins, as a search would find it.
+    this.#byName = new Map(this.#ports.toReversed().map((p) => [p.name, p]));
+    this.#byNumber = new Map(this.#ports.toReversed().map((p) => [p.number, p]));
   }
 
   /** Every port, by number. */
@@ -69,12 +79,12 @@ export class PortList {
 
   /** The port named `name`. */
   byName(name: string): Port | undefined {
-    return this.#ports.find((p) => p.name === name);
+    return this.#byName.get(name);
   }
 
   /** Port number `n`. */
   byNumber(n: number): Port | undefined {
-    return this.#ports.find((p) => p.number === n);
+    return this.#byNumber.get(n);
   }
 
   /** Ports by name and number, for compiling flows. */
@@ -84,9 +94,6 @@ export class PortList {
 
   /** Port names and numbers, for parsing and printing flows. */
   names(): PortNames {
-    return {
-      number: (name) => this.byName(name)?.number,
-      name: (n) => this.byNumber(n)?.name,
-    };
+    return this.#names;
   }
 }
