@@ -78,18 +78,22 @@ class DumpRows {
 
   /** Rows by priority (highest first), then flow id. */
   order(): Int32Array {
-    // One number per row orders both ways at once; a native sort of
-    // numbers beats a comparator over a million rows many times over.
-    const sortKeys = new Float64Array(this.count);
-    const rowOf = new Int32Array(this.#maxFlows);
+    // A counting sort: priorities are 16 bits and flow ids below the
+    // table's size, so two linear passes order a million rows, where a
+    // comparison sort of them took a twentieth of the dump.
+    const rowOf = new Int32Array(this.#maxFlows).fill(-1);
+    const start = new Uint32Array(65537);
     for (let n = 0; n < this.count; n++) {
-      sortKeys[n] = (65535 - this.priority[n]) * 2 ** 32 + this.flowId[n];
       rowOf[this.flowId[n]] = n;
+      start[65536 - this.priority[n]]++;
     }
-    sortKeys.sort();
+    for (let p = 1; p < start.length; p++) start[p] += start[p - 1];
     // In an array, not yielded: a million steps of a generator cost more than the array.
     const rows = new Int32Array(this.count);
-    for (let i = 0; i < rows.length; i++) rows[i] = rowOf[sortKeys[i] % 2 ** 32];
+    for (let id = 0; id < rowOf.length; id++) {
+      const n = rowOf[id];
+      if (n >= 0) rows[start[65535 - this.priority[n]]++] = n;
+    }
     return rows;
   }
 
