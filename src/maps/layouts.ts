@@ -359,7 +359,10 @@ function readScalars(k: FlowKey, v: DataView, c: Uint8Array, o: number): void {
   k.ip_proto = c[o + FK.ip_proto];
   k.ip_tos = c[o + FK.ip_tos];
   k.ip_frag = c[o + FK.ip_frag];
-  k.tun_id = v.getBigUint64(o + FK.tun_id);
+  // Most keys match no tunnel id: 0n is a constant, a BigInt read a new
+  // object per key.
+  const hi = v.getUint32(o + FK.tun_id), lo = v.getUint32(o + FK.tun_id + 4);
+  k.tun_id = hi === 0 && lo === 0 ? 0n : v.getBigUint64(o + FK.tun_id);
   k.eth_type = v.getUint16(o + FK.eth_type);
   k.vlan_tci = v.getUint16(o + FK.vlan_tci);
   k.tp_src = v.getUint16(o + FK.tp_src);
