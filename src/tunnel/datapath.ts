@@ -360,6 +360,19 @@ export class Datapath implements Disposable {
     return this.#flows.each(filter, options);
   }
 
+  /**
+   * {@link eachFlow}'s flows handed to `fn` one at a time, in the same
+   * order and with the same options: what a caller that prints a million
+   * flows uses, without a generator's step per flow.
+   */
+  forEachFlow(
+    filter: FlowFilter,
+    options: { counters?: boolean; reuse?: boolean },
+    fn: (f: InstalledFlow) => void,
+  ): void {
+    this.#flows.forEach(filter, options, fn);
+  }
+
   /** The flow a packet with flow key `key` hits, as the kernel's lookup picks it. */
   lookupFlow(key: FlowKey): InstalledFlow | undefined {
     return this.flows.lookup(key);

@@ -37,7 +37,7 @@ import {
   type FlowCounters,
   flowCounters,
 } from "./flows/counters.ts";
-import { type DumpOptions, sorted } from "./flows/dump.ts";
+import { type DumpOptions, eachSorted, sorted } from "./flows/dump.ts";
 import { groupIds } from "./flows/group_state.ts";
 import {
   type GroupCounters,
@@ -161,6 +161,11 @@ export class FlowTable {
     options: DumpOptions = {},
   ): Generator<InstalledFlow> {
     return sorted(this.#t, filter, options);
+  }
+
+  /** {@link sorted}'s flows handed to `fn` one at a time, without a generator's step per flow. */
+  eachSorted(filter: FlowFilter, options: DumpOptions, fn: (f: InstalledFlow) => void): void {
+    eachSorted(this.#t, filter, options, fn);
   }
 
   /**

@@ -222,14 +222,14 @@ export function register(cli: Command): void {
       let first = true;
       if (opts.json) out.write("[");
       // Each flow is printed before the next is decoded over it.
-      for (const f of dp.eachFlow(filter, { counters: opts.counters, reuse: true })) {
+      dp.forEachFlow(filter, { counters: opts.counters, reuse: true }, (f) => {
         if (opts.json) {
           out.write(`${first ? "\n" : ",\n"}${toJson(dumpJson(dp, f, now))}`);
         } else {
           out.write(dumpLine(dp, f, now) + "\n");
         }
         first = false;
-      }
+      });
       if (opts.json) out.write(first ? "]\n" : "\n]\n");
       out.flush();
     });

@@ -25,6 +25,7 @@ import type {
 import { type ActionSpec, formatAction } from "../flow_actions.ts";
 import { type FlowSpec, formatFlow } from "../flow_syntax.ts";
 import { formatGroup, type GroupSpec } from "../group_syntax.ts";
+import type { DumpOptions } from "../flows/dump.ts";
 import type { Changes } from "./changes.ts";
 import type { PortList } from "./port_list.ts";
 import type { PortRegistry } from "./port_registry.ts";
@@ -117,10 +118,23 @@ export class DatapathFlows {
     options: { counters?: boolean; reuse?: boolean },
   ): Generator<InstalledFlow> {
     // The table's own generator, not one around it: a step less per flow.
-    return this.#table.sorted(filter, {
+    return this.#table.sorted(filter, this.#dumpOptions(options));
+  }
+
+  /** {@link each}'s flows handed to `fn` one at a time, without a generator's step per flow. */
+  forEach(
+    filter: FlowFilter,
+    options: { counters?: boolean; reuse?: boolean },
+    fn: (f: InstalledFlow) => void,
+  ): void {
+    this.#table.eachSorted(filter, this.#dumpOptions(options), fn);
+  }
+
+  #dumpOptions(options: { counters?: boolean; reuse?: boolean }): DumpOptions {
+    return {
       counters: options.counters ? this.#table.counterArrays() : undefined,
       reuse: options.reuse,
-    });
+    };
   }
 
   /**

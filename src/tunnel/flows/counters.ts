@@ -34,6 +34,11 @@ export interface CounterArrays {
   usedNs: BigUint64Array;
   /** TCP flags seen. */
   tcpFlags: Uint16Array;
+  /**
+   * 1 for a flow id some packet hit: most flows of a big table are idle,
+   * and this says so without reading (and making) a BigInt.
+   */
+  hit: Uint8Array;
 }
 
 const S = fieldOffsets(flowStatsCodec);
@@ -60,6 +65,7 @@ export function counterArrays(maps: DatapathMaps): CounterArrays {
     bytes: new BigUint64Array(n),
     usedNs: new BigUint64Array(n),
     tcpFlags: new Uint16Array(n),
+    hit: new Uint8Array(n),
   };
   const cpus = raw.valueBufferSize / raw.cpuStride;
   for (const c of raw.lookupBatch(CHUNK)) {
@@ -73,6 +79,7 @@ export function counterArrays(maps: DatapathMaps): CounterArrays {
         // Most flows are idle: test the packet count's words before any BigInt.
         const p = (at + S.packets) / 4;
         if (words[p] === 0 && words[p + 1] === 0) continue;
+        out.hit[id] = 1;
         out.packets[id] += vals.getBigUint64(at + S.packets, LE);
         out.bytes[id] += vals.getBigUint64(at + S.bytes, LE);
         const used = vals.getBigUint64(at + S.used_ns, LE);
