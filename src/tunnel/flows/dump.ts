@@ -22,52 +22,75 @@ import { type FlowFilter, type InstalledFlow, selector, tunKeyReader } from "./q
 // flows read 8% faster than in the default 16 384) at 16 MiB of buffers.
 const DUMP_CHUNK = 65536;
 
+// A row's words in DumpRows' records, 32 bytes per flow id.
+const R_MASK = 0; // its mask's index in DumpRows.masks plus one, 0 for no row
+const R_KEY = 1; // where its key starts in the arena
+const R_PRIORITY = 2; // its priority, and its owner in the high 16 bits
+const R_ACTIONS = 3; // its action list's index
+const R_COOKIE = 4; // its cookie's low 32 bits, then its high 32 bits
+const STRIDE = 8;
+
 /**
- * Selected flows of a dump, in compact columns indexed by flow id: read
- * back in dump order, which within a priority is flow id order, the
- * columns are walked from start to end instead of at random (a million
- * rows in the kernel's hash order cost a cache miss per column per flow).
+ * Selected flows of a dump, a record each, indexed by flow id. Rows come
+ * in the kernel's hash order, so each is one write at random (a record
+ * is half a cache line; in separate columns it was a miss per column);
+ * read back in dump order, which within a priority is flow id order, the
+ * records are walked from start to end.
  */
 class DumpRows {
   count = 0;
-  /** The masks rows refer to, by their index plus one in {@link maskAt}. */
+  /** The masks rows refer to. */
   readonly masks: LiveMask[] = [];
-  /** Per flow id: its mask's index in {@link masks} plus one, 0 for no row. */
-  readonly maskAt: Uint8Array;
-  readonly keyAt: Uint32Array;
-  readonly priority: Uint16Array;
-  readonly cookie: BigUint64Array;
-  readonly owner: Uint16Array;
-  readonly actions: Uint32Array;
+  readonly #rec: Uint32Array;
   /** Each distinct action list's raw `struct wr_action`s. */
   actionLists: Uint8Array[] = [];
   #listsByHash = new Map<number, number[]>();
   readonly #keys = new KeyArena();
   /** Rows per priority, at 65536 - priority (highest first). */
   readonly #perPriority = new Uint32Array(65537);
+  /** The buffer {@link keyInto} wrote last, and the mask of the key it wrote. */
+  #lastOut?: Uint8Array;
+  #lastMask?: LiveMask;
 
   constructor(maxFlows: number) {
-    this.maskAt = new Uint8Array(maxFlows);
-    this.keyAt = new Uint32Array(maxFlows);
-    this.priority = new Uint16Array(maxFlows);
-    this.cookie = new BigUint64Array(maxFlows);
-    this.owner = new Uint16Array(maxFlows);
-    this.actions = new Uint32Array(maxFlows);
+    this.#rec = new Uint32Array(maxFlows * STRIDE);
   }
 
   add(mask: LiveMask, e: Entry): void {
-    const id = e.flowId;
-    if (this.maskAt[id] === 0) this.count++;
-    else this.#perPriority[65536 - this.priority[id]]--;
+    const at = e.flowId * STRIDE;
+    const rec = this.#rec;
+    if (rec[at + R_MASK] === 0) this.count++;
+    else this.#perPriority[65536 - (rec[at + R_PRIORITY] & 0xffff)]--;
     let m = this.masks.indexOf(mask);
     if (m < 0) m = this.masks.push(mask) - 1;
-    this.maskAt[id] = m + 1;
-    this.keyAt[id] = this.#keys.push(e.keys, e.keyAt, mask.offsets);
-    this.priority[id] = e.priority;
-    this.#perPriority[65536 - e.priority]++;
-    this.cookie[id] = e.cookie;
-    this.owner[id] = e.owner;
-    this.actions[id] = this.#listIndex(e);
+    rec[at + R_MASK] = m + 1;
+    rec[at + R_KEY] = this.#keys.push(e.keys, e.keyAt, mask.offsets);
+    const priority = e.priority;
+    rec[at + R_PRIORITY] = priority | (e.owner << 16);
+    this.#perPriority[65536 - priority]++;
+    e.cookieInto(rec, at + R_COOKIE);
+    rec[at + R_ACTIONS] = this.#listIndex(e);
+  }
+
+  /** Flow `id`'s priority. */
+  priority(id: number): number {
+    return this.#rec[id * STRIDE + R_PRIORITY] & 0xffff;
+  }
+
+  /** Flow `id`'s owner's number. */
+  owner(id: number): number {
+    return this.#rec[id * STRIDE + R_PRIORITY] >>> 16;
+  }
+
+  /** Flow `id`'s cookie: a BigInt made only for one that is not 0, as few are. */
+  cookie(id: number): bigint {
+    const lo = this.#rec[id * STRIDE + R_COOKIE], hi = this.#rec[id * STRIDE + R_COOKIE + 1];
+    return lo === 0 && hi === 0 ? 0n : (BigInt(hi) << 32n) | BigInt(lo);
+  }
+
+  /** Flow `id`'s action list's index in {@link actionLists}. */
+  actions(id: number): number {
+    return this.#rec[id * STRIDE + R_ACTIONS];
   }
 
   /** The index of `e`'s action list in {@link actionLists}, added if new. */
@@ -85,12 +108,17 @@ class DumpRows {
 
   /** Flow `id`'s mask. */
   maskOf(id: number): LiveMask {
-    return this.masks[this.maskAt[id] - 1];
+    return this.masks[this.#rec[id * STRIDE + R_MASK] - 1];
   }
 
-  /** Flow `id`'s full masked key into `out`. */
+  /** Flow `id`'s full masked key into `out`, which only these calls write. */
   keyInto(id: number, out: Uint8Array): void {
-    this.#keys.keyInto(this.keyAt[id], this.maskOf(id).offsets, out, 0);
+    const mask = this.maskOf(id);
+    // Under the mask of the key before, the bytes outside the mask are 0 already.
+    const clear = out !== this.#lastOut || mask !== this.#lastMask;
+    this.#keys.keyInto(this.#rec[id * STRIDE + R_KEY], mask.offsets, out, 0, clear);
+    this.#lastOut = out;
+    this.#lastMask = mask;
   }
 
   /** The flow ids of the rows by priority (highest first), then flow id. */
@@ -102,8 +130,9 @@ class DumpRows {
     for (let p = 1; p < start.length; p++) start[p] = start[p - 1] + this.#perPriority[p - 1];
     // In an array, not yielded: a million steps of a generator cost more than the array.
     const ids = new Uint32Array(this.count);
-    for (let id = 0; id < this.maskAt.length; id++) {
-      if (this.maskAt[id] !== 0) ids[start[65535 - this.priority[id]]++] = id;
+    const rec = this.#rec;
+    for (let id = 0, at = 0; at < rec.length; id++, at += STRIDE) {
+      if (rec[at + R_MASK] !== 0) ids[start[65535 - (rec[at + R_PRIORITY] & 0xffff)]++] = id;
     }
     return ids;
   }
@@ -178,11 +207,11 @@ function prepare(
     const f = shared ? (reused ??= blank(shared.key)) : blank(decodeFlowKey(key));
     shared?.load();
     f.flowId = flowId;
-    f.priority = rows.priority[flowId];
-    f.cookie = rows.cookie[flowId];
-    f.owner = st.owners.name(rows.owner[flowId]);
+    f.priority = rows.priority(flowId);
+    f.cookie = rows.cookie(flowId);
+    f.owner = st.owners.name(rows.owner(flowId));
     f.match.mask = mask.decoded;
-    f.actions = actionLists[rows.actions[flowId]] as ActionSpec[];
+    f.actions = actionLists[rows.actions(flowId)] as ActionSpec[];
     if (c) {
       const counts = f.counters ??= { packets: 0n, bytes: 0n, usedNs: 0n, tcpFlags: 0 };
       const hit = c.hit[flowId] === 1;

@@ -255,6 +255,12 @@ export class Entry {
     return this.#vdv.getBigUint64(this.eo + E.cookie, LE);
   }
 
+  /** Its cookie into `out[at]` (the low 32 bits) and `out[at + 1]`, without a BigInt made. */
+  cookieInto(out: Uint32Array, at: number): void {
+    out[at] = this.#vdv.getUint32(this.eo + E.cookie, LE);
+    out[at + 1] = this.#vdv.getUint32(this.eo + E.cookie + 4, LE);
+  }
+
   /** WR_FLOWF_* flags. */
   get flags(): number {
     return this.values[this.eo + E.flags];

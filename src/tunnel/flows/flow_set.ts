@@ -92,9 +92,13 @@ export class KeyArena {
     return start;
   }
 
-  /** The whole masked key stored at `start` under `offsets`, written at `at` of `out`. */
-  keyInto(start: number, offsets: Uint8Array, out: Uint8Array, at: number): void {
-    out.fill(0, at, at + KEY_SIZE);
+  /**
+   * The whole masked key stored at `start` under `offsets`, written at `at`
+   * of `out`; without `clear`, only the bytes `offsets` name are written
+   * (`out` holds a key under the same mask already).
+   */
+  keyInto(start: number, offsets: Uint8Array, out: Uint8Array, at: number, clear = true): void {
+    if (clear) out.fill(0, at, at + KEY_SIZE);
     for (let j = 0; j < offsets.length; j++) out[at + offsets[j]] = this.bytes[start + j];
   }
 }
