@@ -72,13 +72,19 @@ async function streamEdits(
  */
 export function dumpLine(dp: Datapath, f: InstalledFlow, nowNs: bigint): string {
   const c = f.counters;
-  const counters = c
-    ? `${f.owner ? ` owner:${f.owner}` : ""} packets:${c.packets} bytes:${c.bytes} used:${
-      since(c.usedNs, nowNs)
-    } flags:${c.tcpFlags ? tcpFlags(c.tcpFlags) : "none"}`
-    : "";
-  return dp.describeFlow(f) + counters;
+  if (!c) return dp.describeFlow(f);
+  const owner = f.owner ? ` owner:${f.owner}` : "";
+  // Most flows of a big table are idle: their counters' text is the same.
+  if (c.packets === 0n && c.bytes === 0n && c.usedNs === 0n && c.tcpFlags === 0) {
+    return dp.describeFlow(f) + owner + IDLE;
+  }
+  return `${dp.describeFlow(f)}${owner} packets:${c.packets} bytes:${c.bytes} used:${
+    since(c.usedNs, nowNs)
+  } flags:${c.tcpFlags ? tcpFlags(c.tcpFlags) : "none"}`;
 }
+
+/** The counters of a flow no packet has hit, as {@link dumpLine} prints them. */
+const IDLE = " packets:0 bytes:0 used:never flags:none";
 
 /** The JSON shape of one flow in `flow dump --json` (documented in the README). */
 export function dumpJson(dp: Datapath, f: InstalledFlow, nowNs: bigint) {
