@@ -141,6 +141,11 @@ privilegedTest("hash maps: update modes, lookup, delete, iterate and batch opera
   assertEquals(map.lookup(key(2)), undefined);
   assertEquals(map.delete(key(1)), true);
   assertEquals(map.delete(key(1)), false);
+  // insert: BPF_NOEXIST answered, not thrown; the value there stays.
+  assertEquals(map.insert(key(3), value(30n)), true);
+  assertEquals(map.insert(key(3), value(31n)), false);
+  assertEquals(map.lookup(key(3)), value(30n));
+  assertEquals(map.delete(key(3)), true);
 
   const n = 5000;
   const keys = new Uint8Array(n * 4);

@@ -164,28 +164,43 @@ export class BpfMap implements Disposable {
    * {@link KeyNotFoundError}.
    */
   update(key: Uint8Array, value: Uint8Array, mode: UpdateMode = "any"): void {
+    this.#update(key, value, mode, false);
+  }
+
+  /**
+   * Stores `value` under `key` unless the key is there (`BPF_NOEXIST`);
+   * false when it was, the map unchanged. One system call where a lookup
+   * and an update would be two.
+   */
+  insert(key: Uint8Array, value: Uint8Array): boolean {
+    return this.#update(key, value, "noexist", true);
+  }
+
+  // A flow installed one at a time pays this per call: the error's text is
+  // made only when there is an error.
+  #update(key: Uint8Array, value: Uint8Array, mode: UpdateMode, existsOk: boolean): boolean {
     this.#checkKey(key);
     if (value.length !== this.valueBufferSize) {
       throw new RangeError(
         `map "${this.name}": value is ${value.length} bytes, want ${this.valueBufferSize}`,
       );
     }
-    check(
-      `update map "${this.name}" (${mode})`,
-      () =>
-        libbpf().bpf_map_update_elem(
-          this.fd,
-          key as Uint8Array<ArrayBuffer>,
-          value as Uint8Array<ArrayBuffer>,
-          UPDATE_FLAGS[mode],
-        ),
-      (op, errno, o) =>
-        errno === EEXIST
-          ? new KeyExistsError(op, errno, o)
-          : errno === ENOENT
-          ? new KeyNotFoundError(op, errno, o)
-          : new BpfError(op, errno, o),
+    const mark = libbpfMessageMark();
+    const ret = libbpf().bpf_map_update_elem(
+      this.fd,
+      key as Uint8Array<ArrayBuffer>,
+      value as Uint8Array<ArrayBuffer>,
+      UPDATE_FLAGS[mode],
     );
+    if (ret >= 0) return true;
+    if (ret === -EEXIST && existsOk) return false;
+    const op = `update map "${this.name}" (${mode})`;
+    const o = { libbpfLog: libbpfMessagesSince(mark) };
+    throw ret === -EEXIST
+      ? new KeyExistsError(op, EEXIST, o)
+      : ret === -ENOENT
+      ? new KeyNotFoundError(op, ENOENT, o)
+      : new BpfError(op, -ret, o);
   }
 
   /** Removes `key`; false when it was not there. */
