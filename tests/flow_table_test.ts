@@ -238,3 +238,58 @@ privilegedTest(
     });
   },
 );
+
+privilegedTest(
+  "in a session, an add over an installed flow replaces it: same id, new actions, counters restarted; a clash changes nothing",
+  async () => {
+    await using lab = await oneHost();
+    const [a] = lab.hosts;
+    await lab.datapath(a, async (dp) => {
+      const flow = (m: string, id: number) =>
+        `in_port=web,${m} actions=set_tunnel(id=${id},dst=192.0.2.2),output:t0`;
+      const spec = (f: string) => parseFlow(f, dp.portNames());
+      await addFlows(dp, flow("udp", 1), flow("tcp", 2));
+      const before = flowIds(dp);
+      for (const id of before.values()) {
+        dp.maps.flowStats.set(id, { packets: 7n, bytes: 700n, used_ns: 1n, tcp_flags: 0 });
+      }
+      const snapshot = () =>
+        dp.dumpFlows().map((f) => `${f.flowId} ${dp.describeFlow(f)}`).sort().join("\n");
+      const cpus = BigInt(dp.maps.flowStats.cpus);
+      {
+        await using s = await dp.session();
+        // Under the same mask as the installed ones: written without a
+        // lookup first, and the write finds the one it replaces.
+        const added = await s.addFlows([spec(flow("icmp", 3))]);
+        assertEquals([added.added, added.replaced], [1, 0]);
+        const r = await s.addFlows([spec(flow("udp", 5))]);
+        assertEquals([r.added, r.replaced], [0, 1]);
+        // In the kernel when the call returns: same id, new actions, counters from zero.
+        assertEquals(flowIds(dp).get("in_port=web,udp"), before.get("in_port=web,udp"));
+        assert.match(snapshot(), /udp actions=set_tunnel\(id=5,/);
+        assertEquals(dp.flows.counters(before.get("in_port=web,udp")!).packets, 0n);
+        assertEquals(dp.flows.counters(before.get("in_port=web,tcp")!).packets, 7n * cpus);
+        // Clashes found the same way are refused, and change nothing.
+        const unchanged = snapshot();
+        await assertRejects(
+          () => s.addFlows([spec(`priority=7,${flow("tcp", 6)}`)]),
+          FlowTableError,
+          "installed at priority 32768",
+        );
+        await assertRejects(
+          () => s.addFlows([spec(flow("tcp", 6))], { owner: "other" }),
+          FlowTableError,
+          "one owner never changes another's",
+        );
+        assertEquals(snapshot(), unchanged);
+        assertEquals(dp.flows.counters(before.get("in_port=web,tcp")!).packets, 7n * cpus);
+        // The session goes on.
+        assertEquals((await s.addFlows([spec(flow("arp", 4))])).added, 1);
+      }
+      assertEquals(table(dp, "flows").used, 4);
+      // udp's old key (id 1) was let go; ids 5, 2, 3 and 4 are held once each.
+      assertEquals([...refs(dp).values()].sort(), [1, 1, 1, 1]);
+      assertEquals(table(dp, "tunnel_keys").used, 4);
+    });
+  },
+);

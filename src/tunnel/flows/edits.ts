@@ -37,7 +37,7 @@ import { FlowTableError } from "./error.ts";
 import { byteString, maskShape } from "./flow_set.ts";
 import { checkGroupsExist } from "./group_state.ts";
 import { checkFlowRoom, checkKeyRoom, type TableContext, type TableState } from "./journal.ts";
-import { checkMaskRoom, type LiveMask, masksById, nextMaskId } from "./masks.ts";
+import { checkMaskRoom, findMask, type LiveMask, masksById, nextMaskId } from "./masks.ts";
 import { checkOwnerName, OPERATOR, type OwnerName, type Owners } from "./owners.ts";
 import { type FlowFilter, selector } from "./queries.ts";
 
@@ -53,13 +53,29 @@ export interface AddResult {
 
 // A compiled action list is shared by every flow with the same action
 // text (see ActionMemo) and never changed afterwards, so its bytes are
-// encoded once: one install at a time, encoding them was a fifth of the cost.
-const encodedActions = new WeakMap<readonly ActionEntry[], Uint8Array>();
+// encoded once: one install at a time, encoding them was a fifth of the
+// cost. The flows of a list mostly get the same tunnel key slots, so the
+// bytes resolved for the last slots are kept too.
+const encodedActions = new WeakMap<
+  readonly ActionEntry[],
+  { raw: Uint8Array; slots?: number[]; resolved?: Uint8Array }
+>();
 
-function encodedOnce(actions: ActionEntry[]): Uint8Array {
-  let raw = encodedActions.get(actions);
-  if (!raw) encodedActions.set(actions, raw = actionBytes(actions));
-  return raw;
+function sameSlots(a: number[], b: number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** The raw actions of `actions`, tunnel keys named by `slots` (never changed by callers). */
+function resolvedOnce(actions: ActionEntry[], slots: number[]): Uint8Array {
+  let e = encodedActions.get(actions);
+  if (!e) encodedActions.set(actions, e = { raw: actionBytes(actions) });
+  if (!e.resolved || !sameSlots(e.slots!, slots)) {
+    e.resolved = resolveActions(e.raw, (k) => slots[k] ?? NO_TUN_KEY)!;
+    e.slots = slots;
+  }
+  return e.resolved;
 }
 
 /** The entry of compiled flow `c` of `owner` with id `flowId`, its tunnel keys in `slots`. */
@@ -75,7 +91,7 @@ export function entryOf(
     cookie: c.spec.cookie,
     flags: c.flags,
     owner,
-    actions: resolveActions(encodedOnce(c.actions), (k) => slots[k] ?? NO_TUN_KEY)!,
+    actions: resolvedOnce(c.actions, slots),
   });
 }
 
@@ -99,6 +115,36 @@ export function checkOwner(
   );
 }
 
+/** The distinct flows of `specs` (the last of equal ones), compiled. */
+function distinctFlows(specs: FlowSpec[], t: TableContext, memo: ActionMemo): CompiledFlow[] {
+  if (specs.length === 1) return [compileFlow(specs[0], t.ports, memo)];
+  const byIdentity = new Map<string, CompiledFlow>();
+  for (const s of specs) {
+    const c = compileFlow(s, t.ports, memo);
+    byIdentity.set(byteString(c.maskBytes) + byteString(c.keyBytes), c);
+  }
+  return [...byIdentity.values()];
+}
+
+/**
+ * Refuses to let `c` replace installed entry `e` (same match): another
+ * owner's, or at another priority.
+ */
+function checkReplace(
+  t: TableContext,
+  st: TableState,
+  owner: number | undefined,
+  c: CompiledFlow,
+  e: Entry,
+): void {
+  checkOwner(t, st.owners, owner, c, e);
+  if (e.priority !== c.spec.priority) {
+    throw new FlowTableError(
+      `a flow with this match is installed at priority ${e.priority}; it would hide or be hidden by one at ${c.spec.priority}: delete it first`,
+    );
+  }
+}
+
 /**
  * Adds flows of `owner` ("" for the operator). A flow with the same match
  * and priority as an installed one of the same owner replaces its actions
@@ -115,37 +161,29 @@ export function add(
   memo: ActionMemo = new Map(),
 ): AddResult {
   if (owner) checkOwnerName(owner);
-  const byIdentity = new Map<string, CompiledFlow>();
-  for (const s of specs) {
-    const c = compileFlow(s, t.ports, memo);
-    byIdentity.set(byteString(c.maskBytes) + byteString(c.keyBytes), c);
-  }
-  const compiled = [...byIdentity.values()];
+  const compiled = distinctFlows(specs, t, memo);
   checkGroupsExist(t.maps, t.ports, compiled);
   const st = t.journal.forWrite();
   const index = t.journal.index(st);
   const known = st.owners.id(owner);
 
-  // Check everything first: owners, masks, conflicts, room.
-  const bySig = new Map(st.masks.map((m) => [m.sig, m]));
+  // Check everything first: owners, masks, conflicts, room. With room for
+  // every flow to be new, a flow under a live mask that needs no higher
+  // bound is not looked up: its write refuses to overwrite (BPF_NOEXIST),
+  // and only then is the flow it would replace read and checked, before
+  // anything of it is written. One system call for a new flow, not two.
+  const roomForAll = compiled.length <= st.flowIds.free();
   const newMasks = new Set<string>();
   const olds: (Uint8Array | undefined)[] = [];
   let fresh = 0;
   for (const c of compiled) {
-    const sig = byteString(c.maskBytes);
-    const mask = bySig.get(sig);
-    if (!mask) newMasks.add(sig);
-    const ik = mask && indexKey(mask.id, c.keyBytes);
-    const old = ik && index.lookup(ik);
-    if (old) {
-      checkOwner(t, st.owners, known, c, new Entry(ik, old));
-      const p = new Entry(ik, old).priority;
-      if (p !== c.spec.priority) {
-        throw new FlowTableError(
-          `a flow with this match is installed at priority ${p}; it would hide or be hidden by one at ${c.spec.priority}: delete it first`,
-        );
-      }
-    } else fresh++;
+    const mask = findMask(st.masks, c.maskBytes);
+    if (!mask) newMasks.add(byteString(c.maskBytes));
+    const ik = mask && !(roomForAll && mask.maxPriority >= c.spec.priority) &&
+      indexKey(mask.id, c.keyBytes);
+    const old = ik ? index.lookup(ik) : undefined;
+    if (ik && old) checkReplace(t, st, known, c, new Entry(ik, old));
+    else fresh++;
     olds.push(old);
   }
   checkMaskRoom(st.masks.length + newMasks.size);
@@ -167,26 +205,36 @@ export function add(
     compiled.forEach((c, i) => {
       const mask = maskFor(t, st, index, c);
       const ik = indexKey(mask.id, c.keyBytes);
-      const old = olds[i];
       const slots = c.tunKeyBytes.map((k) => st.slots.acquire(k));
       undo.push(() => slots.forEach((s) => st.slots.release(s)));
-      const flowId = old ? new Entry(ik, old).flowId : st.flowIds.allocate();
-      if (!old) undo.push(() => st.flowIds.release([flowId]));
-      if (id !== OPERATOR && !old) {
-        st.owners.addKeys(id, [ik]);
-        undo.push(() => st.owners.removeKeys(id, [ik]));
+      let old = olds[i];
+      if (!old) {
+        const flowId = st.flowIds.allocate();
+        undo.push(() => st.flowIds.release([flowId]));
+        if (index.insert(ik, entryOf(c, flowId, slots, id))) {
+          undo.push(() => index.delete(ik));
+          if (id !== OPERATOR) {
+            st.owners.addKeys(id, [ik]);
+            undo.push(() => st.owners.removeKeys(id, [ik]));
+          }
+          mask.flows++;
+          undo.push(() => mask.flows--);
+          added++;
+        } else {
+          // Not looked up: it replaces one after all, and keeps its id.
+          undo.pop()!();
+          old = index.lookup(ik)!;
+          checkReplace(t, st, known, c, new Entry(ik, old));
+        }
       }
-      index.update(ik, entryOf(c, flowId, slots, id));
       if (old) {
-        undo.push(() => index.update(ik, old));
-        new Entry(ik, old).eachSlot((s) => st.slots.release(s));
-        zeroCounters(t.maps, [flowId]);
+        const was = old;
+        const e = new Entry(ik, was);
+        index.update(ik, entryOf(c, e.flowId, slots, id));
+        undo.push(() => index.update(ik, was));
+        e.eachSlot((s) => st.slots.release(s));
+        zeroCounters(t.maps, [e.flowId]);
         replaced++;
-      } else {
-        undo.push(() => index.delete(ik));
-        mask.flows++;
-        undo.push(() => mask.flows--);
-        added++;
       }
       for (const k of c.tunKeyBytes) remotes.add(k);
       failpoint("flow.add.written");
@@ -216,8 +264,7 @@ export function add(
  * old one, is published before the flow that needs it.
  */
 function maskFor(t: TableContext, st: TableState, index: BpfMap, c: CompiledFlow): LiveMask {
-  const sig = byteString(c.maskBytes);
-  const mask = st.masks.find((m) => m.sig === sig);
+  const mask = findMask(st.masks, c.maskBytes);
   if (mask && mask.maxPriority >= c.spec.priority) return mask;
   const updated: LiveMask = {
     ...maskShape(c.maskBytes),
@@ -240,8 +287,7 @@ export function modify(t: TableContext, spec: FlowSpec, owner: OwnerName = ""): 
   checkGroupsExist(t.maps, t.ports, [c]);
   const st = t.journal.forWrite();
   const index = t.journal.index(st);
-  const sig = byteString(c.maskBytes);
-  const mask = st.masks.find((m) => m.sig === sig);
+  const mask = findMask(st.masks, c.maskBytes);
   if (!mask) return 0;
   const ik = indexKey(mask.id, c.keyBytes);
   const raw = index.lookup(ik);
@@ -276,8 +322,7 @@ export function remove(t: TableContext, filter: FlowFilter, strict: boolean): nu
   if (strict) {
     if (!filter.match) throw new FlowTableError("a strict delete needs a match");
     const { keyBytes, maskBytes } = encodeMatch(filter.match);
-    const sig = byteString(maskBytes);
-    const mask = st.masks.find((m) => m.sig === sig);
+    const mask = findMask(st.masks, maskBytes);
     const ik = mask && indexKey(mask.id, keyBytes);
     const entry = ik && index.lookup(ik);
     if (mask && ik && entry && select(mask, new Entry(ik, entry))) {

@@ -16,7 +16,7 @@
 import { fieldOffsets, u32 } from "../../maps/codec.ts";
 import { type FlowKey, maskCodec, maskSetCodec, MAX_MASKS } from "../../maps/layouts.ts";
 import { encodeWith } from "../../maps/typed_map.ts";
-import { type MaskShape, maskShape } from "./flow_set.ts";
+import { type MaskShape, maskShape, sameBytes } from "./flow_set.ts";
 import type { DatapathMaps } from "../pins.ts";
 import { KEY_SIZE } from "./entry.ts";
 import { FlowTableError } from "./error.ts";
@@ -44,6 +44,19 @@ export function checkMaskRoom(count: number): void {
       `the flows need ${count} masks; the datapath searches at most ${MAX_MASKS}`,
     );
   }
+}
+
+/**
+ * The mask of `masks` whose bytes are `bytes`, or undefined. The few masks
+ * are compared byte by byte: a flow installed at a time would otherwise
+ * make and hash a string of its mask.
+ */
+export function findMask<M extends MaskShape>(
+  masks: readonly M[],
+  bytes: Uint8Array,
+): M | undefined {
+  for (const m of masks) if (sameBytes(m.bytes, bytes, KEY_SIZE)) return m;
+  return undefined;
 }
 
 /** The mask set of generation `gen`. */
