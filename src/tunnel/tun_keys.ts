@@ -33,6 +33,18 @@ function sig(bytes: Uint8Array): string {
   return String.fromCharCode.apply(null, bytes as unknown as number[]);
 }
 
+// The string of a compiled tunnel key, made once: every flow sharing an
+// action list shares its keys' bytes (see ActionMemo), and one install at
+// a time spent a sixth of its time making and hashing this string again.
+// Compiled keys are never changed afterwards.
+const compiledSigs = new WeakMap<Uint8Array, string>();
+
+function compiledSig(bytes: Uint8Array): string {
+  let s = compiledSigs.get(bytes);
+  if (s === undefined) compiledSigs.set(bytes, s = sig(bytes));
+  return s;
+}
+
 /** TunKeySlots holds the reference counts in memory between flushes. */
 export class TunKeySlots {
   readonly #maps: DatapathMaps;
@@ -67,9 +79,9 @@ export class TunKeySlots {
     return this.#used;
   }
 
-  /** The slot holding exactly `bytes`, or undefined. */
+  /** The slot holding exactly `bytes` (a compiled key, never changed), or undefined. */
   find(bytes: Uint8Array): number | undefined {
-    const s = sig(bytes);
+    const s = compiledSig(bytes);
     let slot = this.#known.get(s);
     if (slot === undefined) {
       const v = this.#maps.tunKeySlots.raw.lookup(bytes);
@@ -81,7 +93,7 @@ export class TunKeySlots {
   }
 
   /**
-   * The slot for `bytes`, taking one reference: the existing one, or a
+   * The slot for `bytes` (a compiled key, never changed), taking one reference: the existing one, or a
    * free slot filled with the key before anything can name it.
    */
   acquire(bytes: Uint8Array): number {
@@ -90,7 +102,7 @@ export class TunKeySlots {
       slot = this.#free();
       this.#maps.tunKeys.raw.update(encodeWith(u32, slot), bytes);
       this.#maps.tunKeySlots.raw.update(bytes, encodeWith(u32, slot));
-      this.#known.set(sig(bytes), slot);
+      this.#known.set(compiledSig(bytes), slot);
       this.#used++;
     }
     this.refs[slot]++;
@@ -204,18 +216,33 @@ export class TunKeySlots {
 /** The size of one tunnel key in bytes. */
 export const TUN_KEY_SIZE = SIZE;
 
+// The remote of a compiled tunnel key and its string, made once per key.
+const compiledRemotes = new WeakMap<Uint8Array, { sig: string; addr: Addr } | null>();
+
+function remoteOf(key: Uint8Array): { sig: string; addr: Addr } | null {
+  let r = compiledRemotes.get(key);
+  if (r === undefined) {
+    r = null;
+    if (key[TK.set] & TunKeySet.DST) {
+      const dst = key.slice(TK.dst, TK.dst + 16);
+      r = { sig: sig(dst), addr: { v6: (key[TK.flags] & TunFlag.V6) !== 0, bytes: dst } };
+    }
+    compiledRemotes.set(key, r);
+  }
+  return r;
+}
+
 /** Remotes collects the distinct remotes tunnel keys send to. */
 export class Remotes {
   readonly #bySig = new Map<string, Addr>();
 
-  /** Notes the remote of tunnel key `key` (`struct wr_tun_key` bytes), if it sets one. */
+  /**
+   * Notes the remote of compiled tunnel key `key` (`struct wr_tun_key`
+   * bytes, never changed), if it sets one.
+   */
   add(key: Uint8Array): void {
-    if (!(key[TK.set] & TunKeySet.DST)) return;
-    const dst = key.slice(TK.dst, TK.dst + 16);
-    const s = sig(dst);
-    if (!this.#bySig.has(s)) {
-      this.#bySig.set(s, { v6: (key[TK.flags] & TunFlag.V6) !== 0, bytes: dst });
-    }
+    const r = remoteOf(key);
+    if (r && !this.#bySig.has(r.sig)) this.#bySig.set(r.sig, r.addr);
   }
 
   /** Every remote noted, in the order first seen. */

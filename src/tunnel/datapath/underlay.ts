@@ -50,6 +50,16 @@ export async function releaseUnderlay(cfg: Config): Promise<void> {
   await dropManagedNeighbors(dev);
 }
 
+// The remotes of compiled tunnel keys are one Addr per key (see Remotes),
+// handed over again on every install that names them: their text is made once.
+const addrText = new WeakMap<Addr, string>();
+
+function textOf(a: Addr): string {
+  let text = addrText.get(a);
+  if (text === undefined) addrText.set(a, text = formatAddr(a.bytes, a.v6));
+  return text;
+}
+
 /**
  * Neighbors keeps the next hops of remotes resolved (see keepNeighbors).
  * Each remote is seen to once per object: a script that adds flows one at
@@ -77,15 +87,15 @@ export class Neighbors {
    */
   async keep(remotes: Addr[]): Promise<void> {
     this.#rethrow();
-    const fresh = remotes.filter((a) => !this.#kept.has(formatAddr(a.bytes, a.v6)));
+    const fresh = remotes.filter((a) => !this.#kept.has(textOf(a)));
     if (fresh.length === 0) return;
     if (!this.#batching) {
       await keepNeighbors(underlayName(this.#config), fresh);
-      for (const a of fresh) this.#kept.add(formatAddr(a.bytes, a.v6));
+      for (const a of fresh) this.#kept.add(textOf(a));
       return;
     }
     // Counted as kept now, so a remote waits in one batch only.
-    for (const a of fresh) this.#kept.add(formatAddr(a.bytes, a.v6));
+    for (const a of fresh) this.#kept.add(textOf(a));
     this.#pending.push(...fresh);
     this.#running ??= this.#drain();
   }
@@ -112,7 +122,7 @@ export class Neighbors {
           await keepNeighbors(underlayName(this.#config), batch);
         } catch (err) {
           this.#failed ??= err;
-          for (const a of batch) this.#kept.delete(formatAddr(a.bytes, a.v6));
+          for (const a of batch) this.#kept.delete(textOf(a));
         }
       }
     } finally {
