@@ -229,7 +229,16 @@ export type ActionMemo = Map<readonly ActionSpec[], CompiledActions>;
 export function compileFlow(spec: FlowSpec, ports: PortLookup, memo?: ActionMemo): CompiledFlow {
   const keyBytes = new Uint8Array(flowKeyCodec.size);
   const maskBytes = new Uint8Array(flowKeyCodec.size);
-  return { spec, keyBytes, maskBytes, ...compileFlowInto(spec, ports, keyBytes, maskBytes, memo) };
+  // Fields named, not spread: a flow installed at a time pays for a spread.
+  const a = compileFlowInto(spec, ports, keyBytes, maskBytes, memo);
+  return {
+    spec,
+    keyBytes,
+    maskBytes,
+    actions: a.actions,
+    tunKeyBytes: a.tunKeyBytes,
+    flags: a.flags,
+  };
 }
 
 /**

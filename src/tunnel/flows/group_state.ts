@@ -117,15 +117,16 @@ export function checkGroupsExist(
   maps: DatapathMaps,
   ports: PortLookup,
   flows: Iterable<{ spec: FlowSpec; actions: readonly ActionEntry[] }>,
-  coming: ReadonlySet<number> = new Set(),
+  coming?: ReadonlySet<number>,
 ): void {
-  const known = new Map<number, boolean>();
+  let known: Map<number, boolean> | undefined;
   for (const f of flows) {
     const a = f.actions[0];
     if (a?.op !== ActionOp.GROUP) continue;
+    known ??= new Map();
     let ok = known.get(a.arg);
     if (ok === undefined) {
-      ok = coming.has(a.arg) || hasGroup(maps, a.arg);
+      ok = coming?.has(a.arg) || hasGroup(maps, a.arg);
       known.set(a.arg, ok);
     }
     if (!ok) {
