@@ -224,11 +224,16 @@ export type ActionMemo = Map<readonly ActionSpec[], CompiledActions>;
 
 /**
  * Compiles one flow against the ports that exist. An error starts with the
- * flow as text: among a million, the user must learn which one.
+ * flow as text: among a million, the user must learn which one. Its key
+ * and mask are written into `keyBytes` and `maskBytes` when given.
  */
-export function compileFlow(spec: FlowSpec, ports: PortLookup, memo?: ActionMemo): CompiledFlow {
-  const keyBytes = new Uint8Array(flowKeyCodec.size);
-  const maskBytes = new Uint8Array(flowKeyCodec.size);
+export function compileFlow(
+  spec: FlowSpec,
+  ports: PortLookup,
+  memo?: ActionMemo,
+  keyBytes: Uint8Array = new Uint8Array(flowKeyCodec.size),
+  maskBytes: Uint8Array = new Uint8Array(flowKeyCodec.size),
+): CompiledFlow {
   // Fields named, not spread: a flow installed at a time pays for a spread.
   const a = compileFlowInto(spec, ports, keyBytes, maskBytes, memo);
   return {

@@ -30,7 +30,9 @@ import {
   Entry,
   entryBytes,
   indexKey,
+  KEY_SIZE,
   resolveActions,
+  sharedEntry,
   visible,
 } from "./entry.ts";
 import { FlowTableError } from "./error.ts";
@@ -78,14 +80,19 @@ function resolvedOnce(actions: ActionEntry[], slots: number[]): Uint8Array {
   return e.resolved;
 }
 
-/** The entry of compiled flow `c` of `owner` with id `flowId`, its tunnel keys in `slots`. */
+/**
+ * The entry of compiled flow `c` of `owner` with id `flowId`, its tunnel
+ * keys in `slots`; with `shared`, in a buffer every such call reuses
+ * (for a write, which copies it).
+ */
 export function entryOf(
   c: CompiledFlow,
   flowId: number,
   slots: number[],
   owner: number,
+  shared = false,
 ): Uint8Array {
-  return entryBytes({
+  return (shared ? sharedEntry : entryBytes)({
     flowId,
     priority: c.spec.priority,
     cookie: c.spec.cookie,
@@ -115,9 +122,18 @@ export function checkOwner(
   );
 }
 
-/** The distinct flows of `specs` (the last of equal ones), compiled. */
+// One flow added at a time (a session's script) is compiled into these:
+// its key and mask are copied wherever they are kept (index keys, a new
+// mask), and `add` runs to its end before another starts.
+const oneKey = new Uint8Array(KEY_SIZE);
+const oneMask = new Uint8Array(KEY_SIZE);
+
+/**
+ * The distinct flows of `specs` (the last of equal ones), compiled; the
+ * key and mask of a lone flow are valid until the next call.
+ */
 function distinctFlows(specs: FlowSpec[], t: TableContext, memo: ActionMemo): CompiledFlow[] {
-  if (specs.length === 1) return [compileFlow(specs[0], t.ports, memo)];
+  if (specs.length === 1) return [compileFlow(specs[0], t.ports, memo, oneKey, oneMask)];
   const byIdentity = new Map<string, CompiledFlow>();
   for (const s of specs) {
     const c = compileFlow(s, t.ports, memo);
@@ -211,7 +227,7 @@ export function add(
       if (!old) {
         const flowId = st.flowIds.allocate();
         undo.push(() => st.flowIds.release([flowId]));
-        if (index.insert(ik, entryOf(c, flowId, slots, id))) {
+        if (index.insert(ik, entryOf(c, flowId, slots, id, true))) {
           undo.push(() => index.delete(ik));
           if (id !== OPERATOR) {
             st.owners.addKeys(id, [ik]);
@@ -230,7 +246,7 @@ export function add(
       if (old) {
         const was = old;
         const e = new Entry(ik, was);
-        index.update(ik, entryOf(c, e.flowId, slots, id));
+        index.update(ik, entryOf(c, e.flowId, slots, id, true));
         undo.push(() => index.update(ik, was));
         e.eachSlot((s) => st.slots.release(s));
         zeroCounters(t.maps, [e.flowId]);
@@ -267,7 +283,7 @@ function maskFor(t: TableContext, st: TableState, index: BpfMap, c: CompiledFlow
   const mask = findMask(st.masks, c.maskBytes);
   if (mask && mask.maxPriority >= c.spec.priority) return mask;
   const updated: LiveMask = {
-    ...maskShape(c.maskBytes),
+    ...maskShape(c.maskBytes.slice()),
     id: mask?.id ?? nextMaskId(st.masks),
     maxPriority: Math.max(mask?.maxPriority ?? 0, c.spec.priority),
     flows: mask?.flows ?? 0,

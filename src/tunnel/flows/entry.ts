@@ -135,6 +135,19 @@ export function entryBytes(f: EntryFields): Uint8Array {
   return out;
 }
 
+const shared = new Uint8Array(ENTRY_SIZE);
+const sharedView = new DataView(shared.buffer);
+
+/**
+ * Entry `f` in one buffer every call reuses, valid until the next call:
+ * for a write, which copies it (a flow installed at a time otherwise
+ * allocates a buffer and a view per write).
+ */
+export function sharedEntry(f: EntryFields): Uint8Array {
+  writeEntry(shared, sharedView, 0, f);
+  return shared;
+}
+
 /** Actions as the kernel holds them, in `struct wr_action` bytes. */
 export function actionBytes(actions: ActionEntry[]): Uint8Array {
   const out = new Uint8Array(actions.length * ACTION_SIZE);
