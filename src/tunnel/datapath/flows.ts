@@ -88,7 +88,8 @@ export class DatapathFlows {
       );
       return r;
     });
-    await this.#neighbors.keep(result.remotes);
+    const pending = this.#neighbors.keep(result.remotes);
+    if (pending) await pending;
     return result;
   }
 

@@ -82,22 +82,26 @@ export class Neighbors {
   }
 
   /**
-   * Keeps the next hops of `remotes` resolved: done when it returns, or
-   * while batching, under way (see {@link settled}).
+   * Keeps the next hops of `remotes` resolved: done when what it returns
+   * settles, or while batching, under way (see {@link settled}). Returns
+   * nothing when there is nothing to wait for: a session's install then
+   * waits for nothing, not even a promise of nothing.
    */
-  async keep(remotes: Addr[]): Promise<void> {
+  keep(remotes: Addr[]): Promise<void> | undefined {
     this.#rethrow();
     const fresh = remotes.filter((a) => !this.#kept.has(textOf(a)));
-    if (fresh.length === 0) return;
-    if (!this.#batching) {
-      await keepNeighbors(underlayName(this.#config), fresh);
-      for (const a of fresh) this.#kept.add(textOf(a));
-      return;
-    }
+    if (fresh.length === 0) return undefined;
+    if (!this.#batching) return this.#keepNow(fresh);
     // Counted as kept now, so a remote waits in one batch only.
     for (const a of fresh) this.#kept.add(textOf(a));
     this.#pending.push(...fresh);
     this.#running ??= this.#drain();
+    return undefined;
+  }
+
+  async #keepNow(fresh: Addr[]): Promise<void> {
+    await keepNeighbors(underlayName(this.#config), fresh);
+    for (const a of fresh) this.#kept.add(textOf(a));
   }
 
   /** Starts (true) or stops (false) seeing to new remotes in the background. */
