@@ -178,7 +178,7 @@ export async function controlPlane(o: ControlOptions): Promise<Figure[]> {
     target: "≥ 100× the bpftool loop and ≥ 100 000/s",
     check: (ratio, value) => ratio >= 100 && value >= 100_000,
     note:
-      "each install is still its own all-or-nothing change; the session saves the lock, reading the datapath's state again and writing the journal's bookkeeping per install, and sees to new remotes' next hops in the background, in batches (its end waits for them)",
+      "each install is still its own all-or-nothing change, in the kernel when its call returns, and a new flow one system call (a write with BPF_NOEXIST); the session saves the lock, reading the datapath's state again and writing the journal's bookkeeping per install, and sees to new remotes' next hops in the background, in batches (its end waits for them)",
   }));
 
   // ---- A million flows ------------------------------------------------------
