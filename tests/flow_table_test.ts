@@ -65,20 +65,27 @@ privilegedTest(
   },
 );
 
+/** A flow of in_port web matching `m`, sent over t0 with tunnel id `id`. */
+function flow(m: string, id: number): string {
+  return `in_port=web,${m} actions=set_tunnel(id=${id},dst=192.0.2.2),output:t0`;
+}
+
+/** Gives each flow id 7 packets per CPU, as traffic would. */
+function countSeven(dp: Datapath, ids: Iterable<number>): void {
+  for (const id of ids) {
+    dp.maps.flowStats.set(id, { packets: 7n, bytes: 700n, used_ns: 1n, tcp_flags: 0 });
+  }
+}
+
 privilegedTest(
   "apply keeps ids and counters of unchanged and modified flows, zeroes the rest",
   async () => {
     await using lab = await oneHost();
     const [a] = lab.hosts;
     await lab.datapath(a, async (dp) => {
-      const flow = (m: string, id: number) =>
-        `in_port=web,${m} actions=set_tunnel(id=${id},dst=192.0.2.2),output:t0`;
       await addFlows(dp, flow("udp", 1), flow("tcp", 2), flow("icmp", 3));
       const before = flowIds(dp);
-      // Give every flow a count, as traffic would.
-      for (const id of before.values()) {
-        dp.maps.flowStats.set(id, { packets: 7n, bytes: 700n, used_ns: 1n, tcp_flags: 0 });
-      }
+      countSeven(dp, before.values());
       const diff = await dp.applyFlows(
         [flow("udp", 1), flow("tcp", 9), flow("arp", 4)].map((f) => parseFlow(f, dp.portNames())),
       );
@@ -245,14 +252,10 @@ privilegedTest(
     await using lab = await oneHost();
     const [a] = lab.hosts;
     await lab.datapath(a, async (dp) => {
-      const flow = (m: string, id: number) =>
-        `in_port=web,${m} actions=set_tunnel(id=${id},dst=192.0.2.2),output:t0`;
       const spec = (f: string) => parseFlow(f, dp.portNames());
       await addFlows(dp, flow("udp", 1), flow("tcp", 2));
       const before = flowIds(dp);
-      for (const id of before.values()) {
-        dp.maps.flowStats.set(id, { packets: 7n, bytes: 700n, used_ns: 1n, tcp_flags: 0 });
-      }
+      countSeven(dp, before.values());
       const snapshot = () =>
         dp.dumpFlows().map((f) => `${f.flowId} ${dp.describeFlow(f)}`).sort().join("\n");
       const cpus = BigInt(dp.maps.flowStats.cpus);
