@@ -105,7 +105,7 @@ function table(dp: Datapath): { operator: FlowSpec[]; fleet: FlowSpec[] } {
   const seenText = new Map<string, string>();
   const operator: FlowSpec[] = [], fleet: FlowSpec[] = [];
   for (let i = 0; seen.size < N; i++) {
-    const priority = [0, 10, 100, 32768, 65535][r(5)];
+    const priority = [0, 1, 10, 100, 101, 32767, 32768, 65534, 65535][r(9)];
     const cookie = r(3) ? "" : `cookie=0x${r(1 << 30).toString(16)},`;
     const match = TEMPLATES[i % TEMPLATES.length]();
     const rewrite = REWRITES.find(([m]) => m.test(match) && r(3) === 0)?.[1]();

@@ -132,7 +132,7 @@ class DumpRows {
     const ids = new Uint32Array(this.count);
     const rec = this.#rec;
     for (let id = 0, at = 0; at < rec.length; id++, at += STRIDE) {
-      if (rec[at + R_MASK] !== 0) ids[start[65535 - (rec[at + R_PRIORITY] & 0xffff)]++] = id;
+      if (rec[at + R_MASK] !== 0) ids[start[65536 - (rec[at + R_PRIORITY] & 0xffff)]++] = id;
     }
     return ids;
   }
