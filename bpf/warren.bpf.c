@@ -41,6 +41,7 @@ int wr_xdp_underlay(struct xdp_md *ctx)
 {
 	struct packet p = { (void *)(long)ctx->data, (void *)(long)ctx->data_end };
 	struct lookup *l = lookup_scratch();
+	struct wr_stat_block *c = counters();
 	struct frame_info fi = {};
 	struct decap d = {};
 	struct wr_flow_key *key;
@@ -50,16 +51,16 @@ int wr_xdp_underlay(struct xdp_md *ctx)
 	__u32 len;
 	int r;
 
-	if (!l)
+	if (!l || (!c && !uncounted()))
 		return XDP_PASS;
 	key = &l->key;
 	r = parse_tunnel_xdp(ctx, key, &d);
 	if (r == TUN_NOT_OURS) {
-		stat_inc(WR_STAT_NOT_OURS);
+		bump(c, WR_STAT_NOT_OURS);
 		return XDP_PASS;
 	}
 	if (r == TUN_FRAGMENT) {
-		stat_inc(WR_STAT_FRAGMENT);
+		bump(c, WR_STAT_FRAGMENT);
 		return XDP_PASS;
 	}
 	if (r == TUN_RECHECK) {
@@ -85,7 +86,7 @@ int wr_xdp_underlay(struct xdp_md *ctx)
 		drop(r, d.in_port);
 		return XDP_DROP;
 	}
-	stat_inc(WR_STAT_DECAP);
+	bump(c, WR_STAT_DECAP);
 	p.data = (void *)(long)ctx->data;
 	p.end = (void *)(long)ctx->data_end;
 	len = d.len;
@@ -101,11 +102,11 @@ int wr_xdp_underlay(struct xdp_md *ctx)
 	}
 
 	stamp_net(key);
-	e = classify(key, l);
+	e = classify(key, l, c);
 	if (!e) {
 		cfg = config();
 		if (cfg && cfg->miss_tunnel == WR_MISS_PASS) {
-			stat_inc(WR_STAT_MISS_PASS);
+			bump(c, WR_STAT_MISS_PASS);
 			return XDP_PASS;
 		}
 		drop(WR_DROP_NO_FLOW, d.in_port);
@@ -124,7 +125,7 @@ int wr_xdp_underlay(struct xdp_md *ctx)
 		if (xdp_redirect_port(out) == XDP_REDIRECT) {
 			flow_hit(e, len, fi.tcp_flags);
 			port_tx(out, len);
-			stat_inc(WR_STAT_XDP_REDIRECT);
+			bump(c, WR_STAT_XDP_REDIRECT);
 			return XDP_REDIRECT;
 		}
 	}
@@ -138,7 +139,7 @@ int wr_xdp_underlay(struct xdp_md *ctx)
 		m->flow_slot = l->hint_slot;
 		m->flow_id = l->hint_flow;
 		m->seq = l->hint_seq;
-		stat_inc(WR_STAT_XDP_PASS);
+		bump(c, WR_STAT_XDP_PASS);
 		return XDP_PASS;
 	}
 	drop(WR_DROP_DECAP, d.in_port);
@@ -182,6 +183,7 @@ int wr_tc_underlay(struct __sk_buff *skb)
 	void *data = (void *)(long)skb->data;
 	struct wr_meta *m = (void *)(long)skb->data_meta;
 	struct lookup *l = lookup_scratch();
+	struct wr_stat_block *c;
 	struct wr_config *cfg;
 	struct decap *dp;
 	__u32 zero = 0, slot, id, ecn;
@@ -242,8 +244,9 @@ int wr_tc_underlay(struct __sk_buff *skb)
 		drop(r, dp->in_port);
 		return TC_ACT_SHOT;
 	}
-	stat_inc(WR_STAT_DECAP);
-	stat_inc(WR_STAT_TC_DECAP);
+	c = counters();
+	bump(c, WR_STAT_DECAP);
+	bump(c, WR_STAT_TC_DECAP);
 	port_rx(dp->in_port, skb->len);
 	return finish_at_tc(skb, l, FIN_TUNNEL | FIN_ECN(dp->outer_ecn));
 

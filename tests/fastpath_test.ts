@@ -70,7 +70,7 @@ privilegedTest(
 
 /** The flow cache's counters of `dp`'s datapath, summed over CPUs. */
 function cacheCounts(dp: Datapath): { hits: number; misses: number } {
-  const s = dp.maps.cacheStats.sum(0)!;
+  const s = dp.maps.stats.sum(0)!.cache;
   return { hits: Number(s.flow_hits), misses: Number(s.flow_misses) };
 }
 
@@ -469,7 +469,7 @@ privilegedTest(
       );
       assert.ok(toNew.length > 500, `${toNew.length} frames to the new MAC`);
       // The cache was in use: most tunnel outputs never asked the FIB.
-      const s = await lab.datapath(a, (dp) => dp.maps.cacheStats.sum(0)!);
+      const s = await lab.datapath(a, (dp) => dp.maps.stats.sum(0)!.cache);
       assert.ok(s.nh_hits > s.nh_misses, `${s.nh_hits} hits, ${s.nh_misses} misses`);
     } finally {
       await Deno.remove(dir, { recursive: true });
@@ -479,7 +479,7 @@ privilegedTest(
 
 /** The next-hop cache's counters of `dp`'s datapath, summed over CPUs. */
 function nhCounts(dp: Datapath): { hits: number; misses: number } {
-  const s = dp.maps.cacheStats.sum(0)!;
+  const s = dp.maps.stats.sum(0)!.cache;
   return { hits: Number(s.nh_hits), misses: Number(s.nh_misses) };
 }
 

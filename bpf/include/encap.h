@@ -441,7 +441,8 @@ static __always_inline int encap_build(struct __sk_buff *skb, struct wr_port *po
 				       const struct frame_info *fi, const struct wr_flow_key *key,
 				       struct scratch *s, struct encap_out *out, __u32 inner_len)
 {
-	struct wr_cache_stats *cs = cache_stats();
+	struct wr_stat_block *c = counters();
+	struct wr_cache_stats *cs = c ? &c->cache : NULL;
 	struct wr_config *cfg = config();
 	struct nh_cache_slot *slot = NULL;
 	__u8 flags = 0, ttl, tos, ecn;

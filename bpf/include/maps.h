@@ -123,11 +123,12 @@ struct {
 	__type(value, struct wr_port_stats);
 } wr_port_stats SEC(".maps");
 
+/* The datapath-wide counters, one block per CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, WR_STAT_MAX);
+	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct wr_stat_block);
 } wr_stats SEC(".maps");
 
 /* Replication groups (see warren.h): a group id's slot, each slot's bucket
@@ -167,13 +168,6 @@ struct {
 	__type(value, struct wr_group_stats);
 } wr_bucket_stats SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct wr_cache_stats);
-} wr_cache_stats SEC(".maps");
-
 /* Control plane only, kept here so that every process sees the same
  * allocation. wr_flow_ids: a bitmap of the flow ids in use. Tunnel keys are
  * shared: flows that set the same tunnel key use one slot, found through
@@ -212,22 +206,47 @@ struct {
 	__type(value, struct wr_owner);
 } wr_owners SEC(".maps");
 
+/* Whether this build counts nothing: trace's dry run, or an ablation. A
+ * constant to the verifier, which then leaves out every branch on it. */
+static __always_inline int uncounted(void)
+{
+	return wr_dry_run || ablated(ABL_COUNTERS);
+}
+
+/*
+ * This CPU's counter block, or NULL when nothing may be counted. A
+ * packet's fast path takes it once and bumps every counter through it.
+ * The lookup never fails (the block always exists), so a program that
+ * carries the block far may give up on NULL in a build that counts, and
+ * the verifier then follows one state, not one with and one without it.
+ */
+static __always_inline struct wr_stat_block *counters(void)
+{
+	__u32 zero = 0;
+
+	if (uncounted())
+		return NULL;
+	return bpf_map_lookup_elem(&wr_stats, &zero);
+}
+
+/* Counts `stat` (enum wr_stat) in block c; nothing when c is NULL. */
+static __always_inline void bump(struct wr_stat_block *c, __u32 stat)
+{
+	if (!uncounted() && c)
+		c->stat[stat & (WR_STAT_MAX - 1)]++;
+}
+
+/* Counts `stat` where no block is at hand: off the fast path. */
 static __always_inline void stat_inc(__u32 stat)
 {
-	__u64 *v;
-
-	if (wr_dry_run || ablated(ABL_COUNTERS))
-		return;
-	v = bpf_map_lookup_elem(&wr_stats, &stat);
-	if (v)
-		*v += 1;
+	bump(counters(), stat);
 }
 
 static __always_inline void port_rx(__u32 port, __u64 bytes)
 {
 	struct wr_port_stats *s;
 
-	if (wr_dry_run || ablated(ABL_COUNTERS))
+	if (uncounted())
 		return;
 	s = bpf_map_lookup_elem(&wr_port_stats, &port);
 	if (s) {
@@ -240,7 +259,7 @@ static __always_inline void port_tx(__u32 port, __u64 bytes)
 {
 	struct wr_port_stats *s;
 
-	if (wr_dry_run || ablated(ABL_COUNTERS))
+	if (uncounted())
 		return;
 	s = bpf_map_lookup_elem(&wr_port_stats, &port);
 	if (s) {
@@ -249,22 +268,12 @@ static __always_inline void port_tx(__u32 port, __u64 bytes)
 	}
 }
 
-/* This CPU's cache counters, or NULL when nothing may be counted. */
-static __always_inline struct wr_cache_stats *cache_stats(void)
-{
-	__u32 zero = 0;
-
-	if (wr_dry_run || ablated(ABL_COUNTERS))
-		return NULL;
-	return bpf_map_lookup_elem(&wr_cache_stats, &zero);
-}
-
 /* Counts a drop: its reason, and the port it came in on. */
 static __always_inline void drop(__u32 reason, __u32 in_port)
 {
 	struct wr_port_stats *s;
 
-	if (wr_dry_run || ablated(ABL_COUNTERS))
+	if (uncounted())
 		return;
 	s = bpf_map_lookup_elem(&wr_port_stats, &in_port);
 	stat_inc(reason);

@@ -479,13 +479,22 @@ enum wr_stat {
 	WR_STAT_MAX = 64,
 };
 
-/* How often the fast path's caches answered, per CPU (one entry). Apart
- * from wr_stats, whose drops count packets: these count lookups. */
+/* How often the fast path's caches answered. Apart from the drops, which
+ * count packets: these count lookups. */
 struct wr_cache_stats {
 	__u64 flow_hits;	/* flow lookups the exact-match cache answered */
 	__u64 flow_misses;	/* flow lookups that searched the table */
 	__u64 nh_hits;		/* tunnel outputs the next-hop cache routed */
 	__u64 nh_misses;	/* tunnel outputs that asked the FIB */
+};
+
+/* The datapath-wide counters of one CPU: wr_stats' only entry. One block,
+ * so that a packet looks it up once and bumps each counter through it.
+ * The caches' counters come first: a maybe-NULL block is then a maybe-NULL
+ * cache_stats with no test in between for the verifier to split on. */
+struct wr_stat_block {
+	struct wr_cache_stats cache;
+	__u64 stat[WR_STAT_MAX];	/* by enum wr_stat */
 };
 
 /* wr_config.flags */

@@ -572,7 +572,7 @@ export const portStatsCodec = struct("wr_port_stats", {
 /** A {@link portStatsCodec} value. */
 export type PortStats = ValueOf<typeof portStatsCodec>;
 
-/** `struct wr_cache_stats`: how often the fast path's caches answered, per CPU. */
+/** `struct wr_cache_stats`: how often the fast path's caches answered. */
 export const cacheStatsCodec = struct("wr_cache_stats", {
   flow_hits: u64,
   flow_misses: u64,
@@ -706,8 +706,19 @@ export const Stat = {
   GSO_SEGMENTED: 48,
 } as const;
 
-/** Number of slots in the stats map (`WR_STAT_MAX`). */
+/** Number of counters in a stat block, by {@link Stat} (`WR_STAT_MAX`). */
 export const STAT_SLOTS = 64;
+
+/**
+ * `struct wr_stat_block`: the datapath-wide counters of one CPU, the one
+ * entry of `wr_stats`: drops and events by {@link Stat}, and the caches'.
+ */
+export const statBlockCodec = struct("wr_stat_block", {
+  cache: cacheStatsCodec,
+  stat: array(u64, STAT_SLOTS),
+});
+/** A {@link statBlockCodec} value. */
+export type StatBlock = ValueOf<typeof statBlockCodec>;
 
 /** The name of a stat, for dumps: `no_flow`, `decap` … */
 export function statName(index: number): string | undefined {

@@ -40,7 +40,6 @@ export const PINNED_MAPS = [
   "wr_flow_stats",
   "wr_port_stats",
   "wr_stats",
-  "wr_cache_stats",
   "wr_flow_ids",
   "wr_tun_key_refs",
   "wr_tun_key_slots",

@@ -140,12 +140,13 @@ export class TypedMap<K, V> extends Typed<K, V> {
 }
 
 /**
- * Adds two per-CPU values field by field: numbers and bigints are summed,
- * anything else is taken from the first.
+ * Adds two per-CPU values field by field, item by item in arrays: numbers
+ * and bigints are summed, anything else is taken from the first.
  */
 export function addFields<V>(a: V, b: V): V {
   if (typeof a === "bigint" && typeof b === "bigint") return (a + b) as V;
   if (typeof a === "number" && typeof b === "number") return (a + b) as V;
+  if (Array.isArray(a) && Array.isArray(b)) return a.map((x, i) => addFields(x, b[i])) as V;
   if (a && typeof a === "object" && !(a instanceof Uint8Array)) {
     const out: Record<string, unknown> = { ...(a as Record<string, unknown>) };
     for (const [k, v] of Object.entries(b as Record<string, unknown>)) {

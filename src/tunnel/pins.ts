@@ -17,8 +17,6 @@ import { u32, u64 } from "../maps/codec.ts";
 import {
   actionCodec,
   type ActionEntry,
-  type CacheStats,
-  cacheStatsCodec,
   type Endpoint,
   endpointCodec,
   type EndpointKey,
@@ -46,6 +44,8 @@ import {
   portStatsCodec,
   type RemoteKey,
   remoteKeyCodec,
+  type StatBlock,
+  statBlockCodec,
   tunKeyCodec,
   type TunKeyEntry,
 } from "../maps/layouts.ts";
@@ -104,10 +104,8 @@ export class DatapathMaps implements Disposable {
   readonly flowStats: PerCpuMap<number, FlowStats>;
   /** `wr_port_stats`, by port number, per CPU. */
   readonly portStats: PerCpuMap<number, PortStats>;
-  /** `wr_stats`, by `Stat`, per CPU. */
-  readonly stats: PerCpuMap<number, bigint>;
-  /** `wr_cache_stats`, one entry, per CPU. */
-  readonly cacheStats: PerCpuMap<number, CacheStats>;
+  /** `wr_stats`: one entry, each CPU's block of the datapath-wide counters. */
+  readonly stats: PerCpuMap<number, StatBlock>;
   /** `wr_flow_ids`: the flow id bitmap. */
   readonly flowIds: TypedMap<number, bigint>;
   /** `wr_tun_key_refs`: how many actions use each tunnel key slot. */
@@ -151,8 +149,7 @@ export class DatapathMaps implements Disposable {
       this.flowTables = take("wr_flow_tables");
       this.flowStats = new PerCpuMap(take("wr_flow_stats"), u32, flowStatsCodec);
       this.portStats = new PerCpuMap(take("wr_port_stats"), u32, portStatsCodec);
-      this.stats = new PerCpuMap(take("wr_stats"), u32, u64);
-      this.cacheStats = new PerCpuMap(take("wr_cache_stats"), u32, cacheStatsCodec);
+      this.stats = new PerCpuMap(take("wr_stats"), u32, statBlockCodec);
       this.flowIds = new TypedMap(take("wr_flow_ids"), u32, u64);
       this.tunKeyRefs = new TypedMap(take("wr_tun_key_refs"), u32, u32);
       this.tunKeySlots = new TypedMap(take("wr_tun_key_slots"), tunKeyCodec, u32);
@@ -274,7 +271,6 @@ export class DatapathMaps implements Disposable {
     yield ["wr_flow_stats", this.flowStats.raw];
     yield ["wr_port_stats", this.portStats.raw];
     yield ["wr_stats", this.stats.raw];
-    yield ["wr_cache_stats", this.cacheStats.raw];
     yield ["wr_flow_ids", this.flowIds.raw];
     yield ["wr_tun_key_refs", this.tunKeyRefs.raw];
     yield ["wr_tun_key_slots", this.tunKeySlots.raw];

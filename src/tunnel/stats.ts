@@ -68,19 +68,17 @@ export function readStats(
   });
   const drops: Record<string, bigint> = {};
   const events: Record<string, bigint> = {};
-  const values = new Map<number, bigint>();
-  for (const [i, per] of maps.stats.entries()) values.set(i, per.reduce((a, b) => a + b, 0n));
+  const block = maps.stats.sum(0);
   for (let i = 1; i < STAT_SLOTS; i++) {
     const name = statName(i);
     if (!name) continue;
-    (isDropStat(i) ? drops : events)[name] = values.get(i) ?? 0n;
+    (isDropStat(i) ? drops : events)[name] = block?.stat[i] ?? 0n;
   }
   // The caches count lookups, not packets: events beside the others.
-  const cache = maps.cacheStats.sum(0);
-  events.flow_cache_hit = cache?.flow_hits ?? 0n;
-  events.flow_cache_miss = cache?.flow_misses ?? 0n;
-  events.nh_cache_hit = cache?.nh_hits ?? 0n;
-  events.nh_cache_miss = cache?.nh_misses ?? 0n;
+  events.flow_cache_hit = block?.cache.flow_hits ?? 0n;
+  events.flow_cache_miss = block?.cache.flow_misses ?? 0n;
+  events.nh_cache_hit = block?.cache.nh_hits ?? 0n;
+  events.nh_cache_miss = block?.cache.nh_misses ?? 0n;
   const perGroup = groups.map((g) => ({
     group_id: g.id,
     packets: g.counters?.packets ?? 0n,

@@ -27,8 +27,15 @@ import { BpfMap } from "../../src/bpf/map.ts";
 import { Program } from "../../src/bpf/program.ts";
 import { ifindex } from "../../src/bpf/netif.ts";
 import { skbContext, testRun, xdpContext } from "../../src/bpf/test_run.ts";
-import { flowStatsCodec, metaCodec, Stat, TRACE_MARK } from "../../src/maps/layouts.ts";
-import { u32, u64 } from "../../src/maps/codec.ts";
+import {
+  flowStatsCodec,
+  metaCodec,
+  Stat,
+  type StatBlock,
+  statBlockCodec,
+  TRACE_MARK,
+} from "../../src/maps/layouts.ts";
+import { u32 } from "../../src/maps/codec.ts";
 import { PerCpuMap } from "../../src/maps/typed_map.ts";
 import { macOf } from "../../src/lab/netns.ts";
 import { Lab, type LabHost } from "../../src/lab/topology.ts";
@@ -113,7 +120,7 @@ export class Harness implements AsyncDisposable {
   /** Port numbers by name. */
   readonly ports: Record<string, number>;
   readonly #programs: Record<ProgramName, Program>;
-  readonly #stats: PerCpuMap<number, bigint>;
+  readonly #stats: PerCpuMap<number, StatBlock>;
   readonly #flowStats: PerCpuMap<number, { packets: bigint }>;
   /** The flows' texts by flow id. */
   readonly #flows: Map<number, string>;
@@ -134,7 +141,7 @@ export class Harness implements AsyncDisposable {
     this.#stats = new PerCpuMap(
       BpfMap.fromPin(mapPin(this.host.pinDir, "wr_stats")),
       u32,
-      u64,
+      statBlockCodec,
     );
     this.#flowStats = new PerCpuMap(
       BpfMap.fromPin(mapPin(this.host.pinDir, "wr_flow_stats")),
@@ -237,9 +244,7 @@ export class Harness implements AsyncDisposable {
 
   /** Every wr_stats counter, summed over CPUs. */
   #counters(): bigint[] {
-    const out: bigint[] = [];
-    for (const [i, per] of this.#stats.entries()) out[i] = per.reduce((a, b) => a + b, 0n);
-    return out;
+    return this.#stats.sum(0)?.stat ?? [];
   }
 
   /** The metadata XDP put in front of a frame it passed, and the frame. */

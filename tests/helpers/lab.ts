@@ -48,10 +48,9 @@ export function runPinned(
 /** The datapath's per-reason counters that are not zero, by name. */
 export function nonZeroStats(dp: Datapath): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const [i, per] of dp.maps.stats.entries()) {
-    const v = per.reduce((a, b) => a + b, 0n);
+  dp.maps.stats.sum(0)?.stat.forEach((v, i) => {
     if (v) out[statLabel(i)] = Number(v);
-  }
+  });
   return out;
 }
 

@@ -223,7 +223,10 @@ function carryCounters(dp: Datapath, old: Configuration, counters: Counters): vo
     const now = names.number(p.name);
     if (per && now !== undefined) dp.maps.portStats.set(now, per);
   }
-  for (const [slot, per] of counters.stats) dp.maps.stats.set(slot, per);
+  const blocks = dp.maps.stats.get(0);
+  if (!blocks) return;
+  for (const [slot, per] of counters.stats) per.forEach((v, cpu) => blocks[cpu].stat[slot] = v);
+  dp.maps.stats.set(0, blocks);
 }
 
 /**
