@@ -261,8 +261,7 @@ stt:
 SEC("tc")
 int wr_tc_local(struct __sk_buff *skb)
 {
-	__u32 ifindex = skb->ifindex;
-	__u32 *port = bpf_map_lookup_elem(&wr_ifindex_ports, &ifindex);
+	__u32 port = ifindex_port(skb->ifindex);
 	struct lookup *l;
 
 	if (!port)
@@ -270,7 +269,7 @@ int wr_tc_local(struct __sk_buff *skb)
 	l = lookup_scratch();
 	if (!l)
 		return TC_ACT_OK;
-	l->key.in_port = *port;
-	port_rx(*port, skb->len);
+	l->key.in_port = port;
+	port_rx(port, skb->len);
 	return finish_at_tc(skb, l, 0);
 }

@@ -7,7 +7,8 @@ import { assert, assertEquals } from "./helpers/assert.ts";
 import { Lab } from "../src/lab/topology.ts";
 import { macOf } from "../src/lab/netns.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
-import { META_MAGIC, metaCodec, TunFlag } from "../src/maps/layouts.ts";
+import { IFINDEX_DIRECT, META_MAGIC, metaCodec, TunFlag } from "../src/maps/layouts.ts";
+import { ifindex } from "../src/bpf/netif.ts";
 import { formatAddr } from "../src/tunnel/addr.ts";
 import { scapy, toHex } from "./helpers/scapy.ts";
 import {
@@ -15,6 +16,7 @@ import {
   nonZeroStats,
   pinNeighbor,
   runPinned,
+  TC_ACT_OK,
   TC_ACT_REDIRECT,
   TC_ACT_SHOT,
   upWithPorts,
@@ -215,3 +217,42 @@ privilegedTest("masks and priorities: the highest-priority match wins, across ma
   );
   assertEquals(counts, [[30, 1], [20, 2], [10, 2], [5, 0]]);
 });
+
+privilegedTest(
+  "a local port is found by its device's ifindex: in the array below IFINDEX_DIRECT, in the hash map beyond",
+  async () => {
+    await using lab = await Lab.create({ ipv6: false });
+    const [a] = lab.hosts;
+    await lab.up(a);
+    const farIndex = IFINDEX_DIRECT + 7;
+    await a.ns.run(
+      ["ip", "link", "add", "far0", "index", `${farIndex}`, "type", "veth", "peer", "name", "far1"],
+    );
+    const inner = await scapy(INNER);
+    const verdicts = () =>
+      a.ns.within(() =>
+        [a.workload.port, "far0"].map((dev) => runPinned(a, "wr_tc_local", inner, dev).retval)
+      );
+    await lab.datapath(a, async (dp) => {
+      await dp.addLocalPort("web", a.workload.port);
+      await dp.addLocalPort("far", "far0");
+      await addFlows(dp, "in_port=web actions=drop", "in_port=far actions=drop");
+      const names = dp.portNames();
+      const near = await a.ns.within(() => ifindex(a.workload.port));
+      assert(near < IFINDEX_DIRECT);
+      assertEquals(dp.maps.ifindexPorts.direct.get(near), names.number("web"));
+      assertEquals(dp.maps.ifindexPorts.far.get(farIndex), names.number("far"));
+      assertEquals([...dp.maps.ifindexPorts.far.keys()], [farIndex]);
+    });
+    assertEquals(await verdicts(), [TC_ACT_SHOT, TC_ACT_SHOT]);
+    assertEquals(await lab.datapath(a, nonZeroStats), { drop_action: 2 });
+    // Deleted, neither device is a port: their frames pass, uncounted.
+    await lab.datapath(a, (dp) => {
+      dp.deletePort("web", { force: true });
+      dp.deletePort("far", { force: true });
+      assertEquals([...dp.maps.ifindexPorts.far.keys()], []);
+    });
+    assertEquals(await verdicts(), [TC_ACT_OK, TC_ACT_OK]);
+    assertEquals(await lab.datapath(a, nonZeroStats), { drop_action: 2 });
+  },
+);

@@ -36,13 +36,25 @@ struct {
 	__type(value, struct wr_port_info);
 } wr_port_info SEC(".maps");
 
-/* ifindex of a local port's device -> its port number. */
+/* ifindex of a local port's device -> its port number (0: none), for the
+ * ifindexes below WR_IFINDEX_DIRECT: an array, which every packet a local
+ * port sends indexes where a hash map would hash its key. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, WR_IFINDEX_DIRECT);
+	__type(key, __u32);
+	__type(value, __u32);
+} wr_ifindex_ports SEC(".maps");
+
+/* The same for the ifindexes from WR_IFINDEX_DIRECT up, which a host gets
+ * to after making many devices. The control plane keeps each ifindex in
+ * one of the two maps, by its value. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, WR_MAX_PORTS);
 	__type(key, __u32);
 	__type(value, __u32);
-} wr_ifindex_ports SEC(".maps");
+} wr_ifindex_ports_far SEC(".maps");
 
 /* Local ports whose peers take XDP redirects, by port number -> ifindex.
  * XDP redirects through it: the map holds the device itself, where a
@@ -288,6 +300,18 @@ static __always_inline void group_count(struct wr_group_stats *s, __u64 bytes)
 		return;
 	s->packets++;
 	s->bytes += bytes;
+}
+
+/* The local port whose device is ifindex; 0 for none. */
+static __always_inline __u32 ifindex_port(__u32 ifindex)
+{
+	__u32 *port;
+
+	if (ifindex < WR_IFINDEX_DIRECT)
+		port = bpf_map_lookup_elem(&wr_ifindex_ports, &ifindex);
+	else
+		port = bpf_map_lookup_elem(&wr_ifindex_ports_far, &ifindex);
+	return port ? *port : 0;
 }
 
 static __always_inline struct wr_config *config(void)

@@ -52,6 +52,7 @@ enum wr_size {
 	WR_DEFAULT_MAX_FLOWS = 65536,
 	WR_DEFAULT_MAX_TUN_KEYS = 65536,
 	WR_MAX_OWNERS = 1024,	/* owners of flows, the operator's (0) included */
+	WR_IFINDEX_DIRECT = 4096,	/* local ports' ifindexes below it: wr_ifindex_ports */
 };
 
 /* STT: the header before the inner frame, and reassembly's bounds. A

@@ -48,6 +48,8 @@ export const DEFAULT_MAX_FLOWS = 65536;
 export const DEFAULT_MAX_TUN_KEYS = 65536;
 /** Owners of flows, the operator's (id 0) included. */
 export const MAX_OWNERS = 1024;
+/** Local ports' ifindexes below this are found in an array (`wr_ifindex_ports`). */
+export const IFINDEX_DIRECT = 4096;
 
 /** `struct wr_counter`: packets and bytes seen by one hook on one CPU. */
 export const counterCodec = struct("wr_counter", {

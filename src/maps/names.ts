@@ -30,6 +30,7 @@ export const PINNED_MAPS = [
   "wr_ports",
   "wr_port_info",
   "wr_ifindex_ports",
+  "wr_ifindex_ports_far",
   "wr_xdp_ports",
   "wr_endpoints",
   "wr_remotes",

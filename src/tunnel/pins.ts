@@ -31,6 +31,7 @@ import {
   type GroupEntry,
   type GroupStats,
   groupStatsCodec,
+  IFINDEX_DIRECT,
   LAYOUT_VERSION,
   type MaskSet,
   maskSetCodec,
@@ -76,6 +77,37 @@ export function mapPin(dir: string, name: string): string {
 /** The flow index of one table generation. */
 export type FlowIndex = TypedMap<FlowIndexKey, FlowEntry>;
 
+/**
+ * A local port's ifindex to its number, in two maps: `wr_ifindex_ports`,
+ * an array the local program indexes, for the ifindexes below
+ * {@link IFINDEX_DIRECT}, and `wr_ifindex_ports_far`, a hash map, for the
+ * rest. An ifindex lives in one of them, so a change is still one write.
+ */
+export class IfindexPorts {
+  /** `wr_ifindex_ports`: 0 where no port is. */
+  readonly direct: TypedMap<number, number>;
+  /** `wr_ifindex_ports_far`. */
+  readonly far: TypedMap<number, number>;
+
+  /** Wraps the two maps. */
+  constructor(direct: TypedMap<number, number>, far: TypedMap<number, number>) {
+    this.direct = direct;
+    this.far = far;
+  }
+
+  /** Makes `ifindex` the device of port `port`. */
+  set(ifindex: number, port: number): void {
+    if (ifindex < IFINDEX_DIRECT) this.direct.set(ifindex, port);
+    else this.far.set(ifindex, port);
+  }
+
+  /** Makes `ifindex` no port's device. */
+  delete(ifindex: number): void {
+    if (ifindex < IFINDEX_DIRECT) this.direct.set(ifindex, 0);
+    else this.far.delete(ifindex);
+  }
+}
+
 /** DatapathMaps holds every shared map, typed. */
 export class DatapathMaps implements Disposable {
   /** `wr_config`, one entry, changed only through its read-modify-write. */
@@ -84,8 +116,8 @@ export class DatapathMaps implements Disposable {
   readonly ports: TypedMap<number, PortEntry>;
   /** `wr_port_info`, by port number. */
   readonly portInfo: TypedMap<number, PortInfo>;
-  /** `wr_ifindex_ports`: a local port's ifindex to its number. */
-  readonly ifindexPorts: TypedMap<number, number>;
+  /** `wr_ifindex_ports` and `wr_ifindex_ports_far`: a local port's ifindex to its number. */
+  readonly ifindexPorts: IfindexPorts;
   /** `wr_xdp_ports` (a device map): an XDP-capable local port's number to its ifindex. */
   readonly xdpPorts: TypedMap<number, number>;
   /** `wr_endpoints`. */
@@ -139,7 +171,10 @@ export class DatapathMaps implements Disposable {
       this.config = new ConfigMap(take("wr_config"));
       this.ports = new TypedMap(take("wr_ports"), u32, portCodec);
       this.portInfo = new TypedMap(take("wr_port_info"), u32, portInfoCodec);
-      this.ifindexPorts = new TypedMap(take("wr_ifindex_ports"), u32, u32);
+      this.ifindexPorts = new IfindexPorts(
+        new TypedMap(take("wr_ifindex_ports"), u32, u32),
+        new TypedMap(take("wr_ifindex_ports_far"), u32, u32),
+      );
       this.xdpPorts = new TypedMap(take("wr_xdp_ports"), u32, u32);
       this.endpoints = new TypedMap(take("wr_endpoints"), endpointKeyCodec, endpointCodec);
       this.remotes = new TypedMap(take("wr_remotes"), remoteKeyCodec, u32);
@@ -260,7 +295,8 @@ export class DatapathMaps implements Disposable {
     yield ["wr_config", this.config.raw];
     yield ["wr_ports", this.ports.raw];
     yield ["wr_port_info", this.portInfo.raw];
-    yield ["wr_ifindex_ports", this.ifindexPorts.raw];
+    yield ["wr_ifindex_ports", this.ifindexPorts.direct.raw];
+    yield ["wr_ifindex_ports_far", this.ifindexPorts.far.raw];
     yield ["wr_xdp_ports", this.xdpPorts.raw];
     yield ["wr_endpoints", this.endpoints.raw];
     yield ["wr_remotes", this.remotes.raw];

@@ -56,6 +56,7 @@ const SOURCES: Record<string, Source> = {
   DEFAULT_MAX_GROUPS: one("wr_group_size", "WR_DEFAULT_MAX_GROUPS"),
   DEFAULT_MAX_BUCKETS: one("wr_group_size", "WR_DEFAULT_MAX_BUCKETS"),
   MAX_OWNERS: one("wr_size", "WR_MAX_OWNERS"),
+  IFINDEX_DIRECT: one("wr_size", "WR_IFINDEX_DIRECT"),
   STT_HDR_LEN: one("wr_stt_size", "WR_STT_HDR_LEN"),
   STT_SLOTS_PER_CPU: one("wr_stt_size", "WR_STT_SLOTS_PER_CPU"),
   STT_DEFAULT_TIMEOUT_MS: one("wr_stt_size", "WR_STT_DEFAULT_TIMEOUT_MS"),
