@@ -46,7 +46,13 @@ import {
 import type { Datapath, PortSpec } from "./datapath.ts";
 import type { PortNames } from "./match.ts";
 import { type FlowSpec, formatFlow, parseFlowAt } from "./flow_syntax.ts";
-import type { ApplyOptions, FlowDiff, InstalledGroup, OwnerName } from "./flow_table.ts";
+import type {
+  ApplyOptions,
+  FlowByText,
+  FlowDiff,
+  InstalledGroup,
+  OwnerName,
+} from "./flow_table.ts";
 import { whose } from "./flows/owners.ts";
 import { formatGroup, parseGroupAt } from "./group_syntax.ts";
 import { parseNet, type Port, PortError, tunnelOptions, tunnelPort } from "./port.ts";
@@ -254,22 +260,13 @@ export async function applyState(
     ...groups.map((g) => g.spec.id),
     ...installedGroups.filter((g) => g.owner !== owner).map((g) => g.id),
   ]);
-  const texts = flowTexts(state.flows);
-  // Parsed as they are read: a million flows are never all held as objects.
-  const parsed = (names: PortNames) =>
-    (function* () {
-      for (const { text, where } of texts()) {
-        const f = parseFlowAt(text, names, where);
-        checkFlowGroups(f, where, names, groupIds);
-        yield f;
-      }
-    })();
+  const parsed = byText(state.flows, groupIds);
   // Flows must all be good before ports or groups change: a read of its
   // own first when any will (the flow table itself is all or nothing).
   const changes = plan.ports.add.length + plan.ports.change.length + plan.groups.add.length +
     plan.groups.change.length;
   if (changes > 0 && !opts.dryRun) {
-    for (const _ of parsed(names)) { /* check only */ }
+    for (const f of parsed(names)) f.parse();
   }
 
   if (plan.ports.add.length === 0 && plan.ports.change.length === 0) {
@@ -282,6 +279,7 @@ export async function applyState(
       comingGroups: new Set(groups.map((g) => g.spec.id)),
       owner: opts.owner,
       source: owner ? undefined : sourceDigest(state, opts),
+      context: flowContext(dp, groupIds),
     });
     plan.flows = describeDiff(dp, diff);
     if (!opts.dryRun) removeUnwanted(dp, plan, owner);
@@ -293,7 +291,10 @@ export async function applyState(
     const canon = (f: FlowSpec, actions?: string) =>
       formatFlow({ ...f, cookie: 0n }, names, actions);
     const want = new Map<string, string>();
-    for (const f of parsed(names)) want.set(canon(f, ""), canon(f));
+    for (const { parse } of parsed(names)) {
+      const f = parse();
+      want.set(canon(f, ""), canon(f));
+    }
     const installed = new Map<string, string>();
     for (const f of dp.flows.installed({ owner: opts.owner ?? "" })) {
       installed.set(canon(f, ""), canon(f));
@@ -319,6 +320,7 @@ export async function applyState(
     listLimit: limit,
     owner: opts.owner,
     source: owner ? undefined : sourceDigest(state, opts),
+    context: flowContext(dp, groupIds),
   });
   plan.flows = describeDiff(dp, diff);
   removeUnwanted(dp, plan, owner);
@@ -332,25 +334,15 @@ async function applyFlowsOnly(
   opts: ApplyStateOptions,
   limit: number,
 ): Promise<ApplyPlan> {
-  const names = dp.portNames();
   const groupIds = new Set(dp.groups().map((g) => g.id));
-  const texts = flowTexts(state.flows);
-  const diff = await dp.applyFlows(
-    (function* () {
-      for (const { text, where } of texts()) {
-        const f = parseFlowAt(text, names, where);
-        checkFlowGroups(f, where, names, groupIds);
-        yield f;
-      }
-    })(),
-    {
-      dryRun: opts.dryRun,
-      progress: opts.progress,
-      listLimit: limit,
-      owner: opts.owner,
-      source: opts.owner ? undefined : sourceDigest(state, opts),
-    },
-  );
+  const diff = await dp.applyFlows(byText(state.flows, groupIds)(dp.portNames()), {
+    dryRun: opts.dryRun,
+    progress: opts.progress,
+    listLimit: limit,
+    owner: opts.owner,
+    source: opts.owner ? undefined : sourceDigest(state, opts),
+    context: flowContext(dp, groupIds),
+  });
   return {
     ports: { add: [], change: [], remove: [] },
     groups: { add: [], change: [], remove: [] },
@@ -515,6 +507,47 @@ function sourceDigest(state: DesiredState, opts: ApplyStateOptions): string {
   }
   h.update(chunk);
   return h.digest("hex");
+}
+
+/**
+ * A state's flows as texts, each parsed (against port names `names`) and
+ * checked (its groups among `groupIds`) only when asked: a text the last
+ * apply compiled is not parsed again, and a million flows are never all
+ * held as objects.
+ */
+function byText(
+  flows: DesiredState["flows"],
+  groupIds: ReadonlySet<number>,
+): (names: PortNames) => Iterable<FlowByText> {
+  const texts = flowTexts(flows);
+  return function* (names) {
+    for (const { text, where } of texts()) {
+      yield {
+        text,
+        parse() {
+          const f = parseFlowAt(text, names, where);
+          checkFlowGroups(f, where, names, groupIds);
+          return f;
+        },
+      };
+    }
+  };
+}
+
+/**
+ * What flow texts compile against besides their text, as a digest: the
+ * datapath's ports (names, numbers, kinds and options), the groups they
+ * may name (`groupIds`), warren's version and the map layout.
+ */
+function flowContext(dp: Datapath, groupIds: ReadonlySet<number>): string {
+  const plain = (_: string, v: unknown) =>
+    typeof v === "bigint" ? `${v}n` : v instanceof Uint8Array ? Array.from(v) : v;
+  return createHash("sha256").update(
+    JSON.stringify(
+      [denoJson.version, LAYOUT_VERSION, dp.ports(), [...groupIds].sort((a, b) => a - b)],
+      plain,
+    ),
+  ).digest("hex");
 }
 
 /** A state's flows as a source: a list's flows are named by their index. */

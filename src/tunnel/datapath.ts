@@ -36,6 +36,7 @@ import type { Match, PortNames } from "./match.ts";
 import {
   type AddResult,
   type ApplyOptions,
+  type FlowByText,
   type FlowDiff,
   type FlowFilter,
   FlowTable,
@@ -226,7 +227,10 @@ export class Datapath implements Disposable {
    * assert.deepEqual(dp.dumpFlows().map((f) => f.owner), ["fleet", ""]);
    * ```
    */
-  applyFlows(specs: Iterable<FlowSpec>, options: ApplyOptions = {}): Promise<FlowDiff> {
+  applyFlows(
+    specs: Iterable<FlowSpec | FlowByText>,
+    options: ApplyOptions = {},
+  ): Promise<FlowDiff> {
     return this.#flows.apply(specs, options);
   }
 

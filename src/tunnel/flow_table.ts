@@ -30,7 +30,13 @@ import { type ActionMemo, CompileError, compileGroup, type PortLookup } from "./
 import type { FlowSpec } from "./flow_syntax.ts";
 import type { GroupSpec } from "./group_syntax.ts";
 import type { DatapathMaps } from "./pins.ts";
-import { apply, type ApplyOptions, type FlowDiff } from "./flows/apply.ts";
+import {
+  apply,
+  type ApplyOptions,
+  type FlowByText,
+  type FlowDiff,
+  specsOf,
+} from "./flows/apply.ts";
 import {
   type CounterArrays,
   counterArrays,
@@ -76,7 +82,7 @@ export type {
   OwnerName,
   Usage,
 };
-export type { Progress } from "./flows/apply.ts";
+export type { FlowByText, Progress } from "./flows/apply.ts";
 export { FlowTableError } from "./flows/error.ts";
 export { CompileError };
 
@@ -205,9 +211,9 @@ export class FlowTable {
    * flows are changed in place, at the cost of the change. With `dryRun`,
    * only says what would change. `specs` is read once.
    */
-  apply(specs: Iterable<FlowSpec>, options: ApplyOptions = {}): FlowDiff {
+  apply(specs: Iterable<FlowSpec | FlowByText>, options: ApplyOptions = {}): FlowDiff {
     return options.owner
-      ? applyOwned(this.#t, options.owner, specs, options)
+      ? applyOwned(this.#t, options.owner, specsOf(specs), options)
       : apply(this.#t, specs, options);
   }
 

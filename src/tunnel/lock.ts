@@ -28,6 +28,14 @@ export function appliedPath(pinDir: string): string {
   return lockPath(pinDir).replace(/\.lock$/, ".applied");
 }
 
+/**
+ * The file where the datapath at `pinDir`'s last apply notes what each
+ * of its flow texts compiled to (`flows/noted_texts.ts`).
+ */
+export function notedTextsPath(pinDir: string): string {
+  return `${appliedPath(pinDir)}.texts`;
+}
+
 /** Opens the lock file of the datapath at `pinDir`, for locking it many times. */
 export function openLockFile(pinDir: string): Deno.FsFile {
   for (;;) {
@@ -54,11 +62,14 @@ function isCurrent(pinDir: string, file: Deno.FsFile): boolean {
 
 /**
  * Removes the lock file of the datapath at `pinDir` (call it holding the
- * lock) and the file beside it, and the lock directory if no other
+ * lock) and the notes beside it, and the lock directory if no other
  * datapath has one there.
  */
 export function removeLockFile(pinDir: string): void {
-  const files = [[appliedPath(pinDir), []], [lockPath(pinDir), []], [LOCK_DIR, ["ENOTEMPTY"]]];
+  const files = [[appliedPath(pinDir), []], [notedTextsPath(pinDir), []], [lockPath(pinDir), []], [
+    LOCK_DIR,
+    ["ENOTEMPTY"],
+  ]];
   for (const [path, ignore] of files as [string, string[]][]) {
     try {
       Deno.removeSync(path);

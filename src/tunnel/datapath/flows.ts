@@ -14,6 +14,7 @@ import { formatMatch } from "../match_format.ts";
 import type {
   AddResult,
   ApplyOptions,
+  FlowByText,
   FlowDiff,
   FlowFilter,
   FlowTable,
@@ -143,7 +144,10 @@ export class DatapathFlows {
    * `specs`, atomically (see FlowTable.apply); `specs` may be a generator,
    * read once.
    */
-  async apply(specs: Iterable<FlowSpec>, options: ApplyOptions = {}): Promise<FlowDiff> {
+  async apply(
+    specs: Iterable<FlowSpec | FlowByText>,
+    options: ApplyOptions = {},
+  ): Promise<FlowDiff> {
     const diff = this.#locked(() => {
       const d = this.#table.apply(specs, options);
       if (!options.dryRun) this.#registry.learnGeneve(true);

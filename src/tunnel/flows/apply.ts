@@ -33,6 +33,7 @@ import {
 import { U32List } from "../ids.ts";
 import { Remotes, type TunKeySlots } from "../tun_keys.ts";
 import { lastApplied, noteApplied } from "./applied.ts";
+import { notedFlows, noteFlows, textDigest } from "./noted_texts.ts";
 import { zeroCounters } from "./counters.ts";
 import {
   actionSlots,
@@ -71,6 +72,22 @@ export interface FlowDiff {
   remotes: Addr[];
 }
 
+/**
+ * A flow given as its text: parsed only when the last apply did not
+ * compile the same text in the same context (see {@link ApplyOptions.context}).
+ */
+export interface FlowByText {
+  /** The flow, in flow syntax. */
+  text: string;
+  /** The flow, parsed (and checked as its source requires). */
+  parse(): FlowSpec;
+}
+
+/** `specs` as specs, those given as text parsed as they are read. */
+export function* specsOf(specs: Iterable<FlowSpec | FlowByText>): Generator<FlowSpec> {
+  for (const s of specs) yield "text" in s ? s.parse() : s;
+}
+
 /** Progress of long work: which phase, how far. */
 export interface Progress {
   /** "compile" (reading flows), "compare" (with the installed table), "install". */
@@ -105,6 +122,14 @@ export interface ApplyOptions {
    * at all: the table is the wanted one already.
    */
   source?: string;
+  /**
+   * The digest of everything but their text that flows given as text
+   * compile against (their ports, the groups they may name, warren's
+   * version, the map layout). With it, the operator's apply notes what
+   * each text compiled to, and takes a text the last apply compiled in
+   * the same context as it compiled it, without parsing it again.
+   */
+  context?: string;
 }
 
 /**
@@ -122,7 +147,7 @@ export const applyStats = { compiled: 0 };
  */
 export function apply(
   t: TableContext,
-  specs: Iterable<FlowSpec>,
+  specs: Iterable<FlowSpec | FlowByText>,
   options: ApplyOptions = {},
 ): FlowDiff {
   const limit = options.listLimit ?? 1000;
@@ -138,7 +163,12 @@ export function apply(
       remotes: skip.remotes,
     };
   }
-  const set = compile(t, specs, progress);
+  const context = options.owner ? undefined : options.context;
+  const { set, texts, compiled } = compile(t, specs, progress, context);
+  // Only a changed text needs noting again.
+  const noteTexts = () => {
+    if (texts && context && compiled > 0 && !options.dryRun) noteFlows(t.maps, set, texts, context);
+  };
   checkSetGroups(t, set, options.comingGroups);
   // The same flows as the last apply installed, and nothing changed
   // since: the table is the wanted one, without reading it.
@@ -147,6 +177,7 @@ export function apply(
     const diff = describe(t, set, 0, [], limit, true);
     // The same flows from another text: noted, so that text is recognised too.
     if (options.source && !options.dryRun) noteDone(t, cfg, digest, set, diff, options.source);
+    noteTexts();
     return diff;
   }
   failpoint("flow.apply.compare");
@@ -224,6 +255,7 @@ export function apply(
   const unchanged = diff.added + diff.modified + diff.removed === 0;
   if (unchanged && bookkeepingAgrees(t, st, oldIds, oldCounts)) {
     noteDone(t, st.cfg, digest, set, diff, options.source);
+    noteTexts();
     return diff;
   }
 
@@ -319,6 +351,7 @@ export function apply(
     throw err;
   }
   noteDone(t, st.cfg, digest, set, diff, options.source);
+  noteTexts();
   return diff;
 }
 
@@ -341,8 +374,18 @@ function noteDone(
   noteApplied(t.maps, cfg, digest, read);
 }
 
-/** `specs` compiled into a set, each flow's key and mask encoded into the same two buffers. */
-function compile(t: TableContext, specs: Iterable<FlowSpec>, progress: ApplyOptions["progress"]) {
+/**
+ * `specs` compiled into a set, each flow's key and mask encoded into the
+ * same two buffers; with `context`, a text the last apply compiled in that
+ * context is taken as it compiled it. Gives the texts' digests too when
+ * every flow was given as text, and how many flows were compiled.
+ */
+function compile(
+  t: TableContext,
+  specs: Iterable<FlowSpec | FlowByText>,
+  progress: ApplyOptions["progress"],
+  context?: string,
+) {
   const set = new FlowSet();
   const memo: ActionMemo = new Map();
   const keyBytes = new Uint8Array(KEY_SIZE);
@@ -356,18 +399,37 @@ function compile(t: TableContext, specs: Iterable<FlowSpec>, progress: ApplyOpti
     tunKeyBytes: [],
     flags: 0,
   };
-  for (const s of specs) {
-    const a = compileFlowInto(s, t.ports, keyBytes, maskBytes, memo);
-    c.spec = s;
-    c.actions = a.actions;
-    c.tunKeyBytes = a.tunKeyBytes;
-    c.flags = a.flags;
-    set.add(c);
-    applyStats.compiled++;
+  const noted = context ? notedFlows(t.maps, context) : undefined;
+  let texts: Uint32Array | undefined = context ? new Uint32Array(3 * 1024) : undefined;
+  let compiled = 0;
+  for (const item of specs) {
+    const n = set.count;
+    let j = -1;
+    if ("text" in item && texts) {
+      if (3 * (n + 1) > texts.length) {
+        const bigger = new Uint32Array(texts.length * 2);
+        bigger.set(texts);
+        texts = bigger;
+      }
+      textDigest(item.text, texts, n);
+      if (noted) j = noted.find(texts, n);
+    } else texts = undefined;
+    if (j >= 0) set.addNoted(noted!, j);
+    else {
+      const s = "text" in item ? item.parse() : item;
+      const a = compileFlowInto(s, t.ports, keyBytes, maskBytes, memo);
+      c.spec = s;
+      c.actions = a.actions;
+      c.tunKeyBytes = a.tunKeyBytes;
+      c.flags = a.flags;
+      set.add(c);
+      applyStats.compiled++;
+      compiled++;
+    }
     if (set.count % 65536 === 0) progress?.({ phase: "compile", done: set.count });
   }
   progress?.({ phase: "compile", done: set.count, total: set.count });
-  return set;
+  return { set, texts, compiled };
 }
 
 /** Flow `j` of `set`, as a spec. */

@@ -103,6 +103,31 @@ export class KeyArena {
   }
 }
 
+/**
+ * Flows an earlier set compiled, column by column as {@link FlowSet}
+ * holds them, to be added again without compiling their text.
+ */
+export interface CompiledColumns {
+  /** The masks. */
+  masks: MaskShape[];
+  /** The masked keys, as the set's arena held them. */
+  keys: KeyArena;
+  /** Per flow: its mask's index. */
+  maskIndex: Uint8Array;
+  /** Per flow: where its key starts in `keys`. */
+  keyAt: Uint32Array;
+  /** Per flow: priority. */
+  priority: Uint16Array;
+  /** Per flow: cookie. */
+  cookie: BigUint64Array;
+  /** Per flow: its action list's index. */
+  actionSet: Uint32Array;
+  /** Per action list: flags, actions and tunnel keys, back to back. */
+  setRaw: Uint8Array[];
+  /** Per action list: how many actions. */
+  setCount: Uint32Array;
+}
+
 /** The error for a second flow with a match already given (the second at `priority`). */
 export function sameMatch(priority: number): CompileError {
   return new CompileError(
@@ -144,6 +169,7 @@ export class FlowSet {
   #lastMask = -1;
   readonly #setOf = new WeakMap<object, number>();
   #scratch = new Uint8Array(1024);
+  readonly #scratchKey = new Uint8Array(KEY_SIZE);
   #setTable = new Int32Array(64).fill(-1);
   readonly #setRaw: Uint8Array[] = [];
   readonly #setHash: number[] = [];
@@ -153,33 +179,65 @@ export class FlowSet {
    * priority) is refused, since one would hide the other.
    */
   add(c: CompiledFlow): number {
+    return this.#addFlow(
+      c.maskBytes,
+      c.keyBytes,
+      c.spec.priority,
+      c.spec.cookie,
+      () => this.#intern(c),
+    );
+  }
+
+  /**
+   * Adds flow `j` of `noted` (as an earlier set compiled it), as
+   * {@link add} would add the flow it was compiled from.
+   */
+  addNoted(noted: CompiledColumns, j: number): number {
+    const mi = noted.maskIndex[j];
+    const mask = noted.masks[mi];
+    const key = this.#scratchKey;
+    noted.keys.keyInto(noted.keyAt[j], mask.offsets, key, 0);
+    const s = noted.actionSet[j];
+    return this.#addFlow(mask.bytes, key, noted.priority[j], noted.cookie[j], () => {
+      const raw = noted.setRaw[s];
+      return this.#internRaw(raw, raw.length, noted.setCount[s]);
+    });
+  }
+
+  #addFlow(
+    maskBytes: Uint8Array,
+    keyBytes: Uint8Array,
+    priority: number,
+    cookie: bigint,
+    intern: () => number,
+  ): number {
     // Flows come in runs under one mask: try the last one before hashing.
     let mi = this.#lastMask >= 0 &&
-        sameBytes(this.masks[this.#lastMask].bytes, c.maskBytes, c.maskBytes.length)
+        sameBytes(this.masks[this.#lastMask].bytes, maskBytes, maskBytes.length)
       ? this.#lastMask
-      : this.#maskBySig.get(byteString(c.maskBytes));
+      : this.#maskBySig.get(byteString(maskBytes));
     if (mi === undefined) {
       if (this.masks.length === 255) {
         throw new CompileError("the flows use more than 255 masks");
       }
       mi = this.masks.length;
       // A copy: the caller may encode the next flow's mask into the same bytes.
-      this.masks.push({ ...maskShape(c.maskBytes.slice()), maxPriority: 0, flows: 0 });
+      this.masks.push({ ...maskShape(maskBytes.slice()), maxPriority: 0, flows: 0 });
       this.#maskBySig.set(this.masks[mi].sig, mi);
     }
     this.#lastMask = mi;
     const mask = this.masks[mi];
-    if (this.find(mi, c.keyBytes, 0) >= 0) throw sameMatch(c.spec.priority);
+    if (this.find(mi, keyBytes, 0) >= 0) throw sameMatch(priority);
     if (this.count === this.priority.length) this.#grow();
     if ((this.count + 1) * 2 > this.#table.length) this.#rehash(this.#table.length * 2);
     const n = this.count++;
     this.maskIndex[n] = mi;
-    this.keyAt[n] = this.#keys.push(c.keyBytes, 0, mask.offsets);
-    this.priority[n] = c.spec.priority;
-    this.cookie[n] = c.spec.cookie;
-    this.actionSet[n] = this.#intern(c);
+    this.keyAt[n] = this.#keys.push(keyBytes, 0, mask.offsets);
+    this.priority[n] = priority;
+    this.cookie[n] = cookie;
+    this.actionSet[n] = intern();
     mask.flows++;
-    if (c.spec.priority > mask.maxPriority) mask.maxPriority = c.spec.priority;
+    if (priority > mask.maxPriority) mask.maxPriority = priority;
     this.#insert(n);
     return n;
   }
@@ -234,6 +292,11 @@ export class FlowSet {
     return h.digest("hex");
   }
 
+  /** The flows' masked keys, back to back, as `keyAt` places them. */
+  get arena(): Uint8Array {
+    return this.#keys.stored;
+  }
+
   /** Flow `n`'s full masked key, written at `at` of `out` (zeroed first). */
   keyInto(n: number, out: Uint8Array, at: number): void {
     this.#keys.keyInto(this.keyAt[n], this.masks[this.maskIndex[n]].offsets, out, at);
@@ -263,6 +326,11 @@ export class FlowSet {
       raw.set(k, at);
       at += TUN_KEY_SIZE;
     }
+    return this.#internRaw(raw, size, c.actions.length);
+  }
+
+  /** The index of the list whose flags, `count` actions and keys are the first `size` bytes of `raw`. */
+  #internRaw(raw: Uint8Array, size: number, count: number): number {
     let h = FNV_OFFSET;
     for (let i = 0; i < size; i++) h = Math.imul(h ^ raw[i], FNV_PRIME);
     const table = this.#setTable;
@@ -273,13 +341,12 @@ export class FlowSet {
       if (other.length === size && sameBytes(other, raw, size)) return id;
     }
     const id = this.actionSets.length;
-    const actions = raw.slice(1, 1 + c.actions.length * ACTION_SIZE);
-    this.actionSets.push({
-      actions,
-      count: c.actions.length,
-      flags: c.flags,
-      tunKeys: c.tunKeyBytes,
-    });
+    const end = 1 + count * ACTION_SIZE;
+    const tunKeys: Uint8Array[] = [];
+    for (let at = end; at < size; at += TUN_KEY_SIZE) {
+      tunKeys.push(raw.slice(at, at + TUN_KEY_SIZE));
+    }
+    this.actionSets.push({ actions: raw.slice(1, end), count, flags: raw[0], tunKeys });
     this.#setRaw.push(raw.slice(0, size));
     this.#setHash.push(h >>> 0);
     if (this.actionSets.length * 2 > table.length) {

@@ -1,0 +1,247 @@
+/**
+ * What each flow text of the last apply compiled to, so that the next
+ * apply takes a text it has seen as its noted compiled form instead of
+ * parsing and compiling it again: k flows changed of a million, k
+ * compiled.
+ *
+ * A flow's compiled form depends on its text and on nothing else but
+ * the ports it names, the groups its state has, warren's version and the
+ * map layout: the caller gives their digest (the context), and a note of
+ * another context is not used. It does not depend on the table, so the
+ * note stays true whatever happened to the table since; the comparison
+ * with the installed table is made in full as ever. Texts are known by a
+ * 64-bit digest and their length.
+ *
+ * The note, beside the apply's (`applied.ts`), is written aside and
+ * renamed after a successful apply. A note whose checksum or shape is not
+ * what warren writes is ignored, with a warning, and every flow compiled.
+ *
+ * @module
+ */
+
+import { Buffer } from "node:buffer";
+import { createHash } from "node:crypto";
+import { actionCodec, flowKeyCodec, tunKeyCodec } from "../../maps/layouts.ts";
+import { notedTextsPath } from "../lock.ts";
+import type { DatapathMaps } from "../pins.ts";
+import {
+  type CompiledColumns,
+  type FlowSet,
+  KeyArena,
+  type MaskShape,
+  maskShape,
+} from "./flow_set.ts";
+
+const KEY_SIZE = flowKeyCodec.size;
+const ACTION_SIZE = actionCodec.size;
+const TUN_KEY_SIZE = tunKeyCodec.size;
+const MAGIC = new TextEncoder().encode("WRTEXT01");
+/** The magic, the context's digest, the payload's checksum. */
+const HEADER = MAGIC.length + 32 + 32;
+
+/** Writes `text`'s digest (two 32-bit FNV-1a lanes) and length at `3 * n` of `out`. */
+export function textDigest(text: string, out: Uint32Array, n: number): void {
+  let a = 0x811c9dc5, b = 0x9747b28c;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    a = Math.imul(a ^ c, 0x01000193);
+    b = Math.imul(b ^ c, 0x5bd1e995);
+  }
+  out[3 * n] = a;
+  out[3 * n + 1] = b;
+  out[3 * n + 2] = text.length;
+}
+
+/** The flows of a set as an earlier apply noted them, found by their texts' digests. */
+export class NotedFlows implements CompiledColumns {
+  /** The set's masks. */
+  masks: MaskShape[] = [];
+  /** The masked keys, as the set's arena held them. */
+  keys = new KeyArena();
+  /** Per flow: its text's digest and length (three words). */
+  texts = new Uint32Array(0);
+  /** Per flow: its mask's index. */
+  maskIndex = new Uint8Array(0);
+  /** Per flow: where its key starts in `keys`. */
+  keyAt = new Uint32Array(0);
+  /** Per flow: priority. */
+  priority = new Uint16Array(0);
+  /** Per flow: cookie. */
+  cookie = new BigUint64Array(0);
+  /** Per flow: its action list's index. */
+  actionSet = new Uint32Array(0);
+  /** Per action list: flags, actions and tunnel keys, back to back. */
+  setRaw: Uint8Array[] = [];
+  /** Per action list: how many actions. */
+  setCount = new Uint32Array(0);
+  #table = new Int32Array(0);
+
+  /** The noted flow whose text has the digest at `3 * n` of `digests`, or -1. */
+  find(digests: Uint32Array, n: number): number {
+    const size = this.#table.length;
+    if (size === 0) return -1;
+    const a = digests[3 * n], b = digests[3 * n + 1], len = digests[3 * n + 2];
+    for (let slot = a & (size - 1);; slot = (slot + 1) & (size - 1)) {
+      const j = this.#table[slot];
+      if (j < 0) return -1;
+      const t = this.texts;
+      if (t[3 * j] === a && t[3 * j + 1] === b && t[3 * j + 2] === len) return j;
+    }
+  }
+
+  /** Indexes the flows by their texts' digests. */
+  index(): void {
+    const n = this.maskIndex.length;
+    let size = 16;
+    while (size < 2 * n) size *= 2;
+    this.#table = new Int32Array(size).fill(-1);
+    for (let j = 0; j < n; j++) {
+      let slot = this.texts[3 * j] & (size - 1);
+      while (this.#table[slot] >= 0) slot = (slot + 1) & (size - 1);
+      this.#table[slot] = j;
+    }
+  }
+}
+
+/** The payload's sections: each a typed array's bytes, 8-byte aligned. */
+function sections(n: number, m: number, s: number, arena: number, raw: number) {
+  const sizes = [24, 8 * n, 12 * n, 4 * n, 4 * n, 4 * s, 4 * s, 2 * n, n, m * KEY_SIZE, arena, raw];
+  const at: number[] = [];
+  let end = 0;
+  for (const size of sizes) {
+    at.push(end);
+    end += Math.ceil(size / 8) * 8;
+  }
+  return { at, end };
+}
+
+/**
+ * The note of `set`'s flows, their texts' digests `texts` (three words a
+ * flow, in the set's order), in context `context` (a sha256 digest in hex).
+ */
+function encode(set: FlowSet, texts: Uint32Array, context: string): Uint8Array {
+  const n = set.count, m = set.masks.length, s = set.actionSets.length;
+  const raws = set.actionSets.map((a) => {
+    const raw = new Uint8Array(1 + a.actions.length + a.tunKeys.length * TUN_KEY_SIZE);
+    raw[0] = a.flags;
+    raw.set(a.actions, 1);
+    a.tunKeys.forEach((k, i) => raw.set(k, 1 + a.actions.length + i * TUN_KEY_SIZE));
+    return raw;
+  });
+  const arena = set.arena;
+  const rawLen = raws.reduce((x, r) => x + r.length, 0);
+  const { at, end } = sections(n, m, s, arena.length, rawLen);
+  const out = new Uint8Array(HEADER + end);
+  const p = out.subarray(HEADER);
+  const put = (i: number, a: ArrayBufferView) =>
+    p.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), at[i]);
+  put(0, new Uint32Array([n, m, s, arena.length, rawLen]));
+  put(1, set.cookie.subarray(0, n));
+  put(2, texts.subarray(0, 3 * n));
+  put(3, set.keyAt.subarray(0, n));
+  put(4, set.actionSet.subarray(0, n));
+  put(5, Uint32Array.from(set.actionSets, (a) => a.count));
+  put(6, Uint32Array.from(raws, (r) => r.length));
+  put(7, set.priority.subarray(0, n));
+  put(8, set.maskIndex.subarray(0, n));
+  set.masks.forEach((mask, i) => p.set(mask.bytes, at[9] + i * KEY_SIZE));
+  p.set(arena, at[10]);
+  let r = at[11];
+  for (const raw of raws) p.set(raw, r), r += raw.length;
+  out.set(MAGIC, 0);
+  out.set(Buffer.from(context, "hex"), MAGIC.length);
+  out.set(createHash("sha256").update(p).digest(), MAGIC.length + 32);
+  return out;
+}
+
+/** The flows `bytes` note, if they are a sound note; throws a message if not. */
+function decode(bytes: Uint8Array): NotedFlows {
+  const p = bytes.slice(HEADER);
+  const sum = createHash("sha256").update(p).digest();
+  if (!sum.equals(bytes.subarray(MAGIC.length + 32, HEADER))) throw "its checksum is wrong";
+  if (p.length < 24) throw "it is too short";
+  const [n, m, s, arenaLen, rawLen] = new Uint32Array(p.buffer, 0, 5);
+  const { at, end } = sections(n, m, s, arenaLen, rawLen);
+  if (end !== p.length || m > 255) throw "its sizes do not add up";
+  const f = new NotedFlows();
+  const b = p.buffer;
+  f.cookie = new BigUint64Array(b, at[1], n);
+  f.texts = new Uint32Array(b, at[2], 3 * n);
+  f.keyAt = new Uint32Array(b, at[3], n);
+  f.actionSet = new Uint32Array(b, at[4], n);
+  f.setCount = new Uint32Array(b, at[5], s);
+  const setLen = new Uint32Array(b, at[6], s);
+  f.priority = new Uint16Array(b, at[7], n);
+  f.maskIndex = new Uint8Array(b, at[8], n);
+  for (let i = 0; i < m; i++) {
+    f.masks.push(maskShape(new Uint8Array(b, at[9] + i * KEY_SIZE, KEY_SIZE)));
+  }
+  f.keys.bytes = new Uint8Array(b, at[10], arenaLen);
+  let r = at[11];
+  for (let i = 0; i < s; i++) {
+    const keys = setLen[i] - 1 - f.setCount[i] * ACTION_SIZE;
+    if (keys < 0 || keys % TUN_KEY_SIZE !== 0 || r + setLen[i] > at[11] + rawLen) {
+      throw "an action list is cut short";
+    }
+    f.setRaw.push(new Uint8Array(b, r, setLen[i]));
+    r += setLen[i];
+  }
+  for (let j = 0; j < n; j++) {
+    const mi = f.maskIndex[j];
+    if (mi >= m || f.actionSet[j] >= s) throw "a flow names a mask or action list it lacks";
+    if (f.keyAt[j] + f.masks[mi].offsets.length > arenaLen) throw "a flow's key is cut short";
+  }
+  f.index();
+  return f;
+}
+
+/** The flows the last apply noted in context `context`, if any and sound. */
+export function notedFlows(maps: DatapathMaps, context: string): NotedFlows | undefined {
+  const dir = maps.pinDir;
+  if (!dir) return undefined;
+  const path = notedTextsPath(dir);
+  let bytes;
+  try {
+    bytes = Deno.readFileSync(path);
+  } catch {
+    // None yet: every flow is compiled.
+    return undefined;
+  }
+  if (bytes.length < HEADER || !MAGIC.every((x, i) => bytes[i] === x)) {
+    console.warn(`warren: ${path} is not a note of compiled flows: ignored`);
+    return undefined;
+  }
+  // Another context's flows may compile otherwise now: not a fault.
+  if (Buffer.from(bytes.subarray(MAGIC.length, MAGIC.length + 32)).toString("hex") !== context) {
+    return undefined;
+  }
+  try {
+    return decode(bytes);
+  } catch (why) {
+    console.warn(`warren: ${path} is not a note of compiled flows (${why}): ignored`);
+    return undefined;
+  }
+}
+
+/**
+ * Notes `set`'s flows with their texts' digests `texts`, in context
+ * `context`. Best effort: without the note, the next apply compiles every
+ * flow.
+ */
+export function noteFlows(
+  maps: DatapathMaps,
+  set: FlowSet,
+  texts: Uint32Array,
+  context: string,
+): void {
+  const dir = maps.pinDir;
+  if (!dir) return;
+  const path = notedTextsPath(dir);
+  try {
+    // Written aside and renamed: a reader sees the old note or the new one.
+    Deno.writeFileSync(`${path}.new`, encode(set, texts, context), { mode: 0o600 });
+    Deno.renameSync(`${path}.new`, path);
+  } catch {
+    // A user allowed the lock but not the lock directory: no note, no shortcut.
+  }
+}
