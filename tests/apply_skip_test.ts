@@ -3,8 +3,12 @@
  * apply left it, neither parses nor compiles a flow (counted by
  * `applyStats`), and leaves the kernel table byte for byte what a fresh
  * apply makes; any change of the datapath since, or a note that is not
- * warren's, makes it compile and compare in full.
+ * warren's, makes it compare in full. Of a text with k flows changed, k
+ * are compiled, the others taken as the last apply compiled their texts,
+ * unless the ports or groups changed; a note of compiled texts that is
+ * not warren's is ignored, with a warning.
  */
+import { createHash } from "node:crypto";
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { Lab, type LabHost } from "../src/lab/topology.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
@@ -12,7 +16,7 @@ import { warrenOk } from "./helpers/cli.ts";
 import { applyState } from "../src/tunnel/apply.ts";
 import type { Datapath } from "../src/tunnel/datapath.ts";
 import { applyStats } from "../src/tunnel/flows/apply.ts";
-import { appliedPath } from "../src/tunnel/lock.ts";
+import { appliedPath, notedTextsPath } from "../src/tunnel/lock.ts";
 import { readStateFile, stateFormat } from "../src/tunnel/state_file.ts";
 
 const N = 5000;
@@ -44,9 +48,20 @@ function rawTable(dp: Datapath): string[] {
   return out.sort();
 }
 
-/** Applies `file` to `host`'s datapath: the plan's flow counts, and how many flows were compiled. */
-function applyFile(lab: Lab, host: LabHost, file: string) {
+/**
+ * Applies `file` to `host`'s datapath: the plan's flow counts, and how
+ * many flows were compiled; with `compileAll`, the note of compiled texts
+ * is removed first, so that every flow the apply reads is compiled.
+ */
+function applyFile(lab: Lab, host: LabHost, file: string, compileAll = false) {
   return lab.datapath(host, async (dp) => {
+    if (compileAll) {
+      try {
+        Deno.removeSync(notedTextsPath(host.pinDir));
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotFound)) throw err;
+      }
+    }
     const before = applyStats.compiled;
     const plan = await applyState(dp, readStateFile(file), {
       flowsOnly: stateFormat(file) === "lines",
@@ -70,6 +85,38 @@ async function withLab(fn: (lab: Lab, a: LabHost, file: string) => Promise<void>
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+/**
+ * Applies `file` (100 flows, as installed) to `host`'s datapath (as
+ * {@link applyFile} with `compileAll`), checking that every flow was
+ * compiled and none changed: the warnings it gave.
+ */
+async function compiledInFull(lab: Lab, host: LabHost, file: string, compileAll: boolean) {
+  const warned: string[] = [];
+  const warn = console.warn;
+  console.warn = (...args: unknown[]) => warned.push(args.join(" "));
+  try {
+    assertEquals(await applyFile(lab, host, file, compileAll), {
+      added: 0,
+      modified: 0,
+      removed: 0,
+      unchanged: 100,
+      compiled: 100,
+    });
+  } finally {
+    console.warn = warn;
+  }
+  return warned;
+}
+
+/** `note` (of compiled texts) claiming a million flows, its checksum made to match. */
+function misshapen(note: Uint8Array): Uint8Array {
+  // The magic (8 bytes), the context's digest, the checksum, then the payload.
+  const out = note.slice();
+  new DataView(out.buffer).setUint32(72, 1e6, true);
+  out.set(createHash("sha256").update(out.subarray(72)).digest(), 40);
+  return out;
 }
 
 const writeState = (file: string, flows: string[]) =>
@@ -107,18 +154,104 @@ privilegedTest(
       assertEquals((await applyFile(lab, a, file)).compiled, N);
       assertEquals(await lab.datapath(a, rawTable), skipped);
 
-      // k flows of the file changed: all compiled again, the change made.
+      // `earlier` applied to a fresh datapath, then `file`, its texts
+      // taken as noted or (`compileAll`) all compiled: the plan, and the table.
+      const earlier = file.replace(/yaml$/, "earlier.yaml");
+      const change = async (compileAll: boolean) => {
+        await warrenOk(a, ["down"]);
+        await warrenOk(a, ["up", "--underlay", "u0"]);
+        assertEquals((await applyFile(lab, a, earlier)).compiled, N, "down took the notes");
+        const plan = await applyFile(lab, a, file, compileAll);
+        assertEquals((await applyFile(lab, a, file)).compiled, 0, "and then recognised");
+        return { plan, table: await lab.datapath(a, rawTable) };
+      };
+
+      // k flows of the file changed: those alone compiled, the table byte
+      // for byte what compiling them all makes.
+      await Deno.copyFile(file, earlier);
       const k = 3;
       for (let i = 0; i < k; i++) flows[i * 1000] = flow(i * 1000, 4000 + i);
       await writeState(file, flows);
-      assertEquals(await applyFile(lab, a, file), {
-        added: 0,
-        modified: k,
-        removed: 0,
-        unchanged: N - k,
-        compiled: N,
-      });
-      assertEquals((await applyFile(lab, a, file)).compiled, 0, "and then recognised");
+      const modified = { added: 0, modified: k, removed: 0, unchanged: N - k };
+      const noted = await change(false);
+      assertEquals(noted.plan, { ...modified, compiled: k });
+      const full = await change(true);
+      assertEquals(full.plan, { ...modified, compiled: N });
+      assertEquals(noted.table, full.table);
+
+      // One flow gone and one new: the new one alone compiled.
+      await Deno.copyFile(file, earlier);
+      flows.splice(4321, 1);
+      flows.push(flow(N));
+      await writeState(file, flows);
+      const moved = { added: 1, modified: 0, removed: 1, unchanged: N - 1 };
+      const notedMove = await change(false);
+      assertEquals(notedMove.plan, { ...moved, compiled: 1 });
+      const fullMove = await change(true);
+      assertEquals(fullMove.plan, { ...moved, compiled: N });
+      assertEquals(notedMove.table, fullMove.table);
+    }),
+);
+
+privilegedTest(
+  "a changed port or tunnel makes every flow compile again, and the table is still right",
+  () =>
+    withLab(async (lab, a, file) => {
+      const flows = Array.from({ length: 300 }, (_, i) => flow(i));
+      await writeState(file, flows);
+      await applyFile(lab, a, file);
+      flows[7] = flow(7, 999);
+      await writeState(file, flows);
+      assertEquals((await applyFile(lab, a, file)).compiled, 1);
+
+      // A tunnel's options changed, then a tunnel added: every text compiled again.
+      const tunnel = "options: { remote_ip: flow, key: flow }";
+      const state = await Deno.readTextFile(file);
+      await Deno.writeTextFile(file, state.replace(tunnel, `${tunnel.slice(0, -2)}, ttl: 9 }`));
+      assertEquals((await applyFile(lab, a, file)).compiled, 300);
+      const ported = (await Deno.readTextFile(file)).replace(
+        "groups:",
+        "  - { name: gr0, proto: gre, options: { remote_ip: 192.0.2.9 } }\ngroups:",
+      );
+      await Deno.writeTextFile(file, ported);
+      assertEquals((await applyFile(lab, a, file)).compiled, 300);
+      const table = await lab.datapath(a, rawTable);
+      assertEquals((await applyFile(lab, a, file, true)).compiled, 0, "the whole file noted");
+      Deno.removeSync(appliedPath(a.pinDir));
+      assertEquals((await applyFile(lab, a, file, true)).compiled, 300);
+      assertEquals(await lab.datapath(a, rawTable), table);
+    }),
+);
+
+privilegedTest(
+  "a note of compiled texts that is not warren's is ignored, with a warning, and every flow compiled",
+  () =>
+    withLab(async (lab, a, file) => {
+      const flows = Array.from({ length: 100 }, (_, i) => flow(i));
+      await writeState(file, flows);
+      await applyFile(lab, a, file);
+      const path = notedTextsPath(a.pinDir);
+      const good = await Deno.readFile(path);
+      flows[3] = flow(3, 77);
+      await writeState(file, flows);
+      assertEquals((await applyFile(lab, a, file)).compiled, 1);
+      const table = await lab.datapath(a, rawTable);
+      const flipped = good.slice();
+      flipped[flipped.length - 1] ^= 1;
+      const hostile: [Uint8Array, string][] = [
+        [new TextEncoder().encode("{not a note"), ""],
+        [good.slice(0, 60), ""],
+        [flipped, " (its checksum is wrong)"],
+        [good.slice(0, good.length - 8), " (its checksum is wrong)"],
+        [misshapen(good), " (its sizes do not add up)"],
+      ];
+      for (const [bytes, why] of hostile) {
+        await Deno.writeFile(path, bytes);
+        Deno.removeSync(appliedPath(a.pinDir));
+        const warned = await compiledInFull(lab, a, file, false);
+        assertEquals(warned, [`warren: ${path} is not a note of compiled flows${why}: ignored`]);
+        assertEquals(await lab.datapath(a, rawTable), table);
+      }
     }),
 );
 
@@ -128,11 +261,11 @@ privilegedTest(
     withLab(async (lab, a, file) => {
       const flows = Array.from({ length: 200 }, (_, i) => flow(i));
       await writeState(file, flows);
-      await applyFile(lab, a, file);
+      await applyFile(lab, a, file, true);
       const table = await lab.datapath(a, rawTable);
       const full = { added: 0, modified: 0, removed: 0, unchanged: 200, compiled: 200 };
       const skip = { ...full, compiled: 0 };
-      assertEquals(await applyFile(lab, a, file), skip);
+      assertEquals(await applyFile(lab, a, file, true), skip);
 
       // A flow added, then one modified, behind apply's back.
       await warrenOk(a, [
@@ -140,33 +273,33 @@ privilegedTest(
         "add",
         "priority=5,in_port=web,ip,nw_dst=10.200.0.1 actions=drop",
       ]);
-      assertEquals(await applyFile(lab, a, file), { ...full, removed: 1 });
-      assertEquals(await applyFile(lab, a, file), skip);
+      assertEquals(await applyFile(lab, a, file, true), { ...full, removed: 1 });
+      assertEquals(await applyFile(lab, a, file, true), skip);
       await warrenOk(a, [
         "flow",
         "mod",
         `${flows[5].replace(/ actions=.*/, "")} actions=drop`,
       ]);
-      assertEquals(await applyFile(lab, a, file), { ...full, modified: 1, unchanged: 199 });
+      assertEquals(await applyFile(lab, a, file, true), { ...full, modified: 1, unchanged: 199 });
       assertEquals(await lab.datapath(a, rawTable), table);
 
       // A port added (it takes the next number) and deleted.
       await warrenOk(a, ["tunnel", "add", "spare", "gre", "remote_ip=192.0.2.9"]);
       await warrenOk(a, ["tunnel", "del", "spare"]);
-      assertEquals(await applyFile(lab, a, file), full);
+      assertEquals(await applyFile(lab, a, file, true), full);
 
       // The change counter alone moved (as a repaired writer moves it).
       await lab.datapath(a, (dp) => {
         dp.maps.config.bump();
       });
-      assertEquals(await applyFile(lab, a, file), full);
-      assertEquals(await applyFile(lab, a, file), skip);
+      assertEquals(await applyFile(lab, a, file, true), full);
+      assertEquals(await applyFile(lab, a, file, true), skip);
 
       // The same flows in the line form: another text, so compiled once, then recognised.
       const lines = file.replace(/yaml$/, "flows");
       await Deno.writeTextFile(lines, flows.join("\n") + "\n");
-      assertEquals(await applyFile(lab, a, lines), full);
-      assertEquals(await applyFile(lab, a, lines), skip);
+      assertEquals(await applyFile(lab, a, lines, true), full);
+      assertEquals(await applyFile(lab, a, lines, true), skip);
       assertEquals(await lab.datapath(a, rawTable), table);
     }),
 );
@@ -176,7 +309,7 @@ privilegedTest(
   () =>
     withLab(async (lab, a, file) => {
       await writeState(file, Array.from({ length: 100 }, (_, i) => flow(i)));
-      await applyFile(lab, a, file);
+      await applyFile(lab, a, file, true);
       const table = await lab.datapath(a, rawTable);
       const note = appliedPath(a.pinDir);
       const good = JSON.parse(await Deno.readTextFile(note));
@@ -189,24 +322,11 @@ privilegedTest(
       ];
       for (const text of hostile) {
         await Deno.writeTextFile(note, text);
-        const warned: string[] = [];
-        const warn = console.warn;
-        console.warn = (...args: unknown[]) => warned.push(args.join(" "));
-        try {
-          assertEquals(await applyFile(lab, a, file), {
-            added: 0,
-            modified: 0,
-            removed: 0,
-            unchanged: 100,
-            compiled: 100,
-          });
-        } finally {
-          console.warn = warn;
-        }
+        const warned = await compiledInFull(lab, a, file, true);
         assertEquals(warned, [`warren: ${note} is not a note of an apply: ignored`], text);
         assertEquals(await lab.datapath(a, rawTable), table);
       }
       // And the apply wrote a good note again.
-      assert((await applyFile(lab, a, file)).compiled === 0);
+      assert((await applyFile(lab, a, file, true)).compiled === 0);
     }),
 );
