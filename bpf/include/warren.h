@@ -506,6 +506,9 @@ enum wr_config_flag {
 				 * the next one repairs (control plane only) */
 	WR_CFG_XDP_AUTO = 0x08,	/* up --xdp auto chose the underlay's XDP mode (control plane only) */
 	WR_CFG_XDP_WHY = 0x30,	/* ... and why, a reason << 4 (control plane only) */
+	WR_CFG_DEV_CSUM = 0x40,	/* the underlay fills in a checksum left partial before the
+				 * wire (any device but a veth with TX checksum offload on,
+				 * which hands its peer the skb still partial) */
 };
 
 /* wr_config.fwd_saved: per-device forwarding warren enabled on the underlay */

@@ -591,6 +591,7 @@ export const ConfigFlag = {
   WRITING: 0x04,
   XDP_AUTO: 0x08,
   XDP_WHY: 0x30,
+  DEV_CSUM: 0x40,
 } as const;
 /** `WR_MISS_*`. */
 export const Miss = { DROP: 0, PASS: 1 } as const;

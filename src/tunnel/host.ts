@@ -135,3 +135,25 @@ async function ipBatch(lines: string[], flags: string[] = []): Promise<string> {
   await w.close();
   return new TextDecoder().decode((await child.output()).stdout);
 }
+
+/**
+ * Whether `dev` fills in a checksum left partial (CHECKSUM_PARTIAL) before
+ * the frame leaves it: a NIC does in hardware, and the kernel does in
+ * software for a device without TX checksum offload. Only a veth with it
+ * on hands the skb to its peer with the checksum still partial.
+ */
+export async function completesChecksums(dev: Device): Promise<boolean> {
+  if (dev.kind !== "veth") return true;
+  const out = await new Deno.Command("ethtool", {
+    args: ["--json", "-k", dev.name],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    throw new Error(`ethtool -k ${dev.name}: ${decoder.decode(out.stderr).trim()}`);
+  }
+  const [features] = JSON.parse(decoder.decode(out.stdout)) as {
+    "tx-checksumming"?: { active: boolean };
+  }[];
+  return !features?.["tx-checksumming"]?.active;
+}

@@ -20,6 +20,13 @@ export function register(cli: Command): void {
       if (opts.json) return printJson(s);
       console.log(`pin dir:   ${s.pinDir}`);
       console.log(`underlay:  ${s.underlay.device ?? "(gone)"} (ifindex ${s.underlay.ifindex})`);
+      console.log(
+        `checksums: ${
+          s.underlay.completesChecksums
+            ? "the underlay fills in partial ones (STT sends inner ones complete)"
+            : "left partial to the peer (a veth with TX offload; STT sends inner ones partial)"
+        }`,
+      );
       console.log(`endpoints: ${s.localIps.join(", ")}`);
       console.log(`xdp:       ${s.xdp.mode} (${s.xdp.reason})`);
       console.log(`generation: ${s.generation}\n`);

@@ -28,7 +28,7 @@ import type { ConfigMap } from "../config.ts";
 import { failpoint } from "../failpoint.ts";
 import { createIndex } from "../flows/entry.ts";
 import { writeMasks } from "../flows/masks.ts";
-import { type Device, device, deviceAddrs } from "../host.ts";
+import { completesChecksums, type Device, device, deviceAddrs } from "../host.ts";
 import { DatapathLock, removeLockFile, shareLockFile } from "../lock.ts";
 import { PINNED_MAPS } from "../../maps/names.ts";
 import { DatapathMaps, mapPin } from "../pins.ts";
@@ -104,6 +104,7 @@ export async function up(options: UpOptions): Promise<{ pinDir: string; maps: Da
   if (options.xdp === "generic") throw new PortError(XDP_GENERIC_REFUSED);
   const pinDir = options.pinDir ?? DEFAULT_PIN_DIR;
   const underlay = await device(options.underlay);
+  const devCsum = await completesChecksums(underlay) ? ConfigFlag.DEV_CSUM : 0;
   const ips = options.localIps ? options.localIps.map(localIp) : await deviceAddrs(underlay.name);
   if (ips.length === 0) {
     throw new PortError(
@@ -161,8 +162,8 @@ export async function up(options: UpOptions): Promise<{ pinDir: string; maps: Da
         const was = before.underlay_ifindex;
         if (was !== underlay.ifindex) detachDevice(pinDir, was);
         maps.config.update((cfg) => ({
-          flags: xdpFlags(cfg.flags & ~ConfigFlag.CLSACT, xdp) |
-            (tc === "clsact" ? ConfigFlag.CLSACT : 0),
+          flags: xdpFlags(cfg.flags & ~(ConfigFlag.CLSACT | ConfigFlag.DEV_CSUM), xdp) |
+            (tc === "clsact" ? ConfigFlag.CLSACT : 0) | devCsum,
           underlay_ifindex: underlay.ifindex,
         }));
       } finally {

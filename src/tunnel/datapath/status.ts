@@ -8,7 +8,7 @@
 
 import { BpfError } from "../../bpf/errors.ts";
 import { ifname } from "../../bpf/netif.ts";
-import { MAX_MASKS, MAX_PORTS } from "../../maps/layouts.ts";
+import { ConfigFlag, MAX_MASKS, MAX_PORTS } from "../../maps/layouts.ts";
 import { formatAddr } from "../addr.ts";
 import {
   type Attachment,
@@ -30,7 +30,16 @@ export interface Status {
   /** The pin directory. */
   pinDir: string;
   /** The underlay device. */
-  underlay: { ifindex: number; device?: string };
+  underlay: {
+    ifindex: number;
+    device?: string;
+    /**
+     * Whether `up` found that it fills in a partial checksum before the
+     * wire (anything but a veth with TX checksum offload on): STT's outer
+     * checksum then counts the inner one as the device leaves it.
+     */
+    completesChecksums: boolean;
+  };
   /** Local endpoint addresses. */
   localIps: string[];
   /** XDP on the underlay: the mode attached, and how it was chosen. */
@@ -78,7 +87,11 @@ export function readStatus(
   const count = (m: { raw: { keys(): Generator<unknown> } }) => [...m.raw.keys()].length;
   return {
     pinDir,
-    underlay: { ifindex: cfg.underlay_ifindex, device: ifname(cfg.underlay_ifindex) },
+    underlay: {
+      ifindex: cfg.underlay_ifindex,
+      device: ifname(cfg.underlay_ifindex),
+      completesChecksums: (cfg.flags & ConfigFlag.DEV_CSUM) !== 0,
+    },
     localIps: localIps(maps).map((a) => formatAddr(a.bytes, a.v6)),
     xdp: xdpStatus(pinDir, cfg.underlay_ifindex, cfg.flags),
     attachments: attachments(pinDir),
