@@ -110,7 +110,7 @@ __noinline int outer_csum(struct __sk_buff *skb, const struct frame_info *fi, __
 {
 	__u32 l4 = sizeof(struct ethhdr) + (v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr));
 	__u32 field = proto == WR_PROTO_GRE ? l4 + 4 : l4 + 6;
-	__u32 zero = 0, len = skb->len;
+	__u32 zero = 0, len = skb->len, inner_l4 = 0;
 	struct scratch *s = bpf_map_lookup_elem(&wr_scratch, &zero);
 	__s64 sum;
 	__u16 check;
@@ -119,21 +119,13 @@ __noinline int outer_csum(struct __sk_buff *skb, const struct frame_info *fi, __
 		return -1;
 	if (skb_ip_summed(skb) == CHECKSUM_PARTIAL &&
 	    (fi->ip_proto_l4 == IPPROTO_TCP || fi->ip_proto_l4 == IPPROTO_UDP)) {
-		__u32 inner_l4 = hdr_len + fi->l4_off;
-		__u32 inner_field = inner_l4 + (fi->ip_proto_l4 == IPPROTO_TCP ? 16 : 6);
-		__u16 seed;
-
-		if (inner_l4 > 512 || bpf_skb_load_bytes(skb, inner_field, &seed, 2))
-			return -1;
-		sum = packet_sum(skb, 0, l4, inner_l4);
-		if (sum < 0)
-			return -1;
-		sum += (__u16)~seed;
-	} else {
-		sum = packet_sum(skb, 0, l4, len);
-		if (sum < 0)
+		inner_l4 = hdr_len + fi->l4_off;
+		if (inner_l4 > 512)
 			return -1;
 	}
+	sum = tx_sum(skb, l4, inner_l4, inner_l4 + (fi->ip_proto_l4 == IPPROTO_TCP ? 16 : 6));
+	if (sum < 0)
+		return -1;
 	if (proto == WR_PROTO_GRE) {
 		check = ~csum_fold32(sum);
 	} else {

@@ -181,6 +181,31 @@ static __always_inline __u8 skb_ip_summed(struct __sk_buff *ctx)
 	return BPF_CORE_READ_BITFIELD(skb, ip_summed);
 }
 
+/*
+ * The sum of skb's bytes from off to its end as they will leave: as they
+ * are, or (inner_l4 non-zero) once the device has filled in an inner
+ * TCP/UDP checksum left partial (its L4 header at inner_l4, the field at
+ * field, holding only its seed): the bytes up to inner_l4, then the
+ * complement of the seed, which is what the filled-in L4 segment sums to
+ * (local checksum offload, as the kernel computes it). One packet_sum
+ * either way: each call costs the verifier its loop again. Returns the
+ * sum, or -1.
+ */
+static __always_inline __s64 tx_sum(struct __sk_buff *skb, __u32 off, __u32 inner_l4, __u32 field)
+{
+	__u32 end = skb->len;
+	__u16 seed = 0xffff;
+	__s64 sum;
+
+	if (inner_l4) {
+		if (bpf_skb_load_bytes(skb, field, &seed, 2))
+			return -1;
+		end = inner_l4;
+	}
+	sum = packet_sum(skb, 0, off, end);
+	return sum < 0 ? -1 : sum + (__u16)~seed;
+}
+
 static __always_inline int csum_trusted(void *ctx, int is_xdp)
 {
 	struct sk_buff___wr *skb;

@@ -35,6 +35,16 @@
 #define NEIGH_VIA 1	/* bpf_redirect_neigh to the next hop the FIB named */
 #define NEIGH_ROUTE 2	/* bpf_redirect_neigh, the kernel routes too */
 
+/* Whether the device will fill in skb's checksum left partial before the
+ * wire (the control plane asked the underlay: WR_CFG_DEV_CSUM), so that
+ * the bytes an outer checksum covers change after BPF has summed them. */
+static __always_inline int device_completes(struct __sk_buff *skb)
+{
+	struct wr_config *cfg = config();
+
+	return cfg && (cfg->flags & WR_CFG_DEV_CSUM) && skb_ip_summed(skb) == CHECKSUM_PARTIAL;
+}
+
 /* Where the outer packet goes, once routed. */
 struct encap_out {
 	__be64 tun_id;		/* the key the tunnel header carries */

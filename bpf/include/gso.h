@@ -38,6 +38,7 @@
 
 #include "buf.h"
 #include "encap.h"
+#include "stt.h"
 
 /* gso_path's answers. */
 #define GSO_IN_PLACE 0	/* no GSO packet, or one whose segments may share a header */
@@ -215,7 +216,9 @@ struct seg_state {
 	__u8 tcp;		/* TCP, else UDP */
 	__u8 tcp_flags;
 	__u8 partial;		/* its L4 checksum is left to the device */
-	__u8 pad[2];
+	__u8 lco;		/* ... and the output's outer checksum counts it as
+				 * the device fills it in (seg_lco) */
+	__u8 pad;
 	/* the output */
 	__u32 hlen;		/* its outer header, in the scratch header */
 	__u32 port_no;
@@ -368,15 +371,17 @@ static __always_inline int seg_build(struct __sk_buff *skb, __u32 j, struct seg_
 	 * frame's headers up to its L4 header and, for a checksum left to the
 	 * device, the complement of its seed (local checksum offload), else
 	 * the rest of the segment as it is. STT's header tells its receiver
-	 * to complete such a checksum, so the seed goes on the wire and the
-	 * outer checksum covers the bytes as they are, as stt_tcp_csum's. */
+	 * to complete a checksum left partial, so on a device that passes the
+	 * skb on as it is (a veth) the seed goes on the wire and the outer
+	 * checksum covers the bytes as they are; a device that fills it in
+	 * sends it complete (seg_lco). */
 	if (s->out.csum || port->proto == WR_PROTO_STT) {
 		outer = hlen - ol4;
 		*(__u16 *)(h + (field & 0x7f)) = 0;
 		if (outer > OUTER_MAX - 34)
 			return -1;
 		sum = chunk_sum(h + (ol4 & 0x3f), outer);
-		if (g->partial && port->proto != WR_PROTO_STT)
+		if (g->lco)
 			sum += chunk_sum(ih, l4 & 0x7f) + (__u16)~check;
 		else
 			sum += chunk_sum(ih, hl & 0x7f) +
@@ -497,6 +502,33 @@ static __noinline int seg_hold(struct __sk_buff *skb, const struct frame_info *f
 }
 
 /*
+ * Whether the outer checksum of the output to port counts g's checksum
+ * left partial as the device will fill it in (local checksum offload),
+ * else as the bytes are. STT's header can leave it to the receiver, and
+ * must when the device passes the skb on as it is (a veth): the outer
+ * checksum then covers the seed. When the device fills it in
+ * (device_completes), the STT header of the output's outer header (in s)
+ * says it is complete.
+ */
+static __always_inline __u8 seg_lco(struct __sk_buff *skb, const struct seg_state *g,
+				    const struct wr_port *port, struct scratch *s)
+{
+	__u32 at = sizeof(struct ethhdr) + (s->out.v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr)) +
+		   sizeof(struct tcphdr);
+	struct stt_hdr *sh = (void *)(s->hdr + at);
+
+	if (!g->partial)
+		return 0;
+	if (port->proto != WR_PROTO_STT)
+		return 1;
+	if (!device_completes(skb))
+		return 0;
+	sh->flags &= ~STT_F_CSUM_PARTIAL;
+	sh->l4_off = 0;
+	return 1;
+}
+
+/*
  * Sends the GSO packet of the output st is doing, whose outer header
  * build_outer made, as segments: each but the last as a clone, the last
  * through output_done (the packet itself when this is the flow's last
@@ -512,6 +544,7 @@ __noinline long segment_output(struct __sk_buff *skb, const struct frame_info *f
 	struct tx_buf *tx = tx_buf();
 	struct skb_arg a = { skb };
 	struct encap_out *out;
+	struct wr_port *port;
 	int r = 0;
 
 	if (!g || !s || !tx || !fi || !st)
@@ -521,9 +554,13 @@ __noinline long segment_output(struct __sk_buff *skb, const struct frame_info *f
 		r = WR_DROP_NO_NEIGH;
 	else if (!st->held)
 		r = seg_hold(skb, fi, st, g, tx);
+	port = bpf_map_lookup_elem(&wr_ports, &st->port_no);
+	if (!r && !port)
+		r = WR_DROP_NO_PORT;
 	if (!r) {
 		g->hlen = out->hdr_len;
 		g->port_no = st->port_no;
+		g->lco = seg_lco(skb, g, port, s);
 		g->failed = 0;
 		/* Room for this output's outer header in front of the frame,
 		 * where the skb's checksum state expects the frame to be. */

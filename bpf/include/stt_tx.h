@@ -25,7 +25,10 @@
 struct sk_buff___stt {
 	__u8 ip_summed:2;
 	__u16 csum_start;
+	__u16 csum_offset;
 	__u16 mac_header;
+	unsigned char *head;
+	unsigned char *data;
 } __attribute__((preserve_access_index));
 
 /* The STT header's flags and L4 offset for the frame in ctx (fi parsed
@@ -126,7 +129,8 @@ struct stt_send {
 	__u32 nseg;
 	__u32 v6;
 	__u32 failed;
-	__u32 pad;
+	__u32 dev;		/* the device fills in the TCP checksum from byte
+				 * dev - 1 of the TCP header on; 0: it does not */
 };
 
 struct {
@@ -183,9 +187,14 @@ static __always_inline int stt_send_build(struct __sk_buff *skb, __u32 j)
 	th->seq = bpf_htonl((s->total << 16) | off);
 	th->psh = j + 1 == s->nseg;
 	th->check = 0;
-	sum += (__u32)bpf_csum_diff(0, 0, (__be32 *)th, sizeof(*th), 0);
-	sum += mem_sum_short(tx->data, off, plen);
-	th->check = ~csum_fold32(sum);
+	if (s->dev) {
+		/* The seed: what the device's sum leaves out. */
+		th->check = csum_fold32(sum + chunk_sum((__u8 *)th, (s->dev - 1) & 0x1f));
+	} else {
+		sum += (__u32)bpf_csum_diff(0, 0, (__be32 *)th, sizeof(*th), 0);
+		sum += mem_sum_short(tx->data, off, plen);
+		th->check = ~csum_fold32(sum);
+	}
 	if (bpf_skb_change_tail(skb, hl + plen, 0))
 		return -1;
 	if (bpf_skb_store_bytes(skb, 0, h, hl, 0))
@@ -206,6 +215,31 @@ static long stt_send_step(__u32 j, void *arg)
 		return 1;
 	}
 	return 0;
+}
+
+/*
+ * Points the device's fill-in of skb's checksum left partial at the TCP
+ * checksum of the segments stt_segment builds (Ethernet, an IP header of
+ * l3 bytes, TCP): the device sums from csum_start on and writes the
+ * checksum csum_offset bytes after it, which, left where it is, lands on
+ * some other byte of every segment. csum_start moves with the bytes after
+ * the MAC header, so room made or taken there moves it to csum_offset
+ * bytes before the TCP checksum field. Returns s->dev: 1 + the bytes of
+ * the TCP header before csum_start, or 0 when it cannot.
+ */
+static __always_inline __u32 stt_aim_csum(struct __sk_buff *ctx, __u32 l3)
+{
+	struct sk_buff___stt *skb = bpf_cast_to_kern_ctx(ctx);
+	__u32 off = skb->csum_offset, at, want;
+
+	if (off > offsetof(struct tcphdr, check) || (off & 1))
+		return 0;
+	at = skb->csum_start - (__u32)((unsigned long)skb->data - (unsigned long)skb->head);
+	want = sizeof(struct ethhdr) + l3 + offsetof(struct tcphdr, check) - off;
+	if (want != at && bpf_skb_adjust_room(ctx, (__s32)want - (__s32)at, BPF_ADJ_ROOM_MAC,
+					      BPF_F_ADJ_ROOM_FIXED_GSO))
+		return 0;
+	return 1 + offsetof(struct tcphdr, check) - off;
 }
 
 /*
@@ -248,25 +282,52 @@ __noinline int stt_segment(struct __sk_buff *skb, const struct exec_state *st, _
 	__builtin_memcpy(tx->data + TX_FRAME_AT - WR_STT_HDR_LEN, sc->hdr + at, WR_STT_HDR_LEN);
 	if (!st->held && pkt_to_buf(skb, 0, 0, tx->data, TX_FRAME_AT, st->inner_len))
 		return WR_DROP_ENCAP;
+	/* The frame's checksum stays partial, as the STT header says: a device
+	 * that would fill it in fills in each segment's TCP checksum instead. */
+	s->dev = 0;
+	if (device_completes(skb)) {
+		s->dev = stt_aim_csum(skb, l3);
+		if (!s->dev)
+			return WR_DROP_ENCAP;
+	}
 	bpf_loop(s->nseg, stt_send_step, &a, 0);
 	if (s->failed || stt_send_build(skb, s->nseg - 1))
 		return WR_DROP_ENCAP;
 	return 0;
 }
 
-/* Fills in the TCP checksum of an STT packet sent in one segment, whose
- * Ethernet + IP + TCP headers are hlen bytes. A global function. */
-__noinline int stt_tcp_csum(struct __sk_buff *skb, __u32 hlen, __u32 v6)
+/*
+ * Fills in the TCP checksum of an STT packet sent in one segment, whose
+ * Ethernet + IP + TCP headers are hlen bytes, and whose frame fi
+ * describes. When the device fills in the frame's TCP/UDP checksum left
+ * partial (device_completes), the checksum is complete on the wire: the
+ * STT header says nothing is left to the receiver (no partial flag, L4
+ * offset or MSS), and the TCP checksum counts the frame's checksum as the
+ * device leaves it (tx_sum). A global function.
+ */
+__noinline int stt_tcp_csum(struct __sk_buff *skb, const struct frame_info *fi, __u32 hlen, __u32 v6)
 {
-	__u32 zero = 0, l4 = hlen - sizeof(struct tcphdr), len = skb->len;
+	__u32 zero = 0, l4 = hlen - sizeof(struct tcphdr), len = skb->len, inner_l4 = 0;
 	struct scratch *s = bpf_map_lookup_elem(&wr_scratch, &zero);
+	struct stt_hdr sh;
 	__s64 sum;
 	__u16 check;
 	__u8 *ip;
 
-	if (!s || hlen > OUTER_MAX || l4 < sizeof(struct ethhdr) + 20)
+	if (!s || !fi || hlen > OUTER_MAX || l4 < sizeof(struct ethhdr) + 20)
 		return -1;
-	sum = packet_sum(skb, 0, l4, len);
+	if (device_completes(skb) && fi->l4_off &&
+	    (fi->ip_proto_l4 == IPPROTO_TCP || fi->ip_proto_l4 == IPPROTO_UDP)) {
+		inner_l4 = hlen + WR_STT_HDR_LEN + fi->l4_off;
+		if (inner_l4 > 512 || bpf_skb_load_bytes(skb, hlen, &sh, sizeof(sh)))
+			return -1;
+		sh.flags &= ~STT_F_CSUM_PARTIAL;
+		sh.l4_off = 0;
+		sh.mss = 0;
+		if (bpf_skb_store_bytes(skb, hlen, &sh, sizeof(sh), 0))
+			return -1;
+	}
+	sum = tx_sum(skb, l4, inner_l4, inner_l4 + (fi->ip_proto_l4 == IPPROTO_TCP ? 16 : 6));
 	if (sum < 0)
 		return -1;
 	ip = s->hdr + sizeof(struct ethhdr);
@@ -323,14 +384,14 @@ __noinline long stt_output(struct __sk_buff *skb, const struct frame_info *fi,
 		if (hlen != st->out_hdr_len ||
 		    bpf_skb_store_bytes(skb, 0, s->hdr,
 					sizeof(struct ethhdr) + ((hlen - sizeof(struct ethhdr)) & 0x7f), 0) ||
-		    stt_tcp_csum(skb, hlen - WR_STT_HDR_LEN, out->v6))
+		    stt_tcp_csum(skb, fi, hlen - WR_STT_HDR_LEN, out->v6))
 			r = WR_DROP_ENCAP;
 	} else if (!st->gso_size && inner_len + hlen - sizeof(struct ethhdr) <= mtu) {
 		/* One segment. The VLAN tag travels in the STT header. */
 		if (skb->vlan_present)
 			bpf_skb_vlan_pop(skb);
 		r = encap_push(skb, s, out, WR_PROTO_STT, fi);
-		if (!r && stt_tcp_csum(skb, hlen - WR_STT_HDR_LEN, out->v6))
+		if (!r && stt_tcp_csum(skb, fi, hlen - WR_STT_HDR_LEN, out->v6))
 			r = WR_DROP_ENCAP;
 	} else if (!last) {
 		r = WR_DROP_ENCAP;
