@@ -70,6 +70,13 @@ privilegedTest(
       ],
     );
     assertEquals(s.localIps, ["192.0.2.1"]);
+    // A veth with TX checksum offload on hands its peer checksums still partial.
+    assertEquals(Object.keys(s.underlay as object).sort(), [
+      "completesChecksums",
+      "device",
+      "ifindex",
+    ]);
+    assertEquals((s.underlay as { completesChecksums: boolean }).completesChecksums, false);
     const attachments = s.attachments as Record<string, unknown>[];
     for (const at of attachments) {
       assertEquals(Object.keys(at).sort(), [
@@ -94,6 +101,7 @@ privilegedTest(
     const text = await warrenOk(a, ["status"]);
     assert.match(text, /wr_xdp_underlay/);
     assert.match(text, /flows\s+0\s+65536\s+0\.0%/);
+    assert.match(text, /^checksums: +left partial to the peer/m);
 
     await warrenOk(a, ["down"]);
     await warrenOk(a, ["down"]);
