@@ -12,7 +12,7 @@
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { Lab, type LabHost } from "../src/lab/topology.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
-import { addFlows, nonZeroStats, upWithPorts } from "./helpers/lab.ts";
+import { nonZeroStats, tunnelBothWays } from "./helpers/lab.ts";
 import { burstPayload, tcpTransfer, udpDatagrams } from "./helpers/traffic.ts";
 
 /** Datagram payload bytes: with the workloads' MTU, room for every tunnel's overhead. */
@@ -49,15 +49,7 @@ for (const c of CASES) {
       await lab.hosts[0].ns.run(["ping", "-c", "1", "-W", "2", remote(lab.hosts[0])]);
       const [a, b] = lab.hosts;
       await a.ns.run(["ethtool", "-K", a.underlay, "tx", "off"]);
-      for (const h of lab.hosts) {
-        await upWithPorts(lab, h, c.proto, c.tunnel);
-        await lab.datapath(h, (dp) =>
-          addFlows(
-            dp,
-            `in_port=web actions=set_tunnel(id=42,dst=${remote(h)}),output:t0`,
-            "tun_id=42,in_port=t0 actions=output:web",
-          ));
-      }
+      await tunnelBothWays(lab, c.proto, c.tunnel, remote);
       // up asked each underlay: A's fills in checksums, B's veth passes them on.
       assert.ok(await lab.datapath(a, (dp) => dp.status().underlay.completesChecksums));
       assert.ok(!await lab.datapath(b, (dp) => dp.status().underlay.completesChecksums));

@@ -10,7 +10,7 @@
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { Lab, type LabHost } from "../src/lab/topology.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
-import { addFlows, nonZeroStats, upWithPorts } from "./helpers/lab.ts";
+import { nonZeroStats, tunnelBothWays } from "./helpers/lab.ts";
 import { burstPayload, udpDatagrams } from "./helpers/traffic.ts";
 
 /** Datagram payload bytes: with the workloads' MTU, room for every tunnel's overhead. */
@@ -51,15 +51,7 @@ for (const c of CASES) {
     const remote = (h: LabHost) => c.v6 ? lab.peer(h).ip6 : lab.peer(h).ip;
     // Segments sent as clones cannot wait for neighbour resolution.
     await lab.hosts[0].ns.run(["ping", "-c", "1", "-W", "2", remote(lab.hosts[0])]);
-    for (const h of lab.hosts) {
-      await upWithPorts(lab, h, c.proto, c.tunnel);
-      await lab.datapath(h, (dp) =>
-        addFlows(
-          dp,
-          `in_port=web actions=set_tunnel(id=42,dst=${remote(h)}),output:t0`,
-          "tun_id=42,in_port=t0 actions=output:web",
-        ));
-    }
+    await tunnelBothWays(lab, c.proto, c.tunnel, remote);
     const [a, b] = lab.hosts;
     const before = await lab.datapath(a, nonZeroStats);
     const beforeB = await lab.datapath(b, nonZeroStats);

@@ -106,6 +106,28 @@ export async function upWithPorts(
   });
 }
 
+/**
+ * Brings both hosts up by {@link upWithPorts} with the two flows of a
+ * tunnel between them: the workload's traffic into t0 under key 42, to
+ * the peer's address `remote` gives, and key 42 from t0 back to the workload.
+ */
+export async function tunnelBothWays(
+  lab: Lab,
+  proto: string,
+  tunnel: Record<string, string> | undefined,
+  remote: (h: LabHost) => string,
+): Promise<void> {
+  for (const h of lab.hosts) {
+    await upWithPorts(lab, h, proto, tunnel);
+    await lab.datapath(h, (dp) =>
+      addFlows(
+        dp,
+        `in_port=web actions=set_tunnel(id=42,dst=${remote(h)}),output:t0`,
+        "tun_id=42,in_port=t0 actions=output:web",
+      ));
+  }
+}
+
 /** A lab (IPv4 only) with host A brought up by {@link upWithPorts}. */
 export async function oneHost(
   proto = "vxlan",
