@@ -417,7 +417,7 @@ export async function controlPlane(o: ControlOptions): Promise<Figure[]> {
       runs: o.runs,
       better: "lower",
       note:
-        "a whole process: Deno's start, every line read and its text's digest looked up in the last apply's note, 3 flows parsed and compiled, the set compared with the table in full, 3 entries rewritten",
+        "a whole process: Deno's start, every line read and its text's digest looked up in the last apply's note, 3 flows parsed and compiled, the rest taken from the note; the set compared with the table in full and, as every full apply does, the new index built aside (every entry written) and switched to",
     }));
     const status = await warrenPeak(a, ["status"]);
     const check = await lab.datapath(a, (dp) => dp.flows.usage().flows);

@@ -233,11 +233,25 @@ const WHY: [RegExp, string][] = [
     "call of its own; the FIB is asked only on a next-hop cache miss",
   ],
   [
+    /^TCP throughput over warren VXLAN, TC on the underlay/,
+    "0.99×, within the run-to-run spread of iperf3 on this machine (runs before this one gave " +
+    "1.0× and above): warren's TC path adds its classification and encapsulation to each GSO " +
+    "packet, the kernel's device its own; neither segments here",
+  ],
+  [
+    /^TCP over warren STT \/ TCP over warren VXLAN/,
+    "a profile of an STT iperf3 run (perf record -a -g) puts the cost in the copies STT needs " +
+    "from BPF: each segment is a clone (bpf_clone_redirect), which un-clones the original's head " +
+    "(pskb_expand_head about 4% of all CPU, skb_release_data 4%), the send loop (stt_segment) 6%, " +
+    "delivery of reassembled frames 5%, and the receiving TCP stack handles about 45 MSS segments " +
+    "per 64 KB instead of one GSO packet; checksums are about 1%. The kernel cannot segment or " +
+    "coalesce STT for warren (see README, STT), so no cut found reaches 0.5×",
+  ],
+  [
     /one at a time through a session/,
-    "an install that named a remote not seen before waited for two ip processes (route get, " +
-    "neigh add): with the bench's 1000 remotes, nine tenths of the time; they are now seen to in " +
-    "the background, many per ip run. Since this run, each install's own work was cut to about " +
-    "a third of its CPU time (36-53 µs to 13-15 µs per install, 100 000 installs profiled under " +
+    "within 2% of the ratio, a third short of the rate. New remotes' next hops are resolved in " +
+    "the background, many per ip run, and each install's own work was cut to about a third of " +
+    "its CPU time this round (36-53 µs to 13-15 µs per install, 100 000 installs profiled under " +
     "load): a new flow is one write with BPF_NOEXIST instead of a lookup and an update, its mask " +
     "is found by its bytes, its tunnel key's slot and remote by the compiled key, its action " +
     "bytes resolved once per list, and its key, mask and entry built in reused buffers. What is " +
@@ -259,11 +273,22 @@ const WHY: [RegExp, string][] = [
     "(the row of the line form applied again)",
   ],
   [
-    /resident memory of warren apply \(\d+ flows from a YAML file\)/,
+    /resident memory of warren apply \(\d+ flows from a (JSON|YAML) file\)/,
+    "the run before this one measured JSON at 236 MiB (met), YAML at 275 and the line form at " +
+    "215; since then an apply of flows read as text also keeps each text's digest (12 bytes a " +
+    "flow) and builds the note of compiled texts for the next apply (about 40 bytes a flow) in " +
+    "one buffer, 17 to 62 MiB more at a million flows; which part of the JSON path's 62 is " +
+    "which was not split yet (writing the note in sections is the first step). " +
     "YAML is cut at top-level items; an item on one line that YAML reads as the plain string " +
     "it shows is taken as it is, the rest parsed by the yaml package a few hundred at a time " +
     "(reading a million flows alone: 185 MiB peak through the parser, 122 MiB now, the line " +
     "form 85 MiB)",
+  ],
+  [
+    /^live forwarding/,
+    "each frame is decapsulated, classified and redirected at XDP: what keeps the decap rows " +
+    "above from their 1.5× target (2.0-2.9× the floor + redirect, split in the ablation table) " +
+    "keeps live forwarding from 5×",
   ],
   [
     /flow installs, one at a time/,
