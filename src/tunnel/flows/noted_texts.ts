@@ -116,10 +116,13 @@ function sections(n: number, m: number, s: number, arena: number, raw: number) {
 }
 
 /**
- * The note of `set`'s flows, their texts' digests `texts` (three words a
- * flow, in the set's order), in context `context` (a sha256 digest in hex).
+ * Writes the note of `set`'s flows, their texts' digests `texts` (three
+ * words a flow, in the set's order), in context `context` (a sha256
+ * digest in hex), to `file`: section by section from the set's own
+ * arrays, the checksum summed as they go and written last, so that the
+ * note is never a second copy of the set in memory.
  */
-function encode(set: FlowSet, texts: Uint32Array, context: string): Uint8Array {
+function writeNote(file: Deno.FsFile, set: FlowSet, texts: Uint32Array, context: string): void {
   const n = set.count, m = set.masks.length, s = set.actionSets.length;
   const raws = set.actionSets.map((a) => {
     const raw = new Uint8Array(1 + a.actions.length + a.tunKeys.length * TUN_KEY_SIZE);
@@ -131,40 +134,57 @@ function encode(set: FlowSet, texts: Uint32Array, context: string): Uint8Array {
   const arena = set.arena;
   const rawLen = raws.reduce((x, r) => x + r.length, 0);
   const { at, end } = sections(n, m, s, arena.length, rawLen);
-  const out = new Uint8Array(HEADER + end);
-  const p = out.subarray(HEADER);
-  const put = (i: number, a: ArrayBufferView) =>
-    p.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), at[i]);
-  put(0, new Uint32Array([n, m, s, arena.length, rawLen]));
-  put(1, set.cookie.subarray(0, n));
-  put(2, texts.subarray(0, 3 * n));
-  put(3, set.keyAt.subarray(0, n));
-  put(4, set.actionSet.subarray(0, n));
-  put(5, Uint32Array.from(set.actionSets, (a) => a.count));
-  put(6, Uint32Array.from(raws, (r) => r.length));
-  put(7, set.priority.subarray(0, n));
-  put(8, set.maskIndex.subarray(0, n));
-  set.masks.forEach((mask, i) => p.set(mask.bytes, at[9] + i * KEY_SIZE));
-  p.set(arena, at[10]);
-  let r = at[11];
-  for (const raw of raws) p.set(raw, r), r += raw.length;
-  out.set(MAGIC, 0);
-  out.set(Buffer.from(context, "hex"), MAGIC.length);
-  out.set(createHash("sha256").update(p).digest(), MAGIC.length + 32);
-  return out;
+  const sum = createHash("sha256");
+  let written = 0;
+  const put = (...parts: ArrayBufferView[]) => {
+    for (const a of parts) {
+      const bytes = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+      sum.update(bytes);
+      writeAll(file, bytes);
+      written += bytes.length;
+    }
+  };
+  // Each section starts where sections() says: zeros pad up to it.
+  const pad = (i: number) => put(new Uint8Array(i < at.length ? at[i] - written : end - written));
+  file.seekSync(HEADER, Deno.SeekMode.Start);
+  put(new Uint32Array([n, m, s, arena.length, rawLen]));
+  pad(1), put(set.cookie.subarray(0, n));
+  pad(2), put(texts.subarray(0, 3 * n));
+  pad(3), put(set.keyAt.subarray(0, n));
+  pad(4), put(set.actionSet.subarray(0, n));
+  pad(5), put(Uint32Array.from(set.actionSets, (a) => a.count));
+  pad(6), put(Uint32Array.from(raws, (r) => r.length));
+  pad(7), put(set.priority.subarray(0, n));
+  pad(8), put(set.maskIndex.subarray(0, n));
+  pad(9), put(...set.masks.map((mask) => mask.bytes));
+  pad(10), put(arena);
+  pad(11), put(...raws);
+  pad(12);
+  file.seekSync(0, Deno.SeekMode.Start);
+  writeAll(file, MAGIC);
+  writeAll(file, Buffer.from(context, "hex"));
+  writeAll(file, sum.digest());
+}
+
+/** Writes all of `bytes` to `file`, however few bytes a write takes. */
+function writeAll(file: Deno.FsFile, bytes: Uint8Array): void {
+  for (let i = 0; i < bytes.length;) i += file.writeSync(bytes.subarray(i));
 }
 
 /** The flows `bytes` note, if they are a sound note; throws a message if not. */
-function decode(bytes: Uint8Array): NotedFlows {
-  const p = bytes.slice(HEADER);
+function decode(bytes: Uint8Array<ArrayBuffer>): NotedFlows {
+  // Typed arrays view the sections in place: 8-byte aligned in the file,
+  // and so in memory when the bytes start aligned (a copy when not).
+  const p = bytes.byteOffset % 8 === 0 ? bytes.subarray(HEADER) : bytes.slice(HEADER);
   const sum = createHash("sha256").update(p).digest();
   if (!sum.equals(bytes.subarray(MAGIC.length + 32, HEADER))) throw "its checksum is wrong";
   if (p.length < 24) throw "it is too short";
-  const [n, m, s, arenaLen, rawLen] = new Uint32Array(p.buffer, 0, 5);
-  const { at, end } = sections(n, m, s, arenaLen, rawLen);
-  if (end !== p.length || m > 255) throw "its sizes do not add up";
-  const f = new NotedFlows();
   const b = p.buffer;
+  const [n, m, s, arenaLen, rawLen] = new Uint32Array(b, p.byteOffset, 5);
+  const { at: rel, end } = sections(n, m, s, arenaLen, rawLen);
+  if (end !== p.length || m > 255) throw "its sizes do not add up";
+  const at = rel.map((x) => x + p.byteOffset);
+  const f = new NotedFlows();
   f.cookie = new BigUint64Array(b, at[1], n);
   f.texts = new Uint32Array(b, at[2], 3 * n);
   f.keyAt = new Uint32Array(b, at[3], n);
@@ -239,7 +259,15 @@ export function noteFlows(
   const path = notedTextsPath(dir);
   try {
     // Written aside and renamed: a reader sees the old note or the new one.
-    Deno.writeFileSync(`${path}.new`, encode(set, texts, context), { mode: 0o600 });
+    {
+      using file = Deno.openSync(`${path}.new`, {
+        write: true,
+        create: true,
+        truncate: true,
+        mode: 0o600,
+      });
+      writeNote(file, set, texts, context);
+    }
     Deno.renameSync(`${path}.new`, path);
   } catch {
     // A user allowed the lock but not the lock directory: no note, no shortcut.
