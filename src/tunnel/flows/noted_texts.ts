@@ -174,8 +174,8 @@ function writeAll(file: Deno.FsFile, bytes: Uint8Array): void {
 /** The flows `bytes` note, if they are a sound note; throws a message if not. */
 function decode(bytes: Uint8Array<ArrayBuffer>): NotedFlows {
   // Typed arrays view the sections in place: 8-byte aligned in the file,
-  // and so in memory when the bytes start aligned (a copy when not).
-  const p = bytes.byteOffset % 8 === 0 ? bytes.subarray(HEADER) : bytes.slice(HEADER);
+  // and in memory as `bytes` starts its own buffer.
+  const p = bytes.subarray(HEADER);
   const sum = createHash("sha256").update(p).digest();
   if (!sum.equals(bytes.subarray(MAGIC.length + 32, HEADER))) throw "its checksum is wrong";
   if (p.length < 24) throw "it is too short";
@@ -215,6 +215,18 @@ function decode(bytes: Uint8Array<ArrayBuffer>): NotedFlows {
   return f;
 }
 
+/**
+ * The bytes of the file at `path`, at the start of a buffer of their
+ * size: the note's arrays view them for as long as the apply runs.
+ */
+function readNote(path: string): Uint8Array<ArrayBuffer> {
+  using file = Deno.openSync(path);
+  const bytes = new Uint8Array(file.statSync().size);
+  let n = 0;
+  for (let got; n < bytes.length && (got = file.readSync(bytes.subarray(n))) !== null;) n += got;
+  return bytes.subarray(0, n);
+}
+
 /** The flows the last apply noted in context `context`, if any and sound. */
 export function notedFlows(maps: DatapathMaps, context: string): NotedFlows | undefined {
   const dir = maps.pinDir;
@@ -222,7 +234,7 @@ export function notedFlows(maps: DatapathMaps, context: string): NotedFlows | un
   const path = notedTextsPath(dir);
   let bytes;
   try {
-    bytes = Deno.readFileSync(path);
+    bytes = readNote(path);
   } catch {
     // None yet: every flow is compiled.
     return undefined;
