@@ -273,12 +273,12 @@ const WHY: [RegExp, string][] = [
     "(the row of the line form applied again)",
   ],
   [
-    /resident memory of warren apply \(\d+ flows from a (JSON|YAML) file\)/,
-    "the run before this one measured JSON at 236 MiB (met), YAML at 275 and the line form at " +
-    "215; since then an apply of flows read as text also keeps each text's digest (12 bytes a " +
-    "flow) and builds the note of compiled texts for the next apply (about 40 bytes a flow) in " +
-    "one buffer, 17 to 62 MiB more at a million flows; which part of the JSON path's 62 is " +
-    "which was not split yet (writing the note in sections is the first step). " +
+    /resident memory of warren apply \(\d+ flows from (a YAML file|the line form)\)/,
+    "an apply of flows read as text also reads the last apply's note of compiled texts (about " +
+    "40 bytes a flow, its arrays viewing the file's bytes for the whole apply) and keeps each " +
+    "text's digest (12 bytes a flow) for the next note: the line form measured 215 and 232 MiB " +
+    "in the runs before the note was written and read in place, 254 MiB in this one; which " +
+    "of its parts holds the difference was not split yet. " +
     "YAML is cut at top-level items; an item on one line that YAML reads as the plain string " +
     "it shows is taken as it is, the rest parsed by the yaml package a few hundred at a time " +
     "(reading a million flows alone: 185 MiB peak through the parser, 122 MiB now, the line " +
