@@ -5,10 +5,12 @@
  * naming that line, with nothing applied.
  */
 import { createHash } from "node:crypto";
-import { assert, assertEquals } from "./helpers/assert.ts";
+import { assert, assertEquals, assertThrows } from "./helpers/assert.ts";
 import { Lab, type LabHost } from "../src/lab/topology.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
 import { warren, warrenOk } from "./helpers/cli.ts";
+import { readStateFile } from "../src/tunnel/state_file.ts";
+import type { FlowSource } from "../src/tunnel/apply.ts";
 
 const N = 1_000_000;
 const BAD_LINE = 700_000;
@@ -132,3 +134,23 @@ privilegedTest(
     }
   },
 );
+
+Deno.test("a state file changed between its digest and its flows is refused, naming the file", () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const path = `${dir}/state.flows`;
+    Deno.writeTextFileSync(path, "priority=1,actions=drop\n");
+    const read = (source: FlowSource) => [...source.texts()].map((f) => f.text);
+    // Unchanged: the flows read after the digest are the file's.
+    const same = readStateFile(path).flows as FlowSource;
+    same.digest?.();
+    assertEquals(read(same), ["priority=1,actions=drop"]);
+    // Changed after the digest was taken: reading its flows fails.
+    const changed = readStateFile(path).flows as FlowSource;
+    changed.digest?.();
+    Deno.writeTextFileSync(path, "priority=2,actions=drop\npriority=3,actions=drop\n");
+    assertThrows(() => read(changed), Error, `${path} changed while it was being applied`);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});

@@ -67,16 +67,36 @@ export function readStateFile(path: string, format?: StateFormat): DesiredState 
   return state;
 }
 
-/** The flows of the file at `path`, read by `texts`; the file's bytes hashed for their digest. */
+/**
+ * The flows of the file at `path`, read by `texts`; the file's bytes hashed
+ * for their digest. The digest and the flows come from separate reads: a
+ * file changed in between (its size, modification time or inode moved)
+ * would be noted under bytes it no longer holds, so reading its flows then
+ * fails, before anything is applied.
+ */
 function source(path: string, texts: () => Iterable<FlowText>): FlowSource {
+  let hashed: string | undefined;
+  const stamp = () => {
+    const s = Deno.statSync(path);
+    return `${s.size}:${s.mtime?.getTime()}:${s.ino}`;
+  };
   const digest = () => {
+    hashed = stamp();
     const h = createHash("sha256");
     using f = Deno.openSync(path);
     const buf = new Uint8Array(CHUNK * 16);
     for (let n; (n = f.readSync(buf)) !== null;) h.update(buf.subarray(0, n));
     return h.digest("hex");
   };
-  return { texts, digest };
+  return {
+    *texts() {
+      yield* texts();
+      if (hashed !== undefined && stamp() !== hashed) {
+        throw new PortError(`${path} changed while it was being applied: nothing applied`);
+      }
+    },
+    digest,
+  };
 }
 
 /** The format of the state file at `path`, from its first line that says something. */
