@@ -14,7 +14,11 @@
  *
  * Every live-frames run happens in host A's namespace: the kernel finds
  * the receiving device and the redirect's target by ifindex in the
- * namespace of the caller.
+ * namespace of the caller. A live-frames figure and its baseline alternate
+ * in many short rounds, the thread pinned to one CPU for the whole row (the
+ * redirect's target is woken on the CPU that redirects, so its softirq
+ * stays there too), and their ratio is the median of the rounds' ratios:
+ * both sides measured the same way, under the same load of the moment.
  *
  * The ablation section measures warren's own builds with one cost item
  * left out each (`bpf/include/ablate.h`, `make -C bpf ablation`) beside
@@ -33,6 +37,7 @@ import {
   testRun,
   xdpContext,
 } from "../src/bpf/mod.ts";
+import { currentCpu, onCpu } from "../src/lab/cpu.ts";
 import { macOf } from "../src/lab/netns.ts";
 import { Lab, type LabHost } from "../src/lab/topology.ts";
 import type { Datapath } from "../src/tunnel/datapath.ts";
@@ -45,6 +50,7 @@ import {
   FULL_BUILD,
   innerFrame,
   say,
+  type SideBySide,
   sideBySide,
   single,
   tunnelledToA,
@@ -52,14 +58,28 @@ import {
 
 /** How much work a run does. */
 export interface KernelOptions {
-  /** Test-run repeats per live-frames measurement (at least 1 000 000 in a full run). */
+  /** Test-run repeats per live-frames round. */
   repeat: number;
+  /** Alternating rounds per live-frames figure and its baseline. */
+  rounds: number;
   /** Single-packet test-runs per TC measurement. */
   single: number;
   /** Runs per median. */
   runs: number;
   /** Flow counts to measure decapsulation with. */
   flowCounts: number[];
+}
+
+/**
+ * Measures `subject` against `baseline`, both live frames: `rounds`
+ * alternating rounds on one CPU (see the module's comment).
+ */
+function liveSideBySide(
+  rounds: number,
+  subject: () => Promise<number>,
+  baseline: () => Promise<number>,
+): Promise<SideBySide> {
+  return onCpu(currentCpu(), () => sideBySide(rounds, subject, baseline));
 }
 
 /** ns per packet of `prog` on fresh copies of `pkt` (live frames). */
@@ -219,8 +239,8 @@ export function kernelCosts(o: KernelOptions): Promise<Figure[]> {
   return withRig(async ({ lab, a, b, base, decap, floor, encap, tcFloor, tc }) => {
     const out: Figure[] = [];
     const baseRow = async (name: string, prog: Program) => {
-      const r = await sideBySide(
-        o.runs,
+      const r = await liveSideBySide(
+        o.rounds,
         () => floor(prog, o.repeat),
         () => floor(base.drop, o.repeat),
       );
@@ -230,7 +250,9 @@ export function kernelCosts(o: KernelOptions): Promise<Figure[]> {
         unit: "ns/packet",
         baseline: "XDP_DROP",
         baseline_value: r.base,
-        runs: o.runs,
+        ratio: r.ratio,
+        spread: r.spread,
+        runs: o.rounds,
         better: "lower",
       }));
     };
@@ -245,8 +267,8 @@ export function kernelCosts(o: KernelOptions): Promise<Figure[]> {
     using xdp = await pinned(a, "wr_xdp_underlay");
     /** Decapsulation of `proto` against the floor + redirect, with the flows in place. */
     const decapRow = async (name: string, proto: Protocol, target?: [string, number]) => {
-      const r = await sideBySide(
-        o.runs,
+      const r = await liveSideBySide(
+        o.rounds,
         () => decap(xdp, proto, o.repeat),
         () => floor(base.floorRedirect, o.repeat),
       );
@@ -256,7 +278,9 @@ export function kernelCosts(o: KernelOptions): Promise<Figure[]> {
         unit: "ns/packet",
         baseline: FLOOR_REDIRECT,
         baseline_value: r.base,
-        runs: o.runs,
+        ratio: r.ratio,
+        spread: r.spread,
+        runs: o.rounds,
         better: "lower",
         target: target?.[0],
         check: target ? (ratio) => ratio <= target[1] : undefined,
@@ -314,8 +338,8 @@ export function kernelCosts(o: KernelOptions): Promise<Figure[]> {
       try {
         const masks = 8, flows = Math.max(...o.flowCounts);
         say(`kernel: vxlan decapsulation, a cache miss every packet, ${flows} flows, 8 masks`);
-        const r = await sideBySide(
-          o.runs,
+        const r = await liveSideBySide(
+          o.rounds,
           () => decap(progs.wr_xdp_underlay, "vxlan", o.repeat),
           () => floor(base.floorRedirect, o.repeat),
         );
@@ -325,7 +349,9 @@ export function kernelCosts(o: KernelOptions): Promise<Figure[]> {
           unit: "ns/packet",
           baseline: FLOOR_REDIRECT,
           baseline_value: r.base,
-          runs: o.runs,
+          ratio: r.ratio,
+          spread: r.spread,
+          runs: o.rounds,
           better: "lower",
           note: "every packet misses the exact-match cache (a build whose probes never match), " +
             "searches every mask and fills a slot",
@@ -390,8 +416,10 @@ export function kernelCosts(o: KernelOptions): Promise<Figure[]> {
 
 /** How much work the ablation section does. */
 export interface AblationOptions {
-  /** Test-run repeats per live-frames measurement. */
+  /** Test-run repeats per live-frames round. */
   repeat: number;
+  /** Alternating rounds per live-frames figure and its baseline. */
+  rounds: number;
   /** Single-packet test-runs per TC measurement. */
   single: number;
   /** Runs per median. */
@@ -447,8 +475,8 @@ export function ablationCosts(o: AblationOptions): Promise<Figure[]> {
 
     // The full build against its floors first: the whole that the rows below divide.
     say("ablation: the full build");
-    const d = await sideBySide(
-      o.runs,
+    const d = await liveSideBySide(
+      o.rounds,
       () => decap(fullXdp, "vxlan", o.repeat),
       () => floor(base.floorRedirect, o.repeat),
     );
@@ -457,19 +485,20 @@ export function ablationCosts(o: AblationOptions): Promise<Figure[]> {
       () => encap(fullTc, "vxlan", o.single),
       () => tcFloor(o.single),
     );
-    const row = (name: string, value: number, baseline: string, baseValue: number, note?: string) =>
+    /** A row; a live-frames one (`live`) has its ratio from its rounds. */
+    const row = (name: string, r: SideBySide, baseline: string, live: boolean) =>
       out.push(figure({
         name,
-        value,
+        value: r.value,
         unit: "ns/packet",
         baseline,
-        baseline_value: baseValue,
-        runs: o.runs,
+        baseline_value: r.base,
+        ...(live ? { ratio: r.ratio, spread: r.spread } : {}),
+        runs: live ? o.rounds : o.runs,
         better: "lower",
-        note,
       }));
-    row("ablation: vxlan decap, the full build", d.value, FLOOR_REDIRECT, d.base);
-    row("ablation: vxlan encap, the full build", e.value, "floor at TC (one skb per run)", e.base);
+    row("ablation: vxlan decap, the full build", d, FLOOR_REDIRECT, true);
+    row("ablation: vxlan encap, the full build", e, "floor at TC (one skb per run)", false);
 
     for (const abl of ABLATIONS) {
       const bytes = await Deno.readFile(new URL(`warren-abl-${abl.build}.bpf.o`, BUILD_DIR));
@@ -477,12 +506,12 @@ export function ablationCosts(o: AblationOptions): Promise<Figure[]> {
       try {
         if (abl.decap) {
           say(`ablation: vxlan decap without ${abl.without}`);
-          const r = await sideBySide(
-            o.runs,
+          const r = await liveSideBySide(
+            o.rounds,
             () => decap(progs.wr_xdp_underlay, "vxlan", o.repeat),
             () => decap(fullXdp, "vxlan", o.repeat),
           );
-          row(`ablation: vxlan decap without ${abl.without}`, r.value, FULL_BUILD, r.base);
+          row(`ablation: vxlan decap without ${abl.without}`, r, FULL_BUILD, true);
         }
         if (abl.encap) {
           say(`ablation: vxlan encap without ${abl.without}`);
@@ -491,21 +520,16 @@ export function ablationCosts(o: AblationOptions): Promise<Figure[]> {
             () => encap(progs.wr_tc_local, "vxlan", o.single),
             () => encap(fullTc, "vxlan", o.single),
           );
-          row(`ablation: vxlan encap without ${abl.without}`, r.value, FULL_BUILD, r.base);
+          row(`ablation: vxlan encap without ${abl.without}`, r, FULL_BUILD, false);
         }
         if (abl.toTc) {
           say(`ablation: vxlan decap finished at TC without ${abl.without}`);
-          const r = await sideBySide(
-            o.runs,
+          const r = await liveSideBySide(
+            o.rounds,
             () => decapToTc(progs.wr_xdp_underlay, o.repeat),
             () => decapToTc(fullXdp, o.repeat),
           );
-          row(
-            `ablation: vxlan decap finished at TC without ${abl.without}`,
-            r.value,
-            FULL_BUILD,
-            r.base,
-          );
+          row(`ablation: vxlan decap finished at TC without ${abl.without}`, r, FULL_BUILD, true);
         }
       } finally {
         for (const p of Object.values(progs)) p.close();

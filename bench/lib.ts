@@ -30,8 +30,10 @@ export interface Figure {
   baseline: string;
   /** The baseline's median, in the same unit. */
   baseline_value: number;
-  /** value / baseline_value. */
+  /** value / baseline_value, or the median of the per-run ratios when {@link Figure.spread} is given. */
   ratio: number;
+  /** The per-run ratios' interquartile range, when the ratio is their median. */
+  spread?: [number, number];
   /** How many runs each median is over. */
   runs: number;
   /** Whether a lower or a higher ratio is better. */
@@ -60,38 +62,65 @@ export function percentile(xs: number[], p: number): number {
   return s[Math.max(0, Math.ceil((p / 100) * s.length) - 1)];
 }
 
+/** A subject measured against its baseline: see {@link sideBySide}. */
+export interface SideBySide {
+  /** The subject's median. */
+  value: number;
+  /** The baseline's median. */
+  base: number;
+  /** The median of the ratios of each run's pair. */
+  ratio: number;
+  /** Those ratios' interquartile range. */
+  spread: [number, number];
+}
+
 /**
  * Runs `subject` and `baseline` alternately `runs` times and returns their
- * medians.
+ * medians, and the median and spread of each run's ratio: a pair measured
+ * back to back shares the machine's load of the moment, so its ratio
+ * varies less than either time.
  */
 export async function sideBySide(
   runs: number,
   subject: () => number | Promise<number>,
   baseline: () => number | Promise<number>,
-): Promise<{ value: number; base: number }> {
-  const a: number[] = [], b: number[] = [];
+): Promise<SideBySide> {
+  const a: number[] = [], b: number[] = [], r: number[] = [];
   for (let i = 0; i < runs; i++) {
+    let x: number, y: number;
     // Alternate which goes first, so neither always gets the warm cache.
     if (i % 2) {
-      b.push(await baseline());
-      a.push(await subject());
+      y = await baseline();
+      x = await subject();
     } else {
-      a.push(await subject());
-      b.push(await baseline());
+      x = await subject();
+      y = await baseline();
     }
+    a.push(x);
+    b.push(y);
+    r.push(x / y);
   }
-  return { value: median(a), base: median(b) };
+  return {
+    value: median(a),
+    base: median(b),
+    ratio: median(r),
+    spread: [percentile(r, 25), percentile(r, 75)],
+  };
 }
 
-/** A figure from medians. */
+/** A figure from medians; its ratio is theirs unless the median of per-run ratios is given. */
 export function figure(
-  f: Omit<Figure, "ratio" | "met"> & { check?: (ratio: number, value: number) => boolean },
+  f: Omit<Figure, "ratio" | "met"> & {
+    ratio?: number;
+    check?: (ratio: number, value: number) => boolean;
+  },
 ): Figure {
-  const ratio = f.baseline_value ? f.value / f.baseline_value : NaN;
-  const { check, ...rest } = f;
+  const ratio = f.ratio ?? (f.baseline_value ? f.value / f.baseline_value : NaN);
+  const { check, spread, ...rest } = f;
   const out: Figure = { ...rest, ratio: round(ratio, 3) };
   out.value = round(f.value, 3);
   out.baseline_value = round(f.baseline_value, 3);
+  if (spread) out.spread = [round(spread[0], 3), round(spread[1], 3)];
   if (check) out.met = check(ratio, f.value);
   return out;
 }

@@ -33,14 +33,16 @@ import { writeReport } from "./report.ts";
 const SECTIONS: Record<string, (quick: boolean) => Promise<Figure[]>> = {
   kernel: (quick) =>
     kernelCosts({
-      repeat: quick ? 200_000 : 1_000_000,
+      repeat: quick ? 40_000 : 200_000,
+      rounds: quick ? 15 : 25,
       single: quick ? 20_000 : 200_000,
       runs: quick ? 3 : 5,
       flowCounts: quick ? [1, 1000] : [1, 1000, 100_000],
     }),
   ablation: (quick) =>
     ablationCosts({
-      repeat: quick ? 200_000 : 1_000_000,
+      repeat: quick ? 40_000 : 200_000,
+      rounds: quick ? 15 : 25,
       single: quick ? 20_000 : 200_000,
       runs: quick ? 3 : 5,
     }),

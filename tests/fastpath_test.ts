@@ -18,7 +18,7 @@ import type { Datapath } from "../src/tunnel/datapath.ts";
 import { parseFlow, parseMatch } from "../src/tunnel/flow_syntax.ts";
 import { buildPacket } from "../src/tunnel/packet.ts";
 import { trace } from "../src/tunnel/trace.ts";
-import { onCpu } from "./helpers/cpu.ts";
+import { onCpu } from "../src/lab/cpu.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
 import { scapy } from "./helpers/scapy.ts";
 import { ping, pingDuring, tcpdump } from "./helpers/traffic.ts";

@@ -21,7 +21,7 @@ import { parseFlow } from "../src/tunnel/flow_syntax.ts";
 import { parseGroup } from "../src/tunnel/group_syntax.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
 import { nonZeroStats } from "./helpers/lab.ts";
-import { onCpu } from "./helpers/cpu.ts";
+import { onCpu } from "../src/lab/cpu.ts";
 import { checkedFields } from "./helpers/frames.ts";
 import { ping, tcpdump, tcpTransfer, udpBurst } from "./helpers/traffic.ts";
 

@@ -15,7 +15,7 @@ import { addFlows, nonZeroStats, runPinned, TC_ACT_REDIRECT, XDP_PASS } from "./
 import { scapy, scapyMany, scapyScript, toHex } from "./helpers/scapy.ts";
 import { ping, tcpdump, tcpTransfer } from "./helpers/traffic.ts";
 import { cutsOf, sttFrame, type SttPath, sttSegments } from "./helpers/stt.ts";
-import { onCpu } from "./helpers/cpu.ts";
+import { onCpu } from "../src/lab/cpu.ts";
 import { metaCodec, TRACE_MARK } from "../src/maps/layouts.ts";
 import { ifindex } from "../src/bpf/netif.ts";
 import { Program } from "../src/bpf/program.ts";
