@@ -54,7 +54,7 @@ int wr_xdp_underlay(struct xdp_md *ctx)
 	if (!l || (!c && !uncounted()))
 		return XDP_PASS;
 	key = &l->key;
-	r = parse_tunnel_xdp(ctx, key, &d);
+	r = parse_tunnel_xdp(ctx, key, &d, &l->memo);
 	if (r == TUN_NOT_OURS) {
 		bump(c, WR_STAT_NOT_OURS);
 		return XDP_PASS;
@@ -101,7 +101,7 @@ int wr_xdp_underlay(struct xdp_md *ctx)
 		return XDP_DROP;
 	}
 
-	stamp_net(key);
+	/* parse_tunnel stamped the network of the port it found. */
 	e = classify(key, l, c);
 	if (!e) {
 		cfg = config();
@@ -218,7 +218,7 @@ int wr_tc_underlay(struct __sk_buff *skb)
 
 	if (skb->data_end - skb->data < 256 && skb->len > skb->data_end - skb->data)
 		bpf_skb_pull_data(skb, skb->len < 256 ? skb->len : 256);
-	r = parse_tunnel_skb(skb, &l->key, dp);
+	r = parse_tunnel_skb(skb, &l->key, dp, &l->memo);
 	if (r == TUN_NOT_OURS) {
 		stat_inc(WR_STAT_NOT_OURS);
 		return TC_ACT_OK;

@@ -33,6 +33,7 @@ import {
   TC_ACT_REDIRECT,
   TC_ACT_SHOT,
   upWithPorts,
+  XDP_DROP,
   XDP_PASS,
 } from "./helpers/lab.ts";
 
@@ -541,5 +542,52 @@ privilegedTest(
       const wait = NH_MAX_AGE_S * 1000 + Number(coarseResolutionNs()) / 1e6 + 5;
       await new Promise((r) => setTimeout(r, wait));
       assertEquals(await send(), { mac: fresh, port: 4790, vni: 43 });
+    }),
+);
+
+// The memo is per CPU: one CPU for every packet, so that it is warm.
+privilegedTest(
+  "the endpoint memo: a port change takes effect at the very next tunnel packet",
+  () =>
+    onCpu(0, async () => {
+      await using lab = await oneHost("vxlan", {}, { xdp: "native" });
+      const [a, b] = lab.hosts;
+      await lab.datapath(a, (dp) => addFlows(dp, "tun_id=42,in_port=t0 actions=drop"));
+      const myMac = await macOf(a.ns, a.underlay);
+      const packet = await scapy(
+        `Ether(dst='${myMac}')/IP(src='${b.ip}',dst='${a.ip}',flags='DF')/` +
+          "UDP(sport=50000,dport=4789,chksum=0)/VXLAN(vni=42,flags=0x08)/" +
+          "Ether(src='02:00:00:00:00:0a',dst='02:00:00:00:00:0b')/IP(src='10.1.0.1',dst='10.1.0.2')/UDP()",
+      );
+      const send = async () =>
+        (await a.ns.within(() => runPinned(a, "wr_xdp_underlay", packet, a.underlay))).retval;
+      const t0 = (options: Record<string, string>) =>
+        lab.datapath(a, (dp) =>
+          dp.upsertPort({
+            kind: "tunnel",
+            name: "t0",
+            proto: "vxlan",
+            options: { remote_ip: "flow", ...options },
+          }));
+      // Warm: the flow takes both, the second through the memo.
+      assertEquals([await send(), await send()], [XDP_DROP, XDP_DROP]);
+      assertEquals(await lab.datapath(a, nonZeroStats), { decap: 2, drop_action: 2 });
+      // The port now takes key 7 only: the very next packet is refused.
+      await t0({ key: "7" });
+      assertEquals(await send(), XDP_DROP);
+      assertEquals((await lab.datapath(a, nonZeroStats)).drop_key_mismatch, 1);
+      // Key 42 again, on another UDP port: 4789 is no endpoint any more.
+      await t0({ key: "42", dst_port: "4790" });
+      assertEquals(await send(), XDP_PASS);
+      assertEquals((await lab.datapath(a, nonZeroStats)).not_ours, 1);
+      // Back on 4789, and the flow takes it again, counted on t0.
+      await t0({ key: "flow" });
+      assertEquals(await send(), XDP_DROP);
+      assertEquals(await lab.datapath(a, nonZeroStats), {
+        decap: 3,
+        drop_action: 3,
+        drop_key_mismatch: 1,
+        not_ours: 1,
+      });
     }),
 );

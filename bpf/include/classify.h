@@ -40,6 +40,9 @@ struct lookup {
 	/* The generation's wr_flow_entry.vis bit: kept here, not on the
 	 * stack, as the group walk's call chain uses all 512 bytes. */
 	__u8 vis;
+	/* Kept from packet to packet, unlike the rest: the endpoint the
+	 * last tunnel packet resolved to. */
+	struct tun_memo memo;
 };
 
 struct {
@@ -69,17 +72,8 @@ static __always_inline void stamp_net(struct wr_flow_key *key)
 {
 	__u32 p = key->in_port;
 	struct wr_port *port = bpf_map_lookup_elem(&wr_ports, &p);
-	__u64 id;
 
-	key->net = 0;
-	if (!port)
-		return;
-	if (!(port->flags & WR_PORTF_NET_FLOW)) {
-		key->net = port->net;
-		return;
-	}
-	id = bpf_be64_to_cpu(key->tun_id);
-	key->net = id >> 32 ? 0 : id;
+	key->net = port ? port_net(port->flags, port->net, key) : 0;
 }
 
 /* Whether flow e re-stamps the packet's network (set_field:N->net). */
@@ -238,6 +232,9 @@ static __always_inline struct wr_flow_entry *classify(const struct wr_flow_key *
 	/* Before the search: see above. */
 	tag = cfg->seq + 1;
 	hash = flow_key_hash(key);
+	/* The comparisons below read the key again: kept from the hash, its
+	 * 19 words would be spilled to the stack and read back from there. */
+	asm volatile("" ::: "memory");
 	s0 = flow_cache_slot(hash);
 	if (s0 && s0->tag == tag && flow_keys_equal(&s0->key, key) && !ablated(ABL_CACHE_HIT)) {
 		if (cs)

@@ -198,6 +198,77 @@ static __always_inline int parse_gre(void *ctx, int is_xdp, struct packet *p, st
 	return TUN_OK;
 }
 
+static __always_inline int endpoint_keys_equal(const struct wr_endpoint_key *a,
+					       const struct wr_endpoint_key *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+
+	return !((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]));
+}
+
+/*
+ * Resolves endpoint ek (the packet's outer destination, protocol and
+ * port), for a packet from key->tun_src, into *tp. Returns 0, or -1 when
+ * ek is none of our endpoints.
+ *
+ * The endpoint's hash lookup is most of what resolving costs, and a host's
+ * tunnel packets mostly arrive on one endpoint: so each CPU keeps the last
+ * answer (memo), valid only while the configuration's change counter is
+ * the one it was made under, as the flow cache's slots are (classify.h).
+ * Every change of endpoints, remotes or ports moves the counter once
+ * written (port_registry.ts), so a memo outlives no change. Not kept while
+ * a change is under way, in trace's dry run, or for an endpoint whose
+ * ports have fixed remotes (the port depends on the packet's source).
+ */
+static __always_inline int resolve_port(const struct wr_endpoint_key *ek,
+					const struct wr_flow_key *key, struct tun_memo *memo,
+					struct tun_port *tp)
+{
+	struct wr_config *cfg = config();
+	struct wr_endpoint *ep;
+	struct wr_port *port;
+	__u64 tag = 0;
+	__u32 port_no;
+
+	/* Read before the maps: a change that lands after this read leaves
+	 * the memo made now stale once it moves the counter. */
+	if (cfg && !wr_dry_run && !(cfg->flags & WR_CFG_WRITING))
+		tag = cfg->seq + 1;
+	if (tag && memo->tag == tag && endpoint_keys_equal(&memo->ek, ek)) {
+		*tp = memo->tp;
+		return 0;
+	}
+	ep = bpf_map_lookup_elem(&wr_endpoints, ek);
+	if (!ep)
+		return -1;
+	__builtin_memset(tp, 0, sizeof(*tp));
+	tp->proto = ep->proto;
+	port_no = ep->port;
+	if (ep->fixed_remotes) {
+		struct wr_remote_key rk = { .ep = *ek };
+		__u32 *fixed;
+
+		addr_copy(rk.remote, key->tun_src);
+		fixed = bpf_map_lookup_elem(&wr_remotes, &rk);
+		if (fixed)
+			port_no = *fixed;
+		tag = 0;
+	}
+	port = bpf_map_lookup_elem(&wr_ports, &port_no);
+	if (port_no && port && port->kind == WR_PORT_TUNNEL) {
+		tp->port = port_no;
+		tp->flags = port->flags;
+		tp->key_in = port->key_in;
+		tp->net = port->net;
+	}
+	if (tag) {
+		memo->tag = tag;
+		memo->ek = *ek;
+		memo->tp = *tp;
+	}
+	return 0;
+}
+
 /* Whether an IP protocol can carry one of our tunnels: UDP (VXLAN,
  * Geneve), GRE, or TCP (STT). */
 static __always_inline int tunnel_ipproto(__u8 proto)
@@ -211,16 +282,14 @@ static __always_inline int tunnel_ipproto(__u8 proto)
  * TUN_FRAGMENT, or the WR_DROP_* reason to drop it for.
  */
 static __always_inline int parse_tunnel(void *ctx, int is_xdp, struct packet *p,
-					struct wr_flow_key *key, struct decap *d)
+					struct wr_flow_key *key, struct decap *d, struct tun_memo *memo)
 {
 	struct cursor c = cursor_of(p);
 	struct wr_endpoint_key ek = {};
-	struct wr_endpoint *ep;
-	struct wr_port *port;
+	struct tun_port tp;
 	struct ethhdr *eth;
 	__u32 len = frame_len(ctx, is_xdp);
 	__u32 l4_off, l3_end;
-	__u32 port_no;
 	int v6, r, next;
 
 	d->len = len;
@@ -310,8 +379,7 @@ static __always_inline int parse_tunnel(void *ctx, int is_xdp, struct packet *p,
 		if (ulen < 0)
 			return malformed(ek.addr, v6, WR_DROP_BAD_UDP);
 		ek.dst_port = uh->dest;
-		ep = bpf_map_lookup_elem(&wr_endpoints, &ek);
-		if (!ep)
+		if (resolve_port(&ek, key, memo, &tp))
 			return TUN_NOT_OURS;
 		if (ulen < sizeof(*uh) || l4_off + ulen > l3_end)
 			return WR_DROP_BAD_UDP;
@@ -329,7 +397,7 @@ static __always_inline int parse_tunnel(void *ctx, int is_xdp, struct packet *p,
 			key->tun_flags |= WR_TUNF_CSUM;
 		}
 		d->l3_end = l3_end;
-		if (ep->proto == WR_PROTO_VXLAN) {
+		if (tp.proto == WR_PROTO_VXLAN) {
 			struct vxlanhdr *vh;
 
 			if (parse_vxlanhdr(&c, &vh) < 0)
@@ -340,7 +408,7 @@ static __always_inline int parse_tunnel(void *ctx, int is_xdp, struct packet *p,
 			key->tun_flags |= WR_TUNF_KEY;
 			d->outer_len = c.pos - p->data;
 			r = TUN_OK;
-		} else if (ep->proto == WR_PROTO_GENEVE) {
+		} else if (tp.proto == WR_PROTO_GENEVE) {
 			r = parse_geneve(ctx, is_xdp, p, &c, l3_end, key, d);
 		} else {
 			return TUN_NOT_OURS;
@@ -353,45 +421,32 @@ static __always_inline int parse_tunnel(void *ctx, int is_xdp, struct packet *p,
 		if (parse_tcphdr(&c, &th) == PARSE_SHORT)
 			return TUN_NOT_OURS;
 		ek.dst_port = th->dest;
-		ep = bpf_map_lookup_elem(&wr_endpoints, &ek);
-		if (!ep || ep->proto != WR_PROTO_STT)
+		if (resolve_port(&ek, key, memo, &tp) || tp.proto != WR_PROTO_STT)
 			return TUN_NOT_OURS;
 		r = parse_stt(ctx, is_xdp, l4_off, l3_end, v6, key, d);
 	} else {
 		ek.dst_port = 0;
-		ep = bpf_map_lookup_elem(&wr_endpoints, &ek);
-		if (!ep || ep->proto != WR_PROTO_GRE)
+		if (resolve_port(&ek, key, memo, &tp) || tp.proto != WR_PROTO_GRE)
 			return TUN_NOT_OURS;
 		d->l3_end = l3_end;
 		r = parse_gre(ctx, is_xdp, p, &c, l3_end, key, d);
 	}
 	if (r != TUN_OK && r != TUN_STT_SEGMENT)
 		return r;
-	d->proto = ep->proto;
-
-	port_no = ep->port;
-	if (ep->fixed_remotes) {
-		struct wr_remote_key rk = { .ep = ek };
-		__u32 *fixed;
-
-		addr_copy(rk.remote, key->tun_src);
-		fixed = bpf_map_lookup_elem(&wr_remotes, &rk);
-		if (fixed)
-			port_no = *fixed;
-	}
-	port = bpf_map_lookup_elem(&wr_ports, &port_no);
-	if (!port_no || !port || port->kind != WR_PORT_TUNNEL)
+	d->proto = tp.proto;
+	if (!tp.port)
 		return WR_DROP_NO_PORT;
-	d->in_port = port_no;
-	key->in_port = port_no;
+	d->in_port = tp.port;
+	key->in_port = tp.port;
 	key->tun_flags |= WR_TUNF_PRESENT;
 	/* A segment's key is in the frame's first segment: checked once whole. */
 	if (r == TUN_STT_SEGMENT)
 		return r;
-	if (!(port->flags & WR_PORTF_KEY_IN_FLOW) && key->tun_id != port->key_in)
+	if (!(tp.flags & WR_PORTF_KEY_IN_FLOW) && key->tun_id != tp.key_in)
 		return WR_DROP_KEY_MISMATCH;
 	if (d->outer_len + sizeof(struct ethhdr) > d->l3_end)
 		return WR_DROP_TRUNCATED;
+	key->net = port_net(tp.flags, tp.net, key);
 	return TUN_OK;
 }
 
@@ -400,22 +455,24 @@ static __always_inline int parse_tunnel(void *ctx, int is_xdp, struct packet *p,
  * checks each once, on its own, instead of once per path that reaches it.
  * (Global functions cannot take packet pointers; they derive them.)
  */
-__noinline int parse_tunnel_xdp(struct xdp_md *ctx, struct wr_flow_key *key, struct decap *d)
+__noinline int parse_tunnel_xdp(struct xdp_md *ctx, struct wr_flow_key *key, struct decap *d,
+				struct tun_memo *memo)
 {
 	struct packet p = { (void *)(long)ctx->data, (void *)(long)ctx->data_end };
 
-	if (!key || !d)
+	if (!key || !d || !memo)
 		return TUN_NOT_OURS;
-	return parse_tunnel(ctx, 1, &p, key, d);
+	return parse_tunnel(ctx, 1, &p, key, d, memo);
 }
 
-__noinline int parse_tunnel_skb(struct __sk_buff *skb, struct wr_flow_key *key, struct decap *d)
+__noinline int parse_tunnel_skb(struct __sk_buff *skb, struct wr_flow_key *key, struct decap *d,
+				struct tun_memo *memo)
 {
 	struct packet p = { (void *)(long)skb->data, (void *)(long)skb->data_end };
 
-	if (!key || !d)
+	if (!key || !d || !memo)
 		return TUN_NOT_OURS;
-	return parse_tunnel(skb, 0, &p, key, d);
+	return parse_tunnel(skb, 0, &p, key, d, memo);
 }
 
 /*

@@ -534,10 +534,22 @@ static __always_inline int parse_frame(struct packet *p, struct wr_flow_key *key
 	return 0;
 }
 
+/* The network a port with `flags` and `net` stamps on key (see stamp_net
+ * in classify.h), key's tunnel fields set. */
+static __always_inline __u32 port_net(__u16 flags, __u32 net, const struct wr_flow_key *key)
+{
+	__u64 id;
+
+	if (!(flags & WR_PORTF_NET_FLOW))
+		return net;
+	id = bpf_be64_to_cpu(key->tun_id);
+	return id >> 32 ? 0 : id;
+}
+
 /* A cheap hash of the whole flow key, for the flow cache's slots: each
- * word, its high bits folded into its low ones, times an odd constant of
- * its own (so that swapped fields hash apart), summed, then mixed so that
- * the top bits depend on all. */
+ * word times an odd constant of its own (so that swapped fields hash
+ * apart), summed, then mixed so that the top bits depend on all (the high
+ * halves reach the low ones in the final fold). */
 static __always_inline __u32 flow_key_hash(const struct wr_flow_key *key)
 {
 	const __u64 *w = (const __u64 *)key;
@@ -545,7 +557,7 @@ static __always_inline __u32 flow_key_hash(const struct wr_flow_key *key)
 
 #pragma unroll
 	for (int i = 0; i < WR_FLOW_KEY_WORDS; i++)
-		h += (w[i] ^ (w[i] >> 29)) * (0x9e3779b97f4a7c15ULL * (2 * i + 1));
+		h += w[i] * (0x9e3779b97f4a7c15ULL * (2 * i + 1));
 	h ^= h >> 32;
 	h *= 0xff51afd7ed558ccdULL;
 	return h >> 32;

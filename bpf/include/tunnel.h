@@ -87,6 +87,25 @@ struct decap {
 	__u32 len;
 };
 
+/* What an endpoint and a packet's remote resolve to: the endpoint's
+ * protocol, and the tunnel port the packet arrives on (0: none takes it)
+ * with what decapsulation needs of that port. */
+struct tun_port {
+	__be64 key_in;		/* wr_port.key_in */
+	__u32 net;		/* wr_port.net */
+	__u16 port;
+	__u16 flags;		/* wr_port.flags */
+	__u8 proto;		/* enum wr_proto, the endpoint's */
+	__u8 pad[7];
+};
+
+/* The last endpoint a CPU resolved (see resolve_port in decap.h). */
+struct tun_memo {
+	__u64 tag;		/* wr_config.seq + 1 when filled; 0: never */
+	struct wr_endpoint_key ek;
+	struct tun_port tp;
+};
+
 /*
  * RFC 6040 decapsulation of ECN into the inner IP header at l3 (version
  * 4 or 6). Returns -1 when the packet must be dropped (CE on not-ECT).
