@@ -3,7 +3,8 @@
  * coarse clock of a flow's last use is right to its resolution; the
  * exact-match flow cache goes stale at once on any change, keeps counters
  * exact and is left alone by trace; the next-hop cache goes stale at once on
- * a port or tunnel key change, and within its bound on a neighbour change.
+ * a port or tunnel key change, and within its bound on a neighbour change;
+ * the endpoint memo goes stale at once on a port change.
  */
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { coarseNs, coarseResolutionNs } from "../src/bpf/clock.ts";
