@@ -13,7 +13,7 @@ import { decompileActions } from "../compile.ts";
 import type { ActionSpec } from "../flow_actions.ts";
 import type { CounterArrays } from "./counters.ts";
 import { decodeActions, eachVisible, type Entry, KEY_SIZE } from "./entry.ts";
-import { KeyArena } from "./flow_set.ts";
+import { gatherKey, KeyArena, scatterKey } from "./flow_set.ts";
 import type { TableContext } from "./journal.ts";
 import { type LiveMask, masksById } from "./masks.ts";
 import { type FlowFilter, type InstalledFlow, selector, tunKeyReader } from "./queries.ts";
@@ -24,24 +24,36 @@ const DUMP_CHUNK = 65536;
 
 // A row's words in DumpRows' records, 32 bytes per flow id.
 const R_MASK = 0; // its mask's index in DumpRows.masks plus one, 0 for no row
-const R_KEY = 1; // where its key starts in the arena
-const R_PRIORITY = 2; // its priority, and its owner in the high 16 bits
-const R_ACTIONS = 3; // its action list's index
-const R_COOKIE = 4; // its cookie's low 32 bits, then its high 32 bits
+const R_PRIORITY = 1; // its priority, and its owner in the high 16 bits
+const R_ACTIONS = 2; // its action list's index
+const R_COOKIE = 3; // its cookie's low 32 bits, then its high 32 bits
+const R_KEY = 5; // its key's bytes, or where they start in the arena
 const STRIDE = 8;
+// Bytes of a key held in its record rather than in the arena: the words
+// from R_KEY to the record's end.
+const INLINE = (STRIDE - R_KEY) * 4;
 
 /**
  * Selected flows of a dump, a record each, indexed by flow id. Rows come
  * in the kernel's hash order, so each is one write at random (a record
  * is half a cache line; in separate columns it was a miss per column);
  * read back in dump order, which within a priority is flow id order, the
- * records are walked from start to end.
+ * records are walked from start to end. A key of up to {@link INLINE}
+ * bytes under its mask (a /32 and a port or two) is kept in the record:
+ * in the arena, which fills in hash order, each key read back in dump
+ * order was a miss of its own.
  */
 class DumpRows {
   count = 0;
   /** The masks rows refer to. */
   readonly masks: LiveMask[] = [];
   readonly #rec: Uint32Array;
+  readonly #recBytes: Uint8Array;
+  /**
+   * A bit per flow id with a row: a test that stays in the cache, where
+   * the record's own word was a read at random before each write.
+   */
+  readonly #has: Uint32Array;
   /** Each distinct action list's raw `struct wr_action`s. */
   actionLists: Uint8Array[] = [];
   #listsByHash = new Map<number, number[]>();
@@ -54,17 +66,26 @@ class DumpRows {
 
   constructor(maxFlows: number) {
     this.#rec = new Uint32Array(maxFlows * STRIDE);
+    this.#recBytes = new Uint8Array(this.#rec.buffer);
+    this.#has = new Uint32Array((maxFlows + 31) >>> 5);
   }
 
   add(mask: LiveMask, e: Entry): void {
-    const at = e.flowId * STRIDE;
+    const id = e.flowId;
+    const at = id * STRIDE;
     const rec = this.#rec;
-    if (rec[at + R_MASK] === 0) this.count++;
-    else this.#perPriority[65536 - (rec[at + R_PRIORITY] & 0xffff)]--;
+    const bit = 1 << (id & 31);
+    if ((this.#has[id >>> 5] & bit) === 0) {
+      this.#has[id >>> 5] |= bit;
+      this.count++;
+    } else this.#perPriority[65536 - (rec[at + R_PRIORITY] & 0xffff)]--;
     let m = this.masks.indexOf(mask);
     if (m < 0) m = this.masks.push(mask) - 1;
     rec[at + R_MASK] = m + 1;
-    rec[at + R_KEY] = this.#keys.push(e.keys, e.keyAt, mask.offsets);
+    const offsets = mask.offsets;
+    if (offsets.length <= INLINE) {
+      gatherKey(e.keys, e.keyAt, offsets, this.#recBytes, (at + R_KEY) * 4);
+    } else rec[at + R_KEY] = this.#keys.push(e.keys, e.keyAt, offsets);
     const priority = e.priority;
     rec[at + R_PRIORITY] = priority | (e.owner << 16);
     this.#perPriority[65536 - priority]++;
@@ -116,7 +137,10 @@ class DumpRows {
     const mask = this.maskOf(id);
     // Under the mask of the key before, the bytes outside the mask are 0 already.
     const clear = out !== this.#lastOut || mask !== this.#lastMask;
-    this.#keys.keyInto(this.#rec[id * STRIDE + R_KEY], mask.offsets, out, 0, clear);
+    const at = id * STRIDE + R_KEY;
+    if (mask.offsets.length <= INLINE) {
+      scatterKey(this.#recBytes, at * 4, mask.offsets, out, 0, clear);
+    } else this.#keys.keyInto(this.#rec[at], mask.offsets, out, 0, clear);
     this.#lastOut = out;
     this.#lastMask = mask;
   }

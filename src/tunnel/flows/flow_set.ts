@@ -87,7 +87,7 @@ export class KeyArena {
       this.bytes = bigger;
     }
     const start = this.#used;
-    for (let j = 0; j < offsets.length; j++) this.bytes[start + j] = key[at + offsets[j]];
+    gatherKey(key, at, offsets, this.bytes, start);
     this.#used += offsets.length;
     return start;
   }
@@ -98,9 +98,36 @@ export class KeyArena {
    * (`out` holds a key under the same mask already).
    */
   keyInto(start: number, offsets: Uint8Array, out: Uint8Array, at: number, clear = true): void {
-    if (clear) out.fill(0, at, at + KEY_SIZE);
-    for (let j = 0; j < offsets.length; j++) out[at + offsets[j]] = this.bytes[start + j];
+    scatterKey(this.bytes, start, offsets, out, at, clear);
   }
+}
+
+/** Copies the bytes that `offsets` name of the key at `at` of `key` to `dst`, back to back from `start`. */
+export function gatherKey(
+  key: Uint8Array,
+  at: number,
+  offsets: Uint8Array,
+  dst: Uint8Array,
+  start: number,
+): void {
+  for (let j = 0; j < offsets.length; j++) dst[start + j] = key[at + offsets[j]];
+}
+
+/**
+ * The inverse of {@link gatherKey}: the bytes from `start` of `src` back
+ * where `offsets` name in the key at `at` of `out`, the rest of it
+ * cleared first when `clear`.
+ */
+export function scatterKey(
+  src: Uint8Array,
+  start: number,
+  offsets: Uint8Array,
+  out: Uint8Array,
+  at: number,
+  clear: boolean,
+): void {
+  if (clear) out.fill(0, at, at + KEY_SIZE);
+  for (let j = 0; j < offsets.length; j++) out[at + offsets[j]] = src[start + j];
 }
 
 /**
