@@ -131,6 +131,14 @@ export const libbpfSymbols = {
     parameters: [int, buf, buf, buf, buf, buf, buf],
     result: int,
   },
+  // The same call off the JavaScript thread: a big map's next chunk is
+  // copied while JavaScript works on the last one.
+  bpf_map_lookup_batch_async: {
+    name: "bpf_map_lookup_batch",
+    parameters: [int, buf, buf, buf, buf, buf, buf],
+    result: int,
+    nonblocking: true,
+  },
   // int bpf_map_update_batch(int fd, const void *keys, const void *values,
   //     __u32 *count, const struct bpf_map_batch_opts *opts)
   bpf_map_update_batch: { parameters: [int, buf, buf, buf, buf], result: int },

@@ -232,48 +232,40 @@ export class BpfMap implements Disposable {
    * The chunk's buffers are reused between iterations: copy what you keep.
    */
   *lookupBatch(chunkSize = 4096): Generator<BatchChunk> {
-    // A hash map's batch token is a bucket index; an array's is a key.
-    const tokenSize = Math.max(this.keySize, 8);
-    let inBatch: Uint8Array<ArrayBuffer> | null = null;
-    const outBatch = new Uint8Array(tokenSize);
-    let size = chunkSize;
-    let keys = new Uint8Array(size * this.keySize);
-    let values = new Uint8Array(size * this.valueBufferSize);
-    const o = opts(24);
-    for (;;) {
-      const count = new Uint32Array([size]);
-      const mark = libbpfMessageMark();
-      const ret = libbpf().bpf_map_lookup_batch(
-        this.fd,
-        inBatch,
-        outBatch,
-        keys,
-        values,
-        new Uint8Array(count.buffer),
-        o,
-      );
-      if (ret === -ENOSPC && count[0] === 0) {
-        // One hash bucket holds more entries than fit: grow and retry.
-        size *= 2;
-        keys = new Uint8Array(size * this.keySize);
-        values = new Uint8Array(size * this.valueBufferSize);
-        continue;
+    const walk = new BatchWalk(this, chunkSize);
+    let into = walk.buffers();
+    while (!walk.done) {
+      const chunk = walk.result(libbpf().bpf_map_lookup_batch(...walk.args(into)), into);
+      if (chunk === GROWN) into = walk.buffers();
+      else if (chunk) yield chunk;
+    }
+  }
+
+  /**
+   * {@link lookupBatch} with the kernel's copies made off the JavaScript
+   * thread: the next chunk is read, into a second set of buffers, while
+   * the caller works on this one. As there, a chunk is valid until the
+   * next is asked for.
+   */
+  async *lookupBatchAsync(chunkSize = 4096): AsyncGenerator<BatchChunk> {
+    const walk = new BatchWalk(this, chunkSize);
+    let into = walk.buffers(), spare = walk.buffers();
+    let reading = libbpf().bpf_map_lookup_batch_async(...walk.args(into));
+    try {
+      for (;;) {
+        const chunk = walk.result(await reading, into);
+        if (chunk === GROWN) [into, spare] = [walk.buffers(), walk.buffers()];
+        else if (walk.done) {
+          if (chunk) yield chunk;
+          return;
+        } else [into, spare] = [spare, into];
+        reading = libbpf().bpf_map_lookup_batch_async(...walk.args(into));
+        if (chunk && chunk !== GROWN) yield chunk;
       }
-      if (ret < 0 && ret !== -ENOENT) {
-        throw new BpfError(`batch look up in map "${this.name}"`, -ret, {
-          libbpfLog: libbpfMessagesSince(mark),
-        });
-      }
-      if (count[0] > 0) {
-        yield {
-          keys: keys.subarray(0, count[0] * this.keySize),
-          values: values.subarray(0, count[0] * this.valueBufferSize),
-          count: count[0],
-        };
-      }
-      if (ret === -ENOENT) return;
-      inBatch ??= new Uint8Array(tokenSize);
-      inBatch.set(outBatch);
+    } finally {
+      // The kernel writes into the buffers until its call returns, even
+      // when the caller stopped early: they must live until then.
+      await reading;
     }
   }
 
@@ -340,5 +332,86 @@ export class BpfMap implements Disposable {
     if (key.length !== this.keySize) {
       throw new RangeError(`map "${this.name}": key is ${key.length} bytes, want ${this.keySize}`);
     }
+  }
+}
+
+/** What {@link BatchWalk.result} says when one hash bucket did not fit: new buffers, the same call again. */
+const GROWN = Symbol("grown");
+
+/** A chunk's key and value buffers. */
+interface BatchBuffers {
+  keys: Uint8Array<ArrayBuffer>;
+  values: Uint8Array<ArrayBuffer>;
+}
+
+/**
+ * One walk of a map with `BPF_MAP_LOOKUP_BATCH`, a call at a time: where
+ * the kernel is, how big a chunk is, and what each call's result means.
+ */
+class BatchWalk {
+  readonly #map: BpfMap;
+  #in: Uint8Array<ArrayBuffer> | null = null;
+  readonly #out: Uint8Array<ArrayBuffer>;
+  readonly #count = new Uint32Array(1);
+  readonly #opts = opts(24);
+  #size: number;
+  #mark = 0;
+  /** Whether the last call read the map's last entries. */
+  done = false;
+
+  constructor(map: BpfMap, chunkSize: number) {
+    this.#map = map;
+    // A hash map's batch token is a bucket index; an array's is a key.
+    this.#out = new Uint8Array(Math.max(map.keySize, 8));
+    this.#size = chunkSize;
+  }
+
+  /** Buffers for a chunk of the current size. */
+  buffers(): BatchBuffers {
+    return {
+      keys: new Uint8Array(this.#size * this.#map.keySize),
+      values: new Uint8Array(this.#size * this.#map.valueBufferSize),
+    };
+  }
+
+  /** The arguments of the next call, reading into `b`. */
+  args(b: BatchBuffers) {
+    this.#count[0] = b.keys.length / this.#map.keySize;
+    this.#mark = libbpfMessageMark();
+    return [
+      this.#map.fd,
+      this.#in,
+      this.#out,
+      b.keys,
+      b.values,
+      new Uint8Array(this.#count.buffer),
+      this.#opts,
+    ] as const;
+  }
+
+  /** The chunk the call that read into `b` returned `ret` for: undefined for none, GROWN to call again. */
+  result(ret: number, b: BatchBuffers): BatchChunk | undefined | typeof GROWN {
+    const count = this.#count[0];
+    if (ret === -ENOSPC && count === 0) {
+      // One hash bucket holds more entries than fit: grow and retry.
+      this.#size *= 2;
+      return GROWN;
+    }
+    if (ret < 0 && ret !== -ENOENT) {
+      throw new BpfError(`batch look up in map "${this.#map.name}"`, -ret, {
+        libbpfLog: libbpfMessagesSince(this.#mark),
+      });
+    }
+    if (ret === -ENOENT) this.done = true;
+    else {
+      this.#in ??= new Uint8Array(this.#out.length);
+      this.#in.set(this.#out);
+    }
+    if (count === 0) return undefined;
+    return {
+      keys: b.keys.subarray(0, count * this.#map.keySize),
+      values: b.values.subarray(0, count * this.#map.valueBufferSize),
+      count,
+    };
   }
 }

@@ -367,14 +367,16 @@ export class Datapath implements Disposable {
   /**
    * {@link eachFlow}'s flows handed to `fn` one at a time, in the same
    * order and with the same options: what a caller that prints a million
-   * flows uses, without a generator's step per flow.
+   * flows uses, without a generator's step per flow. The kernel's
+   * copies of the table and its counters are made off the JavaScript
+   * thread, while it sorts what they gave before.
    */
   forEachFlow(
     filter: FlowFilter,
     options: { counters?: boolean; reuse?: boolean },
     fn: (f: InstalledFlow) => void,
-  ): void {
-    this.#flows.forEach(filter, options, fn);
+  ): Promise<void> {
+    return this.#flows.forEach(filter, options, fn);
   }
 
   /** The flow a packet with flow key `key` hits, as the kernel's lookup picks it. */

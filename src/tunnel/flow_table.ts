@@ -40,6 +40,7 @@ import {
 import {
   type CounterArrays,
   counterArrays,
+  counterArraysAsync,
   type FlowCounters,
   flowCounters,
 } from "./flows/counters.ts";
@@ -158,6 +159,11 @@ export class FlowTable {
     return counterArrays(this.#t.maps);
   }
 
+  /** {@link counterArrays}, read off the JavaScript thread. */
+  counterArraysAsync(): Promise<CounterArrays> {
+    return counterArraysAsync(this.#t.maps);
+  }
+
   /**
    * The installed flows the filter covers, highest priority first (then
    * by flow id), decoded one at a time: a million cost tens of megabytes.
@@ -169,9 +175,18 @@ export class FlowTable {
     return sorted(this.#t, filter, options);
   }
 
-  /** {@link sorted}'s flows handed to `fn` one at a time, without a generator's step per flow. */
-  eachSorted(filter: FlowFilter, options: DumpOptions, fn: (f: InstalledFlow) => void): void {
-    eachSorted(this.#t, filter, options, fn);
+  /**
+   * {@link sorted}'s flows handed to `fn` one at a time, without a
+   * generator's step per flow; the kernel's copies are made off the
+   * JavaScript thread, the counters' (from {@link counterArraysAsync})
+   * while the index is read.
+   */
+  eachSorted(
+    filter: FlowFilter,
+    options: { counters?: Promise<CounterArrays>; reuse?: boolean },
+    fn: (f: InstalledFlow) => void,
+  ): Promise<void> {
+    return eachSorted(this.#t, filter, options, fn);
   }
 
   /**

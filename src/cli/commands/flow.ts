@@ -211,7 +211,7 @@ export function register(cli: Command): void {
     .option("--group <id>", "only flows sending to this group", toInt)
     .option("--no-counters", "skip reading counters")
     .option("--json", "print JSON")
-    .action((text: string | undefined, opts, cmd) => {
+    .action(async (text: string | undefined, opts, cmd) => {
       using dp = openDatapath(cmd);
       const filter = matchFilter(dp, text, opts.owner);
       if (opts.port) {
@@ -228,7 +228,7 @@ export function register(cli: Command): void {
       let first = true;
       if (opts.json) out.write("[");
       // Each flow is printed before the next is decoded over it.
-      dp.forEachFlow(filter, { counters: opts.counters, reuse: true }, (f) => {
+      await dp.forEachFlow(filter, { counters: opts.counters, reuse: true }, (f) => {
         if (opts.json) {
           out.write(`${first ? "\n" : ",\n"}${toJson(dumpJson(dp, f, now))}`);
         } else {

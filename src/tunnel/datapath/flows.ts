@@ -123,13 +123,20 @@ export class DatapathFlows {
     return this.#table.sorted(filter, this.#dumpOptions(options));
   }
 
-  /** {@link each}'s flows handed to `fn` one at a time, without a generator's step per flow. */
+  /**
+   * {@link each}'s flows handed to `fn` one at a time, without a
+   * generator's step per flow; the counters and the index are read at
+   * once, off the JavaScript thread.
+   */
   forEach(
     filter: FlowFilter,
     options: { counters?: boolean; reuse?: boolean },
     fn: (f: InstalledFlow) => void,
-  ): void {
-    this.#table.eachSorted(filter, this.#dumpOptions(options), fn);
+  ): Promise<void> {
+    return this.#table.eachSorted(filter, {
+      counters: options.counters ? this.#table.counterArraysAsync() : undefined,
+      reuse: options.reuse,
+    }, fn);
   }
 
   #dumpOptions(options: { counters?: boolean; reuse?: boolean }): DumpOptions {

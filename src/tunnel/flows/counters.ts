@@ -7,6 +7,7 @@
  * @module
  */
 
+import type { BatchChunk } from "../../bpf/map.ts";
 import { fieldOffsets } from "../../maps/codec.ts";
 import { flowStatsCodec } from "../../maps/layouts.ts";
 import type { DatapathMaps } from "../pins.ts";
@@ -58,6 +59,23 @@ export function flowCounters(maps: DatapathMaps, flowId: number): FlowCounters {
 
 /** Every flow id's counters in typed arrays: a few bytes per flow. */
 export function counterArrays(maps: DatapathMaps): CounterArrays {
+  const sum = counterSum(maps);
+  for (const c of maps.flowStats.raw.lookupBatch(CHUNK)) sum.add(c);
+  return sum.out;
+}
+
+/**
+ * {@link counterArrays} with the kernel's copies made off the JavaScript
+ * thread: a dump reads the counters while it reads the flow index.
+ */
+export async function counterArraysAsync(maps: DatapathMaps): Promise<CounterArrays> {
+  const sum = counterSum(maps);
+  for await (const c of maps.flowStats.raw.lookupBatchAsync(CHUNK)) sum.add(c);
+  return sum.out;
+}
+
+/** Arrays for every flow id's counters, and how to add a chunk of `wr_flow_stats` to them. */
+function counterSum(maps: DatapathMaps): { out: CounterArrays; add(c: BatchChunk): void } {
   const raw = maps.flowStats.raw;
   const n = raw.info.maxEntries;
   const out: CounterArrays = {
@@ -68,7 +86,7 @@ export function counterArrays(maps: DatapathMaps): CounterArrays {
     hit: new Uint8Array(n),
   };
   const cpus = raw.valueBufferSize / raw.cpuStride;
-  for (const c of raw.lookupBatch(CHUNK)) {
+  const add = (c: BatchChunk) => {
     const keys = new Uint32Array(c.keys.buffer, c.keys.byteOffset, c.count);
     const words = new Uint32Array(c.values.buffer, c.values.byteOffset, c.values.byteLength / 4);
     const vals = new DataView(c.values.buffer, c.values.byteOffset, c.values.byteLength);
@@ -87,8 +105,8 @@ export function counterArrays(maps: DatapathMaps): CounterArrays {
         out.tcpFlags[id] |= vals.getUint16(at + S.tcp_flags, LE);
       }
     }
-  }
-  return out;
+  };
+  return { out, add };
 }
 
 /** Clears the counters of flow ids `ids` on every CPU. */

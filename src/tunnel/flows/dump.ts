@@ -8,11 +8,12 @@
  * @module
  */
 
+import type { BpfMap } from "../../bpf/map.ts";
 import { decodeFlowKey, type FlowKey, FlowKeyBuffer } from "../../maps/layouts.ts";
 import { decompileActions } from "../compile.ts";
 import type { ActionSpec } from "../flow_actions.ts";
 import type { CounterArrays } from "./counters.ts";
-import { decodeActions, eachVisible, type Entry, KEY_SIZE } from "./entry.ts";
+import { decodeActions, eachVisible, eachVisibleAsync, type Entry, KEY_SIZE } from "./entry.ts";
 import { gatherKey, KeyArena, scatterKey } from "./flow_set.ts";
 import type { TableContext } from "./journal.ts";
 import { type LiveMask, masksById } from "./masks.ts";
@@ -189,15 +190,22 @@ export function* sorted(
 
 /**
  * {@link sorted}'s flows handed to `fn` one at a time: a loop over a
- * million flows without a generator's step per flow.
+ * million flows without a generator's step per flow. The kernel's copies
+ * of the flow index, and of the counters when `counters` is a promise
+ * still reading them, are made off the JavaScript thread while it sorts
+ * what came before.
  */
-export function eachSorted(
+export async function eachSorted(
   t: TableContext,
   filter: FlowFilter,
-  options: DumpOptions,
+  options: Omit<DumpOptions, "counters"> & { counters?: Promise<CounterArrays> },
   fn: (f: InstalledFlow) => void,
-): void {
-  const { order, flowAt } = prepare(t, filter, options);
+): Promise<void> {
+  // Awaited once the index is read; a failure meanwhile is not unhandled.
+  options.counters?.catch(() => {});
+  const s = selection(t, filter);
+  await eachVisibleAsync(s.index, s.st.gen, s.add, DUMP_CHUNK);
+  const { order, flowAt } = dumpOrder(t, s, { ...options, counters: await options.counters });
   for (const id of order) fn(flowAt(id));
 }
 
@@ -207,14 +215,38 @@ function prepare(
   filter: FlowFilter,
   options: DumpOptions,
 ): { order: Uint32Array; flowAt: (flowId: number) => InstalledFlow } {
+  const s = selection(t, filter);
+  eachVisible(s.index, s.st.gen, s.add, DUMP_CHUNK);
+  return dumpOrder(t, s, options);
+}
+
+/** What a dump starts from: the table's state, its index, and the rows `add` keeps of the entries the filter selects. */
+interface Selection {
+  st: ReturnType<TableContext["journal"]["load"]>;
+  index: BpfMap;
+  rows: DumpRows;
+  add: (e: Entry) => void;
+}
+
+/** The start of a dump of the flows `filter` covers. */
+function selection(t: TableContext, filter: FlowFilter): Selection {
   const st = t.journal.load();
   const masks = masksById(st.masks);
   const select = selector(filter, st.owners);
   const rows = new DumpRows(st.cfg.max_flows);
-  eachVisible(t.journal.index(st), st.gen, (e) => {
+  const add = (e: Entry) => {
     const mask = masks.get(e.maskId);
     if (mask && select(mask, e)) rows.add(mask, e);
-  }, DUMP_CHUNK);
+  };
+  return { st, index: t.journal.index(st), rows, add };
+}
+
+/** The rows of `s` in dump order, and how to make a flow of them. */
+function dumpOrder(
+  t: TableContext,
+  { st, rows }: Selection,
+  options: DumpOptions,
+): { order: Uint32Array; flowAt: (flowId: number) => InstalledFlow } {
   const tunKey = tunKeyReader(t.maps, st);
   const actionLists = rows.actionLists.map((raw) =>
     // Shared by every flow with this list: frozen.

@@ -14,7 +14,7 @@
  * @module
  */
 
-import { BpfMap } from "../../bpf/map.ts";
+import { type BatchChunk, BpfMap } from "../../bpf/map.ts";
 import { fieldOffsets } from "../../maps/codec.ts";
 import { MapType } from "../../bpf/info.ts";
 import {
@@ -403,13 +403,28 @@ export function eachVisible(
   fn: (e: Entry) => void,
   chunk = CHUNK,
 ): void {
-  const bit = visBit(gen);
-  for (const c of index.lookupBatch(chunk)) {
-    const e = new Entry(c.keys, c.values);
-    for (let i = 0; i < c.count; i++) {
-      const seen = seenFor(index, e.at(i), bit);
-      if (seen) fn(seen);
-    }
+  for (const c of index.lookupBatch(chunk)) visibleIn(index, c, visBit(gen), fn);
+}
+
+/**
+ * {@link eachVisible} with the kernel's copies made off the JavaScript
+ * thread: the next chunk is read while `fn` works through this one.
+ */
+export async function eachVisibleAsync(
+  index: BpfMap,
+  gen: number,
+  fn: (e: Entry) => void,
+  chunk = CHUNK,
+): Promise<void> {
+  for await (const c of index.lookupBatchAsync(chunk)) visibleIn(index, c, visBit(gen), fn);
+}
+
+/** The flows of chunk `c` of `index` that the generation with visibility bit `bit` sees, handed to `fn`. */
+function visibleIn(index: BpfMap, c: BatchChunk, bit: number, fn: (e: Entry) => void): void {
+  const e = new Entry(c.keys, c.values);
+  for (let i = 0; i < c.count; i++) {
+    const seen = seenFor(index, e.at(i), bit);
+    if (seen) fn(seen);
   }
 }
 
