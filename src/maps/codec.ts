@@ -297,7 +297,7 @@ export function parseIPv4(text: string): Uint8Array {
   return b;
 }
 
-/** Dotted-quad text of 4 bytes. */
+/** Dotted-quad text of the first 4 bytes of `b`. */
 export function formatIPv4(b: Uint8Array): string {
   return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
 }

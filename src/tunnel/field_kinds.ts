@@ -10,7 +10,7 @@
 
 import { formatMac, parseMac } from "../maps/codec.ts";
 import { TunFlag } from "../maps/layouts.ts";
-import { formatAddr, maskPrefix, parseAddr, prefixMask } from "./addr.ts";
+import { formatAddr, isZero, maskPrefix, parseAddr, prefixMask } from "./addr.ts";
 import {
   hex,
   type IntMember,
@@ -188,7 +188,7 @@ export function addrField(
     },
     format(m) {
       const mask = m.mask[member];
-      if (mask.every((b) => b === 0)) return undefined;
+      if (isZero(mask)) return undefined;
       const v6 = tunnel ? (m.key.tun_flags & TunFlag.V6) !== 0 : family === 6;
       if (tunnel && v6 !== (family === 6)) return undefined;
       const value = formatAddr(m.key[member], v6);

@@ -74,13 +74,17 @@ function planOf(mask: FlowKey, c: Context): Plan {
 
 /** The match as Open vSwitch-style text, shorthands first. */
 export function formatMatch(m: Match, ports: PortNames): string {
+  // Parts joined as they come, without a closure or an array per match.
   let text = "";
-  const add = (part: string | undefined) => {
-    if (part) text = text ? `${text},${part}` : part;
-  };
-  for (const f of LEADING) add(f.format!(m, ports));
+  for (const f of LEADING) text = joined(text, f.format!(m, ports));
   const plan = planOf(m.mask, contextOf(m));
-  add(plan.short);
-  for (const f of plan.fields) add(f.format!(m, ports));
+  text = joined(text, plan.short);
+  for (const f of plan.fields) text = joined(text, f.format!(m, ports));
   return text;
+}
+
+/** `text` and `part` joined by a comma, either left out when empty. */
+function joined(text: string, part: string | undefined): string {
+  if (!part) return text;
+  return text ? `${text},${part}` : part;
 }
