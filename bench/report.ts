@@ -321,20 +321,21 @@ const WHY: [RegExp, string][] = [
   ],
   [
     /flows dumped/,
-    "it is more than 5× faster than bpftool, as targeted, but not under 2 s on this machine. " +
-    "CPU profiles of the whole command at a million flows (2 cores at load 8 to 9, so shares " +
-    "moved by up to ten points between runs) split it before this round: decoding keys " +
-    "into flows 17–29%, reading the index from the kernel 14–33%, collecting rows 8–19%, " +
-    "formatting 9–16%, printing 4–9%, sorting 4–5%, garbage collection 4%, summing per-CPU " +
-    "counters under 1%. Rows are now a record per flow id walked in flow id order (read back " +
-    "in the kernel's hash order they cost a cache miss per column per flow), ordered by a " +
-    "counting sort, read in batches of 65 536 through a callback instead of three nested " +
-    "generators, with action lists hashed in place, ports found in a map and idle counters " +
-    "printed as one text: 0.61× the CPU time and 0.48× the wall time of the code before " +
-    "(medians of 4 interleaved runs), 150 MiB at peak instead of 202. Left: collecting 24–35% " +
-    "(a write at random per flow into the records, the keys' arena), reading the index 17–22% " +
-    "(the kernel copies 248 bytes per flow), formatting 13–20% and decoding 11–18%, a few " +
-    "hundred ns per flow each in JavaScript",
+    "it is more than 5× faster than bpftool, as targeted, but was not under 2 s in this run. " +
+    "CPU profiles of the whole command at a million flows (2 cores at load 10 " +
+    "to 18, so shares moved by up to ten points between runs): collecting rows 23–31% (the " +
+    "first read of each entry the kernel copied, a write at random per flow into the records, " +
+    "finding its action list), waiting for the kernel's copies of the index and the counters " +
+    "12–26% (made off the JavaScript thread while it collects the chunk before), formatting " +
+    "9–20%, start-up 5–18% (Deno, the Node compatibility layer commander needs, the modules), " +
+    "garbage collection 4–8%, decoding keys 4–8%, printing 3–8%, sorting under 3%. This round: " +
+    "keys of up to 12 bytes kept in their records (read back from the arena in flow id order " +
+    "each was a cache miss), a bitmap of the rows, the output encoded into one reused buffer, " +
+    "the kernel's copies made while JavaScript works, and no view, callback or closure made " +
+    "per address or match in formatting: 0.86× the CPU time and 0.73× the wall time of the " +
+    "code before (5 interleaved runs at load 18), about 167 MiB at peak (a second set of " +
+    "batch buffers). Left: a few hundred ns per flow each for collecting and formatting in " +
+    "JavaScript, and 50–70 ms of Node compatibility start-up that commander brings",
   ],
   [
     /resident memory of warren apply/,
