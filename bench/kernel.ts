@@ -447,7 +447,7 @@ const ABLATIONS: {
   { build: "parse", without: "parsing the inner frame past Ethernet", decap: true, encap: false },
   { build: "nh_cache", without: "the next-hop cache", decap: false, encap: true },
   { build: "fib", without: "the FIB lookup", decap: false, encap: true },
-  { build: "hash", without: "the skb hash", decap: false, encap: true },
+  { build: "hash", without: "the flow hash", decap: false, encap: true },
   { build: "mtu", without: "the MTU lookup", decap: false, encap: true },
   { build: "devmap", without: "the device map (a redirect by ifindex)", decap: true, encap: false },
   {

@@ -21,7 +21,7 @@
 #define ABL_BUFLEN	0x010	/* XDP: the frame's length from its pointers, no helper */
 #define ABL_PARSE	0x020	/* the inner frame parsed no further than Ethernet */
 #define ABL_FIB		0x040	/* encap: no FIB lookup (no MACs, the underlay device) */
-#define ABL_HASH	0x080	/* encap: no skb hash for the source port and label */
+#define ABL_HASH	0x080	/* encap: no flow hash for the source port and label */
 #define ABL_MTU		0x100	/* encap: no MTU lookup (no too-big check) */
 #define ABL_CACHE_HIT	0x200	/* every cache probe misses: the search, and a fill */
 #define ABL_NH_CACHE	0x400	/* encap: no next-hop cache: routed, header built each time */

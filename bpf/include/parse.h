@@ -546,10 +546,23 @@ static __always_inline __u32 port_net(__u16 flags, __u32 net, const struct wr_fl
 	return id >> 32 ? 0 : id;
 }
 
-/* A cheap hash of the whole flow key, for the flow cache's slots: each
- * word times an odd constant of its own (so that swapped fields hash
- * apart), summed, then mixed so that the top bits depend on all (the high
- * halves reach the low ones in the final fold). */
+/* Word i's share of a key hash: the word times an odd constant of its own
+ * (so that swapped fields hash apart). */
+static __always_inline __u64 hash_word(__u64 w, int i)
+{
+	return w * (0x9e3779b97f4a7c15ULL * (2 * i + 1));
+}
+
+/* A key hash from the sum of its words' shares, mixed so that the top
+ * bits depend on all (the high halves reach the low ones in the fold). */
+static __always_inline __u32 hash_fold(__u64 h)
+{
+	h ^= h >> 32;
+	h *= 0xff51afd7ed558ccdULL;
+	return h >> 32;
+}
+
+/* A cheap hash of the whole flow key, for the flow cache's slots. */
 static __always_inline __u32 flow_key_hash(const struct wr_flow_key *key)
 {
 	const __u64 *w = (const __u64 *)key;
@@ -557,10 +570,8 @@ static __always_inline __u32 flow_key_hash(const struct wr_flow_key *key)
 
 #pragma unroll
 	for (int i = 0; i < WR_FLOW_KEY_WORDS; i++)
-		h += w[i] * (0x9e3779b97f4a7c15ULL * (2 * i + 1));
-	h ^= h >> 32;
-	h *= 0xff51afd7ed558ccdULL;
-	return h >> 32;
+		h += hash_word(w[i], i);
+	return hash_fold(h);
 }
 
 #endif /* WR_PARSE_H */
