@@ -401,16 +401,19 @@ static __always_inline void encap_patch(struct wr_port *port, struct scratch *s,
 		ip6->hop_limit = ttl;
 	} else {
 		struct iphdr *ip = (void *)(h + sizeof(struct ethhdr));
-		const __u16 *w = (const __u16 *)ip;
-
-		ip->version = 4;
-		ip->ihl = 5;
-		ip->tos = tos;
-		ip->tot_len = bpf_htons(total - sizeof(struct ethhdr));
+		__u16 *w = (__u16 *)ip;
+		/* Whole words, summed from registers: reading back bytes just
+		 * stored one at a time would stall on store forwarding. */
+		__u16 w0 = bpf_htons(0x4500 | tos), w1 = bpf_htons(total - sizeof(struct ethhdr));
 		/* RFC 6864: with DF the ID has no use; without, it must vary. */
-		ip->id = (flags & WR_TUNF_DF) ? 0 : (__u16)bpf_get_prandom_u32();
-		ip->ttl = ttl;
-		ip->check = ~csum_fold32(out->hsum + w[0] + w[1] + w[2] + w[4]);
+		__u16 w2 = (flags & WR_TUNF_DF) ? 0 : (__u16)bpf_get_prandom_u32();
+		__u16 w4 = bpf_htons(((__u16)ttl << 8) | ip->protocol);
+
+		w[0] = w0;
+		w[1] = w1;
+		w[2] = w2;
+		w[4] = w4;
+		ip->check = ~csum_fold32(out->hsum + w0 + w1 + w2 + w4);
 	}
 	if (port->proto == WR_PROTO_GRE) {
 		if (port->flags & WR_PORTF_SEQ) {
