@@ -302,15 +302,20 @@ static __always_inline void group_count(struct wr_group_stats *s, __u64 bytes)
 	s->bytes += bytes;
 }
 
-/* The local port whose device is ifindex; 0 for none. */
+/* The local port whose device is ifindex; 0 for none. Two calls the
+ * compiler must not merge into one whose map is chosen at run time: the
+ * verifier inlines an array lookup only where the call sees one map, and
+ * an indirect call to the helper costs more than the rest of the lookup. */
 static __always_inline __u32 ifindex_port(__u32 ifindex)
 {
 	__u32 *port;
 
-	if (ifindex < WR_IFINDEX_DIRECT)
+	if (ifindex < WR_IFINDEX_DIRECT) {
 		port = bpf_map_lookup_elem(&wr_ifindex_ports, &ifindex);
-	else
-		port = bpf_map_lookup_elem(&wr_ifindex_ports_far, &ifindex);
+		return port ? *port : 0;
+	}
+	asm volatile("" ::: "memory");
+	port = bpf_map_lookup_elem(&wr_ifindex_ports_far, &ifindex);
 	return port ? *port : 0;
 }
 
