@@ -183,7 +183,9 @@ __noinline long tunnel_output(struct __sk_buff *skb, const struct frame_info *fi
 	out = &s->out;
 	r = build_outer(skb, fi, key, st, out);
 	if (!r && port->proto == WR_PROTO_STT)
-		r = stt_fill_hdr(skb, fi, st);
+		/* Only a UDP GSO packet's datagrams come this way (stt_datagrams):
+		 * one STT segment each. */
+		r = stt_fill_hdr(skb, fi, st, device_completes(skb));
 	/* What the frame grows by: the outer headers, and its tag if the
 	 * kernel holds it aside. */
 	grow = out->hdr_len + st->tag;

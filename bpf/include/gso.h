@@ -507,25 +507,14 @@ static __noinline int seg_hold(struct __sk_buff *skb, const struct frame_info *f
  * else as the bytes are. STT's header can leave it to the receiver, and
  * must when the device passes the skb on as it is (a veth): the outer
  * checksum then covers the seed. When the device fills it in
- * (device_completes), the STT header of the output's outer header (in s)
- * says it is complete.
+ * (device_completes), the STT header says it is complete (stt_flags_of).
  */
 static __always_inline __u8 seg_lco(struct __sk_buff *skb, const struct seg_state *g,
-				    const struct wr_port *port, struct scratch *s)
+				    const struct wr_port *port)
 {
-	__u32 at = sizeof(struct ethhdr) + (s->out.v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr)) +
-		   sizeof(struct tcphdr);
-	struct stt_hdr *sh = (void *)(s->hdr + at);
-
 	if (!g->partial)
 		return 0;
-	if (port->proto != WR_PROTO_STT)
-		return 1;
-	if (!device_completes(skb))
-		return 0;
-	sh->flags &= ~STT_F_CSUM_PARTIAL;
-	sh->l4_off = 0;
-	return 1;
+	return port->proto != WR_PROTO_STT || device_completes(skb);
 }
 
 /*
@@ -560,7 +549,7 @@ __noinline long segment_output(struct __sk_buff *skb, const struct frame_info *f
 	if (!r) {
 		g->hlen = out->hdr_len;
 		g->port_no = st->port_no;
-		g->lco = seg_lco(skb, g, port, s);
+		g->lco = seg_lco(skb, g, port);
 		g->failed = 0;
 		/* Room for this output's outer header in front of the frame,
 		 * where the skb's checksum state expects the frame to be. */

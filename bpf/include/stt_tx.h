@@ -32,9 +32,12 @@ struct sk_buff___stt {
 } __attribute__((preserve_access_index));
 
 /* The STT header's flags and L4 offset for the frame in ctx (fi parsed
- * it), written into the header at sh. */
+ * it), written into the header at sh. `complete`: the frame goes in one
+ * STT segment through a device that fills in its TCP/UDP checksum left
+ * partial (device_completes), so the checksum is complete on the wire and
+ * nothing is left to the receiver (no partial flag, L4 offset or MSS). */
 static __always_inline void stt_flags_of(struct __sk_buff *ctx, const struct frame_info *fi,
-					 struct stt_hdr *sh)
+					 struct stt_hdr *sh, __u32 complete)
 {
 	struct sk_buff___stt *skb = bpf_cast_to_kern_ctx(ctx);
 	__u8 f = 0, state = BPF_CORE_READ_BITFIELD(skb, ip_summed);
@@ -44,7 +47,10 @@ static __always_inline void stt_flags_of(struct __sk_buff *ctx, const struct fra
 	if (fi->ip_proto_l4 == IPPROTO_TCP)
 		f |= STT_F_TCP;
 	sh->l4_off = 0;
-	if (state == CHECKSUM_PARTIAL) {
+	if (state == CHECKSUM_PARTIAL && complete && fi->l4_off &&
+	    (fi->ip_proto_l4 == IPPROTO_TCP || fi->ip_proto_l4 == IPPROTO_UDP)) {
+		/* Neither partial nor verified: as any checksummed frame. */
+	} else if (state == CHECKSUM_PARTIAL) {
 		/* The checksum still holds only its pseudo-header sum: STT
 		 * says so, and the receiver completes it. */
 		__u32 at = (__u32)skb->csum_start - skb->mac_header;
@@ -63,11 +69,12 @@ static __always_inline void stt_flags_of(struct __sk_buff *ctx, const struct fra
  * Writes the fake TCP header and the STT header of the output st is doing
  * after the outer IP header that build_outer put in the scratch header:
  * the frame length and offset in the sequence number, a frame identifier
- * in the acknowledgement. A global function: its frame sits beside the
- * deeper ones of stt_output, not under them. Returns 0 or a WR_DROP_*.
+ * in the acknowledgement; `complete` as stt_flags_of's. A global
+ * function: its frame sits beside the deeper ones of stt_output, not under
+ * them. Returns 0 or a WR_DROP_*.
  */
 __noinline int stt_fill_hdr(struct __sk_buff *skb, const struct frame_info *fi,
-			    const struct exec_state *st)
+			    const struct exec_state *st, __u32 complete)
 {
 	__u32 zero = 0;
 	struct scratch *s = bpf_map_lookup_elem(&wr_scratch, &zero);
@@ -93,7 +100,7 @@ __noinline int stt_fill_hdr(struct __sk_buff *skb, const struct frame_info *fi,
 	th->psh = 1;
 	th->window = bpf_htons(65535);
 	sh->version = 0;
-	stt_flags_of(skb, fi, sh);
+	stt_flags_of(skb, fi, sh, complete);
 	sh->reserved = 0;
 	/* The MSS goes with a TCP checksum left partial: the receiver
 	 * resegments and fills in the checksums of each segment. A UDP GSO
@@ -300,16 +307,14 @@ __noinline int stt_segment(struct __sk_buff *skb, const struct exec_state *st, _
  * Fills in the TCP checksum of an STT packet sent in one segment, whose
  * Ethernet + IP + TCP headers are hlen bytes, and whose frame fi
  * describes. When the device fills in the frame's TCP/UDP checksum left
- * partial (device_completes), the checksum is complete on the wire: the
- * STT header says nothing is left to the receiver (no partial flag, L4
- * offset or MSS), and the TCP checksum counts the frame's checksum as the
- * device leaves it (tx_sum). A global function.
+ * partial (device_completes), the checksum is complete on the wire, as the
+ * STT header says (stt_flags_of), and the TCP checksum counts the frame's
+ * checksum as the device leaves it (tx_sum). A global function.
  */
 __noinline int stt_tcp_csum(struct __sk_buff *skb, const struct frame_info *fi, __u32 hlen, __u32 v6)
 {
 	__u32 zero = 0, l4 = hlen - sizeof(struct tcphdr), len = skb->len, inner_l4 = 0;
 	struct scratch *s = bpf_map_lookup_elem(&wr_scratch, &zero);
-	struct stt_hdr sh;
 	__s64 sum;
 	__u16 check;
 	__u8 *ip;
@@ -319,12 +324,7 @@ __noinline int stt_tcp_csum(struct __sk_buff *skb, const struct frame_info *fi, 
 	if (device_completes(skb) && fi->l4_off &&
 	    (fi->ip_proto_l4 == IPPROTO_TCP || fi->ip_proto_l4 == IPPROTO_UDP)) {
 		inner_l4 = hlen + WR_STT_HDR_LEN + fi->l4_off;
-		if (inner_l4 > 512 || bpf_skb_load_bytes(skb, hlen, &sh, sizeof(sh)))
-			return -1;
-		sh.flags &= ~STT_F_CSUM_PARTIAL;
-		sh.l4_off = 0;
-		sh.mss = 0;
-		if (bpf_skb_store_bytes(skb, hlen, &sh, sizeof(sh), 0))
+		if (inner_l4 > 512)
 			return -1;
 	}
 	sum = tx_sum(skb, l4, inner_l4, inner_l4 + (fi->ip_proto_l4 == IPPROTO_TCP ? 16 : 6));
@@ -351,7 +351,7 @@ __noinline long stt_output(struct __sk_buff *skb, const struct frame_info *fi,
 {
 	struct encap_out *out;
 	struct scratch *s;
-	__u32 zero = 0, mtu, hlen, inner_len;
+	__u32 zero = 0, mtu = 0, hlen, inner_len, replica = 0, one = 0;
 	int last, r = 0;
 
 	if (!fi || !key || !st)
@@ -368,25 +368,31 @@ __noinline long stt_output(struct __sk_buff *skb, const struct frame_info *fi,
 	hlen = out->hdr_len;
 	if (!r && (hlen < sizeof(struct ethhdr) + 20 + 38 || hlen > OUTER_MAX))
 		r = WR_DROP_ENCAP;
-	if (!r)
-		r = stt_fill_hdr(skb, fi, st);
+	if (!r) {
+		mtu = path_mtu(skb, out);
+		if (!mtu)
+			mtu = 1500;
+		/* A replica (the same frame, another remote) or a frame that
+		 * fits one segment goes in one; anything else in several
+		 * (stt_segment). */
+		replica = st->tk_done && !st->held;
+		one = replica || (!st->gso_size && inner_len + hlen - sizeof(struct ethhdr) <= mtu);
+		r = stt_fill_hdr(skb, fi, st, one && device_completes(skb));
+	}
 	if (r) {
 		drop(r, st->in_port);
 		return last ? TC_ACT_SHOT : -1;
 	}
-	mtu = path_mtu(skb, out);
-	if (!mtu)
-		mtu = 1500;
 	if (WR_STT_HDR_LEN + inner_len > WR_STT_FRAME_MAX) {
 		r = WR_DROP_ENCAP;
-	} else if (st->tk_done && !st->held) {
+	} else if (replica) {
 		/* A replica: the same frame, another remote. */
 		if (hlen != st->out_hdr_len ||
 		    bpf_skb_store_bytes(skb, 0, s->hdr,
 					sizeof(struct ethhdr) + ((hlen - sizeof(struct ethhdr)) & 0x7f), 0) ||
 		    stt_tcp_csum(skb, fi, hlen - WR_STT_HDR_LEN, out->v6))
 			r = WR_DROP_ENCAP;
-	} else if (!st->gso_size && inner_len + hlen - sizeof(struct ethhdr) <= mtu) {
+	} else if (one) {
 		/* One segment. The VLAN tag travels in the STT header. */
 		if (skb->vlan_present)
 			bpf_skb_vlan_pop(skb);
