@@ -240,10 +240,23 @@ const WHY: [RegExp, string][] = [
   ],
   [
     /encap/,
-    "the floor at TC only parses; encapsulation also classifies, grows the headroom " +
-    "(bpf_skb_adjust_room), copies the next-hop cache's prebuilt outer " +
-    "header and patches lengths, checksum and source port into it, and redirects, each a helper " +
-    "call of its own; the FIB is asked only on a next-hop cache miss",
+    "the floor at TC only parses and counts; encapsulation also classifies, counts, carries out " +
+    "the actions, copies the next-hop cache's prebuilt outer header and patches it, grows the " +
+    "headroom and stores the header. perf record -a -g over a tight loop of single-skb test-runs " +
+    "of VXLAN (no JavaScript between runs) split the in-kernel time into the test-run's own timer " +
+    "reads and setup (about a quarter, the floor's too), warren's BPF code (about half: the " +
+    "exact-match cache probe and per-flow counters, parsing, per-port and event counters, the " +
+    "action loop, the header copy and patch, no line above 5%) and the helpers that grow the room " +
+    "and store the header (bpf_skb_adjust_room, skb_store_bytes, about a sixth). The kernel's flow " +
+    "dissection for the source port (bpf_get_hash_recalc on a skb with no hash, as a test-run's) " +
+    "was a fifth more and is gone. STT also pays a reallocation here: its 72 bytes of outer " +
+    "headers exceed the 64 bytes of headroom (NET_SKB_PAD) of a test-run skb, so every run copies " +
+    "the frame (pskb_expand_head, about a fifth of STT's time), which a TCP sender's skb (with " +
+    "MAX_TCP_HEADER of headroom) does not. The other way round, a workload's UDP socket sends " +
+    "skbs with less headroom than a test-run's, so live VXLAN traffic pays that reallocation " +
+    "too (a fifth of wr_tc_local's time in a profile of a UDP flood): a veth reserves more " +
+    "only when the kernel asks it to (ndo_set_rx_headroom, which Open vSwitch's datapath calls), " +
+    "and no netlink setting was found that does",
   ],
   [
     /^TCP throughput over warren VXLAN, TC on the underlay/,
