@@ -190,6 +190,13 @@ privilegedTest(
       const fullMove = await change(true);
       assertEquals(fullMove.plan, { ...moved, compiled: N });
       assertEquals(notedMove.table, fullMove.table);
+
+      // The same flows in another order: each found in the note by its
+      // digest, not in turn; none compiled, the table as it was.
+      await writeState(file, flows.toReversed());
+      const reordered = { added: 0, modified: 0, removed: 0, unchanged: N };
+      assertEquals(await applyFile(lab, a, file), { ...reordered, compiled: 0 });
+      assertEquals(await lab.datapath(a, rawTable), fullMove.table);
     }),
 );
 

@@ -45,7 +45,7 @@ import {
   visible,
 } from "./entry.ts";
 import { FlowTableError } from "./error.ts";
-import { type ActionSet, byteString, FlowSet, FlowState, sameBytes } from "./flow_set.ts";
+import { type ActionSet, byteString, FlowSet, FlowState, grown, sameBytes } from "./flow_set.ts";
 import { checkGroupsExist, countGroupKeys } from "./group_state.ts";
 import { checkFlowRoom, checkKeyRoom, type TableContext, type TableState } from "./journal.ts";
 import { checkMaskRoom, type LiveMask, masksById, nextMaskId } from "./masks.ts";
@@ -400,33 +400,37 @@ function compile(
     flags: 0,
   };
   const noted = context ? notedFlows(t.maps, context) : undefined;
-  let texts: Uint32Array | undefined = context ? new Uint32Array(3 * 1024) : undefined;
+  // The file applied again is mostly the noted flows: room for them at once.
+  if (noted) set.reserve(noted.count, noted.keys.bytes.length);
+  let texts: Uint32Array | undefined = context
+    ? new Uint32Array(3 * Math.max(1024, noted?.count ?? 0))
+    : undefined;
   let compiled = 0;
-  for (const item of specs) {
-    const n = set.count;
-    let j = -1;
-    if ("text" in item && texts) {
-      if (3 * (n + 1) > texts.length) {
-        const bigger = new Uint32Array(texts.length * 2);
-        bigger.set(texts);
-        texts = bigger;
+  try {
+    for (const item of specs) {
+      const n = set.count;
+      let j = -1;
+      if ("text" in item && texts) {
+        if (3 * (n + 1) > texts.length) texts = grown(texts, texts.length * 2);
+        textDigest(item.text, texts, n);
+        if (noted) j = noted.find(texts, n);
+      } else texts = undefined;
+      if (j >= 0) set.addNoted(noted!, j);
+      else {
+        const s = "text" in item ? item.parse() : item;
+        const a = compileFlowInto(s, t.ports, keyBytes, maskBytes, memo);
+        c.spec = s;
+        c.actions = a.actions;
+        c.tunKeyBytes = a.tunKeyBytes;
+        c.flags = a.flags;
+        set.add(c);
+        applyStats.compiled++;
+        compiled++;
       }
-      textDigest(item.text, texts, n);
-      if (noted) j = noted.find(texts, n);
-    } else texts = undefined;
-    if (j >= 0) set.addNoted(noted!, j);
-    else {
-      const s = "text" in item ? item.parse() : item;
-      const a = compileFlowInto(s, t.ports, keyBytes, maskBytes, memo);
-      c.spec = s;
-      c.actions = a.actions;
-      c.tunKeyBytes = a.tunKeyBytes;
-      c.flags = a.flags;
-      set.add(c);
-      applyStats.compiled++;
-      compiled++;
+      if (set.count % 65536 === 0) progress?.({ phase: "compile", done: set.count });
     }
-    if (set.count % 65536 === 0) progress?.({ phase: "compile", done: set.count });
+  } finally {
+    noted?.release();
   }
   progress?.({ phase: "compile", done: set.count, total: set.count });
   return { set, texts, compiled };

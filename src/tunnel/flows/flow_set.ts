@@ -33,6 +33,21 @@ export function byteString(bytes: Uint8Array): string {
   return s;
 }
 
+/** The typed arrays the set's columns are. */
+type Column = Uint8Array | Uint16Array | Uint32Array | Int32Array | BigUint64Array;
+
+/**
+ * `a` (a typed array over the whole of its buffer) with room for `length`
+ * elements, the new ones zero. Its buffer is moved, not copied aside: the
+ * old one is freed at once rather than at a later GC, so a column of a
+ * million flows does not cost twice its size while it grows. `a` is
+ * detached.
+ */
+export function grown<T extends Column>(a: T, length: number): T {
+  const make = a.constructor as new (b: ArrayBuffer) => T;
+  return new make((a.buffer as ArrayBuffer).transfer(length * a.BYTES_PER_ELEMENT));
+}
+
 /** A mask, with where its bits are. */
 export interface MaskShape {
   /** The mask's bytes (a `struct wr_flow_key`). */
@@ -81,15 +96,16 @@ export class KeyArena {
 
   /** Stores the bytes of the key at `at` of `key` that `offsets` name; returns where they start. */
   push(key: Uint8Array, at: number, offsets: Uint8Array): number {
-    if (this.#used + offsets.length > this.bytes.length) {
-      const bigger = new Uint8Array(this.bytes.length * 2);
-      bigger.set(this.bytes);
-      this.bytes = bigger;
-    }
+    if (this.#used + offsets.length > this.bytes.length) this.reserve(this.bytes.length * 2);
     const start = this.#used;
     gatherKey(key, at, offsets, this.bytes, start);
     this.#used += offsets.length;
     return start;
+  }
+
+  /** Makes room for `size` bytes in all. */
+  reserve(size: number): void {
+    if (size > this.bytes.length) this.bytes = grown(this.bytes, size);
   }
 
   /**
@@ -255,8 +271,7 @@ export class FlowSet {
     this.#lastMask = mi;
     const mask = this.masks[mi];
     if (this.find(mi, keyBytes, 0) >= 0) throw sameMatch(priority);
-    if (this.count === this.priority.length) this.#grow();
-    if ((this.count + 1) * 2 > this.#table.length) this.#rehash(this.#table.length * 2);
+    if (this.count === this.priority.length) this.reserve(this.count * 2);
     const n = this.count++;
     this.maskIndex[n] = mi;
     this.keyAt[n] = this.#keys.push(keyBytes, 0, mask.offsets);
@@ -406,27 +421,30 @@ export class FlowSet {
     this.#table[slot] = n;
   }
 
-  #rehash(size: number): void {
-    this.#table = new Int32Array(size).fill(-1);
-    for (let n = 0; n < this.count; n++) this.#insert(n);
-  }
-
-  #grow(): void {
-    const size = this.priority.length * 2;
-    const grow = <T extends Uint8Array | Uint16Array | Uint32Array | Int32Array | BigUint64Array>(
-      a: T,
-      make: (n: number) => T,
-    ): T => {
-      const b = make(size);
-      b.set(a as never);
-      return b;
-    };
-    this.maskIndex = grow(this.maskIndex, (n) => new Uint8Array(n));
-    this.keyAt = grow(this.keyAt, (n) => new Uint32Array(n));
-    this.priority = grow(this.priority, (n) => new Uint16Array(n));
-    this.cookie = grow(this.cookie, (n) => new BigUint64Array(n));
-    this.actionSet = grow(this.actionSet, (n) => new Uint32Array(n));
-    this.oldId = grow(this.oldId, (n) => new Int32Array(n).fill(-1));
-    this.state = grow(this.state, (n) => new Uint8Array(n));
+  /**
+   * Makes room for `flows` flows in all and `keyBytes` bytes of masked
+   * keys: a caller that knows how many are coming spares the set its
+   * growing.
+   */
+  reserve(flows: number, keyBytes = 0): void {
+    this.#keys.reserve(keyBytes);
+    const size = this.priority.length;
+    if (flows > size) {
+      this.maskIndex = grown(this.maskIndex, flows);
+      this.keyAt = grown(this.keyAt, flows);
+      this.priority = grown(this.priority, flows);
+      this.cookie = grown(this.cookie, flows);
+      this.actionSet = grown(this.actionSet, flows);
+      this.oldId = grown(this.oldId, flows).fill(-1, size);
+      this.state = grown(this.state, flows);
+    }
+    let slots = this.#table.length;
+    while (slots < 2 * flows) slots *= 2;
+    if (slots > this.#table.length) {
+      // The old table is not read again: freed before the new one is made.
+      (this.#table.buffer as ArrayBuffer).transfer(0);
+      this.#table = new Int32Array(slots).fill(-1);
+      for (let n = 0; n < this.count; n++) this.#insert(n);
+    }
   }
 }

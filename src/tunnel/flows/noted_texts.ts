@@ -74,32 +74,59 @@ export class NotedFlows implements CompiledColumns {
   setRaw: Uint8Array[] = [];
   /** Per action list: how many actions. */
   setCount = new Uint32Array(0);
-  #table = new Int32Array(0);
+  /** The bytes the columns view, when they are a note's. */
+  buffer?: ArrayBuffer;
+  #table?: Int32Array;
+  #next = 0;
+
+  /** How many flows. */
+  get count(): number {
+    return this.maskIndex.length;
+  }
 
   /** The noted flow whose text has the digest at `3 * n` of `digests`, or -1. */
   find(digests: Uint32Array, n: number): number {
-    const size = this.#table.length;
-    if (size === 0) return -1;
     const a = digests[3 * n], b = digests[3 * n + 1], len = digests[3 * n + 2];
+    const t = this.texts;
+    const same = (j: number) => t[3 * j] === a && t[3 * j + 1] === b && t[3 * j + 2] === len;
+    // A file applied again mostly holds its flows in the order noted: the
+    // flow after the last one found is tried first, and only a file that
+    // moved its flows pays for the index.
+    if (this.#next < this.count && same(this.#next)) return this.#next++;
+    this.#table ??= this.#index();
+    const size = this.#table.length;
     for (let slot = a & (size - 1);; slot = (slot + 1) & (size - 1)) {
       const j = this.#table[slot];
       if (j < 0) return -1;
-      const t = this.texts;
-      if (t[3 * j] === a && t[3 * j + 1] === b && t[3 * j + 2] === len) return j;
+      if (same(j)) {
+        this.#next = j + 1;
+        return j;
+      }
     }
   }
 
-  /** Indexes the flows by their texts' digests. */
-  index(): void {
-    const n = this.maskIndex.length;
+  /**
+   * Frees the note's bytes and index at once (the columns are empty
+   * after): they are as big as the set the apply builds from them, and
+   * are not needed once it is built.
+   */
+  release(): void {
+    this.buffer?.transfer(0);
+    (this.#table?.buffer as ArrayBuffer | undefined)?.transfer(0);
+  }
+
+  /** The flows by their texts' digests: an open-addressed table of indexes. */
+  #index(): Int32Array {
+    const n = this.count;
     let size = 16;
     while (size < 2 * n) size *= 2;
-    this.#table = new Int32Array(size).fill(-1);
+    const table = new Int32Array(size).fill(-1);
     for (let j = 0; j < n; j++) {
       let slot = this.texts[3 * j] & (size - 1);
-      while (this.#table[slot] >= 0) slot = (slot + 1) & (size - 1);
-      this.#table[slot] = j;
+      while (table[slot] >= 0) slot = (slot + 1) & (size - 1);
+      table[slot] = j;
     }
+    return table;
   }
 }
 
@@ -211,7 +238,7 @@ function decode(bytes: Uint8Array<ArrayBuffer>): NotedFlows {
     if (mi >= m || f.actionSet[j] >= s) throw "a flow names a mask or action list it lacks";
     if (f.keyAt[j] + f.masks[mi].offsets.length > arenaLen) throw "a flow's key is cut short";
   }
-  f.index();
+  f.buffer = b;
   return f;
 }
 
