@@ -300,15 +300,20 @@ const WHY: [RegExp, string][] = [
   ],
   [
     /resident memory of warren apply \(\d+ flows from (a YAML file|the line form)\)/,
-    "an apply of flows read as text also reads the last apply's note of compiled texts (about " +
-    "40 bytes a flow, its arrays viewing the file's bytes for the whole apply) and keeps each " +
-    "text's digest (12 bytes a flow) for the next note: the line form measured 215 and 232 MiB " +
-    "in the runs before the note was written and read in place, 254 MiB in this one; which " +
-    "of its parts holds the difference was not split yet. " +
-    "YAML is cut at top-level items; an item on one line that YAML reads as the plain string " +
-    "it shows is taken as it is, the rest parsed by the yaml package a few hundred at a time " +
-    "(reading a million flows alone: 185 MiB peak through the parser, 122 MiB now, the line " +
-    "form 85 MiB)",
+    "split at a million flows (Deno.memoryUsage at each phase, YAML applied with the note " +
+    "present, as here): Deno and warren's code take some 70 MiB; V8's heap grows to 80 MiB, " +
+    "most of it the young generation, which V8 doubles up to two 32 MiB semi-spaces as " +
+    "scavenges go by, each keeping some 200 KiB (capped at 2 MiB by a V8 flag, the peak fell " +
+    "by 55 MiB); the note's bytes 41 MiB and its index 8; the compiled set 42; the texts' " +
+    "digests 12. Cut since: YAML's first read (ports, tunnels, groups) skips the flows, lines " +
+    "are read 16 KiB at a time and YAML items without match arrays or a generator each, so " +
+    "fewer scavenges run and the young generation stays at 16 MiB semi-spaces; the note's " +
+    "bytes are freed as soon as the set is built (ArrayBuffer transfer, not left to a GC), " +
+    "its index made only when a file moved its flows; the set and the digests are sized from " +
+    "the note at once and grow by moving their buffers. Measured in two pairs of runs one " +
+    "after the other, the bench's sequence: YAML 252–266 → 193–203 MiB, the line form " +
+    "249–254 → 191–192, JSON 242–253 → 222–226 (JSON moved by 30 MiB between runs of the " +
+    "same code, with when V8 collects)",
   ],
   [
     /^live forwarding/,
