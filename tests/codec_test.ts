@@ -181,6 +181,19 @@ Deno.test("the hand-written flow key codec writes and reads what the generic cod
   assertEquals({ ...emptyFlowKey() }, { ...flowKeyCodec.decode(new Uint8Array(size)) });
 });
 
+Deno.test("a flow key encoded with a mask is its bytes ANDed with the mask's", () => {
+  const size = flowKeyCodec.size;
+  const key = fc.uint8Array({ minLength: size, maxLength: size }).map((raw) => {
+    for (const f of flowKeyCodec.fields) if (f.pad) raw.fill(0, f.offset, f.offset + f.size);
+    return raw;
+  });
+  fc.assert(fc.property(key, key, (k, m) => {
+    const out = new Uint8Array(size);
+    encodeFlowKey(flowKeyCodec.decode(k), out, 0, flowKeyCodec.decode(m));
+    assertEquals(out, k.map((b, i) => b & m[i]));
+  }));
+});
+
 Deno.test("dotted quads: the fast parser agrees with ipaddr.js on any text", () => {
   const quadish = fc.oneof(
     fc.ipV4(),

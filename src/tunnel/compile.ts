@@ -92,8 +92,7 @@ export function encodeMatch(
   maskBytes: Uint8Array = new Uint8Array(flowKeyCodec.size),
 ): { keyBytes: Uint8Array; maskBytes: Uint8Array } {
   encodeFlowKey(m.mask, maskBytes);
-  encodeFlowKey(m.key, keyBytes);
-  for (let i = 0; i < keyBytes.length; i++) keyBytes[i] &= maskBytes[i];
+  encodeFlowKey(m.key, keyBytes, 0, m.mask);
   return { keyBytes, maskBytes };
 }
 
