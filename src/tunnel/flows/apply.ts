@@ -180,6 +180,8 @@ export function apply(
     noteTexts();
     return diff;
   }
+  // Two flows with one match are refused here, before the table is read.
+  set.index();
   failpoint("flow.apply.compare");
   const st = options.dryRun ? t.journal.load() : t.journal.forWrite();
 

@@ -96,7 +96,7 @@ export class KeyArena {
 
   /** Stores the bytes of the key at `at` of `key` that `offsets` name; returns where they start. */
   push(key: Uint8Array, at: number, offsets: Uint8Array): number {
-    if (this.#used + offsets.length > this.bytes.length) this.reserve(this.bytes.length * 2);
+    this.#room(offsets.length);
     const start = this.#used;
     gatherKey(key, at, offsets, this.bytes, start);
     this.#used += offsets.length;
@@ -106,6 +106,21 @@ export class KeyArena {
   /** Makes room for `size` bytes in all. */
   reserve(size: number): void {
     if (size > this.bytes.length) this.bytes = grown(this.bytes, size);
+  }
+
+  /** Stores `length` bytes of another arena's, from `start` of `bytes`; returns where they start. */
+  copy(bytes: Uint8Array, start: number, length: number): number {
+    this.#room(length);
+    const at = this.#used;
+    for (let j = 0; j < length; j++) this.bytes[at + j] = bytes[start + j];
+    this.#used += length;
+    return at;
+  }
+
+  #room(length: number): void {
+    if (this.#used + length > this.bytes.length) {
+      this.reserve(Math.max(this.bytes.length * 2, this.#used + length));
+    }
   }
 
   /**
@@ -207,56 +222,64 @@ export class FlowSet {
   /** Per flow: a {@link FlowState}. */
   state = new Uint8Array(1024);
   readonly #keys = new KeyArena();
-  #table = new Int32Array(2048).fill(-1);
+  // The index by match, built when first wanted (see index()).
+  #table = new Int32Array(0);
+  #indexed = false;
   readonly #maskBySig = new Map<string, number>();
   #lastMask = -1;
+  #lastWords: Uint32Array = new Uint32Array(0);
+  #input?: Uint8Array;
+  #inputWords?: Uint32Array;
   readonly #setOf = new WeakMap<object, number>();
   #scratch = new Uint8Array(1024);
-  readonly #scratchKey = new Uint8Array(KEY_SIZE);
   #setTable = new Int32Array(64).fill(-1);
   readonly #setRaw: Uint8Array[] = [];
   readonly #setHash: number[] = [];
+  // Noted flows added: their masks' and action lists' indexes here.
+  #noted?: CompiledColumns;
+  #notedMask = new Int16Array(0);
+  #notedSet = new Int32Array(0);
 
   /**
    * Adds a compiled flow; a second flow with the same match (at any
-   * priority) is refused, since one would hide the other.
+   * priority) is refused, since one would hide the other (once the set is
+   * indexed: see {@link index}).
    */
   add(c: CompiledFlow): number {
-    return this.#addFlow(
-      c.maskBytes,
-      c.keyBytes,
-      c.spec.priority,
-      c.spec.cookie,
-      () => this.#intern(c),
-    );
+    const mi = this.#maskOf(c.maskBytes);
+    const at = this.#keys.push(c.keyBytes, 0, this.masks[mi].offsets);
+    return this.#append(mi, at, c.spec.priority, c.spec.cookie, this.#intern(c));
   }
 
   /**
    * Adds flow `j` of `noted` (as an earlier set compiled it), as
-   * {@link add} would add the flow it was compiled from.
+   * {@link add} would add the flow it was compiled from: its masked key
+   * copied as stored, its mask and action list looked up once per noted
+   * one.
    */
   addNoted(noted: CompiledColumns, j: number): number {
-    const mi = noted.maskIndex[j];
-    const mask = noted.masks[mi];
-    const key = this.#scratchKey;
-    noted.keys.keyInto(noted.keyAt[j], mask.offsets, key, 0);
+    if (this.#noted !== noted) {
+      this.#noted = noted;
+      this.#notedMask = new Int16Array(noted.masks.length).fill(-1);
+      this.#notedSet = new Int32Array(noted.setRaw.length).fill(-1);
+    }
+    const nm = noted.maskIndex[j];
+    let mi = this.#notedMask[nm];
+    if (mi < 0) mi = this.#notedMask[nm] = this.#maskOf(noted.masks[nm].bytes);
+    const at = this.#keys.copy(noted.keys.bytes, noted.keyAt[j], noted.masks[nm].offsets.length);
     const s = noted.actionSet[j];
-    return this.#addFlow(mask.bytes, key, noted.priority[j], noted.cookie[j], () => {
+    let id = this.#notedSet[s];
+    if (id < 0) {
       const raw = noted.setRaw[s];
-      return this.#internRaw(raw, raw.length, noted.setCount[s]);
-    });
+      id = this.#notedSet[s] = this.#internRaw(raw, raw.length, noted.setCount[s]);
+    }
+    return this.#append(mi, at, noted.priority[j], noted.cookie[j], id);
   }
 
-  #addFlow(
-    maskBytes: Uint8Array,
-    keyBytes: Uint8Array,
-    priority: number,
-    cookie: bigint,
-    intern: () => number,
-  ): number {
+  /** The index of mask `maskBytes` in `masks`, added if new. */
+  #maskOf(maskBytes: Uint8Array): number {
     // Flows come in runs under one mask: try the last one before hashing.
-    let mi = this.#lastMask >= 0 &&
-        sameBytes(this.masks[this.#lastMask].bytes, maskBytes, maskBytes.length)
+    let mi = this.#lastMask >= 0 && this.#sameAsLast(maskBytes)
       ? this.#lastMask
       : this.#maskBySig.get(byteString(maskBytes));
     if (mi === undefined) {
@@ -268,20 +291,62 @@ export class FlowSet {
       this.masks.push({ ...maskShape(maskBytes.slice()), maxPriority: 0, flows: 0 });
       this.#maskBySig.set(this.masks[mi].sig, mi);
     }
-    this.#lastMask = mi;
-    const mask = this.masks[mi];
-    if (this.find(mi, keyBytes, 0) >= 0) throw sameMatch(priority);
+    if (mi !== this.#lastMask) {
+      this.#lastMask = mi;
+      this.#lastWords = new Uint32Array(this.masks[mi].bytes.buffer, 0, KEY_SIZE / 4);
+    }
+    return mi;
+  }
+
+  /**
+   * Whether `maskBytes` is the last mask's bytes, compared a word at a
+   * time: a million flows compiled one by one come in the same buffer.
+   */
+  #sameAsLast(maskBytes: Uint8Array): boolean {
+    const last = this.masks[this.#lastMask].bytes;
+    if (maskBytes !== this.#input) {
+      this.#input = maskBytes;
+      this.#inputWords = maskBytes.byteOffset % 4 === 0 && maskBytes.length === KEY_SIZE
+        ? new Uint32Array(maskBytes.buffer, maskBytes.byteOffset, KEY_SIZE / 4)
+        : undefined;
+    }
+    const a = this.#inputWords;
+    if (!a) return sameBytes(last, maskBytes, maskBytes.length);
+    const b = this.#lastWords;
+    for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+    return true;
+  }
+
+  /** Appends a flow under mask `mi`, its key stored at `at` of the arena. */
+  #append(mi: number, at: number, priority: number, cookie: bigint, actionSet: number): number {
     if (this.count === this.priority.length) this.reserve(this.count * 2);
     const n = this.count++;
     this.maskIndex[n] = mi;
-    this.keyAt[n] = this.#keys.push(keyBytes, 0, mask.offsets);
+    this.keyAt[n] = at;
     this.priority[n] = priority;
     this.cookie[n] = cookie;
-    this.actionSet[n] = intern();
+    this.actionSet[n] = actionSet;
+    const mask = this.masks[mi];
     mask.flows++;
     if (priority > mask.maxPriority) mask.maxPriority = priority;
-    this.#insert(n);
+    if (this.#indexed) {
+      if (this.count * 2 > this.#table.length) this.#rehash(this.#table.length * 2);
+      else this.#insert(n);
+    }
     return n;
+  }
+
+  /**
+   * Indexes the flows by match, refusing a second flow with the match of
+   * an earlier one. Made when first wanted: a set whose digest says it is
+   * the table already installed (so it has no such pair) is never indexed.
+   */
+  index(): void {
+    if (this.#indexed) return;
+    let size = 2048;
+    while (size < 2 * this.count) size *= 2;
+    this.#rehash(size);
+    this.#indexed = true;
   }
 
   /**
@@ -289,6 +354,7 @@ export class FlowSet {
    * `bytes` (a full `struct wr_flow_key`, masked), or -1.
    */
   find(mi: number, bytes: Uint8Array, at: number): number {
+    this.index();
     const offsets = this.masks[mi].offsets;
     let h = FNV_OFFSET ^ mi;
     for (let j = 0; j < offsets.length; j++) {
@@ -414,11 +480,28 @@ export class FlowSet {
     return h >>> 0;
   }
 
+  /** Puts flow `n` in the index; refuses it if an earlier flow there has its match. */
   #insert(n: number): void {
     const size = this.#table.length;
+    const mi = this.maskIndex[n], len = this.masks[mi].offsets.length;
+    const arena = this.#keys.bytes, k = this.keyAt[n];
     let slot = this.#hash(n) & (size - 1);
-    while (this.#table[slot] >= 0) slot = (slot + 1) & (size - 1);
+    for (let o; (o = this.#table[slot]) >= 0; slot = (slot + 1) & (size - 1)) {
+      if (this.maskIndex[o] !== mi) continue;
+      const ko = this.keyAt[o];
+      let j = 0;
+      while (j < len && arena[ko + j] === arena[k + j]) j++;
+      if (j === len) throw sameMatch(this.priority[n]);
+    }
     this.#table[slot] = n;
+  }
+
+  /** Builds the index again in `size` slots. */
+  #rehash(size: number): void {
+    // The old table is not read again: freed before the new one is made.
+    (this.#table.buffer as ArrayBuffer).transfer(0);
+    this.#table = new Int32Array(size).fill(-1);
+    for (let n = 0; n < this.count; n++) this.#insert(n);
   }
 
   /**
@@ -438,13 +521,9 @@ export class FlowSet {
       this.oldId = grown(this.oldId, flows).fill(-1, size);
       this.state = grown(this.state, flows);
     }
+    if (!this.#indexed) return;
     let slots = this.#table.length;
     while (slots < 2 * flows) slots *= 2;
-    if (slots > this.#table.length) {
-      // The old table is not read again: freed before the new one is made.
-      (this.#table.buffer as ArrayBuffer).transfer(0);
-      this.#table = new Int32Array(slots).fill(-1);
-      for (let n = 0; n < this.count; n++) this.#insert(n);
-    }
+    if (slots > this.#table.length) this.#rehash(slots);
   }
 }
