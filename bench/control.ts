@@ -15,7 +15,7 @@ import { MapType } from "../src/bpf/info.ts";
 import { Lab, type LabHost } from "../src/lab/topology.ts";
 import { run } from "../src/lab/run.ts";
 import { parseAddr } from "../src/tunnel/addr.ts";
-import { emptyMatch } from "../src/tunnel/match.ts";
+import { emptyKey } from "../src/tunnel/match.ts";
 import type { ActionSpec } from "../src/tunnel/flow_actions.ts";
 import type { FlowSpec } from "../src/tunnel/flow_syntax.ts";
 import { flowEntryCodec, flowIndexKeyCodec } from "../src/maps/layouts.ts";
@@ -36,19 +36,35 @@ export interface ControlOptions {
 
 const CLI = new URL("../src/cli/main.ts", import.meta.url).pathname;
 
-/** Flow i of the big table: one /32 destination, one of 1000 remotes. */
+/** The mask of every flow of the big table: in_port, ip, nw_dst/32. */
+const MASK = (() => {
+  const m = emptyKey();
+  m.in_port = 0xffff;
+  m.eth_type = 0xffff;
+  m.ip_dst.fill(0xff, 0, 4);
+  return m;
+})();
+
+/**
+ * Flow i of the big table: one /32 destination, one of 1000 remotes. Its
+ * mask is shared, as a program making a million flows of one shape would
+ * share it (and as the parser shares action lists): a key of byte views is
+ * made per flow, not two.
+ */
 function spec(i: number, inPort: number, actions: ActionSpec[][]): FlowSpec {
-  const m = emptyMatch();
-  m.key.in_port = inPort;
-  m.mask.in_port = 0xffff;
-  m.key.eth_type = 0x0800;
-  m.mask.eth_type = 0xffff;
-  m.key.ip_dst[0] = 10;
-  m.key.ip_dst[1] = (i >> 16) & 255;
-  m.key.ip_dst[2] = (i >> 8) & 255;
-  m.key.ip_dst[3] = i & 255;
-  m.mask.ip_dst.fill(0xff, 0, 4);
-  return { priority: 10, cookie: 0n, match: m, actions: actions[i % actions.length] };
+  const key = emptyKey();
+  key.in_port = inPort;
+  key.eth_type = 0x0800;
+  key.ip_dst[0] = 10;
+  key.ip_dst[1] = (i >> 16) & 255;
+  key.ip_dst[2] = (i >> 8) & 255;
+  key.ip_dst[3] = i & 255;
+  return {
+    priority: 10,
+    cookie: 0n,
+    match: { key, mask: MASK },
+    actions: actions[i % actions.length],
+  };
 }
 
 /** A thousand remotes' action lists, shared (frozen) as the parser shares them. */
