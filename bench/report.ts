@@ -290,13 +290,15 @@ const WHY: [RegExp, string][] = [
     /applied again, unchanged/,
     "the table is neither read nor written: the flows' digest matches the last apply's note " +
     "and the change counter has not moved. But a stream of specs is read once, so the digest " +
-    "is known only at its end and every flow is still compiled into the set it is taken from. " +
-    "Measured at a million before the note (12.2 s at load 1.3): making the bench's " +
-    "specs 2.0 s (two flow keys of ten byte views each), compiling them 3.0 s and adding them " +
-    "to the set 1.8 s, most of it allocating typed arrays; comparing with the installed table " +
-    "2.0 s, which the note now skips; compiling into reused buffers cut the allocations. " +
-    "Flows read from a file are recognised from its bytes instead, before any is parsed " +
-    "(the row of the line form applied again)",
+    "is known only at its end and every spec is still encoded into the set it is taken from " +
+    "(the set is no longer indexed by match unless it is compared with the table). Measured " +
+    "at a million as CPU time of the process (2 cores at load 9 to 14, so not wall time): " +
+    "1.5-2.2 s (median of 4: 2.0), of it making the bench's specs 0.3-0.5 s and encoding " +
+    "each spec's key and mask into the set the rest; 3.1-3.8 s (3.4) interleaved with it " +
+    "before, when the specs made two keys of ten byte views each, each key was encoded " +
+    "through a DataView and masked in a pass of its own, and the set hashed every flow as it " +
+    "came. Flows read from a file are recognised " +
+    "from its bytes instead, before any is parsed (the row of the line form applied again)",
   ],
   [
     /resident memory of warren apply \(\d+ flows from (a YAML file|the line form)\)/,
@@ -331,11 +333,15 @@ const WHY: [RegExp, string][] = [
   ],
   [
     /flows installed \(apply/,
-    "the raw baseline is the writes alone. Measured at a million at load 1.3 (8.8 s): " +
-    "making the bench's specs 2.0 s, compiling 3.0 s and adding to the compact set 1.8 s, " +
-    "mostly allocating typed arrays (two flow keys of ten views per spec, two more buffers " +
-    "per compiled flow, now encoded into two reused ones), then writing the new index aside " +
-    "in batches and switching 1.5 s",
+    "the raw baseline is the writes alone. Measured at a million as CPU time of the process " +
+    "(2 cores at load 9 to 14, so not wall time): 2.8-4.2 s (median of 4: 3.4), of it the " +
+    "kernel's batch writes 1.0-1.3 s (the raw baseline's 0.9-1.5 s, median 1.1, in the same " +
+    "runs), making the bench's specs 0.3-0.5 s, encoding each spec into the compact set most " +
+    "of the rest, then indexing it by match, building the entries and switching. Before this " +
+    "round 4.3-5.0 s (4.8) interleaved with it: the specs made two keys of ten byte views " +
+    "each (the mask is shared now), each key was encoded through a DataView and masked in a " +
+    "pass of its own, and the set hashed every flow as it came. The writes cannot start before the whole set is compared with " +
+    "the installed table (unchanged flows keep their ids), so they do not overlap compiling",
   ],
   [
     /flows dumped/,
