@@ -29,6 +29,7 @@ import {
   deleteKeys,
   Entry,
   entryBytes,
+  INDEX_KEY_SIZE,
   indexKey,
   KEY_SIZE,
   resolveActions,
@@ -122,11 +123,14 @@ export function checkOwner(
   );
 }
 
-// One flow added at a time (a session's script) is compiled into these:
-// its key and mask are copied wherever they are kept (index keys, a new
-// mask), and `add` runs to its end before another starts.
+// One flow added at a time (a session's script) is compiled into these,
+// and its index key made in the last: each is copied wherever it is kept
+// (a new mask, an owner's set, the kernel), and `add` runs to its end
+// before another starts. A typed array made per install cost as much as
+// encoding its key.
 const oneKey = new Uint8Array(KEY_SIZE);
 const oneMask = new Uint8Array(KEY_SIZE);
+const oneIndexKey = new Uint8Array(INDEX_KEY_SIZE);
 
 /**
  * The distinct flows of `specs` (the last of equal ones), compiled; the
@@ -190,10 +194,14 @@ export function add(
   // anything of it is written. One system call for a new flow, not two.
   const roomForAll = compiled.length <= st.flowIds.free();
   const newMasks = new Set<string>();
+  // Each flow's live mask, found once here: comparing its bytes with the
+  // live masks again when writing was some 2% of an install.
+  const masks: (LiveMask | undefined)[] = [];
   const olds: (Uint8Array | undefined)[] = [];
   let fresh = 0;
   for (const c of compiled) {
     const mask = findMask(st.masks, c.maskBytes);
+    masks.push(mask);
     if (!mask) newMasks.add(byteString(c.maskBytes));
     const ik = mask && !(roomForAll && mask.maxPriority >= c.spec.priority) &&
       indexKey(mask.id, c.keyBytes);
@@ -219,8 +227,8 @@ export function add(
     const id = st.owners.ensure(owner);
     if (known === undefined) undo.push(() => st.owners.release(id));
     compiled.forEach((c, i) => {
-      const mask = maskFor(t, st, index, c);
-      const ik = indexKey(mask.id, c.keyBytes);
+      const mask = maskFor(t, st, index, c, masks[i]);
+      const ik = indexKey(mask.id, c.keyBytes, compiled.length === 1 ? oneIndexKey : undefined);
       const slots = c.tunKeyBytes.map((k) => st.slots.acquire(k));
       undo.push(() => slots.forEach((s) => st.slots.release(s)));
       let old = olds[i];
@@ -276,11 +284,19 @@ export function add(
 }
 
 /**
- * The live mask `c` goes under. A new mask, or a higher priority under an
- * old one, is published before the flow that needs it.
+ * The live mask `c` goes under, `found` if it was live before this add's
+ * first write. A new mask, or a higher priority under an old one, is
+ * published before the flow that needs it.
  */
-function maskFor(t: TableContext, st: TableState, index: BpfMap, c: CompiledFlow): LiveMask {
-  const mask = findMask(st.masks, c.maskBytes);
+function maskFor(
+  t: TableContext,
+  st: TableState,
+  index: BpfMap,
+  c: CompiledFlow,
+  found: LiveMask | undefined,
+): LiveMask {
+  // An earlier flow of this add may have published it, or raised its bound.
+  const mask = found && st.masks.includes(found) ? found : findMask(st.masks, c.maskBytes);
   if (mask && mask.maxPriority >= c.spec.priority) return mask;
   const updated: LiveMask = {
     ...maskShape(c.maskBytes.slice()),

@@ -67,16 +67,23 @@ export function checkIndexLayout(map: BpfMap): BpfMap {
   return map;
 }
 
-/** The index key of `keyBytes` (a masked `struct wr_flow_key`) under mask `maskId`. */
-export function indexKey(maskId: number, keyBytes: Uint8Array): Uint8Array {
-  const ik = new Uint8Array(INDEX_KEY_SIZE);
+/**
+ * The index key of `keyBytes` (a masked `struct wr_flow_key`) under mask
+ * `maskId`, written into `out` (every byte of it) when given.
+ */
+export function indexKey(
+  maskId: number,
+  keyBytes: Uint8Array,
+  out: Uint8Array = new Uint8Array(INDEX_KEY_SIZE),
+): Uint8Array {
   // Little-endian by hand: a DataView per key was a tenth of an install.
-  ik[IK.mask_id] = maskId & 0xff;
-  ik[IK.mask_id + 1] = (maskId >>> 8) & 0xff;
-  ik[IK.mask_id + 2] = (maskId >>> 16) & 0xff;
-  ik[IK.mask_id + 3] = maskId >>> 24;
-  ik.set(keyBytes, IK.key);
-  return ik;
+  out[IK.mask_id] = maskId & 0xff;
+  out[IK.mask_id + 1] = (maskId >>> 8) & 0xff;
+  out[IK.mask_id + 2] = (maskId >>> 16) & 0xff;
+  out[IK.mask_id + 3] = maskId >>> 24;
+  out.fill(0, IK.alt, IK.alt + 4);
+  out.set(keyBytes, IK.key);
+  return out;
 }
 
 /** A copy of index key `ik` naming its staged replacement (alt 1), or the flow itself (alt 0). */
