@@ -320,9 +320,10 @@ const WHY: [RegExp, string][] = [
   [
     /^live forwarding/,
     "each frame is decapsulated, classified and redirected at XDP: what keeps the decap rows " +
-    "above from their 1.5× target (2.2-2.3× the floor + redirect in --quick runs under load " +
-    "after the endpoint memo, 2.5× before; split in the ablation table and the decap rows' note) " +
-    "keeps live forwarding from 5×",
+    "above from their 1.5× target (2.2-2.3× the floor + redirect after the endpoint memo, " +
+    "2.5-2.6× in the full run before it; split in the ablation table and the decap rows' note) " +
+    "keeps live forwarding from 5×. The kernel's device and bridge moved more between runs " +
+    "(1.01 and 1.33 Mpps in two full runs) than warren's path did",
   ],
   [
     /flow installs, one at a time/,
