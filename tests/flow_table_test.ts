@@ -9,7 +9,7 @@ import { addFlows, oneHost } from "./helpers/lab.ts";
 import type { Datapath } from "../src/tunnel/datapath.ts";
 import { parseFlow, parseMatch } from "../src/tunnel/flow_syntax.ts";
 import { FlowTableError } from "../src/tunnel/flow_table.ts";
-import { compileFlow } from "../src/tunnel/compile.ts";
+import { CompileError, compileFlow } from "../src/tunnel/compile.ts";
 import { ConfigFlag } from "../src/maps/layouts.ts";
 
 function table(dp: Datapath, name: string) {
@@ -160,6 +160,17 @@ privilegedTest("a batch that cannot be installed whole installs nothing", async 
       () => dp.applyFlows([...flows, ...more].map((f) => parseFlow(f, dp.portNames()))),
       FlowTableError,
       "the flow table is full",
+    );
+    // Nor one where a flow would hide another: the same match at two
+    // priorities, the second last of all (the set is indexed by match only
+    // when wanted, no longer as each flow is added).
+    await assertRejects(
+      () =>
+        dp.applyFlows(
+          [...flows, `priority=9,${flows[0]}`].map((f) => parseFlow(f, dp.portNames())),
+        ),
+      CompileError,
+      "two flows have the same match (the second at priority 9)",
     );
     assertEquals(snapshot(), before);
     assertEquals(refs(dp), refsBefore);
