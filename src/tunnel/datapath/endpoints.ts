@@ -39,21 +39,16 @@ export function setLocalIps(maps: DatapathMaps, ips: Addr[], tunnels: boolean): 
   for (const a of gone) {
     maps.endpoints.delete({ addr: a.bytes, ipproto: 0, v6: a.v6 ? 1 : 0, dst_port: 0 });
   }
-  const added = ips.filter((a) => !current.some((c) => same(a, c)));
-  for (const a of added) {
+  for (const a of ips) {
+    if (current.some((c) => same(a, c))) continue;
     maps.endpoints.set({ addr: a.bytes, ipproto: 0, v6: a.v6 ? 1 : 0, dst_port: 0 }, {
       port: 0,
       fixed_remotes: 0,
       proto: 0,
     });
   }
-  const locals = () => ({
+  maps.config.update(() => ({
     local_v4: ips.find((a) => !a.v6)?.bytes ?? new Uint8Array(16),
     local_v6: ips.find((a) => a.v6)?.bytes ?? new Uint8Array(16),
-  });
-  // A changed set is counted as a change: XDP's endpoint memo (decap.h)
-  // must not keep answering for an address that is no longer ours. The
-  // same set again is not (an apply's note would be taken as stale).
-  if (gone.length || added.length) maps.config.bump(locals);
-  else maps.config.update(locals);
+  }));
 }
