@@ -233,6 +233,12 @@ export const libcSymbols = {
   clock_gettime: { parameters: [int, buf], result: int },
   // int clock_getres(clockid_t clockid, struct timespec *res)
   clock_getres: { parameters: [int, buf], result: int },
+  // int sched_setaffinity(pid_t pid, size_t cpusetsize, const cpu_set_t *mask)
+  sched_setaffinity: { parameters: [int, size_t, buf], result: int },
+  // int sched_getaffinity(pid_t pid, size_t cpusetsize, cpu_set_t *mask)
+  sched_getaffinity: { parameters: [int, size_t, buf], result: int },
+  // int sched_getcpu(void)
+  sched_getcpu: { parameters: [], result: int },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The sonames tried for libbpf, newest first. */

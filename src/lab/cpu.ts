@@ -7,19 +7,7 @@
  * @module
  */
 
-const SYMBOLS = {
-  // int sched_setaffinity(pid_t pid, size_t cpusetsize, const cpu_set_t *mask)
-  sched_setaffinity: { parameters: ["i32", "usize", "buffer"], result: "i32" },
-  // int sched_getaffinity(pid_t pid, size_t cpusetsize, cpu_set_t *mask)
-  sched_getaffinity: { parameters: ["i32", "usize", "buffer"], result: "i32" },
-  // int sched_getcpu(void)
-  sched_getcpu: { parameters: [], result: "i32" },
-} as const;
-
-let lib: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
-
-/** libc's scheduling calls, opened on first use (importing needs no FFI permission). */
-const libc = () => (lib ??= Deno.dlopen("libc.so.6", SYMBOLS)).symbols;
+import { libc } from "../bpf/ffi.ts";
 
 /** The CPU the calling thread runs on now. */
 export function currentCpu(): number {
