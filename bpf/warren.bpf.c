@@ -17,30 +17,17 @@
 #include "classify.h"
 #include "decap.h"
 #include "parse.h"
+#include "pkt_cache.h"
 #include "stt_rx.h"
 #include "tunnel.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Redirects the frame at XDP to local port `port`, if its peer takes XDP
- * redirects: XDP_REDIRECT, else anything else (nothing is done). */
-static __always_inline long xdp_redirect_port(__u32 port)
-{
-	struct wr_port *p;
-
-	if (!ablated(ABL_DEVMAP))
-		return bpf_redirect_map(&wr_xdp_ports, port, 0);
-	p = bpf_map_lookup_elem(&wr_ports, &port);
-	if (!p || p->kind != WR_PORT_LOCAL)
-		return XDP_PASS;
-	return bpf_redirect(p->ifindex, 0);
-}
-
 SEC("xdp")
 int wr_xdp_underlay(struct xdp_md *ctx)
 {
 	struct packet p = { (void *)(long)ctx->data, (void *)(long)ctx->data_end };
-	struct lookup *l = lookup_scratch();
+	struct lookup *l = scratch_as_left();
 	struct wr_stat_block *c = counters();
 	struct frame_info fi = {};
 	struct decap d = {};
@@ -53,6 +40,10 @@ int wr_xdp_underlay(struct xdp_md *ctx)
 
 	if (!l || (!c && !uncounted()))
 		return XDP_PASS;
+	r = pkt_fast_path(ctx, l, c);
+	if (r >= 0)
+		return r;
+	lookup_reset(l);
 	key = &l->key;
 	r = parse_tunnel_xdp(ctx, key, &d, &l->memo);
 	if (r == TUN_NOT_OURS) {
@@ -113,6 +104,7 @@ int wr_xdp_underlay(struct xdp_md *ctx)
 		return XDP_DROP;
 	}
 	if (e->n_actions == 1 && e->actions[0].op == WR_ACT_DROP) {
+		pkt_fill(l, &d, e->flow_id, 0, fi.tcp_flags);
 		flow_hit(e, len, fi.tcp_flags);
 		drop(WR_DROP_ACTION, d.in_port);
 		return XDP_DROP;
@@ -123,6 +115,7 @@ int wr_xdp_underlay(struct xdp_md *ctx)
 		__u32 out = e->actions[0].port;
 
 		if (xdp_redirect_port(out) == XDP_REDIRECT) {
+			pkt_fill(l, &d, e->flow_id, out, fi.tcp_flags);
 			flow_hit(e, len, fi.tcp_flags);
 			port_tx(out, len);
 			bump(c, WR_STAT_XDP_REDIRECT);

@@ -21,6 +21,20 @@
 #include "parse.h"
 #include "tunnel.h"
 
+/* Words of a tunnel frame that its flow key and decapsulation depend on,
+ * as the packet cache (pkt_cache.h) keys its slots. */
+#define PKT_WORDS 12
+
+/* A frame's words, their hash, where its inner frame starts (0: a shape
+ * the packet cache does not serve), and the wr_config.seq + 1 read before
+ * them (0: nothing to fill). */
+struct pkt_key {
+	__u64 w[PKT_WORDS];
+	__u64 tag;
+	__u32 hash;
+	__u32 io;
+};
+
 /* Per-CPU scratch for a packet's flow key, its key under one mask, and
  * what parsing learnt of its frame at TC: too big for the 512-byte stack
  * beside everything else a program keeps there. Programs do not nest on a
@@ -43,6 +57,8 @@ struct lookup {
 	/* Kept from packet to packet, unlike the rest: the endpoint the
 	 * last tunnel packet resolved to. */
 	struct tun_memo memo;
+	/* At XDP, the frame's words, for the packet cache's fill. */
+	struct pkt_key pk;
 };
 
 struct {
@@ -52,16 +68,28 @@ struct {
 	__type(value, struct lookup);
 } wr_scratch_lookup SEC(".maps");
 
-/* This CPU's scratch, its flow key zeroed, no flow handed over. */
-static __always_inline struct lookup *lookup_scratch(void)
+/* This CPU's scratch, as the last packet left it. */
+static __always_inline struct lookup *scratch_as_left(void)
 {
 	__u32 zero = 0;
-	struct lookup *l = bpf_map_lookup_elem(&wr_scratch_lookup, &zero);
 
-	if (l) {
-		__builtin_memset(&l->key, 0, sizeof(l->key));
-		l->hint_slot = META_NO_FLOW;
-	}
+	return bpf_map_lookup_elem(&wr_scratch_lookup, &zero);
+}
+
+/* Makes l ready for a packet: its flow key zeroed, no flow handed over. */
+static __always_inline void lookup_reset(struct lookup *l)
+{
+	__builtin_memset(&l->key, 0, sizeof(l->key));
+	l->hint_slot = META_NO_FLOW;
+}
+
+/* This CPU's scratch, ready for a packet. */
+static __always_inline struct lookup *lookup_scratch(void)
+{
+	struct lookup *l = scratch_as_left();
+
+	if (l)
+		lookup_reset(l);
 	return l;
 }
 
@@ -183,15 +211,21 @@ struct {
 	__type(value, struct flow_cache_slot);
 } wr_flow_cache SEC(".maps");
 
-static __always_inline int flow_keys_equal(const struct wr_flow_key *a, const struct wr_flow_key *b)
+/* Whether the n words at a and b are equal: n is a constant, the
+ * comparison unrolled, one branch at the end. */
+static __always_inline int words_equal(const __u64 *a, const __u64 *b, const int n)
 {
-	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
 	__u64 diff = 0;
 
 #pragma unroll
-	for (int i = 0; i < WR_FLOW_KEY_WORDS; i++)
-		diff |= x[i] ^ y[i];
+	for (int i = 0; i < n; i++)
+		diff |= a[i] ^ b[i];
 	return diff == 0;
+}
+
+static __always_inline int flow_keys_equal(const struct wr_flow_key *a, const struct wr_flow_key *b)
+{
+	return words_equal((const __u64 *)a, (const __u64 *)b, WR_FLOW_KEY_WORDS);
 }
 
 /* Slot i (taken modulo FLOW_CACHE_SLOTS) of this CPU's cache. */
@@ -199,6 +233,17 @@ static __always_inline struct flow_cache_slot *flow_cache_slot(__u32 i)
 {
 	i &= FLOW_CACHE_SLOTS - 1;
 	return bpf_map_lookup_elem(&wr_flow_cache, &i);
+}
+
+/* Which of a key's two ways (s0, s1: a slot whose first field is its tag)
+ * to fill under tag: a stale or empty one if there is one; else hash picks. */
+static __always_inline void *cache_way(void *s0, void *s1, __u64 tag, __u32 hash)
+{
+	if (!s0 || *(__u64 *)s0 != tag)
+		return s0;
+	if (!s1 || *(__u64 *)s1 != tag)
+		return s1;
+	return (hash >> 31) ? s1 : s0;
 }
 
 /* Records in l that slot i holds flow e, made under tag. */
@@ -252,8 +297,7 @@ static __always_inline struct wr_flow_entry *classify(const struct wr_flow_key *
 	e = search(key, l, cfg);
 	if (!e || (cfg->flags & WR_CFG_WRITING))
 		return e;
-	/* A stale or empty way if there is one; else the hash picks. */
-	fill = !s0 || s0->tag != tag ? s0 : !s1 || s1->tag != tag ? s1 : (hash >> 31) ? s1 : s0;
+	fill = cache_way(s0, s1, tag, hash);
 	if (!fill)
 		return e;
 	fill->tag = tag;
@@ -297,10 +341,9 @@ static __noinline struct wr_flow_entry *classify_apart(const struct wr_flow_key 
 	return classify(key, l, counters());
 }
 
-/* Accounts a packet to flow e. */
-static __always_inline void flow_hit(const struct wr_flow_entry *e, __u64 bytes, __u16 tcp_flags)
+/* Accounts a packet to the flow whose id is id. */
+static __always_inline void flow_count(__u32 id, __u64 bytes, __u16 tcp_flags)
 {
-	__u32 id = e->flow_id;
 	struct wr_flow_stats *s;
 
 	if (wr_dry_run || ablated(ABL_COUNTERS))
@@ -318,6 +361,12 @@ static __always_inline void flow_hit(const struct wr_flow_entry *e, __u64 bytes,
 			s->used_ns = bpf_jiffies64();
 		s->tcp_flags |= tcp_flags;
 	}
+}
+
+/* Accounts a packet to flow e. */
+static __always_inline void flow_hit(const struct wr_flow_entry *e, __u64 bytes, __u16 tcp_flags)
+{
+	flow_count(e->flow_id, bytes, tcp_flags);
 }
 
 /*

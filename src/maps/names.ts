@@ -57,12 +57,13 @@ export type PinnedMap = typeof PINNED_MAPS[number];
 
 /**
  * The maps only the programs of one load use: per-CPU scratch space, the
- * exact-match flow cache and the next-hop cache, STT's reassembly buffers
+ * exact-match flow cache, the packet cache in front of it and the next-hop cache, STT's reassembly buffers
  * and the buffer of frames sent in segments. Never pinned; an upgrade
  * starts them afresh.
  */
 export const PRIVATE_MAPS = [
   "wr_flow_cache",
+  "wr_pkt_cache",
   "wr_nh_cache",
   "wr_scratch",
   "wr_scratch_exec",

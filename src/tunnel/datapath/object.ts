@@ -136,6 +136,7 @@ export function sharedPrograms(
     obj.setConstant("wr_dry_run", 1);
     // A dry run neither reads nor fills the caches: no room for them.
     obj.setMaxEntries("wr_flow_cache", 1);
+    obj.setMaxEntries("wr_pkt_cache", 1);
     obj.setMaxEntries("wr_nh_cache", 1);
   }
   for (const [name, map] of maps.all()) obj.reuseMap(name, map);
