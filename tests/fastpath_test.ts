@@ -9,12 +9,14 @@
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { coarseNs, coarseResolutionNs } from "../src/bpf/clock.ts";
 import { ifindex } from "../src/bpf/netif.ts";
+import { BpfMap } from "../src/bpf/map.ts";
 import { Program } from "../src/bpf/program.ts";
 import { skbContext, testRun, xdpContext } from "../src/bpf/test_run.ts";
 import { BpfObject } from "../src/bpf/object.ts";
 import { metaCodec } from "../src/maps/layouts.ts";
 import { COUNTER_OBJECT } from "./helpers/objects.ts";
-import { Lab } from "../src/lab/topology.ts";
+import { Lab, type LabHost } from "../src/lab/topology.ts";
+import { runRaw } from "../src/lab/run.ts";
 import type { Datapath } from "../src/tunnel/datapath.ts";
 import { parseFlow, parseMatch } from "../src/tunnel/flow_syntax.ts";
 import { buildPacket } from "../src/tunnel/packet.ts";
@@ -36,6 +38,7 @@ import {
   upWithPorts,
   XDP_DROP,
   XDP_PASS,
+  XDP_REDIRECT,
 } from "./helpers/lab.ts";
 
 /** The next-hop cache's bound: NH_MAX_AGE_NS in bpf/include/encap.h. */
@@ -590,5 +593,143 @@ privilegedTest(
         drop_key_mismatch: 1,
         not_ours: 1,
       });
+    }),
+);
+
+/** Slots of the packet cache (bpf/include/pkt_cache.h) of `host`'s XDP program filled under `seq`, over all CPUs. */
+async function packetCacheSlots(host: LabHost, seq: bigint): Promise<number> {
+  const shown = await runRaw([
+    "bpftool",
+    "-j",
+    "prog",
+    "show",
+    "pinned",
+    `${host.pinDir}/progs/wr_xdp_underlay`,
+  ]);
+  assertEquals(shown.code, 0, shown.stderr);
+  for (const id of JSON.parse(shown.stdout).map_ids as number[]) {
+    using map = BpfMap.fromId(id);
+    if (map.name !== "wr_pkt_cache") continue;
+    let filled = 0;
+    const key = new Uint8Array(4);
+    const view = new DataView(key.buffer);
+    for (let i = 0; i < map.info.maxEntries; i++) {
+      view.setUint32(0, i, true);
+      const value = map.lookup(key)!;
+      const values = new DataView(value.buffer);
+      for (let at = 0; at < value.length; at += map.cpuStride) {
+        if (values.getBigUint64(at, true) === seq + 1n) filled++;
+      }
+    }
+    return filled;
+  }
+  throw new Error("wr_xdp_underlay has no wr_pkt_cache");
+}
+
+// The caches are per CPU: one CPU for every packet, so that hits are known.
+privilegedTest(
+  "the packet cache: a hit is what the full path finds, byte for byte, and goes stale at once",
+  () =>
+    onCpu(0, async () => {
+      await using lab = await oneHost("vxlan", {}, { xdp: "native" });
+      const [a, b] = lab.hosts;
+      await lab.datapath(a, async (dp) => {
+        dp.deletePort("web");
+        await dp.addLocalPort("web", a.workload.port, { xdp: true });
+        await addFlows(
+          dp,
+          "priority=10,tun_id=42,in_port=t0,tcp actions=output:web",
+          "priority=21,tun_id=42,in_port=t0,tcp,tp_dst=81 actions=drop",
+          "priority=22,tun_id=43,in_port=t0 actions=drop",
+          "priority=23,tun_id=42,in_port=t0,tun_ttl=9 actions=drop",
+          "priority=24,tun_id=42,in_port=t0,tcp,tcp_flags=+syn actions=drop",
+          "priority=25,tun_id=42,in_port=t0,udp actions=drop",
+        );
+      });
+      const aMac = await macOf(a.ns, a.underlay);
+      /** A VXLAN frame for A: these outer IP fields, VNI, inner IP and L4 headers, padding. */
+      const frame = (
+        over: { vni?: number; ip?: string; inner?: string; l4?: string; pad?: number } = {},
+      ) =>
+        scapy(
+          `Ether(dst='${aMac}',src='02:00:00:00:00:99')/` +
+            `IP(src='${b.ip}',dst='${a.ip}',flags='DF'${over.ip ?? ""})/` +
+            `UDP(sport=50000,dport=4789,chksum=0)/VXLAN(vni=${over.vni ?? 42},flags=0x08)/` +
+            "Ether(src='02:00:00:00:00:0a',dst='02:00:00:00:00:0b')/" +
+            `${over.inner ?? "IP(src='10.1.0.1',dst='10.1.0.2')"}/` +
+            `${over.l4 ?? "TCP(sport=1000,dport=80,flags='A')"}/Raw(b'x'*20)` +
+            (over.pad ? `/Padding(b'\\0'*${over.pad})` : ""),
+        );
+      const send = async (packet: Uint8Array) =>
+        (await a.ns.within(() => runPinned(a, "wr_xdp_underlay", packet, a.underlay))).retval;
+      const twice = async (packet: Uint8Array) => [await send(packet), await send(packet)];
+      const slots = async () =>
+        packetCacheSlots(a, await lab.datapath(a, (dp) => dp.maps.config.read().seq));
+
+      const base = await frame();
+      assertEquals(await twice(base), [XDP_REDIRECT, XDP_REDIRECT]);
+      // Per-packet fields no flow key takes hit the same slot.
+      const again = await frame({
+        ip: ",id=7",
+        l4: "TCP(sport=1000,dport=80,flags='A',seq=99,ack=5)",
+      });
+      assertEquals(await send(again), XDP_REDIRECT);
+      assertEquals(await slots(), 1);
+      // One byte apart, in each part of the frame: each takes its own flow.
+      for (
+        const other of [
+          { l4: "TCP(sport=1000,dport=81,flags='A')" },
+          { vni: 43 },
+          { ip: ",ttl=9" },
+          { l4: "TCP(sport=1000,dport=80,flags='S')" },
+          { l4: "UDP(sport=1000,dport=80)" },
+        ]
+      ) {
+        assertEquals(await twice(await frame(other)), [XDP_DROP, XDP_DROP], JSON.stringify(other));
+      }
+      assertEquals(await slots(), 6);
+      // Shapes it does not serve take the full path and find their flows:
+      // inner IP options (the same flow key as port 81's), an inner VLAN tag.
+      const port81 = "TCP(sport=1000,dport=81,flags='A')";
+      const options = await frame({
+        inner: "IP(src='10.1.0.1',dst='10.1.0.2',options=[IPOption(b'\\x01\\x01\\x01\\x00')])",
+        l4: port81,
+      });
+      const vlan = await frame({
+        inner: "Dot1Q(vlan=5)/IP(src='10.1.0.1',dst='10.1.0.2')",
+        l4: port81,
+      });
+      assertEquals(await twice(options), [XDP_DROP, XDP_DROP]);
+      assertEquals(await twice(vlan), [XDP_DROP, XDP_DROP]);
+      // What the words leave out is checked on every hit: the outer
+      // checksum, and the frame's length (padding, which the full path trims).
+      assertEquals(await send(await frame({ ip: ",chksum=0x1234" })), XDP_DROP);
+      assertEquals(await send(await frame({ pad: 10 })), XDP_REDIRECT);
+      assertEquals(await slots(), 6);
+      assertEquals(await lab.datapath(a, nonZeroStats), {
+        decap: 18,
+        xdp_redirect: 4,
+        drop_action: 14,
+        drop_bad_csum: 1,
+      });
+      assertEquals(await lab.datapath(a, cacheCounts), { hits: 11, misses: 7 });
+
+      // A flow mod: the very next frame takes the new actions, counted on
+      // the flow; nothing cached before is valid any more.
+      await lab.datapath(
+        a,
+        (dp) =>
+          dp.modifyFlow(
+            parseFlow("priority=10,tun_id=42,in_port=t0,tcp actions=drop", dp.portNames()),
+          ),
+      );
+      assertEquals(await slots(), 0);
+      assertEquals(await twice(base), [XDP_DROP, XDP_DROP]);
+      assertEquals(await slots(), 1);
+      assertEquals(
+        (await lab.datapath(a, packetsByFlow)).sort(([x], [y]) => x - y),
+        [[10, 6], [21, 6], [22, 2], [23, 2], [24, 2], [25, 2]],
+      );
+      assertEquals(await lab.datapath(a, cacheCounts), { hits: 12, misses: 8 });
     }),
 );
