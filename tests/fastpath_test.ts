@@ -733,3 +733,48 @@ privilegedTest(
       assertEquals(await lab.datapath(a, cacheCounts), { hits: 12, misses: 8 });
     }),
 );
+
+for (const proto of ["geneve", "gre"] as const) {
+  // The caches are per CPU: one CPU for every packet, so that hits are known.
+  privilegedTest(
+    `the packet cache: ${proto} frames one key apart take their own flows, its other shapes the full path`,
+    () =>
+      onCpu(0, async () => {
+        await using lab = await oneHost(proto, {}, { xdp: "native" });
+        const [a, b] = lab.hosts;
+        await lab.datapath(a, (dp) =>
+          addFlows(
+            dp,
+            "priority=10,tun_id=42,in_port=t0 actions=drop",
+            "priority=20,tun_id=43,in_port=t0 actions=drop",
+          ));
+        const aMac = await macOf(a.ns, a.underlay);
+        /** A frame for A with key `id`, the tunnel header given `extra`, which has another shape. */
+        const frame = (id: number, extra = false) =>
+          scapy(
+            `Ether(dst='${aMac}')/IP(src='${b.ip}',dst='${a.ip}')/` +
+              (proto === "gre"
+                ? `GRE(${extra ? "chksum_present=1," : ""}key_present=1,key=${id},proto=0x6558)`
+                : `UDP(sport=50000,dport=6081,chksum=0)/GENEVE(vni=${id},proto=0x6558${
+                  extra
+                    ? ",options=[GeneveOptions(classid=0x0102,type=0x01,length=1,data=b'\\x00\\x00\\x00\\x01')]"
+                    : ""
+                })`) +
+              "/Ether(src='02:00:00:00:00:0a',dst='02:00:00:00:00:0b')/" +
+              "IP(src='10.1.0.1',dst='10.1.0.2')/TCP(sport=1000,dport=80)/Raw(b'x'*20)",
+          );
+        const send = async (packet: Uint8Array) =>
+          (await a.ns.within(() => runPinned(a, "wr_xdp_underlay", packet, a.underlay))).retval;
+        for (const packet of [await frame(42), await frame(43), await frame(42, true)]) {
+          assertEquals([await send(packet), await send(packet)], [XDP_DROP, XDP_DROP]);
+        }
+        const seq = await lab.datapath(a, (dp) => dp.maps.config.read().seq);
+        assertEquals(await packetCacheSlots(a, seq), 2);
+        assertEquals(
+          (await lab.datapath(a, packetsByFlow)).sort(([x], [y]) => x - y),
+          [[10, 4], [20, 2]],
+        );
+        assertEquals(await lab.datapath(a, nonZeroStats), { decap: 6, drop_action: 6 });
+      }),
+  );
+}
