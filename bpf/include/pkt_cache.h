@@ -18,8 +18,9 @@
  * on each hit as the full path checks it (the outer checksum, lengths that
  * must agree with the frame's) or read by nothing the full path decides
  * (the outer MACs and UDP source port, TCP's sequence numbers, payload).
- * The words differ unless the shape does, so a frame of another shape
- * (IPv6, IP options, a VLAN tag, Geneve options, ICMP) never matches.
+ * The bytes that tell the shapes apart are compared too (and the inner
+ * frame's offset is a word of its own), so a frame of another shape (IPv6,
+ * IP options, a VLAN tag, Geneve options, ICMP) never matches.
  *
  * A slot is filled where the full path finished a frame of that shape at
  * XDP, by a redirect to an XDP-capable port or a flow's drop, and only when
@@ -49,9 +50,10 @@
 #define PKT_IO_GRE_KEY 42	/* Ethernet, IPv4, GRE with a key */
 #define PKT_IO_GRE 38		/* Ethernet, IPv4, GRE */
 
-/* Bytes of the inner frame read: up to TCP's flags and UDP's checksum. */
-#define PKT_INNER_TCP (sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct tcphdr))
+/* The inner frame's bytes the words reach to (TCP's flags), and those the
+ * full path needs to key TCP's fields at all (a whole TCP header). */
 #define PKT_INNER_WORDS_END 48
+#define PKT_INNER_TCP (sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct tcphdr))
 
 /* Bytes [lo, hi) of an 8-byte word loaded from the packet, as a mask. */
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
