@@ -9,7 +9,7 @@
  * not warren's is ignored, with a warning.
  */
 import { createHash } from "node:crypto";
-import { assert, assertEquals } from "./helpers/assert.ts";
+import { assert, assertEquals, assertRejects } from "./helpers/assert.ts";
 import { Lab, type LabHost } from "../src/lab/topology.ts";
 import { privilegedTest } from "./helpers/privileged.ts";
 import { warrenOk } from "./helpers/cli.ts";
@@ -119,6 +119,10 @@ function misshapen(note: Uint8Array): Uint8Array {
   return out;
 }
 
+/** The id of `host`'s live flow index: a full apply makes a new one, changes in place do not. */
+const liveIndex = (lab: Lab, host: LabHost) =>
+  lab.datapath(host, (dp) => dp.maps.flowIndexId(dp.maps.config.read().gen & 1));
+
 const writeState = (file: string, flows: string[]) =>
   Deno.writeTextFile(file, STATE + flows.map((f) => `  - ${f}\n`).join(""));
 
@@ -161,7 +165,10 @@ privilegedTest(
         await warrenOk(a, ["down"]);
         await warrenOk(a, ["up", "--underlay", "u0"]);
         assertEquals((await applyFile(lab, a, earlier)).compiled, N, "down took the notes");
+        const index = await liveIndex(lab, a);
         const plan = await applyFile(lab, a, file, compileAll);
+        // Changes alone are written in place; without the note, a new index.
+        assertEquals(await liveIndex(lab, a) === index, !compileAll);
         assertEquals((await applyFile(lab, a, file)).compiled, 0, "and then recognised");
         return { plan, table: await lab.datapath(a, rawTable) };
       };
@@ -335,5 +342,77 @@ privilegedTest(
       }
       // And the apply wrote a good note again.
       assert((await applyFile(lab, a, file, true)).compiled === 0);
+    }),
+);
+
+privilegedTest(
+  "lines deleted are made in place, exactly their flows gone; a changed match that another flow has refuses the file, nothing applied",
+  () =>
+    withLab(async (lab, a, file) => {
+      // Another owner's flow (its port once the file made it), kept by
+      // the operator's applies.
+      const owned = file.replace(/yaml$/, "fleet.flows");
+      const fleet = "priority=10,in_port=web,ip,nw_dst=10.99.0.1 actions=drop";
+      await Deno.writeTextFile(owned, fleet + "\n");
+      const flows = Array.from({ length: N }, (_, i) => flow(i));
+      await writeState(file, flows);
+      await applyFile(lab, a, file);
+      await warrenOk(a, ["apply", "--owner", "fleet", owned]);
+      // Compared in full once, the owner's apply having moved the counter.
+      assertEquals((await applyFile(lab, a, file)).unchanged, N);
+      const index = await liveIndex(lab, a);
+      const before = await lab.datapath(a, rawTable);
+      const dump = () => warrenOk(a, ["flow", "dump"]);
+
+      // One line deleted, then a block of 40 (more than the note is
+      // followed over without its index): those flows alone go, in place.
+      const applied = async (wanted: string[], removed: number) => {
+        const earlier = await lab.datapath(a, rawTable);
+        await writeState(file, wanted);
+        assertEquals(await applyFile(lab, a, file), {
+          added: 0,
+          modified: 0,
+          removed,
+          unchanged: wanted.length,
+          compiled: 0,
+        });
+        assertEquals(await liveIndex(lab, a), index, "changed in place");
+        const now = await lab.datapath(a, rawTable);
+        assertEquals(now.length, earlier.length - removed);
+        assert(now.every((e) => earlier.includes(e)), "every other entry as it was");
+      };
+      const one = flows.toSpliced(1234, 1);
+      await applied(one, 1);
+      assert(!(await dump()).includes("nw_dst=10.0.4.210 "), "flow 1234 gone");
+      assert((await dump()).includes("nw_dst=10.0.4.211 "), "flow 1235 kept");
+      const block = one.toSpliced(100, 40);
+      await applied(block, 40);
+      const table = await lab.datapath(a, rawTable);
+
+      // A changed flow with the match of a flow that stays, or of the
+      // other owner's, and a line given twice: refused, nothing applied.
+      const refused = async (wanted: string[], why: string) => {
+        await writeState(file, wanted);
+        await assertRejects(() => applyFile(lab, a, file), Error, why);
+        assertEquals(await lab.datapath(a, rawTable), table);
+        assertEquals(await liveIndex(lab, a), index);
+      };
+      const same = "two flows have the same match";
+      await refused(block.with(10, flow(20, 33)), same);
+      await refused(block.with(10, fleet), `owner "fleet"'s`);
+      await refused([...block, block[7]], same);
+
+      // The file as first applied: the flows back, in place, and the
+      // table what a fresh apply of it makes but for their ids.
+      await writeState(file, flows);
+      assertEquals(await applyFile(lab, a, file), {
+        added: 41,
+        modified: 0,
+        removed: 0,
+        unchanged: N - 41,
+        compiled: 41,
+      });
+      assertEquals(await liveIndex(lab, a), index);
+      assertEquals((await lab.datapath(a, rawTable)).length, before.length);
     }),
 );

@@ -169,3 +169,22 @@ export function noteApplied(
     // A user allowed the lock but not the lock directory: no note, no shortcut.
   }
 }
+
+/**
+ * Notes, as {@link noteApplied}, that the table is `flows` flows (digest
+ * `digest`, sending to `remotes`), read from the text with digest
+ * `source` if given, as configuration `cfg` (as the apply left it) says.
+ */
+export function noteDone(
+  maps: DatapathMaps,
+  cfg: Config,
+  digest: string,
+  flows: number,
+  remotes: Addr[],
+  source?: string,
+): void {
+  // Under a session the commit waits for its end: the counter moves again then.
+  if (cfg.flags & ConfigFlag.WRITING) return;
+  const read = source ? { digest: source, flows, remotes } : undefined;
+  noteApplied(maps, cfg, digest, read);
+}

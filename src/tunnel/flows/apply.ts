@@ -13,7 +13,6 @@
  * @module
  */
 
-import type { Addr } from "../addr.ts";
 import {
   type ActionMemo,
   type CompiledFlow,
@@ -23,17 +22,14 @@ import {
 } from "../compile.ts";
 import { failpoint } from "../failpoint.ts";
 import type { FlowSpec } from "../flow_syntax.ts";
-import {
-  ActionOp,
-  type Config,
-  ConfigFlag,
-  decodeFlowKey,
-  tunKeyCodec,
-} from "../../maps/layouts.ts";
+import { ActionOp, decodeFlowKey, tunKeyCodec } from "../../maps/layouts.ts";
 import { U32List } from "../ids.ts";
 import { Remotes, type TunKeySlots } from "../tun_keys.ts";
-import { lastApplied, noteApplied } from "./applied.ts";
-import { notedFlows, noteFlows, textDigest } from "./noted_texts.ts";
+import { lastApplied, noteDone } from "./applied.ts";
+import { type NotedFlows, notedFlows, noteFlows, setNote, textDigest } from "./noted_texts.ts";
+import { applyChanges, type Replay, type Take } from "./changes.ts";
+import { type ApplyOptions, applyStats, type FlowByText, type FlowDiff } from "./diff.ts";
+
 import { zeroCounters } from "./counters.ts";
 import {
   actionSlots,
@@ -49,94 +45,11 @@ import { type ActionSet, byteString, FlowSet, FlowState, grown, sameBytes } from
 import { checkGroupsExist, countGroupKeys } from "./group_state.ts";
 import { checkFlowRoom, checkKeyRoom, type TableContext, type TableState } from "./journal.ts";
 import { checkMaskRoom, type LiveMask, masksById, nextMaskId } from "./masks.ts";
-import { OPERATOR, type OwnerName } from "./owners.ts";
+import { OPERATOR } from "./owners.ts";
 import { decodeFlow, type InstalledFlow, tunKeyReader } from "./queries.ts";
 
-/** What `apply` changes (or, in a dry run, would change). */
-export interface FlowDiff {
-  /** How many flows are new. */
-  added: number;
-  /** How many change their actions or cookie (counters kept). */
-  modified: number;
-  /** How many go. */
-  removed: number;
-  /** How many stay as they are. */
-  unchanged: number;
-  /** The first new flows (at most `listLimit`). */
-  add: FlowSpec[];
-  /** The first modified flows, as they will be. */
-  modify: FlowSpec[];
-  /** The first flows that go. */
-  remove: InstalledFlow[];
-  /** Every tunnel remote the new table sends to. */
-  remotes: Addr[];
-}
-
-/**
- * A flow given as its text: parsed only when the last apply did not
- * compile the same text in the same context (see {@link ApplyOptions.context}).
- */
-export interface FlowByText {
-  /** The flow, in flow syntax. */
-  text: string;
-  /** The flow, parsed (and checked as its source requires). */
-  parse(): FlowSpec;
-}
-
-/** `specs` as specs, those given as text parsed as they are read. */
-export function* specsOf(specs: Iterable<FlowSpec | FlowByText>): Generator<FlowSpec> {
-  for (const s of specs) yield "text" in s ? s.parse() : s;
-}
-
-/** Progress of long work: which phase, how far. */
-export interface Progress {
-  /** "compile" (reading flows), "compare" (with the installed table), "install". */
-  phase: "compile" | "compare" | "install";
-  /** Flows done. */
-  done: number;
-  /** Flows in all, when known. */
-  total?: number;
-}
-
-/** Options of {@link apply}. */
-export interface ApplyOptions {
-  /** Only say what would change. */
-  dryRun?: boolean;
-  /** Called every 65 536 flows of each phase. */
-  progress?: (p: Progress) => void;
-  /** How many flows of each kind the diff lists (default 1000). */
-  listLimit?: number;
-  /** Groups that will exist by the time the flows are installed (a dry run's). */
-  comingGroups?: ReadonlySet<number>;
-  /**
-   * Whose flows `specs` are: "" (the default) for the operator's, or a
-   * named owner's (1 to 63 letters, digits, `_`, `.`, `-`). Either way the
-   * other owners' flows are left as they are.
-   */
-  owner?: OwnerName;
-  /**
-   * The digest of the text `specs` are parsed from, as they are read (and
-   * of everything else its meaning depends on but the datapath: see
-   * `applyState`). The operator's apply notes it, and when the same digest
-   * comes again with the datapath unchanged since, `specs` are not read
-   * at all: the table is the wanted one already.
-   */
-  source?: string;
-  /**
-   * The digest of everything but their text that flows given as text
-   * compile against (their ports, the groups they may name, warren's
-   * version, the map layout). With it, the operator's apply notes what
-   * each text compiled to, and takes a text the last apply compiled in
-   * the same context as it compiled it, without parsing it again.
-   */
-  context?: string;
-}
-
-/**
- * How many flows `apply` has compiled in this process: what a test reads
- * to see which applies compiled nothing.
- */
-export const applyStats = { compiled: 0 };
+export type { ApplyOptions, FlowByText, FlowDiff, Progress } from "./diff.ts";
+export { applyStats, specsOf } from "./diff.ts";
 
 /**
  * Makes the operator's installed flows exactly `specs`, leaving other
@@ -164,10 +77,23 @@ export function apply(
     };
   }
   const context = options.owner ? undefined : options.context;
-  const { set, texts, compiled } = compile(t, specs, progress, context);
-  // Only a changed text needs noting again.
+  const noted = context ? notedFlows(t.maps, context) : undefined;
+  const notedTable = noted?.table;
+  let replay: Replay | undefined;
+  // The table as the noted flows made it: only what changed is compiled
+  // and written, unless so much changed that a whole new table is cheaper.
+  if (noted && last && notedTable === last.digest && !noted.wasteful()) {
+    const done = applyChanges(t, specs[Symbol.iterator](), noted, options);
+    if (!(done instanceof Function)) return done;
+    replay = done;
+  }
+  const { set, texts, compiled } = compile(t, specs, progress, context, noted, replay);
+  // Only a changed text, or another table, needs noting again.
   const noteTexts = () => {
-    if (texts && context && compiled > 0 && !options.dryRun) noteFlows(t.maps, set, texts, context);
+    if (!texts || !context || options.dryRun) return;
+    if (compiled > 0 || notedTable !== digest) {
+      noteFlows(t.maps, setNote(set, texts), context, digest);
+    }
   };
   checkSetGroups(t, set, options.comingGroups);
   // The same flows as the last apply installed, and nothing changed
@@ -176,7 +102,9 @@ export function apply(
   if (last?.digest === digest) {
     const diff = describe(t, set, 0, [], limit, true);
     // The same flows from another text: noted, so that text is recognised too.
-    if (options.source && !options.dryRun) noteDone(t, cfg, digest, set, diff, options.source);
+    if (options.source && !options.dryRun) {
+      noteDone(t.maps, cfg, digest, set.count, diff.remotes, options.source);
+    }
     noteTexts();
     return diff;
   }
@@ -256,7 +184,7 @@ export function apply(
   // a crashed writer left ids or key references for an apply to heal.
   const unchanged = diff.added + diff.modified + diff.removed === 0;
   if (unchanged && bookkeepingAgrees(t, st, oldIds, oldCounts)) {
-    noteDone(t, st.cfg, digest, set, diff, options.source);
+    noteDone(t.maps, st.cfg, digest, set.count, diff.remotes, options.source);
     noteTexts();
     return diff;
   }
@@ -352,41 +280,25 @@ export function apply(
     t.journal.close();
     throw err;
   }
-  noteDone(t, st.cfg, digest, set, diff, options.source);
+  noteDone(t.maps, st.cfg, digest, set.count, diff.remotes, options.source);
   noteTexts();
   return diff;
 }
 
 /**
- * Notes that the table is `set`'s flows (digest `digest`, `diff` their
- * change), read from the text with digest `source` if given, as
- * configuration `cfg` (as the apply left it) says.
- */
-function noteDone(
-  t: TableContext,
-  cfg: Config,
-  digest: string,
-  set: FlowSet,
-  diff: FlowDiff,
-  source?: string,
-): void {
-  // Under a session the commit waits for its end: the counter moves again then.
-  if (cfg.flags & ConfigFlag.WRITING) return;
-  const read = source ? { digest: source, flows: set.count, remotes: diff.remotes } : undefined;
-  noteApplied(t.maps, cfg, digest, read);
-}
-
-/**
- * `specs` compiled into a set, each flow's key and mask encoded into the
- * same two buffers; with `context`, a text the last apply compiled in that
- * context is taken as it compiled it. Gives the texts' digests too when
- * every flow was given as text, and how many flows were compiled.
+ * `specs` (or, with `replay`, what it gives) compiled into a set, each
+ * flow's key and mask encoded into the same two buffers; with `context`,
+ * a text of the `noted` flows (the last apply's in that context) is taken
+ * as it compiled. Gives the texts' digests too when every flow was given
+ * as text, and how many flows were compiled.
  */
 function compile(
   t: TableContext,
   specs: Iterable<FlowSpec | FlowByText>,
   progress: ApplyOptions["progress"],
   context?: string,
+  noted?: NotedFlows,
+  replay?: Replay,
 ) {
   const set = new FlowSet();
   const memo: ActionMemo = new Map();
@@ -401,21 +313,26 @@ function compile(
     tunKeyBytes: [],
     flags: 0,
   };
-  const noted = context ? notedFlows(t.maps, context) : undefined;
   // The file applied again is mostly the noted flows: room for them at once.
   if (noted) set.reserve(noted.count, noted.keys.bytes.length);
   let texts: Uint32Array | undefined = context
     ? new Uint32Array(3 * Math.max(1024, noted?.count ?? 0))
     : undefined;
   let compiled = 0;
-  try {
-    for (const item of specs) {
+  const room = (n: number) => {
+    if (texts && 3 * (n + 1) > texts.length) texts = grown(texts, texts.length * 2);
+  };
+  const counted = () => {
+    if (set.count % 65536 === 0) progress?.({ phase: "compile", done: set.count });
+  };
+  const take: Take = {
+    item(item) {
       const n = set.count;
       let j = -1;
       if ("text" in item && texts) {
-        if (3 * (n + 1) > texts.length) texts = grown(texts, texts.length * 2);
+        room(n);
         textDigest(item.text, texts, n);
-        if (noted) j = noted.find(texts, n);
+        if (noted) j = noted.find(texts!, n);
       } else texts = undefined;
       if (j >= 0) set.addNoted(noted!, j);
       else {
@@ -429,8 +346,19 @@ function compile(
         applyStats.compiled++;
         compiled++;
       }
-      if (set.count % 65536 === 0) progress?.({ phase: "compile", done: set.count });
-    }
+      counted();
+    },
+    noted(j) {
+      const n = set.count;
+      room(n);
+      texts?.set(noted!.texts.subarray(3 * j, 3 * j + 3), 3 * n);
+      set.addNoted(noted!, j);
+      counted();
+    },
+  };
+  try {
+    if (replay) replay(take);
+    else for (const item of specs) take.item(item);
   } finally {
     noted?.release();
   }

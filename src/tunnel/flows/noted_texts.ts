@@ -25,6 +25,7 @@ import { actionCodec, flowKeyCodec, tunKeyCodec } from "../../maps/layouts.ts";
 import { notedTextsPath } from "../lock.ts";
 import type { DatapathMaps } from "../pins.ts";
 import {
+  type ActionSet,
   type CompiledColumns,
   type FlowSet,
   KeyArena,
@@ -35,7 +36,9 @@ import {
 const KEY_SIZE = flowKeyCodec.size;
 const ACTION_SIZE = actionCodec.size;
 const TUN_KEY_SIZE = tunKeyCodec.size;
-const MAGIC = new TextEncoder().encode("WRTEXT01");
+const MAGIC = new TextEncoder().encode("WRTEXT02");
+/** The size of the id of the table a note's flows made (sha256 or random). */
+const TABLE_SIZE = 32;
 /** The magic, the context's digest, the payload's checksum. */
 const HEADER = MAGIC.length + 32 + 32;
 
@@ -74,6 +77,13 @@ export class NotedFlows implements CompiledColumns {
   setRaw: Uint8Array[] = [];
   /** Per action list: how many actions. */
   setCount = new Uint32Array(0);
+  /**
+   * The id of the table these flows made (hex): the digest of their set,
+   * or a random id after an apply of changes. While the last apply's note
+   * (`applied.ts`) names it and the datapath is unchanged since, the
+   * operator's installed flows are exactly these.
+   */
+  table = "";
   /** The bytes the columns view, when they are a note's. */
   buffer?: ArrayBuffer;
   #table?: Int32Array;
@@ -106,6 +116,43 @@ export class NotedFlows implements CompiledColumns {
   }
 
   /**
+   * The noted flow whose text has the digest at `3 * n` of `digests`, if it
+   * is the one after the last found or a few after that (flows deleted
+   * between), or -1: a file applied again in its noted order is matched
+   * without the index {@link find} builds.
+   */
+  follow(digests: Uint32Array, n: number): number {
+    const a = digests[3 * n], b = digests[3 * n + 1], len = digests[3 * n + 2];
+    const t = this.texts;
+    const end = Math.min(this.count, this.#next + FOLLOW);
+    for (let j = this.#next; j < end; j++) {
+      if (t[3 * j] === a && t[3 * j + 1] === b && t[3 * j + 2] === len) {
+        this.#next = j + 1;
+        return j;
+      }
+    }
+    return -1;
+  }
+
+  /**
+   * Whether the note holds at least as much again as its flows use (keys
+   * and action lists of flows that went, kept by applies of changes): an
+   * apply then writes it compactly anew.
+   */
+  wasteful(): boolean {
+    let keyBytes = 0;
+    const used = new Uint8Array(this.setRaw.length);
+    const len = this.masks.map((m) => m.offsets.length);
+    for (let j = 0; j < this.count; j++) {
+      keyBytes += len[this.maskIndex[j]];
+      used[this.actionSet[j]] = 1;
+    }
+    let sets = 0;
+    for (const u of used) sets += u;
+    return this.keys.bytes.length > 2 * keyBytes + 65536 || this.setRaw.length > 2 * sets + 1024;
+  }
+
+  /**
    * Frees the note's bytes and index at once (the columns are empty
    * after): they are as big as the set the apply builds from them, and
    * are not needed once it is built.
@@ -130,9 +177,25 @@ export class NotedFlows implements CompiledColumns {
   }
 }
 
+/** How far past the last flow found {@link NotedFlows.follow} looks. */
+const FOLLOW = 16;
+
 /** The payload's sections: each a typed array's bytes, 8-byte aligned. */
 function sections(n: number, m: number, s: number, arena: number, raw: number) {
-  const sizes = [24, 8 * n, 12 * n, 4 * n, 4 * n, 4 * s, 4 * s, 2 * n, n, m * KEY_SIZE, arena, raw];
+  const sizes = [
+    24 + TABLE_SIZE,
+    8 * n,
+    12 * n,
+    4 * n,
+    4 * n,
+    4 * s,
+    4 * s,
+    2 * n,
+    n,
+    m * KEY_SIZE,
+    arena,
+    raw,
+  ];
   const at: number[] = [];
   let end = 0;
   for (const size of sizes) {
@@ -142,51 +205,101 @@ function sections(n: number, m: number, s: number, arena: number, raw: number) {
   return { at, end };
 }
 
+/** A per-flow column of a note. */
+export type NoteColumn = "cookie" | "texts" | "keyAt" | "actionSet" | "priority" | "maskIndex";
+
 /**
- * Writes the note of `set`'s flows, their texts' digests `texts` (three
- * words a flow, in the set's order), in context `context` (a sha256
- * digest in hex), to `file`: section by section from the set's own
- * arrays, the checksum summed as they go and written last, so that the
- * note is never a second copy of the set in memory.
+ * The flows a note is written from, each section in parts: a set's own
+ * arrays, or the last note's with an apply's changes between them, so
+ * that the note is never a second copy of the flows in memory.
  */
-function writeNote(file: Deno.FsFile, set: FlowSet, texts: Uint32Array, context: string): void {
-  const n = set.count, m = set.masks.length, s = set.actionSets.length;
-  const raws = set.actionSets.map((a) => {
-    const raw = new Uint8Array(1 + a.actions.length + a.tunKeys.length * TUN_KEY_SIZE);
-    raw[0] = a.flags;
-    raw.set(a.actions, 1);
-    a.tunKeys.forEach((k, i) => raw.set(k, 1 + a.actions.length + i * TUN_KEY_SIZE));
-    return raw;
-  });
-  const arena = set.arena;
-  const rawLen = raws.reduce((x, r) => x + r.length, 0);
-  const { at, end } = sections(n, m, s, arena.length, rawLen);
+export interface NoteSource {
+  /** How many flows. */
+  count: number;
+  /** The masks' bytes. */
+  masks: Uint8Array[];
+  /** Per action list: flags, actions and tunnel keys, back to back. */
+  raws: Uint8Array[];
+  /** Per action list: how many actions. */
+  actionCounts: Uint32Array;
+  /** The masked keys, back to back as `keyAt` places them, in parts. */
+  arena: Uint8Array[];
+  /** A column ("texts": the texts' digests, three words a flow), in flow order, in parts. */
+  column(name: NoteColumn): Iterable<ArrayBufferView>;
+}
+
+/** Action list `a` as a note holds it: flags, actions and tunnel keys, back to back. */
+export function rawActions(a: ActionSet): Uint8Array {
+  const raw = new Uint8Array(1 + a.actions.length + a.tunKeys.length * TUN_KEY_SIZE);
+  raw[0] = a.flags;
+  raw.set(a.actions, 1);
+  a.tunKeys.forEach((k, i) => raw.set(k, 1 + a.actions.length + i * TUN_KEY_SIZE));
+  return raw;
+}
+
+/** `set`'s flows, their texts' digests `texts` (three words a flow, in the set's order). */
+export function setNote(set: FlowSet, texts: Uint32Array): NoteSource {
+  const n = set.count;
+  return {
+    count: n,
+    masks: set.masks.map((m) => m.bytes),
+    raws: set.actionSets.map(rawActions),
+    actionCounts: Uint32Array.from(set.actionSets, (a) => a.count),
+    arena: [set.arena],
+    column: (name) => [name === "texts" ? texts.subarray(0, 3 * n) : set[name].subarray(0, n)],
+  };
+}
+
+/** Parts smaller than this are gathered before they are written. */
+const GATHER = 1 << 16;
+
+/**
+ * Writes the note of `src`'s flows, which made table `table` (hex), in
+ * context `context` (a sha256 digest in hex), to `file`: section by
+ * section, the checksum summed as they go and written last.
+ */
+function writeNote(file: Deno.FsFile, src: NoteSource, context: string, table: string): void {
+  const n = src.count, m = src.masks.length, s = src.raws.length;
+  const length = (parts: Uint8Array[]) => parts.reduce((x, r) => x + r.length, 0);
+  const arenaLen = length(src.arena), rawLen = length(src.raws);
+  const { at, end } = sections(n, m, s, arenaLen, rawLen);
   const sum = createHash("sha256");
   let written = 0;
-  const put = (...parts: ArrayBufferView[]) => {
+  // An apply of changes gives its columns in as many parts as runs of
+  // flows it kept: the small ones go to the file together.
+  const gathered = new Uint8Array(GATHER);
+  let held = 0;
+  const flush = () => {
+    writeAll(file, gathered.subarray(0, held));
+    held = 0;
+  };
+  const put = (parts: Iterable<ArrayBufferView>) => {
     for (const a of parts) {
       const bytes = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
       sum.update(bytes);
-      writeAll(file, bytes);
       written += bytes.length;
+      if (held + bytes.length > GATHER) flush();
+      if (bytes.length > GATHER) writeAll(file, bytes);
+      else gathered.set(bytes, held), held += bytes.length;
     }
   };
   // Each section starts where sections() says: zeros pad up to it.
-  const pad = (i: number) => put(new Uint8Array(i < at.length ? at[i] - written : end - written));
+  const pad = (i: number) => put([new Uint8Array(i < at.length ? at[i] - written : end - written)]);
   file.seekSync(HEADER, Deno.SeekMode.Start);
-  put(new Uint32Array([n, m, s, arena.length, rawLen]));
-  pad(1), put(set.cookie.subarray(0, n));
-  pad(2), put(texts.subarray(0, 3 * n));
-  pad(3), put(set.keyAt.subarray(0, n));
-  pad(4), put(set.actionSet.subarray(0, n));
-  pad(5), put(Uint32Array.from(set.actionSets, (a) => a.count));
-  pad(6), put(Uint32Array.from(raws, (r) => r.length));
-  pad(7), put(set.priority.subarray(0, n));
-  pad(8), put(set.maskIndex.subarray(0, n));
-  pad(9), put(...set.masks.map((mask) => mask.bytes));
-  pad(10), put(arena);
-  pad(11), put(...raws);
+  put([new Uint32Array([n, m, s, arenaLen, rawLen, 0]), Buffer.from(table, "hex")]);
+  pad(1), put(src.column("cookie"));
+  pad(2), put(src.column("texts"));
+  pad(3), put(src.column("keyAt"));
+  pad(4), put(src.column("actionSet"));
+  pad(5), put([src.actionCounts]);
+  pad(6), put([Uint32Array.from(src.raws, (r) => r.length)]);
+  pad(7), put(src.column("priority"));
+  pad(8), put(src.column("maskIndex"));
+  pad(9), put(src.masks);
+  pad(10), put(src.arena);
+  pad(11), put(src.raws);
   pad(12);
+  flush();
   file.seekSync(0, Deno.SeekMode.Start);
   writeAll(file, MAGIC);
   writeAll(file, Buffer.from(context, "hex"));
@@ -205,13 +318,14 @@ function decode(bytes: Uint8Array<ArrayBuffer>): NotedFlows {
   const p = bytes.subarray(HEADER);
   const sum = createHash("sha256").update(p).digest();
   if (!sum.equals(bytes.subarray(MAGIC.length + 32, HEADER))) throw "its checksum is wrong";
-  if (p.length < 24) throw "it is too short";
+  if (p.length < 24 + TABLE_SIZE) throw "it is too short";
   const b = p.buffer;
   const [n, m, s, arenaLen, rawLen] = new Uint32Array(b, p.byteOffset, 5);
   const { at: rel, end } = sections(n, m, s, arenaLen, rawLen);
   if (end !== p.length || m > 255) throw "its sizes do not add up";
   const at = rel.map((x) => x + p.byteOffset);
   const f = new NotedFlows();
+  f.table = Buffer.from(p.subarray(24, 24 + TABLE_SIZE)).toString("hex");
   f.cookie = new BigUint64Array(b, at[1], n);
   f.texts = new Uint32Array(b, at[2], 3 * n);
   f.keyAt = new Uint32Array(b, at[3], n);
@@ -283,15 +397,15 @@ export function notedFlows(maps: DatapathMaps, context: string): NotedFlows | un
 }
 
 /**
- * Notes `set`'s flows with their texts' digests `texts`, in context
+ * Notes `src`'s flows, which made table `table` (hex), in context
  * `context`. Best effort: without the note, the next apply compiles every
  * flow.
  */
 export function noteFlows(
   maps: DatapathMaps,
-  set: FlowSet,
-  texts: Uint32Array,
+  src: NoteSource,
   context: string,
+  table: string,
 ): void {
   const dir = maps.pinDir;
   if (!dir) return;
@@ -305,7 +419,7 @@ export function noteFlows(
         truncate: true,
         mode: 0o600,
       });
-      writeNote(file, set, texts, context);
+      writeNote(file, src, context, table);
     }
     Deno.renameSync(`${path}.new`, path);
   } catch {

@@ -16,10 +16,11 @@
  * @module
  */
 
+import type { BpfMap } from "../../bpf/map.ts";
 import { type ActionMemo, type CompiledFlow, compileFlow, flowText } from "../compile.ts";
 import type { FlowSpec } from "../flow_syntax.ts";
 import { Remotes } from "../tun_keys.ts";
-import type { ApplyOptions, FlowDiff } from "./apply.ts";
+import type { ApplyOptions, FlowDiff } from "./diff.ts";
 import { type Change, commit } from "./commit.ts";
 import { zeroCounters } from "./counters.ts";
 import { actionBytes, Entry, indexKey, resolveActions } from "./entry.ts";
@@ -44,11 +45,11 @@ import { decodeFlow, type InstalledFlow, tunKeyReader } from "./queries.ts";
  * other actions or cookie (the same flow, id and counters, changed),
  * REPLACED another priority (a new flow in its place).
  */
-const Kind = { NEW: 0, SAME: 1, MODIFIED: 2, REPLACED: 3 } as const;
-type Kind = typeof Kind[keyof typeof Kind];
+export const Kind = { NEW: 0, SAME: 1, MODIFIED: 2, REPLACED: 3 } as const;
+export type Kind = typeof Kind[keyof typeof Kind];
 
 /** A wanted flow, where it goes and what it finds there. */
-interface Wanted {
+export interface Wanted {
   c: CompiledFlow;
   kind: Kind;
   /** Its mask, when one exists. */
@@ -57,6 +58,14 @@ interface Wanted {
   ik?: Uint8Array;
   /** The installed entry it replaces. */
   old?: Uint8Array;
+}
+
+/** An installed flow that goes: its index key and entry. */
+export interface Gone {
+  /** Its index key. */
+  ik: Uint8Array;
+  /** Its entry, as installed. */
+  old: Uint8Array;
 }
 
 /**
@@ -71,7 +80,6 @@ export function applyOwned(
   options: ApplyOptions = {},
 ): FlowDiff {
   checkOwnerName(owner);
-  const limit = options.listLimit ?? 1000;
   const compiled = new Map<string, CompiledFlow>();
   const memo: ActionMemo = new Map();
   for (const s of specs) {
@@ -94,26 +102,13 @@ export function applyOwned(
   const wanted: Wanted[] = [];
   const wantedKeys = new Set<string>();
   for (const c of compiled.values()) {
-    const mask = bySig.get(byteString(c.maskBytes));
-    const ik = mask && indexKey(mask.id, c.keyBytes);
-    const old = ik && index.lookup(ik);
-    if (ik) wantedKeys.add(byteString(ik));
-    if (!old) {
-      wanted.push({ c, kind: Kind.NEW, mask, ik });
-      continue;
-    }
-    const e = new Entry(ik, old);
-    checkOwner(t, st.owners, id, c, e);
-    const kind = e.priority !== c.spec.priority
-      ? Kind.REPLACED
-      : sameEntry(c, e, (k) => st.slots.find(k))
-      ? Kind.SAME
-      : Kind.MODIFIED;
-    wanted.push({ c, kind, mask, ik, old });
+    const w = wantedOf(t, st, index, bySig, id, c);
+    if (w.ik) wantedKeys.add(byteString(w.ik));
+    wanted.push(w);
   }
   // The owner's flows that are not wanted go; keys of flows gone already
   // (a set may list more) leave its set.
-  const gone: { ik: Uint8Array; old: Uint8Array }[] = [];
+  const gone: Gone[] = [];
   const stale: Uint8Array[] = [];
   for (const ik of id === undefined ? [] : st.owners.keys(id)) {
     if (wantedKeys.has(byteString(ik))) continue;
@@ -122,6 +117,28 @@ export function applyOwned(
     else stale.push(ik);
   }
 
+  return applyWanted(t, st, index, owner, wanted, gone, stale, options);
+}
+
+/**
+ * Makes `wanted` (each against what its key holds in the live `index`) and
+ * the removal of `gone` (entries installed) owner `owner`'s change, with
+ * one atomic commit in place; `stale` are keys the owner's set lists of
+ * flows gone already. Checks room before anything is written. With
+ * `dryRun`, or nothing to change, only says what would change. The
+ * operator's changed-text apply (`changes.ts`) makes its change so too.
+ */
+export function applyWanted(
+  t: TableContext,
+  st: TableState,
+  index: BpfMap,
+  owner: OwnerName,
+  wanted: Wanted[],
+  gone: Gone[],
+  stale: Uint8Array[],
+  options: ApplyOptions,
+): FlowDiff {
+  const limit = options.listLimit ?? 1000;
   const diff = describe(t, st, wanted, gone, limit);
   const changed = wanted.some((w) => w.kind !== Kind.SAME) || gone.length > 0;
   if (options.dryRun || !changed) return diff;
@@ -163,7 +180,9 @@ export function applyOwned(
     .length;
   if (st.flowIds.used() + newIds + standIns > st.cfg.max_flows) {
     throw new FlowTableError(
-      `the flow table is full: owner "${owner}"'s change needs room for ${
+      `the flow table is full: ${
+        owner ? `owner "${owner}"'s` : "the apply's"
+      } change needs room for ${
         newIds + standIns
       } entries beside the ${st.flowIds.used()} installed (warren up --max-flows sets the size)`,
     );
@@ -177,8 +196,15 @@ export function applyOwned(
 
   t.journal.begin(st);
   try {
+    // The operator's flows are all the others: no set of its own to keep.
+    const named = owner !== "";
     const owned = st.owners.ensure(owner);
-    st.owners.addKeys(owned, wanted.filter((w) => w.kind === Kind.NEW).map((w) => w.ik!));
+    if (named) {
+      st.owners.addKeys(
+        owned,
+        wanted.filter((w) => w.kind === Kind.NEW).map((w) => w.ik!),
+      );
+    }
     const changes: Change[] = [];
     const dropped: number[] = [];
     for (const w of wanted) {
@@ -196,8 +222,10 @@ export function applyOwned(
     commit(t, st, index, changes, masks);
 
     // What the old entries alone used goes now: nothing reads them.
-    st.owners.removeKeys(owned, [...gone.map((g) => g.ik), ...stale]);
-    if (wanted.length === 0) st.owners.releaseIfIdle(owned);
+    if (named) {
+      st.owners.removeKeys(owned, [...gone.map((g) => g.ik), ...stale]);
+      if (wanted.length === 0) st.owners.releaseIfIdle(owned);
+    }
     for (const c of changes) if (c.old) new Entry(c.ik, c.old).eachSlot((s) => st.slots.release(s));
     zeroCounters(t.maps, dropped);
     st.flowIds.release(dropped);
@@ -209,6 +237,33 @@ export function applyOwned(
     throw err;
   }
   return diff;
+}
+
+/**
+ * Compiled flow `c` of owner `owner` (an id, or undefined for a name not
+ * yet registered) against what its key holds in the live `index` (masks
+ * `bySig` by their signature); refused if that is another owner's flow.
+ */
+export function wantedOf(
+  t: TableContext,
+  st: TableState,
+  index: BpfMap,
+  bySig: ReadonlyMap<string, LiveMask>,
+  owner: number | undefined,
+  c: CompiledFlow,
+): Wanted {
+  const mask = bySig.get(byteString(c.maskBytes));
+  const ik = mask && indexKey(mask.id, c.keyBytes);
+  const old = ik && index.lookup(ik);
+  if (!old) return { c, kind: Kind.NEW, mask, ik };
+  const e = new Entry(ik, old);
+  checkOwner(t, st.owners, owner, c, e);
+  const kind = e.priority !== c.spec.priority
+    ? Kind.REPLACED
+    : sameEntry(c, e, (k) => st.slots.find(k))
+    ? Kind.SAME
+    : Kind.MODIFIED;
+  return { c, kind, mask, ik, old };
 }
 
 /** Whether installed entry `e` already does what `c` says (same actions, keys, cookie, flags). */
@@ -229,7 +284,7 @@ function describe(
   t: TableContext,
   st: TableState,
   wanted: Wanted[],
-  gone: { ik: Uint8Array; old: Uint8Array }[],
+  gone: Gone[],
   limit: number,
 ): FlowDiff {
   const masks = masksById(st.masks);
