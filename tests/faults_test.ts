@@ -365,6 +365,66 @@ privilegedTest(
   },
 );
 
+privilegedTest(
+  "killed in the middle of the operator's apply of a few changes, staged, committed or settled: the rerun ends exact, pings never stop",
+  async () => {
+    await using lab = await Lab.create({ ipv6: false });
+    await overlay(lab);
+    const [a, b] = lab.hosts;
+    // Of 4 004 flows, 5 change actions, 5 change priority, 5 go and 5
+    // come: few enough that the apply writes them in place.
+    const old = [...BASE(b.ip), ...extra(0, 4000, 1000, b.ip)];
+    const changed = old.flatMap((f, i) =>
+      i % 200 !== 7
+        ? [f]
+        : i < 1000
+        ? [f.replace("output:vx0", "output:web")]
+        : i < 2000
+        ? [f.replace("priority=10,", "priority=11,")]
+        : i < 3000
+        ? []
+        : [f, ...extra(5000 + i, 1, 3000, b.ip)]
+    );
+    const dir = await Deno.makeTempDir();
+    const [oldFile, newFile] = [`${dir}/old.json`, `${dir}/new.json`];
+    await Deno.writeTextFile(oldFile, overlayState(old));
+    await Deno.writeTextFile(newFile, overlayState(changed));
+    const index = () => lab.datapath(a, (dp) => dp.maps.flowIndexId(dp.maps.config.read().gen & 1));
+
+    const run = await pingDuring(a.workload, b.workload.ip, async () => {
+      await warrenOk(a, ["apply", oldFile]);
+      const wantOld = await table(a);
+      const live = await index();
+      const diff = await warrenJson<{ flows: Record<string, number> }>(a, ["apply", newFile]);
+      assertEquals(
+        [diff.flows.added, diff.flows.modified, diff.flows.removed, await index()],
+        [10, 5, 10, live],
+        "the changes alone, in place",
+      );
+      const wantNew = await table(a);
+      await assertExactly(lab, a, wantNew);
+      // Dead before the switch: the old flows; after it, the new ones.
+      const cases: [string, string[]][] = [
+        ["flow.owner.staged", wantOld],
+        ["flow.owner.committed", wantNew],
+        ["flow.owner.settled", wantNew],
+      ];
+      for (const [fp, flows] of cases) {
+        const before = await index();
+        await warrenOk(a, ["apply", oldFile]);
+        assertEquals(await index(), before, `${fp}: the old flows back in place`);
+        await crash(lab, a, fp, ["apply", newFile]);
+        await assertTable(a, flows);
+        await warrenOk(a, ["apply", newFile]);
+        await assertExactly(lab, a, wantNew);
+      }
+    });
+    assert.ok(run.sent > 200, `only ${run.sent} pings sent`);
+    assertEquals(run.lost, [], `pings lost of ${run.sent}`);
+    await Deno.remove(dir, { recursive: true });
+  },
+);
+
 /** `got` and `want` hold the same flows; else the first few that differ. */
 function assertSameFlows(got: string[], want: string[]): void {
   const g = new Set(got), w = new Set(want);
