@@ -42,10 +42,25 @@ const TABLE_SIZE = 32;
 /** The magic, the context's digest, the payload's checksum. */
 const HEADER = MAGIC.length + 32 + 32;
 
-/** Writes `text`'s digest (two 32-bit FNV-1a lanes) and length at `3 * n` of `out`. */
+/**
+ * Writes `text`'s digest and length at `3 * n` of `out`: two 32-bit
+ * lanes, each a multiply and a shift per two UTF-16 units (every step a
+ * bijection of the lane, so texts that differ in one place differ in
+ * both). A unit at a time, as FNV-1a goes, made the digest most of what
+ * an apply of a few changes to a million texts costs.
+ */
 export function textDigest(text: string, out: Uint32Array, n: number): void {
   let a = 0x811c9dc5, b = 0x9747b28c;
-  for (let i = 0; i < text.length; i++) {
+  const pairs = text.length - 1;
+  let i = 0;
+  for (; i < pairs; i += 2) {
+    const k = text.charCodeAt(i) | (text.charCodeAt(i + 1) << 16);
+    a = Math.imul(a ^ k, 0x01000193);
+    a ^= a >>> 15;
+    b = Math.imul(b ^ k, 0x5bd1e995);
+    b ^= b >>> 13;
+  }
+  if (i < text.length) {
     const c = text.charCodeAt(i);
     a = Math.imul(a ^ c, 0x01000193);
     b = Math.imul(b ^ c, 0x5bd1e995);
