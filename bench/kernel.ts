@@ -441,7 +441,7 @@ const ABLATIONS: {
 }[] = [
   {
     build: "clock",
-    without: "the flow-stats clock helper (jiffies, which the verifier inlines, instead)",
+    without: "any clock read (jiffies, inlined, for flows' used and the next-hop cache's age)",
     decap: true,
     encap: true,
   },

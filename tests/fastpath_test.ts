@@ -1,6 +1,6 @@
 /**
- * The fast path's shortcuts keep every promise the slow path made: the
- * coarse clock of a flow's last use is right to its resolution; the
+ * The fast path's shortcuts keep every promise the slow path made: a
+ * flow's last use, read from jiffies, is right to one jiffy; the
  * exact-match flow cache goes stale at once on any change, keeps counters
  * exact and is left alone by trace; the next-hop cache goes stale at once on
  * a port or tunnel key change, and within its bound on a neighbour change;
@@ -8,15 +8,17 @@
  */
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { coarseNs, coarseResolutionNs } from "../src/bpf/clock.ts";
+import { jiffyClock } from "../src/tunnel/datapath/jiffies.ts";
 import { ifindex } from "../src/bpf/netif.ts";
 import { BpfMap } from "../src/bpf/map.ts";
 import { Program } from "../src/bpf/program.ts";
-import { skbContext, testRun, xdpContext } from "../src/bpf/test_run.ts";
+import { skbContext, testRun, type TestRunResult, xdpContext } from "../src/bpf/test_run.ts";
 import { BpfObject } from "../src/bpf/object.ts";
 import { metaCodec } from "../src/maps/layouts.ts";
 import { COUNTER_OBJECT } from "./helpers/objects.ts";
 import { Lab, type LabHost } from "../src/lab/topology.ts";
 import { runRaw } from "../src/lab/run.ts";
+import { openDatapathObject } from "../src/tunnel/datapath/object.ts";
 import type { Datapath } from "../src/tunnel/datapath.ts";
 import { parseFlow, parseMatch } from "../src/tunnel/flow_syntax.ts";
 import { buildPacket } from "../src/tunnel/packet.ts";
@@ -26,6 +28,7 @@ import { privilegedTest } from "./helpers/privileged.ts";
 import { scapy } from "./helpers/scapy.ts";
 import { ping, pingDuring, tcpdump } from "./helpers/traffic.ts";
 import { warren, warrenOk } from "./helpers/cli.ts";
+import { dumpLine } from "../src/cli/commands/flow.ts";
 import { macOf } from "../src/lab/netns.ts";
 import {
   addFlows,
@@ -48,28 +51,118 @@ const NH_MAX_AGE_S = 0.020;
 const fromWorkload = (dport = 9) =>
   scapy(`Ether(src='02:00:00:00:00:0a')/IP(src='10.1.0.1',dst='10.1.0.2')/UDP(dport=${dport})`);
 
+/**
+ * Runs the workload's frame through `run` three times, 20 ms apart, and
+ * checks each stamp of the flow's last use with `check(before, stamp,
+ * after)`, the coarse clock read before and after the packet.
+ */
+async function stamps(
+  lab: Lab,
+  run: (frame: Uint8Array) => Promise<TestRunResult>,
+  check: (before: bigint, stamp: bigint, after: bigint) => void,
+): Promise<void> {
+  const [a] = lab.hosts;
+  await lab.datapath(a, (dp) => addFlows(dp, "in_port=web actions=drop"));
+  const frame = await fromWorkload();
+  for (let i = 0; i < 3; i++) {
+    const before = coarseNs();
+    const r = await run(frame);
+    const after = coarseNs();
+    assertEquals(r.retval, TC_ACT_SHOT);
+    check(
+      before,
+      await lab.datapath(a, (dp) => dp.dumpFlows({}, { counters: true })[0].counters!.usedNs),
+      after,
+    );
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 privilegedTest(
-  "a flow's last use is the coarse clock at the packet, as user space reads it",
+  "a flow's last use is read from jiffies, the coarse clock at the packet to one jiffy",
   async () => {
     await using lab = await oneHost();
     const [a] = lab.hosts;
-    await lab.datapath(a, (dp) => addFlows(dp, "in_port=web actions=drop"));
-    const frame = await fromWorkload();
-    const used = async () =>
-      await lab.datapath(a, (dp) => dp.dumpFlows({}, { counters: true })[0].counters!.usedNs);
-    for (let i = 0; i < 3; i++) {
-      const before = coarseNs();
-      const r = await a.ns.within(() => runPinned(a, "wr_tc_local", frame, a.workload.port));
-      const after = coarseNs();
-      assertEquals(r.retval, TC_ACT_SHOT);
-      // The same clock on both sides: the stamp lies between the two reads.
-      const stamp = await used();
-      assert.ok(before <= stamp && stamp <= after, `${before} <= ${stamp} <= ${after}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    // One tick: at most 10 ms (HZ=100), at least 1 ms (HZ=1000).
+    // The line the datapath was loaded with (this process brought it up).
+    const clock = jiffyClock();
+    assert.ok(clock, "the jiffies line measured");
+    // One tick: what the kernel says the coarse clock's resolution is.
     const res = coarseResolutionNs();
+    assertEquals(clock.nsPerJiffy, res);
+    await stamps(
+      lab,
+      (frame) => a.ns.within(() => runPinned(a, "wr_tc_local", frame, a.workload.port)),
+      (before, stamp, after) => {
+        // The same clock as user space reads, to one jiffy either way.
+        assert.ok(
+          before - res <= stamp && stamp <= after + res,
+          `${before} <= ${stamp} <= ${after}`,
+        );
+        // On the jiffies line, not the clock helper's reading.
+        assertEquals(BigInt.asUintN(64, stamp - clock.base) % clock.nsPerJiffy, 0n);
+      },
+    );
+    // One tick: at most 10 ms (HZ=100), at least 1 ms (HZ=1000).
     assert.ok(res >= 1_000_000n && res <= 10_000_000n, `resolution ${res} ns`);
+  },
+);
+
+privilegedTest(
+  "a datapath loaded without the jiffies line stamps with the coarse clock's helper",
+  async () => {
+    await using lab = await oneHost();
+    const [a] = lab.hosts;
+    // The line's constants at 0, as a loader that could not measure (or
+    // an older one) leaves them.
+    using programs = await lab.datapath(a, (dp) => {
+      const obj = openDatapathObject();
+      obj.setConstant("wr_jiffy_ns", 0);
+      obj.setConstant("wr_jiffy_base", 0);
+      for (const [name, map] of dp.maps.all()) obj.reuseMap(name, map);
+      obj.load();
+      return obj;
+    });
+    using p = programs.program("wr_tc_local");
+    await stamps(
+      lab,
+      (frame) =>
+        a.ns.within(() => testRun(p, { data: frame, ctx: skbContext(ifindex(a.workload.port)) })),
+      // The same clock on both sides: the stamp lies between the two reads.
+      (before, stamp, after) =>
+        assert.ok(before <= stamp && stamp <= after, `${before} <= ${stamp} <= ${after}`),
+    );
+  },
+);
+
+privilegedTest(
+  "flow dump's used: is the time since a flow's last packet to one jiffy, under real traffic",
+  async () => {
+    await using lab = await overlay();
+    const [a, b] = lab.hosts;
+    const sent = coarseNs();
+    const r = await ping(a.workload, b.workload.ip, { count: 1 });
+    const answered = coarseNs();
+    assertEquals(r.received, 1, r.output);
+    await new Promise((r) => setTimeout(r, 1000));
+    // flow dump's lines, at the time flow dump reads the clock.
+    const now = coarseNs();
+    const lines = await lab.datapath(
+      a,
+      (dp) => dp.dumpFlows({}, { counters: true }).map((f) => dumpLine(dp, f, now)),
+    );
+    // Each flow's last packet (the request out, the reply in) went between
+    // `sent` and `answered`; used: may be one jiffy off either way, and is
+    // cut to a millisecond.
+    const res = coarseResolutionNs();
+    const lo = Number(now - answered - res) / 1e6 - 1;
+    const hi = Number(now - sent + res) / 1e6;
+    assertEquals(lines.length, 2);
+    for (const line of lines) {
+      const m = / packets:([1-9]\d*) .* used:(?:(\d+)ms|(\d+\.\d+)s) /.exec(line);
+      assert.ok(m, line);
+      const ms = m[2] ? Number(m[2]) : Number(m[3]) * 1000;
+      assert.ok(lo <= ms && ms <= hi, `${lo} <= ${ms} <= ${hi}: ${line}`);
+    }
   },
 );
 

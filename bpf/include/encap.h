@@ -19,6 +19,7 @@
 #ifndef WR_ENCAP_H
 #define WR_ENCAP_H
 
+#include "clock.h"
 #include "csum.h"
 #include "maps.h"
 #include "parse.h"
@@ -441,8 +442,8 @@ static __always_inline void encap_patch(struct wr_port *port, struct scratch *s,
  *
  * A slot is valid while wr_config.seq is the one it was made under (a port
  * or a tunnel key changed: at once, as the flow cache) and for at most
- * NH_MAX_AGE_NS after it was made (the coarse clock, so up to a tick
- * more): routes and neighbours change in the kernel without telling the
+ * NH_MAX_AGE_NS after it was made (clock.h's clock, to one jiffy, so up
+ * to a jiffy more): routes and neighbours change in the kernel without telling the
  * datapath, and that is how soon a change takes effect. Only answers with
  * the MACs known are kept; one that leaves them to bpf_redirect_neigh asks
  * the FIB again with the next packet, which is how a new neighbour is
@@ -453,7 +454,7 @@ static __always_inline void encap_patch(struct wr_port *port, struct scratch *s,
 
 struct nh_cache_slot {
 	__u64 tag;		/* wr_config.seq + 1; 0: never filled */
-	__u64 made_ns;		/* bpf_ktime_get_coarse_ns() when routed */
+	__u64 made_ns;		/* coarse_now() when routed */
 	__u32 port_no;
 	__u32 tk_idx;
 	struct encap_out out;
@@ -525,7 +526,7 @@ static __always_inline int encap_build(struct __sk_buff *skb, struct wr_port *po
 	if (!wr_dry_run && !ablated(ABL_NH_CACHE)) {
 		i = (port_no * 0x9e3779b1U + tk_idx * 0x85ebca6bU) >> 22;
 		slot = bpf_map_lookup_elem(&wr_nh_cache, &i);
-		now = bpf_ktime_get_coarse_ns();
+		now = coarse_now();
 	}
 	if (slot && slot->tag == tag && slot->port_no == port_no &&
 	    slot->tk_idx == tk_idx && now - slot->made_ns < NH_MAX_AGE_NS) {

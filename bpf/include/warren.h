@@ -410,7 +410,7 @@ struct wr_owner {
 struct wr_flow_stats {
 	__u64 packets;
 	__u64 bytes;
-	__u64 used_ns;		/* bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC_COARSE) of the last packet */
+	__u64 used_ns;		/* CLOCK_MONOTONIC ns of the last packet, to one jiffy (clock.h) */
 	__u16 tcp_flags;	/* every TCP flag seen */
 	__u16 pad0;
 	__u32 pad1;

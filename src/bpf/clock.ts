@@ -1,14 +1,14 @@
 /**
- * The clock BPF programs read with bpf_ktime_get_coarse_ns(), for turning
- * their timestamps into "how long ago".
+ * The clock of the datapath's timestamps, for turning them into "how
+ * long ago".
  *
- * The datapath stamps a flow's last packet with the kernel's coarse
- * monotonic clock: one cheap helper call and no hardware clock read per
- * packet (bpf_ktime_get_boot_ns() costs about ten times as much). User
- * space reads the same clock as CLOCK_MONOTONIC_COARSE, so a timestamp
- * needs no conversion, and is right to the clock's resolution: one
- * scheduler tick (1/HZ, 4 ms at HZ=250), which
- * {@link coarseResolutionNs} reports.
+ * The datapath stamps a flow's last packet with CLOCK_MONOTONIC to one
+ * jiffy, read from jiffies with no helper call per packet (see
+ * bpf/include/clock.h; earlier builds called bpf_ktime_get_coarse_ns(),
+ * and a loader that cannot measure jiffies still does). User space reads
+ * CLOCK_MONOTONIC_COARSE, the same clock to the same resolution, so a
+ * timestamp needs no conversion and is right to one scheduler tick (1/HZ,
+ * 4 ms at HZ=250), which {@link coarseResolutionNs} reports.
  *
  * @module
  */

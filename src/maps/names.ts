@@ -84,9 +84,11 @@ export type PrivateMap = typeof PRIVATE_MAPS[number];
 
 /**
  * The `const volatile` globals (`.rodata`) set before load:
- * `wr_dry_run` (non-zero: the programs change no shared state, for trace).
+ * `wr_dry_run` (non-zero: the programs change no shared state, for trace);
+ * `wr_jiffy_ns` and `wr_jiffy_base`, the line from jiffies to the coarse
+ * clock (bpf/include/clock.h; 0: read the clock helper).
  */
-export const CONSTANTS = ["wr_dry_run"] as const;
+export const CONSTANTS = ["wr_dry_run", "wr_jiffy_ns", "wr_jiffy_base"] as const;
 
 /** A read-only constant's name. */
 export type ConstantName = typeof CONSTANTS[number];

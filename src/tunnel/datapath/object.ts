@@ -23,6 +23,7 @@ import {
 } from "../../maps/layouts.ts";
 import { type ProgramName, PROGRAMS, type WarrenNames } from "../../maps/names.ts";
 import type { DatapathMaps } from "../pins.ts";
+import { jiffyClock } from "./jiffies.ts";
 
 /** One loaded instance of each program. */
 export type Programs = Record<ProgramName, Program>;
@@ -34,15 +35,35 @@ const F_XDP_HAS_FRAGS = 1 << 5;
  * The datapath object, opened from the bytes built into warren (or from
  * `bytes`, another build of the same source, such as the bench's ablation
  * builds) and sized for this host: STT keeps WR_STT_SLOTS_PER_CPU
- * reassembly slots and one send buffer per possible CPU.
+ * reassembly slots and one send buffer per possible CPU. Its clock reads
+ * jiffies as the coarse clock by this boot's line between the two
+ * (jiffies.ts), or the clock helper where that could not be measured.
+ * With `dryRun`, the programs change no shared state (trace's copy).
  */
-export function openDatapathObject(bytes: Uint8Array = warrenObject): BpfObject<WarrenNames> {
+export function openDatapathObject(
+  bytes: Uint8Array = warrenObject,
+  dryRun = false,
+): BpfObject<WarrenNames> {
   const obj = BpfObject.openMemory<WarrenNames>(bytes, "warren");
   try {
     obj.setProgramFlags("wr_xdp_underlay", F_XDP_HAS_FRAGS);
     const cpus = numPossibleCpus();
     obj.setMaxEntries("wr_stt_frames", STT_SLOTS_PER_CPU * cpus);
     obj.setMaxEntries("wr_tx_buf", cpus);
+    if (dryRun) {
+      obj.setConstant("wr_dry_run", 1);
+      // A dry run neither reads nor fills the caches (nor reads the
+      // clock): no room for them.
+      obj.setMaxEntries("wr_flow_cache", 1);
+      obj.setMaxEntries("wr_pkt_cache", 1);
+      obj.setMaxEntries("wr_nh_cache", 1);
+    } else {
+      const clock = jiffyClock();
+      if (clock) {
+        obj.setConstant("wr_jiffy_ns", clock.nsPerJiffy);
+        obj.setConstant("wr_jiffy_base", clock.base);
+      }
+    }
     return obj;
   } catch (err) {
     obj.close();
@@ -131,14 +152,7 @@ export function sharedPrograms(
   maps: DatapathMaps,
   options: { bytes?: Uint8Array; dryRun?: boolean } = {},
 ): Programs {
-  using obj = openDatapathObject(options.bytes);
-  if (options.dryRun) {
-    obj.setConstant("wr_dry_run", 1);
-    // A dry run neither reads nor fills the caches: no room for them.
-    obj.setMaxEntries("wr_flow_cache", 1);
-    obj.setMaxEntries("wr_pkt_cache", 1);
-    obj.setMaxEntries("wr_nh_cache", 1);
-  }
+  using obj = openDatapathObject(options.bytes, options.dryRun);
   for (const [name, map] of maps.all()) obj.reuseMap(name, map);
   obj.load();
   return programsOf(obj);
