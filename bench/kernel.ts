@@ -441,7 +441,7 @@ const ABLATIONS: {
 }[] = [
   {
     build: "clock",
-    without: "any clock read (jiffies, inlined, for flows' used and the next-hop cache's age)",
+    without: "jiffies for the clock (the coarse clock helper instead, as before)",
     decap: true,
     encap: true,
   },

@@ -14,7 +14,7 @@
 #ifndef WR_ABLATE_H
 #define WR_ABLATE_H
 
-#define ABL_CLOCK	0x001	/* no clock read: flow stats' `used`, the next-hop cache's age */
+#define ABL_CLOCK	0x001	/* the clock helper for `used` and the next-hop cache, not jiffies */
 #define ABL_COUNTERS	0x002	/* no counter at all: flow, port, drop, event */
 #define ABL_CACHE	0x004	/* no exact-match cache: every packet searched */
 #define ABL_CSUM	0x008	/* no outer IPv4 header checksum check on receive */
