@@ -14,6 +14,7 @@
  * @module
  */
 
+import { BackgroundBatchWrites } from "../../bpf/background_writes.ts";
 import { type BatchChunk, BpfMap } from "../../bpf/map.ts";
 import { fieldOffsets } from "../../maps/codec.ts";
 import { MapType } from "../../bpf/info.ts";
@@ -462,18 +463,28 @@ export function deleteKeys(index: BpfMap, keys: Uint8Array[], batchDone?: () => 
   }
 }
 
-/** EntryBatch writes entries into an index in batches of {@link CHUNK}. */
+/**
+ * EntryBatch writes entries into an index in batches of {@link CHUNK}.
+ * With `background`, a table of more than one batch has its batches
+ * written on a worker thread while the next is filled (see
+ * {@link BackgroundBatchWrites}): {@link finish} waits for them, and the
+ * batch must be disposed of.
+ */
 export class EntryBatch {
   readonly #index: BpfMap;
-  readonly #keys = new Uint8Array(CHUNK * INDEX_KEY_SIZE);
-  readonly #values = new Uint8Array(CHUNK * ENTRY_SIZE);
-  readonly #kdv = new DataView(this.#keys.buffer);
-  readonly #vdv = new DataView(this.#values.buffer);
+  readonly #background: boolean;
+  #writer?: BackgroundBatchWrites;
+  // Plain buffers first; a background writer's shared ones after.
+  #keys: Uint8Array = new Uint8Array(CHUNK * INDEX_KEY_SIZE);
+  #values: Uint8Array = new Uint8Array(CHUNK * ENTRY_SIZE);
+  #kdv: DataView = new DataView(this.#keys.buffer);
+  #vdv: DataView = new DataView(this.#values.buffer);
   #count = 0;
 
-  /** Writes into `index`. */
-  constructor(index: BpfMap) {
+  /** Writes into `index`, in the background when `background`. */
+  constructor(index: BpfMap, background = false) {
     this.#index = index;
+    this.#background = background;
   }
 
   /**
@@ -496,9 +507,32 @@ export class EntryBatch {
     return ++this.#count === CHUNK;
   }
 
-  /** Writes what the batch holds into the index. */
+  /** Writes what the batch holds into the index (in the background: starts writing it). */
   flush(): void {
-    this.#index.updateBatch(this.#keys, this.#values, this.#count);
+    if (this.#writer) this.#writer.submit(this.#count);
+    else {
+      this.#index.updateBatch(this.#keys, this.#values, this.#count);
+      // A whole batch: more may come, worth a worker (a small table is not).
+      if (this.#background && this.#count === CHUNK) {
+        this.#writer = new BackgroundBatchWrites(this.#index, CHUNK);
+      }
+    }
     this.#count = 0;
+    if (!this.#writer) return;
+    const { keys, values } = this.#writer.buffers();
+    this.#keys = keys;
+    this.#values = values;
+    this.#kdv = new DataView(keys.buffer);
+    this.#vdv = new DataView(values.buffer);
+  }
+
+  /** Waits for the writes made in the background; throws the first that failed. */
+  finish(): void {
+    this.#writer?.finish();
+  }
+
+  /** Waits for the writes made in the background, whatever became of them, and stops its worker. */
+  [Symbol.dispose](): void {
+    this.#writer?.close();
   }
 }
