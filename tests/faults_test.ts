@@ -218,6 +218,59 @@ privilegedTest(
   },
 );
 
+/**
+ * What a change that wrote nothing leaves of an empty table: no flow, no
+ * id or tunnel key taken, no key in the content index, no change marked
+ * and the change counter at `seq`.
+ */
+async function assertUntouched(lab: Lab, h: LabHost, seq: bigint): Promise<void> {
+  const got = await lab.datapath(h, (dp) => {
+    const usage = dp.flows.usage();
+    const cfg = dp.maps.config.read();
+    return [
+      usage.flows,
+      usage.flowIds.used,
+      usage.tunKeys.used,
+      [...dp.maps.tunKeySlots.raw.keys()].length,
+      cfg.flags & ConfigFlag.WRITING,
+      cfg.seq,
+    ];
+  });
+  assertEquals(got, [0, 0, 0, 0, 0, seq], "flows, ids, keys, key index, writing mark, counter");
+}
+
+privilegedTest(
+  "apply to an empty table, which writes its new index while it compiles: refused by a late flow or killed midway, nothing is left or marked; the rerun ends exact",
+  async () => {
+    await using lab = await Lab.create({ ipv6: false });
+    await overlay(lab);
+    const [a, b] = lab.hosts;
+    // Three batches of the new index; the bad flow comes after two of them.
+    const flows = [...BASE(b.ip), ...extra(0, 40000, 1000, b.ip)];
+    const dir = await Deno.makeTempDir();
+    const [good, bad] = [`${dir}/good.json`, `${dir}/bad.json`];
+    await Deno.writeTextFile(good, overlayState(flows));
+    await Deno.writeTextFile(bad, overlayState(flows.with(35000, "in_port=nowhere actions=drop")));
+    try {
+      await warrenOk(a, ["flow", "del"]);
+      const seq = await lab.datapath(a, (dp) => dp.maps.config.read().seq);
+      await assertUntouched(lab, a, seq);
+      await warrenFails(a, ["apply", bad], 1, "nowhere");
+      await assertUntouched(lab, a, seq);
+      // Killed after the second batch: before anything but the new index was written.
+      const r = await warren(a, ["apply", good], undefined, {
+        WARREN_FAILPOINTS: "flow.apply.installing@2",
+      });
+      assertEquals(r.code, 137, r.stderr);
+      await assertUntouched(lab, a, seq);
+      await warrenOk(a, ["apply", good]);
+      await assertExactly(lab, a, flows);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
 privilegedTest(
   "killed in the middle of group add, mod, del and an apply with groups: the rerun ends exact, pings never stop",
   async () => {

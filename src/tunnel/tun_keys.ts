@@ -53,6 +53,8 @@ export class TunKeySlots {
   readonly #dirty = new Set<number>();
   // Slots looked up or written in this process, by content.
   readonly #known = new Map<string, number>();
+  // Slots reserved and not yet filled.
+  #reserved: { slot: number; bytes: Uint8Array }[] = [];
   #hint = 0;
   #used = 0;
 
@@ -97,17 +99,37 @@ export class TunKeySlots {
    * free slot filled with the key before anything can name it.
    */
   acquire(bytes: Uint8Array): number {
+    const slot = this.reserve(bytes);
+    this.writeReserved();
+    return slot;
+  }
+
+  /**
+   * {@link acquire} with a new key's slot filled only by the next
+   * {@link writeReserved}: until then nothing is written to the kernel, so
+   * a change refused meanwhile leaves it as it was (this object is then
+   * dropped, not used again).
+   */
+  reserve(bytes: Uint8Array): number {
     let slot = this.find(bytes);
     if (slot === undefined) {
       slot = this.#free();
-      this.#maps.tunKeys.raw.update(encodeWith(u32, slot), bytes);
-      this.#maps.tunKeySlots.raw.update(bytes, encodeWith(u32, slot));
+      this.#reserved.push({ slot, bytes });
       this.#known.set(compiledSig(bytes), slot);
       this.#used++;
     }
     this.refs[slot]++;
     this.#dirty.add(slot);
     return slot;
+  }
+
+  /** Fills the slots {@link reserve} took with their keys, before anything names them. */
+  writeReserved(): void {
+    for (const { slot, bytes } of this.#reserved) {
+      this.#maps.tunKeys.raw.update(encodeWith(u32, slot), bytes);
+      this.#maps.tunKeySlots.raw.update(bytes, encodeWith(u32, slot));
+    }
+    this.#reserved = [];
   }
 
   /** Drops one reference to `slot`; the last one frees it. */

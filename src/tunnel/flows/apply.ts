@@ -20,9 +20,16 @@ import {
   decompileActions,
   flowText,
 } from "../compile.ts";
+import type { BpfMap } from "../../bpf/map.ts";
 import { failpoint } from "../failpoint.ts";
 import type { FlowSpec } from "../flow_syntax.ts";
-import { ActionOp, decodeFlowKey, tunKeyCodec } from "../../maps/layouts.ts";
+import {
+  ActionOp,
+  type Config,
+  ConfigFlag,
+  decodeFlowKey,
+  tunKeyCodec,
+} from "../../maps/layouts.ts";
 import { U32List } from "../ids.ts";
 import { Remotes, type TunKeySlots } from "../tun_keys.ts";
 import { lastApplied, noteDone } from "./applied.ts";
@@ -33,6 +40,7 @@ import { type ApplyOptions, applyStats, type FlowByText, type FlowDiff } from ".
 import { zeroCounters } from "./counters.ts";
 import {
   actionSlots,
+  CHUNK,
   createIndex,
   decodeActions,
   EntryBatch,
@@ -78,16 +86,50 @@ export function apply(
   }
   const context = options.owner ? undefined : options.context;
   const noted = context ? notedFlows(t.maps, context) : undefined;
-  const notedTable = noted?.table;
   let replay: Replay | undefined;
   // The table as the noted flows made it: only what changed is compiled
   // and written, unless so much changed that a whole new table is cheaper.
-  if (noted && last && notedTable === last.digest && !noted.wasteful()) {
+  if (noted && last && noted.table === last.digest && !noted.wasteful()) {
     const done = applyChanges(t, specs[Symbol.iterator](), noted, options);
     if (!(done instanceof Function)) return done;
     replay = done;
   }
-  const { set, texts, compiled } = compile(t, specs, progress, context, noted, replay);
+  // An empty table: the new index is written as the flows compile.
+  const fresh = options.dryRun ? undefined : FreshIndex.start(t, cfg, progress);
+  try {
+    return replace(t, specs, options, { cfg, last, noted, replay }, fresh);
+  } catch (err) {
+    // A fresh index took ids and key slots in the journal's state, nowhere else.
+    if (fresh) t.journal.close();
+    throw err;
+  } finally {
+    fresh?.close();
+  }
+}
+
+/**
+ * {@link apply} of a whole new table (`at`: the configuration as it began,
+ * the last apply's note, the noted flows and what the apply of changes
+ * read, if it was tried), with `fresh` when the table is empty.
+ */
+function replace(
+  t: TableContext,
+  specs: Iterable<FlowSpec | FlowByText>,
+  options: ApplyOptions,
+  at: {
+    cfg: Config;
+    last: ReturnType<typeof lastApplied>;
+    noted?: NotedFlows;
+    replay?: Replay;
+  },
+  fresh: FreshIndex | undefined,
+): FlowDiff {
+  const { cfg, last, noted, replay } = at;
+  const notedTable = noted?.table;
+  const limit = options.listLimit ?? 1000;
+  const progress = options.progress;
+  const context = options.owner ? undefined : options.context;
+  const { set, texts, compiled } = compile(t, specs, progress, context, noted, replay, fresh);
   // Only a changed text, or another table, needs noting again.
   const noteTexts = () => {
     if (!texts || !context || options.dryRun) return;
@@ -100,6 +142,8 @@ export function apply(
   // since: the table is the wanted one, without reading it.
   const digest = set.digest();
   if (last?.digest === digest) {
+    // An empty table applied again: what a fresh index took is not kept.
+    if (fresh) t.journal.close();
     const diff = describe(t, set, 0, [], limit, true);
     // The same flows from another text: noted, so that text is recognised too.
     if (options.source && !options.dryRun) {
@@ -183,7 +227,7 @@ export function apply(
   // wanted one already, and writing it again would only cost time, unless
   // a crashed writer left ids or key references for an apply to heal.
   const unchanged = diff.added + diff.modified + diff.removed === 0;
-  if (unchanged && bookkeepingAgrees(t, st, oldIds, oldCounts)) {
+  if (unchanged && !fresh && bookkeepingAgrees(t, st, oldIds, oldCounts)) {
     noteDone(t.maps, st.cfg, digest, set.count, diff.remotes, options.source);
     noteTexts();
     return diff;
@@ -192,17 +236,13 @@ export function apply(
   t.journal.begin(st);
   try {
     // Room: ids and slots as the old table leaves them, then the new
-    // flows' needs.
-    st.flowIds.rebuild(oldIds.view());
-    countGroupKeys(t.maps, oldCounts);
-    st.slots.recount(oldCounts);
-    checkFlowRoom(st, diff.added);
-    const missing = new Set<string>();
-    for (const a of set.actionSets) {
-      if (a.resolved) continue;
-      for (const k of a.tunKeys) if (st.slots.find(k) === undefined) missing.add(byteString(k));
+    // flows' needs (a fresh index took them as it went).
+    if (fresh) fresh.checkRoom(set.count);
+    else {
+      bookkeepingOf(t, st, oldIds.view(), oldCounts);
+      checkFlowRoom(st, diff.added);
     }
-    checkKeyRoom(st, missing.size);
+    checkKeysFit(st, set.actionSets);
 
     // Masks keep their ids, with the kept flows under them; new ones take
     // free ids.
@@ -227,37 +267,28 @@ export function apply(
     checkMaskRoom(live.length);
     // New keys get slots (free ones: no packet can be reading them).
     for (const a of set.actionSets) if (!a.resolved) resolve(a, st.slots, true);
+    st.slots.writeReserved();
 
-    // The new index, written in batches.
-    const newIndex = createIndex(st.cfg.max_flows);
+    // The new index, written in batches (a fresh one has its flows).
+    const newIndex = fresh?.index ?? createIndex(st.cfg.max_flows);
     try {
-      const batch = new EntryBatch(newIndex);
+      using own = fresh ? undefined : new FlowWriter(newIndex, progress, set.count);
+      const writer = fresh?.writer ?? own!;
+      const batch = writer.batch;
       const uses = new Uint32Array(set.actionSets.length);
-      const key = new Uint8Array(KEY_SIZE);
-      for (let j = 0; j < set.count; j++) {
-        const a = set.actionSets[set.actionSet[j]];
-        uses[set.actionSet[j]]++;
-        set.keyInto(j, key, 0);
-        const full = batch.add(live[set.maskIndex[j]].id, key, {
-          flowId: set.oldId[j] >= 0 ? set.oldId[j] : st.flowIds.allocate(),
-          priority: set.priority[j],
-          cookie: set.cookie[j],
-          flags: a.flags,
-          owner: OPERATOR,
-          actions: a.resolved!,
-        });
-        if (full || j === set.count - 1) {
-          batch.flush();
-          progress?.({ phase: "install", done: j + 1, total: set.count });
-          failpoint("flow.apply.installing");
-        }
+      for (let j = 0; j < set.count; j++) uses[set.actionSet[j]]++;
+      for (let j = 0; own && j < set.count; j++) {
+        const id = set.oldId[j] >= 0 ? set.oldId[j] : st.flowIds.allocate();
+        own.add(set, j, live[set.maskIndex[j]].id, id);
       }
+      writer.end(set.count);
       if (keptCount > 0) {
         for (const e of visible(oldIndex, st.gen)) {
           if (e.owner !== OPERATOR && batch.put(e.indexKey(), e.entry())) batch.flush();
         }
         batch.flush();
       }
+      batch.finish();
       t.journal.publish(st, live, newIndex);
       failpoint("flow.apply.published");
       // The old generation's slot still names the old index; point it at
@@ -270,7 +301,7 @@ export function apply(
       countGroupKeys(t.maps, newCounts);
       st.slots.recount(newCounts);
     } finally {
-      newIndex.close();
+      if (!fresh) newIndex.close();
     }
     // Only now may the old table's ids be reused.
     zeroCounters(t.maps, removedIds.view());
@@ -289,7 +320,8 @@ export function apply(
  * `specs` (or, with `replay`, what it gives) compiled into a set, each
  * flow's key and mask encoded into the same two buffers; with `context`,
  * a text of the `noted` flows (the last apply's in that context) is taken
- * as it compiled. Gives the texts' digests too when every flow was given
+ * as it compiled; with `fresh`, each flow is written into the fresh index
+ * as it is added. Gives the texts' digests too when every flow was given
  * as text, and how many flows were compiled.
  */
 function compile(
@@ -299,6 +331,7 @@ function compile(
   context?: string,
   noted?: NotedFlows,
   replay?: Replay,
+  fresh?: FreshIndex,
 ) {
   const set = new FlowSet();
   const memo: ActionMemo = new Map();
@@ -334,7 +367,8 @@ function compile(
         textDigest(item.text, texts, n);
         if (noted) j = noted.find(texts!, n);
       } else texts = undefined;
-      if (j >= 0) set.addNoted(noted!, j);
+      let added: number;
+      if (j >= 0) added = set.addNoted(noted!, j);
       else {
         const s = "text" in item ? item.parse() : item;
         const a = compileFlowInto(s, t.ports, keyBytes, maskBytes, memo);
@@ -342,17 +376,19 @@ function compile(
         c.actions = a.actions;
         c.tunKeyBytes = a.tunKeyBytes;
         c.flags = a.flags;
-        set.add(c);
+        added = set.add(c);
         applyStats.compiled++;
         compiled++;
       }
+      fresh?.add(set, added);
       counted();
     },
     noted(j) {
       const n = set.count;
       room(n);
       texts?.set(noted!.texts.subarray(3 * j, 3 * j + 3), 3 * n);
-      set.addNoted(noted!, j);
+      const added = set.addNoted(noted!, j);
+      fresh?.add(set, added);
       counted();
     },
   };
@@ -403,12 +439,163 @@ function bookkeepingAgrees(
   return refs.every((n, slot) => st.slots.refs[slot] === n);
 }
 
-/** Gives action list `a` its kernel form, with slots; `take` allocates missing keys. */
+/**
+ * Gives action list `a` its kernel form, with slots; `take` reserves
+ * missing keys (filled by the slots' `writeReserved`).
+ */
 function resolve(a: ActionSet, slots: TunKeySlots, take: boolean): void {
   a.resolved = resolveActions(a.actions, (k) => {
     const key = a.tunKeys[k];
-    return slots.find(key) ?? (take ? slots.acquire(key) : undefined);
+    return slots.find(key) ?? (take ? slots.reserve(key) : undefined);
   });
+}
+
+/** Refuses action lists `sets` when the keys they need that have no slot yet outnumber the free slots. */
+function checkKeysFit(st: TableState, sets: ActionSet[]): void {
+  const missing = new Set<string>();
+  for (const a of sets) {
+    if (a.resolved) continue;
+    for (const k of a.tunKeys) if (st.slots.find(k) === undefined) missing.add(byteString(k));
+  }
+  checkKeyRoom(st, missing.size);
+}
+
+/**
+ * Sets the id bitmap and the key references to what a table of flow ids
+ * `ids`, whose actions name each slot `counts[slot]` times, makes them
+ * (the groups' keys counted in, into `counts`).
+ */
+function bookkeepingOf(
+  t: TableContext,
+  st: TableState,
+  ids: Iterable<number>,
+  counts: Uint32Array,
+): void {
+  st.flowIds.rebuild(ids);
+  countGroupKeys(t.maps, counts);
+  st.slots.recount(counts);
+}
+
+/**
+ * FlowWriter writes a set's flows into a new index, in batches written in
+ * the background, saying how far it got after each.
+ */
+class FlowWriter {
+  /** The batch it fills. */
+  readonly batch: EntryBatch;
+  readonly #key = new Uint8Array(KEY_SIZE);
+  readonly #progress: ApplyOptions["progress"];
+  readonly #total?: number;
+
+  /** Writes into `index`; `total` is how many flows come, when known. */
+  constructor(index: BpfMap, progress: ApplyOptions["progress"], total?: number) {
+    this.batch = new EntryBatch(index, true);
+    this.#progress = progress;
+    this.#total = total;
+  }
+
+  /** Adds flow `j` of `set` under mask id `maskId`, with flow id `flowId`. */
+  add(set: FlowSet, j: number, maskId: number, flowId: number): void {
+    const a = set.actionSets[set.actionSet[j]];
+    set.keyInto(j, this.#key, 0);
+    const full = this.batch.add(maskId, this.#key, {
+      flowId,
+      priority: set.priority[j],
+      cookie: set.cookie[j],
+      flags: a.flags,
+      owner: OPERATOR,
+      actions: a.resolved!,
+    });
+    if (full) this.#flush(j + 1);
+  }
+
+  /** Writes the last batch, once all `count` flows were added. */
+  end(count: number): void {
+    if (count % CHUNK) this.#flush(count);
+  }
+
+  #flush(done: number): void {
+    this.batch.flush();
+    this.#progress?.({ phase: "install", done, total: this.#total });
+    failpoint("flow.apply.installing");
+  }
+
+  /** Waits for the batches written in the background. */
+  [Symbol.dispose](): void {
+    this.batch[Symbol.dispose]();
+  }
+}
+
+/**
+ * FreshIndex is the new index of an apply to an empty table: with nothing
+ * to compare with, each flow is written as it is compiled (its batches on
+ * a worker thread while the next flows compile), not after. Nothing else
+ * is written before the whole input has been checked: no packet can reach
+ * the index until the apply publishes it; ids and new tunnel keys' slots
+ * are taken in the journal's state only (the slots filled after the
+ * change's `begin`), and a refused apply drops that state. Masks are
+ * numbered in the set's order from 1, as the apply numbers new ones when
+ * there are no old ones.
+ */
+class FreshIndex {
+  /** The new index. */
+  readonly index: BpfMap;
+  /** What writes into it. */
+  readonly writer: FlowWriter;
+  readonly #st: TableState;
+  readonly #room: number;
+
+  private constructor(st: TableState, progress: ApplyOptions["progress"]) {
+    this.#st = st;
+    this.#room = st.flowIds.free();
+    this.index = createIndex(st.cfg.max_flows);
+    this.writer = new FlowWriter(this.index, progress);
+  }
+
+  /**
+   * A fresh index when the live table (as configuration `cfg` names it)
+   * has no entry and no change is under way, else undefined. (A session's
+   * changes keep their bookkeeping in the journal's state until its end,
+   * which a refused fresh apply would drop.)
+   */
+  static start(
+    t: TableContext,
+    cfg: Config,
+    progress: ApplyOptions["progress"],
+  ): FreshIndex | undefined {
+    const id = t.maps.flowIndexId(cfg.gen & 1);
+    if (!id || cfg.flags & ConfigFlag.WRITING) return undefined;
+    {
+      using live = t.maps.openFlowIndex(id);
+      if (live.nextKey(null)) return undefined;
+    }
+    const st = t.journal.forWrite();
+    if (st.masks.length > 0) return undefined;
+    bookkeepingOf(t, st, [], new Uint32Array(st.slots.capacity));
+    return new FreshIndex(st, progress);
+  }
+
+  /** Writes flow `j` of `set`, just added (unless the table has no room for it: see {@link checkRoom}). */
+  add(set: FlowSet, j: number): void {
+    if (j >= this.#room) return;
+    const a = set.actionSets[set.actionSet[j]];
+    if (!a.resolved) {
+      checkKeysFit(this.#st, [a]);
+      resolve(a, this.#st.slots, true);
+    }
+    this.writer.add(set, j, set.maskIndex[j] + 1, this.#st.flowIds.allocate());
+  }
+
+  /** Refuses `count` flows when more than the table had room for. */
+  checkRoom(count: number): void {
+    checkFlowRoom(this.#st, count, this.#room);
+  }
+
+  /** Waits for its writes and closes the index (the live one, once published). */
+  close(): void {
+    this.writer[Symbol.dispose]();
+    this.index.close();
+  }
 }
 
 /**

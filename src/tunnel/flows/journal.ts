@@ -69,10 +69,10 @@ export interface TableContext {
 }
 
 /** Refuses `count` new flows when fewer flow ids are free. */
-export function checkFlowRoom(st: TableState, count: number): void {
-  if (count > st.flowIds.free()) {
+export function checkFlowRoom(st: TableState, count: number, free = st.flowIds.free()): void {
+  if (count > free) {
     throw new FlowTableError(
-      `the flow table is full: ${count} new flows, room for ${st.flowIds.free()} (warren up --max-flows sets the size)`,
+      `the flow table is full: ${count} new flows, room for ${free} (warren up --max-flows sets the size)`,
     );
   }
 }
