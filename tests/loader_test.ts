@@ -1,5 +1,6 @@
 import { assert, assertEquals, assertThrows } from "./helpers/assert.ts";
 import {
+  BackgroundBatchWrites,
   type BatchChunk,
   BpfError,
   BpfMap,
@@ -134,6 +135,48 @@ function hashMap(): BpfMap {
     maxEntries: 10000,
   });
 }
+
+privilegedTest(
+  "batch writes on a worker thread: every batch lands while the next is filled; a write the kernel refuses is thrown",
+  () => {
+    using map = hashMap();
+    const chunk = 4096;
+    const entries = 9000; // two whole batches, then a part
+    {
+      using writes = new BackgroundBatchWrites(map, chunk);
+      for (let at = 0; at < entries; at += chunk) {
+        const { keys, values } = writes.buffers();
+        const k = new DataView(keys.buffer), v = new DataView(values.buffer);
+        const n = Math.min(chunk, entries - at);
+        for (let i = 0; i < n; i++) {
+          k.setUint32(4 * i, at + i, true);
+          v.setBigUint64(8 * i, BigInt(at + i) * 3n, true);
+        }
+        writes.submit(n);
+      }
+      writes.finish();
+    }
+    let count = 0;
+    for (const c of map.lookupBatch(4096)) {
+      const k = new DataView(c.keys.buffer), v = new DataView(c.values.buffer);
+      for (let i = 0; i < c.count; i++) {
+        assertEquals(v.getBigUint64(8 * i, true), BigInt(k.getUint32(4 * i, true)) * 3n);
+      }
+      count += c.count;
+    }
+    assertEquals(count, entries);
+    // 1 000 more than the map holds: the last batch fails, and says how far it got.
+    using writes = new BackgroundBatchWrites(map, chunk);
+    for (let at = entries; at < 11000; at += chunk) {
+      const { keys } = writes.buffers();
+      const k = new DataView(keys.buffer);
+      const n = Math.min(chunk, 11000 - at);
+      for (let i = 0; i < n; i++) k.setUint32(4 * i, at + i, true);
+      writes.submit(n);
+    }
+    assertThrows(() => writes.finish(), BpfError, "E2BIG");
+  },
+);
 
 privilegedTest("hash maps: update modes, lookup, delete, iterate and batch operations", () => {
   using map = hashMap();

@@ -20,6 +20,7 @@
  * @module
  */
 
+export * from "./background_writes.ts";
 export * from "./btf.ts";
 export * from "./caps.ts";
 export * from "./errno.ts";
