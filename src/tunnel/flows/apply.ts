@@ -40,7 +40,6 @@ import { type ApplyOptions, applyStats, type FlowByText, type FlowDiff } from ".
 import { zeroCounters } from "./counters.ts";
 import {
   actionSlots,
-  CHUNK,
   createIndex,
   decodeActions,
   EntryBatch,
@@ -511,7 +510,7 @@ class FlowWriter {
 
   /** Writes the last batch, once all `count` flows were added. */
   end(count: number): void {
-    if (count % CHUNK) this.#flush(count);
+    if (this.batch.size) this.#flush(count);
   }
 
   #flush(done: number): void {

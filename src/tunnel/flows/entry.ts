@@ -40,6 +40,12 @@ export const ENTRY_SIZE = flowEntryCodec.size;
 export const KEY_FIELD = fieldOffsets(flowKeyCodec);
 /** Entries per batch read or written: big enough to amortise the syscall, small enough to stream. */
 export const CHUNK = 16384;
+/**
+ * Entries per batch written in the background: a quarter of {@link CHUNK},
+ * as the two sets of buffers shared with the worker are memory a million
+ * flows' apply adds to its peak (2 MiB instead of 8).
+ */
+const BACKGROUND_CHUNK = CHUNK / 4;
 
 const ACTION_SIZE = actionCodec.size;
 const IK = fieldOffsets(flowIndexKeyCodec);
@@ -465,26 +471,37 @@ export function deleteKeys(index: BpfMap, keys: Uint8Array[], batchDone?: () => 
 
 /**
  * EntryBatch writes entries into an index in batches of {@link CHUNK}.
- * With `background`, a table of more than one batch has its batches
+ * With `background`, a table of more than one (smaller) batch has its batches
  * written on a worker thread while the next is filled (see
  * {@link BackgroundBatchWrites}): {@link finish} waits for them, and the
  * batch must be disposed of.
  */
 export class EntryBatch {
   readonly #index: BpfMap;
-  readonly #background: boolean;
+  #background: boolean;
+  readonly #chunk: number;
   #writer?: BackgroundBatchWrites;
   // Plain buffers first; a background writer's shared ones after.
-  #keys: Uint8Array = new Uint8Array(CHUNK * INDEX_KEY_SIZE);
-  #values: Uint8Array = new Uint8Array(CHUNK * ENTRY_SIZE);
-  #kdv: DataView = new DataView(this.#keys.buffer);
-  #vdv: DataView = new DataView(this.#values.buffer);
+  #keys: Uint8Array;
+  #values: Uint8Array;
+  #kdv: DataView;
+  #vdv: DataView;
   #count = 0;
 
   /** Writes into `index`, in the background when `background`. */
   constructor(index: BpfMap, background = false) {
     this.#index = index;
     this.#background = background;
+    this.#chunk = background ? BACKGROUND_CHUNK : CHUNK;
+    this.#keys = new Uint8Array(this.#chunk * INDEX_KEY_SIZE);
+    this.#values = new Uint8Array(this.#chunk * ENTRY_SIZE);
+    this.#kdv = new DataView(this.#keys.buffer);
+    this.#vdv = new DataView(this.#values.buffer);
+  }
+
+  /** How many entries it holds, not yet flushed. */
+  get size(): number {
+    return this.#count;
   }
 
   /**
@@ -497,14 +514,14 @@ export class EntryBatch {
     this.#kdv.setUint32(ko + IK.alt, 0, LE);
     this.#keys.set(key, ko + IK.key);
     writeEntry(this.#values, this.#vdv, this.#count * ENTRY_SIZE, f);
-    return ++this.#count === CHUNK;
+    return ++this.#count === this.#chunk;
   }
 
   /** Adds entry bytes `entry` under index key `ik`. Returns whether the batch is full. */
   put(ik: Uint8Array, entry: Uint8Array): boolean {
     this.#keys.set(ik, this.#count * INDEX_KEY_SIZE);
     this.#values.set(entry, this.#count * ENTRY_SIZE);
-    return ++this.#count === CHUNK;
+    return ++this.#count === this.#chunk;
   }
 
   /** Writes what the batch holds into the index (in the background: starts writing it). */
@@ -513,8 +530,8 @@ export class EntryBatch {
     else {
       this.#index.updateBatch(this.#keys, this.#values, this.#count);
       // A whole batch: more may come, worth a worker (a small table is not).
-      if (this.#background && this.#count === CHUNK) {
-        this.#writer = new BackgroundBatchWrites(this.#index, CHUNK);
+      if (this.#background && this.#count === this.#chunk) {
+        this.#writer = new BackgroundBatchWrites(this.#index, this.#chunk);
       }
     }
     this.#count = 0;
@@ -526,9 +543,20 @@ export class EntryBatch {
     this.#vdv = new DataView(values.buffer);
   }
 
-  /** Waits for the writes made in the background; throws the first that failed. */
+  /**
+   * Waits for the writes made in the background, throws the first that
+   * failed, and stops the worker (its memory is not held through the rest
+   * of the change); later batches are written on this thread.
+   */
   finish(): void {
-    this.#writer?.finish();
+    const writer = this.#writer;
+    this.#writer = undefined;
+    this.#background = false;
+    try {
+      writer?.finish();
+    } finally {
+      writer?.close();
+    }
   }
 
   /** Waits for the writes made in the background, whatever became of them, and stops its worker. */
