@@ -468,6 +468,16 @@ struct {
 	__type(value, struct nh_cache_slot);
 } wr_nh_cache SEC(".maps");
 
+/* Copies an outer header of len bytes: its words only, not all OUTER_MAX
+ * bytes, which for VXLAN over IPv4 would be twice the lines to touch. */
+static __always_inline void hdr_copy(__u8 *dst, const __u8 *src, __u32 len)
+{
+#pragma unroll
+	for (__u32 i = 0; i < OUTER_MAX / 8; i++)
+		if (i * 8 < len)
+			((__u64 *)dst)[i] = ((const __u64 *)src)[i];
+}
+
 /*
  * Builds the outer header for `port` (port_no; the flow's tunnel key tk,
  * slot tk_idx, may be NULL) into s->hdr and routes it: from the next-hop
@@ -531,7 +541,7 @@ static __always_inline int encap_build(struct __sk_buff *skb, struct wr_port *po
 	if (slot && slot->tag == tag && slot->port_no == port_no &&
 	    slot->tk_idx == tk_idx && now - slot->made_ns < NH_MAX_AGE_NS) {
 		*out = slot->out;
-		__builtin_memcpy(s->hdr, slot->hdr, OUTER_MAX);
+		hdr_copy(s->hdr, slot->hdr, out->hdr_len);
 		if (cs)
 			cs->nh_hits++;
 	} else {
@@ -546,7 +556,7 @@ static __always_inline int encap_build(struct __sk_buff *skb, struct wr_port *po
 			slot->port_no = port_no;
 			slot->tk_idx = tk_idx;
 			slot->out = *out;
-			__builtin_memcpy(slot->hdr, s->hdr, OUTER_MAX);
+			hdr_copy(slot->hdr, s->hdr, out->hdr_len);
 		}
 	}
 	/* The packet's own id (as received, or as a masked set_field left
@@ -574,6 +584,59 @@ static __always_inline __u32 aside_tag_len(const struct __sk_buff *skb, __u8 pro
 }
 
 /*
+ * Writes the outer header at h (hlen bytes) at the start of a frame just
+ * grown by hlen + tag bytes, and after it the frame's Ethernet header,
+ * taken from where the growing left it (`at`), with the tag the kernel
+ * holds aside (tag 4) put in after its MACs. By direct access, no helper
+ * call: the grown head is linear and nothing shares it (bpf_skb_adjust_room
+ * and bpf_skb_change_head unshare it), and whole words go in, the last
+ * one ending at the end and overlapping the one before. A function of its
+ * own: its few registers do not add to the deep callers' spills. Returns 0
+ * or -1.
+ */
+static __noinline int put_outer(struct __sk_buff *skb, __u8 *h, __u32 hlen, __u32 tag, __u32 at)
+{
+	void *d = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+	__u8 *inner;
+	__u32 len, last;
+
+	if (hlen < sizeof(struct ethhdr) ||
+	    hlen > OUTER_MAX - sizeof(struct ethhdr) - sizeof(struct vlan_hdr))
+		return -1;
+	/* No-op masks: the verifier needs the bounds on these very values. */
+	hlen &= 0x7f;
+	tag &= sizeof(struct vlan_hdr);
+	at &= 0x7f;
+	if (d + at + sizeof(struct ethhdr) > end)
+		return -1;
+	inner = h + hlen;
+	*(__u64 *)inner = *(__u64 *)(d + at);
+	*(__u32 *)(inner + 8) = *(__u32 *)(d + at + 8);
+	*(__u16 *)(inner + 12) = *(__u16 *)(d + at + 12);
+	if (tag) {
+		__be16 *type = (__be16 *)(inner + 2 * ETH_ALEN);
+
+		type[2] = type[0];
+		type[0] = skb->vlan_proto;
+		type[1] = bpf_htons(skb->vlan_tci);
+	}
+	len = hlen + sizeof(struct ethhdr) + tag;
+#pragma unroll
+	for (__u32 i = 0; i < OUTER_MAX / 8; i++) {
+		if ((i + 1) * 8 > len)
+			break;
+		if (d + (i + 1) * 8 > end)
+			return -1;
+		((__u64 *)d)[i] = ((__u64 *)h)[i];
+	}
+	last = (len - 8) & 0x7f;
+	if (d + last + 8 > end)
+		return -1;
+	*(__u64 *)(d + last) = *(__u64 *)(h + last);
+	return 0;
+}
+
+/*
  * Puts the outer header built by encap_build in front of the frame fi
  * describes, and the tag the kernel holds aside back into the frame.
  * Returns 0 or a WR_DROP_* reason.
@@ -582,31 +645,13 @@ static __always_inline int encap_push(struct __sk_buff *skb, struct scratch *s,
 				      const struct encap_out *out, __u8 proto,
 				      const struct frame_info *fi)
 {
-	int is_ip = fi->ip_version != 0;
 	__u32 hlen = out->hdr_len;
 	__u32 tag = aside_tag_len(skb, proto);
-	__u8 *h = s->hdr;
-	__u8 *inner;
 
 	if (hlen < sizeof(struct ethhdr) ||
 	    hlen > OUTER_MAX - sizeof(struct ethhdr) - sizeof(struct vlan_hdr))
 		return WR_DROP_ENCAP;
-	/* A no-op mask: the verifier needs the bound on this very value. */
-	hlen = sizeof(struct ethhdr) + ((hlen - sizeof(struct ethhdr)) & 0x7f);
-	/* The inner Ethernet header, written after the outer one: the frame's
-	 * MACs, the tag, and (on the IP path, which keeps the frame's own)
-	 * the EtherType. */
-	inner = h + hlen;
-	if (bpf_skb_load_bytes(skb, 0, inner, sizeof(struct ethhdr)))
-		return WR_DROP_ENCAP;
-	if (tag) {
-		__be16 *type = (__be16 *)(inner + 2 * ETH_ALEN);
-
-		type[2] = type[0];
-		type[0] = skb->vlan_proto;
-		type[1] = bpf_htons(skb->vlan_tci);
-	}
-	if (is_ip) {
+	if (fi->ip_version) {
 		__u64 flags = (out->v6 ? BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 : BPF_F_ADJ_ROOM_ENCAP_L3_IPV4) |
 			      (proto == WR_PROTO_GRE ? BPF_F_ADJ_ROOM_ENCAP_L4_GRE :
 						       BPF_F_ADJ_ROOM_ENCAP_L4_UDP) |
@@ -625,15 +670,14 @@ static __always_inline int encap_push(struct __sk_buff *skb, struct scratch *s,
 
 		/* The room goes after the original Ethernet header, which
 		 * becomes the inner one at the end of the room. */
-		if (bpf_skb_adjust_room(skb, hlen + tag, BPF_ADJ_ROOM_MAC, flags))
-			return WR_DROP_ENCAP;
-		if (bpf_skb_store_bytes(skb, 0, h, hlen + sizeof(struct ethhdr) + tag, 0))
+		if (bpf_skb_adjust_room(skb, hlen + tag, BPF_ADJ_ROOM_MAC, flags) ||
+		    put_outer(skb, s->hdr, hlen, tag, 0))
 			return WR_DROP_ENCAP;
 	} else {
-		/* The frame's own EtherType stays where it is. */
-		if (bpf_skb_change_head(skb, hlen + tag, 0))
-			return WR_DROP_ENCAP;
-		if (bpf_skb_store_bytes(skb, 0, h, hlen + 2 * ETH_ALEN + tag, 0))
+		/* Other frames (ARP) grow at the head, their Ethernet header
+		 * where it was. */
+		if (bpf_skb_change_head(skb, hlen + tag, 0) ||
+		    put_outer(skb, s->hdr, hlen, tag, hlen + tag))
 			return WR_DROP_ENCAP;
 	}
 	/* The tag is in the frame now; skb->protocol, the outer one or not
