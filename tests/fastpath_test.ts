@@ -740,9 +740,16 @@ privilegedTest(
         );
       });
       const aMac = await macOf(a.ns, a.underlay);
-      /** A VXLAN frame for A: these outer IP fields, VNI, inner IP and L4 headers, padding. */
+      /** A VXLAN frame for A: these outer IP fields, VNI, inner IP and L4 headers, payload and padding bytes. */
       const frame = (
-        over: { vni?: number; ip?: string; inner?: string; l4?: string; pad?: number } = {},
+        over: {
+          vni?: number;
+          ip?: string;
+          inner?: string;
+          l4?: string;
+          data?: number;
+          pad?: number;
+        } = {},
       ) =>
         scapy(
           `Ether(dst='${aMac}',src='02:00:00:00:00:99')/` +
@@ -750,7 +757,7 @@ privilegedTest(
             `UDP(sport=50000,dport=4789,chksum=0)/VXLAN(vni=${over.vni ?? 42},flags=0x08)/` +
             "Ether(src='02:00:00:00:00:0a',dst='02:00:00:00:00:0b')/" +
             `${over.inner ?? "IP(src='10.1.0.1',dst='10.1.0.2')"}/` +
-            `${over.l4 ?? "TCP(sport=1000,dport=80,flags='A')"}/Raw(b'x'*20)` +
+            `${over.l4 ?? "TCP(sport=1000,dport=80,flags='A')"}/Raw(b'x'*${over.data ?? 20})` +
             (over.pad ? `/Padding(b'\\0'*${over.pad})` : ""),
         );
       const send = async (packet: Uint8Array) =>
@@ -761,10 +768,12 @@ privilegedTest(
 
       const base = await frame();
       assertEquals(await twice(base), [XDP_REDIRECT, XDP_REDIRECT]);
-      // Per-packet fields no flow key takes hit the same slot.
+      // Per-packet fields no flow key takes hit the same slot (the outer
+      // length, identification and checksum, which a hit sums itself).
       const again = await frame({
         ip: ",id=7",
         l4: "TCP(sport=1000,dport=80,flags='A',seq=99,ack=5)",
+        data: 333,
       });
       assertEquals(await send(again), XDP_REDIRECT);
       assertEquals(await slots(), 1);
@@ -806,6 +815,10 @@ privilegedTest(
         drop_bad_csum: 1,
       });
       assertEquals(await lab.datapath(a, cacheCounts), { hits: 11, misses: 7 });
+      // The tunnel port counts each frame in, and each a flow dropped, once: a
+      // dropping hit counts on the port as the full path's drop does.
+      const t0 = (await lab.datapath(a, (dp) => dp.stats())).ports.find((p) => p.name === "t0");
+      assertEquals([t0?.rx_packets, t0?.drops], [18n, 14n]);
 
       // A flow mod: the very next frame takes the new actions, counted on
       // the flow; nothing cached before is valid any more.
