@@ -535,7 +535,9 @@ privilegedTest(
         dev: a.underlay,
         filter: `udp dst port 4789 and dst host ${b.ip}`,
         file: pcap,
-        timeout: 6,
+        // Stopped below once the pings end: the timeout only bounds a
+        // capture left behind, and 1500 pings can outlast seconds under load.
+        timeout: 120,
         bufferKiB: 8192,
       });
       // A frame to B every millisecond; half a second in, B's underlay

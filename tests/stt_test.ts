@@ -232,7 +232,7 @@ privilegedTest(
         dev: "u0",
         filter: "tcp dst port 7471 and src host " + a.ip,
         file: pcap,
-        timeout: 20,
+        timeout: 120, // stopped below; this only bounds one left behind
         bufferKiB: 65536,
       });
       const dropsBefore = dropTotal(await lab.datapath(a, nonZeroStats));
