@@ -508,9 +508,12 @@ class FlowWriter {
     if (full) this.#flush(j + 1);
   }
 
-  /** Writes the last batch, once all `count` flows were added. */
+  /** Writes the last batch, once all `count` flows were added: the last
+   * progress says the total, which a fresh index learns only now. */
   end(count: number): void {
-    if (this.batch.size) this.#flush(count);
+    if (this.batch.size) this.batch.flush();
+    this.#progress?.({ phase: "install", done: count, total: count });
+    failpoint("flow.apply.installing");
   }
 
   #flush(done: number): void {
