@@ -225,18 +225,21 @@ function ablationTable(figures: Figure[]): string[] {
 const WHY: [RegExp, string][] = [
   [
     /decap \+ flow (hit|cache miss) \+ redirect/,
-    "the floor + redirect parses three headers, bumps a counter and redirects; warren also " +
-    "validates the outer headers (lengths, flags, the IPv4 header checksum), strips them, parses " +
-    "the inner frame, hashes and compares its whole flow key (19 words) in the exact-match cache " +
-    "(or searches every mask on a miss) and bumps per-flow, per-port and event counters. Measured " +
-    "against the build before, in alternating rounds on one CPU (load about 10): the endpoint's " +
-    "hash lookup and the two port lookups took about a tenth of a packet's time, which a per-CPU " +
-    "memo of the last endpoint now skips (0.87-0.91× the time); of what is left, the counters " +
-    "cost about 6%, parsing the inner frame past Ethernet 3.5%, the clock read 1.3%, the IPv4 " +
-    "header checksum nothing measurable. A profile of the program looping in test-run (perf " +
-    "record -a) put 60% of its own samples in the flow cache's hash, slot read and key " +
-    "comparison, whose loads of the key's words wait on the narrow stores parsing has just made " +
-    "to them: a cache probed by the packet's bytes before the key is built is what is left to try",
+    "the floor + redirect parses three headers, bumps a counter and redirects. On a hit of the " +
+    "packet cache (bpf/include/pkt_cache.h) warren also loads and compares twelve masked words " +
+    "of the frame, checks the outer IPv4 checksum and the frame's lengths, strips the outer " +
+    "headers and bumps per-flow, per-port and event counters; it no longer builds, hashes or " +
+    "compares a 19-word flow key, which took these rows from 2.2-2.3× in the full run before " +
+    "to about 1.55×, short of 1.5× by a few nanoseconds. Of what is left, in the ablation " +
+    "table: the counters about a tenth (a port's receive and transmit counts are in the " +
+    "per-port map, beside the one per-CPU block of event counters: one block per packet would " +
+    "change the stats layout), the clock nothing measurable now that it is jiffies, the " +
+    "checksum and the frame length helper 1-2% each; the rest is the words' loads and " +
+    "compare, the head adjustment and the redirect through the device map. STT takes the full " +
+    "path: XDP gets no checksum verdict from the device, so its outer TCP checksum is summed " +
+    "over every byte of payload, which no cache of header words can skip, and that sum with " +
+    "the reassembly bookkeeping keeps it above 3×. A miss (the cache-miss row) also gathers " +
+    "the words and fills a packet cache slot",
   ],
   [
     /encap/,
@@ -311,7 +314,11 @@ const WHY: [RegExp, string][] = [
     "before, when the specs made two keys of ten byte views each, each key was encoded " +
     "through a DataView and masked in a pass of its own, and the set hashed every flow as it " +
     "came. Flows read from a file are recognised " +
-    "from its bytes instead, before any is parsed (the row of the line form applied again)",
+    "from its bytes instead, before any is parsed (the row of the line form applied again). In this run 1.81 s against raw writes of 0.87 s (1.37 s against 0.81 in the " +
+    "full run before; bpftool's dump took 31.6 s here, 22.2 s then): at 100 000 flows " +
+    "(`deno task bench --only control --quick`), two runs of this code and three of the code " +
+    "before this round, alternating, gave 3.3-4.3× and 3.4-5.6× the raw writes: no " +
+    "regression shows there, and the machine was slower in this run",
   ],
   [
     /resident memory of warren apply \(\d+ flows from (a YAML file|the line form)\)/,
@@ -332,11 +339,12 @@ const WHY: [RegExp, string][] = [
   ],
   [
     /^live forwarding/,
-    "each frame is decapsulated, classified and redirected at XDP: what keeps the decap rows " +
-    "above from their 1.5× target (2.2-2.3× the floor + redirect after the endpoint memo, " +
-    "2.5-2.6× in the full run before it; split in the ablation table and the decap rows' note) " +
-    "keeps live forwarding from 5×. The kernel's device and bridge moved more between runs " +
-    "(1.01 and 1.33 Mpps in two full runs) than warren's path did",
+    "each frame is decapsulated, classified and redirected at XDP. warren delivered 4.35 Mpps " +
+    "in the full run before the packet cache and 4.17 Mpps in this one, while the decap rows " +
+    "fell from 2.2-2.3× to about 1.55× the floor + redirect: the rate is bounded by more than " +
+    "warren's per-packet cost (one generator CPU drives both paths, and the receiving veth's " +
+    "redirect is most of the floor). The ratio moved with the kernel's device and bridge, " +
+    "1.33 Mpps then and 0.91 now",
   ],
   [
     /flow installs, one at a time/,
@@ -363,7 +371,9 @@ const WHY: [RegExp, string][] = [
   ],
   [
     /flows dumped/,
-    "it is more than 5× faster than bpftool, as targeted, but was not under 2 s in this run. " +
+    "it is more than 5× faster than bpftool, as targeted, but was not under 2 s in this run " +
+    "(2.00 s; 1.60 s in the full run before, with the same dump code, when bpftool's dump " +
+    "took 22.2 s against 31.6 s here). " +
     "CPU profiles of the whole command at a million flows (2 cores at load 10 " +
     "to 18, so shares moved by up to ten points between runs): collecting rows 23–31% (the " +
     "first read of each entry the kernel copied, a write at random per flow into the records, " +
