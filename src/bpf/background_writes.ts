@@ -14,7 +14,7 @@
  */
 
 import type { BpfMap } from "./map.ts";
-import { BpfError } from "./errors.ts";
+import { batchUpdateError, type BpfError } from "./errors.ts";
 
 /** One set of buffers and its write's state: [done, result, applied]. */
 interface Slot {
@@ -113,12 +113,7 @@ export class BackgroundBatchWrites {
     while (Atomics.load(slot.state, 0) === 0) Atomics.wait(slot.state, 0, 0);
     const result = slot.state[1];
     if (result < 0 && !this.#failure) {
-      const applied = slot.state[2];
-      const op = `batch update of ${slot.count} entries in map "${this.#map.name}"`;
-      this.#failure = new BpfError(
-        applied < slot.count ? `${op} (${applied} applied)` : op,
-        result,
-      );
+      this.#failure = batchUpdateError(this.#map.name, slot.count, slot.state[2], result);
     }
     slot.state[1] = 0;
   }

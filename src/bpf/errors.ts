@@ -108,3 +108,19 @@ export function check(
   if (ret < 0) throw make(op, -ret, { libbpfLog: libbpfMessagesSince(mark) });
   return ret;
 }
+
+/**
+ * The error of a `BPF_MAP_UPDATE_BATCH` of `count` entries into map
+ * `name` that failed with `errno` after the kernel applied `applied` of
+ * them (a prefix): the message says how many, when not all.
+ */
+export function batchUpdateError(
+  name: string,
+  count: number,
+  applied: number,
+  errno: number,
+  options?: BpfErrorOptions,
+): BpfError {
+  const op = `batch update of ${count} entries in map "${name}"`;
+  return new BpfError(applied < count ? `${op} (${applied} applied)` : op, errno, options);
+}

@@ -10,7 +10,7 @@
 
 import { followDirMode } from "./pin_mode.ts";
 import { Errno } from "./errno.ts";
-import { BpfError, check, KeyExistsError, KeyNotFoundError } from "./errors.ts";
+import { batchUpdateError, BpfError, check, KeyExistsError, KeyNotFoundError } from "./errors.ts";
 import { Fd } from "./fd.ts";
 import { cstr, libbpf } from "./ffi.ts";
 import { type MapInfo, mapInfo, PER_CPU_MAP_TYPES } from "./info.ts";
@@ -291,7 +291,7 @@ export class BpfMap implements Disposable {
           new Uint8Array(n.buffer),
           opts(24),
         ),
-      (op, errno, opt) => new BpfError(n[0] < count ? `${op} (${n[0]} applied)` : op, errno, opt),
+      (_op, errno, opt) => batchUpdateError(this.name, count, n[0], errno, opt),
     );
   }
 
