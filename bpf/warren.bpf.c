@@ -27,7 +27,6 @@ SEC("xdp")
 int wr_xdp_underlay(struct xdp_md *ctx)
 {
 	struct packet p = { (void *)(long)ctx->data, (void *)(long)ctx->data_end };
-	struct lookup *l = scratch_as_left();
 	struct wr_stat_block *c = counters();
 	struct frame_info fi = {};
 	struct decap d = {};
@@ -35,14 +34,18 @@ int wr_xdp_underlay(struct xdp_md *ctx)
 	struct wr_flow_entry *e;
 	struct wr_config *cfg;
 	struct wr_meta *m;
+	struct lookup *l;
 	__u32 len;
 	int r;
 
-	if (!l || (!c && !uncounted()))
+	if (!c && !uncounted())
 		return XDP_PASS;
-	r = pkt_fast_path(ctx, l, c);
+	r = pkt_fast_path(ctx, c);
 	if (r >= 0)
 		return r;
+	l = scratch_as_left();
+	if (!l)
+		return XDP_PASS;
 	lookup_reset(l);
 	key = &l->key;
 	r = parse_tunnel_xdp(ctx, key, &d, &l->memo);

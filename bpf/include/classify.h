@@ -26,9 +26,9 @@
  * as the packet cache (pkt_cache.h) keys its slots. */
 #define PKT_WORDS 12
 
-/* A frame's words, their hash, where its inner frame starts (0: a shape
- * the packet cache does not serve), and the wr_config.seq + 1 read before
- * them (0: nothing to fill). */
+/* A frame's words, their hash, where its inner frame starts (0: nothing
+ * to fill: a shape the packet cache does not serve, or a frame the full
+ * path should not fill from), and the wr_config.seq + 1 read before them. */
 struct pkt_key {
 	__u64 w[PKT_WORDS];
 	__u64 tag;
@@ -342,14 +342,10 @@ static __noinline struct wr_flow_entry *classify_apart(const struct wr_flow_key 
 	return classify(key, l, counters());
 }
 
-/* Accounts a packet to the flow whose id is id. */
-static __always_inline void flow_count(__u32 id, __u64 bytes, __u16 tcp_flags)
+/* Accounts a packet to flow counters s (NULL: nothing). Counting or not is
+ * the caller's to decide. */
+static __always_inline void count_flow(struct wr_flow_stats *s, __u64 bytes, __u16 tcp_flags)
 {
-	struct wr_flow_stats *s;
-
-	if (wr_dry_run || ablated(ABL_COUNTERS))
-		return;
-	s = bpf_map_lookup_elem(&wr_flow_stats, &id);
 	if (s) {
 		s->packets++;
 		s->bytes += bytes;
@@ -359,6 +355,13 @@ static __always_inline void flow_count(__u32 id, __u64 bytes, __u16 tcp_flags)
 		 * verifier's 512 of combined stack. */
 		s->used_ns = coarse_now();
 	}
+}
+
+/* Accounts a packet to the flow whose id is id. */
+static __always_inline void flow_count(__u32 id, __u64 bytes, __u16 tcp_flags)
+{
+	if (!uncounted())
+		count_flow(bpf_map_lookup_elem(&wr_flow_stats, &id), bytes, tcp_flags);
 }
 
 /* Accounts a packet to flow e. */

@@ -254,30 +254,40 @@ static __always_inline void stat_inc(__u32 stat)
 	bump(counters(), stat);
 }
 
-static __always_inline void port_rx(__u32 port, __u64 bytes)
+/* Port port's counters. Counting or not is the caller's to decide. */
+static __always_inline struct wr_port_stats *port_stats(__u32 port)
 {
-	struct wr_port_stats *s;
+	return bpf_map_lookup_elem(&wr_port_stats, &port);
+}
 
-	if (uncounted())
-		return;
-	s = bpf_map_lookup_elem(&wr_port_stats, &port);
+/* Counts a packet of `bytes` received in port counters s (NULL: nothing). */
+static __always_inline void count_rx(struct wr_port_stats *s, __u64 bytes)
+{
 	if (s) {
 		s->rx_packets++;
 		s->rx_bytes += bytes;
 	}
 }
 
-static __always_inline void port_tx(__u32 port, __u64 bytes)
+/* Counts a packet of `bytes` sent in port counters s (NULL: nothing). */
+static __always_inline void count_tx(struct wr_port_stats *s, __u64 bytes)
 {
-	struct wr_port_stats *s;
-
-	if (uncounted())
-		return;
-	s = bpf_map_lookup_elem(&wr_port_stats, &port);
 	if (s) {
 		s->tx_packets++;
 		s->tx_bytes += bytes;
 	}
+}
+
+static __always_inline void port_rx(__u32 port, __u64 bytes)
+{
+	if (!uncounted())
+		count_rx(port_stats(port), bytes);
+}
+
+static __always_inline void port_tx(__u32 port, __u64 bytes)
+{
+	if (!uncounted())
+		count_tx(port_stats(port), bytes);
 }
 
 /* Counts a drop: its reason, and the port it came in on. */

@@ -8,7 +8,7 @@
  * It serves the common shape only: outer Ethernet + IPv4 without options +
  * UDP (VXLAN, or Geneve without options) or GRE (no flags, or the key
  * only), inner Ethernet + IPv4 without options, not a fragment, + TCP or
- * UDP. For it, pkt_gather loads the few fixed-offset words of the packet
+ * UDP. For it, pkt_word loads the few fixed-offset words of the packet
  * that everything decapsulation and the flow key take from it lies in,
  * each masked to those bytes: the outer IPv4 header but its length,
  * identification and checksum, UDP's destination port and checksum (not
@@ -101,28 +101,35 @@ struct {
 	__type(value, struct pkt_cache_slot);
 } wr_pkt_cache SEC(".maps");
 
+/* Where a frame's words are, and what masks them: what pkt_word needs. */
+struct pkt_shape {
+	__u64 m2, m3;		/* word 2's and 3's masks: UDP's, or GRE's (all) */
+	__u64 w10;		/* TCP's data offset and flags; 0 for UDP */
+	const void *in;		/* the inner frame */
+	__u32 io;		/* where it starts: word 11 */
+};
+
 /*
- * Loads the words of the frame from data to end into pk. Returns 0, or -1
- * when the frame is not of the shape served (pk->io is then 0).
+ * The shape sh of the frame from data to end. Returns 0, or -1 when the
+ * frame is not of a shape served.
  */
-static __always_inline int pkt_gather(void *data, void *end, struct pkt_key *pk)
+static __always_inline int pkt_shape(void *data, void *end, struct pkt_shape *sh)
 {
 	struct iphdr *ip = data + sizeof(struct ethhdr), *iip;
-	__u64 *w = pk->w;
-	__u64 m2 = ~0ULL, m3 = ~0ULL;
 	__u32 io;
 
-	pk->io = 0;
+	sh->m2 = ~0ULL;
+	sh->m3 = ~0ULL;
 	/* The words of the deepest shape served: one bound for all of them. */
 	if (data + PKT_IO_UDP + PKT_INNER_WORDS_END > end)
 		return -1;
-	if (((struct ethhdr *)data)->h_proto != bpf_htons(ETH_P_IP) || *(__u8 *)ip != 0x45)
+	if (*(__be16 *)(data + 12) != bpf_htons(ETH_P_IP) || *(__u8 *)ip != 0x45)
 		return -1;
 	if (ip->protocol == IPPROTO_UDP) {
 		io = PKT_IO_UDP;
 		/* Addresses; then UDP's destination port and checksum. */
-		m2 = KEEP(0, 6);
-		m3 = KEEP(2, 4) | KEEP(6, 8);
+		sh->m2 = KEEP(0, 6);
+		sh->m3 = KEEP(2, 4) | KEEP(6, 8);
 	} else if (ip->protocol == IPPROTO_GRE) {
 		__be16 flags = *(__be16 *)(ip + 1);
 
@@ -143,35 +150,73 @@ static __always_inline int pkt_gather(void *data, void *end, struct pkt_key *pk)
 		if (data + io + PKT_INNER_TCP > end)
 			return -1;
 		/* TCP's data offset and flags, not its sequence numbers. */
-		w[10] = load64(data, io + 40) & KEEP(6, 8);
+		sh->w10 = load64(data, io + 40) & KEEP(6, 8);
 	} else if (iip->protocol == IPPROTO_UDP) {
-		w[10] = 0;
+		sh->w10 = 0;
 	} else {
 		return -1;
 	}
+	sh->io = io;
+	sh->in = data + io;
+	return 0;
+}
+
+/* Word i (a constant) of the frame at data, of shape sh: loaded from the
+ * packet where it is compared or kept, not gathered first and read again. */
+static __always_inline __u64 pkt_word(const void *data, const struct pkt_shape *sh, int i)
+{
+	switch (i) {
 	/* Outer: EtherType, version, TOS; fragment bits, TTL, protocol. */
-	w[0] = load64(data, 12) & KEEP(0, 4);
-	w[1] = load64(data, 20) & (KEEP(0, 4) | KEEP(6, 8));
-	w[2] = load64(data, 28) & m2;
-	w[3] = load64(data, 34) & m3;
+	case 0:
+		return load64(data, 12) & KEEP(0, 4);
+	case 1:
+		return load64(data, 20) & (KEEP(0, 4) | KEEP(6, 8));
+	case 2:
+		return load64(data, 28) & sh->m2;
+	case 3:
+		return load64(data, 34) & sh->m3;
 	/* The tunnel header (GRE's again, with what precedes it). */
-	w[4] = load64(data, io - 8);
+	case 4:
+		return load64(sh->in - 8, 0);
 	/* Inner: Ethernet, version, TOS; fragment bits, TTL, protocol;
 	 * addresses; ports. */
-	w[5] = load64(data, io);
-	w[6] = load64(data, io + 8);
-	w[7] = load64(data, io + 16) & KEEP(4, 8);
-	w[8] = load64(data, io + 24) & KEEP(2, 8);
-	w[9] = load64(data, io + 32) & KEEP(0, 6);
-	w[11] = io;
-	/* The words that differ most between flows pick the slots; all of
-	 * them are compared. The inner ports' and TCP's flags' bytes do not
-	 * overlap, so one word holds both; the outer and inner addresses
-	 * share one multiply. */
-	pk->hash = hash_fold(hash_word(w[2] ^ w[8], 2) + hash_word(w[4], 4) +
-			     hash_word(w[9] | w[10], 9));
-	pk->io = io;
-	return 0;
+	case 5:
+		return load64(sh->in, 0);
+	case 6:
+		return load64(sh->in, 8);
+	case 7:
+		return load64(sh->in, 16) & KEEP(4, 8);
+	case 8:
+		return load64(sh->in, 24) & KEEP(2, 8);
+	case 9:
+		return load64(sh->in, 32) & KEEP(0, 6);
+	case 10:
+		return sh->w10;
+	default:
+		return sh->io;
+	}
+}
+
+/* The hash of the frame's words. The words that differ most between flows
+ * pick the slots; all of them are compared. The inner ports' and TCP's
+ * flags' bytes do not overlap, so one word holds both; the outer and inner
+ * addresses share one multiply. */
+static __always_inline __u32 pkt_hash(const void *data, const struct pkt_shape *sh)
+{
+	return hash_fold(hash_word(pkt_word(data, sh, 2) ^ pkt_word(data, sh, 8), 2) +
+			 hash_word(pkt_word(data, sh, 4), 4) +
+			 hash_word(pkt_word(data, sh, 9) | sh->w10, 9));
+}
+
+/* Keeps the frame's words, their hash and shape in pk, for pkt_fill. */
+static __always_inline void pkt_keep(struct pkt_key *pk, const void *data,
+				     const struct pkt_shape *sh, __u32 hash)
+{
+#pragma unroll
+	for (int i = 0; i < PKT_WORDS; i++)
+		pk->w[i] = pkt_word(data, sh, i);
+	pk->hash = hash;
+	pk->io = sh->io;
 }
 
 /* Slot i (taken modulo PKT_CACHE_SLOTS) of this CPU's packet cache. */
@@ -181,27 +226,37 @@ static __always_inline struct pkt_cache_slot *pkt_cache_slot(__u32 i)
 	return bpf_map_lookup_elem(&wr_pkt_cache, &i);
 }
 
-/* Whether slot s holds pk's words under pk->tag. The words that tell
- * flows of one tunnel apart (inner addresses and ports) and tunnels apart
- * come first, so a slot of another flow is left after three words. */
-static __always_inline int pkt_slot_holds(const struct pkt_cache_slot *s,
-					  const struct pkt_key *pk)
+/* Whether slot s holds the words of the frame at data, of shape sh, under
+ * tag: every word compared, with one branch for them all (a slot of
+ * another flow is rare, and then the full path's cost dwarfs the rest). */
+static __always_inline int pkt_slot_holds(const struct pkt_cache_slot *s, const void *data,
+					  const struct pkt_shape *sh, __u64 tag)
 {
-	if (!s || s->tag != pk->tag ||
-	    ((s->w[9] ^ pk->w[9]) | (s->w[8] ^ pk->w[8]) | (s->w[4] ^ pk->w[4])))
+	__u64 diff;
+
+	if (!s)
 		return 0;
-	return words_equal(s->w, pk->w, PKT_WORDS);
+	diff = s->tag ^ tag;
+#pragma unroll
+	for (int i = 0; i < PKT_WORDS; i++) {
+		diff |= s->w[i] ^ pkt_word(data, sh, i);
+		/* One word at a time: loaded all at once, they spill. */
+		asm volatile("" : "+r"(diff) :: "memory");
+	}
+	return diff == 0;
 }
 
-/* The slot of one of pk's two ways that holds pk's words under pk->tag, or NULL. */
-static __always_inline struct pkt_cache_slot *pkt_probe(const struct pkt_key *pk)
+/* The slot of one of the frame's two ways that holds its words under tag, or NULL. */
+static __always_inline struct pkt_cache_slot *pkt_probe(const void *data,
+							const struct pkt_shape *sh, __u32 hash,
+							__u64 tag)
 {
-	struct pkt_cache_slot *s = pkt_cache_slot(pk->hash);
+	struct pkt_cache_slot *s = pkt_cache_slot(hash);
 
-	if (pkt_slot_holds(s, pk))
+	if (pkt_slot_holds(s, data, sh, tag))
 		return s;
-	s = pkt_cache_slot(pk->hash >> 16);
-	return pkt_slot_holds(s, pk) ? s : NULL;
+	s = pkt_cache_slot(hash >> 16);
+	return pkt_slot_holds(s, data, sh, tag) ? s : NULL;
 }
 
 /* The one's complement sum of the outer IPv4 header's 16-bit words that
@@ -249,71 +304,109 @@ static __always_inline void pkt_fill(struct lookup *l, const struct decap *d, __
 }
 
 /*
+ * Counts a hit on slot s of `bytes` (the inner frame's) as the full path
+ * counts its frame: decapsulated, received, its flow's, and sent, unless
+ * the flow drops it (which the caller counts). c is this CPU's block,
+ * NULL when nothing may be counted (counters()): the test of a register
+ * that a hit makes once, where port_rx and the others each load wr_dry_run.
+ */
+static __always_inline void pkt_count(struct wr_stat_block *c, const struct pkt_cache_slot *s,
+				      __u32 bytes)
+{
+	__u32 flow_id = s->flow_id;
+
+	if (!c)
+		return;
+	c->stat[WR_STAT_DECAP]++;
+	c->cache.flow_hits++;
+	count_rx(port_stats(s->in_port), bytes);
+	count_flow(bpf_map_lookup_elem(&wr_flow_stats, &flow_id), bytes, s->tcp_flags);
+	if (s->out_port) {
+		count_tx(port_stats(s->out_port), bytes);
+		c->stat[WR_STAT_XDP_REDIRECT]++;
+	}
+}
+
+/*
+ * Leaves the frame at data to the full path: its words (shape sh, hash,
+ * made under tag) kept in this CPU's scratch for pkt_fill, or, with no sh,
+ * nothing to fill. Returns -1, pkt_fast_path's "not finished". The hit
+ * path does not look the scratch up at all.
+ */
+static __always_inline int pkt_miss(const void *data, const struct pkt_shape *sh, __u32 hash,
+				    __u64 tag)
+{
+	struct lookup *l = scratch_as_left();
+
+	if (!l)
+		return -1;
+	l->pk.io = 0;
+	if (sh) {
+		l->pk.tag = tag;
+		pkt_keep(&l->pk, data, sh, hash);
+	}
+	return -1;
+}
+
+/*
  * The packet cache's hit path at XDP: the frame, if its words are cached,
  * decapsulated and forwarded (or dropped) as its flow says, counted as the
  * full path counts it. Returns the XDP verdict, or -1 for the full path
- * (then l->pk holds the frame's words for pkt_fill, or nothing to fill).
+ * (then the scratch's pk holds the frame's words for pkt_fill, or nothing
+ * to fill).
  */
-static __always_inline int pkt_fast_path(struct xdp_md *ctx, struct lookup *l,
-					 struct wr_stat_block *c)
+static __always_inline int pkt_fast_path(struct xdp_md *ctx, struct wr_stat_block *c)
 {
 	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
 	struct iphdr *ip = data + sizeof(struct ethhdr);
 	struct udphdr *uh = (void *)(ip + 1);
-	struct pkt_key *pk = &l->pk;
-	struct pkt_cache_slot *s;
+	struct pkt_cache_slot *s = NULL;
+	struct pkt_shape sh;
 	struct wr_config *cfg;
-	__u32 len, inner;
+	__u32 len, inner, hash;
+	__u64 tag;
 
-	pk->tag = 0;
 	if (wr_dry_run || ablated(ABL_CACHE))
-		return -1;
+		return pkt_miss(data, NULL, 0, 0);
 	cfg = config();
 	if (!cfg)
-		return -1;
+		return pkt_miss(data, NULL, 0, 0);
 	/* Before the packet: see the flow cache's invalidation. */
-	pk->tag = cfg->seq + 1;
-	if (pkt_gather(data, end, pk) || ablated(ABL_CACHE_HIT))
-		return -1;
-	s = pkt_probe(pk);
-	if (!s || (void *)(uh + 1) > end)
-		return -1;
+	tag = cfg->seq + 1;
+	if (pkt_shape(data, end, &sh))
+		return pkt_miss(data, NULL, 0, 0);
+	hash = pkt_hash(data, &sh);
+	/* uh's bytes are within pkt_shape's bound, which the verifier knows. */
+	if (!ablated(ABL_CACHE_HIT))
+		s = pkt_probe(data, &sh, hash, tag);
+	if (!s)
+		return pkt_miss(data, &sh, hash, tag);
 	/* What the words leave out: the full path checks it (decap.h). A
 	 * whole frame in one buffer, with no padding, as XDP redirects it. */
 	len = frame_len(ctx, 1);
 	if (len != end - data || len != sizeof(struct ethhdr) + bpf_ntohs(ip->tot_len))
-		return -1;
+		return pkt_miss(data, &sh, hash, tag);
 	if (ip->protocol == IPPROTO_UDP && bpf_ntohs(uh->len) != len - sizeof(struct ethhdr) - sizeof(*ip))
-		return -1;
+		return pkt_miss(data, &sh, hash, tag);
 	/* The header's checksum (decap.h checks ipv4_header_csum): the
 	 * slot's sum of the words compared, and the three left out. */
 	if (!ablated(ABL_CSUM) &&
 	    csum_fold32((__u32)s->ip_sum + *(__u16 *)&ip->tot_len + *(__u16 *)&ip->id +
 			*(__u16 *)&ip->check) != 0xffff)
-		return -1;
-	inner = len - pk->io;
+		return pkt_miss(data, &sh, hash, tag);
+	inner = len - sh.io;
 	if (!s->out_port) {
-		bump(c, WR_STAT_DECAP);
-		port_rx(s->in_port, inner);
-		flow_count(s->flow_id, inner, s->tcp_flags);
+		pkt_count(c, s, inner);
 		drop(WR_DROP_ACTION, s->in_port);
-		if (c)
-			c->cache.flow_hits++;
 		return XDP_DROP;
 	}
 	if (xdp_redirect_port(s->out_port) != XDP_REDIRECT)
-		return -1;
-	if (bpf_xdp_adjust_head(ctx, pk->io)) {
+		return pkt_miss(data, &sh, hash, tag);
+	if (bpf_xdp_adjust_head(ctx, sh.io)) {
 		drop(WR_DROP_DECAP, s->in_port);
 		return XDP_DROP;
 	}
-	bump(c, WR_STAT_DECAP);
-	port_rx(s->in_port, inner);
-	flow_count(s->flow_id, inner, s->tcp_flags);
-	port_tx(s->out_port, inner);
-	bump(c, WR_STAT_XDP_REDIRECT);
-	if (c)
-		c->cache.flow_hits++;
+	pkt_count(c, s, inner);
 	return XDP_REDIRECT;
 }
 
