@@ -28,8 +28,8 @@ int wr_xdp_underlay(struct xdp_md *ctx)
 {
 	struct packet p = { (void *)(long)ctx->data, (void *)(long)ctx->data_end };
 	struct wr_stat_block *c = counters();
-	struct frame_info fi = {};
-	struct decap d = {};
+	struct frame_info fi;
+	struct decap d;
 	struct wr_flow_key *key;
 	struct wr_flow_entry *e;
 	struct wr_config *cfg;
@@ -43,6 +43,9 @@ int wr_xdp_underlay(struct xdp_md *ctx)
 	r = pkt_fast_path(ctx, c);
 	if (r >= 0)
 		return r;
+	/* Zeroed here, not where declared: the hit path above needs neither. */
+	__builtin_memset(&fi, 0, sizeof(fi));
+	__builtin_memset(&d, 0, sizeof(d));
 	l = scratch_as_left();
 	if (!l)
 		return XDP_PASS;

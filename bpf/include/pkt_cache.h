@@ -110,20 +110,24 @@ struct pkt_shape {
 };
 
 /*
- * The shape sh of the frame from data to end. Returns 0, or -1 when the
- * frame is not of a shape served.
+ * The shape sh of the frame from data to end, as far as loading its words
+ * needs: where its inner frame would start, by its outer protocol (and
+ * GRE's flags), and TCP's flags if its inner protocol is TCP. Returns 0, or
+ * -1 when the frame is certainly not of a shape served. The rest of what
+ * a shape served is (IPv4 without options, in and out; not a fragment)
+ * lies in the words: a frame that is not never matches a slot, which
+ * only frames that pkt_served passed fill.
  */
 static __always_inline int pkt_shape(void *data, void *end, struct pkt_shape *sh)
 {
-	struct iphdr *ip = data + sizeof(struct ethhdr), *iip;
+	struct iphdr *ip = data + sizeof(struct ethhdr);
 	__u32 io;
+	__u8 inner_proto;
 
 	sh->m2 = ~0ULL;
 	sh->m3 = ~0ULL;
 	/* The words of the deepest shape served: one bound for all of them. */
 	if (data + PKT_IO_UDP + PKT_INNER_WORDS_END > end)
-		return -1;
-	if (*(__be16 *)(data + 12) != bpf_htons(ETH_P_IP) || *(__u8 *)ip != 0x45)
 		return -1;
 	if (ip->protocol == IPPROTO_UDP) {
 		io = PKT_IO_UDP;
@@ -142,16 +146,13 @@ static __always_inline int pkt_shape(void *data, void *end, struct pkt_shape *sh
 	} else {
 		return -1;
 	}
-	iip = data + io + sizeof(struct ethhdr);
-	if (*(__be16 *)(data + io + 12) != bpf_htons(ETH_P_IP) || *(__u8 *)iip != 0x45 ||
-	    ipv4_is_fragment(iip))
-		return -1;
-	if (iip->protocol == IPPROTO_TCP) {
+	inner_proto = ((struct iphdr *)(data + io + sizeof(struct ethhdr)))->protocol;
+	if (inner_proto == IPPROTO_TCP) {
 		if (data + io + PKT_INNER_TCP > end)
 			return -1;
 		/* TCP's data offset and flags, not its sequence numbers. */
 		sh->w10 = load64(data, io + 40) & KEEP(6, 8);
-	} else if (iip->protocol == IPPROTO_UDP) {
+	} else if (inner_proto == IPPROTO_UDP) {
 		sh->w10 = 0;
 	} else {
 		return -1;
@@ -159,6 +160,18 @@ static __always_inline int pkt_shape(void *data, void *end, struct pkt_shape *sh
 	sh->io = io;
 	sh->in = data + io;
 	return 0;
+}
+
+/* Whether the frame at data, of shape sh (pkt_shape's), is of a shape
+ * served: IPv4 without options outside and in, not an inner fragment. */
+static __always_inline int pkt_served(const void *data, const struct pkt_shape *sh)
+{
+	const struct iphdr *iip = sh->in + sizeof(struct ethhdr);
+
+	return *(__be16 *)(data + 12) == bpf_htons(ETH_P_IP) &&
+	       *(__u8 *)(data + sizeof(struct ethhdr)) == 0x45 &&
+	       *(__be16 *)(sh->in + 12) == bpf_htons(ETH_P_IP) && *(__u8 *)iip == 0x45 &&
+	       !ipv4_is_fragment(iip);
 }
 
 /* Word i (a constant) of the frame at data, of shape sh: loaded from the
@@ -341,7 +354,7 @@ static __always_inline int pkt_miss(const void *data, const struct pkt_shape *sh
 	if (!l)
 		return -1;
 	l->pk.io = 0;
-	if (sh) {
+	if (sh && pkt_served(data, sh)) {
 		l->pk.tag = tag;
 		pkt_keep(&l->pk, data, sh, hash);
 	}
@@ -376,24 +389,24 @@ static __always_inline int pkt_fast_path(struct xdp_md *ctx, struct wr_stat_bloc
 	if (pkt_shape(data, end, &sh))
 		return pkt_miss(data, NULL, 0, 0);
 	hash = pkt_hash(data, &sh);
-	/* uh's bytes are within pkt_shape's bound, which the verifier knows. */
 	if (!ablated(ABL_CACHE_HIT))
 		s = pkt_probe(data, &sh, hash, tag);
 	if (!s)
-		return pkt_miss(data, &sh, hash, tag);
+		goto miss;
 	/* What the words leave out: the full path checks it (decap.h). A
 	 * whole frame in one buffer, with no padding, as XDP redirects it. */
 	len = frame_len(ctx, 1);
 	if (len != end - data || len != sizeof(struct ethhdr) + bpf_ntohs(ip->tot_len))
-		return pkt_miss(data, &sh, hash, tag);
+		goto miss;
+	/* uh's bytes are within pkt_shape's bound, which the verifier knows. */
 	if (ip->protocol == IPPROTO_UDP && bpf_ntohs(uh->len) != len - sizeof(struct ethhdr) - sizeof(*ip))
-		return pkt_miss(data, &sh, hash, tag);
+		goto miss;
 	/* The header's checksum (decap.h checks ipv4_header_csum): the
 	 * slot's sum of the words compared, and the three left out. */
 	if (!ablated(ABL_CSUM) &&
 	    csum_fold32((__u32)s->ip_sum + *(__u16 *)&ip->tot_len + *(__u16 *)&ip->id +
 			*(__u16 *)&ip->check) != 0xffff)
-		return pkt_miss(data, &sh, hash, tag);
+		goto miss;
 	inner = len - sh.io;
 	if (!s->out_port) {
 		pkt_count(c, s, inner);
@@ -401,13 +414,15 @@ static __always_inline int pkt_fast_path(struct xdp_md *ctx, struct wr_stat_bloc
 		return XDP_DROP;
 	}
 	if (xdp_redirect_port(s->out_port) != XDP_REDIRECT)
-		return pkt_miss(data, &sh, hash, tag);
+		goto miss;
 	if (bpf_xdp_adjust_head(ctx, sh.io)) {
 		drop(WR_DROP_DECAP, s->in_port);
 		return XDP_DROP;
 	}
 	pkt_count(c, s, inner);
 	return XDP_REDIRECT;
+miss:
+	return pkt_miss(data, &sh, hash, tag);
 }
 
 #endif /* WR_PKT_CACHE_H */
