@@ -57,6 +57,8 @@ class DumpRows {
   readonly #has: Uint32Array;
   /** Each distinct action list's raw `struct wr_action`s. */
   actionLists: Uint8Array[] = [];
+  /** Each of {@link actionLists} as words, to compare entries' actions with. */
+  readonly #listWords: Uint32Array[] = [];
   #listsByHash = new Map<number, number[]>();
   readonly #keys = new KeyArena();
   /** Rows per priority, at 65536 - priority (highest first). */
@@ -120,9 +122,10 @@ class DumpRows {
     // By a hash of the bytes, then the bytes: no string made per flow.
     const h = e.actionHash();
     const candidates = this.#listsByHash.get(h);
-    for (const list of candidates ?? []) if (e.sameActions(this.actionLists[list])) return list;
+    for (const list of candidates ?? []) if (e.sameActions(this.#listWords[list])) return list;
     const list = this.actionLists.length;
     this.actionLists.push(e.actionBytes().slice());
+    this.#listWords.push(e.actionWords());
     if (candidates) candidates.push(list);
     else this.#listsByHash.set(h, [list]);
     return list;

@@ -331,11 +331,25 @@ export class Entry {
     return h;
   }
 
-  /** Whether its raw actions are the bytes of `raw`. */
-  sameActions(raw: Uint8Array): boolean {
-    if (raw.length !== this.actionCount * ACTION_SIZE) return false;
+  /** Its raw actions as 32-bit words (little-endian), a copy: what {@link sameActions} compares with. */
+  actionWords(): Uint32Array {
     const at = this.eo + E.actions;
-    for (let i = 0; i < raw.length; i++) if (this.values[at + i] !== raw[i]) return false;
+    const words = new Uint32Array((this.actionCount * ACTION_SIZE) / 4);
+    for (let i = 0; i < words.length; i++) words[i] = this.#vdv.getUint32(at + i * 4, LE);
+    return words;
+  }
+
+  /**
+   * Whether its raw actions are `words` (as {@link actionWords} gives
+   * them): a word at a time, as a dump compares every flow's (a byte at
+   * a time took nearly twice as long).
+   */
+  sameActions(words: Uint32Array): boolean {
+    if (words.length * 4 !== this.actionCount * ACTION_SIZE) return false;
+    const at = this.eo + E.actions;
+    for (let i = 0; i < words.length; i++) {
+      if (this.#vdv.getUint32(at + i * 4, LE) !== words[i]) return false;
+    }
     return true;
   }
 
