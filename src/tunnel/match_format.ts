@@ -51,12 +51,17 @@ interface Plan {
 // its code is 0: all that decides what prints), the plan: a million
 // flows under a few masks ask which fields print once per kind of packet.
 const plansOfMask = new WeakMap<FlowKey, Map<number, Plan>>();
+// The plan asked for last, its mask and kind of packet: in a dump, flow
+// after flow is of one mask and kind, and two comparisons cost less than
+// the two lookups (the kind is not a small integer).
+let last: { mask: FlowKey; kind: number; plan: Plan } | undefined;
 
 function planOf(mask: FlowKey, c: Context): Plan {
-  let plans = plansOfMask.get(mask);
-  if (!plans) plansOfMask.set(mask, plans = new Map());
   const kind = (((c.eth ?? 0x10000) * 512 + (c.proto ?? 256)) * 512 + (c.icmpType ?? 256)) * 2 +
     (c.icmpCode === 0 ? 1 : 0);
+  if (last?.mask === mask && last.kind === kind) return last.plan;
+  let plans = plansOfMask.get(mask);
+  if (!plans) plansOfMask.set(mask, plans = new Map());
   let plan = plans.get(kind);
   if (!plan) {
     const short = shorthandOf(c);
@@ -69,6 +74,7 @@ function planOf(mask: FlowKey, c: Context): Plan {
     );
     plans.set(kind, plan = { short, fields });
   }
+  last = { mask, kind, plan };
   return plan;
 }
 
