@@ -7,7 +7,7 @@
 
 import type { Command } from "commander";
 import { applyState } from "../../tunnel/apply.ts";
-import { readStateFile, type StateFormat, stateFormat } from "../../tunnel/state_file.ts";
+import type { StateFormat } from "../../tunnel/state_file.ts";
 import { openDatapath } from "../common.ts";
 import { printJson } from "../format.ts";
 
@@ -63,6 +63,7 @@ export function register(cli: Command): void {
         throw new RangeError(`--format is one of ${FORMATS.join(", ")}, not "${opts.format}"`);
       }
       const plan = await withStateFile(file, async (path) => {
+        const { readStateFile, stateFormat } = await import("../../tunnel/state_file.ts");
         const format = (opts.format as StateFormat | undefined) ?? stateFormat(path);
         const state = readStateFile(path, format);
         using dp = openDatapath(cmd);

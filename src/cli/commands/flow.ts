@@ -5,8 +5,6 @@
  */
 
 import type { Command } from "commander";
-import process from "node:process";
-import { createInterface } from "node:readline";
 import type { Datapath } from "../../tunnel/datapath.ts";
 import type { FlowSession } from "../../tunnel/datapath/session.ts";
 import { parseFlow, parseFlowAt, parseMatch } from "../../tunnel/flow_syntax.ts";
@@ -56,6 +54,11 @@ async function streamEdits(
   dp: Datapath,
   edit: (s: FlowSession, text: string, where: string) => Promise<void> | void,
 ): Promise<void> {
+  // Loaded here: Node's streams cost every other command's start, a dump's among them.
+  const [{ default: process }, { createInterface }] = await Promise.all([
+    import("node:process"),
+    import("node:readline"),
+  ]);
   await using s = await dp.session();
   let n = 0;
   for await (const line of createInterface({ input: process.stdin, crlfDelay: Infinity })) {
