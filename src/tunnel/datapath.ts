@@ -163,9 +163,14 @@ export class Datapath implements Disposable {
     return this.#flows.describeMatch(m);
   }
 
-  /** A flow as `flow add` would take it: priority, match and actions. */
-  describeFlow(f: FlowSpec): string {
-    return this.#flows.describeFlow(f);
+  /**
+   * A flow as `flow add` would take it: priority, match and actions, then
+   * `after`, which a dump line ends with (its owner and counters): joined
+   * to a shared action list's text once, while the next flow with that
+   * list has the same `after`, rather than to each flow's text.
+   */
+  describeFlow(f: FlowSpec, after = ""): string {
+    return this.#flows.describeFlow(f, after);
   }
 
   /**

@@ -74,16 +74,32 @@ async function streamEdits(
  * it.
  */
 export function dumpLine(dp: Datapath, f: InstalledFlow, nowNs: bigint): string {
-  const c = f.counters;
-  if (!c) return dp.describeFlow(f);
-  const owner = f.owner ? ` owner:${f.owner}` : "";
-  // Most flows of a big table are idle: their counters' text is the same.
-  if (c.packets === 0n && c.bytes === 0n && c.usedNs === 0n && c.tcpFlags === 0) {
-    return dp.describeFlow(f) + owner + IDLE;
-  }
-  return `${dp.describeFlow(f)}${owner} packets:${c.packets} bytes:${c.bytes} used:${
-    since(c.usedNs, nowNs)
-  } flags:${c.tcpFlags ? tcpFlags(c.tcpFlags) : "none"}`;
+  return dumpLines(dp, nowNs, "")(f);
+}
+
+/**
+ * {@link dumpLine} for flow after flow, each line ending in `end`. Most
+ * flows of a big table are idle: the text after their actions is the
+ * same for each owner, made once and joined to each shared action list's
+ * text once, not per flow.
+ */
+function dumpLines(dp: Datapath, nowNs: bigint, end: string): (f: InstalledFlow) => string {
+  const idleEnds = new Map<string, string>();
+  return (f) => {
+    const c = f.counters;
+    if (!c) return dp.describeFlow(f, end);
+    const idle = c.packets === 0n && c.bytes === 0n && c.usedNs === 0n && c.tcpFlags === 0;
+    let after = idle ? idleEnds.get(f.owner) : undefined;
+    if (after !== undefined) return dp.describeFlow(f, after);
+    const owner = f.owner ? ` owner:${f.owner}` : "";
+    if (idle) {
+      idleEnds.set(f.owner, after = owner + IDLE + end);
+      return dp.describeFlow(f, after);
+    }
+    return `${dp.describeFlow(f)}${owner} packets:${c.packets} bytes:${c.bytes} used:${
+      since(c.usedNs, nowNs)
+    } flags:${c.tcpFlags ? tcpFlags(c.tcpFlags) : "none"}${end}`;
+  };
 }
 
 /** The counters of a flow no packet has hit, as {@link dumpLine} prints them. */
@@ -230,12 +246,13 @@ export function register(cli: Command): void {
       const out = new BufferedOut();
       let first = true;
       if (opts.json) out.write("[");
+      const line = dumpLines(dp, now, "\n");
       // Each flow is printed before the next is decoded over it.
       await dp.forEachFlow(filter, { counters: opts.counters, reuse: true }, (f) => {
         if (opts.json) {
           out.write(`${first ? "\n" : ",\n"}${toJson(dumpJson(dp, f, now))}`);
         } else {
-          out.write(dumpLine(dp, f, now) + "\n");
+          out.write(line(f));
         }
         first = false;
       });

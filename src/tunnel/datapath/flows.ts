@@ -40,8 +40,12 @@ export class DatapathFlows {
   readonly #changes: Changes;
   readonly #registry: PortRegistry;
   readonly #neighbors: Neighbors;
-  // Dumps share one frozen action list among every flow that has it.
-  readonly #actionText = new WeakMap<ActionSpec[], string>();
+  // Dumps share one frozen action list among every flow that has it: its
+  // text, and that text with what followed it last (a dump line's end).
+  readonly #actionText = new WeakMap<
+    ActionSpec[],
+    { text: string; after: string; joined: string }
+  >();
   #held?: SessionHold;
   // A session's adds share compiled action lists: its ports stay.
   #memo?: ActionMemo;
@@ -66,18 +70,25 @@ export class DatapathFlows {
     return formatMatch(m, this.#ports.names());
   }
 
-  /** A flow as `flow add` would take it: priority, match and actions. */
-  describeFlow(f: FlowSpec): string {
-    return formatFlow(f, this.#ports.names(), this.#describeActions(f.actions));
+  /**
+   * A flow as `flow add` would take it: priority, match and actions, then
+   * `after` (see Datapath.describeFlow).
+   */
+  describeFlow(f: FlowSpec, after = ""): string {
+    return formatFlow(f, this.#ports.names(), this.#describeActions(f.actions, after));
   }
 
-  #describeActions(actions: ActionSpec[]): string {
-    let text = this.#actionText.get(actions);
-    if (text === undefined) {
-      text = actions.map(formatAction).join(",") || "drop";
-      if (Object.isFrozen(actions)) this.#actionText.set(actions, text);
+  #describeActions(actions: ActionSpec[], after: string): string {
+    let t = this.#actionText.get(actions);
+    if (t === undefined) {
+      const text = actions.map(formatAction).join(",") || "drop";
+      t = { text, after, joined: text + after };
+      if (Object.isFrozen(actions)) this.#actionText.set(actions, t);
+    } else if (t.after !== after) {
+      t.after = after;
+      t.joined = t.text + after;
     }
-    return text;
+    return t.joined;
   }
 
   /** Adds flows (see FlowTable.add), keeping their remotes' next hops resolved. */
