@@ -20,7 +20,13 @@ import {
   u8,
 } from "../src/maps/codec.ts";
 import { layoutDifferences } from "../src/maps/layout.ts";
-import { decodeFlowKey, emptyFlowKey, encodeFlowKey, flowKeyCodec } from "../src/maps/layouts.ts";
+import {
+  decodeFlowKey,
+  emptyFlowKey,
+  encodeFlowKey,
+  encodeFlowMask,
+  flowKeyCodec,
+} from "../src/maps/layouts.ts";
 
 const sample = struct("sample", {
   id: u64be,
@@ -190,6 +196,31 @@ Deno.test("a flow key encoded with a mask is its bytes ANDed with the mask's", (
   fc.assert(fc.property(key, key, (k, m) => {
     const out = new Uint8Array(size);
     encodeFlowKey(flowKeyCodec.decode(k), out, 0, flowKeyCodec.decode(m));
+    assertEquals(out, k.map((b, i) => b & m[i]));
+  }));
+});
+
+Deno.test("a key encoded under a mask's fields is its bytes ANDed, over any bytes there", () => {
+  const size = flowKeyCodec.size;
+  const zeroPads = (raw: Uint8Array) => {
+    for (const f of flowKeyCodec.fields) if (f.pad) raw.fill(0, f.offset, f.offset + f.size);
+    return raw;
+  };
+  const key = fc.uint8Array({ minLength: size, maxLength: size }).map(zeroPads);
+  // Masks with whole fields wild, as most are: the key's bytes there are not read.
+  const mask = fc.tuple(key, fc.array(fc.boolean(), { minLength: 40, maxLength: 40 })).map(
+    ([raw, wild]) => {
+      flowKeyCodec.fields.forEach((f, i) => wild[i] && raw.fill(0, f.offset, f.offset + f.size));
+      return raw;
+    },
+  );
+  fc.assert(fc.property(key, mask, key, (k, m, before) => {
+    const maskOut = before.slice();
+    const fields = encodeFlowMask(flowKeyCodec.decode(m), maskOut);
+    assertEquals(maskOut, m);
+    // The buffer holds another key's bytes first, as a buffer reused per flow does.
+    const out = before.slice();
+    encodeFlowKey(flowKeyCodec.decode(k), out, 0, flowKeyCodec.decode(m), fields);
     assertEquals(out, k.map((b, i) => b & m[i]));
   }));
 });

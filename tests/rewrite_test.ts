@@ -29,6 +29,7 @@ import { ping, RawSender, tcpdump, tcpTransfer } from "./helpers/traffic.ts";
 import { readPcap } from "./helpers/frames.ts";
 import { formatActions, parseActions } from "../src/tunnel/flow_actions.ts";
 import {
+  type ActionMemo,
   compileActions,
   compileFlow,
   decompileActions,
@@ -134,6 +135,12 @@ Deno.test("rewrites OVS spells otherwise mean the same, or are refused with the 
   const flow = (text: string) => compileFlow(parseFlow(text, NAMES), PORTS);
   assert.throws(() => flow("ip actions=set_field:::1->ipv6_dst,output:web"), /needs ipv6/);
   assertEquals(flow("tcp6 actions=set_field:::1->ipv6_dst,output:web").actions.length, 2);
+  // Through a memo too: a list compiled once for an ipv6 flow is still refused for an ip one.
+  const memo: ActionMemo = new Map();
+  const memoized = (text: string) => compileFlow(parseFlow(text, NAMES), PORTS, memo);
+  assertEquals(memoized("ipv6 actions=set_field:::1->ipv6_dst,output:web").actions.length, 2);
+  assertEquals(memo.size, 1);
+  assert.throws(() => memoized("ip actions=set_field:::1->ipv6_dst,output:web"), /needs ipv6/);
   // An output to the flow's own in_port is taken: the datapath skips it, as Open vSwitch does.
   assertEquals(flow("in_port=web actions=output:web").actions.length, 1);
 });

@@ -230,14 +230,61 @@ const FK = Object.fromEntries(flowKeyCodec.fields.map((f) => [f.name, f.offset])
 >;
 const FLOW_KEY_SIZE = flowKeyCodec.size;
 
+/** Every byte field: {@link encodeFlowKey}'s `fields` when a mask's are not known. */
+const ALL_BYTE_FIELDS = 0x3ff;
+
 /**
  * Writes `k` at `off` of `out`: the same bytes as `flowKeyCodec`, without
  * its per-field indirection, for tables of a million flows; with `m`, `k`
  * masked by it, field by field (the bytes of each field ANDed with the
  * mask's), so that a match's key needs no pass of its own. Byte by byte:
- * a DataView made per key was a third of encoding one.
+ * a DataView made per key was a third of encoding one. With `fields`
+ * (what {@link encodeFlowMask} of `m` returned), only the byte fields the
+ * mask has bits in are read, the others written as zeros: the bytes of
+ * the byte fields were most of the time of encoding a match.
  */
-export function encodeFlowKey(k: FlowKey, out: Uint8Array, off = 0, m: FlowKey = ONES): void {
+export function encodeFlowKey(
+  k: FlowKey,
+  out: Uint8Array,
+  off = 0,
+  m: FlowKey = ONES,
+  fields = ALL_BYTE_FIELDS,
+): void {
+  if (fields !== ALL_BYTE_FIELDS) out.fill(0, off, off + FLOW_KEY_SIZE);
+  putScalars(k, m, out, off);
+  if (fields & 0x001) put(k.tun_src, m.tun_src, out, off + O_TUN_SRC);
+  if (fields & 0x002) put(k.tun_dst, m.tun_dst, out, off + O_TUN_DST);
+  if (fields & 0x004) put(k.eth_src, m.eth_src, out, off + O_ETH_SRC);
+  if (fields & 0x008) put(k.eth_dst, m.eth_dst, out, off + O_ETH_DST);
+  if (fields & 0x010) put(k.ip_src, m.ip_src, out, off + O_IP_SRC);
+  if (fields & 0x020) put(k.ip_dst, m.ip_dst, out, off + O_IP_DST);
+  if (fields & 0x040) put(k.gnv_data, m.gnv_data, out, off + O_GNV_DATA);
+  if (fields & 0x080) put(k.nd_target, m.nd_target, out, off + O_ND_TARGET);
+  if (fields & 0x100) put(k.arp_sha, m.arp_sha, out, off + O_ARP_SHA);
+  if (fields & 0x200) put(k.arp_tha, m.arp_tha, out, off + O_ARP_THA);
+}
+
+/**
+ * Writes mask `m` at `off` of `out`, the bytes {@link encodeFlowKey} of
+ * it writes, and returns which of its byte fields have a bit set: the
+ * `fields` for encoding a key under it.
+ */
+export function encodeFlowMask(m: FlowKey, out: Uint8Array, off = 0): number {
+  putScalars(m, ONES, out, off);
+  return copy(m.tun_src, out, off + O_TUN_SRC, 0x001) |
+    copy(m.tun_dst, out, off + O_TUN_DST, 0x002) |
+    copy(m.eth_src, out, off + O_ETH_SRC, 0x004) |
+    copy(m.eth_dst, out, off + O_ETH_DST, 0x008) |
+    copy(m.ip_src, out, off + O_IP_SRC, 0x010) |
+    copy(m.ip_dst, out, off + O_IP_DST, 0x020) |
+    copy(m.gnv_data, out, off + O_GNV_DATA, 0x040) |
+    copy(m.nd_target, out, off + O_ND_TARGET, 0x080) |
+    copy(m.arp_sha, out, off + O_ARP_SHA, 0x100) |
+    copy(m.arp_tha, out, off + O_ARP_THA, 0x200);
+}
+
+/** Writes the fields of `k` that are not bytes, masked by `m`'s, at `off` of `out`. */
+function putScalars(k: FlowKey, m: FlowKey, out: Uint8Array, off: number): void {
   le16(out, off + FK.in_port, k.in_port & m.in_port);
   out[off + FK.tun_flags] = k.tun_flags & m.tun_flags;
   out[off + FK.tun_tos] = k.tun_tos & m.tun_tos;
@@ -245,33 +292,27 @@ export function encodeFlowKey(k: FlowKey, out: Uint8Array, off = 0, m: FlowKey =
   out[off + FK.ip_proto] = k.ip_proto & m.ip_proto;
   out[off + FK.ip_tos] = k.ip_tos & m.ip_tos;
   out[off + FK.ip_frag] = k.ip_frag & m.ip_frag;
-  if (k.tun_id === 0n || m.tun_id === 0n) out.fill(0, off + FK.tun_id, off + FK.tun_id + 8);
-  else {
+  // Eight stores, not a call of `fill`: this is in every key and mask encoded.
+  if (k.tun_id === 0n || m.tun_id === 0n) {
+    for (let i = 0; i < 8; i++) {
+      out[off + FK.tun_id + i] = 0;
+    }
+  } else {
     const id = k.tun_id & m.tun_id;
     be32(out, off + FK.tun_id, Number((id >> 32n) & 0xffffffffn));
     be32(out, off + FK.tun_id + 4, Number(id & 0xffffffffn));
   }
-  put(k.tun_src, m.tun_src, out, off + O_TUN_SRC);
-  put(k.tun_dst, m.tun_dst, out, off + O_TUN_DST);
-  put(k.eth_src, m.eth_src, out, off + O_ETH_SRC);
-  put(k.eth_dst, m.eth_dst, out, off + O_ETH_DST);
   be16(out, off + FK.eth_type, k.eth_type & m.eth_type);
   be16(out, off + FK.vlan_tci, k.vlan_tci & m.vlan_tci);
-  put(k.ip_src, m.ip_src, out, off + O_IP_SRC);
-  put(k.ip_dst, m.ip_dst, out, off + O_IP_DST);
   be16(out, off + FK.tp_src, k.tp_src & m.tp_src);
   be16(out, off + FK.tp_dst, k.tp_dst & m.tp_dst);
   be16(out, off + FK.gnv_class, k.gnv_class & m.gnv_class);
   out[off + FK.gnv_type] = k.gnv_type & m.gnv_type;
   out[off + FK.gnv_len] = k.gnv_len & m.gnv_len;
-  put(k.gnv_data, m.gnv_data, out, off + O_GNV_DATA);
   const net = k.net & m.net;
   le16(out, off + FK.net, net);
   le16(out, off + FK.net + 2, net >>> 16);
   be32(out, off + FK.ipv6_label, k.ipv6_label & m.ipv6_label);
-  put(k.nd_target, m.nd_target, out, off + O_ND_TARGET);
-  put(k.arp_sha, m.arp_sha, out, off + O_ARP_SHA);
-  put(k.arp_tha, m.arp_tha, out, off + O_ARP_THA);
   be16(out, off + FK.tcp_flags, k.tcp_flags & m.tcp_flags);
   out[off + FK.nw_ttl] = k.nw_ttl & m.nw_ttl;
 }
@@ -295,6 +336,13 @@ function be32(out: Uint8Array, at: number, v: number): void {
 // field was most of encoding a key.
 function put(field: Uint8Array, mask: Uint8Array, out: Uint8Array, at: number): void {
   for (let i = 0; i < field.length; i++) out[at + i] = field[i] & mask[i];
+}
+
+/** Copies `field` to `at` of `out`; returns `bit` if a byte of it is not zero, else 0. */
+function copy(field: Uint8Array, out: Uint8Array, at: number, bit: number): number {
+  let any = 0;
+  for (let i = 0; i < field.length; i++) any |= out[at + i] = field[i];
+  return any ? bit : 0;
 }
 
 // Field offsets as plain constants: read once per decoded key, a dump's

@@ -18,6 +18,7 @@ import {
   type ActionEntry,
   ActionOp,
   encodeFlowKey,
+  encodeFlowMask,
   FlowFlag,
   flowKeyCodec,
   GENEVE_OPT_MAX,
@@ -91,8 +92,7 @@ export function encodeMatch(
   keyBytes: Uint8Array = new Uint8Array(flowKeyCodec.size),
   maskBytes: Uint8Array = new Uint8Array(flowKeyCodec.size),
 ): { keyBytes: Uint8Array; maskBytes: Uint8Array } {
-  encodeFlowKey(m.mask, maskBytes);
-  encodeFlowKey(m.key, keyBytes, 0, m.mask);
+  encodeFlowKey(m.key, keyBytes, 0, m.mask, encodeFlowMask(m.mask, maskBytes));
   return { keyBytes, maskBytes };
 }
 
@@ -219,7 +219,10 @@ export interface CompiledActions {
  * ports. The parser hands out one frozen list per distinct action text, so
  * a million flows sharing a few lists compile each list once.
  */
-export type ActionMemo = Map<readonly ActionSpec[], CompiledActions>;
+export type ActionMemo = Map<readonly ActionSpec[], MemoizedActions>;
+
+/** A list's compiled actions, with its rewrite of an IPv6 address (if any): it needs ipv6 in the match. */
+type MemoizedActions = CompiledActions & { ipv6Rewrite?: ActionSpec };
 
 /**
  * Compiles one flow against the ports that exist. An error starts with the
@@ -258,25 +261,32 @@ export function compileFlowInto(
   memo?: ActionMemo,
 ): CompiledActions {
   try {
-    if (spec.match.mask.in_port && !ports.byNumber(spec.match.key.in_port)) {
-      throw new CompileError(`in_port ${spec.match.key.in_port} does not exist`);
+    const { key, mask } = spec.match;
+    // Looked up once: a table of a million flows compiles this a million times.
+    const inPort = mask.in_port ? ports.byNumber(key.in_port) : undefined;
+    if (mask.in_port && !inPort) {
+      throw new CompileError(`in_port ${key.in_port} does not exist`);
     }
-    const v6 = spec.actions.find((a) =>
-      a.type === "set_field" && (a.field === "ipv6_src" || a.field === "ipv6_dst")
-    );
-    if (v6 && !(spec.match.mask.eth_type === 0xffff && spec.match.key.eth_type === 0x86dd)) {
+    let compiled = memo?.get(spec.actions);
+    const v6 = compiled
+      ? compiled.ipv6Rewrite
+      : spec.actions.find((a) =>
+        a.type === "set_field" && (a.field === "ipv6_src" || a.field === "ipv6_dst")
+      );
+    if (v6 && !(mask.eth_type === 0xffff && key.eth_type === 0x86dd)) {
       // Open vSwitch's prerequisite: the rewrite would be skipped on everything else.
       throw new CompileError(
         `${formatActions([v6], NO_NAMES)} needs ipv6 in the match, as in Open vSwitch`,
       );
     }
-    let compiled = memo?.get(spec.actions);
     if (!compiled) {
       compiled = compileActions(spec.actions, ports);
       // Only lists nobody can change afterwards are shared.
-      if (memo && Object.isFrozen(spec.actions)) memo.set(spec.actions, compiled);
+      if (memo && Object.isFrozen(spec.actions)) {
+        memo.set(spec.actions, { ...compiled, ipv6Rewrite: v6 });
+      }
     }
-    if (spec.match.mask.in_port) checkInPort(spec.match.key.in_port, compiled.actions, ports);
+    if (inPort) checkInPort(inPort, compiled.actions);
     encodeMatch(spec.match, keyBytes, maskBytes);
     return compiled;
   } catch (err) {
@@ -285,10 +295,9 @@ export function compileFlowInto(
   }
 }
 
-/** Refuses actions that a flow matching in_port `inPort` cannot carry out. */
-function checkInPort(inPort: number, actions: ActionEntry[], ports: PortLookup): void {
-  const port = ports.byNumber(inPort);
-  if (port?.kind === "tunnel" && actions.some((a) => a.op === ActionOp.IN_PORT)) {
+/** Refuses actions that a flow matching in_port `port` cannot carry out. */
+function checkInPort(port: Port, actions: ActionEntry[]): void {
+  if (port.kind === "tunnel" && actions.some((a) => a.op === ActionOp.IN_PORT)) {
     // The datapath would drop every such packet: it sends back to local ports only.
     throw new CompileError(
       `in_port would send packets back to ${port.name}, a tunnel port, and warren sends ` +
