@@ -60,6 +60,12 @@ def stt_tcp(frame, off=0, total=None, ack=1, flags='PA', **kw):
     frame = bytes(frame)
     total = len(frame) if total is None else total
     return TCP(sport=50000, dport=7471, seq=(total << 16) | off, ack=ack, flags=flags, window=65535, **kw)/Raw(frame[off:])
+def sized(n):
+    return Ether(src='02:00:00:00:00:0a',dst='02:00:00:00:00:0b')/IP(src='10.1.0.1',dst='10.1.0.2')/UDP(sport=1000,dport=2000)/Raw(bytes((i * 7 + 1) & 0xff for i in range(n)))
+def flipped(p, back):
+    b = bytearray(bytes(p))
+    b[-back] ^= 0x01
+    return bytes(b)
 def cut(p, n):
     return Raw(bytes(p)[:n])
 def opt(cls, typ, data=b'\\xde\\xad\\xbe\\xef'):
@@ -358,6 +364,23 @@ function cases(): Case[] {
   add("stt TCP checksum wrong", `${E}/${V4()}/stt_tcp(stt(${INNER}), chksum=0x1234)`, {
     recheck: true,
   });
+  // STT's TCP checksum covers every byte, summed in pieces of each power
+  // of two and a last 1-3 bytes: segments of 80 + n bytes, n 1-7 past
+  // 80, 512 and 1024, summed whole and with the last byte or the fifth
+  // from last (the last whole word's) flipped.
+  for (const n of [1, 2, 3, 4, 5, 6, 7, 433, 434, 435, 436, 437, 438, 439, 947]) {
+    const pkt = `${E}/${V4()}/stt_tcp(stt(sized(${n})))`;
+    add(`stt segment of ${80 + n} bytes`, pkt, { decap: `sized(${n})` });
+    for (const back of [1, 5]) {
+      add(
+        `stt segment of ${80 + n} bytes, byte ${back} from the end flipped`,
+        `flipped(${pkt}, ${back})`,
+        {
+          recheck: true,
+        },
+      );
+    }
+  }
 
   // Tunnel headers.
   add("vxlan without the I flag", `${E}/${V4()}/${UDP_VX()}/VXLAN(vni=42,flags=0)/${INNER}`, {
