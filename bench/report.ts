@@ -328,11 +328,10 @@ const WHY: [RegExp, string][] = [
     "encoding the matches 0.45 (most of it the mask's bytes, which every flow repeats); the " +
     "no-op apply of a million from 1.5-2.5 s (median of 6: 2.2) to 1.2-2.1 s (1.8) of wall " +
     "time, a scratch script alternating the two at load 2 to 5. Flows read from a file are recognised " +
-    "from its bytes instead, before any is parsed (the row of the line form applied again). In this run 1.81 s against raw writes of 0.87 s (1.37 s against 0.81 in the " +
-    "full run before; bpftool's dump took 31.6 s here, 22.2 s then): at 100 000 flows " +
-    "(`deno task bench --only control --quick`), two runs of this code and three of the code " +
-    "before this round, alternating, gave 3.3-4.3× and 3.4-5.6× the raw writes: no " +
-    "regression shows there, and the machine was slower in this run",
+    "from its bytes instead, before any is parsed (the row of the line form applied again). " +
+    "Full runs: 1.37 s against raw writes of 0.81 s, then 1.81 s against 0.87 on a slower " +
+    "machine (bpftool's dump 31.6 s against 22.2), then 1.27 s against 0.81 with the " +
+    "cheaper compile",
   ],
   [
     /resident memory of warren apply \(\d+ flows from (a YAML file|the line form)\)/,
@@ -358,7 +357,8 @@ const WHY: [RegExp, string][] = [
     "fell from 2.2-2.3× to about 1.55× the floor + redirect: the rate is bounded by more than " +
     "warren's per-packet cost (one generator CPU drives both paths, and the receiving veth's " +
     "redirect is most of the floor). The ratio moved with the kernel's device and bridge, " +
-    "1.33 Mpps then and 0.91 now",
+    "1.33 Mpps then and 0.91 now. After the hit path's rework the next full run gave 6.67 " +
+    "Mpps against 1.21 (5.54×)",
   ],
   [
     /flow installs, one at a time/,
@@ -385,14 +385,16 @@ const WHY: [RegExp, string][] = [
     "the bench's specs to the set 0.96 s (1.45 s before); a scratch script applying a million " +
     "to an empty table, alternating with the code before at load 2 to 5, took 4.1-5.3 s " +
     "(median of 6: 4.6) against 3.4-5.9 s (5.1): on a loaded machine the writes hardly " +
-    "overlap. A table that is not empty is still compared first, its writes overlapping only " +
-    "the building of its entries",
+    "overlap. In the full run after it: 2.07 s against raw writes of 0.81 s (2.55×), from " +
+    "2.76 s and 3.17× in the run before. A table that is not empty is still compared first, " +
+    "its writes overlapping only the building of its entries",
   ],
   [
     /flows dumped/,
-    "it is more than 5× faster than bpftool, as targeted, but was not under 2 s in this run " +
-    "(2.00 s; 1.60 s in the full run before, with the same dump code, when bpftool's dump " +
-    "took 22.2 s against 31.6 s here). " +
+    "full runs gave 1.60 s, then 2.00 s on a slower machine (bpftool's dump 31.6 s against " +
+    "22.2), then 1.61 s; it takes 2.2-2.5 s of CPU at a million (the kernel's copy of the " +
+    "index 0.5-0.7 s of it, whatever the batch size), so when the other core is busy its wall " +
+    "time follows its CPU time. " +
     "CPU profiles of the whole command at a million flows (2 cores at load 10 " +
     "to 18, so shares moved by up to ten points between runs): collecting rows 23–31% (the " +
     "first read of each entry the kernel copied, a write at random per flow into the records, " +
