@@ -97,7 +97,7 @@ struct csum_walk {
 };
 
 /* The XDP frame's n <= CSUM_CHUNK bytes at off where direct packet
- * access reaches them, or 0: when all are in its first buffer. (At TC
+ * access reaches them, or 0 when not all are in its first buffer. (At TC
  * the same would take wr_tc_underlay past the verifier's limit of
  * instructions: it copies.) The bound on off keeps direct_words' pieces,
  * each at most a chunk past off and at most a chunk long, within what the
