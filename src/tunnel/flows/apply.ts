@@ -511,14 +511,12 @@ class FlowWriter {
   /** Writes the last batch, once all `count` flows were added: the last
    * progress says the total, which a fresh index learns only now. */
   end(count: number): void {
-    if (this.batch.size) this.batch.flush();
-    this.#progress?.({ phase: "install", done: count, total: count });
-    failpoint("flow.apply.installing");
+    this.#flush(count, count);
   }
 
-  #flush(done: number): void {
-    this.batch.flush();
-    this.#progress?.({ phase: "install", done, total: this.#total });
+  #flush(done: number, total = this.#total): void {
+    if (this.batch.size) this.batch.flush();
+    this.#progress?.({ phase: "install", done, total });
     failpoint("flow.apply.installing");
   }
 
