@@ -11,6 +11,7 @@ import { privilegedTest } from "./helpers/privileged.ts";
 import { warren, warrenOk } from "./helpers/cli.ts";
 import { readStateFile } from "../src/tunnel/state_file.ts";
 import type { FlowSource } from "../src/tunnel/apply.ts";
+import { PortError } from "../src/tunnel/port.ts";
 
 const N = 1_000_000;
 const BAD_LINE = 700_000;
@@ -153,4 +154,92 @@ Deno.test("a state file changed between its digest and its flows is refused, nam
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
+});
+
+/** The state file `text` read as JSON: its ports and its flows with their lines. */
+function readJson(text: string): { ports: unknown; flows: string[]; lines: number[] } {
+  const file = Deno.makeTempFileSync({ suffix: ".json" });
+  try {
+    Deno.writeTextFileSync(file, text);
+    const state = readStateFile(file);
+    const flows = [...(state.flows as FlowSource).texts()];
+    for (const f of flows) assert.ok(f.where.startsWith(`${file}:`), f.where);
+    return {
+      ports: state.ports,
+      flows: flows.map((f) => f.text),
+      lines: flows.map((f) => Number(f.where.slice(file.length + 1))),
+    };
+  } finally {
+    Deno.removeSync(file);
+  }
+}
+
+/** Reading the JSON state file `text` fails with `why` on `line`. */
+function jsonRefused(text: string, line: number, why: string): void {
+  const file = Deno.makeTempFileSync({ suffix: ".json" });
+  try {
+    Deno.writeTextFileSync(file, text);
+    assertThrows(
+      () => [...(readStateFile(file).flows as FlowSource).texts()],
+      PortError,
+      `${file}:${line}: ${why}`,
+    );
+  } finally {
+    Deno.removeSync(file);
+  }
+}
+
+Deno.test("JSON flow items read as JSON.parse reads them, however each is written", () => {
+  const items = [
+    "priority=1,ip actions=drop",
+    'a \\"quoted\\" one, a \\\\ and a \\\\\\" too',
+    "\\u0074ab\\t, \\u00e9, \\ud83d\\ude00 and ],[ inside",
+    "non-ASCII é 😀 ],",
+    "ends with a comma,",
+    '  "spaced"\t ,  ',
+    '"two", "on one line"',
+    '"one" ,"then another"',
+    '"ends with a string"',
+    '"the last one" ',
+  ].map((i) => i.startsWith('"') || i.startsWith(" ") ? i : `"${i}"`);
+  const text = '{"ports": [{"name": "web", "device": "wl0", "flows": [\n' +
+    '"x",\n"not a flow",\n"z"]}],\n"flows": [\n' +
+    items.map((i, n) => n === items.length - 1 || /, *$/.test(i) ? i : `${i},`).join("\n") +
+    "\n]}\n";
+  const want = JSON.parse(text);
+  const got = readJson(text);
+  assertEquals(got.flows, want.flows.map(String));
+  assertEquals(got.ports, want.ports);
+  // Each flow on its own line, from line 6; two on lines 12 and 13.
+  assertEquals(got.lines, [6, 7, 8, 9, 10, 11, 12, 12, 13, 13, 14, 15]);
+});
+
+Deno.test("JSON state files that are not valid JSON are refused, naming the line", () => {
+  const head = '{"flows": [\n"x",\n';
+  // An item without its comma, then one with.
+  jsonRefused(head + '"a"\n"b",\n"c"]}\n', 4, "not valid JSON");
+  // Trailing commas, after the list's `[` and after an item.
+  jsonRefused('{"flows": [\n"a",\n]}\n', 3, "not valid JSON");
+  jsonRefused(head + '"a",\n]}\n', 4, "not valid JSON");
+  // A number or a string not ended on its line, then an item: the next
+  // line ends them.
+  jsonRefused(head + '12\n"b",\n"c"]}\n', 4, "flows are strings in flow syntax, not 12");
+  jsonRefused(head + '"a\n"b",\n"c"]}\n', 4, "not valid JSON");
+  jsonRefused(head + '"a", 12\n"b",\n"c"]}\n', 4, "flows are strings in flow syntax, not 12");
+  // A string then something else; a bad escape; a raw control character.
+  jsonRefused(head + '"a", x\n"c"]}\n', 3, 'not valid JSON: Unexpected "x" in state START');
+  jsonRefused(head + '"a\\q",\n"c"]}\n', 3, "not valid JSON");
+  jsonRefused(head + '"a\tb",\n"c"]}\n', 3, "not valid JSON");
+  jsonRefused(head + '"a\\u12",\n"c"]}\n', 3, "not valid JSON");
+  // A flow that is not a string, after items read without the parser.
+  jsonRefused(
+    head + '"a",\n{"b": 1},\n"c"]}\n',
+    4,
+    'flows are strings in flow syntax, not {"b":1}',
+  );
+  // The top level as before.
+  jsonRefused(head + '"a",\n"b"], "floes": []}\n', 4, '"floes" is not part of a state file');
+  jsonRefused(head + '"a",\n"b"], "ports": "web"}\n', 4, "ports must be a list");
+  jsonRefused(head + '"a",\n"b"]}\n\n"c",\n', 6, "not valid JSON: text after the end");
+  jsonRefused(head + '"a",\n"b",\n', 4, "not valid JSON");
 });
