@@ -4,10 +4,12 @@
  * groups are few and read whole; flows are read from the file as they
  * are wanted, one at a time, each with its file and line, so a table of a
  * million flows is never held as text or objects. JSON goes through
- * `@streamparser/json`; YAML through the `yaml` parser, a few hundred
- * flow items at a time (the file is split only where a top-level key or a
- * flow item starts), except items on one line that YAML reads as the plain
- * string they show, which are taken as they are.
+ * `@streamparser/json`, except flow items on one line each (a string
+ * literal and its comma), which `JSON.parse` reads; YAML through the
+ * `yaml` parser, a few hundred flow items at a time (the file is split
+ * only where a top-level key or a flow item starts), except items on one
+ * line that YAML reads as the plain string they show, which are taken as
+ * they are.
  *
  * @example
  * ```ts
