@@ -390,6 +390,23 @@ const WHY: [RegExp, string][] = [
     "its writes overlapping only the building of its entries",
   ],
   [
+    /flows applied from (a JSON file|a YAML file|the line form) \(warren apply, a whole process\)/,
+    "a whole process, where the raw baseline only writes bytes already made. The JSON row is " +
+    "the first apply of these texts, so each of the million flow texts is parsed and " +
+    "compiled: in whole-process applies alternating in one run (load about 4, CPU time, " +
+    "medians of 3), the line form took 11.5 s with every flow compiled against 3.6 s with " +
+    "each text found in the note of compiled texts, and a scratch script parsing a million " +
+    "of the bench's texts in one process took 10-12 s (load 3): parsing flow text is most " +
+    "of a first apply. JSON took 1.6 s more than the line form with every flow compiled " +
+    "(13.1 s), its two reads of the file. Its one-line flow items are read with JSON.parse " +
+    "now instead of the streaming parser, which tokenized a byte at a time: in the same runs " +
+    "9.8 s to 4.1 with the note (YAML 4.6, the line form 3.6) and 19.5 s to 13.1 with every " +
+    "flow compiled; the file's two reads alone, in one process, 4.8-5.5 s to 0.75. The YAML " +
+    "and line form rows find every text in the note the JSON apply left; what they take " +
+    "beyond the raw writes is Deno's start, the note read, the file hashed and read, and " +
+    "the entries built and written, as in the stream of specs' row without its compile",
+  ],
+  [
     /flows dumped/,
     "full runs gave 1.60 s, then 2.00 s on a slower machine (bpftool's dump 31.6 s against " +
     "22.2), then 1.61 s; it takes 2.2-2.5 s of CPU at a million (the kernel's copy of the " +
@@ -483,9 +500,10 @@ const MEANING = `## What each figure means
   checksum state \`tcp_gro_complete\` left (README, STT).
 - **Control plane** (control section): flows installed one at a time through the library (each call
   takes the lock, compiles, writes) against a loop of \`bpftool map update\` on the same kind of map;
-  a million flows applied from a stream of specs against raw batch writes of the same entries; a
-  million flows dumped with their per-CPU counters by \`warren flow dump\` (text, to /dev/null)
-  against \`bpftool map dump\` of the flow index.
+  a million flows applied from a stream of specs against raw batch writes of the same entries, and
+  from a JSON, a YAML and a line form file by \`warren apply\` as whole processes (Deno's start and
+  reading the text included) against the same raw writes; a million flows dumped with their per-CPU
+  counters by \`warren flow dump\` (text, to /dev/null) against \`bpftool map dump\` of the flow index.
 - **Memory**: peak resident memory of \`warren flow dump\` and \`warren apply\` with the million flows,
   against \`warren status\`; kernel memory per flow (index entry, per-CPU counters, id bitmap) against
   a bare hash map of the same key and value sizes.
