@@ -267,11 +267,14 @@ export function struct<F extends Fields>(name: string, fields: F): StructCodec<S
 
 /**
  * The 4 bytes of dotted-quad `text` (four decimal parts, no leading
- * zeros), or undefined. Hand-written because flow tables parse a million
+ * zeros), written to the first 4 of `out`, or undefined (`out` then
+ * partly written). Hand-written because flow tables parse a million
  * addresses; the rules are ipaddr.js's `isValidFourPartDecimal`.
  */
-export function dottedQuad(text: string): Uint8Array | undefined {
-  const out = new Uint8Array(4);
+export function dottedQuad<T extends Uint8Array = Uint8Array<ArrayBuffer>>(
+  text: string,
+  out: T = new Uint8Array(4) as T,
+): T | undefined {
   let part = 0, value = 0, digits = 0;
   for (let i = 0; i <= text.length; i++) {
     const c = i < text.length ? text.charCodeAt(i) : 0x2e;

@@ -36,14 +36,23 @@ export interface Cidr extends Addr {
 /** Parses IPv4 or IPv6 text; throws a RangeError naming the text otherwise. */
 export function parseAddr(text: string): Addr {
   const bytes = new Uint8Array(16);
-  const v4 = dottedQuad(text);
-  if (v4) {
-    bytes.set(v4);
-    return { v6: false, bytes };
+  return { v6: readAddr(text, bytes), bytes };
+}
+
+/**
+ * Reads IPv4 or IPv6 text into the 16 bytes of `out`, as {@link parseAddr}
+ * would hold it: whether it is IPv6. Throws a RangeError naming the text
+ * otherwise, `out` then partly written. A match's address is read in
+ * place: a typed array made is a malloc, and a table has a million.
+ */
+export function readAddr(text: string, out: Uint8Array): boolean {
+  if (dottedQuad(text, out)) {
+    for (let i = 4; i < 16; i++) out[i] = 0;
+    return false;
   }
   if (ipaddr.IPv6.isValid(text)) {
-    bytes.set(parseIPv6(text));
-    return { v6: true, bytes };
+    out.set(parseIPv6(text));
+    return true;
   }
   throw new RangeError(`"${text}" is not an IP address`);
 }
@@ -60,9 +69,14 @@ export function parseCidr(text: string): Cidr {
   return { ...addr, prefix };
 }
 
-/** The 16-byte mask of a prefix length. */
-export function prefixMask(prefix: number): Uint8Array {
-  return PREFIX_MASKS[prefix].slice();
+/** The 16-byte mask of a prefix length, written to `out`. */
+export function prefixMask<T extends Uint8Array = Uint8Array<ArrayBuffer>>(
+  prefix: number,
+  out: T = new Uint8Array(16) as T,
+): T {
+  const m = PREFIX_MASKS[prefix];
+  for (let i = 0; i < 16; i++) out[i] = m[i];
+  return out;
 }
 
 const PREFIX_MASKS = Array.from({ length: 129 }, (_, prefix) => {

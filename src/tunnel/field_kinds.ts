@@ -10,7 +10,7 @@
 
 import { formatMac, parseMac } from "../maps/codec.ts";
 import { TunFlag } from "../maps/layouts.ts";
-import { formatAddr, isZero, maskPrefix, parseAddr, prefixMask } from "./addr.ts";
+import { formatAddr, isZero, maskPrefix, prefixMask, readAddr } from "./addr.ts";
 import {
   hex,
   type IntMember,
@@ -113,6 +113,12 @@ export function intField(
   return def;
 }
 
+// An address and its mask are read here, then copied into the match's
+// own arrays once the field is accepted: a refused one leaves the match as
+// it was, and no typed array is made per flow (each is a malloc).
+const ADDR = new Uint8Array(16);
+const ADDR_MASK = new Uint8Array(16);
+
 /**
  * An address field. `family` says which addresses it takes: a tunnel
  * address field takes either (the family is the V6 flag's business) and
@@ -134,54 +140,51 @@ export function addrField(
     prereq,
     parse(m, text) {
       const [a, p] = splitMask(text);
-      let addr;
+      const key = ADDR, mask = ADDR_MASK;
+      let v6;
       try {
-        addr = parseAddr(a);
+        v6 = readAddr(a, key);
       } catch {
         throw new MatchError(`"${a}" is not an IP address`);
       }
-      if ((family === 4 && addr.v6) || (family === 6 && !addr.v6)) {
+      if ((family === 4 && v6) || (family === 6 && !v6)) {
         throw new MatchError(`"${a}" is not an IPv${family} address`);
       }
-      let mask: Uint8Array;
       if (p === undefined) {
-        mask = prefixMask(addr.v6 ? 128 : 32);
+        prefixMask(v6 ? 128 : 32, mask);
       } else if (/^\d+$/.test(p)) {
         const prefix = Number(p);
-        if (prefix > (addr.v6 ? 128 : 32)) {
+        if (prefix > (v6 ? 128 : 32)) {
           throw new MatchError(`prefix /${p} is too long for ${a}`);
         }
-        mask = prefixMask(prefix);
+        prefixMask(prefix, mask);
       } else {
         try {
-          const mAddr = parseAddr(p);
-          if (mAddr.v6 !== addr.v6) throw new Error();
-          mask = mAddr.bytes;
+          if (readAddr(p, mask) !== v6) throw new Error();
         } catch {
           throw new MatchError(`"${p}" is neither a prefix length nor a mask`);
         }
       }
       const other = member === "tun_src" ? "tun_dst" : "tun_src";
-      const otherSet = tunnel && m.mask[other].some((b) => b !== 0);
-      if (
-        otherSet && mask.some((b) => b !== 0) &&
-        ((m.key.tun_flags & TunFlag.V6) !== 0) !== addr.v6
-      ) {
+      const otherSet = tunnel && !isZero(m.mask[other]);
+      if (otherSet && !isZero(mask) && ((m.key.tun_flags & TunFlag.V6) !== 0) !== v6) {
         throw new MatchError(
-          `${a} is IPv${addr.v6 ? 6 : 4} and the other tunnel address is not: ` +
+          `${a} is IPv${v6 ? 6 : 4} and the other tunnel address is not: ` +
             "a tunnel's outer header has one family",
         );
       }
-      for (let i = 0; i < 16; i++) addr.bytes[i] &= mask[i];
-      m.mask[member] = mask;
-      m.key[member] = addr.bytes;
+      const k = m.key[member], mk = m.mask[member];
+      for (let i = 0; i < 16; i++) {
+        k[i] = key[i] & mask[i];
+        mk[i] = mask[i];
+      }
       if (tunnel) {
         // One outer header, one family: the V6 flag says which, matched
         // exactly while either address is.
-        const v6 = otherSet ? (m.key.tun_flags & TunFlag.V6) !== 0 : addr.v6;
-        const matched = otherSet || mask.some((b) => b !== 0);
+        const flag = otherSet ? (m.key.tun_flags & TunFlag.V6) !== 0 : v6;
+        const matched = otherSet || !isZero(mask);
         m.mask.tun_flags = matched ? m.mask.tun_flags | TunFlag.V6 : m.mask.tun_flags & ~TunFlag.V6;
-        m.key.tun_flags = matched && v6
+        m.key.tun_flags = matched && flag
           ? m.key.tun_flags | TunFlag.V6
           : m.key.tun_flags & ~TunFlag.V6;
       }
