@@ -378,9 +378,15 @@ export function field(name: string): FieldDef | undefined {
  * neighbour discovery's fields, and the ARP fields they share members with.
  */
 export function needsIcmpType(name: string): boolean {
-  return SPELLINGS.get(name)?.some((s) => s.prereq?.some((w) => w.includes(",icmp_type="))) ??
-    false;
+  return ICMP_TYPED.has(name);
 }
+
+// Asked of each field of each flow: the names are found once.
+const ICMP_TYPED = new Set(
+  [...SPELLINGS].filter(([, spellings]) =>
+    spellings.some((s) => s.prereq?.some((w) => w.includes(",icmp_type=")))
+  ).map(([name]) => name),
+);
 
 /** Whether `name` is a name a match field goes by, known or not to warren. */
 export function isFieldName(name: string): boolean {

@@ -113,10 +113,21 @@ export const ND_ADVERT: Prereq = ["icmp6,icmp_type=136"];
 /** Either neighbour discovery message. */
 export const ND: Prereq = [...ND_SOLICIT, ...ND_ADVERT];
 
+/** What a word of a {@link Prereq} says the packet is. */
+type PacketType = { eth: number; proto?: number; icmpType?: number };
+// Each field's prerequisite is asked about once per flow: its words are
+// read once, not split again each time.
+const packetTypes = new Map<string, PacketType>();
+
 /** The packet type a word of a {@link Prereq} names. */
-export function packetType(word: string): { eth: number; proto?: number; icmpType?: number } {
-  const [short, type] = word.split(",icmp_type=");
-  return { ...SHORTHANDS[short], icmpType: type === undefined ? undefined : Number(type) };
+export function packetType(word: string): PacketType {
+  let t = packetTypes.get(word);
+  if (!t) {
+    const [short, type] = word.split(",icmp_type=");
+    t = { ...SHORTHANDS[short], icmpType: type === undefined ? undefined : Number(type) };
+    packetTypes.set(word, t);
+  }
+  return t;
 }
 
 /** Whether context `c` meets prerequisite `p` (none always holds). */
