@@ -387,7 +387,19 @@ const WHY: [RegExp, string][] = [
     "(median of 6: 4.6) against 3.4-5.9 s (5.1): on a loaded machine the writes hardly " +
     "overlap. In the full run after it: 2.07 s against raw writes of 0.81 s (2.55×), from " +
     "2.76 s and 3.17× in the run before. A table that is not empty is still compared first, " +
-    "its writes overlapping only the building of its entries",
+    "its writes overlapping only the building of its entries. Where the JavaScript thread's " +
+    "time goes (perf at 1999 Hz with V8's jitdump over the apply's window, load 4: 3 400 " +
+    "samples on it, 2 400 on the worker's writes): making the bench's specs a quarter (each " +
+    "key is ten byte views), encoding masks 15% (the shared mask is read again for every " +
+    "flow: a caller may change it between flows, so only its contents say it is the same, and " +
+    "reading them costs what copying them does), keys 7%, writing the entries 13%, adding to " +
+    "the set 7%, indexing by match 5%. Doing the same stores with fewer builtin calls (no " +
+    "fill, no set into shared memory, DataView word copies, a mask's place read whole) moved " +
+    "the time into compiled code without lowering it (alternating runs at load 3-6, and " +
+    "microbenchmarks); only work left out counts: the compiled key is handed to the writer " +
+    "rather than read back from the set (60-70 ns a flow) and in_port is looked up in an " +
+    "array. Below 1.5× needs the JavaScript thread under the writes' CPU, so less work per " +
+    "flow than spec objects allow",
   ],
   [
     /flows applied from (a JSON file|a YAML file|the line form) \(warren apply, a whole process\)/,
