@@ -331,7 +331,10 @@ const WHY: [RegExp, string][] = [
     "from its bytes instead, before any is parsed (the row of the line form applied again). " +
     "Full runs: 1.37 s against raw writes of 0.81 s, then 1.81 s against 0.87 on a slower " +
     "machine (bpftool's dump 31.6 s against 22.2), then 1.27 s against 0.81 with the " +
-    "cheaper compile",
+    "cheaper compile. The quiet control-only run after it gave 1.71 s against 0.99 (the " +
+    "raw writes themselves 22% slower than in the run before); the code before and after " +
+    "this round, alternating in one scratch script at load 0.2-1.2, gave no-op applies of " +
+    "1.1-2.1 s and 1.0-2.1 s: the machine's noise, not a change in the code",
   ],
   [
     /resident memory of warren apply \(\d+ flows from (a YAML file|the line form)\)/,
@@ -348,7 +351,10 @@ const WHY: [RegExp, string][] = [
     "the note at once and grow by moving their buffers. Measured in two pairs of runs one " +
     "after the other, the bench's sequence: YAML 252–266 → 193–203 MiB, the line form " +
     "249–254 → 191–192, JSON 242–253 → 222–226 (JSON moved by 30 MiB between runs of the " +
-    "same code, with when V8 collects)",
+    "same code, with when V8 collects). Those applies found every text in the note the JSON " +
+    "apply before them left; the bench's applies are now first applies (the note removed " +
+    "before each), which hold the compiled set while the note of compiled texts is built: " +
+    "YAML 227 then 254 MiB, the line form 225 then 239 (a run at load 4-5, then a quiet one)",
   ],
   [
     /^live forwarding/,
@@ -403,20 +409,23 @@ const WHY: [RegExp, string][] = [
   ],
   [
     /flows applied from (a JSON file|a YAML file|the line form) \(warren apply, a whole process\)/,
-    "a whole process, where the raw baseline only writes bytes already made. The JSON row is " +
-    "the first apply of these texts, so each of the million flow texts is parsed and " +
-    "compiled: in whole-process applies alternating in one run (load about 4, CPU time, " +
-    "medians of 3), the line form took 11.5 s with every flow compiled against 3.6 s with " +
-    "each text found in the note of compiled texts, and a scratch script parsing a million " +
-    "of the bench's texts in one process took 10-12 s (load 3): parsing flow text is most " +
-    "of a first apply. JSON took 1.6 s more than the line form with every flow compiled " +
-    "(13.1 s), its two reads of the file. Its one-line flow items are read with JSON.parse " +
-    "now instead of the streaming parser, which tokenized a byte at a time: in the same runs " +
-    "9.8 s to 4.1 with the note (YAML 4.6, the line form 3.6) and 19.5 s to 13.1 with every " +
-    "flow compiled; the file's two reads alone, in one process, 4.8-5.5 s to 0.75. The YAML " +
-    "and line form rows find every text in the note the JSON apply left; what they take " +
-    "beyond the raw writes is Deno's start, the note read, the file hashed and read, and " +
-    "the entries built and written, as in the stream of specs' row without its compile",
+    "a whole process and a first apply of its texts (the note of compiled texts removed " +
+    "before each), where the raw baseline only writes bytes already made: each of the million " +
+    "flow texts is parsed and compiled, and parsing flow text is most of it. A scratch script " +
+    "parsing 300 000 of the bench's texts in one process took 7.1 µs of CPU a flow (median " +
+    "of 6, load 1-3); after this round's cuts, 3.4 µs: an address field no longer makes " +
+    "three typed arrays (each a malloc in Deno, 0.4-0.9 µs), the tokenizer no longer builds " +
+    "its separators per call, and a prerequisite's packet types are found once. What is left " +
+    "per flow, profiled: the empty match (twenty byte views, 0.8-1.0 µs), splitting the text " +
+    "into tokens (0.65-0.9 µs), and V8's builtins and garbage collection (about 60%, " +
+    "unsymbolised). JSON's one-line flow items are read with JSON.parse, not the streaming " +
+    "parser, which tokenized a byte at a time (the file's two reads alone, in one process, " +
+    "4.8-5.5 s to 0.75). In the quiet control-only run after both: JSON 8.25 s, YAML 8.77, " +
+    "the line form 6.25, against raw writes of 0.99 s; the run before (the same code at load " +
+    "4-5) gave 18.8, 15.5 and 17.0. The same file applied again is recognised from its bytes " +
+    "(0.32 s) and a changed one compiles only its changed texts (1.40 s for 3 of a million): " +
+    "only a first apply pays the parse. Below 3 s needs parsing near 1 µs a flow: a match " +
+    "made without a typed array per field",
   ],
   [
     /flows dumped/,
@@ -442,7 +451,9 @@ const WHY: [RegExp, string][] = [
   [
     /resident memory of warren apply/,
     "flows are read as a stream, but ports, tunnels and groups whole, and the compiled table " +
-    "is held for the diff",
+    "is held for the diff. A first apply also builds the note of compiled texts as it goes " +
+    "(about 40 bytes a flow) beside the compiled set: 247 then 248 MiB in two runs of the " +
+    "same code (load 4-5, then quiet), 3-4 MiB over 256 MB",
   ],
   [
     /^fleet: a join applied/,
