@@ -409,8 +409,9 @@ const WHY: [RegExp, string][] = [
   ],
   [
     /flows applied from (a JSON file|a YAML file|the line form) \(warren apply, a whole process\)/,
-    "a whole process and a first apply of its texts (the note of compiled texts removed " +
-    "before each), where the raw baseline only writes bytes already made: each of the million " +
+    "a whole process and a first apply of its texts (no earlier apply's note holds them: " +
+    "nothing before the JSON apply applies these texts, and the note it leaves is removed " +
+    "before the YAML and line-form applies), where the raw baseline only writes bytes already made: each of the million " +
     "flow texts is parsed and compiled, and parsing flow text is most of it. A scratch script " +
     "parsing 300 000 of the bench's texts in one process took 7.1 µs of CPU a flow (median " +
     "of 6, load 1-3); after this round's cuts, 3.4 µs: an address field no longer makes " +
