@@ -1,4 +1,4 @@
-import { assertEquals, assertThrows } from "./helpers/assert.ts";
+import { assert, assertEquals, assertThrows } from "./helpers/assert.ts";
 import fc from "fast-check";
 import ipaddr from "ipaddr.js";
 import {
@@ -21,11 +21,15 @@ import {
 } from "../src/maps/codec.ts";
 import { layoutDifferences } from "../src/maps/layout.ts";
 import {
+  copyFlowKey,
   decodeFlowKey,
   emptyFlowKey,
   encodeFlowKey,
   encodeFlowMask,
+  type FlowKey,
   flowKeyCodec,
+  isSlabFlowKey,
+  plainFlowKey,
 } from "../src/maps/layouts.ts";
 
 const sample = struct("sample", {
@@ -184,7 +188,113 @@ Deno.test("the hand-written flow key codec writes and reads what the generic cod
     encodeFlowKey(generic, out, 8);
     assertEquals(out.subarray(8), raw);
   }));
-  assertEquals({ ...emptyFlowKey() }, { ...flowKeyCodec.decode(new Uint8Array(size)) });
+  assertEquals({ ...plainFlowKey(emptyFlowKey()) }, {
+    ...flowKeyCodec.decode(new Uint8Array(size)),
+  });
+});
+
+/** The byte fields of a flow key. */
+const BYTE_FIELDS = [
+  "tun_src",
+  "tun_dst",
+  "eth_src",
+  "eth_dst",
+  "ip_src",
+  "ip_dst",
+  "gnv_data",
+  "nd_target",
+  "arp_sha",
+  "arp_tha",
+] as const;
+
+/**
+ * A key from `emptyFlowKey` with `raw`'s values, as a parser builds one:
+ * its other fields set, and of its byte fields only those `touched` says
+ * written (through the view their first read makes), the rest never read.
+ * Returned with the plain key of the same values, the others zeros.
+ */
+function builtKey(raw: Uint8Array, touched: boolean[]): { built: FlowKey; plain: FlowKey } {
+  const plain = flowKeyCodec.decode(raw);
+  const built = emptyFlowKey() as Record<string, unknown>;
+  for (const f of flowKeyCodec.fields) {
+    const i = BYTE_FIELDS.indexOf(f.name as typeof BYTE_FIELDS[number]);
+    if (f.pad) continue;
+    if (i < 0) built[f.name] = plain[f.name as keyof FlowKey];
+    else if (touched[i]) (built[f.name] as Uint8Array).set(plain[BYTE_FIELDS[i]]);
+    else plain[BYTE_FIELDS[i]] = new Uint8Array(f.size);
+  }
+  return { built: built as unknown as FlowKey, plain };
+}
+
+Deno.test("a key built empty encodes as the plain key of its values, unread byte fields zeros", () => {
+  const size = flowKeyCodec.size;
+  const zeroPads = (r: Uint8Array) => {
+    for (const f of flowKeyCodec.fields) if (f.pad) r.fill(0, f.offset, f.offset + f.size);
+    return r;
+  };
+  const raw = fc.uint8Array({ minLength: size, maxLength: size }).map(zeroPads);
+  const touched = fc.array(fc.boolean(), { minLength: 10, maxLength: 10 });
+  fc.assert(fc.property(raw, touched, raw, touched, (kr, kt, mr, mt) => {
+    const k = builtKey(kr, kt), m = builtKey(mr, mt);
+    const whole = new Uint8Array(size);
+    encodeFlowKey(k.built, whole);
+    assertEquals(whole, flowKeyCodec.encode(k.plain));
+    // Under a mask built the same way, and under a plain mask: each side
+    // is read where its bytes are.
+    const maskOut = new Uint8Array(size);
+    const fields = encodeFlowMask(m.built, maskOut);
+    const maskBytes = flowKeyCodec.encode(m.plain);
+    assertEquals(maskOut, maskBytes);
+    assertEquals(fields, encodeFlowMask(m.plain, new Uint8Array(size)));
+    const masked = whole.map((b, i) => b & maskBytes[i]);
+    for (const mask of [m.built, m.plain]) {
+      // Another key's bytes there first (padding aside: no encoder writes it).
+      const out = zeroPads(new Uint8Array(size).fill(0x5a));
+      encodeFlowKey(k.built, out, 0, mask, fields);
+      assertEquals(out, masked);
+    }
+    const out = new Uint8Array(size);
+    encodeFlowKey(k.plain, out, 0, m.built, fields);
+    assertEquals(out, masked);
+    // A copy is the same key and shares nothing with it.
+    const copy = copyFlowKey(k.built);
+    assertEquals(copy, k.plain);
+    copy.ip_dst[0] ^= 1;
+    assertEquals(k.built, k.plain);
+  }));
+});
+
+Deno.test("a built key's byte field assigned an array is that array, as a plain key's", () => {
+  const k = emptyFlowKey();
+  k.ip_dst[0] = 10;
+  const mine = new Uint8Array(16);
+  k.ip_dst = mine;
+  assert(k.ip_dst === mine);
+  mine[3] = 7;
+  const out = new Uint8Array(flowKeyCodec.size);
+  encodeFlowKey(k, out);
+  const at = flowKeyCodec.fields.find((f) => f.name === "ip_dst")!.offset;
+  assertEquals([...out.subarray(at, at + 4)], [0, 0, 0, 7]);
+  // A read field's view is kept: what is written through it stays.
+  k.eth_src[5] = 1;
+  assertEquals(k.eth_src[5], 1);
+});
+
+Deno.test("a built key's byte fields are accessors: spread it through plainFlowKey", () => {
+  const k = emptyFlowKey();
+  k.in_port = 3;
+  k.ip_src[0] = 192;
+  assert(isSlabFlowKey(k) && !isSlabFlowKey(decodeFlowKey(new Uint8Array(flowKeyCodec.size))));
+  // What a spread keeps and loses, and the two ways to keep it all.
+  assertEquals("ip_src" in { ...k }, false);
+  const plain = plainFlowKey(k);
+  assertEquals({ ...plain }.ip_src[0], 192);
+  assertEquals(Object.keys(plain), flowKeyCodec.fields.filter((f) => !f.pad).map((f) => f.name));
+  assertEquals(copyFlowKey(k).ip_src[0], 192);
+  // The tests' deep comparison sees byte fields: keys that differ there differ.
+  const other = emptyFlowKey();
+  other.in_port = 3;
+  assertThrows(() => assertEquals(k, other), Error);
 });
 
 Deno.test("a flow key encoded with a mask is its bytes ANDed with the mask's", () => {

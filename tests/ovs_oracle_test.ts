@@ -27,7 +27,7 @@ import { emptyMatch, type IntMember, type Match, type PortNames } from "../src/t
 import { compileFlow, type PortLookup } from "../src/tunnel/compile.ts";
 import type { Port } from "../src/tunnel/port.ts";
 import { formatAddr } from "../src/tunnel/addr.ts";
-import { TunFlag } from "../src/maps/layouts.ts";
+import { copyFlowKey, TunFlag } from "../src/maps/layouts.ts";
 
 const CORPUS = new URL("./ovs-corpus/flows.txt", import.meta.url);
 const README = new URL("../README.md", import.meta.url);
@@ -559,7 +559,8 @@ function warrenMeaning(f: FlowSpec): Meaning {
       }
     }
   }
-  const match = structuredClone(f.match);
+  // Copied key by key: a parsed key's byte fields are accessors structuredClone leaves out.
+  const match = { key: copyFlowKey(f.match.key), mask: copyFlowKey(f.match.mask) };
   if (match.mask.vlan_tci & 0x1000 && match.key.vlan_tci === 0) match.mask.vlan_tci = 0xffff;
   return { priority: f.priority, cookie: f.cookie, match, outputs };
 }

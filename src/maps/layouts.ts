@@ -241,7 +241,9 @@ const ALL_BYTE_FIELDS = 0x3ff;
  * a DataView made per key was a third of encoding one. With `fields`
  * (what {@link encodeFlowMask} of `m` returned), only the byte fields the
  * mask has bits in are read, the others written as zeros: the bytes of
- * the byte fields were most of the time of encoding a match.
+ * the byte fields were most of the time of encoding a match. A key from
+ * {@link emptyFlowKey} has its byte fields read from its slab, so none
+ * of their views is made here.
  */
 export function encodeFlowKey(
   k: FlowKey,
@@ -252,16 +254,16 @@ export function encodeFlowKey(
 ): void {
   if (fields !== ALL_BYTE_FIELDS) out.fill(0, off, off + FLOW_KEY_SIZE);
   putScalars(k, m, out, off);
-  if (fields & 0x001) put(k.tun_src, m.tun_src, out, off + O_TUN_SRC);
-  if (fields & 0x002) put(k.tun_dst, m.tun_dst, out, off + O_TUN_DST);
-  if (fields & 0x004) put(k.eth_src, m.eth_src, out, off + O_ETH_SRC);
-  if (fields & 0x008) put(k.eth_dst, m.eth_dst, out, off + O_ETH_DST);
-  if (fields & 0x010) put(k.ip_src, m.ip_src, out, off + O_IP_SRC);
-  if (fields & 0x020) put(k.ip_dst, m.ip_dst, out, off + O_IP_DST);
-  if (fields & 0x040) put(k.gnv_data, m.gnv_data, out, off + O_GNV_DATA);
-  if (fields & 0x080) put(k.nd_target, m.nd_target, out, off + O_ND_TARGET);
-  if (fields & 0x100) put(k.arp_sha, m.arp_sha, out, off + O_ARP_SHA);
-  if (fields & 0x200) put(k.arp_tha, m.arp_tha, out, off + O_ARP_THA);
+  if (fields & 0x001) put(k, m, 0x001, O_TUN_SRC, out, off);
+  if (fields & 0x002) put(k, m, 0x002, O_TUN_DST, out, off);
+  if (fields & 0x004) put(k, m, 0x004, O_ETH_SRC, out, off);
+  if (fields & 0x008) put(k, m, 0x008, O_ETH_DST, out, off);
+  if (fields & 0x010) put(k, m, 0x010, O_IP_SRC, out, off);
+  if (fields & 0x020) put(k, m, 0x020, O_IP_DST, out, off);
+  if (fields & 0x040) put(k, m, 0x040, O_GNV_DATA, out, off);
+  if (fields & 0x080) put(k, m, 0x080, O_ND_TARGET, out, off);
+  if (fields & 0x100) put(k, m, 0x100, O_ARP_SHA, out, off);
+  if (fields & 0x200) put(k, m, 0x200, O_ARP_THA, out, off);
 }
 
 /**
@@ -271,16 +273,16 @@ export function encodeFlowKey(
  */
 export function encodeFlowMask(m: FlowKey, out: Uint8Array, off = 0): number {
   putScalars(m, ONES, out, off);
-  return copy(m.tun_src, out, off + O_TUN_SRC, 0x001) |
-    copy(m.tun_dst, out, off + O_TUN_DST, 0x002) |
-    copy(m.eth_src, out, off + O_ETH_SRC, 0x004) |
-    copy(m.eth_dst, out, off + O_ETH_DST, 0x008) |
-    copy(m.ip_src, out, off + O_IP_SRC, 0x010) |
-    copy(m.ip_dst, out, off + O_IP_DST, 0x020) |
-    copy(m.gnv_data, out, off + O_GNV_DATA, 0x040) |
-    copy(m.nd_target, out, off + O_ND_TARGET, 0x080) |
-    copy(m.arp_sha, out, off + O_ARP_SHA, 0x100) |
-    copy(m.arp_tha, out, off + O_ARP_THA, 0x200);
+  return copy(m, 0x001, O_TUN_SRC, out, off) |
+    copy(m, 0x002, O_TUN_DST, out, off) |
+    copy(m, 0x004, O_ETH_SRC, out, off) |
+    copy(m, 0x008, O_ETH_DST, out, off) |
+    copy(m, 0x010, O_IP_SRC, out, off) |
+    copy(m, 0x020, O_IP_DST, out, off) |
+    copy(m, 0x040, O_GNV_DATA, out, off) |
+    copy(m, 0x080, O_ND_TARGET, out, off) |
+    copy(m, 0x100, O_ARP_SHA, out, off) |
+    copy(m, 0x200, O_ARP_THA, out, off);
 }
 
 /** Writes the fields of `k` that are not bytes, masked by `m`'s, at `off` of `out`. */
@@ -333,16 +335,57 @@ function be32(out: Uint8Array, at: number, v: number): void {
 }
 
 // A loop, not `set`: the fields are a few bytes, and a builtin call per
-// field was most of encoding a key.
-function put(field: Uint8Array, mask: Uint8Array, out: Uint8Array, at: number): void {
-  for (let i = 0; i < field.length; i++) out[at + i] = field[i] & mask[i];
+// field was most of encoding a key. Each side is read where its bytes
+// are: a slab key's own place, else the field's array (whose length, the
+// key's, says how many bytes, as it always has).
+function put(k: FlowKey, m: FlowKey, bit: number, o: number, out: Uint8Array, off: number): void {
+  const ks = SlabFlowKey.slabOf(k, bit), ms = SlabFlowKey.slabOf(m, bit);
+  const ka = ks ?? byteField(k, bit), ko = ks ? SlabFlowKey.placeOf(k) + o : 0;
+  const ma = ms ?? byteField(m, bit), mo = ms ? SlabFlowKey.placeOf(m) + o : 0;
+  const n = ks ? byteFieldSize(bit) : ka.length, at = off + o;
+  for (let i = 0; i < n; i++) out[at + i] = ka[ko + i] & ma[mo + i];
 }
 
-/** Copies `field` to `at` of `out`; returns `bit` if a byte of it is not zero, else 0. */
-function copy(field: Uint8Array, out: Uint8Array, at: number, bit: number): number {
+/** Copies `m`'s byte field `bit` (at `o`) to `off + o` of `out`; returns `bit` if a byte of it is not zero, else 0. */
+function copy(m: FlowKey, bit: number, o: number, out: Uint8Array, off: number): number {
+  const ms = SlabFlowKey.slabOf(m, bit);
+  const ma = ms ?? byteField(m, bit), mo = ms ? SlabFlowKey.placeOf(m) + o : 0;
+  const n = ms ? byteFieldSize(bit) : ma.length, at = off + o;
   let any = 0;
-  for (let i = 0; i < field.length; i++) any |= out[at + i] = field[i];
+  for (let i = 0; i < n; i++) any |= out[at + i] = ma[mo + i];
   return any ? bit : 0;
+}
+
+/** `k`'s byte field by its bit in {@link encodeFlowKey}'s `fields`. */
+function byteField(k: FlowKey, bit: number): Uint8Array {
+  switch (bit) {
+    case 0x001:
+      return k.tun_src;
+    case 0x002:
+      return k.tun_dst;
+    case 0x004:
+      return k.eth_src;
+    case 0x008:
+      return k.eth_dst;
+    case 0x010:
+      return k.ip_src;
+    case 0x020:
+      return k.ip_dst;
+    case 0x040:
+      return k.gnv_data;
+    case 0x080:
+      return k.nd_target;
+    case 0x100:
+      return k.arp_sha;
+    default:
+      return k.arp_tha;
+  }
+}
+
+/** The size in bytes of the byte field with bit `bit`. */
+function byteFieldSize(bit: number): number {
+  // MACs are 6 bytes, Geneve data 8, addresses 16.
+  return bit & 0x30c ? 6 : bit === 0x040 ? 8 : 16;
 }
 
 // Field offsets as plain constants: read once per decoded key, a dump's
@@ -479,11 +522,209 @@ export class FlowKeyBuffer {
 /**
  * An all-zero flow key (its byte fields share a slab with other keys, as
  * decoded ones do). A fresh place is zeros already: nothing is copied or
- * read, and a million flows built in code make two a flow.
+ * read, and a million flows built in code make two a flow. Its byte
+ * fields are views made when first read, and {@link encodeFlowKey}
+ * reads the slab without making them: most flows' keys and masks use one
+ * or two of the ten, and a typed array is an allocation.
+ *
+ * Its byte fields are accessors, not own properties: a spread, JSON,
+ * `Object.keys` or a deep comparison sees its other fields only. Copy it
+ * with {@link copyFlowKey}, or see it whole with {@link plainFlowKey}.
  */
 export function emptyFlowKey(): FlowKey {
   const o = slabPlace();
-  return keyOver(slab, o);
+  return new SlabFlowKey(slab, o);
+}
+
+/**
+ * A copy of `k` that shares nothing with it: what a spread of a key was,
+ * for keys whose byte fields a spread would not see.
+ */
+export function copyFlowKey(k: FlowKey): FlowKey {
+  const o = slabPlace();
+  const c = slab;
+  encodeFlowKey(k, c, o);
+  const copied = new SlabFlowKey(c, o);
+  readScalars(copied, slabView, c, o);
+  return copied;
+}
+
+/**
+ * `k` as a plain object, every field an own property (byte fields views
+ * of its bytes, as {@link decodeFlowKey} gives them): what a spread, JSON
+ * or a deep comparison needs to see a key from {@link emptyFlowKey} whole.
+ * A plain key is returned as it is.
+ */
+export function plainFlowKey(k: FlowKey): FlowKey {
+  if (!isSlabFlowKey(k)) return k;
+  const o = slabPlace();
+  const c = slab;
+  encodeFlowKey(k, c, o);
+  const plain = keyOver(c, o);
+  readScalars(plain, slabView, c, o);
+  return plain;
+}
+
+/** Whether `v` is a key from {@link emptyFlowKey}, whose byte fields are accessors. */
+export function isSlabFlowKey(v: unknown): v is FlowKey {
+  return SlabFlowKey.is(v);
+}
+
+/**
+ * A flow key over a place in a slab. The fields that are not bytes are
+ * own data properties, all made in the constructor in one order, so every
+ * key has one shape and reads of them stay fast. A byte field is a view
+ * of the place, made when first read; assigned an array, it is that array
+ * (as a plain key's would be) and the place no longer holds it.
+ */
+class SlabFlowKey implements FlowKey {
+  in_port = 0;
+  tun_flags = 0;
+  tun_tos = 0;
+  tun_ttl = 0;
+  ip_proto = 0;
+  ip_tos = 0;
+  ip_frag = 0;
+  tun_id = 0n;
+  eth_type = 0;
+  vlan_tci = 0;
+  tp_src = 0;
+  tp_dst = 0;
+  gnv_class = 0;
+  gnv_type = 0;
+  gnv_len = 0;
+  net = 0;
+  ipv6_label = 0;
+  tcp_flags = 0;
+  nw_ttl = 0;
+  readonly #slab: Uint8Array;
+  readonly #place: number;
+  /** The byte fields assigned an array, by their bits in {@link encodeFlowKey}'s `fields`. */
+  #assigned = 0;
+  #tun_src: Uint8Array | undefined = undefined;
+  #tun_dst: Uint8Array | undefined = undefined;
+  #eth_src: Uint8Array | undefined = undefined;
+  #eth_dst: Uint8Array | undefined = undefined;
+  #ip_src: Uint8Array | undefined = undefined;
+  #ip_dst: Uint8Array | undefined = undefined;
+  #gnv_data: Uint8Array | undefined = undefined;
+  #nd_target: Uint8Array | undefined = undefined;
+  #arp_sha: Uint8Array | undefined = undefined;
+  #arp_tha: Uint8Array | undefined = undefined;
+
+  constructor(slab: Uint8Array, place: number) {
+    this.#slab = slab;
+    this.#place = place;
+  }
+
+  /** Whether `v` is one. */
+  static is(v: unknown): v is SlabFlowKey {
+    return typeof v === "object" && v !== null && #slab in v;
+  }
+
+  /**
+   * The slab `k`'s byte field `bit` is read from at {@link placeOf} and
+   * its offset, or undefined when `k` is no slab key or the field was
+   * assigned an array of its own (read that).
+   */
+  static slabOf(k: FlowKey, bit: number): Uint8Array | undefined {
+    return #slab in k && !(k.#assigned & bit) ? k.#slab : undefined;
+  }
+
+  /** Where in its slab a key from {@link slabOf} starts. */
+  static placeOf(k: FlowKey): number {
+    return (k as SlabFlowKey).#place;
+  }
+
+  /** A view of the slab until assigned. */
+  get tun_src(): Uint8Array {
+    return this.#tun_src ??= new Uint8Array(this.#slab.buffer, this.#place + O_TUN_SRC, 16);
+  }
+  set tun_src(v: Uint8Array) {
+    this.#tun_src = v;
+    this.#assigned |= 0x001;
+  }
+
+  /** A view of the slab until assigned. */
+  get tun_dst(): Uint8Array {
+    return this.#tun_dst ??= new Uint8Array(this.#slab.buffer, this.#place + O_TUN_DST, 16);
+  }
+  set tun_dst(v: Uint8Array) {
+    this.#tun_dst = v;
+    this.#assigned |= 0x002;
+  }
+
+  /** A view of the slab until assigned. */
+  get eth_src(): Uint8Array {
+    return this.#eth_src ??= new Uint8Array(this.#slab.buffer, this.#place + O_ETH_SRC, 6);
+  }
+  set eth_src(v: Uint8Array) {
+    this.#eth_src = v;
+    this.#assigned |= 0x004;
+  }
+
+  /** A view of the slab until assigned. */
+  get eth_dst(): Uint8Array {
+    return this.#eth_dst ??= new Uint8Array(this.#slab.buffer, this.#place + O_ETH_DST, 6);
+  }
+  set eth_dst(v: Uint8Array) {
+    this.#eth_dst = v;
+    this.#assigned |= 0x008;
+  }
+
+  /** A view of the slab until assigned. */
+  get ip_src(): Uint8Array {
+    return this.#ip_src ??= new Uint8Array(this.#slab.buffer, this.#place + O_IP_SRC, 16);
+  }
+  set ip_src(v: Uint8Array) {
+    this.#ip_src = v;
+    this.#assigned |= 0x010;
+  }
+
+  /** A view of the slab until assigned. */
+  get ip_dst(): Uint8Array {
+    return this.#ip_dst ??= new Uint8Array(this.#slab.buffer, this.#place + O_IP_DST, 16);
+  }
+  set ip_dst(v: Uint8Array) {
+    this.#ip_dst = v;
+    this.#assigned |= 0x020;
+  }
+
+  /** A view of the slab until assigned. */
+  get gnv_data(): Uint8Array {
+    return this.#gnv_data ??= new Uint8Array(this.#slab.buffer, this.#place + O_GNV_DATA, 8);
+  }
+  set gnv_data(v: Uint8Array) {
+    this.#gnv_data = v;
+    this.#assigned |= 0x040;
+  }
+
+  /** A view of the slab until assigned. */
+  get nd_target(): Uint8Array {
+    return this.#nd_target ??= new Uint8Array(this.#slab.buffer, this.#place + O_ND_TARGET, 16);
+  }
+  set nd_target(v: Uint8Array) {
+    this.#nd_target = v;
+    this.#assigned |= 0x080;
+  }
+
+  /** A view of the slab until assigned. */
+  get arp_sha(): Uint8Array {
+    return this.#arp_sha ??= new Uint8Array(this.#slab.buffer, this.#place + O_ARP_SHA, 6);
+  }
+  set arp_sha(v: Uint8Array) {
+    this.#arp_sha = v;
+    this.#assigned |= 0x100;
+  }
+
+  /** A view of the slab until assigned. */
+  get arp_tha(): Uint8Array {
+    return this.#arp_tha ??= new Uint8Array(this.#slab.buffer, this.#place + O_ARP_THA, 6);
+  }
+  set arp_tha(v: Uint8Array) {
+    this.#arp_tha = v;
+    this.#assigned |= 0x200;
+  }
 }
 
 /** A mask of every bit: what {@link encodeFlowKey} masks by when given none. */

@@ -6,8 +6,7 @@
  * @module
  */
 
-import type { FlowKey } from "../maps/layouts.ts";
-import { TunFlag } from "../maps/layouts.ts";
+import { copyFlowKey, type FlowKey, TunFlag } from "../maps/layouts.ts";
 import type { FieldDef } from "./field_kinds.ts";
 import { FIELDS } from "./fields.ts";
 import type { Match, PortNames } from "./match.ts";
@@ -31,7 +30,10 @@ function maskedFields(mask: FlowKey): FieldDef[] {
     // probed both ways, so both families' tunnel addresses are found.
     const probes: Match[] = [{ key: mask, mask }];
     if (mask.tun_flags & TunFlag.V6) {
-      probes.push({ key: { ...mask, tun_flags: mask.tun_flags & ~TunFlag.V6 }, mask });
+      // A copy, not a spread: a parsed key's byte fields are accessors a spread leaves out.
+      const v4 = copyFlowKey(mask);
+      v4.tun_flags &= ~TunFlag.V6;
+      probes.push({ key: v4, mask });
     }
     list = PRINTERS.filter((f) => probes.some((p) => f.format!(p, NO_PORTS) !== undefined));
     fieldsOfMask.set(mask, list);
