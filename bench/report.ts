@@ -419,7 +419,11 @@ const WHY: [RegExp, string][] = [
     "its separators per call, and a prerequisite's packet types are found once. What is left " +
     "per flow, profiled: the empty match (twenty byte views, 0.8-1.0 µs), splitting the text " +
     "into tokens (0.65-0.9 µs), and V8's builtins and garbage collection (about 60%, " +
-    "unsymbolised). JSON's one-line flow items are read with JSON.parse, not the streaming " +
+    "unsymbolised). Since, a parsed key's byte fields are views made only when read (the " +
+    "bench's texts read two of the twenty) and the encoder copies a key's bytes from its " +
+    "slab: the same script, alternating with the code before at load 3-4, 5.1 µs a flow to " +
+    "4.1 (medians of 5 processes of 7 runs; 0.6-1.8 µs less in each pair, 0.2-0.75 in an " +
+    "earlier set). JSON's one-line flow items are read with JSON.parse, not the streaming " +
     "parser, which tokenized a byte at a time (the file's two reads alone, in one process, " +
     "4.8-5.5 s to 0.75). In the quiet control-only run after both: JSON 8.25 s, YAML 8.77, " +
     "the line form 6.25, against raw writes of 0.99 s; the run before (the same code at load " +
