@@ -771,3 +771,23 @@ Deno.test("compiling some bits of tun_id: the packet's id, or folded into a whol
     "after a tunnel output",
   );
 });
+
+Deno.test("parseFlow and parseMatch give keys a caller may spread, clone and compare", () => {
+  // The readers warren applies with build keys whose byte fields are
+  // accessors; the library's parsers must not hand those out, or a spread
+  // or structuredClone of a parsed match would drop its addresses.
+  const flow = parseFlow("ip,nw_dst=10.1.2.0/24,actions=drop", names);
+  const { match } = parseMatch("ipv6,ipv6_src=2001:db8::1", names);
+  for (
+    const [key, field, want] of [
+      [flow.match.key, "ip_dst", [10, 1, 2, 0]],
+      [flow.match.mask, "ip_dst", [255, 255, 255, 0]],
+      [match.key, "ip_src", [0x20, 0x01, 0x0d, 0xb8]],
+    ] as const
+  ) {
+    for (const copy of [{ ...key }, structuredClone(key)]) {
+      assert(Object.hasOwn(copy, field), `${field} survives a copy`);
+      assertEquals([...copy[field].subarray(0, 4)].slice(0, want.length), [...want]);
+    }
+  }
+});

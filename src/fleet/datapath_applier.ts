@@ -56,7 +56,7 @@ import { sameDesired } from "../tunnel/apply.ts";
 import { Datapath, type PortSpec } from "../tunnel/datapath.ts";
 import { failpoint } from "../tunnel/failpoint.ts";
 import type { ActionSpec } from "../tunnel/flow_actions.ts";
-import { type FlowSpec, parseFlow } from "../tunnel/flow_syntax.ts";
+import { type FlowSpec, parseFlowAt } from "../tunnel/flow_syntax.ts";
 import { type GroupSpec, parseGroup } from "../tunnel/group_syntax.ts";
 
 /** The owner of every flow and group the fleet agent installs. */
@@ -164,7 +164,7 @@ export class DatapathApplier implements Applier {
     const sendsToMissing = (actions: ActionSpec[]) =>
       actions.some((a) => a.type === "output" && missing.has(a.port));
     const names = dp.portNames();
-    const flows = state.flows.map((f) => parseFlow(f, names))
+    const flows = state.flows.map((f) => parseFlowAt(f, names))
       .filter((f) => !sendsToMissing(f.actions));
     const groups = state.groups.map(parseGroup).map((g) => ({
       id: g.id,

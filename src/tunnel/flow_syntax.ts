@@ -29,6 +29,7 @@ import {
   own,
   parseU64,
   parseUint,
+  plainMatch,
   type PortNames,
 } from "./match.ts";
 import { formatMatch } from "./match_format.ts";
@@ -275,26 +276,42 @@ export function parseMatch(
   if (h.actions) {
     throw new FlowSyntaxError("actions=", h.actions.at - 8, "a match takes no actions");
   }
-  return matchItems(h.match, ports, true);
+  const read = matchItems(h.match, ports, true);
+  read.match = plainMatch(read.match);
+  return read;
 }
 
 /**
- * parseFlow, for a flow read from somewhere the user must be pointed to:
- * an error starts with `where` (a file's line, an argument's number), if
- * given.
+ * parseFlow for warren's own readers of many flows, which hand the match
+ * straight to the compiler: its keys' byte fields are made only when read
+ * (see emptyFlowKey), so a spread or a deep comparison of them sees no
+ * bytes. An error starts with `where` (a file's line, an argument's
+ * number), if given, for a flow read from somewhere the user must be
+ * pointed to.
  */
 export function parseFlowAt(text: string, ports: PortNames, where?: string): FlowSpec {
-  if (where === undefined) return parseFlow(text, ports);
+  if (where === undefined) return readFlow(text, ports);
   try {
-    return parseFlow(text, ports);
+    return readFlow(text, ports);
   } catch (err) {
     if (err instanceof Error) err.message = `${where}: ${err.message}`;
     throw err;
   }
 }
 
-/** Reads a whole flow: `[priority=N,][cookie=N,]match actions=…`. */
+/**
+ * Reads a whole flow: `[priority=N,][cookie=N,]match actions=…`. Its
+ * match's keys are plain objects, every field its own property, so a
+ * caller may spread, clone or compare them.
+ */
 export function parseFlow(text: string, ports: PortNames): FlowSpec {
+  const f = readFlow(text, ports);
+  f.match = plainMatch(f.match);
+  return f;
+}
+
+/** parseFlow with the match as the parser built it (see parseFlowAt). */
+function readFlow(text: string, ports: PortNames): FlowSpec {
   const h = halves(text.trim());
   if (!h.actions) {
     throw new FlowSyntaxError(

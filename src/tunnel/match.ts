@@ -9,7 +9,7 @@
  * @module
  */
 
-import { emptyFlowKey, type FlowKey } from "../maps/layouts.ts";
+import { emptyFlowKey, type FlowKey, plainFlowKey } from "../maps/layouts.ts";
 
 /** A flow key and a mask of the same shape. */
 export interface Match {
@@ -27,6 +27,15 @@ export function emptyKey(): FlowKey {
 /** A match with every field wildcarded. */
 export function emptyMatch(): Match {
   return { key: emptyKey(), mask: emptyKey() };
+}
+
+/**
+ * `m` with plain keys, every field its own property: what a library
+ * caller may spread, clone or compare (an {@link emptyMatch}'s keys make
+ * their byte fields only when read).
+ */
+export function plainMatch(m: Match): Match {
+  return { key: plainFlowKey(m.key), mask: plainFlowKey(m.mask) };
 }
 
 /** Port names and numbers, for in_port. */
