@@ -45,7 +45,7 @@ import {
 } from "./compile.ts";
 import type { Datapath, PortSpec } from "./datapath.ts";
 import type { PortNames } from "./match.ts";
-import { type FlowSpec, formatFlow, parseFlowAt } from "./flow_syntax.ts";
+import { type FlowSpec, formatFlow, parseFlow } from "./flow_syntax.ts";
 import type {
   ApplyOptions,
   FlowByText,
@@ -465,17 +465,10 @@ function planGroups(
 }
 
 /** Refuses a flow that sends to a group the state does not have, naming it. */
-function checkFlowGroups(
-  f: FlowSpec,
-  where: string,
-  names: PortNames,
-  groups: ReadonlySet<number>,
-): void {
+function checkFlowGroups(f: FlowSpec, names: PortNames, groups: ReadonlySet<number>): void {
   for (const a of f.actions) {
     if (a.type === "group" && !groups.has(a.group)) {
-      throw new PortError(
-        `${where}: ${formatFlow(f, names)}: there is no group ${a.group} in the state`,
-      );
+      throw new PortError(`${formatFlow(f, names)}: there is no group ${a.group} in the state`);
     }
   }
 }
@@ -521,13 +514,21 @@ function byText(
 ): (names: PortNames) => Iterable<FlowByText> {
   const texts = flowTexts(flows);
   return function* (names) {
-    for (const { text, where } of texts()) {
+    for (const flow of texts()) {
+      const text = flow.text;
       yield {
         text,
         parse() {
-          const f = parseFlowAt(text, names, where);
-          checkFlowGroups(f, where, names, groupIds);
-          return f;
+          // Where it was read is asked for by an error only: a source may
+          // make it when asked, not for each of a million flows.
+          try {
+            const f = parseFlow(text, names);
+            checkFlowGroups(f, names, groupIds);
+            return f;
+          } catch (err) {
+            if (err instanceof Error) err.message = `${flow.where}: ${err.message}`;
+            throw err;
+          }
         },
       };
     }
