@@ -9,7 +9,9 @@ import { addFlows, oneHost } from "./helpers/lab.ts";
 import type { Datapath } from "../src/tunnel/datapath.ts";
 import { parseFlow, parseMatch } from "../src/tunnel/flow_syntax.ts";
 import { FlowTableError } from "../src/tunnel/flow_table.ts";
-import { CompileError, compileFlow } from "../src/tunnel/compile.ts";
+import { CompileError, compileFlow, namesOf, type PortLookup } from "../src/tunnel/compile.ts";
+import { FlowSet } from "../src/tunnel/flows/flow_set.ts";
+import type { Port } from "../src/tunnel/port.ts";
 import { ConfigFlag } from "../src/maps/layouts.ts";
 
 function table(dp: Datapath, name: string) {
@@ -307,3 +309,38 @@ privilegedTest(
     });
   },
 );
+
+Deno.test("a compiled set holds cookies only once a flow has one, and what each flow takes over only when tracked", () => {
+  const web: Port = { kind: "local", name: "web", number: 1, device: "wl0", xdp: false, net: 0 };
+  const ports: PortLookup = {
+    byName: (n) => n === "web" ? web : undefined,
+    byNumber: (n) => n === 1 ? web : undefined,
+  };
+  const build = (cookieAt: number) => {
+    const set = new FlowSet();
+    for (let i = 0; i < 20000; i++) {
+      const cookie = i === cookieAt ? "cookie=0x12," : "";
+      const text = `${cookie}priority=10,in_port=web,ip,nw_dst=10.0.${i >> 8}.${
+        i & 255
+      } actions=drop`;
+      set.add(compileFlow(parseFlow(text, namesOf(ports)), ports));
+    }
+    return set;
+  };
+  const cookies = (set: FlowSet) => [...set.cookies()].flatMap((part) => [...part]);
+  const none = build(-1);
+  assertEquals(cookies(none), Array(20000).fill(0n));
+  const one = build(15000);
+  assertEquals(one.cookieOf(15000), 0x12n);
+  assertEquals(one.cookieOf(14999), 0n);
+  assertEquals(cookies(one), Array.from({ length: 20000 }, (_, i) => i === 15000 ? 0x12n : 0n));
+  assert.notEqual(one.digest(), none.digest());
+  assertEquals(build(-1).digest(), none.digest());
+  // Untracked, every flow is new; tracked, each takes over none until told.
+  assert.ok(none.isNew(0) && none.isNew(19999));
+  none.track();
+  assertEquals(none.oldId.length, 20000);
+  none.oldId[7] = 42;
+  none.state[7] = 1;
+  assert.ok(!none.isNew(7) && none.isNew(8));
+});

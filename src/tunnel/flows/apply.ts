@@ -153,6 +153,9 @@ function replace(
   }
   // Two flows with one match are refused here, before the table is read.
   set.index();
+  // What each flow takes over is learnt from the installed table: a fresh
+  // index has none to learn from.
+  if (!fresh) set.track();
   failpoint("flow.apply.compare");
   const st = options.dryRun ? t.journal.load() : t.journal.forWrite();
 
@@ -214,7 +217,7 @@ function replace(
     }
     set.oldId[j] = flowId;
     const a = set.actionSets[set.actionSet[j]];
-    const same = a.resolved !== undefined && e.cookie === set.cookie[j] &&
+    const same = a.resolved !== undefined && e.cookie === set.cookieOf(j) &&
       e.flags === a.flags && e.actionCount === a.count &&
       sameBytes(e.actionBytes(), a.resolved, a.resolved.length);
     set.state[j] = same ? FlowState.UNCHANGED : FlowState.MODIFIED;
@@ -411,7 +414,7 @@ function flowSpec(t: TableContext, set: FlowSet, j: number): FlowSpec {
   const a = set.actionSets[set.actionSet[j]];
   return {
     priority: set.priority[j],
-    cookie: set.cookie[j],
+    cookie: set.cookieOf(j),
     match: {
       key: decodeFlowKey(key),
       mask: decodeFlowKey(set.masks[set.maskIndex[j]].bytes),
@@ -508,7 +511,7 @@ class FlowWriter {
     const full = this.batch.add(maskId, key, {
       flowId,
       priority: set.priority[j],
-      cookie: set.cookie[j],
+      cookie: set.cookieOf(j),
       flags: a.flags,
       owner: OPERATOR,
       actions: a.resolved!,
@@ -653,7 +656,7 @@ function describe(
   }
   const spec = (j: number) => flowSpec(t, set, j);
   for (let j = 0; j < set.count; j++) {
-    if (set.state[j] === FlowState.NEW || set.oldId[j] < 0) {
+    if (set.isNew(j)) {
       diff.added++;
       if (diff.add.length < limit) diff.add.push(spec(j));
     } else if (set.state[j] === FlowState.MODIFIED) {

@@ -276,6 +276,8 @@ function noteChanges(
         return Uint32Array.of(sets + set.actionSet[c]);
       case "maskIndex":
         return Uint8Array.of(maskAt[set.maskIndex[c]]);
+      case "cookie":
+        return BigUint64Array.of(set.cookieOf(c));
       default:
         return set[name].subarray(c, c + 1);
     }

@@ -213,14 +213,18 @@ export class FlowSet {
   keyAt = new Uint32Array(1024);
   /** Per flow: priority. */
   priority = new Uint16Array(1024);
-  /** Per flow: cookie. */
-  cookie = new BigUint64Array(1024);
   /** Per flow: its action list's index in `actionSets`. */
   actionSet = new Uint32Array(1024);
-  /** Per flow: the installed flow's id it takes over, or -1. */
-  oldId = new Int32Array(1024).fill(-1);
-  /** Per flow: a {@link FlowState}. */
-  state = new Uint8Array(1024);
+  /**
+   * Per flow, once {@link track} made it: the installed flow's id it takes
+   * over, or -1.
+   */
+  oldId = new Int32Array(0);
+  /** Per flow, once {@link track} made it: a {@link FlowState}. */
+  state = new Uint8Array(0);
+  // Per flow: cookie; made when the first flow with a cookie comes (a
+  // million flows mostly have none: 8 MB of zeros).
+  #cookie?: BigUint64Array;
   readonly #keys = new KeyArena();
   // The index by match, built when first wanted (see index()).
   #table = new Int32Array(0);
@@ -324,7 +328,7 @@ export class FlowSet {
     this.maskIndex[n] = mi;
     this.keyAt[n] = at;
     this.priority[n] = priority;
-    this.cookie[n] = cookie;
+    if (cookie) (this.#cookie ??= new BigUint64Array(this.priority.length))[n] = cookie;
     this.actionSet[n] = actionSet;
     const mask = this.masks[mi];
     mask.flows++;
@@ -395,9 +399,39 @@ export class FlowSet {
     add(this.maskIndex.subarray(0, n));
     add(this.#keys.stored);
     add(this.priority.subarray(0, n));
-    add(this.cookie.subarray(0, n));
+    for (const part of this.cookies()) add(part);
     add(this.actionSet.subarray(0, n));
     return h.digest("hex");
+  }
+
+  /** Flow `n`'s cookie. */
+  cookieOf(n: number): bigint {
+    return this.#cookie ? this.#cookie[n] : 0n;
+  }
+
+  /** The flows' cookies, in order, in parts (zeros made a part at a time when none has one). */
+  *cookies(): Generator<BigUint64Array> {
+    const n = this.count;
+    if (this.#cookie) return yield this.#cookie.subarray(0, n);
+    const zeros = new BigUint64Array(Math.min(n, 8192));
+    for (let at = 0; at < n; at += zeros.length) {
+      yield zeros.subarray(0, Math.min(zeros.length, n - at));
+    }
+  }
+
+  /**
+   * Makes {@link oldId} and {@link state} for the flows added, which are
+   * all there will be: only a comparison with an installed table needs
+   * them (an apply to an empty table spares their 5 bytes a flow).
+   */
+  track(): void {
+    this.oldId = new Int32Array(this.count).fill(-1);
+    this.state = new Uint8Array(this.count);
+  }
+
+  /** Whether flow `n` takes over no installed flow: new. */
+  isNew(n: number): boolean {
+    return n >= this.oldId.length || this.state[n] === FlowState.NEW || this.oldId[n] < 0;
   }
 
   /** The flows' masked keys, back to back, as `keyAt` places them. */
@@ -516,10 +550,8 @@ export class FlowSet {
       this.maskIndex = grown(this.maskIndex, flows);
       this.keyAt = grown(this.keyAt, flows);
       this.priority = grown(this.priority, flows);
-      this.cookie = grown(this.cookie, flows);
+      if (this.#cookie) this.#cookie = grown(this.#cookie, flows);
       this.actionSet = grown(this.actionSet, flows);
-      this.oldId = grown(this.oldId, flows).fill(-1, size);
-      this.state = grown(this.state, flows);
     }
     if (!this.#indexed) return;
     let slots = this.#table.length;

@@ -261,7 +261,12 @@ export function setNote(set: FlowSet, texts: Uint32Array): NoteSource {
     raws: set.actionSets.map(rawActions),
     actionCounts: Uint32Array.from(set.actionSets, (a) => a.count),
     arena: [set.arena],
-    column: (name) => [name === "texts" ? texts.subarray(0, 3 * n) : set[name].subarray(0, n)],
+    column: (name) =>
+      name === "texts"
+        ? [texts.subarray(0, 3 * n)]
+        : name === "cookie"
+        ? set.cookies()
+        : [set[name].subarray(0, n)],
   };
 }
 
