@@ -16,6 +16,7 @@ import { warrenOk } from "./helpers/cli.ts";
 import { applyState } from "../src/tunnel/apply.ts";
 import type { Datapath } from "../src/tunnel/datapath.ts";
 import { applyStats } from "../src/tunnel/flows/apply.ts";
+import { textDigest, TextDigests } from "../src/tunnel/flows/noted_texts.ts";
 import { appliedPath, notedTextsPath } from "../src/tunnel/lock.ts";
 import { readStateFile, stateFormat } from "../src/tunnel/state_file.ts";
 
@@ -416,3 +417,21 @@ privilegedTest(
       assertEquals((await lab.datapath(a, rawTable)).length, before.length);
     }),
 );
+
+Deno.test("the texts' digests an apply keeps for its note come back whole and in order, past what it holds in memory", () => {
+  const count = 40000;
+  const want = new Uint32Array(3 * count);
+  using kept = new TextDigests(true);
+  for (let n = 0; n < count; n++) {
+    const text = flow(n);
+    textDigest(text, want, n);
+    textDigest(text, kept.words, kept.slot(n));
+  }
+  const got: number[] = [];
+  for (const part of kept.parts(count)) got.push(...part);
+  assertEquals(new Uint32Array(got), want);
+  // A dry run's are not kept: no note can be made of them.
+  using dry = new TextDigests(false);
+  for (let n = 0; n < count; n++) textDigest(flow(n), dry.words, dry.slot(n));
+  assert.throws(() => [...dry.parts(count)]);
+});

@@ -33,7 +33,14 @@ import {
 import { U32List } from "../ids.ts";
 import { Remotes, type TunKeySlots } from "../tun_keys.ts";
 import { lastApplied, noteDone } from "./applied.ts";
-import { type NotedFlows, notedFlows, noteFlows, setNote, textDigest } from "./noted_texts.ts";
+import {
+  type NotedFlows,
+  notedFlows,
+  noteFlows,
+  setNote,
+  textDigest,
+  TextDigests,
+} from "./noted_texts.ts";
 import { applyChanges, type Replay, type Take } from "./changes.ts";
 import { type ApplyOptions, applyStats, type FlowByText, type FlowDiff } from "./diff.ts";
 
@@ -48,7 +55,7 @@ import {
   visible,
 } from "./entry.ts";
 import { FlowTableError } from "./error.ts";
-import { type ActionSet, byteString, FlowSet, FlowState, grown, sameBytes } from "./flow_set.ts";
+import { type ActionSet, byteString, FlowSet, FlowState, sameBytes } from "./flow_set.ts";
 import { checkGroupsExist, countGroupKeys } from "./group_state.ts";
 import { checkFlowRoom, checkKeyRoom, type TableContext, type TableState } from "./journal.ts";
 import { checkMaskRoom, type LiveMask, masksById, nextMaskId } from "./masks.ts";
@@ -128,7 +135,17 @@ function replace(
   const limit = options.listLimit ?? 1000;
   const progress = options.progress;
   const context = options.owner ? undefined : options.context;
-  const { set, texts, compiled } = compile(t, specs, progress, context, noted, replay, fresh);
+  const { set, texts, compiled } = compile(
+    t,
+    specs,
+    progress,
+    context,
+    noted,
+    replay,
+    fresh,
+    !options.dryRun,
+  );
+  using _ = texts;
   // Only a changed text, or another table, needs noting again.
   const noteTexts = () => {
     if (!texts || !context || options.dryRun) return;
@@ -324,7 +341,8 @@ function replace(
  * a text of the `noted` flows (the last apply's in that context) is taken
  * as it compiled; with `fresh`, each flow is written into the fresh index
  * as it is added. Gives the texts' digests too when every flow was given
- * as text, and how many flows were compiled.
+ * as text (all of them when `note`, for the note), and how many flows
+ * were compiled.
  */
 function compile(
   t: TableContext,
@@ -334,6 +352,7 @@ function compile(
   noted?: NotedFlows,
   replay?: Replay,
   fresh?: FreshIndex,
+  note = false,
 ) {
   const set = new FlowSet();
   const memo: ActionMemo = new Map();
@@ -350,13 +369,8 @@ function compile(
   };
   // The file applied again is mostly the noted flows: room for them at once.
   if (noted) set.reserve(noted.count, noted.keys.bytes.length);
-  let texts: Uint32Array | undefined = context
-    ? new Uint32Array(3 * Math.max(1024, noted?.count ?? 0))
-    : undefined;
+  let texts = context ? new TextDigests(note) : undefined;
   let compiled = 0;
-  const room = (n: number) => {
-    if (texts && 3 * (n + 1) > texts.length) texts = grown(texts, texts.length * 2);
-  };
   const counted = () => {
     if (set.count % 65536 === 0) progress?.({ phase: "compile", done: set.count });
   };
@@ -365,10 +379,13 @@ function compile(
       const n = set.count;
       let j = -1;
       if ("text" in item && texts) {
-        room(n);
-        textDigest(item.text, texts, n);
-        if (noted) j = noted.find(texts!, n);
-      } else texts = undefined;
+        const i = texts.slot(n);
+        textDigest(item.text, texts.words, i);
+        if (noted) j = noted.find(texts.words, i);
+      } else {
+        texts?.[Symbol.dispose]();
+        texts = undefined;
+      }
       let added: number;
       // The flow's whole masked key, when it was compiled just now.
       let key: Uint8Array | undefined;
@@ -389,9 +406,9 @@ function compile(
       counted();
     },
     noted(j) {
-      const n = set.count;
-      room(n);
-      texts?.set(noted!.texts.subarray(3 * j, 3 * j + 3), 3 * n);
+      if (texts) {
+        texts.words.set(noted!.texts.subarray(3 * j, 3 * j + 3), 3 * texts.slot(set.count));
+      }
       const added = set.addNoted(noted!, j);
       fresh?.add(set, added);
       counted();
@@ -400,6 +417,9 @@ function compile(
   try {
     if (replay) replay(take);
     else for (const item of specs) take.item(item);
+  } catch (err) {
+    texts?.[Symbol.dispose]();
+    throw err;
   } finally {
     noted?.release();
   }

@@ -252,8 +252,8 @@ export function rawActions(a: ActionSet): Uint8Array {
   return raw;
 }
 
-/** `set`'s flows, their texts' digests `texts` (three words a flow, in the set's order). */
-export function setNote(set: FlowSet, texts: Uint32Array): NoteSource {
+/** `set`'s flows, their texts' digests `texts` (in the set's order). */
+export function setNote(set: FlowSet, texts: TextDigests): NoteSource {
   const n = set.count;
   return {
     count: n,
@@ -263,11 +263,118 @@ export function setNote(set: FlowSet, texts: Uint32Array): NoteSource {
     arena: [set.arena],
     column: (name) =>
       name === "texts"
-        ? [texts.subarray(0, 3 * n)]
+        ? texts.parts(n)
         : name === "cookie"
         ? set.cookies()
         : [set[name].subarray(0, n)],
   };
+}
+
+/** Texts whose digests {@link TextDigests} holds in memory at once. */
+const DIGESTS_HELD = 1 << 14;
+
+/**
+ * TextDigests takes an apply's texts' digests in order, for its note (as
+ * {@link textDigest} writes them, three words a text), holding only the
+ * last few thousand in memory: the ones before go to a temporary file,
+ * unnamed as soon as it is made, and are read back when the note is
+ * written. Held whole, a million flows' digests are 12 MB at the apply's
+ * peak, beside the compiled set; written, they cost the page cache, not
+ * the process.
+ */
+export class TextDigests {
+  /** The digests held: text `n`'s at {@link slot}`(n)`, times three. */
+  readonly words = new Uint32Array(3 * DIGESTS_HELD);
+  readonly #keep: boolean;
+  #file?: Deno.FsFile;
+  // The digests before, in memory, when no temporary file could be made.
+  readonly #held: Uint32Array[] = [];
+  // How many texts' digests went to the file (or #held).
+  #before = 0;
+  // A write failed: there is no note to write.
+  #lost = false;
+
+  /** Digests for a note when `keep`; else only the last text's is wanted (a dry run). */
+  constructor(keep: boolean) {
+    this.#keep = keep;
+  }
+
+  /**
+   * Where text `n`'s digest goes in {@link words}: texts come in order,
+   * each asked for once.
+   */
+  slot(n: number): number {
+    const i = n - this.#before;
+    if (i < DIGESTS_HELD) return i;
+    if (this.#keep) this.#put();
+    this.#before += DIGESTS_HELD;
+    return 0;
+  }
+
+  /**
+   * The digests of the first `count` texts, in parts (a part's words are
+   * good until the next is asked for); throws when they were not kept.
+   */
+  *parts(count: number): Generator<Uint32Array> {
+    if (!this.#keep || this.#lost) throw new Error("the texts' digests were not kept");
+    yield* this.#held;
+    const file = this.#file;
+    if (file) {
+      const buf = new Uint8Array(this.words.byteLength);
+      file.seekSync(0, Deno.SeekMode.Start);
+      for (let left = 12 * this.#before; left > 0;) {
+        const want = Math.min(buf.length, left);
+        for (let got = 0; got < want;) {
+          const n = file.readSync(buf.subarray(got, want));
+          if (n === null) throw new Error("the texts' digests were cut short");
+          got += n;
+        }
+        yield new Uint32Array(buf.buffer, 0, want / 4);
+        left -= want;
+      }
+    }
+    yield this.words.subarray(0, 3 * (count - this.#before));
+  }
+
+  /** Puts the digests held after those before. */
+  #put(): void {
+    if (this.#lost) return;
+    if (!this.#file && this.#held.length === 0) this.#file = unnamedFile();
+    try {
+      if (this.#file) writeAll(this.#file, new Uint8Array(this.words.buffer));
+      else this.#held.push(this.words.slice());
+    } catch {
+      // No room left for them: no note this time (the apply goes on).
+      this.#lost = true;
+      this[Symbol.dispose]();
+    }
+  }
+
+  /** Closes its file. */
+  [Symbol.dispose](): void {
+    this.#file?.close();
+    this.#file = undefined;
+  }
+}
+
+/**
+ * A temporary file for reading and writing, its name removed at once: a
+ * crash leaves nothing behind. Undefined when none can be made.
+ */
+function unnamedFile(): Deno.FsFile | undefined {
+  let path;
+  try {
+    path = Deno.makeTempFileSync({ prefix: "warren-digests-" });
+    return Deno.openSync(path, { read: true, write: true });
+  } catch {
+    return undefined;
+  } finally {
+    try {
+      if (path) Deno.removeSync(path);
+    } catch {
+      // Left in the temporary directory: only digests.
+    }
+  }
 }
 
 /** Parts smaller than this are gathered before they are written. */
