@@ -338,23 +338,16 @@ const WHY: [RegExp, string][] = [
   ],
   [
     /resident memory of warren apply \(\d+ flows from (a YAML file|the line form)\)/,
-    "split at a million flows (Deno.memoryUsage at each phase, YAML applied with the note " +
-    "present, as here): Deno and warren's code take some 70 MiB; V8's heap grows to 80 MiB, " +
-    "most of it the young generation, which V8 doubles up to two 32 MiB semi-spaces as " +
-    "scavenges go by, each keeping some 200 KiB (capped at 2 MiB by a V8 flag, the peak fell " +
-    "by 55 MiB); the note's bytes 41 MiB and its index 8; the compiled set 42; the texts' " +
-    "digests 12. Cut since: YAML's first read (ports, tunnels, groups) skips the flows, lines " +
-    "are read 16 KiB at a time and YAML items without match arrays or a generator each, so " +
-    "fewer scavenges run and the young generation stays at 16 MiB semi-spaces; the note's " +
-    "bytes are freed as soon as the set is built (ArrayBuffer transfer, not left to a GC), " +
-    "its index made only when a file moved its flows; the set and the digests are sized from " +
-    "the note at once and grow by moving their buffers. Measured in two pairs of runs one " +
-    "after the other, the bench's sequence: YAML 252–266 → 193–203 MiB, the line form " +
-    "249–254 → 191–192, JSON 242–253 → 222–226 (JSON moved by 30 MiB between runs of the " +
-    "same code, with when V8 collects). Those applies found every text in the note the JSON " +
-    "apply before them left; the bench's applies are now first applies (the note removed " +
-    "before each), which hold the compiled set while the note of compiled texts is built: " +
-    "YAML 227 then 254 MiB, the line form 225 then 239 (a run at load 4-5, then a quiet one)",
+    "split at a million flows (Deno.memoryUsage at each phase of a first apply): Deno and " +
+    "warren's code take some 70 MiB, the worker writing the new index's batches 15; V8's heap " +
+    "about 50 MiB; the compiled set and its index 31-35 MiB. V8 doubles its young generation " +
+    "once what its scavenges keep adds up to its size: each flow's file and line, made into a " +
+    "string, was held by V8's cache of number strings through the next scavenge (some 200 KiB " +
+    "kept at each), which took it to two 32 MiB semi-spaces (heap 80-100 MiB); made only for " +
+    "an error now, a scavenge keeps about 25 KiB and the semi-spaces stay at 16 MiB. The " +
+    "texts' digests for the note go to an unnamed temporary file as they are made (12 MB), and " +
+    "the set holds no cookies unless a flow has one, nor old ids for an empty table (13 MB): " +
+    "YAML 229 → 162 MiB, the line form 229 → 161 (medians of three runs, load 3-5)",
   ],
   [
     /^live forwarding/,
@@ -455,10 +448,12 @@ const WHY: [RegExp, string][] = [
   ],
   [
     /resident memory of warren apply/,
-    "flows are read as a stream, but ports, tunnels and groups whole, and the compiled table " +
-    "is held for the diff. A first apply also builds the note of compiled texts as it goes " +
-    "(about 40 bytes a flow) beside the compiled set: 247 then 248 MiB in two runs of the " +
-    "same code (load 4-5, then quiet), 3-4 MiB over 256 MB",
+    "flows are read as a stream, but ports, tunnels and groups whole (JSON's first read grows " +
+    "the heap to some 27 MiB), and the compiled set (about 35 bytes a flow with its index) is " +
+    "held for the diff; the texts' digests for the note go to a temporary file as they are " +
+    "made. Each flow's file and line made into a string grew V8's young generation to two " +
+    "32 MiB semi-spaces until it was made only for an error: JSON 223 → 160 MiB (medians of " +
+    "three runs, load 3-5)",
   ],
   [
     /^fleet: a join applied/,
