@@ -45,7 +45,7 @@ import {
 } from "./compile.ts";
 import type { Datapath, PortSpec } from "./datapath.ts";
 import type { PortNames } from "./match.ts";
-import { type FlowSpec, formatFlow, parseFlow } from "./flow_syntax.ts";
+import { type FlowSpec, formatFlow, parseFlowAt } from "./flow_syntax.ts";
 import type {
   ApplyOptions,
   FlowByText,
@@ -522,7 +522,7 @@ function byText(
           // Where it was read is asked for by an error only: a source may
           // make it when asked, not for each of a million flows.
           try {
-            const f = parseFlow(text, names);
+            const f = parseFlowAt(text, names);
             checkFlowGroups(f, names, groupIds);
             return f;
           } catch (err) {
