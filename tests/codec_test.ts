@@ -280,6 +280,29 @@ Deno.test("a built key's byte field assigned an array is that array, as a plain 
   assertEquals(k.eth_src[5], 1);
 });
 
+Deno.test("an assigned array of the wrong size writes its field's size, never its neighbour", () => {
+  // A short array reads as zeros past its end; a long one stops at the
+  // field's end, whatever bytes the output held there.
+  const fieldAt = (name: string) => flowKeyCodec.fields.find((f) => f.name === name)!.offset;
+  for (const k of [emptyFlowKey(), plainFlowKey(emptyFlowKey())]) {
+    const m = plainFlowKey(emptyFlowKey());
+    k.arp_tha = new Uint8Array([1, 2, 3]);
+    m.arp_tha = new Uint8Array(6).fill(0xff);
+    k.eth_src = new Uint8Array(20).fill(7);
+    m.eth_src = new Uint8Array(20).fill(0xff);
+    const out = new Uint8Array(flowKeyCodec.size).fill(0x5a);
+    encodeFlowKey(k, out, 0, m);
+    const tha = fieldAt("arp_tha"), src = fieldAt("eth_src"), dst = fieldAt("eth_dst");
+    assertEquals([...out.subarray(tha, tha + 6)], [1, 2, 3, 0, 0, 0]);
+    assertEquals([...out.subarray(src, src + 6)], [7, 7, 7, 7, 7, 7]);
+    assertEquals([...out.subarray(dst, dst + 6)], [0, 0, 0, 0, 0, 0]);
+    const mask = new Uint8Array(flowKeyCodec.size).fill(0x5a);
+    encodeFlowMask(k, mask);
+    assertEquals([...mask.subarray(tha, tha + 6)], [1, 2, 3, 0, 0, 0]);
+    assertEquals([...mask.subarray(dst, dst + 6)], [0, 0, 0, 0, 0, 0]);
+  }
+});
+
 Deno.test("a built key's byte fields are accessors: spread it through plainFlowKey", () => {
   const k = emptyFlowKey();
   k.in_port = 3;
@@ -295,6 +318,9 @@ Deno.test("a built key's byte fields are accessors: spread it through plainFlowK
   const other = emptyFlowKey();
   other.in_port = 3;
   assertThrows(() => assertEquals(k, other), Error);
+  assertThrows(() => assertEquals(new Map([[1, k]]), new Map([[1, other]])), Error);
+  assertThrows(() => assertEquals(new Set([k]), new Set([other])), Error);
+  assertEquals(new Map([[1, k]]), new Map([[1, copyFlowKey(k)]]));
 });
 
 Deno.test("a flow key encoded with a mask is its bytes ANDed with the mask's", () => {

@@ -336,13 +336,15 @@ function be32(out: Uint8Array, at: number, v: number): void {
 
 // A loop, not `set`: the fields are a few bytes, and a builtin call per
 // field was most of encoding a key. Each side is read where its bytes
-// are: a slab key's own place, else the field's array (whose length, the
-// key's, says how many bytes, as it always has).
+// are: a slab key's own place, else the field's array. The field's size
+// says how many bytes, never an array's length: a short one reads as
+// zeros past its end (a typed array's read there is undefined, 0 when
+// masked or stored), a long one cannot write into the next field.
 function put(k: FlowKey, m: FlowKey, bit: number, o: number, out: Uint8Array, off: number): void {
   const ks = SlabFlowKey.slabOf(k, bit), ms = SlabFlowKey.slabOf(m, bit);
   const ka = ks ?? byteField(k, bit), ko = ks ? SlabFlowKey.placeOf(k) + o : 0;
   const ma = ms ?? byteField(m, bit), mo = ms ? SlabFlowKey.placeOf(m) + o : 0;
-  const n = ks ? byteFieldSize(bit) : ka.length, at = off + o;
+  const n = byteFieldSize(bit), at = off + o;
   for (let i = 0; i < n; i++) out[at + i] = ka[ko + i] & ma[mo + i];
 }
 
@@ -350,7 +352,7 @@ function put(k: FlowKey, m: FlowKey, bit: number, o: number, out: Uint8Array, of
 function copy(m: FlowKey, bit: number, o: number, out: Uint8Array, off: number): number {
   const ms = SlabFlowKey.slabOf(m, bit);
   const ma = ms ?? byteField(m, bit), mo = ms ? SlabFlowKey.placeOf(m) + o : 0;
-  const n = ms ? byteFieldSize(bit) : ma.length, at = off + o;
+  const n = byteFieldSize(bit), at = off + o;
   let any = 0;
   for (let i = 0; i < n; i++) any |= out[at + i] = ma[mo + i];
   return any ? bit : 0;
