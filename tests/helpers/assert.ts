@@ -24,8 +24,9 @@ export function assertEquals<T>(actual: T, expected: T, message?: string): void 
 }
 
 /**
- * `v` with every slab flow key in it, in arrays and plain objects, made a
- * plain key; `v` itself when it holds none.
+ * `v` with every slab flow key in it, in arrays, plain objects, Maps and
+ * Sets, made a plain key; `v` itself when it holds none. (A class
+ * instance is compared as it is: none in the tests holds a key.)
  */
 function withPlainKeys(v: unknown, seen: Map<object, unknown>): unknown {
   if (typeof v !== "object" || v === null) return v;
@@ -47,6 +48,14 @@ function withPlainKeys(v: unknown, seen: Map<object, unknown>): unknown {
       changed ||= copy[k] !== r[k];
     }
     if (changed) out = copy;
+  } else if (v instanceof Map || v instanceof Set) {
+    const before = v instanceof Map ? [...v].flat() : [...v];
+    const after = before.map((x) => withPlainKeys(x, seen));
+    if (after.some((x, i) => x !== before[i])) {
+      out = v instanceof Map
+        ? new Map(after.flatMap((x, i) => i % 2 ? [] : [[x, after[i + 1]] as const]))
+        : new Set(after);
+    }
   }
   seen.set(v, out);
   return out;
