@@ -386,8 +386,9 @@ const WHY: [RegExp, string][] = [
     "(median of 6: 4.6) against 3.4-5.9 s (5.1): on a loaded machine the writes hardly " +
     "overlap. In the full run after it: 2.07 s against raw writes of 0.81 s (2.55×), from " +
     "2.76 s and 3.17× in the run before; since, 2.13 s against 0.99 (2.15×), 2.36 against " +
-    "1.01 (2.33×) on another machine, and 2.18 against 1.26 (1.73×) in this run: within 3 s, " +
-    "the ratio following how fast each machine's kernel takes the writes. A table that is not empty is still compared first, " +
+    "1.01 (2.33×) on another machine, and 2.18 against 1.26 (1.73×) in the control run of " +
+    "2026-12-02: the apply itself 2.1-2.4 s on each, the ratio moving with the raw writes' " +
+    "time. A table that is not empty is still compared first, " +
     "its writes overlapping only the building of its entries. Where the JavaScript thread's " +
     "time goes (perf at 1999 Hz with V8's jitdump over the apply's window, load 4: 3 400 " +
     "samples on it, 2 400 on the worker's writes): making the bench's specs a quarter (each " +
@@ -422,19 +423,20 @@ const WHY: [RegExp, string][] = [
     "parser, which tokenized a byte at a time (the file's two reads alone, in one process, " +
     "4.8-5.5 s to 0.75). Control-only runs gave JSON 8.25 s, YAML 8.77 and the line form " +
     "6.25 against raw writes of 0.99 s before the lazy views; a full run on another machine " +
-    "after them (load 1) 8.98, 9.36 and 9.26 against 1.01; this run 8.30, 8.04 and 7.26 " +
-    "against 1.26. Split of the line form's whole process, timers in a scratch build (three " +
-    "runs at load 1 on this run's machine, the last two 6.2-6.4 s): Deno's start and " +
-    "warren's modules 0.14-0.27 s; the state's ports and tunnels and the table's state " +
-    "0.45-0.6 s; the loop over the million flows 5.1-5.3 s; after it, the last batches, " +
-    "publishing and the note 0.3 s. The kernel's writes, on the worker thread, overlap the " +
-    "loop whole. Inside the loop (one flow in eight timed, the timers' own 130 ns taken off): " +
-    "parsing the text half of the time (2.9 µs a flow inside the process, 1.65 µs in a " +
-    "script that only parses 300 000 of the texts), adding the flow to the set 18%, " +
-    "compiling it 12%, handing it to the writer 12%, its text's digest for the note 8%. The " +
-    "same file applied again is recognised from its bytes (0.52 s in this run) and a changed " +
-    "one compiles only its changed texts (1.67 s for 3 of a million): only a first apply " +
-    "pays the loop. Below 3 s needs the loop under 2.5 s: parsing near 1 µs a flow, and the " +
+    "after them (load 1) 8.98, 9.36 and 9.26 against 1.01; the control run of 2026-12-02 " +
+    "8.30, 8.04 and 7.26 against 1.26. Split of the line form's whole process, timers in a " +
+    "scratch build on that run's machine (the two steady runs of three, 6.2 and 6.4 s, load " +
+    "1): Deno's start and warren's modules 0.14-0.27 s; the command, the pins and the " +
+    "table's state 0.44-0.47 s; the loop over the million flows 5.1-5.3 s; after it, the " +
+    "last batches and publishing 0.14-0.16 s, the notes 0.08-0.12 s, the exit 0.15 s. The " +
+    "kernel's writes (1.26 s raw), on the worker thread, are done when the loop is. Of the " +
+    "loop's timed work per flow (one flow in eight timed, the timers' own 130 ns taken off): " +
+    "parsing the text half (2.9-3.0 µs a flow inside the process, 1.6-1.8 µs in a script " +
+    "that only parses 300 000 of the texts), adding the flow to the set 18%, compiling it " +
+    "12%, handing it to the writer 10-12%, its text's digest for the note 7-8%. The same " +
+    "file applied again is recognised from its bytes (0.52 s in that run) and a changed one " +
+    "compiles only its changed texts (1.67 s for 3 of a million): only a first apply pays " +
+    "the loop. Below 3 s needs the loop under 2.5 s: parsing near 1 µs a flow, and the " +
     "set's and the writer's work per flow halved",
   ],
   [
